@@ -1,0 +1,110 @@
+//! Branches on the wire: the branch list item, create and commit requests and their answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::LocalTime;
+use crate::serde_util::null_as_default;
+
+/// A branch as returned by `GET /branches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchView {
+    /// Branch name.
+    pub name: String,
+    /// Dataset the branch was created from.
+    #[serde(default, rename = "baseDataset", deserialize_with = "null_as_default")]
+    pub base_dataset: String,
+    /// The branch it forked from, `-` if none.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub parent: String,
+    /// Head data timestamp as `YYYYMMDDHHMMSS`.
+    #[serde(default, rename = "dataStateAt", deserialize_with = "null_as_default")]
+    pub data_state_at: String,
+    /// Head snapshot ID.
+    #[serde(default, rename = "snapshotID", deserialize_with = "null_as_default")]
+    pub snapshot_id: String,
+    /// The branch dataset.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub dataset: String,
+    /// Number of snapshots on the branch.
+    #[serde(default, rename = "numSnapshots", deserialize_with = "null_as_default")]
+    pub num_snapshots: i64,
+    /// Whether deletion protection is on.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// When protection ends; omitted when unprotected or indefinite.
+    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
+    pub protected_till: Option<LocalTime>,
+    /// Scheduled automatic deletion; omitted when none.
+    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<LocalTime>,
+}
+
+/// `PATCH /branch/{name}` answer: the protection part of a [`BranchView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchProtection {
+    /// Branch name.
+    pub name: String,
+    /// Whether any pool's branch dataset is protected.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// When protection ends; omitted when unprotected or indefinite.
+    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
+    pub protected_till: Option<LocalTime>,
+    /// Scheduled automatic deletion; omitted when none.
+    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<LocalTime>,
+}
+
+/// `POST /branch` body: one of `baseBranch` and `snapshotID` is required.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreateBranchRequest {
+    /// The new branch's name.
+    #[serde(default, rename = "branchName", deserialize_with = "null_as_default")]
+    pub branch_name: String,
+    /// Fork from this branch's head.
+    #[serde(
+        default,
+        rename = "baseBranch",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub base_branch: String,
+    /// Fork from this snapshot.
+    #[serde(
+        default,
+        rename = "snapshotID",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub snapshot_id: String,
+}
+
+/// `POST /branch` answer: `{"name": "<branchName>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateBranchResponse {
+    /// The created branch.
+    pub name: String,
+}
+
+/// `POST /branch/snapshot` body ("commit"): snapshot a clone into its branch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// The clone to commit.
+    #[serde(default, rename = "cloneID", deserialize_with = "null_as_default")]
+    pub clone_id: String,
+    /// Commit message.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub message: String,
+}
+
+/// `POST /branch/snapshot` answer: `{"snapshotID": "<pool>/branch/<b>/<clone>/r<n>@<YYYYMMDDHHMMSS>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    /// The new snapshot's ID.
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+}

@@ -1,0 +1,228 @@
+//! Clones on the wire: the `Clone` object and the create, patch and reset requests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CloneId, IdError};
+use crate::serde_util::{is_zero, null_as_default};
+use crate::{LocalTime, Snapshot, Status};
+
+/// A clone as returned by `GET /clone/{id}`, `GET /clones`, `POST /clone` and in `/status` → `cloning.clones`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clone {
+    /// The clone ID.
+    pub id: String,
+    /// The snapshot the clone was made from (`null` if unknown).
+    #[serde(default)]
+    pub snapshot: Option<Snapshot>,
+    /// The branch the clone belongs to.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub branch: String,
+    /// The clone's dataset revision (`r<N>`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub revision: i64,
+    /// Whether deletion protection is on.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// When protection ends; omitted when unprotected or protected indefinitely.
+    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
+    pub protected_till: Option<LocalTime>,
+    /// Scheduled deletion; DBLab never sets it for clones, so it is `null`.
+    #[serde(default, rename = "deleteAt")]
+    pub delete_at: Option<LocalTime>,
+    /// When the clone was requested.
+    #[serde(default, rename = "createdAt")]
+    pub created_at: Option<LocalTime>,
+    /// Lifecycle status.
+    pub status: Status,
+    /// How to connect.
+    pub db: Database,
+    /// Sizes, timings and the limits that apply to this clone.
+    #[serde(default)]
+    pub metadata: CloneMetadata,
+}
+
+/// How to connect to a clone (`Clone.db`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Database {
+    /// `host=<host> port=<port> user=<username> dbname=<dbName>`; empty until the clone is ready.
+    #[serde(default, rename = "connStr", deserialize_with = "null_as_default")]
+    pub conn_str: String,
+    /// The host clients should connect to; empty until ready.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub host: String,
+    /// The port, **as a string** (DBLab's quirk); empty until ready.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub port: String,
+    /// The clone's database user.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub username: String,
+    /// Always empty: the password is never sent back.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub password: String,
+    /// The database to connect to.
+    #[serde(default, rename = "dbName", deserialize_with = "null_as_default")]
+    pub db_name: String,
+    /// The authenticated user the clone is bound to, when user binding is on.
+    #[serde(default, rename = "ownerUser", skip_serializing_if = "String::is_empty")]
+    pub owner_user: String,
+}
+
+impl Database {
+    /// DBLab's connection string format.
+    pub fn format_conn_str(host: &str, port: u16, username: &str, db_name: &str) -> String {
+        format!("host={host} port={port} user={username} dbname={db_name}")
+    }
+}
+
+/// Sizes, timings and limits of a clone (`Clone.metadata`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CloneMetadata {
+    /// Bytes the clone has written on top of its snapshot.
+    #[serde(default, rename = "cloneDiffSize", deserialize_with = "null_as_default")]
+    pub clone_diff_size: u64,
+    /// Logical size of the clone's data in bytes.
+    #[serde(default, rename = "logicalSize", deserialize_with = "null_as_default")]
+    pub logical_size: u64,
+    /// Seconds from request to ready.
+    #[serde(default, rename = "cloningTime", deserialize_with = "null_as_default")]
+    pub cloning_time: f64,
+    /// Idle minutes after which the clone is destroyed (0: never).
+    #[serde(default, rename = "maxIdleMinutes", deserialize_with = "null_as_default")]
+    pub max_idle_minutes: u64,
+    /// The server's default protection lease; omitted when 0.
+    #[serde(
+        default,
+        rename = "protectionLeaseDurationMinutes",
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
+    pub protection_lease_duration_minutes: u64,
+    /// The server's protection cap; omitted when 0.
+    #[serde(
+        default,
+        rename = "protectionMaxDurationMinutes",
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
+    pub protection_max_duration_minutes: u64,
+}
+
+/// `POST /clone` body (DBLab's `types.CloneCreateRequest`).
+///
+/// Every field may be absent or `null`; unknown fields are ignored. The server checks that `db`, `db.username`
+/// and `db.password` are present and that `id`, when not empty, is a valid [`CloneId`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreateCloneRequest {
+    /// Requested clone ID; empty means "generate one".
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub id: String,
+    /// Turn deletion protection on.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// Lease length in minutes when `protected` (absent: the server default; 0: indefinite, still capped).
+    #[serde(
+        default,
+        rename = "protectionDurationMinutes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protection_duration_minutes: Option<u64>,
+    /// Branch whose head snapshot to use when `snapshot` is absent (default `main`).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub branch: String,
+    /// Explicit snapshot; wins over `branch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
+    /// Extra Postgres settings for this clone.
+    #[serde(
+        default,
+        rename = "extra_conf",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub extra_conf: BTreeMap<String, String>,
+    /// The database user to create in the clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<DatabaseRequest>,
+}
+
+impl CreateCloneRequest {
+    /// The requested clone ID: `None` when empty (generate one), an error when invalid.
+    pub fn clone_id(&self) -> Result<Option<CloneId>, IdError> {
+        if self.id.is_empty() { Ok(None) } else { CloneId::parse(self.id.as_str()).map(Some) }
+    }
+}
+
+/// `{"id": "<snapshot ID>"}` inside a clone request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The snapshot ID.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+}
+
+/// The `db` object of a clone request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DatabaseRequest {
+    /// User to create (required).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub username: String,
+    /// Its password (required; DBLab demands 60 bits of entropy).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub password: String,
+    /// A non-superuser that owns every database object instead of a superuser.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub restricted: bool,
+    /// Database the restricted user works in.
+    #[serde(
+        default,
+        rename = "db_name",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub db_name: String,
+}
+
+/// `PATCH /clone/{id}` body: two-state, a missing or false `protected` clears protection.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PatchCloneRequest {
+    /// Protection on or off.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// Lease length in minutes (absent: the server default).
+    #[serde(
+        default,
+        rename = "protectionDurationMinutes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protection_duration_minutes: Option<u64>,
+}
+
+/// `POST /clone/{id}/reset` body; both fields set is a 400, neither means "the clone's current snapshot".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResetCloneRequest {
+    /// Snapshot to reset to.
+    #[serde(
+        default,
+        rename = "snapshotID",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub snapshot_id: String,
+    /// Reset to the newest snapshot across pools.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub latest: bool,
+}

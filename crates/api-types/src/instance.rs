@@ -1,0 +1,212 @@
+//! `GET /status` (the `Instance` object) and `GET /healthz` (the `Engine` object).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::serde_util::{is_zero, null_as_default};
+use crate::{Clone, LocalTime, Retrieving, Status};
+
+/// The full instance status, `GET /status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// `{"code":"OK","message":"Instance is ready"}`, or `WARNING` naming the subsystems that need attention.
+    pub status: Status,
+    /// Version and identity.
+    pub engine: Engine,
+    /// The pools.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pools: Vec<PoolEntry>,
+    /// Clones (the DBLab CLI's `clone list` reads `cloning.clones`).
+    pub cloning: Cloning,
+    /// Data retrieval state.
+    pub retrieving: Retrieving,
+    /// Clone runtime settings (DBLab: the Docker image and flags).
+    #[serde(default)]
+    pub provisioner: Provisioner,
+    /// The physical-mode synchronization instance; `{"status":{"code":"Not available"}}` in logical mode.
+    #[serde(default)]
+    pub synchronization: Option<Synchronization>,
+}
+
+impl Instance {
+    /// DBLab's message for a healthy instance.
+    pub const READY_MESSAGE: &'static str = "Instance is ready";
+}
+
+/// Version and identity of the engine; the whole body of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Engine {
+    /// Version string, e.g. `v4.1.0-20240501`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: String,
+    /// `community` or `standard`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub edition: String,
+    /// Billing state (Standard edition only).
+    #[serde(default, rename = "billingActive", skip_serializing_if = "Option::is_none")]
+    pub billing_active: Option<bool>,
+    /// Instance ID.
+    #[serde(default, rename = "instanceID", deserialize_with = "null_as_default")]
+    pub instance_id: String,
+    /// When the engine started.
+    #[serde(default, rename = "startedAt", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<LocalTime>,
+    /// Whether telemetry is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<bool>,
+    /// Whether `POST /admin/config` is refused.
+    #[serde(
+        default,
+        rename = "disableConfigModification",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disable_config_modification: Option<bool>,
+}
+
+wire_enum! {
+    /// A pool's state.
+    pub enum PoolStatus {
+        /// Serving clones.
+        Active = "active",
+        /// Receiving a full refresh.
+        Refreshing = "refreshing",
+        /// No data yet.
+        Empty = "empty",
+    }
+}
+
+/// One pool in `/status` → `pools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolEntry {
+    /// Pool name.
+    pub name: String,
+    /// Storage mode (`zfs`, `lvm` in DBLab; Scion adds `btrfs` and `dir`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mode: String,
+    /// Data timestamp of the pool's newest snapshot.
+    #[serde(default, rename = "dataStateAt")]
+    pub data_state_at: Option<LocalTime>,
+    /// Pool state.
+    pub status: PoolStatus,
+    /// IDs of the clones on this pool.
+    #[serde(default, rename = "cloneList", deserialize_with = "null_as_default")]
+    pub clone_list: Vec<String>,
+    /// Space usage.
+    #[serde(default, rename = "fileSystem")]
+    pub file_system: FileSystem,
+}
+
+/// Space usage of a pool, in bytes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FileSystem {
+    /// Storage mode, as in [`PoolEntry::mode`].
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mode: String,
+    /// Total size.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub size: u64,
+    /// Free bytes.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub free: u64,
+    /// Used bytes.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub used: u64,
+    /// Logical size of the data.
+    #[serde(default, rename = "dataSize", deserialize_with = "null_as_default")]
+    pub data_size: u64,
+    /// Bytes held only by snapshots.
+    #[serde(default, rename = "usedBySnapshots", deserialize_with = "null_as_default")]
+    pub used_by_snapshots: u64,
+    /// Bytes held by clones.
+    #[serde(default, rename = "usedByClones", deserialize_with = "null_as_default")]
+    pub used_by_clones: u64,
+    /// Compression ratio (1.0 without compression).
+    #[serde(default, rename = "compressRatio", deserialize_with = "null_as_default")]
+    pub compress_ratio: f64,
+}
+
+/// `/status` → `cloning`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Cloning {
+    /// Mean cloning time in seconds.
+    #[serde(default, rename = "expectedCloningTime", deserialize_with = "null_as_default")]
+    pub expected_cloning_time: f64,
+    /// Number of clones.
+    #[serde(default, rename = "numClones", deserialize_with = "null_as_default")]
+    pub num_clones: i64,
+    /// All clones.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub clones: Vec<Clone>,
+    /// The default protection lease; omitted when 0.
+    #[serde(
+        default,
+        rename = "protectionLeaseDurationMinutes",
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
+    pub protection_lease_duration_minutes: u64,
+    /// The protection cap; omitted when 0.
+    #[serde(
+        default,
+        rename = "protectionMaxDurationMinutes",
+        skip_serializing_if = "is_zero",
+        deserialize_with = "null_as_default"
+    )]
+    pub protection_max_duration_minutes: u64,
+}
+
+/// `/status` → `provisioner`: DBLab's container settings. Scion runs no containers and reports what applies.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Provisioner {
+    /// The clone image (DBLab); empty in Scion.
+    #[serde(default, rename = "dockerImage", deserialize_with = "null_as_default")]
+    pub docker_image: String,
+    /// Extra runtime settings.
+    #[serde(default, rename = "containerConfig", deserialize_with = "null_as_default")]
+    pub container_config: BTreeMap<String, String>,
+}
+
+/// `/status` → `synchronization`: the standby that follows the source in physical mode.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Synchronization {
+    /// `OK`, `Starting`, `Down`, `Not available` or `Error`.
+    pub status: Status,
+    /// When the standby started.
+    #[serde(default, rename = "startedAt", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<LocalTime>,
+    /// Last replayed WAL position.
+    #[serde(
+        default,
+        rename = "lastReplayedLsn",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub last_replayed_lsn: String,
+    /// Commit time of the last replayed transaction.
+    #[serde(default, rename = "lastReplayedLsnAt", skip_serializing_if = "Option::is_none")]
+    pub last_replayed_lsn_at: Option<LocalTime>,
+    /// Replication lag in whole seconds.
+    #[serde(
+        default,
+        rename = "replicationLag",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
+    pub replication_lag: i64,
+    /// Standby uptime in whole seconds.
+    #[serde(
+        default,
+        rename = "replicationUptime",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
+    pub replication_uptime: i64,
+}
+
+impl Synchronization {
+    /// What logical mode reports: `{"status":{"code":"Not available"}}`.
+    pub fn not_available() -> Self {
+        Self { status: Status::new(crate::StatusCode::SyncNotAvailable, ""), ..Self::default() }
+    }
+}

@@ -1,0 +1,130 @@
+//! Retrieval state on the wire: `/status` → `retrieving` and `GET /instance/retrieval`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::LocalTime;
+use crate::serde_util::null_as_default;
+
+wire_enum! {
+    /// How data gets into the pool.
+    pub enum RetrievalMode {
+        /// `pg_dump` / `pg_restore`.
+        Logical = "logical",
+        /// Base backup plus a standby.
+        Physical = "physical",
+        /// Not configured.
+        Unknown = "unknown",
+    }
+}
+
+wire_enum! {
+    /// The retrieval state machine (reference §6.1).
+    pub enum RetrievalStatus {
+        /// Nothing running.
+        Inactive = "inactive",
+        /// Waiting for configuration.
+        Pending = "pending",
+        /// The last run failed.
+        Failed = "failed",
+        /// A refresh is running.
+        Refreshing = "refreshing",
+        /// A refresh finished and the pool was switched.
+        Renewed = "renewed",
+        /// Snapshots are being taken.
+        Snapshotting = "snapshotting",
+        /// The run finished.
+        Finished = "finished",
+    }
+}
+
+wire_enum! {
+    /// The key of an entry in `retrieving.alerts`.
+    pub enum AlertType {
+        /// A refresh failed.
+        RefreshFailed = "refresh_failed",
+        /// A refresh was skipped (for example, no free pool).
+        RefreshSkipped = "refresh_skipped",
+    }
+}
+
+wire_enum! {
+    /// How serious an alert is.
+    pub enum AlertLevel {
+        /// An error.
+        Error = "error",
+        /// A warning.
+        Warning = "warning",
+        /// Unknown severity.
+        Unknown = "unknown",
+    }
+}
+
+/// `/status` → `retrieving`, and `GET /instance/retrieval` (which adds `activity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retrieving {
+    /// Retrieval mode.
+    pub mode: RetrievalMode,
+    /// Current state.
+    pub status: RetrievalStatus,
+    /// When the last refresh finished.
+    #[serde(default, rename = "lastRefresh")]
+    pub last_refresh: Option<LocalTime>,
+    /// When the next scheduled refresh starts.
+    #[serde(default, rename = "nextRefresh")]
+    pub next_refresh: Option<LocalTime>,
+    /// Alerts keyed by type (an object, not the array the DBLab spec claims).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub alerts: BTreeMap<AlertType, Alert>,
+    /// Live activity on the source and target, only while refreshing; `null` otherwise.
+    #[serde(default)]
+    pub activity: Option<Activity>,
+}
+
+/// One alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Severity.
+    pub level: AlertLevel,
+    /// What happened.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+    /// When it last happened.
+    #[serde(default, rename = "lastSeen")]
+    pub last_seen: Option<LocalTime>,
+    /// How many times it happened.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub count: i64,
+}
+
+/// Backends active on the source and target during a refresh.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Activity {
+    /// On the source database.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub source: Vec<PgActivityEvent>,
+    /// On the pool's Postgres.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub target: Vec<PgActivityEvent>,
+}
+
+/// One `pg_stat_activity` row.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PgActivityEvent {
+    /// Role name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user: String,
+    /// Query text.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub query: String,
+    /// Seconds the query has run.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub duration: f64,
+    /// `wait_event_type`.
+    #[serde(default, rename = "waitEventType", deserialize_with = "null_as_default")]
+    pub wait_event_type: String,
+    /// `wait_event`.
+    #[serde(default, rename = "waitEvent", deserialize_with = "null_as_default")]
+    pub wait_event: String,
+}

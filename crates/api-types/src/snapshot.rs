@@ -1,0 +1,137 @@
+//! Snapshots on the wire: the `Snapshot` list item, commit details, and the snapshot requests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::LocalTime;
+use crate::serde_util::null_as_default;
+
+/// A snapshot as returned by `GET /snapshots`, `GET /snapshot/{id}` and inside a clone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// `<dataset>@<name>`.
+    pub id: String,
+    /// When the snapshot was taken.
+    #[serde(default, rename = "createdAt")]
+    pub created_at: Option<LocalTime>,
+    /// The point in time of the data it holds.
+    #[serde(default, rename = "dataStateAt")]
+    pub data_state_at: Option<LocalTime>,
+    /// Bytes used by the snapshot itself.
+    #[serde(default, rename = "physicalSize", deserialize_with = "null_as_default")]
+    pub physical_size: u64,
+    /// Logical size of its data in bytes.
+    #[serde(default, rename = "logicalSize", deserialize_with = "null_as_default")]
+    pub logical_size: u64,
+    /// The pool it lives in.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pool: String,
+    /// How many clones use it.
+    #[serde(default, rename = "numClones", deserialize_with = "null_as_default")]
+    pub num_clones: i64,
+    /// IDs of the clones that use it (DBLab may send `null` for none; Scion sends `[]`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub clones: Vec<String>,
+    /// The branch it belongs to.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub branch: String,
+    /// Commit message.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+    /// Whether deletion protection is on.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// When protection ends; omitted when unprotected or indefinite.
+    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
+    pub protected_till: Option<LocalTime>,
+    /// Scheduled automatic deletion; omitted when none.
+    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<LocalTime>,
+}
+
+/// A commit as returned by `GET /branch/snapshot/{id}` and `GET /branch/{name}/log`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDetails {
+    /// Snapshot ID.
+    pub id: String,
+    /// Parent snapshot ID, `-` for a root.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub parent: String,
+    /// Child snapshot IDs.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub child: Vec<String>,
+    /// Branches whose head this is.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub branch: Vec<String>,
+    /// Branches that forked from this snapshot.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub root: Vec<String>,
+    /// Data timestamp as `YYYYMMDDHHMMSS` (not RFC 3339: DBLab's branch format).
+    #[serde(default, rename = "dataStateAt", deserialize_with = "null_as_default")]
+    pub data_state_at: String,
+    /// Commit message, decoded.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+    /// Dataset the snapshot belongs to.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub dataset: String,
+    /// Datasets cloned from this snapshot.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub clones: Vec<String>,
+    /// Whether deletion protection is on.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub protected: bool,
+    /// When protection ends; omitted when unprotected or indefinite.
+    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
+    pub protected_till: Option<LocalTime>,
+    /// Scheduled automatic deletion; omitted when none.
+    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<LocalTime>,
+}
+
+/// `POST /snapshot` body (optional): which pool to snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreateSnapshotRequest {
+    /// Pool name; empty means the active pool.
+    #[serde(
+        default,
+        rename = "poolName",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub pool_name: String,
+}
+
+/// `POST /snapshot/clone` body: snapshot a clone's dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnapshotCloneRequest {
+    /// The clone to snapshot.
+    #[serde(default, rename = "cloneID", deserialize_with = "null_as_default")]
+    pub clone_id: String,
+    /// A message (DBLab ignores it on this endpoint).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub message: String,
+}
+
+/// `PATCH /snapshot/{id}` and `PATCH /branch/{name}` body: three-state protection and scheduled deletion.
+///
+/// Neither `protected` nor `deleteAt` is a 400; `protected: true` together with `deleteAt` is a 400.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProtectionUpdateRequest {
+    /// Turn protection on or off; absent leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    /// Lease length in minutes when turning protection on.
+    #[serde(
+        default,
+        rename = "protectionDurationMinutes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub protection_duration_minutes: Option<u64>,
+    /// Schedule deletion at this time (clears protection).
+    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<LocalTime>,
+}
