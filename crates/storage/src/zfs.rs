@@ -1,0 +1,234 @@
+//! The ZFS backend, through the `zfs` and `zpool` commands.
+//!
+//! Dataset `a/b` is the filesystem `<pool>/a/b`, mounted where it inherits (`<pool mountpoint>/a/b`);
+//! snapshots and clones are ZFS's own. It uses only what both kernel OpenZFS and zfs-fuse
+//! (pool version 23) understand: `zfs get -Hp` for numbers (zfs-fuse's `zfs list` has no `-p`),
+//! `zfs list -H -t all -o name,type,origin` for relations (zfs-fuse has no `clones` property, so
+//! clones are derived from origins), and `usedbydataset + usedbysnapshots` for the bytes a
+//! dataset holds alone (zfs-fuse has no `written` property).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use exec::Cmd;
+
+use crate::{
+    BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
+    Object, PoolSpace, Result, SnapshotName, ThinStorage, run_tool,
+};
+
+/// ZFS's limit on a full dataset or snapshot name.
+const ZFS_MAX_NAME_LEN: usize = 255;
+
+/// A ZFS pool, or a filesystem inside one, that holds Scion's datasets.
+#[derive(Debug, Clone)]
+pub struct Zfs {
+    pool: String,
+    mountpoint: PathBuf,
+}
+
+impl Zfs {
+    /// Opens `pool` (`tank` or `tank/scion`), which must exist and be mounted.
+    pub async fn open(pool: &str) -> Result<Self> {
+        // A pool name has the same safe characters as a dataset name.
+        DatasetName::new(pool)?;
+        let cmd = Cmd::new("zfs").args(["get", "-H", "-o", "value", "mountpoint", pool]);
+        let output = run_tool(cmd, &pool).await.map_err(|error| match error {
+            Error::Command(exec) if exec.is_not_found() => {
+                Error::Unsupported("the `zfs` command is not installed".to_owned())
+            }
+            Error::Command(exec) if exec.stderr_tail().contains("zfs-fuse daemon") => {
+                Error::Unsupported(format!("the zfs-fuse daemon is not running: {exec}"))
+            }
+            other => other,
+        })?;
+        let mountpoint = output.stdout_text().trim().to_owned();
+        if !mountpoint.starts_with('/') {
+            return Err(Error::Unsupported(format!(
+                "pool {pool} has mountpoint {mountpoint:?}; it needs a path"
+            )));
+        }
+        Ok(Zfs { pool: pool.to_owned(), mountpoint: PathBuf::from(mountpoint) })
+    }
+
+    /// The pool (or parent filesystem) name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    fn full(&self, name: &str) -> Result<String> {
+        let full = format!("{}/{name}", self.pool);
+        if full.len() > ZFS_MAX_NAME_LEN {
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: format!("longer than {ZFS_MAX_NAME_LEN} bytes with the pool name"),
+            });
+        }
+        Ok(full)
+    }
+
+    fn local<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.pool.as_str())?.strip_prefix('/')
+    }
+
+    /// Reads numeric properties with `zfs get -Hp`.
+    async fn numbers(
+        &self,
+        full: &str,
+        properties: &str,
+        object: &(dyn std::fmt::Display + Sync),
+    ) -> Result<HashMap<String, u64>> {
+        let cmd =
+            Cmd::new("zfs").args(["get", "-H", "-p", "-o", "property,value", properties, full]);
+        let text = run_tool(cmd, object).await?.stdout_text();
+        let values: HashMap<String, u64> = text
+            .lines()
+            .filter_map(|line| {
+                let (property, value) = line.split_once('\t')?;
+                Some((property.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect();
+        if let Some(missing) =
+            properties.split(',').find(|property| !values.contains_key(*property))
+        {
+            return Err(Error::Unsupported(format!("zfs property {missing} unreadable: {text}")));
+        }
+        Ok(values)
+    }
+
+    async fn destroy(&self, object: Object, mode: DestroyMode) -> Result<()> {
+        let plan = self.list().await?.plan_destroy(&object, mode)?;
+        for object in plan {
+            let full = self.full(&object.to_string())?;
+            run_tool(Cmd::new("zfs").args(["destroy", &full]), &object).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `zfs list -H -o name,type,origin` into (name, type, origin).
+fn parse_list_line(line: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut fields = line.split('\t');
+    let name = fields.next()?;
+    let kind = fields.next()?;
+    let origin = fields.next()?.trim();
+    Some((name, kind, (origin != "-" && !origin.is_empty()).then_some(origin)))
+}
+
+impl ThinStorage for Zfs {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Zfs
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { thin: true, atomic_snapshots: true }
+    }
+
+    fn mountpoint(&self, name: &DatasetName) -> PathBuf {
+        self.mountpoint.join(name.as_str())
+    }
+
+    async fn create_dataset(&self, name: &DatasetName) -> Result<PathBuf> {
+        let full = self.full(name.as_str())?;
+        // `create -p` succeeds on an existing dataset, so only the parents get it.
+        if let Some(parent) = name.parent() {
+            let parent_full = self.full(parent.as_str())?;
+            run_tool(Cmd::new("zfs").args(["create", "-p", &parent_full]), &parent).await?;
+        }
+        run_tool(Cmd::new("zfs").args(["create", &full]), name).await?;
+        Ok(self.mountpoint(name))
+    }
+
+    async fn destroy_dataset(&self, name: &DatasetName, mode: DestroyMode) -> Result<()> {
+        self.destroy(Object::Dataset(name.clone()), mode).await
+    }
+
+    async fn snapshot(&self, name: &SnapshotName) -> Result<()> {
+        let full = self.full(&name.to_string())?;
+        match run_tool(Cmd::new("zfs").args(["snapshot", &full]), name).await {
+            Ok(_) => Ok(()),
+            Err(Error::NotFound(_)) => Err(Error::NotFound(name.dataset().to_string())),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn destroy_snapshot(&self, name: &SnapshotName, mode: DestroyMode) -> Result<()> {
+        self.destroy(Object::Snapshot(name.clone()), mode).await
+    }
+
+    async fn clone_snapshot(
+        &self,
+        snapshot: &SnapshotName,
+        target: &DatasetName,
+    ) -> Result<PathBuf> {
+        let source = self.full(&snapshot.to_string())?;
+        let full = self.full(target.as_str())?;
+        match run_tool(Cmd::new("zfs").args(["clone", "-p", &source, &full]), target).await {
+            Ok(_) => Ok(self.mountpoint(target)),
+            Err(Error::NotFound(_)) => Err(Error::NotFound(snapshot.to_string())),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn list(&self) -> Result<Listing> {
+        let cmd = Cmd::new("zfs").args([
+            "list",
+            "-H",
+            "-r",
+            "-t",
+            "all",
+            "-o",
+            "name,type,origin",
+            &self.pool,
+        ]);
+        let text = run_tool(cmd, &self.pool).await?.stdout_text();
+        let mut datasets = Vec::new();
+        let mut snapshots = Vec::new();
+        for (full, kind, origin) in text.lines().filter_map(parse_list_line) {
+            let Some(local) = self.local(full) else { continue };
+            match kind {
+                "snapshot" => snapshots.extend(local.parse::<SnapshotName>().ok()),
+                "filesystem" => {
+                    let Ok(name) = local.parse::<DatasetName>() else { continue };
+                    let origin = origin
+                        .and_then(|origin| self.local(origin))
+                        .and_then(|origin| origin.parse().ok());
+                    datasets.push(DatasetInfo { mountpoint: self.mountpoint(&name), name, origin });
+                }
+                // Volumes are not datasets Scion makes.
+                _ => {}
+            }
+        }
+        Ok(Listing::new(datasets, snapshots))
+    }
+
+    async fn pool_space(&self) -> Result<PoolSpace> {
+        let values = self.numbers(&self.pool, "used,available", &self.pool).await?;
+        let (used, free) = (values["used"], values["available"]);
+        Ok(PoolSpace { total: used + free, free, used })
+    }
+
+    async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
+        let full = self.full(name.as_str())?;
+        let values = self.numbers(&full, "usedbydataset,usedbysnapshots,referenced", name).await?;
+        Ok(DatasetSpace {
+            written: values["usedbydataset"] + values["usedbysnapshots"],
+            referenced: values["referenced"],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_list_lines() {
+        assert_eq!(
+            parse_list_line("p/cl1\tfilesystem\tp/a/b/c@s1"),
+            Some(("p/cl1", "filesystem", Some("p/a/b/c@s1")))
+        );
+        assert_eq!(parse_list_line("p/a@s1\tsnapshot\t-"), Some(("p/a@s1", "snapshot", None)));
+        assert_eq!(parse_list_line("p"), None);
+    }
+}
