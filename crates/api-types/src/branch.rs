@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::LocalTime;
+use crate::Protection;
 use crate::serde_util::null_as_default;
 
 /// A branch as returned by `GET /branches`.
@@ -28,15 +28,9 @@ pub struct BranchView {
     /// Number of snapshots on the branch.
     #[serde(default, rename = "numSnapshots", deserialize_with = "null_as_default")]
     pub num_snapshots: i64,
-    /// Whether deletion protection is on.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub protected: bool,
-    /// When protection ends; omitted when unprotected or indefinite.
-    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
-    pub protected_till: Option<LocalTime>,
-    /// Scheduled automatic deletion; omitted when none.
-    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
-    pub delete_at: Option<LocalTime>,
+    /// Protection and scheduled deletion.
+    #[serde(flatten)]
+    pub protection: Protection,
 }
 
 /// `PATCH /branch/{name}` answer: the protection part of a [`BranchView`].
@@ -44,15 +38,9 @@ pub struct BranchView {
 pub struct BranchProtection {
     /// Branch name.
     pub name: String,
-    /// Whether any pool's branch dataset is protected.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub protected: bool,
-    /// When protection ends; omitted when unprotected or indefinite.
-    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
-    pub protected_till: Option<LocalTime>,
-    /// Scheduled automatic deletion; omitted when none.
-    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
-    pub delete_at: Option<LocalTime>,
+    /// Protection and scheduled deletion.
+    #[serde(flatten)]
+    pub protection: Protection,
 }
 
 /// `POST /branch` body: one of `baseBranch` and `snapshotID` is required.

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CloneId, IdError};
-use crate::serde_util::{is_zero, null_as_default};
-use crate::{LocalTime, Snapshot, Status};
+use crate::serde_util::null_as_default;
+use crate::{LocalTime, ProtectionLimits, Snapshot, Status};
 
 /// A clone as returned by `GET /clone/{id}`, `GET /clones`, `POST /clone` and in `/status` → `cloning.clones`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,22 +91,9 @@ pub struct CloneMetadata {
     /// Idle minutes after which the clone is destroyed (0: never).
     #[serde(default, rename = "maxIdleMinutes", deserialize_with = "null_as_default")]
     pub max_idle_minutes: u64,
-    /// The server's default protection lease; omitted when 0.
-    #[serde(
-        default,
-        rename = "protectionLeaseDurationMinutes",
-        skip_serializing_if = "is_zero",
-        deserialize_with = "null_as_default"
-    )]
-    pub protection_lease_duration_minutes: u64,
-    /// The server's protection cap; omitted when 0.
-    #[serde(
-        default,
-        rename = "protectionMaxDurationMinutes",
-        skip_serializing_if = "is_zero",
-        deserialize_with = "null_as_default"
-    )]
-    pub protection_max_duration_minutes: u64,
+    /// The server's protection lease settings.
+    #[serde(flatten)]
+    pub protection_limits: ProtectionLimits,
 }
 
 /// `POST /clone` body (DBLab's `types.CloneCreateRequest`).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::serde_util::{is_zero, null_as_default};
-use crate::{Clone, LocalTime, Retrieving, Status};
+use crate::{Clone, LocalTime, ProtectionLimits, Retrieving, Status};
 
 /// The full instance status, `GET /status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,22 +138,9 @@ pub struct Cloning {
     /// All clones.
     #[serde(default, deserialize_with = "null_as_default")]
     pub clones: Vec<Clone>,
-    /// The default protection lease; omitted when 0.
-    #[serde(
-        default,
-        rename = "protectionLeaseDurationMinutes",
-        skip_serializing_if = "is_zero",
-        deserialize_with = "null_as_default"
-    )]
-    pub protection_lease_duration_minutes: u64,
-    /// The protection cap; omitted when 0.
-    #[serde(
-        default,
-        rename = "protectionMaxDurationMinutes",
-        skip_serializing_if = "is_zero",
-        deserialize_with = "null_as_default"
-    )]
-    pub protection_max_duration_minutes: u64,
+    /// The server's protection lease settings.
+    #[serde(flatten)]
+    pub protection_limits: ProtectionLimits,
 }
 
 /// `/status` → `provisioner`: DBLab's container settings. Scion runs no containers and reports what applies.

@@ -22,6 +22,7 @@ mod clone;
 mod error;
 mod ids;
 mod instance;
+mod protection;
 mod retrieval;
 mod snapshot;
 mod status;
@@ -44,6 +45,7 @@ pub use ids::{
 pub use instance::{
     Cloning, Engine, FileSystem, Instance, PoolEntry, PoolStatus, Provisioner, Synchronization,
 };
+pub use protection::{Protection, ProtectionLimits};
 pub use retrieval::{
     Activity, Alert, AlertLevel, AlertType, PgActivityEvent, RetrievalMode, RetrievalStatus,
     Retrieving,

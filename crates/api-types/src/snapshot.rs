@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::LocalTime;
 use crate::serde_util::null_as_default;
+use crate::{LocalTime, Protection};
 
 /// A snapshot as returned by `GET /snapshots`, `GET /snapshot/{id}` and inside a clone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,15 +37,9 @@ pub struct Snapshot {
     /// Commit message.
     #[serde(default, deserialize_with = "null_as_default")]
     pub message: String,
-    /// Whether deletion protection is on.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub protected: bool,
-    /// When protection ends; omitted when unprotected or indefinite.
-    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
-    pub protected_till: Option<LocalTime>,
-    /// Scheduled automatic deletion; omitted when none.
-    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
-    pub delete_at: Option<LocalTime>,
+    /// Protection and scheduled deletion.
+    #[serde(flatten)]
+    pub protection: Protection,
 }
 
 /// A commit as returned by `GET /branch/snapshot/{id}` and `GET /branch/{name}/log`.
@@ -77,15 +71,9 @@ pub struct SnapshotDetails {
     /// Datasets cloned from this snapshot.
     #[serde(default, deserialize_with = "null_as_default")]
     pub clones: Vec<String>,
-    /// Whether deletion protection is on.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub protected: bool,
-    /// When protection ends; omitted when unprotected or indefinite.
-    #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
-    pub protected_till: Option<LocalTime>,
-    /// Scheduled automatic deletion; omitted when none.
-    #[serde(default, rename = "deleteAt", skip_serializing_if = "Option::is_none")]
-    pub delete_at: Option<LocalTime>,
+    /// Protection and scheduled deletion.
+    #[serde(flatten)]
+    pub protection: Protection,
 }
 
 /// `POST /snapshot` body (optional): which pool to snapshot.

@@ -2,7 +2,7 @@
 
 use api_types::{
     BranchProtection, BranchView, CommitRequest, CommitResponse, CreateBranchRequest,
-    CreateBranchResponse,
+    CreateBranchResponse, Protection,
 };
 use serde_json::json;
 
@@ -18,9 +18,7 @@ fn branch_view_golden() {
         snapshot_id: "pool/branch/dev@20240502090000".to_owned(),
         dataset: "pool/branch/dev".to_owned(),
         num_snapshots: 2,
-        protected: true,
-        protected_till: None,
-        delete_at: None,
+        protection: Protection { protected: true, protected_till: None, delete_at: None },
     };
     let golden = json!({
         "name": "dev",
@@ -39,9 +37,11 @@ fn branch_view_golden() {
 fn branch_protection_golden() {
     let answer = BranchProtection {
         name: "dev".to_owned(),
-        protected: true,
-        protected_till: Some(at("2024-05-03T00:00:00Z")),
-        delete_at: None,
+        protection: Protection {
+            protected: true,
+            protected_till: Some(at("2024-05-03T00:00:00Z")),
+            delete_at: None,
+        },
     };
     assert_golden(
         &answer,

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use api_types::{
     Clone, CloneId, CloneMetadata, CreateCloneRequest, Database, DatabaseRequest,
-    PatchCloneRequest, ResetCloneRequest, Snapshot, SnapshotRef, Status, StatusCode,
+    PatchCloneRequest, Protection, ProtectionLimits, ResetCloneRequest, Snapshot, SnapshotRef,
+    Status, StatusCode,
 };
 use serde_json::json;
 
@@ -22,9 +23,7 @@ fn snapshot() -> Snapshot {
         clones: vec!["my-clone".to_owned()],
         branch: "main".to_owned(),
         message: String::new(),
-        protected: false,
-        protected_till: None,
-        delete_at: None,
+        protection: Protection { protected: false, protected_till: None, delete_at: None },
     }
 }
 
@@ -53,8 +52,10 @@ fn ready_clone() -> Clone {
             logical_size: 4096,
             cloning_time: 0.052,
             max_idle_minutes: 120,
-            protection_lease_duration_minutes: 1440,
-            protection_max_duration_minutes: 10080,
+            protection_limits: ProtectionLimits {
+                lease_duration_minutes: 1440,
+                max_duration_minutes: 10080,
+            },
         },
     }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use api_types::{
     Activity, Alert, AlertLevel, AlertType, Cloning, Engine, FileSystem, Instance, PgActivityEvent,
-    PoolEntry, PoolStatus, Provisioner, RetrievalMode, RetrievalStatus, Retrieving, Status,
-    StatusCode, Synchronization,
+    PoolEntry, PoolStatus, ProtectionLimits, Provisioner, RetrievalMode, RetrievalStatus,
+    Retrieving, Status, StatusCode, Synchronization,
 };
 use serde_json::json;
 
@@ -62,8 +62,10 @@ fn status_golden() {
             expected_cloning_time: 0.05,
             num_clones: 0,
             clones: Vec::new(),
-            protection_lease_duration_minutes: 1440,
-            protection_max_duration_minutes: 0,
+            protection_limits: ProtectionLimits {
+                lease_duration_minutes: 1440,
+                max_duration_minutes: 0,
+            },
         },
         retrieving: Retrieving {
             mode: RetrievalMode::Logical,

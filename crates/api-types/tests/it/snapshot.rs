@@ -1,7 +1,8 @@
 //! Snapshot shapes: list item, commit details, and the snapshot requests.
 
 use api_types::{
-    CreateSnapshotRequest, ProtectionUpdateRequest, Snapshot, SnapshotCloneRequest, SnapshotDetails,
+    CreateSnapshotRequest, Protection, ProtectionUpdateRequest, Snapshot, SnapshotCloneRequest,
+    SnapshotDetails,
 };
 use serde_json::json;
 
@@ -20,9 +21,11 @@ fn protected_snapshot_golden() {
         clones: Vec::new(),
         branch: "dev".to_owned(),
         message: "add index".to_owned(),
-        protected: true,
-        protected_till: Some(at("2024-05-09T09:00:00Z")),
-        delete_at: None,
+        protection: Protection {
+            protected: true,
+            protected_till: Some(at("2024-05-09T09:00:00Z")),
+            delete_at: None,
+        },
     };
     let golden = json!({
         "id": "pool/branch/dev/c1/r0@20240502090000",
@@ -48,7 +51,7 @@ fn go_null_slices_read_as_empty() {
     )
     .unwrap();
     assert!(snapshot.clones.is_empty());
-    assert_eq!(snapshot.delete_at, Some(at("2024-06-01T00:00:00Z")));
+    assert_eq!(snapshot.protection.delete_at, Some(at("2024-06-01T00:00:00Z")));
 }
 
 #[test]
@@ -63,9 +66,11 @@ fn snapshot_details_golden() {
         message: "schema change".to_owned(),
         dataset: "pool/branch/main/c1/r0".to_owned(),
         clones: vec!["pool/branch/dev".to_owned()],
-        protected: false,
-        protected_till: None,
-        delete_at: Some(at("2024-05-10T00:00:00Z")),
+        protection: Protection {
+            protected: false,
+            protected_till: None,
+            delete_at: Some(at("2024-05-10T00:00:00Z")),
+        },
     };
     let golden = json!({
         "id": "pool/branch/main/c1/r0@20240502090000",
