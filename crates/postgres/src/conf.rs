@@ -1,0 +1,368 @@
+//! The settings Scion controls, rendered into files Scion owns inside the data directory.
+//!
+//! Choice: the settings go into `postgresql.scion.conf`, which `postgresql.conf` includes through
+//! one `include_if_exists` line appended once, and `pg_hba.conf` is rewritten whole. Both are
+//! rewritten before every start, because a clone's data directory is a snapshot of another
+//! instance's and carries that instance's port and socket. A file (rather than only `-c` flags)
+//! means an operator who starts the directory by hand after a host reboot gets the same server,
+//! and `SHOW`/`pg_settings.sourcefile` tell where a value came from. The three settings that give
+//! a clone its identity (port, listen addresses, socket directory) are also passed on the command
+//! line by [`crate::instance`], because a `postgresql.auto.conf` carried over from the source
+//! (`ALTER SYSTEM`) would otherwise override them.
+//!
+//! User-supplied settings come after Scion's defaults (so they win), must have valid names, may
+//! not touch what Scion controls, and are written as quoted values.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Scion's settings file inside the data directory.
+pub const SCION_CONF: &str = "postgresql.scion.conf";
+/// The line appended to `postgresql.conf` once.
+pub const INCLUDE_LINE: &str = "include_if_exists = 'postgresql.scion.conf'";
+const HEADER: &str = "# Written by Scion before every start: edits here are lost.\n";
+
+/// Settings a user may not supply: Scion sets them, or they would move files Scion relies on.
+const RESERVED: &[&str] = &[
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "unix_socket_directory",
+    "hba_file",
+    "ident_file",
+    "config_file",
+    "data_directory",
+    "logging_collector",
+    "log_destination",
+    "include",
+    "include_if_exists",
+    "include_dir",
+];
+
+/// How TCP (host) connections authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostAuth {
+    /// SCRAM-SHA-256 passwords (the default).
+    #[default]
+    ScramSha256,
+    /// MD5 passwords (for old clients; SCRAM verifiers cannot answer MD5).
+    Md5,
+    /// No password (only for tests and trusted networks).
+    Trust,
+    /// No TCP logins at all.
+    Reject,
+}
+
+impl HostAuth {
+    fn keyword(self) -> &'static str {
+        match self {
+            HostAuth::ScramSha256 => "scram-sha-256",
+            HostAuth::Md5 => "md5",
+            HostAuth::Trust => "trust",
+            HostAuth::Reject => "reject",
+        }
+    }
+}
+
+/// Who may connect, and how: pg_hba.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaSettings {
+    /// The engine's admin role, trusted over the private unix socket only.
+    pub admin_role: String,
+    /// The method for TCP connections.
+    pub host_auth: HostAuth,
+    /// The networks TCP connections may come from (CIDR).
+    pub host_networks: Vec<String>,
+}
+
+impl HbaSettings {
+    /// Trust for `admin_role` over the socket, SCRAM for everyone over TCP from anywhere.
+    pub fn new(admin_role: impl Into<String>) -> Self {
+        HbaSettings {
+            admin_role: admin_role.into(),
+            host_auth: HostAuth::default(),
+            host_networks: vec!["0.0.0.0/0".to_owned(), "::/0".to_owned()],
+        }
+    }
+
+    /// Renders pg_hba.conf.
+    pub fn render(&self) -> Result<String> {
+        check_hba_token("admin role", &self.admin_role)?;
+        let mut text = String::from(HEADER);
+        text.push_str("# TYPE  DATABASE  USER  ADDRESS  METHOD\n");
+        // The socket directory is private to the OS user and root; only the engine's admin role
+        // skips the password there.
+        let _ = writeln!(text, "local   all       \"{}\"  trust", self.admin_role);
+        let method = self.host_auth.keyword();
+        let local_method = if self.host_auth == HostAuth::Reject { "reject" } else { method };
+        let _ = writeln!(text, "local   all       all   {local_method}");
+        for network in &self.host_networks {
+            check_network(network)?;
+            let _ = writeln!(text, "host    all       all   {network}  {method}");
+        }
+        Ok(text)
+    }
+}
+
+/// The server settings Scion controls, plus the user's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// The TCP port (and the socket file's number).
+    pub port: u16,
+    /// Addresses to listen on: `127.0.0.1`, `*`, or a comma-separated list.
+    pub listen_addresses: String,
+    /// The private directory holding the unix socket.
+    pub socket_dir: PathBuf,
+    /// `shared_buffers`, e.g. "32MB".
+    pub shared_buffers: String,
+    /// `max_connections`.
+    pub max_connections: u32,
+    /// The user's settings, applied after Scion's defaults.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Clone defaults: small shared memory, few connections (measured in BENCHMARKS.md).
+pub const DEFAULT_SHARED_BUFFERS: &str = "32MB";
+/// See [`DEFAULT_SHARED_BUFFERS`].
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 50;
+
+impl ServerSettings {
+    /// Clone defaults on `port`, listening on loopback, with the socket in `socket_dir`.
+    pub fn new(port: u16, socket_dir: impl Into<PathBuf>) -> Self {
+        ServerSettings {
+            port,
+            listen_addresses: "127.0.0.1".to_owned(),
+            socket_dir: socket_dir.into(),
+            shared_buffers: DEFAULT_SHARED_BUFFERS.to_owned(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The unix socket file the server will create.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.join(format!(".s.PGSQL.{}", self.port))
+    }
+
+    /// The settings as (name, value) pairs, in file order; later ones win.
+    pub fn entries(&self, data_dir: &Path) -> Result<Vec<(String, String)>> {
+        let socket_dir = self.socket_dir.to_str().ok_or_else(|| Error::InvalidSetting {
+            name: "unix_socket_directories".to_owned(),
+            reason: "the path is not UTF-8".to_owned(),
+        })?;
+        if socket_dir.contains([',', '"']) {
+            return Err(Error::InvalidSetting {
+                name: "unix_socket_directories".to_owned(),
+                reason: "the path contains `,` or `\"`".to_owned(),
+            });
+        }
+        let hba = data_dir.join("pg_hba.conf");
+        let hba = hba.to_str().ok_or_else(|| Error::InvalidSetting {
+            name: "hba_file".to_owned(),
+            reason: "the data directory path is not UTF-8".to_owned(),
+        })?;
+        let mut entries: Vec<(String, String)> = [
+            ("port", self.port.to_string()),
+            ("listen_addresses", self.listen_addresses.clone()),
+            ("unix_socket_directories", socket_dir.to_owned()),
+            ("unix_socket_permissions", "0700".to_owned()),
+            ("hba_file", hba.to_owned()),
+            ("shared_buffers", self.shared_buffers.clone()),
+            ("max_connections", self.max_connections.to_string()),
+            ("password_encryption", "scram-sha-256".to_owned()),
+            // One log file per instance: stderr, which the engine points at the instance's file.
+            ("logging_collector", "off".to_owned()),
+            ("log_destination", "stderr".to_owned()),
+            ("log_line_prefix", "%m [%p] ".to_owned()),
+            // A clone must never push WAL into the source's archive.
+            ("archive_mode", "off".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        for (name, value) in &self.extra {
+            check_name(name)?;
+            if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(Error::InvalidSetting {
+                    name: name.clone(),
+                    reason: "Scion sets this one itself".to_owned(),
+                });
+            }
+            entries.push((name.clone(), value.clone()));
+        }
+        for (name, value) in &entries {
+            check_value(name, value)?;
+        }
+        Ok(entries)
+    }
+
+    /// Renders `postgresql.scion.conf` for the instance on `data_dir`.
+    pub fn render(&self, data_dir: &Path) -> Result<String> {
+        let mut text = String::from(HEADER);
+        for (name, value) in self.entries(data_dir)? {
+            let _ = writeln!(text, "{name} = {}", quote_conf_value(&value));
+        }
+        Ok(text)
+    }
+}
+
+/// Adds [`INCLUDE_LINE`] to `postgresql.conf` text unless it is there already.
+pub fn with_include_line(conf: &str) -> Option<String> {
+    if conf.lines().any(|line| line.trim() == INCLUDE_LINE) {
+        return None;
+    }
+    let mut text = conf.to_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("\n# Settings Scion controls (port, socket, memory, logging, user settings).\n");
+    text.push_str(INCLUDE_LINE);
+    text.push('\n');
+    Some(text)
+}
+
+/// Quotes a value for postgresql.conf: single quotes, with `'` and `\` escaped as the
+/// configuration lexer expects.
+pub fn quote_conf_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let invalid =
+        |reason: &str| Error::InvalidSetting { name: name.to_owned(), reason: reason.to_owned() };
+    let part_ok = |part: &str| {
+        let mut chars = part.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    // Plain names, or `class.name` for extensions' settings.
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|part| part_ok(part)) {
+        return Err(invalid("not a setting name (letters, digits, `_`, one optional `.`)"));
+    }
+    Ok(())
+}
+
+fn check_value(name: &str, value: &str) -> Result<()> {
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidSetting {
+            name: name.to_owned(),
+            reason: "the value contains a control character (newline, NUL, …)".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn check_hba_token(what: &str, token: &str) -> Result<()> {
+    // pg_hba.conf has no escape for a double quote inside a quoted token.
+    if token.is_empty() || token.contains('"') || token.chars().any(char::is_control) {
+        return Err(Error::InvalidSetting {
+            name: what.to_owned(),
+            reason: format!("{token:?} cannot be written into pg_hba.conf"),
+        });
+    }
+    Ok(())
+}
+
+fn check_network(network: &str) -> Result<()> {
+    let valid = network.split_once('/').is_some_and(|(address, bits)| {
+        address.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok()
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidSetting {
+            name: "host network".to_owned(),
+            reason: format!("{network:?} is not an address/prefix (CIDR)"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_clone_settings() {
+        let mut settings = ServerSettings::new(6001, "/run/scion/c1");
+        settings.extra = vec![
+            ("work_mem".into(), "64MB".into()),
+            ("search_path".into(), r"'$user', it's \ public".into()),
+            ("pg_stat_statements.track".into(), "all".into()),
+        ];
+        let expected = r#"# Written by Scion before every start: edits here are lost.
+port = '6001'
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '/run/scion/c1'
+unix_socket_permissions = '0700'
+hba_file = '/data/c1/pg_hba.conf'
+shared_buffers = '32MB'
+max_connections = '50'
+password_encryption = 'scram-sha-256'
+logging_collector = 'off'
+log_destination = 'stderr'
+log_line_prefix = '%m [%p] '
+archive_mode = 'off'
+work_mem = '64MB'
+search_path = '''$user'', it''s \\ public'
+pg_stat_statements.track = 'all'
+"#;
+        assert_eq!(settings.render(Path::new("/data/c1")).unwrap(), expected);
+    }
+
+    #[test]
+    fn rejects_bad_or_reserved_settings() {
+        for (name, value) in [
+            ("port", "1"),
+            ("PORT", "1"),
+            ("include_dir", "x"),
+            ("a b", "1"),
+            ("x = 1\nport", "1"),
+            ("a.b.c", "1"),
+            ("", "1"),
+            ("work_mem", "1\nport = 5"),
+        ] {
+            let mut settings = ServerSettings::new(6001, "/s");
+            settings.extra = vec![(name.into(), value.into())];
+            assert!(
+                matches!(settings.render(Path::new("/d")), Err(Error::InvalidSetting { .. })),
+                "{name:?} = {value:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn renders_hba() {
+        let expected = r#"# Written by Scion before every start: edits here are lost.
+# TYPE  DATABASE  USER  ADDRESS  METHOD
+local   all       "scion admin"  trust
+local   all       all   scram-sha-256
+host    all       all   0.0.0.0/0  scram-sha-256
+host    all       all   ::/0  scram-sha-256
+"#;
+        assert_eq!(HbaSettings::new("scion admin").render().unwrap(), expected);
+        let mut md5 = HbaSettings::new("postgres");
+        md5.host_auth = HostAuth::Md5;
+        md5.host_networks = vec!["10.0.0.0/8".into()];
+        assert!(md5.render().unwrap().ends_with("host    all       all   10.0.0.0/8  md5\n"));
+    }
+
+    #[test]
+    fn hba_rejects_what_it_cannot_quote() {
+        assert!(HbaSettings::new("a\"b").render().is_err());
+        let mut bad_network = HbaSettings::new("postgres");
+        bad_network.host_networks = vec!["all trust".into()];
+        assert!(bad_network.render().is_err());
+    }
+
+    #[test]
+    fn include_line_is_added_once() {
+        let once = with_include_line("max_connections = 100").unwrap();
+        assert!(once.starts_with("max_connections = 100\n"));
+        assert!(once.ends_with(&format!("{INCLUDE_LINE}\n")));
+        assert_eq!(with_include_line(&once), None);
+        assert!(with_include_line("").unwrap().contains(INCLUDE_LINE));
+    }
+}

@@ -1,0 +1,34 @@
+//! One PostgreSQL instance, on majors 13 to 18: the only code that touches PGDATA.
+//!
+//! - [`version`] — majors, `PG_VERSION`, and where each major's binaries are;
+//! - [`initdb`] — new clusters;
+//! - [`conf`] — the settings and pg_hba.conf Scion writes before every start;
+//! - [`instance`] — start (fast readiness, no polling), stop modes, adopt, stale `postmaster.pid`;
+//! - [`pidfile`] — parsing `postmaster.pid`;
+//! - [`controldata`] — `pg_controldata`;
+//! - [`admin`] — roles, passwords, sessions, activity, CHECKPOINT over the unix socket;
+//! - [`sql`] — quoting of identifiers and literals.
+//!
+//! Spawning goes through `exec`; SQL through tokio-postgres (this crate is not the crates.io
+//! `postgres` crate, which the workspace never uses).
+
+pub mod admin;
+pub mod conf;
+pub mod controldata;
+mod error;
+pub mod initdb;
+pub mod instance;
+pub mod pidfile;
+pub mod sql;
+pub mod user;
+pub mod version;
+
+pub use admin::{Activity, Admin, ENGINE_APPLICATION_NAME, RoleKind};
+pub use conf::{HbaSettings, HostAuth, ServerSettings};
+pub use controldata::{ClusterState, ControlData, Lsn, read_control_data};
+pub use error::{Error, Result};
+pub use initdb::{InitDbOptions, initdb};
+pub use instance::{Instance, InstanceSpec, StopMode, Stopped, remove_stale_pid_file};
+pub use pidfile::{PidFile, PmStatus};
+pub use user::OsUser;
+pub use version::{BinarySearch, PgBinaries, PgMajor};

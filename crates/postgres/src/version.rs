@@ -1,0 +1,222 @@
+//! Major versions and where their binaries live.
+//!
+//! A data directory's major comes from its `PG_VERSION` file; the binaries of that major are
+//! searched in the configured directories first, then under the roots the project's setup
+//! installs into (`$SCION_PG_ROOT` or `/opt/scion/postgres`, `<root>/<major>/bin`), then in
+//! Debian's `/usr/lib/postgresql/<major>/bin`. A directory counts for a major when it holds a
+//! `postgres` binary; client tools are looked up among the same major's directories only, so a
+//! missing tool is an explicit error rather than a silent use of another version's client.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use exec::Cmd;
+
+use crate::error::{Error, Result};
+
+/// A supported PostgreSQL major version, 13 to 18.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PgMajor(u8);
+
+impl PgMajor {
+    /// The oldest supported major.
+    pub const MIN: PgMajor = PgMajor(13);
+    /// The newest supported major.
+    pub const MAX: PgMajor = PgMajor(18);
+
+    /// Checks that `major` is supported.
+    pub fn new(major: u8) -> Result<Self> {
+        if (Self::MIN.0..=Self::MAX.0).contains(&major) {
+            Ok(PgMajor(major))
+        } else {
+            Err(Error::UnsupportedMajor { found: major.to_string() })
+        }
+    }
+
+    /// Every supported major, oldest first.
+    pub fn all() -> impl Iterator<Item = PgMajor> {
+        (Self::MIN.0..=Self::MAX.0).map(PgMajor)
+    }
+
+    /// The number, e.g. 16.
+    pub fn number(self) -> u8 {
+        self.0
+    }
+
+    /// Reads the major of an existing data directory from its `PG_VERSION` file.
+    pub fn of_data_dir(data_dir: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(data_dir.join("PG_VERSION"))
+            .map_err(|source| Error::NotADataDir { data_dir: data_dir.to_path_buf(), source })?;
+        text.parse()
+    }
+}
+
+impl FromStr for PgMajor {
+    type Err = Error;
+
+    /// Parses `PG_VERSION` text ("16\n") or a version string ("16.4"); pre-10 forms such as
+    /// "9.6" are reported as unsupported.
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let unsupported = || Error::UnsupportedMajor { found: text.to_owned() };
+        let head = text.split('.').next().unwrap_or_default();
+        let major: u8 = head.parse().map_err(|_| unsupported())?;
+        PgMajor::new(major).map_err(|_| unsupported())
+    }
+}
+
+impl fmt::Display for PgMajor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The environment variable that moves the project's install root (default `/opt/scion/postgres`).
+pub const PG_ROOT_ENV: &str = "SCION_PG_ROOT";
+const DEFAULT_PG_ROOT: &str = "/opt/scion/postgres";
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
+
+/// Where to look for binaries, in order of preference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinarySearch {
+    /// Directories configured for one major each (checked first).
+    pub bin_dirs: Vec<(PgMajor, PathBuf)>,
+    /// Roots holding `<major>/bin` (checked next, in order).
+    pub roots: Vec<PathBuf>,
+}
+
+impl Default for BinarySearch {
+    /// The project's setup root (or `$SCION_PG_ROOT`), then Debian's.
+    fn default() -> Self {
+        let project_root = std::env::var_os(PG_ROOT_ENV)
+            .filter(|root| !root.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_PG_ROOT), PathBuf::from);
+        BinarySearch { bin_dirs: Vec::new(), roots: vec![project_root, PathBuf::from(DEBIAN_ROOT)] }
+    }
+}
+
+impl BinarySearch {
+    /// The candidate `bin` directories for `major`, in order, whether or not they exist.
+    pub fn candidates(&self, major: PgMajor) -> Vec<PathBuf> {
+        let configured =
+            self.bin_dirs.iter().filter(|(m, _)| *m == major).map(|(_, dir)| dir.clone());
+        let under_roots = self.roots.iter().map(|root| root.join(major.to_string()).join("bin"));
+        configured.chain(under_roots).collect()
+    }
+
+    /// Finds the binaries of `major`: the first candidate with a `postgres` binary. Cheap (file
+    /// checks only); [`PgBinaries::verify`] runs the binary to confirm its version.
+    pub fn locate(&self, major: PgMajor) -> Result<PgBinaries> {
+        let candidates = self.candidates(major);
+        let Some(position) = candidates.iter().position(|dir| is_executable(&dir.join("postgres")))
+        else {
+            return Err(Error::MajorNotInstalled { major, searched: candidates });
+        };
+        // Tools fall back to the later candidates of the same major only.
+        let dirs = candidates[position..].to_vec();
+        Ok(PgBinaries { major, dirs })
+    }
+
+    /// Every supported major that has a server binary here.
+    pub fn installed(&self) -> Vec<PgBinaries> {
+        PgMajor::all().filter_map(|major| self.locate(major).ok()).collect()
+    }
+}
+
+/// The binaries of one major: the server's directory first, then other directories of the same
+/// major that may hold client tools the first lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgBinaries {
+    major: PgMajor,
+    dirs: Vec<PathBuf>,
+}
+
+impl PgBinaries {
+    /// The major these binaries belong to.
+    pub fn major(&self) -> PgMajor {
+        self.major
+    }
+
+    /// The directory holding the server binary.
+    pub fn bin_dir(&self) -> &Path {
+        &self.dirs[0]
+    }
+
+    /// The server binary.
+    pub fn postgres(&self) -> PathBuf {
+        self.bin_dir().join("postgres")
+    }
+
+    /// The path of a tool (`initdb`, `psql`, `pg_controldata`, …) of this major, or an error
+    /// naming the tool and the directories searched.
+    pub fn tool(&self, name: &str) -> Result<PathBuf> {
+        self.dirs.iter().map(|dir| dir.join(name)).find(|path| is_executable(path)).ok_or_else(
+            || Error::ToolMissing {
+                major: self.major,
+                tool: name.to_owned(),
+                searched: self.dirs.clone(),
+            },
+        )
+    }
+
+    /// Runs `postgres --version` and checks that it reports this major.
+    pub async fn verify(&self) -> Result<String> {
+        let path = self.postgres();
+        let output = Cmd::new(&path).arg("--version").output().await?;
+        let reported = output.stdout_text().trim().to_owned();
+        // "postgres (PostgreSQL) 16.4 (Debian 16.4-1)": the version is the third word.
+        let version = reported.split_whitespace().nth(2).unwrap_or_default();
+        match version.parse::<PgMajor>() {
+            Ok(major) if major == self.major => Ok(version.to_owned()),
+            _ => Err(Error::VersionMismatch { path, reported, expected: self.major }),
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pg_version_text() {
+        assert_eq!("16\n".parse::<PgMajor>().unwrap().number(), 16);
+        assert_eq!("13.23".parse::<PgMajor>().unwrap().number(), 13);
+        assert!(
+            matches!("9.6".parse::<PgMajor>(), Err(Error::UnsupportedMajor { found }) if found == "9.6")
+        );
+        assert!("19".parse::<PgMajor>().is_err());
+        assert!("".parse::<PgMajor>().is_err());
+        assert!("x".parse::<PgMajor>().is_err());
+    }
+
+    #[test]
+    fn configured_dirs_come_first() {
+        let major = PgMajor::new(16).unwrap();
+        let search = BinarySearch {
+            bin_dirs: vec![
+                (major, "/custom/16".into()),
+                (PgMajor::new(15).unwrap(), "/custom/15".into()),
+            ],
+            roots: vec!["/r1".into(), "/r2".into()],
+        };
+        assert_eq!(
+            search.candidates(major),
+            vec![PathBuf::from("/custom/16"), "/r1/16/bin".into(), "/r2/16/bin".into()]
+        );
+    }
+
+    #[test]
+    fn missing_major_names_where_it_looked() {
+        let search = BinarySearch { bin_dirs: vec![], roots: vec!["/nonexistent-scion".into()] };
+        let error = search.locate(PgMajor::new(14).unwrap()).unwrap_err();
+        assert!(matches!(error, Error::MajorNotInstalled { .. }));
+        assert!(error.to_string().contains("/nonexistent-scion/14/bin"), "{error}");
+    }
+}
