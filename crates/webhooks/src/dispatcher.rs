@@ -36,7 +36,8 @@ pub enum StartError {
 pub struct ShutdownReport {
     /// Every queued delivery finished (delivered or failed) before the deadline.
     pub drained: bool,
-    /// Deliveries still queued or in flight at the deadline, recorded as dropped.
+    /// Deliveries recorded as dropped because of the shutdown: still queued or in flight at the deadline, or
+    /// emitted after the shutdown began.
     pub abandoned: u64,
 }
 
@@ -135,6 +136,9 @@ enum Attempt {
 }
 
 /// Delivers webhook events to the configured hooks in the background. See the crate docs.
+///
+/// Call [`shutdown`](Self::shutdown) before dropping it: dropping stops the workers at once, and what is still
+/// queued is recorded as dropped.
 #[derive(Debug)]
 pub struct Dispatcher {
     hooks: Vec<HookEntry>,

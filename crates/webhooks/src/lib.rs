@@ -27,6 +27,7 @@
 //! records what is left as dropped.
 //!
 //! Out of scope: persistence (the engine's sink writes records to SQLite) and redelivery after a restart.
+#![warn(missing_docs)]
 
 mod config;
 mod dispatcher;

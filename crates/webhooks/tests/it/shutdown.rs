@@ -66,3 +66,23 @@ async fn shutdown_abandons_a_hanging_receiver_at_the_deadline_and_records_it() {
     let again = within(dispatcher.shutdown(Duration::from_millis(1))).await;
     assert!(again.drained, "a second shutdown has nothing left to wait for");
 }
+
+#[tokio::test]
+async fn dropping_without_shutdown_records_queued_events_as_dropped() {
+    let busy = Receiver::start(Behaviour::Gate).await;
+    let config = fast_config(vec![hook(&busy.url, "s", &[WebhookEvent::CloneReset])]);
+    let (dispatcher, sink) = start(&config);
+    dispatcher.emit(&clone_payload(WebhookEvent::CloneReset, "c1"));
+    dispatcher.emit(&clone_payload(WebhookEvent::CloneReset, "c2"));
+    within(busy.wait_for_requests(1)).await;
+
+    drop(dispatcher);
+    within(sink.wait_for_count(2)).await;
+    let records = sink.records();
+    assert!(
+        records.iter().all(|record| record.outcome == Outcome::Dropped(DropReason::ShuttingDown))
+    );
+    let ids: Vec<_> =
+        records.iter().map(|record| (record.entity_id.as_str(), record.attempts)).collect();
+    assert_eq!(ids, [("c1", 1), ("c2", 0)]);
+}
