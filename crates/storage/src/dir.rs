@@ -152,7 +152,9 @@ impl Dir {
     }
 
     /// Makes `name` a dataset with an empty directory; `Ok(false)` when it already was one.
-    async fn make_dataset(&self, name: &DatasetName) -> Result<bool> {
+    /// With `adopt`, an existing directory becomes the dataset (parents, like `mkdir -p`; and
+    /// another task may have made the directory but not yet its sidecar).
+    async fn make_dataset(&self, name: &DatasetName, adopt: bool) -> Result<bool> {
         let path = self.dataset_path(name);
         match fs::create_dir(&path).await {
             Ok(()) => {}
@@ -160,9 +162,11 @@ impl Dir {
                 if self.dataset_exists(name).await {
                     return Ok(false);
                 }
-                return Err(Error::AlreadyExists(format!(
-                    "{name} (a directory not made by Scion is in the way)"
-                )));
+                if !adopt {
+                    return Err(Error::AlreadyExists(format!(
+                        "{name} (a directory not made by Scion is in the way)"
+                    )));
+                }
             }
             Err(source) => return Err(Error::io("create dataset directory", &path, source)),
         }
@@ -173,7 +177,7 @@ impl Dir {
     async fn create_parents(&self, name: &DatasetName) -> Result<()> {
         for ancestor in name.ancestors() {
             if !self.dataset_exists(&ancestor).await {
-                self.make_dataset(&ancestor).await?;
+                self.make_dataset(&ancestor, true).await?;
             }
         }
         Ok(())
@@ -292,7 +296,7 @@ impl ThinStorage for Dir {
 
     async fn create_dataset(&self, name: &DatasetName) -> Result<PathBuf> {
         self.create_parents(name).await?;
-        if !self.make_dataset(name).await? {
+        if !self.make_dataset(name, false).await? {
             return Err(Error::AlreadyExists(name.to_string()));
         }
         Ok(self.dataset_path(name))

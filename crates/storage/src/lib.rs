@@ -380,15 +380,41 @@ impl ThinStorage for StorageBackend {
 /// How long one `zfs`/`btrfs` command may run: a hung FUSE daemon must not hang the engine.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How often a command that found its target busy is tried again, and the first pause.
+const BUSY_RETRIES: u32 = 8;
+const BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Runs a storage tool with the storage timeout, leaving its error as it is.
+pub(crate) async fn run_raw(cmd: exec::Cmd) -> Result<exec::Output, exec::ExecError> {
+    cmd.timeout(COMMAND_TIMEOUT).output().await
+}
+
 /// Runs a storage tool, mapping its complaints about `object` to typed errors.
 pub(crate) async fn run_tool(
     cmd: exec::Cmd,
     object: &(dyn fmt::Display + Sync),
 ) -> Result<exec::Output> {
-    cmd.timeout(COMMAND_TIMEOUT)
-        .output()
-        .await
-        .map_err(|error| Error::from_command(error, &object.to_string()))
+    run_raw(cmd).await.map_err(|error| Error::from_command(error, &object.to_string()))
+}
+
+/// Runs a command that unmounts something, trying again with growing pauses while the target
+/// is "busy". zfs-fuse reports a filesystem busy for a moment after its last file was closed,
+/// because FUSE delivers the release of a file to the daemon after `close` has returned.
+pub(crate) async fn run_unmounting(
+    make: impl Fn() -> exec::Cmd,
+    object: &(dyn fmt::Display + Sync),
+) -> Result<exec::Output> {
+    let mut pause = BUSY_FIRST_PAUSE;
+    for _ in 0..BUSY_RETRIES {
+        match run_raw(make()).await {
+            Err(error) if error.stderr_tail().contains("busy") => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other.map_err(|error| Error::from_command(error, &object.to_string())),
+        }
+    }
+    run_tool(make(), object).await
 }
 
 /// Space of the filesystem that holds `path`, from statvfs.

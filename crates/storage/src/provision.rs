@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use exec::Cmd;
 use tokio::fs;
 
-use crate::{BackendConfig, Error, Result, run_tool};
+use crate::{BackendConfig, Error, Result, run_tool, run_unmounting};
 
 /// What goes inside the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,12 +154,12 @@ impl ImagePool {
             ImageFs::Zfs { pool } => {
                 if self.is_attached().await? {
                     let verb = if delete_image { "destroy" } else { "export" };
-                    run_tool(Cmd::new("zpool").args([verb, "-f", pool]), &image).await?;
+                    run_unmounting(|| Cmd::new("zpool").args([verb, "-f", pool]), &image).await?;
                 }
             }
             ImageFs::Btrfs | ImageFs::Xfs | ImageFs::Ext4 => {
                 if is_mount_point(&self.mountpoint).await? {
-                    run_tool(Cmd::new("umount").arg(&self.mountpoint), &image).await?;
+                    run_unmounting(|| Cmd::new("umount").arg(&self.mountpoint), &image).await?;
                 }
                 self.detach_loops().await?;
             }

@@ -9,14 +9,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use exec::Cmd;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
-    Object, PoolSpace, Result, SnapshotName, ThinStorage, run_tool,
+    Object, PoolSpace, Result, SnapshotName, ThinStorage, run_raw, run_tool, run_unmounting,
 };
 
+/// A user property whose only use is that setting it commits the open transaction group.
+const SYNC_PROPERTY: &str = "scion:sync";
 /// ZFS's limit on a full dataset or snapshot name.
 const ZFS_MAX_NAME_LEN: usize = 255;
 
@@ -25,6 +28,9 @@ const ZFS_MAX_NAME_LEN: usize = 255;
 pub struct Zfs {
     pool: String,
     mountpoint: PathBuf,
+    /// Serialises the creation of missing parents: concurrent `zfs create -p` of one parent
+    /// race to mount it, and the loser fails.
+    parents: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Zfs {
@@ -48,7 +54,11 @@ impl Zfs {
                 "pool {pool} has mountpoint {mountpoint:?}; it needs a path"
             )));
         }
-        Ok(Zfs { pool: pool.to_owned(), mountpoint: PathBuf::from(mountpoint) })
+        Ok(Zfs {
+            pool: pool.to_owned(),
+            mountpoint: PathBuf::from(mountpoint),
+            parents: Arc::default(),
+        })
     }
 
     /// The pool (or parent filesystem) name.
@@ -96,11 +106,52 @@ impl Zfs {
         Ok(values)
     }
 
+    /// Runs a command that creates `name`; if its parent is missing, creates the parents (like
+    /// `mkdir -p`) and runs it again. The common case, an existing parent, costs one command.
+    async fn create_with_parents(
+        &self,
+        name: &DatasetName,
+        make: impl Fn() -> Cmd,
+    ) -> Result<exec::Output> {
+        match run_raw(make()).await {
+            Err(error) if error.stderr_tail().contains("parent does not exist") => {}
+            other => return other.map_err(|error| Error::from_command(error, &name.to_string())),
+        }
+        if let Some(parent) = name.parent() {
+            let _serialised = self.parents.lock().await;
+            let parent_full = self.full(parent.as_str())?;
+            // `create -p` succeeds when another task made the parent meanwhile.
+            run_tool(Cmd::new("zfs").args(["create", "-p", &parent_full]), &parent).await?;
+        }
+        run_tool(make(), name).await
+    }
+
+    /// Makes the space numbers current. ZFS updates them when a transaction group commits,
+    /// which zfs-fuse does only every 30 s and which `zpool sync` (absent from zfs-fuse) would
+    /// force; setting a property is a sync task, so it commits the open group on both.
+    async fn sync(&self, mountpoint: &std::path::Path) -> Result<()> {
+        // Flush what the kernel still caches for the (FUSE) filesystem first.
+        let path = mountpoint.to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(dir) = std::fs::File::open(path) {
+                let _ = rustix::fs::syncfs(&dir);
+            }
+        })
+        .await;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let cmd = Cmd::new("zfs").args(["set", &format!("{SYNC_PROPERTY}={stamp}"), &self.pool]);
+        run_tool(cmd, &self.pool).await?;
+        Ok(())
+    }
+
     async fn destroy(&self, object: Object, mode: DestroyMode) -> Result<()> {
         let plan = self.list().await?.plan_destroy(&object, mode)?;
         for object in plan {
             let full = self.full(&object.to_string())?;
-            run_tool(Cmd::new("zfs").args(["destroy", &full]), &object).await?;
+            run_unmounting(|| Cmd::new("zfs").args(["destroy", &full]), &object).await?;
         }
         Ok(())
     }
@@ -130,12 +181,8 @@ impl ThinStorage for Zfs {
 
     async fn create_dataset(&self, name: &DatasetName) -> Result<PathBuf> {
         let full = self.full(name.as_str())?;
-        // `create -p` succeeds on an existing dataset, so only the parents get it.
-        if let Some(parent) = name.parent() {
-            let parent_full = self.full(parent.as_str())?;
-            run_tool(Cmd::new("zfs").args(["create", "-p", &parent_full]), &parent).await?;
-        }
-        run_tool(Cmd::new("zfs").args(["create", &full]), name).await?;
+        // Not `create -p` for the dataset itself: it succeeds when the dataset exists.
+        self.create_with_parents(name, || Cmd::new("zfs").args(["create", &full])).await?;
         Ok(self.mountpoint(name))
     }
 
@@ -163,7 +210,9 @@ impl ThinStorage for Zfs {
     ) -> Result<PathBuf> {
         let source = self.full(&snapshot.to_string())?;
         let full = self.full(target.as_str())?;
-        match run_tool(Cmd::new("zfs").args(["clone", "-p", &source, &full]), target).await {
+        // Not `clone -p`: zfs-fuse then succeeds when the target exists.
+        let make = || Cmd::new("zfs").args(["clone", &source, &full]);
+        match self.create_with_parents(target, make).await {
             Ok(_) => Ok(self.mountpoint(target)),
             Err(Error::NotFound(_)) => Err(Error::NotFound(snapshot.to_string())),
             Err(error) => Err(error),
@@ -203,6 +252,7 @@ impl ThinStorage for Zfs {
     }
 
     async fn pool_space(&self) -> Result<PoolSpace> {
+        self.sync(&self.mountpoint).await?;
         let values = self.numbers(&self.pool, "used,available", &self.pool).await?;
         let (used, free) = (values["used"], values["available"]);
         Ok(PoolSpace { total: used + free, free, used })
@@ -210,6 +260,7 @@ impl ThinStorage for Zfs {
 
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
         let full = self.full(name.as_str())?;
+        self.sync(&self.mountpoint(name)).await?;
         let values = self.numbers(&full, "usedbydataset,usedbysnapshots,referenced", name).await?;
         Ok(DatasetSpace {
             written: values["usedbydataset"] + values["usedbysnapshots"],
