@@ -161,6 +161,18 @@ pub struct Instance {
     pidfd: AsyncFd<OwnedFd>,
     daemon: Option<Daemon>,
     admin: Option<Admin>,
+    timings: Option<StartTimings>,
+}
+
+/// Where the time of a start went, each measured from the call to [`Instance::start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartTimings {
+    /// Until `postgres` was spawned (stale pid file check, settings written).
+    pub spawned: Duration,
+    /// Until postmaster.pid said `ready`.
+    pub ready: Duration,
+    /// Until the admin connection was established: the server accepts connections.
+    pub connected: Duration,
 }
 
 impl Instance {
@@ -194,6 +206,7 @@ impl Instance {
             .current_dir(&spec.data_dir)
             .new_session()
             .spawn_daemon(log)?;
+        let spawned = started.elapsed();
         let pid = daemon.pid();
         let pidfd =
             open_pidfd(pid).map_err(|error| Error::io("open pidfd of", &spec.data_dir, error))?;
@@ -204,11 +217,13 @@ impl Instance {
             pidfd,
             daemon: Some(daemon),
             admin: None,
+            timings: None,
         };
         match instance.wait_ready(watch, started + instance.spec.start_timeout).await {
             Ok(()) => {}
             Err(error) => return Err(instance.failed_start(error, log_offset).await),
         }
+        let ready = started.elapsed();
         match instance.connect_admin().await {
             Ok(admin) => instance.admin = Some(admin),
             Err(error) => {
@@ -217,11 +232,14 @@ impl Instance {
                 return Err(error);
             }
         }
+        let timings = StartTimings { spawned, ready, connected: started.elapsed() };
+        instance.timings = Some(timings);
         info!(
             data_dir = %instance.spec.data_dir.display(),
             pid,
             port = instance.spec.settings.port,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            ready_ms = timings.ready.as_secs_f64() * 1000.0,
+            elapsed_ms = timings.connected.as_secs_f64() * 1000.0,
             "postgres started"
         );
         Ok(instance)
@@ -255,6 +273,7 @@ impl Instance {
             pidfd,
             daemon: None,
             admin: None,
+            timings: None,
         };
         instance.wait_ready(watch, started + instance.spec.start_timeout).await.map_err(
             |wait| match wait {
@@ -286,6 +305,11 @@ impl Instance {
         }
         info!(data_dir = %instance.spec.data_dir.display(), pid = file.pid, "postgres adopted");
         Ok(instance)
+    }
+
+    /// Where the start's time went; `None` for an adopted instance.
+    pub fn start_timings(&self) -> Option<StartTimings> {
+        self.timings
     }
 
     /// The postmaster's PID.

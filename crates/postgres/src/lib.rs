@@ -28,7 +28,9 @@ pub use conf::{HbaSettings, HostAuth, ServerSettings};
 pub use controldata::{ClusterState, ControlData, Lsn, read_control_data};
 pub use error::{Error, Result};
 pub use initdb::{InitDbOptions, initdb};
-pub use instance::{Instance, InstanceSpec, StopMode, Stopped, remove_stale_pid_file};
+pub use instance::{
+    Instance, InstanceSpec, StartTimings, StopMode, Stopped, remove_stale_pid_file,
+};
 pub use pidfile::{PidFile, PmStatus};
 pub use user::OsUser;
 pub use version::{BinarySearch, PgBinaries, PgMajor};

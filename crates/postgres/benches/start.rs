@@ -1,0 +1,178 @@
+//! Benchmark, not a test: how fast an instance starts on each major, and its idle memory.
+//!
+//! For every installed major from 13 to 18, on a fresh cluster at the default clone settings:
+//! - launch → accepting: [`Instance::start`] (settings rewritten, postgres spawned, `ready` in
+//!   postmaster.pid, a trusted connection over the unix socket), cleanly stopped between runs;
+//! - launch → first `SELECT 1` over TCP as a password (SCRAM-SHA-256) role;
+//! - idle PSS: the sum of `Pss` from `/proc/<pid>/smaps_rollup` over the postmaster and its
+//!   children, 3 s after one query.
+//!
+//! Run as root: `cargo bench -p postgres --bench start` (`SCION_BENCH_RUNS` sets the runs per
+//! major, default 30). Prints a Markdown table.
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+#![allow(clippy::unwrap_used, reason = "a benchmark stops at the first error")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use postgres::{
+    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgMajor, RoleKind, ServerSettings,
+    StopMode,
+};
+
+const ADMIN: &str = "postgres";
+const ROLE: &str = "bench";
+const PASSWORD: &str = "bench password";
+const STEP: Duration = Duration::from_secs(30);
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let runs: usize =
+        std::env::var("SCION_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let search = BinarySearch::default();
+    println!("load average before: {}", load_average());
+    println!(
+        "runs per major: {runs}; settings: shared_buffers={}, max_connections={}\n",
+        postgres::conf::DEFAULT_SHARED_BUFFERS,
+        postgres::conf::DEFAULT_MAX_CONNECTIONS
+    );
+    println!(
+        "| version | spawned | `ready` in pid file | accepting median | accepting p95 \
+         | first SELECT 1 (TCP, SCRAM) median | p95 | fast stop median | idle PSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for binaries in search.installed() {
+        let major = binaries.major();
+        let version = binaries.verify().await.unwrap();
+        let result = bench_major(major, runs).await;
+        println!(
+            "| {version} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |",
+            percentile(&result.spawned, 50),
+            percentile(&result.ready, 50),
+            percentile(&result.accepting, 50),
+            percentile(&result.accepting, 95),
+            percentile(&result.first_select, 50),
+            percentile(&result.first_select, 95),
+            percentile(&result.stop, 50),
+            result.pss_kib as f64 / 1024.0,
+        );
+    }
+    println!("\nload average after: {}", load_average());
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct MajorResult {
+    spawned: Vec<f64>,
+    ready: Vec<f64>,
+    accepting: Vec<f64>,
+    first_select: Vec<f64>,
+    stop: Vec<f64>,
+    pss_kib: u64,
+}
+
+async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
+    let binaries = BinarySearch::default().locate(major).unwrap();
+    let dir = tempfile::Builder::new().prefix("scion-pg-bench-").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let user = OsUser::lookup("postgres").unwrap();
+    let spec = InstanceSpec::new(
+        dir.path().join("data"),
+        ServerSettings::new(port, dir.path().join("sock")),
+        ADMIN,
+        dir.path().join("postgres.log"),
+        user,
+    );
+    let mut options = InitDbOptions::new(ADMIN);
+    options.sync = false;
+    postgres::initdb(&binaries, &spec.data_dir, &spec.user, &options).await.unwrap();
+
+    // Create the login role once; the first start also warms the page cache.
+    let mut instance = Instance::start(&binaries, spec.clone()).await.unwrap();
+    instance
+        .admin()
+        .await
+        .unwrap()
+        .create_or_replace_role(ROLE, PASSWORD, RoleKind::Superuser)
+        .await
+        .unwrap();
+    instance.stop(StopMode::Fast, STEP).await.unwrap();
+
+    let mut result = MajorResult {
+        spawned: Vec::new(),
+        ready: Vec::new(),
+        accepting: Vec::new(),
+        first_select: Vec::new(),
+        stop: Vec::new(),
+        pss_kib: 0,
+    };
+    for _ in 0..runs {
+        let started = Instant::now();
+        let instance = Instance::start(&binaries, spec.clone()).await.unwrap();
+        result.accepting.push(millis(started));
+        let timings = instance.start_timings().unwrap();
+        result.spawned.push(timings.spawned.as_secs_f64() * 1000.0);
+        result.ready.push(timings.ready.as_secs_f64() * 1000.0);
+        let stopping = Instant::now();
+        instance.stop(StopMode::Fast, STEP).await.unwrap();
+        result.stop.push(millis(stopping));
+    }
+    for _ in 0..runs {
+        let started = Instant::now();
+        let instance = Instance::start(&binaries, spec.clone()).await.unwrap();
+        let client = connect_tcp(port).await;
+        client.simple_query("SELECT 1").await.unwrap();
+        result.first_select.push(millis(started));
+        drop(client);
+        instance.stop(StopMode::Fast, STEP).await.unwrap();
+    }
+
+    // Idle memory: one query by a TCP client that then disconnects, as a clone that was used.
+    let instance = Instance::start(&binaries, spec.clone()).await.unwrap();
+    let client = connect_tcp(port).await;
+    client.simple_query("SELECT count(*) FROM pg_class").await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    result.pss_kib = instance.processes().iter().map(|pid| pss_kib(*pid)).sum();
+    instance.stop(StopMode::Fast, STEP).await.unwrap();
+    result
+}
+
+async fn connect_tcp(port: u16) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config.host("127.0.0.1").port(port).user(ROLE).password(PASSWORD).dbname("postgres");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+fn pss_kib(pid: u32) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { return 0 };
+    text.lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+fn percentile(samples: &[f64], pct: usize) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    // Nearest rank.
+    let rank = (pct * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
