@@ -220,10 +220,10 @@ impl Dir {
         let prefix = format!("{}%", flat(name.as_str()));
         let mut children = Vec::new();
         for sidecar in self.sidecar_names().await? {
-            if let Some(rest) = sidecar.strip_prefix(&prefix) {
-                if !rest.contains('%') {
-                    children.push(rest.into());
-                }
+            if let Some(rest) = sidecar.strip_prefix(&prefix)
+                && !rest.contains('%')
+            {
+                children.push(rest.into());
             }
         }
         Ok(children)

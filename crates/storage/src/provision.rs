@@ -70,14 +70,14 @@ impl ImagePool {
                 self.image.display()
             )));
         }
-        if !fs::try_exists(&self.image).await.unwrap_or(false) {
-            if let Err(error) = self.create().await {
-                // A half-made image would be taken for a finished one next time.
-                if !self.is_attached().await.unwrap_or(false) {
-                    let _ = fs::remove_file(&self.image).await;
-                }
-                return Err(error);
+        if !fs::try_exists(&self.image).await.unwrap_or(false)
+            && let Err(error) = self.create().await
+        {
+            // A half-made image would be taken for a finished one next time.
+            if !self.is_attached().await.unwrap_or(false) {
+                let _ = fs::remove_file(&self.image).await;
             }
+            return Err(error);
         }
         self.attach().await
     }

@@ -115,7 +115,7 @@ impl Zfs {
     ) -> Result<exec::Output> {
         match run_raw(make()).await {
             Err(error) if error.stderr_tail().contains("parent does not exist") => {}
-            other => return other.map_err(|error| Error::from_command(error, &name.to_string())),
+            other => return other.map_err(|error| Error::from_command(error, name.as_ref())),
         }
         if let Some(parent) = name.parent() {
             let _serialised = self.parents.lock().await;
