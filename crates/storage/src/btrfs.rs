@@ -6,7 +6,8 @@
 //! Dataset names cannot start with `.`, so `.snapshots` never collides with one. Relations come
 //! from subvolume UUIDs: a clone's parent UUID is its snapshot's UUID. btrfs itself lets a
 //! snapshot be deleted under its clones; the dependency rules are enforced here from the listing.
-//! Per-dataset space comes from qgroups, enabled when the pool is opened.
+//! Per-dataset space comes from FIEMAP's shared-extent flags by default, or from qgroups when
+//! asked for; quota slows every snapshot and clone down.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use tokio::fs;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
-    Object, PoolSpace, Result, SnapshotName, ThinStorage, run_tool, statvfs_space,
+    Object, PoolSpace, Result, SnapshotName, ThinStorage, blocking, run_tool, statvfs_space, tree,
 };
 
 /// Where snapshots live, relative to the pool root.
@@ -23,18 +24,30 @@ const SNAPSHOT_DIR: &str = ".snapshots";
 /// The inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
 const SUBVOLUME_ROOT_INODE: u64 = 256;
 
+/// How a btrfs pool measures the bytes a dataset holds alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpaceAccounting {
+    /// Walk the dataset's files and sum the extents FIEMAP does not report as shared. Costs
+    /// nothing until asked; an answer costs time in proportion to the number of files.
+    Extents,
+    /// btrfs quota groups. Answers at once, but quota makes every snapshot and clone slower
+    /// (see BENCHMARKS.md), and a later `quota enable` rescans the whole filesystem.
+    Qgroups,
+}
+
 /// A btrfs pool: a mounted btrfs filesystem, or a subvolume of one, used as the root.
 #[derive(Debug, Clone)]
 pub struct Btrfs {
     root: PathBuf,
+    accounting: SpaceAccounting,
     /// The root's path relative to the filesystem's top level, with a trailing `/` (empty at
     /// the top level): `btrfs subvolume list` prints paths from the top level.
     top_prefix: String,
 }
 
 impl Btrfs {
-    /// Opens the pool at `root`, enabling quota (for per-dataset space) if it is off.
-    pub async fn open(root: impl AsRef<Path>) -> Result<Self> {
+    /// Opens the pool at `root`; with [`SpaceAccounting::Qgroups`], enables quota if it is off.
+    pub async fn open(root: impl AsRef<Path>, accounting: SpaceAccounting) -> Result<Self> {
         let root = fs::canonicalize(root.as_ref())
             .await
             .map_err(|source| Error::io("resolve pool root", root.as_ref(), source))?;
@@ -54,8 +67,10 @@ impl Btrfs {
             "" => String::new(),
             path => format!("{path}/"),
         };
-        let pool = Btrfs { root, top_prefix };
-        pool.enable_quota().await?;
+        let pool = Btrfs { root, accounting, top_prefix };
+        if accounting == SpaceAccounting::Qgroups {
+            pool.enable_quota().await?;
+        }
         let snapshots = pool.root.join(SNAPSHOT_DIR);
         fs::create_dir_all(&snapshots)
             .await
@@ -160,10 +175,16 @@ impl Btrfs {
 
 /// True when `path` is the root of a subvolume.
 async fn is_subvolume(path: &Path) -> bool {
+    fs::symlink_metadata(path).await.is_ok_and(|meta| is_subvolume_root(&meta))
+}
+
+fn is_subvolume_sync(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| is_subvolume_root(&meta))
+}
+
+fn is_subvolume_root(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::symlink_metadata(path)
-        .await
-        .is_ok_and(|meta| meta.is_dir() && meta.ino() == SUBVOLUME_ROOT_INODE)
+    meta.is_dir() && meta.ino() == SUBVOLUME_ROOT_INODE
 }
 
 /// One line of `btrfs subvolume list -u -q`.
@@ -300,6 +321,10 @@ impl ThinStorage for Btrfs {
     }
 
     async fn pool_space(&self) -> Result<PoolSpace> {
+        // statvfs counts what the running transaction holds only once it commits.
+        let root = self.root.clone();
+        blocking(move || Ok(rustix::fs::syncfs(std::fs::File::open(&root)?)?), "sync", &self.root)
+            .await?;
         statvfs_space(&self.root)
     }
 
@@ -307,6 +332,20 @@ impl ThinStorage for Btrfs {
         let path = self.dataset_path(name);
         if !is_subvolume(&path).await {
             return Err(Error::NotFound(name.to_string()));
+        }
+        if self.accounting == SpaceAccounting::Extents {
+            let root = path.clone();
+            let usage = blocking(
+                move || {
+                    // Child datasets are nested subvolumes: theirs, not this one's.
+                    let is_child = |entry: &std::ffi::OsStr| is_subvolume_sync(&root.join(entry));
+                    tree::usage(&root, true, &is_child)
+                },
+                "measure",
+                &path,
+            )
+            .await?;
+            return Ok(DatasetSpace { written: usage.exclusive, referenced: usage.allocated });
         }
         let id = self.subvolume_id(&path, name).await?;
         // qgroup numbers are updated when a transaction commits.

@@ -12,6 +12,10 @@ pub enum BackendConfig {
     Btrfs {
         /// Where it is mounted.
         root: PathBuf,
+        /// Measure per-dataset space with btrfs quota groups instead of FIEMAP. Off by
+        /// default: quota slows down every snapshot and clone.
+        #[serde(default)]
+        quota: bool,
     },
     /// An imported ZFS pool, or a filesystem inside one (`tank/scion`).
     Zfs {
@@ -35,6 +39,8 @@ mod tests {
             serde_json::from_str(r#"{"kind":"zfs","pool":"tank/scion"}"#).unwrap();
         assert_eq!(parsed, BackendConfig::Zfs { pool: "tank/scion".to_owned() });
         let parsed: BackendConfig = serde_json::from_str(r#"{"kind":"dir","root":"/d"}"#).unwrap();
+        let btrfs: BackendConfig = serde_json::from_str(r#"{"kind":"btrfs","root":"/b"}"#).unwrap();
+        assert_eq!(btrfs, BackendConfig::Btrfs { root: "/b".into(), quota: false });
         assert_eq!(parsed, BackendConfig::Dir { root: "/d".into() });
         assert!(
             serde_json::from_str::<BackendConfig>(r#"{"kind":"btrfs","root":"/b","x":1}"#).is_err()

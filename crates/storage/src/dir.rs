@@ -13,8 +13,6 @@
 //! A copy is not one point in time: a snapshot of a dataset that is being written to may mix
 //! old and new files. Hence `atomic_snapshots: false`; snapshot only a stopped Postgres.
 
-mod tree;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,7 +23,7 @@ use tokio::task::spawn_blocking;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
-    Object, PoolSpace, Result, SnapshotName, ThinStorage, statvfs_space,
+    Object, PoolSpace, Result, SnapshotName, ThinStorage, blocking, statvfs_space, tree,
 };
 
 const META_DIR: &str = ".scion";
@@ -56,17 +54,6 @@ fn unflat(name: &str) -> String {
     name.replace('%', "/")
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-    context: &'static str,
-    path: &Path,
-) -> Result<T> {
-    match spawn_blocking(work).await {
-        Ok(result) => result.map_err(|source| Error::io(context, path, source)),
-        Err(join) => Err(Error::io(context, path, std::io::Error::other(join))),
-    }
-}
-
 impl Dir {
     /// Opens (creating if needed) the pool at `root` and finds out whether it can reflink.
     pub async fn open(root: impl AsRef<Path>) -> Result<Self> {
@@ -84,6 +71,14 @@ impl Dir {
                 .map_err(|source| Error::io("create pool directory", &dir, source))?;
         }
         pool.reflink = pool.probe_reflink().await?;
+        if pool.reflink {
+            tracing::info!(root = %pool.root.display(), "dir pool reflinks: snapshots and clones are thin");
+        } else {
+            tracing::warn!(
+                root = %pool.root.display(),
+                "dir pool cannot reflink: every snapshot and clone is a FULL COPY (thin: false)"
+            );
+        }
         Ok(pool)
     }
 

@@ -24,9 +24,10 @@ mod dir;
 mod error;
 mod name;
 pub mod provision;
+mod tree;
 mod zfs;
 
-pub use btrfs::Btrfs;
+pub use btrfs::{Btrfs, SpaceAccounting};
 pub use config::BackendConfig;
 pub use dir::Dir;
 pub use error::{Error, Result};
@@ -310,7 +311,11 @@ impl StorageBackend {
     /// Opens the pool a configuration describes.
     pub async fn open(config: &BackendConfig) -> Result<Self> {
         Ok(match config {
-            BackendConfig::Btrfs { root } => StorageBackend::Btrfs(Btrfs::open(root).await?),
+            BackendConfig::Btrfs { root, quota } => {
+                let accounting =
+                    if *quota { SpaceAccounting::Qgroups } else { SpaceAccounting::Extents };
+                StorageBackend::Btrfs(Btrfs::open(root, accounting).await?)
+            }
             BackendConfig::Zfs { pool } => StorageBackend::Zfs(Zfs::open(pool).await?),
             BackendConfig::Dir { root } => StorageBackend::Dir(Dir::open(root).await?),
         })
@@ -408,6 +413,7 @@ pub(crate) async fn run_unmounting(
     for _ in 0..BUSY_RETRIES {
         match run_raw(make()).await {
             Err(error) if error.stderr_tail().contains("busy") => {
+                tracing::debug!(%object, ?pause, "busy; trying again");
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }
@@ -415,6 +421,18 @@ pub(crate) async fn run_unmounting(
         }
     }
     run_tool(make(), object).await
+}
+
+/// Runs blocking filesystem work off the runtime, naming `path` in its error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    context: &'static str,
+    path: &std::path::Path,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|source| Error::io(context, path, source)),
+        Err(join) => Err(Error::io(context, path, std::io::Error::other(join))),
+    }
 }
 
 /// Space of the filesystem that holds `path`, from statvfs.

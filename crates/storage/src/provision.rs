@@ -55,7 +55,7 @@ impl ImagePool {
     /// The backend configuration that opens this pool.
     pub fn backend_config(&self) -> BackendConfig {
         match &self.fs {
-            ImageFs::Btrfs => BackendConfig::Btrfs { root: self.mountpoint.clone() },
+            ImageFs::Btrfs => BackendConfig::Btrfs { root: self.mountpoint.clone(), quota: false },
             ImageFs::Xfs | ImageFs::Ext4 => BackendConfig::Dir { root: self.mountpoint.clone() },
             ImageFs::Zfs { pool } => BackendConfig::Zfs { pool: pool.clone() },
         }

@@ -326,7 +326,7 @@ async fn full_pool(env: Env) {
     // btrfs keeps a metadata reserve for subvolume operations, so on a pool whose data space
     // is full, snapshots and clones (metadata only) go on working; measured: hundreds of them
     // after writes had failed with ENOSPC. Every other environment needs space for them.
-    if env != Env::Btrfs {
+    if !matches!(env, Env::Btrfs | Env::BtrfsQuota) {
         assert!(no_space.is_some(), "100 rounds of creates on a full pool all succeeded");
     }
 
@@ -395,6 +395,7 @@ macro_rules! conformance {
 
 conformance! {
     btrfs: Env::Btrfs;
+    btrfs_quota: Env::BtrfsQuota;
     zfs: Env::Zfs;
     dir_xfs: Env::DirXfs;
     dir_ext4: Env::DirExt4;
@@ -404,6 +405,7 @@ conformance! {
 async fn capabilities_match_the_environment() {
     for (env, thin, atomic) in [
         (Env::Btrfs, true, true),
+        (Env::BtrfsQuota, true, true),
         (Env::Zfs, true, true),
         (Env::DirXfs, true, false),
         (Env::DirExt4, false, false),

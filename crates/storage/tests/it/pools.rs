@@ -5,15 +5,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use storage::provision::{ImageFs, ImagePool};
-use storage::{StorageBackend, ThinStorage};
+use storage::{BackendConfig, StorageBackend, ThinStorage};
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// The four environments the conformance suite runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Env {
-    /// btrfs on a loop device.
+    /// btrfs on a loop device, space measured with FIEMAP (the default).
     Btrfs,
+    /// btrfs on a loop device, space measured with quota groups.
+    BtrfsQuota,
     /// ZFS on zfs-fuse, with the image as file vdev.
     Zfs,
     /// The dir backend on a loop-mounted XFS with reflink.
@@ -26,7 +28,7 @@ impl Env {
     /// The smallest image each filesystem accepts, rounded up.
     fn min_size(self) -> u64 {
         match self {
-            Env::Btrfs => 256 * MIB,
+            Env::Btrfs | Env::BtrfsQuota => 256 * MIB,
             Env::Zfs => 128 * MIB,
             Env::DirXfs => 320 * MIB,
             Env::DirExt4 => 64 * MIB,
@@ -68,7 +70,7 @@ impl TestPool {
         let image_path = dir.path().join("pool.img");
         let mountpoint = dir.path().join("mnt");
         let fs = match env {
-            Env::Btrfs => ImageFs::Btrfs,
+            Env::Btrfs | Env::BtrfsQuota => ImageFs::Btrfs,
             Env::Zfs => {
                 require_zfs_daemon().await;
                 ImageFs::Zfs { pool: unique_zfs_pool() }
@@ -81,7 +83,13 @@ impl TestPool {
             teardown_now(image);
             panic!("provision a {env:?} pool: {error}");
         }
-        let backend = match StorageBackend::open(&image.backend_config()).await {
+        let config = match (env, image.backend_config()) {
+            (Env::BtrfsQuota, BackendConfig::Btrfs { root, .. }) => {
+                BackendConfig::Btrfs { root, quota: true }
+            }
+            (_, config) => config,
+        };
+        let backend = match StorageBackend::open(&config).await {
             Ok(backend) => backend,
             Err(error) => {
                 teardown_now(image);
@@ -90,7 +98,7 @@ impl TestPool {
         };
         let pool = TestPool { backend, image, _dir: dir };
         let expected = match env {
-            Env::Btrfs => storage::BackendKind::Btrfs,
+            Env::Btrfs | Env::BtrfsQuota => storage::BackendKind::Btrfs,
             Env::Zfs => storage::BackendKind::Zfs,
             Env::DirXfs | Env::DirExt4 => storage::BackendKind::Dir,
         };

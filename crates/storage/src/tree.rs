@@ -1,5 +1,5 @@
-//! Blocking file-tree work for the dir backend: copying a tree with per-file reflinks (or full
-//! copies), and measuring what a tree holds.
+//! Blocking file-tree work: copying a tree with per-file reflinks or full copies (the dir
+//! backend), and measuring what a tree holds alone (dir, and btrfs without quota).
 //!
 //! Copies keep what Postgres checks: modes, owners (a data directory must be its owner's,
 //! 0700), symlinks (`pg_wal` may be one) and times. Hard links become separate files, and
