@@ -8,7 +8,7 @@
 //!   children, 3 s after one query.
 //!
 //! Run as root: `cargo bench -p postgres --bench start` (`SCION_BENCH_RUNS` sets the runs per
-//! major, default 30). Prints a Markdown table.
+//! major, default 30; `SCION_BENCH_SETTINGS="fsync=off"` adds settings). Prints a Markdown table.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, reason = "a benchmark stops at the first error")]
@@ -33,9 +33,10 @@ async fn main() {
     let search = BinarySearch::default();
     println!("load average before: {}", load_average());
     println!(
-        "runs per major: {runs}; settings: shared_buffers={}, max_connections={}\n",
+        "runs per major: {runs}; settings: shared_buffers={}, max_connections={}, extra: {:?}\n",
         postgres::conf::DEFAULT_SHARED_BUFFERS,
-        postgres::conf::DEFAULT_MAX_CONNECTIONS
+        postgres::conf::DEFAULT_MAX_CONNECTIONS,
+        extra_settings()
     );
     println!(
         "| version | spawned | `ready` in pid file | accepting median | accepting p95 \
@@ -59,6 +60,15 @@ async fn main() {
         );
     }
     println!("\nload average after: {}", load_average());
+}
+
+/// `SCION_BENCH_SETTINGS="fsync=off work_mem=8MB"`: settings to compare against the defaults.
+fn extra_settings() -> Vec<(String, String)> {
+    let text = std::env::var("SCION_BENCH_SETTINGS").unwrap_or_default();
+    text.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
 }
 
 fn load_average() -> String {
@@ -85,9 +95,11 @@ async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let user = OsUser::lookup("postgres").unwrap();
+    let mut settings = ServerSettings::new(port, dir.path().join("sock"));
+    settings.extra = extra_settings();
     let spec = InstanceSpec::new(
         dir.path().join("data"),
-        ServerSettings::new(port, dir.path().join("sock")),
+        settings,
         ADMIN,
         dir.path().join("postgres.log"),
         user,

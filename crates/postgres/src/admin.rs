@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, NoTls};
 use tracing::debug;
 
@@ -19,6 +18,12 @@ use crate::sql::{check_role_name, quote_ident, quote_literal};
 /// The `application_name` of the engine's own sessions.
 pub const ENGINE_APPLICATION_NAME: &str = "scion-engine";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SCRAM-SHA-256 verifier of `password`, with a fresh random salt: what Postgres stores,
+/// and all the engine keeps. It lets a server check the password but cannot be used to log in.
+pub fn password_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
 
 /// What the clone's login role may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +51,9 @@ pub struct Activity {
 #[derive(Debug)]
 pub struct Admin {
     client: Client,
-    connection: JoinHandle<()>,
     socket_dir: PathBuf,
     port: u16,
     role: String,
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.connection.abort();
-    }
 }
 
 impl Admin {
@@ -69,18 +67,13 @@ impl Admin {
         let client_config = Self::config(socket_dir, port, role, database);
         let (client, connection) =
             client_config.connect(NoTls).await.map_err(Error::sql("connect as admin"))?;
-        let connection = tokio::spawn(async move {
+        // The task ends by itself once the client is dropped: it sends Terminate and closes.
+        tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%error, "admin connection ended");
             }
         });
-        Ok(Admin {
-            client,
-            connection,
-            socket_dir: socket_dir.to_path_buf(),
-            port,
-            role: role.to_owned(),
-        })
+        Ok(Admin { client, socket_dir: socket_dir.to_path_buf(), port, role: role.to_owned() })
     }
 
     fn config(socket_dir: &Path, port: u16, role: &str, database: &str) -> Config {
@@ -113,14 +106,31 @@ impl Admin {
         password: &str,
         kind: RoleKind,
     ) -> Result<()> {
+        self.create_or_replace_role_with_verifier(name, &password_verifier(password), kind).await
+    }
+
+    /// Like [`Admin::create_or_replace_role`], from a verifier made earlier by
+    /// [`password_verifier`]: the engine keeps only verifiers, and reapplies them when a clone is
+    /// reset or rebuilt.
+    pub async fn create_or_replace_role_with_verifier(
+        &self,
+        name: &str,
+        verifier: &str,
+        kind: RoleKind,
+    ) -> Result<()> {
         check_role_name(name)?;
+        if !verifier.starts_with("SCRAM-SHA-256$") {
+            return Err(Error::InvalidRoleName {
+                name: name.to_owned(),
+                reason: "the password verifier is not a SCRAM-SHA-256 verifier".to_owned(),
+            });
+        }
         if name == self.role {
             return Err(Error::InvalidRoleName {
                 name: name.to_owned(),
                 reason: "this is the engine's admin role".to_owned(),
             });
         }
-        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let exists = self
             .client
             .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name])
@@ -137,7 +147,7 @@ impl Admin {
         let role = quote_ident(name);
         let statement = format!(
             "{verb} ROLE {role} {attributes} VALID UNTIL 'infinity' PASSWORD {}",
-            quote_literal(&verifier)
+            quote_literal(verifier)
         );
         if kind == RoleKind::Superuser {
             return self.client.batch_execute(&statement).await.map_err(Error::sql("create role"));

@@ -182,16 +182,8 @@ impl ServerSettings {
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
-        for (name, value) in &self.extra {
-            check_name(name)?;
-            if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(Error::InvalidSetting {
-                    name: name.clone(),
-                    reason: "Scion sets this one itself".to_owned(),
-                });
-            }
-            entries.push((name.clone(), value.clone()));
-        }
+        check_settings(self.extra.iter().map(|(name, value)| (name.as_str(), value.as_str())))?;
+        entries.extend(self.extra.iter().cloned());
         for (name, value) in &entries {
             check_value(name, value)?;
         }
@@ -227,6 +219,22 @@ pub fn with_include_line(conf: &str) -> Option<String> {
 /// configuration lexer expects.
 pub fn quote_conf_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Checks settings a user supplies (a clone request's `extra_conf`, the configuration file):
+/// valid names, values without control characters, and none of the settings Scion sets itself.
+pub fn check_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<()> {
+    for (name, value) in settings {
+        check_name(name)?;
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(Error::InvalidSetting {
+                name: name.to_owned(),
+                reason: "Scion sets this one itself".to_owned(),
+            });
+        }
+        check_value(name, value)?;
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<()> {
