@@ -1,0 +1,272 @@
+//! Dump files: finding existing dumps in a directory (directory, custom and plain formats, plain
+//! optionally gzip- or bzip2-compressed) and reading an archive's table of contents
+//! (`pg_restore --list`) for table counts, schemas, the database entry and the dump time.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How much of a plain dump is read to find its `CREATE DATABASE`.
+const PLAIN_HEAD_BYTES: u64 = 1 << 20;
+
+/// The format of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DumpFormat {
+    /// `pg_dump -Fd`: a directory with `toc.dat`.
+    Directory,
+    /// `pg_dump -Fc`: one file starting with `PGDMP`.
+    Custom,
+    /// Plain SQL.
+    Plain,
+    /// Plain SQL, gzip-compressed.
+    PlainGzip,
+    /// Plain SQL, bzip2-compressed.
+    PlainBzip2,
+}
+
+impl DumpFormat {
+    /// True for the formats pg_restore reads (the others go through psql).
+    pub fn is_archive(self) -> bool {
+        matches!(self, DumpFormat::Directory | DumpFormat::Custom)
+    }
+}
+
+/// One dump to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DumpFile {
+    pub(crate) path: PathBuf,
+    pub(crate) format: DumpFormat,
+    /// The database, from the file name without its extensions.
+    pub(crate) database: String,
+}
+
+/// Finds the dumps in `dir`, sorted by database name. Unknown files are an error, so a typo
+/// does not silently leave a database out.
+pub(crate) fn discover(dir: &Path) -> Result<Vec<DumpFile>> {
+    let entries = std::fs::read_dir(dir).map_err(|error| Error::io("list dumps in", dir, error))?;
+    let mut dumps = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| Error::io("list dumps in", dir, error))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let format = detect(&path)?;
+        let database = strip_extensions(&name);
+        dumps.push(DumpFile { path, format, database });
+    }
+    dumps.sort_by(|a, b| a.database.cmp(&b.database));
+    if dumps.is_empty() {
+        return Err(Error::invalid(format!("restore.from_dump: {} holds no dumps", dir.display())));
+    }
+    Ok(dumps)
+}
+
+/// The format of one dump, from its content (magic bytes), not its name.
+pub(crate) fn detect(path: &Path) -> Result<DumpFormat> {
+    if path.is_dir() {
+        if path.join("toc.dat").is_file() {
+            return Ok(DumpFormat::Directory);
+        }
+        return Err(Error::invalid(format!(
+            "{} is a directory without toc.dat: not a directory-format dump",
+            path.display()
+        )));
+    }
+    let mut head = [0_u8; 5];
+    let mut file = File::open(path).map_err(|error| Error::io("open dump", path, error))?;
+    let read = file.read(&mut head).map_err(|error| Error::io("read dump", path, error))?;
+    let head = &head[..read];
+    Ok(if head.starts_with(b"PGDMP") {
+        DumpFormat::Custom
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        DumpFormat::PlainGzip
+    } else if head.starts_with(b"BZh") {
+        DumpFormat::PlainBzip2
+    } else {
+        DumpFormat::Plain
+    })
+}
+
+fn strip_extensions(name: &str) -> String {
+    let mut name = name;
+    for extension in [".gz", ".bz2", ".sql", ".dump", ".custom", ".backup", ".dir"] {
+        name = name.strip_suffix(extension).unwrap_or(name);
+    }
+    name.to_owned()
+}
+
+/// The first part of a plain dump, decompressed.
+pub(crate) fn plain_head(path: &Path, format: DumpFormat) -> Result<String> {
+    let file = File::open(path).map_err(|error| Error::io("open dump", path, error))?;
+    let reader: Box<dyn Read> = match format {
+        DumpFormat::PlainGzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        DumpFormat::PlainBzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+        _ => Box::new(file),
+    };
+    let mut head = Vec::new();
+    reader
+        .take(PLAIN_HEAD_BYTES)
+        .read_to_end(&mut head)
+        .map_err(|error| Error::io("read dump", path, error))?;
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The database a plain dump creates itself (`pg_dump --create`), if it does.
+pub(crate) fn plain_creates_database(head: &str) -> Option<String> {
+    let line = head.lines().find(|line| line.starts_with("CREATE DATABASE "))?;
+    let rest = &line["CREATE DATABASE ".len()..];
+    Some(match rest.strip_prefix('"') {
+        Some(quoted) => {
+            let end = quoted.find("\" ").or_else(|| quoted.find("\";")).unwrap_or(quoted.len());
+            quoted[..end].replace("\"\"", "\"")
+        }
+        None => rest.split([' ', ';']).next().unwrap_or_default().to_owned(),
+    })
+}
+
+/// An archive's table of contents, as `pg_restore --list` prints it.
+#[derive(Debug, Clone)]
+pub(crate) struct Toc {
+    text: String,
+}
+
+impl Toc {
+    pub(crate) fn new(text: String) -> Self {
+        Toc { text }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = Vec<&str>> {
+        self.text
+            .lines()
+            .filter(|line| !line.starts_with(';') && !line.trim().is_empty())
+            .map(|line| line.split_whitespace().collect())
+    }
+
+    /// How many tables have data in the archive.
+    pub(crate) fn table_data_count(&self) -> u64 {
+        self.entries().filter(|tokens| tokens.get(3..5) == Some(&["TABLE", "DATA"][..])).count()
+            as u64
+    }
+
+    /// The database the archive creates (`pg_dump --create`), if it does.
+    pub(crate) fn database(&self) -> Option<String> {
+        self.entries()
+            .find(|tokens| tokens.get(3..5) == Some(&["DATABASE", "-"][..]))
+            .and_then(|tokens| tokens.get(5).map(|name| (*name).to_owned()))
+    }
+
+    /// The schemas of the archive's tables other than `public`, which a table-filtered restore
+    /// must create first (pg_dump/pg_restore `--table` leaves them out).
+    pub(crate) fn table_schemas(&self) -> Vec<String> {
+        let mut schemas: Vec<String> = self
+            .entries()
+            .filter(|tokens| tokens.get(3) == Some(&"TABLE") && tokens.get(4) != Some(&"DATA"))
+            .filter_map(|tokens| tokens.get(4).map(|schema| (*schema).to_owned()))
+            .filter(|schema| schema != "public" && schema != "-")
+            .collect();
+        schemas.sort();
+        schemas.dedup();
+        schemas
+    }
+
+    /// The list without row-level security policies, for `pg_restore --use-list`.
+    pub(crate) fn without_policies(&self) -> String {
+        self.text
+            .lines()
+            .filter(|line| {
+                line.starts_with(';') || !line.split_whitespace().any(|token| token == "POLICY")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// When pg_dump wrote the archive, from the header (`Archive created at … UTC`; Scion runs
+    /// pg_dump with `TZ=UTC`). Other time zones are not parsed.
+    pub(crate) fn created_at(&self) -> Option<DateTime<Utc>> {
+        let line = self.text.lines().find(|line| line.contains("Archive created at"))?;
+        let stamp = line.split("Archive created at").nth(1)?.trim();
+        let stamp = stamp.strip_suffix("UTC").or_else(|| stamp.strip_suffix("GMT"))?.trim();
+        NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").ok().map(|naive| naive.and_utc())
+    }
+}
+
+/// The total size of the files under `path`.
+pub(crate) fn size_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries.flatten().map(|entry| size_of(&entry.path())).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOC: &str = ";\n; Archive created at 2026-11-22 00:50:07 UTC\n;     dbname: app\n;\n\
+3383; 1262 16385 DATABASE - app postgres\n\
+215; 1259 16390 TABLE app orders owner\n\
+216; 1259 16391 TABLE public items owner\n\
+3380; 0 16390 TABLE DATA app orders owner\n\
+3381; 0 16391 TABLE DATA public items owner\n\
+3390; 3256 16400 POLICY public items own_rows owner\n";
+
+    #[test]
+    fn reads_a_table_of_contents() {
+        let toc = Toc::new(TOC.to_owned());
+        assert_eq!(toc.table_data_count(), 2);
+        assert_eq!(toc.database().as_deref(), Some("app"));
+        assert_eq!(toc.table_schemas(), vec!["app".to_owned()]);
+        assert!(!toc.without_policies().contains("POLICY"));
+        assert!(toc.without_policies().contains("TABLE DATA public items"));
+        assert_eq!(toc.created_at().unwrap().to_rfc3339(), "2026-11-22T00:50:07+00:00");
+    }
+
+    #[test]
+    fn finds_create_database_in_plain_dumps() {
+        let head = "--\n-- PostgreSQL database dump\n--\nSET x = 1;\nCREATE DATABASE shop WITH TEMPLATE = template0;\n\\connect shop\n";
+        assert_eq!(plain_creates_database(head).as_deref(), Some("shop"));
+        assert_eq!(
+            plain_creates_database("CREATE DATABASE \"My \"\"db\" WITH x;").as_deref(),
+            Some("My \"db")
+        );
+        assert_eq!(plain_creates_database("CREATE TABLE t ();"), None);
+    }
+
+    #[test]
+    fn detects_formats_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.dump"), b"PGDMP\x01").unwrap();
+        std::fs::write(dir.path().join("b.sql.gz"), [0x1f, 0x8b, 0, 0]).unwrap();
+        std::fs::write(dir.path().join("c.sql.bz2"), b"BZh91AY").unwrap();
+        std::fs::write(dir.path().join("d.sql"), b"select 1;").unwrap();
+        std::fs::create_dir(dir.path().join("e")).unwrap();
+        std::fs::write(dir.path().join("e/toc.dat"), b"PGDMP").unwrap();
+        let found: Vec<(String, DumpFormat)> = discover(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|dump| (dump.database, dump.format))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("a".to_owned(), DumpFormat::Custom),
+                ("b".to_owned(), DumpFormat::PlainGzip),
+                ("c".to_owned(), DumpFormat::PlainBzip2),
+                ("d".to_owned(), DumpFormat::Plain),
+                ("e".to_owned(), DumpFormat::Directory),
+            ]
+        );
+        std::fs::create_dir(dir.path().join("junk")).unwrap();
+        assert!(discover(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,750 @@
+//! The `[retrieval]` section of Scion's configuration, its defaults, and `validate()`, which
+//! refuses a bad configuration with every problem listed before any work starts.
+//!
+//! Names follow DBLab's logical jobs (§6.2–6.4 and 6.8 of the reference) in snake_case:
+//! `logicalDump.options.parallelJobs` is `dump.parallel_jobs`, `databaseRename` is
+//! `database_rename`, `refresh.timetable` is `timetable`. Secrets are never in the file: the
+//! source password is read from the environment variable named by `source.password_env`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The default target major, when the configuration names none.
+pub const DEFAULT_TARGET_MAJOR: u8 = 17;
+/// The default directory dumps are written to (one sub-directory per database).
+pub const DEFAULT_DUMP_LOCATION: &str = "/var/lib/scion/dump";
+/// The default `pg_dump`/`pg_restore` jobs (DBLab's default).
+pub const DEFAULT_PARALLEL_JOBS: u32 = 1;
+/// The default number of SQL files of one preprocessing sub-directory run at once (DBLab's).
+pub const DEFAULT_PREPROCESSING_WORKERS: u32 = 2;
+/// The database preprocessing SQL runs in, and the target's connection database: it is never
+/// renamed (DBLab's `global.database.dbname`).
+pub const CONNECTION_DATABASE: &str = "postgres";
+/// The default source port.
+pub const DEFAULT_SOURCE_PORT: u16 = 5432;
+/// The default source user and database.
+pub const DEFAULT_SOURCE_USER: &str = "postgres";
+/// The default `pg_restore` options: tablespaces of the source do not exist in the target.
+pub const DEFAULT_RESTORE_OPTIONS: &[&str] = &["--no-tablespaces"];
+/// Settings of the temporary target instance during a restore, before the user's `configs`.
+/// Durability is off because a failed run is thrown away whole; the pipeline syncs the data
+/// directory once after the clean stop instead.
+pub const DEFAULT_RESTORE_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("full_page_writes", "off"),
+    ("synchronous_commit", "off"),
+    ("autovacuum", "off"),
+    ("wal_level", "minimal"),
+    ("max_wal_senders", "0"),
+    ("max_wal_size", "8GB"),
+    ("checkpoint_timeout", "1h"),
+    ("shared_buffers", "256MB"),
+    ("maintenance_work_mem", "256MB"),
+];
+const MAX_JOBS: u32 = 128;
+const MAX_NAME_BYTES: usize = 63;
+
+/// The `[retrieval]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalConfig {
+    /// The live source database; required unless `restore.from_dump` names existing dumps.
+    pub source: Option<SourceConfig>,
+    /// The databases to retrieve, each with optional table filters; empty means all databases
+    /// the source user can connect to (templates excluded).
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// pg_dump settings.
+    pub dump: DumpConfig,
+    /// pg_restore settings.
+    pub restore: RestoreConfig,
+    /// SQL and a script run on the restored data before the snapshot.
+    pub preprocessing: PreprocessingConfig,
+    /// Databases to rename before the snapshot, `old = "new"` (DBLab's `databaseRename`).
+    pub database_rename: BTreeMap<String, String>,
+    /// The target's major version (13 to 18); may be newer than the source's.
+    pub target_major: u8,
+    /// A standard 5-field cron expression (UTC) for full refreshes; none means on demand only.
+    pub timetable: Option<String>,
+    /// Do not refresh when the engine starts; only on the timetable or on demand.
+    pub skip_start_refresh: bool,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        RetrievalConfig {
+            source: None,
+            databases: BTreeMap::new(),
+            dump: DumpConfig::default(),
+            restore: RestoreConfig::default(),
+            preprocessing: PreprocessingConfig::default(),
+            database_rename: BTreeMap::new(),
+            target_major: DEFAULT_TARGET_MAJOR,
+            timetable: None,
+            skip_start_refresh: false,
+        }
+    }
+}
+
+/// How to reach the source: a libpq connection string, or separate fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// A libpq URI or `key=value` string, without a password; excludes `host`/`port`/
+    /// `dbname`/`username`.
+    pub connection_string: Option<String>,
+    /// Host name or address.
+    pub host: Option<String>,
+    /// Port.
+    pub port: u16,
+    /// The database to connect to for probing and listing databases.
+    pub dbname: String,
+    /// The user.
+    pub username: String,
+    /// The environment variable holding the password (e.g. `SCION_SOURCE_PASSWORD`).
+    pub password_env: Option<String>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            connection_string: None,
+            host: None,
+            port: DEFAULT_SOURCE_PORT,
+            dbname: DEFAULT_SOURCE_USER.to_owned(),
+            username: DEFAULT_SOURCE_USER.to_owned(),
+            password_env: None,
+        }
+    }
+}
+
+/// One database to retrieve.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Only these tables (pg_dump `--table` patterns; pg_restore `--table` names for dump
+    /// files). Empty means all.
+    pub tables: Vec<String>,
+    /// Leave these tables out (pg_dump `--exclude-table` patterns; live sources only).
+    pub exclude_tables: Vec<String>,
+}
+
+/// pg_dump settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DumpConfig {
+    /// `pg_dump --jobs`.
+    pub parallel_jobs: u32,
+    /// Extra pg_dump options, appended as given (e.g. `--no-comments`).
+    pub custom_options: Vec<String>,
+    /// The directory dumps are written to, `<location>/<database>` each.
+    pub location: PathBuf,
+    /// Stream `pg_dump -Fc` into `pg_restore` with no dump on disk. Single job only: a parallel
+    /// restore needs a seekable archive.
+    pub immediate_restore: bool,
+    /// Keep the dump after a successful restore (it is removed otherwise).
+    pub keep: bool,
+    /// Copy roles from the source (`pg_dumpall --roles-only`) so owners and grants restore.
+    pub roles: bool,
+    /// Copy role passwords too (needs a superuser on the source). Clones reset passwords anyway.
+    pub role_passwords: bool,
+}
+
+impl Default for DumpConfig {
+    fn default() -> Self {
+        DumpConfig {
+            parallel_jobs: DEFAULT_PARALLEL_JOBS,
+            custom_options: Vec::new(),
+            location: PathBuf::from(DEFAULT_DUMP_LOCATION),
+            immediate_restore: false,
+            keep: false,
+            roles: true,
+            role_passwords: false,
+        }
+    }
+}
+
+/// pg_restore settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreConfig {
+    /// `pg_restore --jobs` (directory and custom dumps; plain SQL is single-threaded).
+    pub parallel_jobs: u32,
+    /// Extra pg_restore options, appended as given.
+    pub custom_options: Vec<String>,
+    /// Restore existing dumps from this directory instead of dumping a live source: a
+    /// sub-directory with `toc.dat` (directory format), a custom-format file, or plain SQL
+    /// (`.sql`, `.sql.gz`, `.sql.bz2`); the database name is the file name without extensions.
+    pub from_dump: Option<PathBuf>,
+    /// Keep going past restore errors (pg_restore without `--exit-on-error`, psql without
+    /// `ON_ERROR_STOP`); the count is reported as a warning.
+    pub ignore_errors: bool,
+    /// Leave row-level security policies out (DBLab's `skipPolicies`).
+    pub skip_policies: bool,
+    /// Run ANALYZE on the restored databases, so clones start with statistics.
+    pub analyze: bool,
+    /// Settings of the temporary target instance, on top of [`DEFAULT_RESTORE_SETTINGS`].
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            parallel_jobs: DEFAULT_PARALLEL_JOBS,
+            custom_options: DEFAULT_RESTORE_OPTIONS
+                .iter()
+                .map(|option| (*option).to_owned())
+                .collect(),
+            from_dump: None,
+            ignore_errors: false,
+            skip_policies: false,
+            analyze: true,
+            configs: BTreeMap::new(),
+        }
+    }
+}
+
+/// Query preprocessing and the preprocessing script (DBLab's `queryPreprocessing` and
+/// `preprocessingScript`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessingConfig {
+    /// A directory of `.sql` files run in name order; the files of each sub-directory run in
+    /// parallel (sub-directories in name order).
+    pub query_path: Option<PathBuf>,
+    /// SQL run after the files.
+    pub inline: Option<String>,
+    /// How many files of one sub-directory run at once.
+    pub max_parallel_workers: u32,
+    /// The database the SQL runs in (files may `\connect` elsewhere).
+    pub database: String,
+    /// An executable run after the SQL, with `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and
+    /// `PGDATA` pointing at the running target.
+    pub script: Option<PathBuf>,
+}
+
+impl Default for PreprocessingConfig {
+    fn default() -> Self {
+        PreprocessingConfig {
+            query_path: None,
+            inline: None,
+            max_parallel_workers: DEFAULT_PREPROCESSING_WORKERS,
+            database: CONNECTION_DATABASE.to_owned(),
+            script: None,
+        }
+    }
+}
+
+/// Options the pipeline sets itself; a custom option repeating one would break it.
+const DUMP_OWNED_OPTIONS: &[&str] = &[
+    "-f",
+    "--file",
+    "-F",
+    "--format",
+    "-j",
+    "--jobs",
+    "-d",
+    "--dbname",
+    "-h",
+    "--host",
+    "-p",
+    "--port",
+    "-U",
+    "--username",
+];
+const RESTORE_OWNED_OPTIONS: &[&str] = &[
+    "-f",
+    "--file",
+    "-F",
+    "--format",
+    "-j",
+    "--jobs",
+    "-d",
+    "--dbname",
+    "-h",
+    "--host",
+    "-p",
+    "--port",
+    "-U",
+    "--username",
+    "-L",
+    "--use-list",
+    "-C",
+    "--create",
+];
+
+impl RetrievalConfig {
+    /// Checks everything that can be checked without running anything: names, rename rules,
+    /// job counts, options, the timetable, and that configured files exist. Lists every problem.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        self.check_source(&mut problems);
+        if let Err(error) = postgres::PgMajor::new(self.target_major) {
+            problems.push(format!("target_major: {error}"));
+        }
+        for (name, database) in &self.databases {
+            if let Err(problem) = check_database_name(name) {
+                problems.push(format!("databases: {problem}"));
+            }
+            for table in database.tables.iter().chain(&database.exclude_tables) {
+                if table.trim().is_empty() || table.chars().any(char::is_control) {
+                    problems.push(format!("databases.{name}: table pattern {table:?} is empty or has control characters"));
+                }
+            }
+            if self.restore.from_dump.is_some() && !database.exclude_tables.is_empty() {
+                problems.push(format!(
+                    "databases.{name}.exclude_tables: pg_restore cannot exclude tables from a dump file; list `tables` instead"
+                ));
+            }
+        }
+        self.check_jobs(&mut problems);
+        check_options(
+            "dump.custom_options",
+            &self.dump.custom_options,
+            DUMP_OWNED_OPTIONS,
+            &mut problems,
+        );
+        check_options(
+            "restore.custom_options",
+            &self.restore.custom_options,
+            RESTORE_OWNED_OPTIONS,
+            &mut problems,
+        );
+        if !self.dump.location.is_absolute() {
+            problems.push(format!(
+                "dump.location {} must be an absolute path",
+                self.dump.location.display()
+            ));
+        }
+        for (name, value) in &self.restore.configs {
+            if name.is_empty() || value.chars().any(char::is_control) {
+                problems
+                    .push(format!("restore.configs: {name:?} = {value:?} is not a valid setting"));
+            }
+        }
+        self.check_preprocessing(&mut problems);
+        problems.extend(rename_problems(&self.database_rename, &self.databases));
+        if let Some(timetable) = &self.timetable
+            && let Err(problem) = parse_timetable(timetable)
+        {
+            problems.push(problem);
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::InvalidConfig { problems }) }
+    }
+
+    fn check_source(&self, problems: &mut Vec<String>) {
+        match (&self.source, &self.restore.from_dump) {
+            (None, None) => problems.push(
+                "set either [retrieval.source] (dump a live database) or restore.from_dump (restore existing dumps)"
+                    .to_owned(),
+            ),
+            (Some(_), Some(_)) => problems.push(
+                "[retrieval.source] and restore.from_dump exclude each other: remove one".to_owned(),
+            ),
+            (Some(source), None) => source.check(problems),
+            (None, Some(dir)) => {
+                if !dir.is_dir() {
+                    problems.push(format!("restore.from_dump: {} is not a directory", dir.display()));
+                }
+                if self.dump.immediate_restore {
+                    problems.push("dump.immediate_restore needs a live source, not restore.from_dump".to_owned());
+                }
+            }
+        }
+    }
+
+    fn check_jobs(&self, problems: &mut Vec<String>) {
+        for (key, jobs) in [
+            ("dump.parallel_jobs", self.dump.parallel_jobs),
+            ("restore.parallel_jobs", self.restore.parallel_jobs),
+            ("preprocessing.max_parallel_workers", self.preprocessing.max_parallel_workers),
+        ] {
+            if !(1..=MAX_JOBS).contains(&jobs) {
+                problems.push(format!("{key} = {jobs}: must be between 1 and {MAX_JOBS}"));
+            }
+        }
+        if self.dump.immediate_restore
+            && (self.dump.parallel_jobs > 1 || self.restore.parallel_jobs > 1)
+        {
+            problems.push(
+                "dump.immediate_restore streams one custom-format archive, which pg_restore can only read with one job: set dump.parallel_jobs and restore.parallel_jobs to 1, or turn immediate_restore off"
+                    .to_owned(),
+            );
+        }
+    }
+
+    fn check_preprocessing(&self, problems: &mut Vec<String>) {
+        let preprocessing = &self.preprocessing;
+        if let Some(path) = &preprocessing.query_path
+            && !path.is_dir()
+        {
+            problems
+                .push(format!("preprocessing.query_path: {} is not a directory", path.display()));
+        }
+        if let Some(script) = &preprocessing.script
+            && !is_executable(script)
+        {
+            problems.push(format!(
+                "preprocessing.script: {} is not an executable file",
+                script.display()
+            ));
+        }
+        if let Err(problem) = check_database_name(&preprocessing.database) {
+            problems.push(format!("preprocessing.database: {problem}"));
+        }
+    }
+
+    /// The next full refresh after `after`, from the timetable; `None` without a timetable.
+    pub fn next_refresh(&self, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let Some(timetable) = &self.timetable else { return Ok(None) };
+        let cron = parse_timetable(timetable).map_err(Error::invalid)?;
+        cron.find_next_occurrence(&after, false)
+            .map(Some)
+            .map_err(|error| Error::invalid(format!("timetable {timetable:?}: {error}")))
+    }
+
+    /// The settings of the temporary target instance: the defaults, then `restore.configs`.
+    pub fn restore_settings(&self) -> Vec<(String, String)> {
+        let mut settings: BTreeMap<String, String> = DEFAULT_RESTORE_SETTINGS
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        settings.extend(self.restore.configs.clone());
+        settings.into_iter().collect()
+    }
+}
+
+impl SourceConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        match &self.connection_string {
+            Some(connection) => {
+                if self.host.is_some() {
+                    problems.push("source: set connection_string or host, not both".to_owned());
+                }
+                if connection.trim().is_empty() {
+                    problems.push("source.connection_string is empty".to_owned());
+                }
+                if connection_string_has_password(connection) {
+                    problems.push(
+                        "source.connection_string must not contain a password: put it in the environment and name the variable in source.password_env"
+                            .to_owned(),
+                    );
+                }
+            }
+            None => match &self.host {
+                Some(host) if !host.trim().is_empty() => {}
+                _ => problems.push("source: set connection_string or host".to_owned()),
+            },
+        }
+        if self.username.is_empty() || self.dbname.is_empty() {
+            problems.push("source.username and source.dbname must not be empty".to_owned());
+        }
+        if let Some(variable) = &self.password_env {
+            let mut chars = variable.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                problems.push(format!(
+                    "source.password_env = {variable:?} is not an environment variable name (it names the variable, it is not the password)"
+                ));
+            }
+        }
+    }
+}
+
+/// True when a libpq URI carries `user:password@` or a `password` parameter.
+fn connection_string_has_password(connection: &str) -> bool {
+    let lower = connection.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        let rest = &connection[connection.find("://").map_or(0, |at| at + 3)..];
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let user_info = authority.rsplit_once('@').map(|(user, _)| user).unwrap_or_default();
+        return user_info.contains(':') || lower.contains("password=");
+    }
+    lower.split_whitespace().any(|pair| pair.trim_start().starts_with("password"))
+}
+
+fn check_options(key: &str, options: &[String], owned: &[&str], problems: &mut Vec<String>) {
+    for option in options {
+        if !option.starts_with('-') {
+            problems.push(format!("{key}: {option:?} is not an option (options start with `-`)"));
+            continue;
+        }
+        let name = option.split('=').next().unwrap_or_default();
+        let short_with_value = owned
+            .iter()
+            .any(|owned| owned.len() == 2 && name.starts_with(owned) && !name.starts_with("--"));
+        if owned.contains(&name) || short_with_value {
+            problems
+                .push(format!("{key}: {option:?} is set by Scion itself and cannot be overridden"));
+        }
+    }
+}
+
+/// DBLab's rule for database names in renames: `^[a-zA-Z_][a-zA-Z0-9_-]*$`, at most 63 bytes.
+pub fn check_rename_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a valid database name (letters, digits, `_` and `-`, not starting with a digit or `-`)"
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("{name:?} is longer than {MAX_NAME_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+fn check_database_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('\0') || name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{name:?} is not a database name (1 to {MAX_NAME_BYTES} bytes, no NUL)"
+        ));
+    }
+    Ok(())
+}
+
+/// Every problem of a rename map (DBLab §6.8): names, self-renames, the connection database,
+/// two sources with one target, chains; with an explicit database list, sources must be in it
+/// and targets must not collide with a database that keeps its name.
+pub fn rename_problems(
+    renames: &BTreeMap<String, String>,
+    databases: &BTreeMap<String, DatabaseConfig>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut targets: BTreeMap<&str, &str> = BTreeMap::new();
+    for (old, new) in renames {
+        for name in [old, new] {
+            if let Err(problem) = check_rename_name(name) {
+                problems.push(format!("database_rename: {problem}"));
+            }
+        }
+        if old == new {
+            problems.push(format!("database_rename: {old:?} is renamed to itself"));
+        }
+        for name in [old, new] {
+            if name == CONNECTION_DATABASE {
+                problems.push(format!(
+                    "database_rename: {name:?} is the connection database and cannot be renamed or be a rename target"
+                ));
+            }
+        }
+        if let Some(first) = targets.insert(new, old) {
+            problems.push(format!(
+                "database_rename: {first:?} and {old:?} are both renamed to {new:?}"
+            ));
+        }
+    }
+    for (old, new) in renames {
+        if old != new
+            && let Some(next) = renames.get(new)
+        {
+            problems.push(format!(
+                "database_rename: chained rename {old:?} → {new:?} → {next:?} is not allowed ({new:?} is both a target and a source)"
+            ));
+        }
+    }
+    if !databases.is_empty() {
+        let kept: BTreeSet<&str> = databases
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !renames.contains_key(*name))
+            .collect();
+        for (old, new) in renames {
+            if !databases.contains_key(old) {
+                problems
+                    .push(format!("database_rename: {old:?} is not among the retrieved databases"));
+            }
+            if kept.contains(new.as_str()) {
+                problems.push(format!("database_rename: {old:?} → {new:?} collides with the retrieved database {new:?}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Parses a standard 5-field cron expression (minute hour day-of-month month day-of-week,
+/// Sunday = 0 or 7, as DBLab's `refresh.timetable`).
+pub fn parse_timetable(timetable: &str) -> Result<croner::Cron, String> {
+    let fields = timetable.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "timetable {timetable:?}: expected 5 fields (minute hour day month weekday), found {fields}"
+        ));
+    }
+    croner::Cron::from_str(timetable).map_err(|error| format!("timetable {timetable:?}: {error}"))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn live() -> RetrievalConfig {
+        RetrievalConfig {
+            source: Some(SourceConfig {
+                host: Some("db.internal".into()),
+                ..SourceConfig::default()
+            }),
+            ..RetrievalConfig::default()
+        }
+    }
+
+    fn problems(config: &RetrievalConfig) -> Vec<String> {
+        match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(Error::InvalidConfig { problems }) => problems,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    fn renames(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_minimal_live_config_is_valid() {
+        assert_eq!(problems(&live()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn needs_exactly_one_data_origin() {
+        let none = RetrievalConfig::default();
+        assert!(problems(&none)[0].contains("set either"));
+        let mut both = live();
+        both.restore.from_dump = Some("/tmp".into());
+        assert!(problems(&both)[0].contains("exclude each other"));
+    }
+
+    #[test]
+    fn refuses_passwords_in_connection_strings() {
+        for connection in [
+            "postgres://app:secret@db/app",
+            "postgresql://app:secret@db:5432/app?sslmode=require",
+            "host=db user=app password=secret dbname=app",
+            "postgres://app@db/app?password=secret",
+        ] {
+            let mut config = live();
+            let source = config.source.as_mut().unwrap();
+            source.host = None;
+            source.connection_string = Some(connection.into());
+            assert!(
+                problems(&config).iter().any(|p| p.contains("must not contain a password")),
+                "{connection}"
+            );
+        }
+        let mut config = live();
+        let source = config.source.as_mut().unwrap();
+        source.host = None;
+        source.connection_string = Some("postgres://app@db:5432/app?sslmode=require".into());
+        assert_eq!(problems(&config), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rename_rules() {
+        let none = BTreeMap::new();
+        assert!(
+            rename_problems(
+                &renames(&[("myapp_production", "myapp"), ("analytics_prod", "analytics")]),
+                &none
+            )
+            .is_empty()
+        );
+        let check = |pairs: &[(&str, &str)], needle: &str| {
+            let found = rename_problems(&renames(pairs), &none);
+            assert!(found.iter().any(|p| p.contains(needle)), "{pairs:?}: {found:?}");
+        };
+        check(&[("a", "a")], "renamed to itself");
+        check(&[("a", "c"), ("b", "c")], "both renamed to \"c\"");
+        check(&[("a", "b"), ("b", "c")], "chained rename \"a\" → \"b\" → \"c\"");
+        check(&[("postgres", "main")], "connection database");
+        check(&[("app", "postgres")], "connection database");
+        check(&[("1abc", "x")], "not a valid database name");
+        check(&[("a b", "x")], "not a valid database name");
+        check(&[("a", "")], "not a valid database name");
+        check(&[("a", &"x".repeat(64))], "longer than 63");
+        // Hyphens are allowed, as in DBLab.
+        assert!(rename_problems(&renames(&[("my-app_prod", "my-app")]), &none).is_empty());
+    }
+
+    #[test]
+    fn renames_against_an_explicit_database_list() {
+        let databases: BTreeMap<String, DatabaseConfig> = ["app", "shop"]
+            .iter()
+            .map(|name| ((*name).to_owned(), DatabaseConfig::default()))
+            .collect();
+        let found = rename_problems(&renames(&[("other", "x"), ("app", "shop")]), &databases);
+        assert!(found.iter().any(|p| p.contains("\"other\" is not among")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("collides")), "{found:?}");
+    }
+
+    #[test]
+    fn validate_lists_every_problem() {
+        let mut config = live();
+        config.dump.parallel_jobs = 0;
+        config.dump.immediate_restore = true;
+        config.restore.parallel_jobs = 4;
+        config.dump.custom_options = vec!["--format=plain".into(), "verbose".into()];
+        config.restore.custom_options = vec!["-j8".into()];
+        config.target_major = 12;
+        config.timetable = Some("0 0 * *".into());
+        config.database_rename = renames(&[("a", "a")]);
+        config.preprocessing.query_path = Some("/nonexistent-scion".into());
+        config.dump.location = "relative".into();
+        let found = problems(&config);
+        for needle in [
+            "dump.parallel_jobs = 0",
+            "immediate_restore",
+            "\"--format=plain\" is set by Scion",
+            "\"verbose\" is not an option",
+            "\"-j8\" is set by Scion",
+            "target_major",
+            "expected 5 fields",
+            "renamed to itself",
+            "query_path",
+            "absolute",
+        ] {
+            assert!(found.iter().any(|p| p.contains(needle)), "{needle}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn timetable_gives_the_next_run() {
+        let mut config = live();
+        assert_eq!(config.next_refresh(Utc::now()).unwrap(), None);
+        // DBLab's example: Mondays at midnight. 2026-01-01 is a Thursday.
+        config.timetable = Some("0 0 * * 1".into());
+        let after = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        assert_eq!(
+            config.next_refresh(after).unwrap(),
+            Some(Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap())
+        );
+        config.timetable = Some("61 0 * * *".into());
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn user_settings_override_the_restore_defaults() {
+        let mut config = live();
+        config.restore.configs.insert("fsync".into(), "on".into());
+        config.restore.configs.insert("work_mem".into(), "64MB".into());
+        let settings = config.restore_settings();
+        assert!(settings.contains(&("fsync".into(), "on".into())));
+        assert!(settings.contains(&("work_mem".into(), "64MB".into())));
+        assert!(settings.contains(&("autovacuum".into(), "off".into())));
+    }
+}

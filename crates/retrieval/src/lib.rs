@@ -1,0 +1,31 @@
+//! Logical retrieval: data from a source PostgreSQL (or existing dump files) into a fresh target
+//! data directory, ready for a snapshot.
+//!
+//! - [`config`] — the `[retrieval]` configuration and its validation (rename rules, cron);
+//! - [`pipeline`] — [`Pipeline::run`]: probe, initdb + temporary target, roles, dump and restore
+//!   or stream, analyze, preprocessing, renames, CHECKPOINT, clean stop;
+//! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
+//! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.
+//!
+//! The engine schedules runs (cron, `/full-refresh`), gives each one a new dataset, and takes the
+//! snapshot after a successful run. This crate does not know about datasets or snapshots.
+//! Processes are spawned through `exec`; the target instance is run through `postgres`.
+
+pub mod archive;
+pub mod config;
+pub mod error;
+mod pipe;
+pub mod pipeline;
+mod prepare;
+pub mod progress;
+mod run;
+mod source;
+
+pub use archive::DumpFormat;
+pub use config::{
+    DatabaseConfig, DumpConfig, PreprocessingConfig, RestoreConfig, RetrievalConfig, SourceConfig,
+};
+pub use error::{Error, Result};
+pub use pipeline::{DatabaseSummary, Pipeline, StageTiming, Summary, Target};
+pub use progress::{Progress, Stage};
+pub use source::SOURCE_APPLICATION_NAME;

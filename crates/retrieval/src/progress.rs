@@ -1,0 +1,185 @@
+//! What a run is doing right now, published through a `tokio::sync::watch` channel so the
+//! engine can show it (`/instance/retrieval`, `/status`) without asking the pipeline.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// A stage of a run, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Not started yet.
+    Pending,
+    /// Checking the source: reachable, credentials, version, databases.
+    Probing,
+    /// initdb and start of the temporary target instance.
+    Preparing,
+    /// Copying roles (globals) from the source.
+    Roles,
+    /// pg_dump into the dump location.
+    Dumping,
+    /// pg_restore (or psql for plain dumps) into the target.
+    Restoring,
+    /// pg_dump piped into pg_restore, with no dump on disk.
+    Streaming,
+    /// ANALYZE of the restored databases.
+    Analyzing,
+    /// Query preprocessing and the preprocessing script.
+    Preprocessing,
+    /// `ALTER DATABASE … RENAME`.
+    Renaming,
+    /// CHECKPOINT and a clean stop of the target.
+    Stopping,
+    /// Finished successfully.
+    Finished,
+    /// Finished with an error.
+    Failed,
+}
+
+impl Stage {
+    /// True for stages whose tools talk to the source, whose libpq errors mean the source.
+    pub(crate) fn touches_source(self) -> bool {
+        matches!(self, Stage::Probing | Stage::Roles | Stage::Dumping | Stage::Streaming)
+    }
+
+    /// The name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Pending => "pending",
+            Stage::Probing => "probing",
+            Stage::Preparing => "preparing",
+            Stage::Roles => "roles",
+            Stage::Dumping => "dumping",
+            Stage::Restoring => "restoring",
+            Stage::Streaming => "streaming",
+            Stage::Analyzing => "analyzing",
+            Stage::Preprocessing => "preprocessing",
+            Stage::Renaming => "renaming",
+            Stage::Stopping => "stopping",
+            Stage::Finished => "finished",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A snapshot of a run's progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// The current stage.
+    pub stage: Stage,
+    /// The database being worked on, when the stage works per database.
+    pub database: Option<String>,
+    /// Bytes done in this stage: dump directory size while dumping, target `base/` growth while
+    /// restoring, bytes piped while streaming.
+    pub bytes_done: u64,
+    /// Bytes expected in this stage, when known (the dump's size while restoring).
+    pub bytes_total: Option<u64>,
+    /// Tables whose data is done in this stage (all databases so far).
+    pub tables_done: u64,
+    /// Tables with data in this stage, when known (from the archive's table of contents).
+    pub tables_total: Option<u64>,
+    /// When the run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the current stage started.
+    pub stage_started_at: Option<DateTime<Utc>>,
+    /// The error, once the run has failed.
+    pub error: Option<String>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            stage: Stage::Pending,
+            database: None,
+            bytes_done: 0,
+            bytes_total: None,
+            tables_done: 0,
+            tables_total: None,
+            started_at: None,
+            stage_started_at: None,
+            error: None,
+        }
+    }
+}
+
+/// The pipeline's side of the progress channel, plus the stage durations for the summary.
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    sender: watch::Sender<Progress>,
+    stage_started: std::time::Instant,
+    pub(crate) durations: Vec<(Stage, Duration)>,
+}
+
+impl Reporter {
+    pub(crate) fn new(sender: watch::Sender<Progress>) -> Self {
+        let now = Utc::now();
+        sender.send_replace(Progress {
+            started_at: Some(now),
+            stage_started_at: Some(now),
+            ..Progress::default()
+        });
+        Reporter { sender, stage_started: std::time::Instant::now(), durations: Vec::new() }
+    }
+
+    /// Enters `stage`: the counters restart, the previous stage's duration is recorded (added
+    /// to, when a stage repeats).
+    pub(crate) fn stage(&mut self, stage: Stage) {
+        let previous = self.sender.borrow().stage;
+        self.close_stage(previous);
+        self.sender.send_modify(|progress| {
+            progress.stage = stage;
+            progress.database = None;
+            progress.bytes_done = 0;
+            progress.bytes_total = None;
+            progress.tables_done = 0;
+            progress.tables_total = None;
+            progress.stage_started_at = Some(Utc::now());
+        });
+        tracing::info!(%stage, "retrieval stage");
+    }
+
+    fn close_stage(&mut self, stage: Stage) {
+        let elapsed = self.stage_started.elapsed();
+        self.stage_started = std::time::Instant::now();
+        if matches!(stage, Stage::Pending | Stage::Finished | Stage::Failed) {
+            return;
+        }
+        match self.durations.iter_mut().find(|(seen, _)| *seen == stage) {
+            Some((_, total)) => *total += elapsed,
+            None => self.durations.push((stage, elapsed)),
+        }
+    }
+
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Progress)) {
+        self.sender.send_modify(change);
+    }
+
+    pub(crate) fn get(&self) -> Progress {
+        self.sender.borrow().clone()
+    }
+
+    pub(crate) fn current(&self) -> Stage {
+        self.sender.borrow().stage
+    }
+
+    pub(crate) fn finish(&mut self, error: Option<String>) {
+        let stage = if error.is_some() { Stage::Failed } else { Stage::Finished };
+        let previous = self.current();
+        self.close_stage(previous);
+        self.sender.send_modify(|progress| {
+            progress.stage = stage;
+            progress.error = error;
+            progress.stage_started_at = Some(Utc::now());
+        });
+    }
+}

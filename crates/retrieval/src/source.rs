@@ -1,0 +1,341 @@
+//! The source side: libpq connection strings per database, the password from the environment,
+//! the probe (reachable, credentials, major, databases), and the roles (`pg_dumpall
+//! --roles-only`).
+//!
+//! Everything goes through libpq tools (psql, pg_dump, pg_dumpall), never a Rust driver, so the
+//! probe sees exactly the errors the dump would, and the connection string may use any libpq
+//! option.
+
+use std::path::PathBuf;
+
+use exec::Cmd;
+use postgres::PgMajor;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SourceConfig;
+use crate::error::{Error, Result, classify};
+use crate::progress::Stage;
+
+/// `application_name` of Scion's sessions on the source (DBLab uses `dle_retrieval`).
+pub const SOURCE_APPLICATION_NAME: &str = "scion_retrieval";
+const CONNECT_TIMEOUT_SECONDS: &str = "10";
+const FIELD: char = '\u{1f}';
+const RECORD: char = '\u{1e}';
+
+/// A resolved source: how to connect to any of its databases.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    config: SourceConfig,
+    password: Option<String>,
+}
+
+/// A database found on the source, with what is needed to create it in the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SourceDatabase {
+    pub(crate) name: String,
+    pub(crate) encoding: String,
+    pub(crate) collate: String,
+    pub(crate) ctype: String,
+}
+
+/// What the probe learned.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
+    pub(crate) major: PgMajor,
+    pub(crate) version_num: u32,
+    pub(crate) databases: Vec<SourceDatabase>,
+}
+
+impl Source {
+    /// Reads the password from the environment variable the configuration names.
+    pub(crate) fn new(config: &SourceConfig) -> Result<Self> {
+        let password = match &config.password_env {
+            Some(variable) => Some(std::env::var(variable).map_err(|_| {
+                Error::invalid(format!(
+                    "source.password_env names {variable}, which is not set in the engine's environment"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(Source { config: config.clone(), password })
+    }
+
+    /// The libpq connection string for `database`.
+    pub(crate) fn conninfo(&self, database: &str) -> String {
+        match &self.config.connection_string {
+            Some(connection) => with_dbname(connection, database),
+            None => {
+                let host = self.config.host.as_deref().unwrap_or_default();
+                format!(
+                    "host={} port={} user={} dbname={}",
+                    conninfo_value(host),
+                    self.config.port,
+                    conninfo_value(&self.config.username),
+                    conninfo_value(database)
+                )
+            }
+        }
+    }
+
+    /// The database used for probing and `pg_dumpall`.
+    pub(crate) fn connection_database(&self) -> String {
+        match &self.config.connection_string {
+            Some(connection) => dbname_of(connection).unwrap_or_else(|| self.config.dbname.clone()),
+            None => self.config.dbname.clone(),
+        }
+    }
+
+    /// A client tool connecting to `database`: a clean environment with the password,
+    /// application name, no statement timeout and UTC timestamps.
+    pub(crate) fn command(&self, tool: PathBuf, database: &str) -> Cmd {
+        let mut cmd = Cmd::new(tool)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("PGAPPNAME", SOURCE_APPLICATION_NAME)
+            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS)
+            .env("PGOPTIONS", "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0")
+            .env("TZ", "UTC")
+            .arg(format!("--dbname={}", self.conninfo(database)));
+        if let Some(password) = &self.password {
+            cmd = cmd.secret_env("PGPASSWORD", password).redact(password.clone());
+        }
+        cmd
+    }
+
+    /// Connects, reads the major, and lists the databases; maps failures to
+    /// [`Error::SourceUnreachable`], [`Error::AuthFailed`] or [`Error::DatabaseMissing`].
+    pub(crate) async fn probe(&self, psql: PathBuf, cancel: &CancellationToken) -> Result<Probe> {
+        // One result, ordered explicitly: the version first, then the databases by name.
+        let query = format!(
+            "SELECT line FROM (\
+             SELECT 0 AS k, '' AS n, current_setting('server_version_num') AS line UNION ALL \
+             SELECT 1, datname, datname || chr({field}) || pg_catalog.pg_encoding_to_char(encoding) \
+             || chr({field}) || datcollate || chr({field}) || datctype FROM pg_catalog.pg_database \
+             WHERE datallowconn AND NOT datistemplate) AS probe ORDER BY k, n",
+            field = FIELD as u32
+        );
+        let database = self.connection_database();
+        let output = self
+            .command(psql, &database)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!("--record-separator={RECORD}"))
+            .args(["-c", &query])
+            .cancel_on(cancel.clone())
+            .output_any_status()
+            .await
+            .map_err(|error| crate::run::spawn_error(Stage::Probing, &error))?;
+        if !output.status.success() {
+            return Err(classify(Stage::Probing, Some(&database), &output.stderr_text()));
+        }
+        let text = output.stdout_text();
+        let mut records =
+            text.split(RECORD).map(|record| record.trim_matches('\n')).filter(|r| !r.is_empty());
+        let bad = |what: &str| Error::Failed {
+            stage: Stage::Probing,
+            stderr_tail: format!("unexpected probe output ({what}): {text:?}"),
+        };
+        let version_num: u32 = records
+            .next()
+            .and_then(|first| first.trim().parse().ok())
+            .ok_or_else(|| bad("version"))?;
+        let major =
+            PgMajor::new(u8::try_from(version_num / 10_000).unwrap_or(0)).map_err(|_| {
+                Error::UnsupportedVersion {
+                    detail: format!(
+                        "the source runs PostgreSQL {version_num}; Scion supports sources 13 to 18"
+                    ),
+                }
+            })?;
+        let databases = records
+            .map(|record| {
+                let fields: Vec<&str> = record.split(FIELD).collect();
+                match fields.as_slice() {
+                    [name, encoding, collate, ctype] => Ok(SourceDatabase {
+                        name: (*name).to_owned(),
+                        encoding: (*encoding).to_owned(),
+                        collate: (*collate).to_owned(),
+                        ctype: (*ctype).to_owned(),
+                    }),
+                    _ => Err(bad("database")),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Probe { major, version_num, databases })
+    }
+
+    /// `pg_dumpall --roles-only` as SQL text.
+    pub(crate) async fn dump_roles(
+        &self,
+        pg_dumpall: PathBuf,
+        passwords: bool,
+        cancel: &CancellationToken,
+    ) -> Result<String> {
+        let database = self.connection_database();
+        let mut cmd = self.command(pg_dumpall, &database).arg("--roles-only");
+        if !passwords {
+            cmd = cmd.arg("--no-role-passwords");
+        }
+        let output = cmd
+            .cancel_on(cancel.clone())
+            .output_any_status()
+            .await
+            .map_err(|error| crate::run::spawn_error(Stage::Roles, &error))?;
+        if !output.status.success() {
+            return Err(classify(Stage::Roles, None, &output.stderr_text()));
+        }
+        Ok(output.stdout_text())
+    }
+}
+
+/// Quotes a value for a `key=value` connection string.
+pub(crate) fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The connection string with its database replaced by `database`.
+fn with_dbname(connection: &str, database: &str) -> String {
+    let trimmed = connection.trim();
+    if let Some(scheme_end) = uri_scheme_end(trimmed) {
+        let rest = &trimmed[scheme_end..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let query = tail.find('?').map(|at| &tail[at..]).unwrap_or_default();
+        return format!(
+            "{}{authority}/{}{query}",
+            &trimmed[..scheme_end],
+            percent_encode(database)
+        );
+    }
+    // In a key=value string a later keyword overrides an earlier one.
+    format!("{trimmed} dbname={}", conninfo_value(database))
+}
+
+fn dbname_of(connection: &str) -> Option<String> {
+    let trimmed = connection.trim();
+    if let Some(scheme_end) = uri_scheme_end(trimmed) {
+        let rest = &trimmed[scheme_end..];
+        let path = &rest[rest.find('/')? + 1..];
+        let name = path.split('?').next().unwrap_or_default();
+        return (!name.is_empty()).then(|| percent_decode(name));
+    }
+    trimmed
+        .split_whitespace()
+        .rev()
+        .find_map(|pair| pair.strip_prefix("dbname="))
+        .map(|value| value.trim_matches('\'').to_owned())
+}
+
+fn uri_scheme_end(connection: &str) -> Option<usize> {
+    ["postgresql://", "postgres://"]
+        .iter()
+        .find(|scheme| connection.to_ascii_lowercase().starts_with(**scheme))
+        .map(|scheme| scheme.len())
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && let Some(hex) = text.get(index + 1..index + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            index += 3;
+            continue;
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The roles SQL without the statements about roles the target already has (its bootstrap
+/// superuser above all: the source's role of the same name must not change it).
+pub(crate) fn filter_roles_sql(sql: &str, existing: &[String]) -> String {
+    sql.lines()
+        .filter(|line| {
+            let statement =
+                line.strip_prefix("CREATE ROLE ").or_else(|| line.strip_prefix("ALTER ROLE "));
+            match statement {
+                Some(rest) => {
+                    let name = role_name(rest);
+                    !existing.contains(&name)
+                }
+                None => true,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The role name at the start of `rest` (quoted as pg_dumpall's `fmtId` does, or plain).
+fn role_name(rest: &str) -> String {
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    break;
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        return name;
+    }
+    rest.split([' ', ';']).next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_in_connection_strings() {
+        assert_eq!(
+            with_dbname("postgres://app@db:5432/prod?sslmode=require", "my db"),
+            "postgres://app@db:5432/my%20db?sslmode=require"
+        );
+        assert_eq!(with_dbname("postgresql://app@db", "x"), "postgresql://app@db/x");
+        assert_eq!(
+            with_dbname("host=db user=app dbname=prod", "x"),
+            "host=db user=app dbname=prod dbname='x'"
+        );
+        assert_eq!(dbname_of("postgres://app@db/prod%2Dx?a=b").as_deref(), Some("prod-x"));
+        assert_eq!(dbname_of("host=db dbname=prod").as_deref(), Some("prod"));
+        assert_eq!(dbname_of("postgres://app@db"), None);
+    }
+
+    #[test]
+    fn quotes_conninfo_values() {
+        assert_eq!(conninfo_value(r"it's a \ path"), r"'it\'s a \\ path'");
+    }
+
+    #[test]
+    fn skips_existing_roles() {
+        let sql = "SET x = 1;\nCREATE ROLE postgres;\nALTER ROLE postgres WITH NOSUPERUSER;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nCREATE ROLE \"Odd\"\"name\";\nGRANT app TO \"Odd\"\"name\";";
+        let filtered = filter_roles_sql(sql, &["postgres".to_owned(), "Odd\"name".to_owned()]);
+        assert_eq!(
+            filtered,
+            "SET x = 1;\nCREATE ROLE app;\nALTER ROLE app WITH LOGIN;\nGRANT app TO \"Odd\"\"name\";"
+        );
+    }
+}
