@@ -1,9 +1,397 @@
-//! Scion's domain core: the `Engine` and everything it decides about clones, snapshots,
+//! Scion's domain core: the [`Engine`] and everything it decides about clones, snapshots,
 //! branches and leases.
 //!
 //! It knows nothing of HTTP, JSON framing or command-line parsing; the `http-api` and `server`
-//! crates translate to and from it.
+//! crates translate to and from it. State lives in three places, each the truth for one thing
+//! (ARCHITECTURE.md): the [`store`] for what the engine promised, the pool for which datasets
+//! exist, running processes for which clones are up. The in-memory copy of the store serves
+//! every read, so `/status` and `/clones` never wait for a subprocess.
 
+mod clone;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod lease;
+mod metrics;
 pub mod model;
+pub mod password;
+pub mod pool;
 pub mod ports;
+mod reconcile;
+mod scheduler;
+mod snapshot;
 pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::{BinarySearch, Instance, OsUser, PgMajor};
+use storage::{PoolSpace, ThinStorage};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use clone::{CloneRequest, ResetTarget};
+pub use config::EngineConfig;
+pub use error::{Error, Result};
+pub use events::{EventSink, NoEvents, RecordedEvents};
+pub use lease::{Protection, ProtectionRequest};
+pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
+pub use pool::Pool;
+pub use reconcile::{Difference, DifferenceKind, Reconciliation};
+pub use snapshot::SnapshotView;
+
+use crate::metrics::EngineMetrics;
+use crate::ports::PortPool;
+use crate::store::Store;
+
+/// The branch every pool has from its first snapshot.
+pub const MAIN_BRANCH: &str = "main";
+/// How long a clone's server gets to stop cleanly before it is stopped harder.
+const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the engine is built from, besides its configuration.
+#[derive(Debug)]
+pub struct EngineDeps {
+    /// The pool clones and snapshots live in.
+    pub pool: Pool,
+    /// The engine's own directory: its database, clone sockets and logs.
+    pub state_dir: PathBuf,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+    /// The version shown in `/healthz` and `/status`.
+    pub version: String,
+}
+
+/// The engine: a cheap handle, shared by the HTTP handlers and the background loops.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: EngineConfig,
+    pool: Pool,
+    store: Store,
+    ports: PortPool,
+    binaries: BinarySearch,
+    os_user: OsUser,
+    state_dir: PathBuf,
+    events: Arc<dyn EventSink>,
+    state: RwLock<State>,
+    instances: Mutex<HashMap<String, Instance>>,
+    changed: watch::Sender<u64>,
+    metrics: EngineMetrics,
+    started_at: DateTime<Utc>,
+    instance_id: String,
+    version: String,
+    reconciliation: RwLock<Reconciliation>,
+    space: RwLock<Option<PoolSpace>>,
+    /// Serialises snapshot creation and deletion, which read and rewrite branch heads.
+    snapshot_lock: tokio::sync::Mutex<()>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The in-memory copy of the store, plus what only lives in memory.
+#[derive(Debug, Default)]
+struct State {
+    clones: BTreeMap<String, CloneEntry>,
+    /// Newest first.
+    snapshots: Vec<SnapshotRecord>,
+    branches: BTreeMap<String, BranchRecord>,
+}
+
+#[derive(Debug, Clone)]
+struct CloneEntry {
+    record: CloneRecord,
+    /// The last time the clone was seen in use (or became ready), for idle cleanup.
+    last_active: DateTime<Utc>,
+    /// Bytes written in the clone since it was made, as of the last space collection.
+    diff_size: u64,
+}
+
+/// A point-in-time view of the engine for `/status`, built from memory.
+#[derive(Debug, Clone)]
+pub struct EngineStatus {
+    /// The engine's instance ID (stable across restarts).
+    pub instance_id: String,
+    /// The engine's version.
+    pub version: String,
+    /// When the engine started.
+    pub started_at: DateTime<Utc>,
+    /// The pool's name.
+    pub pool_name: String,
+    /// The pool's backend (`btrfs`, `zfs`, `dir`).
+    pub pool_mode: String,
+    /// Whether the pool's snapshots and clones share blocks.
+    pub pool_thin: bool,
+    /// The pool's space, from the last collection.
+    pub pool_space: Option<PoolSpace>,
+    /// The newest snapshot's data time.
+    pub data_state_at: Option<DateTime<Utc>>,
+    /// Every clone, oldest first.
+    pub clones: Vec<CloneView>,
+    /// The mean time from request to ready over clones that have one, in seconds.
+    pub expected_cloning_time: f64,
+    /// Differences found at start between the store, the pool and running processes.
+    pub reconciliation: Reconciliation,
+    /// The lease settings, for the `cloning` section.
+    pub protection_lease_duration_minutes: f64,
+    /// See [`EngineStatus::protection_lease_duration_minutes`].
+    pub protection_max_duration_minutes: f64,
+}
+
+/// A clone with what the engine knows about it beyond its record.
+#[derive(Debug, Clone)]
+pub struct CloneView {
+    /// The stored record.
+    pub record: CloneRecord,
+    /// The snapshot it runs on, if it still exists.
+    pub snapshot: Option<SnapshotView>,
+    /// Bytes written since it was made, as of the last collection.
+    pub diff_size: u64,
+    /// The host clients connect to.
+    pub access_host: String,
+    /// The idle timeout in minutes.
+    pub max_idle_minutes: f64,
+}
+
+impl Engine {
+    /// Opens the state directory, reconciles the store with the pool and the running
+    /// processes, makes sure the pool has data and a first snapshot, and starts the background
+    /// loops.
+    pub async fn start(config: EngineConfig, deps: EngineDeps) -> Result<Engine> {
+        config.validate().map_err(|error| Error::InvalidInput(error.to_string()))?;
+        let EngineDeps { pool, state_dir, events, version } = deps;
+        for dir in [state_dir.clone(), state_dir.join("sockets"), state_dir.join("logs")] {
+            std::fs::create_dir_all(&dir).map_err(|error| {
+                Error::InvalidInput(format!("create state directory {}: {error}", dir.display()))
+            })?;
+        }
+        let store = Store::open(&state_dir.join("scion.db"))?;
+        let instance_id = match store.meta("instance_id")? {
+            Some(id) => id,
+            None => {
+                let id = clone::generate_id();
+                store.set_meta("instance_id", &id)?;
+                id
+            }
+        };
+        let os_user = OsUser::lookup(&config.clone.os_user)?;
+        let mut binaries = BinarySearch::default();
+        let bin_dirs =
+            config.clone.bin_dirs().map_err(|error| Error::InvalidInput(error.to_string()))?;
+        for (major, dir) in bin_dirs {
+            binaries.bin_dirs.push((major, dir));
+        }
+        let ports = PortPool::new(
+            config.cloning.port_from..=config.cloning.port_to,
+            config.probe_address(),
+        );
+        let (changed, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            config,
+            pool,
+            store,
+            ports,
+            binaries,
+            os_user,
+            state_dir,
+            events,
+            state: RwLock::new(State::default()),
+            instances: Mutex::new(HashMap::new()),
+            changed,
+            metrics: EngineMetrics::default(),
+            started_at: Utc::now(),
+            instance_id,
+            version,
+            reconciliation: RwLock::new(Reconciliation::default()),
+            space: RwLock::new(None),
+            snapshot_lock: tokio::sync::Mutex::new(()),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let engine = Engine { inner };
+        engine.load_state()?;
+        engine.ensure_data().await?;
+        let reconciliation = engine.reconcile().await;
+        for difference in &reconciliation.differences {
+            warn!(kind = difference.kind.as_str(), object = %difference.object, detail = %difference.detail, "reconciliation difference");
+        }
+        info!(
+            differences = reconciliation.differences.len(),
+            clones = engine.read_state().clones.len(),
+            "engine state reconciled"
+        );
+        *engine.inner.reconciliation.write().unwrap_or_else(|p| p.into_inner()) = reconciliation;
+        engine.refresh_space().await;
+        scheduler::spawn_loops(&engine);
+        Ok(engine)
+    }
+
+    /// Stops the background loops and waits for running operations; clone servers keep
+    /// running, to be adopted by the next start.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(deadline, self.inner.tasks.wait()).await.is_err() {
+            warn!(?deadline, "background work still running at shutdown");
+        }
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The engine's instance ID.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// The engine's version.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// When the engine started.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.inner.started_at
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// A view of the whole engine for `/status`, from memory only.
+    pub fn status(&self) -> EngineStatus {
+        let clones = self.clones();
+        let times: Vec<f64> =
+            clones.iter().filter_map(|clone| clone.record.cloning_time_seconds).collect();
+        let expected_cloning_time =
+            if times.is_empty() { 0.0 } else { times.iter().sum::<f64>() / times.len() as f64 };
+        let state = self.read_state();
+        let capabilities = self.inner.pool.storage().capabilities();
+        EngineStatus {
+            instance_id: self.inner.instance_id.clone(),
+            version: self.inner.version.clone(),
+            started_at: self.inner.started_at,
+            pool_name: self.inner.pool.name().to_owned(),
+            pool_mode: self.inner.pool.storage().kind().to_string(),
+            pool_thin: capabilities.thin,
+            pool_space: *self.inner.space.read().unwrap_or_else(|p| p.into_inner()),
+            data_state_at: state.snapshots.first().map(|snapshot| snapshot.data_state_at),
+            clones,
+            expected_cloning_time,
+            reconciliation: self.reconciliation(),
+            protection_lease_duration_minutes: self
+                .inner
+                .config
+                .cloning
+                .protection_lease_duration_minutes,
+            protection_max_duration_minutes: self
+                .inner
+                .config
+                .cloning
+                .protection_max_duration_minutes,
+        }
+    }
+
+    /// What the last start found out of step between the store, the pool and processes.
+    pub fn reconciliation(&self) -> Reconciliation {
+        self.inner.reconciliation.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Registers the engine's metrics (DBLab's `dblab_*` and Scion's `scion_*`), with values
+    /// as of now, in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        metrics::register(self, registry);
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // State changes are whole-record replacements; a panic cannot leave one half-done.
+        self.inner.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn instances(&self) -> MutexGuard<'_, HashMap<String, Instance>> {
+        self.inner.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes everyone waiting for a clone to change state.
+    fn notify_changed(&self) {
+        self.inner.changed.send_modify(|version| *version = version.wrapping_add(1));
+    }
+
+    fn load_state(&self) -> Result<()> {
+        let clones = self.inner.store.clones()?;
+        let snapshots = self.inner.store.snapshots()?;
+        let branches = self.inner.store.branches()?;
+        let now = Utc::now();
+        let mut state = self.write_state();
+        state.snapshots = snapshots;
+        state.branches = branches.into_iter().map(|branch| (branch.name.clone(), branch)).collect();
+        state.clones = clones
+            .into_iter()
+            .map(|record| {
+                let entry = CloneEntry { record, last_active: now, diff_size: 0 };
+                (entry.record.id.clone(), entry)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Makes sure the pool has the golden-copy dataset with a cluster in it, and a first
+    /// snapshot with a `main` branch, so that clones can be made from the first minute. An
+    /// empty pool gets an empty cluster from `initdb`; retrieval replaces it with real data.
+    async fn ensure_data(&self) -> Result<()> {
+        let storage = self.inner.pool.storage();
+        let data = self.inner.pool.data_dataset();
+        let listing = storage.list().await?;
+        if listing.dataset(&data).is_none() {
+            let mountpoint = storage.create_dataset(&data).await?;
+            let pgdata = Pool::pgdata(&mountpoint);
+            let major = PgMajor::new(self.inner.config.clone.initdb_major)?;
+            let binaries = self.inner.binaries.locate(major)?;
+            let mut options = postgres::InitDbOptions::new(&self.inner.config.clone.admin_role);
+            options.sync = true;
+            info!(pgdata = %pgdata.display(), %major, "initialising an empty cluster in the pool");
+            postgres::initdb(&binaries, &pgdata, &self.inner.os_user, &options).await?;
+        }
+        if self.read_state().snapshots.is_empty() {
+            let snapshots_on_disk = storage.list().await?;
+            if snapshots_on_disk.snapshots_of(&data).next().is_none() {
+                self.create_snapshot().await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn socket_dir(&self, port: u16) -> PathBuf {
+        self.inner.state_dir.join("sockets").join(port.to_string())
+    }
+
+    fn log_file(&self, clone_id: &str) -> PathBuf {
+        self.inner.state_dir.join("logs").join(format!("{clone_id}.log"))
+    }
+
+    /// Re-reads the pool's space; called by the collector loop and after big changes.
+    async fn refresh_space(&self) {
+        match self.inner.pool.storage().pool_space().await {
+            Ok(space) => {
+                *self.inner.space.write().unwrap_or_else(|p| p.into_inner()) = Some(space);
+            }
+            Err(error) => warn!(error = %error, "failed to read pool space"),
+        }
+    }
+}

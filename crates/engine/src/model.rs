@@ -2,6 +2,8 @@
 //!
 //! These are domain records, not wire shapes: the HTTP layer turns them into `api-types` views.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 /// Where a clone is in its lifecycle (DBLab's clone status codes).
@@ -85,6 +87,8 @@ pub struct CloneRecord {
     pub created_at: DateTime<Utc>,
     /// How long the last create or reset took until the server was ready, in seconds.
     pub cloning_time_seconds: Option<f64>,
+    /// Postgres settings the request asked for; applied at every start of the clone.
+    pub extra_conf: BTreeMap<String, String>,
 }
 
 /// A snapshot: a read-only, point-in-time image of a dataset that clones start from.

@@ -57,7 +57,9 @@ impl PortPool {
     /// A pool over `range`, probing `probe_address` (the address clones listen on) for ports
     /// that other programs use.
     pub fn new(range: RangeInclusive<u16>, probe_address: IpAddr) -> PortPool {
-        PortPool { inner: Arc::new(Inner { range, probe_address, taken: Mutex::new(BTreeSet::new()) }) }
+        PortPool {
+            inner: Arc::new(Inner { range, probe_address, taken: Mutex::new(BTreeSet::new()) }),
+        }
     }
 
     fn taken(&self) -> MutexGuard<'_, BTreeSet<u16>> {

@@ -87,6 +87,7 @@ CREATE TABLE clones (
     protection_warning_sent INTEGER NOT NULL,
     created_at              TEXT NOT NULL,
     cloning_time_seconds    REAL,
+    extra_conf              TEXT NOT NULL,
     UNIQUE (pool, dataset)
 );
 "#];
@@ -162,8 +163,10 @@ impl Store {
         let result = self.lock().execute(
             "INSERT INTO clones (id, snapshot_id, branch, revision, pool, dataset, port, state,
                 state_message, username, password_verifier, restricted, db_name, protected,
-                protected_till, protection_warning_sent, created_at, cloning_time_seconds)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                protected_till, protection_warning_sent, created_at, cloning_time_seconds,
+                extra_conf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                ?19)",
             params![
                 clone.id,
                 clone.snapshot_id,
@@ -183,6 +186,7 @@ impl Store {
                 clone.protection_warning_sent,
                 format_time(clone.created_at),
                 clone.cloning_time_seconds,
+                extra_conf_json(clone),
             ],
         );
         conflict_on_unique(result, || format!("clone {} (port {})", clone.id, clone.port))?;
@@ -196,7 +200,7 @@ impl Store {
                 dataset = ?6, port = ?7, state = ?8, state_message = ?9, username = ?10,
                 password_verifier = ?11, restricted = ?12, db_name = ?13, protected = ?14,
                 protected_till = ?15, protection_warning_sent = ?16, created_at = ?17,
-                cloning_time_seconds = ?18
+                cloning_time_seconds = ?18, extra_conf = ?19
              WHERE id = ?1",
             params![
                 clone.id,
@@ -217,6 +221,7 @@ impl Store {
                 clone.protection_warning_sent,
                 format_time(clone.created_at),
                 clone.cloning_time_seconds,
+                extra_conf_json(clone),
             ],
         );
         let changed = conflict_on_unique(changed, || format!("port {}", clone.port))?;
@@ -238,7 +243,7 @@ impl Store {
         let mut statement = connection.prepare(
             "SELECT id, snapshot_id, branch, revision, pool, dataset, port, state, state_message,
                 username, password_verifier, restricted, db_name, protected, protected_till,
-                protection_warning_sent, created_at, cloning_time_seconds
+                protection_warning_sent, created_at, cloning_time_seconds, extra_conf
              FROM clones ORDER BY created_at, id",
         )?;
         let rows = statement.query_map([], clone_from_row)?;
@@ -361,6 +366,10 @@ fn conflict_on_unique(
     }
 }
 
+fn extra_conf_json(clone: &CloneRecord) -> String {
+    serde_json::to_string(&clone.extra_conf).expect("a map of strings always serializes")
+}
+
 fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -381,6 +390,7 @@ fn clone_from_row(row: &Row<'_>) -> RowResult<CloneRecord> {
     let state: String = row.get("state")?;
     let protected_till: Option<String> = row.get("protected_till")?;
     let created_at: String = row.get("created_at")?;
+    let extra_conf: String = row.get("extra_conf")?;
     let record = (|| {
         Ok(CloneRecord {
             id: row.get("id")?,
@@ -402,6 +412,9 @@ fn clone_from_row(row: &Row<'_>) -> RowResult<CloneRecord> {
             protection_warning_sent: row.get("protection_warning_sent")?,
             created_at: parse_time(&created_at)?,
             cloning_time_seconds: row.get("cloning_time_seconds")?,
+            extra_conf: serde_json::from_str(&extra_conf).map_err(|error| {
+                StoreError::Corrupt(format!("extra_conf {extra_conf:?}: {error}"))
+            })?,
         })
     })();
     Ok(record)
@@ -474,6 +487,7 @@ mod tests {
             protection_warning_sent: false,
             created_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
             cloning_time_seconds: None,
+            extra_conf: [("work_mem".to_owned(), "8MB".to_owned())].into(),
         }
     }
 

@@ -332,7 +332,8 @@ impl Cmd {
             // SAFETY: the closure calls only setsid(2), which allocates nothing and touches no
             // lock, so it is sound between fork and exec.
             unsafe {
-                command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+                command
+                    .pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
             }
         }
         command
@@ -434,10 +435,9 @@ impl Cmd {
     pub fn spawn_daemon(self, log: File) -> Result<Daemon, ExecError> {
         let command_line = self.display();
         debug!(command = %command_line, "start daemon");
-        let log_err = log.try_clone().map_err(|source| ExecError::Io {
-            command: command_line.clone(),
-            source,
-        })?;
+        let log_err = log
+            .try_clone()
+            .map_err(|source| ExecError::Io { command: command_line.clone(), source })?;
         let mut command = self.build();
         command.stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(false);
         let mut child = command.spawn().map_err(|source| ExecError::Spawn {
@@ -450,7 +450,8 @@ impl Cmd {
         })?;
         let (sender, receiver) = watch::channel(None);
         tokio::spawn(async move {
-            let status = child.wait().await.map(ExitInfo::from_status).unwrap_or(ExitInfo::Code(-1));
+            let status =
+                child.wait().await.map(ExitInfo::from_status).unwrap_or(ExitInfo::Code(-1));
             debug!(command = %command_line, pid, %status, "daemon exited");
             let _ = sender.send(Some(status));
         });

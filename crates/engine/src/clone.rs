@@ -1,0 +1,615 @@
+//! The clone lifecycle: create, reset, destroy and protect, as DBLab does them (reference §4),
+//! with the slow parts run in the background while the caller gets the clone at once.
+//!
+//! State machine (DBLab's codes): `CREATING → OK | FATAL`, `OK | FATAL → RESETTING → OK | FATAL`,
+//! `OK | FATAL → DELETING → gone`. A clone in a transitional state belongs to the task that put
+//! it there; other operations on it are refused until it settles. Every transition is written
+//! to the store before it shows in memory, so a crash never reports a state that was not saved.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use api_types::{CloneId, WebhookEvent};
+use chrono::Utc;
+use postgres::{HbaSettings, HostAuth, Instance, InstanceSpec, PgMajor, RoleKind, ServerSettings};
+use rand::Rng;
+use storage::{DestroyMode, ThinStorage};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::HostAuthMethod;
+use crate::error::{Error, Result};
+use crate::events::clone_payload;
+use crate::lease::{self, ProtectionRequest};
+use crate::model::{CloneRecord, CloneState};
+use crate::pool::Pool;
+use crate::{CloneEntry, CloneView, Engine, MAIN_BRANCH, STOP_STEP_TIMEOUT};
+
+/// What a caller asks for when creating a clone.
+#[derive(Debug, Clone, Default)]
+pub struct CloneRequest {
+    /// The clone ID; generated when absent.
+    pub id: Option<String>,
+    /// The snapshot to clone; wins over `branch`.
+    pub snapshot_id: Option<String>,
+    /// The branch whose head to clone when no snapshot is given (default `main`).
+    pub branch: Option<String>,
+    /// Deletion protection.
+    pub protection: ProtectionRequest,
+    /// The login role to create in the clone.
+    pub username: String,
+    /// Its password; only a SCRAM verifier of it is kept.
+    pub password: String,
+    /// Make the role the owner of the databases instead of a superuser.
+    pub restricted: bool,
+    /// The database named in the connection string.
+    pub db_name: Option<String>,
+    /// Postgres settings for this clone only.
+    pub extra_conf: BTreeMap<String, String>,
+}
+
+/// Which snapshot a reset moves a clone to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetTarget {
+    /// The snapshot the clone runs on now (discard its changes).
+    Current,
+    /// The newest snapshot.
+    Latest,
+    /// A given snapshot.
+    Snapshot(String),
+}
+
+/// A new clone ID in the style of DBLab's xid: 20 lower-case letters and digits.
+pub(crate) fn generate_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
+    let mut rng = rand::rng();
+    (0..20).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+impl Engine {
+    /// Every clone, oldest first.
+    pub fn clones(&self) -> Vec<CloneView> {
+        let state = self.read_state();
+        let mut clones: Vec<CloneView> =
+            state.clones.values().map(|entry| self.view(&state, entry)).collect();
+        clones.sort_by(|a, b| {
+            a.record.created_at.cmp(&b.record.created_at).then(a.record.id.cmp(&b.record.id))
+        });
+        clones
+    }
+
+    /// One clone.
+    pub fn clone_view(&self, id: &str) -> Result<CloneView> {
+        let state = self.read_state();
+        let entry = state.clones.get(id).ok_or_else(|| not_found(id))?;
+        Ok(self.view(&state, entry))
+    }
+
+    fn view(&self, state: &crate::State, entry: &CloneEntry) -> CloneView {
+        let snapshot = state
+            .snapshots
+            .iter()
+            .find(|snapshot| snapshot.id == entry.record.snapshot_id)
+            .map(|snapshot| self.snapshot_view_in(state, snapshot));
+        CloneView {
+            record: entry.record.clone(),
+            snapshot,
+            diff_size: entry.diff_size,
+            access_host: self.inner.config.cloning.access_host.clone(),
+            max_idle_minutes: self.inner.config.cloning.max_idle_minutes,
+        }
+    }
+
+    /// Registers a clone in state `CREATING` and makes it in the background; the returned view
+    /// is the clone as registered. [`Engine::wait_settled`] waits for the outcome.
+    pub async fn create_clone(&self, request: CloneRequest) -> Result<CloneView> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let id = match request.id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => CloneId::parse(id)
+                .map_err(|error| Error::InvalidInput(error.to_string()))?
+                .into_string(),
+            None => generate_id(),
+        };
+        if request.username.is_empty() {
+            return Err(Error::InvalidInput("missing DB username".to_owned()));
+        }
+        if request.password.is_empty() {
+            return Err(Error::InvalidInput("missing DB password".to_owned()));
+        }
+        postgres::sql::check_role_name(&request.username)
+            .map_err(|error| Error::InvalidInput(error.to_string()))?;
+        if request.username == self.inner.config.clone.admin_role {
+            return Err(Error::InvalidInput(format!(
+                "{:?} is the engine's admin role; choose another username",
+                request.username
+            )));
+        }
+        crate::password::check(&request.password).map_err(Error::InvalidInput)?;
+        postgres::conf::check_settings(
+            request.extra_conf.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .map_err(|error| Error::InvalidInput(error.to_string()))?;
+        let snapshot =
+            self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
+        let now = Utc::now();
+        let protection = lease::grant(request.protection, &self.inner.config.cloning, now);
+        let dataset = self.inner.pool.clone_dataset(&snapshot.branch, &id, 0)?;
+        let record = {
+            // The ID check, the port and the insert happen under one lock, so concurrent
+            // creates can neither share an ID nor a port.
+            let mut state = self.write_state();
+            if state.clones.contains_key(&id) {
+                return Err(Error::AlreadyExists(format!("clone with ID {id:?} already exists")));
+            }
+            let port = self.inner.ports.reserve()?;
+            let record = CloneRecord {
+                id: id.clone(),
+                snapshot_id: snapshot.id.clone(),
+                branch: snapshot.branch.clone(),
+                revision: 0,
+                pool: self.inner.pool.name().to_owned(),
+                dataset: dataset.to_string(),
+                port: port.port(),
+                state: CloneState::Creating,
+                state_message: "Clone is being created.".to_owned(),
+                username: request.username.clone(),
+                password_verifier: postgres::admin::password_verifier(&request.password),
+                restricted: request.restricted,
+                db_name: request.db_name.clone().filter(|name| !name.is_empty()),
+                protected: protection.protected,
+                protected_till: protection.till,
+                protection_warning_sent: false,
+                created_at: now,
+                cloning_time_seconds: None,
+                extra_conf: request.extra_conf.clone(),
+            };
+            self.inner.store.insert_clone(&record)?;
+            port.keep();
+            state.clones.insert(
+                id.clone(),
+                CloneEntry { record: record.clone(), last_active: now, diff_size: 0 },
+            );
+            record
+        };
+        self.notify_changed();
+        info!(clone_id = %id, snapshot_id = %record.snapshot_id, port = record.port, "creating clone");
+        let engine = self.clone();
+        let span = info_span!("create_clone", clone_id = %id);
+        self.inner.tasks.spawn(
+            async move {
+                let started = Instant::now();
+                let outcome = engine.provision(&record).await;
+                engine.finish_provisioning(&record, outcome, started, WebhookEvent::CloneCreate);
+            }
+            .instrument(span),
+        );
+        self.clone_view(&id)
+    }
+
+    /// Waits until the clone is no longer `CREATING` or `RESETTING` (or is gone, for
+    /// `DELETING`), at most `timeout`, and returns it as it then is.
+    pub async fn wait_settled(&self, id: &str, timeout: Duration) -> Result<Option<CloneView>> {
+        let mut changes = self.inner.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = match self.clone_view(id) {
+                Ok(view) => view,
+                Err(Error::NotFound(_)) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            if !matches!(
+                current.record.state,
+                CloneState::Creating | CloneState::Resetting | CloneState::Deleting
+            ) {
+                return Ok(Some(current));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the engine is gone: report what there is.
+                Ok(Err(_)) | Err(_) => return Ok(Some(current)),
+            }
+        }
+    }
+
+    /// Sets or lifts protection, under the lease rules.
+    pub async fn update_clone(&self, id: &str, request: ProtectionRequest) -> Result<CloneView> {
+        let protection = lease::grant(request, &self.inner.config.cloning, Utc::now());
+        self.modify_clone(id, |record| {
+            record.protected = protection.protected;
+            record.protected_till = protection.till;
+            record.protection_warning_sent = false;
+            Ok(())
+        })?;
+        info!(clone_id = %id, protected = protection.protected, till = ?protection.till, "clone protection updated");
+        self.clone_view(id)
+    }
+
+    /// Moves a clone to another snapshot in the background, keeping its port and credentials.
+    pub async fn reset_clone(&self, id: &str, target: ResetTarget) -> Result<CloneView> {
+        let current = self.clone_view(id)?.record;
+        let snapshot = match target {
+            ResetTarget::Current => self.snapshot_record(&current.snapshot_id)?,
+            ResetTarget::Latest => self.latest_snapshot()?,
+            ResetTarget::Snapshot(snapshot_id) => self.snapshot_record(&snapshot_id)?,
+        };
+        let record = self.modify_clone(id, |record| {
+            if !matches!(record.state, CloneState::Ok | CloneState::Fatal) {
+                return Err(busy(record));
+            }
+            record.state = CloneState::Resetting;
+            record.state_message = "Clone is being reset.".to_owned();
+            record.snapshot_id = snapshot.id.clone();
+            record.branch = snapshot.branch.clone();
+            Ok(())
+        })?;
+        info!(clone_id = %id, snapshot_id = %snapshot.id, "resetting clone");
+        self.spawn_rebuild(record, WebhookEvent::CloneReset);
+        self.clone_view(id)
+    }
+
+    /// Rebuilds a clone in the background (reset, or an interrupted create or reset after a
+    /// restart) and records the outcome.
+    pub(crate) fn spawn_rebuild(&self, record: CloneRecord, event: WebhookEvent) {
+        let engine = self.clone();
+        let span = info_span!("rebuild_clone", clone_id = %record.id);
+        self.inner.tasks.spawn(
+            async move {
+                let started = Instant::now();
+                match engine.rebuild(record.clone()).await {
+                    Ok((record, instance)) => {
+                        engine.finish_provisioning(&record, Ok(instance), started, event);
+                    }
+                    Err(error) => engine.finish_provisioning(&record, Err(error), started, event),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Destroys a clone in the background; refused while it is protected (unless it failed)
+    /// or busy with another operation.
+    pub async fn destroy_clone(&self, id: &str) -> Result<()> {
+        let now = Utc::now();
+        let record = self.modify_clone(id, |record| {
+            let protection =
+                lease::Protection { protected: record.protected, till: record.protected_till };
+            if protection.is_active(now) && record.state != CloneState::Fatal {
+                return Err(Error::Refused(format!(
+                    "clone {:?} is protected{}; lift protection first",
+                    record.id,
+                    record.protected_till.map(|till| format!(" until {till}")).unwrap_or_default()
+                )));
+            }
+            if !matches!(record.state, CloneState::Ok | CloneState::Fatal) {
+                return Err(busy(record));
+            }
+            record.state = CloneState::Deleting;
+            record.state_message = "Clone is being deleted.".to_owned();
+            Ok(())
+        })?;
+        info!(clone_id = %id, "destroying clone");
+        let engine = self.clone();
+        let span = info_span!("destroy_clone", clone_id = %id);
+        self.inner.tasks.spawn(
+            async move {
+                if let Err(error) = engine.teardown(&record).await {
+                    warn!(error = %error, "failed to destroy clone");
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Stops the clone's server, destroys its dataset and forgets it. Used by destroy, idle
+    /// cleanup and forced snapshot deletion; the clone must be `DELETING`.
+    pub(crate) async fn teardown(&self, record: &CloneRecord) -> Result<()> {
+        let result = self.remove_clone_resources(record).await;
+        if let Err(error) = &result {
+            let message = format!("failed to destroy the clone: {error}");
+            let _ = self.modify_clone(&record.id, |record| {
+                record.state = CloneState::Fatal;
+                record.state_message = message.clone();
+                Ok(())
+            });
+            return result;
+        }
+        self.inner.store.delete_clone(&record.id)?;
+        self.write_state().clones.remove(&record.id);
+        self.inner.ports.release(record.port);
+        self.notify_changed();
+        self.inner.events.emit(&clone_payload(
+            WebhookEvent::CloneDelete,
+            record,
+            &self.inner.config.cloning.access_host,
+        ));
+        info!(clone_id = %record.id, "clone destroyed");
+        Ok(())
+    }
+
+    async fn remove_clone_resources(&self, record: &CloneRecord) -> Result<()> {
+        self.stop_server(record).await?;
+        let dataset = storage::DatasetName::new(record.dataset.clone())?;
+        match self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => {}
+            // Snapshots of the clone's dataset are commits that branches still use; the
+            // dataset goes when its branch does.
+            Err(storage::Error::HasDependents { dependents, .. }) => {
+                info!(clone_id = %record.id, ?dependents, "keeping the clone's dataset for its commits");
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let socket_dir = self.socket_dir(record.port);
+        if let Err(error) = std::fs::remove_dir_all(&socket_dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(error = %error, dir = %socket_dir.display(), "failed to remove socket directory");
+        }
+        Ok(())
+    }
+
+    /// Stops the clone's server: the handle this engine holds, or the server found through
+    /// `postmaster.pid` when the handle is gone (a failed adoption, a crash mid-operation).
+    pub(crate) async fn stop_server(&self, record: &CloneRecord) -> Result<()> {
+        let instance = self.instances().remove(&record.id);
+        let instance = match instance {
+            Some(instance) => instance,
+            None => {
+                let pgdata =
+                    self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
+                if !pgdata.join("postmaster.pid").exists() {
+                    return Ok(());
+                }
+                match self.adopt_instance(record, &pgdata).await {
+                    Ok(instance) => instance,
+                    Err(error) => {
+                        info!(clone_id = %record.id, error = %error, "no running server to stop");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        instance.stop(postgres::StopMode::Fast, STOP_STEP_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Makes the clone's dataset from its snapshot, starts its server and sets up its role.
+    pub(crate) async fn provision(&self, record: &CloneRecord) -> Result<Instance> {
+        let snapshot = self.snapshot_record(&record.snapshot_id)?;
+        let snapshot_name = self.inner.pool.snapshot_name(&snapshot.id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "snapshot {:?} is not in pool {}",
+                snapshot.id,
+                self.inner.pool.name()
+            ))
+        })?;
+        let dataset = storage::DatasetName::new(record.dataset.clone())?;
+        let mountpoint = self.inner.pool.storage().clone_snapshot(&snapshot_name, &dataset).await?;
+        match self.start_and_configure(record, &Pool::pgdata(&mountpoint)).await {
+            Ok(instance) => Ok(instance),
+            Err(error) => {
+                // Leave nothing behind but the FATAL record: no dataset, no server.
+                if let Err(cleanup) =
+                    self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await
+                {
+                    warn!(error = %cleanup, "failed to remove the dataset of a failed clone");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_and_configure(&self, record: &CloneRecord, pgdata: &Path) -> Result<Instance> {
+        let mut instance = self.start_instance(record, pgdata).await?;
+        match self.configure_roles(&mut instance, record).await {
+            Ok(()) => Ok(instance),
+            Err(error) => {
+                if let Err(stop) =
+                    instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await
+                {
+                    warn!(error = %stop, "failed to stop the server of a failed clone");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn configure_roles(&self, instance: &mut Instance, record: &CloneRecord) -> Result<()> {
+        let admin = instance.admin().await?;
+        if !self.inner.config.cloning.keep_user_passwords {
+            admin.reset_passwords(&[record.username.as_str()]).await?;
+        }
+        let kind = if record.restricted { RoleKind::Restricted } else { RoleKind::Superuser };
+        admin
+            .create_or_replace_role_with_verifier(&record.username, &record.password_verifier, kind)
+            .await?;
+        Ok(())
+    }
+
+    /// The spec a clone's server runs with: always derived from the record and the
+    /// configuration, so a restart after a reboot gets the same port, socket and settings.
+    pub(crate) fn instance_spec(&self, record: &CloneRecord, pgdata: &Path) -> InstanceSpec {
+        let server = &self.inner.config.clone;
+        let mut settings = ServerSettings::new(record.port, self.socket_dir(record.port));
+        settings.listen_addresses = server.listen_addresses.clone();
+        settings.shared_buffers = server.shared_buffers.clone();
+        settings.max_connections = server.max_connections;
+        settings.extra = server
+            .settings
+            .iter()
+            .chain(&record.extra_conf)
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let mut spec = InstanceSpec::new(
+            pgdata,
+            settings,
+            &server.admin_role,
+            self.log_file(&record.id),
+            self.inner.os_user.clone(),
+        );
+        spec.hba = HbaSettings {
+            host_auth: match server.host_auth {
+                HostAuthMethod::ScramSha256 => HostAuth::ScramSha256,
+                HostAuthMethod::Md5 => HostAuth::Md5,
+                HostAuthMethod::Trust => HostAuth::Trust,
+            },
+            ..HbaSettings::new(&server.admin_role)
+        };
+        spec.start_timeout = server.start_timeout;
+        spec
+    }
+
+    pub(crate) async fn start_instance(
+        &self,
+        record: &CloneRecord,
+        pgdata: &Path,
+    ) -> Result<Instance> {
+        let major = PgMajor::of_data_dir(pgdata)?;
+        let binaries = self.inner.binaries.locate(major)?;
+        Ok(Instance::start(&binaries, self.instance_spec(record, pgdata)).await?)
+    }
+
+    pub(crate) async fn adopt_instance(
+        &self,
+        record: &CloneRecord,
+        pgdata: &Path,
+    ) -> Result<Instance> {
+        let major = PgMajor::of_data_dir(pgdata)?;
+        let binaries = self.inner.binaries.locate(major)?;
+        Ok(Instance::adopt(&binaries, self.instance_spec(record, pgdata)).await?)
+    }
+
+    /// Reset's slow part: stop, replace the dataset, start, reapply the role.
+    async fn rebuild(&self, mut record: CloneRecord) -> Result<(CloneRecord, Instance)> {
+        self.stop_server(&record).await?;
+        let dataset = storage::DatasetName::new(record.dataset.clone())?;
+        match self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => {}
+            Err(storage::Error::HasDependents { .. }) => {
+                // Commits were made from this revision: keep it, move to the next one.
+                record.revision += 1;
+                record.dataset = self
+                    .inner
+                    .pool
+                    .clone_dataset(&record.branch, &record.id, record.revision)?
+                    .to_string();
+                self.modify_clone(&record.id, |stored| {
+                    stored.revision = record.revision;
+                    stored.dataset = record.dataset.clone();
+                    Ok(())
+                })?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let instance = self.provision(&record).await?;
+        Ok((record, instance))
+    }
+
+    /// Records the outcome of a create or reset: `OK` with its timing and webhook, or
+    /// `FATAL` with the error.
+    pub(crate) fn finish_provisioning(
+        &self,
+        record: &CloneRecord,
+        outcome: Result<Instance>,
+        started: Instant,
+        event: WebhookEvent,
+    ) {
+        let elapsed = started.elapsed().as_secs_f64();
+        let id = record.id.clone();
+        match outcome {
+            Ok(instance) => {
+                self.instances().insert(id.clone(), instance);
+                let updated = self.modify_clone(&id, |stored| {
+                    stored.state = CloneState::Ok;
+                    stored.state_message =
+                        "Clone is ready to accept Postgres connections.".to_owned();
+                    stored.cloning_time_seconds = Some(elapsed);
+                    Ok(())
+                });
+                match updated {
+                    Ok(record) => {
+                        if let Some(entry) = self.write_state().clones.get_mut(&id) {
+                            entry.last_active = Utc::now();
+                        }
+                        self.inner.metrics.clone_ready.observe(elapsed);
+                        info!(clone_id = %id, port = record.port, elapsed_ms = elapsed * 1000.0, "clone ready");
+                        self.inner.events.emit(&clone_payload(
+                            event,
+                            &record,
+                            &self.inner.config.cloning.access_host,
+                        ));
+                    }
+                    Err(error) => {
+                        warn!(clone_id = %id, error = %error, "failed to record a ready clone")
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(clone_id = %id, error = %error, "clone failed");
+                self.inner.metrics.clone_failures.inc();
+                let message = error.to_string();
+                if let Err(store_error) = self.modify_clone(&id, |stored| {
+                    stored.state = CloneState::Fatal;
+                    stored.state_message = message.clone();
+                    Ok(())
+                }) {
+                    warn!(clone_id = %id, error = %store_error, "failed to record a failed clone");
+                }
+            }
+        }
+        self.notify_changed();
+    }
+
+    /// Applies `change` to a clone's record under the state lock, saves it, and returns it.
+    pub(crate) fn modify_clone(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut CloneRecord) -> Result<()>,
+    ) -> Result<CloneRecord> {
+        let record = {
+            let mut state = self.write_state();
+            let entry = state.clones.get_mut(id).ok_or_else(|| not_found(id))?;
+            let mut record = entry.record.clone();
+            change(&mut record)?;
+            self.inner.store.update_clone(&record)?;
+            entry.record = record.clone();
+            record
+        };
+        self.notify_changed();
+        Ok(record)
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("clone {id:?} not found"))
+}
+
+fn busy(record: &CloneRecord) -> Error {
+    Error::Refused(format!(
+        "clone {:?} is busy ({}); try again when it is OK",
+        record.id,
+        record.state.code()
+    ))
+}
+
+/// Whether a request's branch names `main`, the default.
+pub(crate) fn branch_or_main(branch: Option<&str>) -> &str {
+    branch.filter(|branch| !branch.is_empty()).unwrap_or(MAIN_BRANCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_valid_clone_ids() {
+        for _ in 0..100 {
+            let id = generate_id();
+            assert_eq!(id.len(), 20);
+            CloneId::parse(id.clone()).unwrap();
+        }
+        assert_ne!(generate_id(), generate_id());
+    }
+}

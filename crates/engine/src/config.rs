@@ -1,0 +1,343 @@
+//! The engine's part of the configuration file: cloning, leases, idle cleanup, clone
+//! servers and snapshot retention.
+//!
+//! Section and key names mirror DBLab Engine's concepts in snake_case. Every field has a named
+//! default, so an empty section is valid; [`EngineConfig::validate`] rejects values that parse
+//! but make no sense, with a message that names the key.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default protection lease when a request asks for protection without a duration:
+/// 24 hours, as in DBLab's example configuration.
+pub const DEFAULT_PROTECTION_LEASE_MINUTES: f64 = 1440.0;
+/// No cap on leases by default.
+pub const DEFAULT_PROTECTION_MAX_MINUTES: f64 = 0.0;
+/// Warn a day before a lease ends, as DBLab does.
+pub const DEFAULT_PROTECTION_WARNING_MINUTES: f64 = 1440.0;
+/// DBLab checks leases and idleness every 5 minutes.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+/// Idle clones are destroyed after 2 hours by default, as in DBLab's example configuration.
+pub const DEFAULT_MAX_IDLE_MINUTES: f64 = 120.0;
+/// Snapshots kept by count-based retention.
+pub const DEFAULT_RETENTION_LIMIT: usize = 10;
+/// The first port of the clone range.
+pub const DEFAULT_PORT_FROM: u16 = 6000;
+/// The last port of the clone range.
+pub const DEFAULT_PORT_TO: u16 = 6099;
+/// The superuser the engine manages instances as.
+pub const DEFAULT_ADMIN_ROLE: &str = "postgres";
+/// The major used when the engine creates an empty cluster itself.
+pub const DEFAULT_INITDB_MAJOR: u8 = 17;
+
+/// The engine's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Clones: ports, leases, idle cleanup.
+    pub cloning: CloningConfig,
+    /// The Postgres servers of clones.
+    pub clone: CloneServerConfig,
+    /// Snapshots: retention.
+    pub snapshots: SnapshotsConfig,
+}
+
+/// `[cloning]`: how clones are made, protected and cleaned up.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloningConfig {
+    /// The host name or address clients use to reach clones; shown in connection strings.
+    pub access_host: String,
+    /// The first port of the range clones listen on.
+    pub port_from: u16,
+    /// The last port of the range clones listen on.
+    pub port_to: u16,
+    /// A clone with no sessions and no activity for this long, and not protected, is
+    /// destroyed; 0 turns idle cleanup off. Minutes, as in DBLab; fractions are allowed.
+    pub max_idle_minutes: f64,
+    /// The lease given when protection is asked for without a duration; 0 means forever.
+    pub protection_lease_duration_minutes: f64,
+    /// The longest lease; longer requests are silently capped; 0 means no cap.
+    pub protection_max_duration_minutes: f64,
+    /// How long before a lease ends the `clone_protection_expiring` webhook fires.
+    pub protection_expiry_warning_minutes: f64,
+    /// How often leases are checked.
+    #[serde(with = "humantime_serde_compat")]
+    pub protection_check_interval: Duration,
+    /// How often clones are checked for idleness.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_check_interval: Duration,
+    /// Keep the passwords of the source's login roles instead of removing them.
+    pub keep_user_passwords: bool,
+}
+
+impl Default for CloningConfig {
+    fn default() -> Self {
+        CloningConfig {
+            access_host: "127.0.0.1".to_owned(),
+            port_from: DEFAULT_PORT_FROM,
+            port_to: DEFAULT_PORT_TO,
+            max_idle_minutes: DEFAULT_MAX_IDLE_MINUTES,
+            protection_lease_duration_minutes: DEFAULT_PROTECTION_LEASE_MINUTES,
+            protection_max_duration_minutes: DEFAULT_PROTECTION_MAX_MINUTES,
+            protection_expiry_warning_minutes: DEFAULT_PROTECTION_WARNING_MINUTES,
+            protection_check_interval: DEFAULT_CHECK_INTERVAL,
+            idle_check_interval: DEFAULT_CHECK_INTERVAL,
+            keep_user_passwords: false,
+        }
+    }
+}
+
+/// How TCP logins to clones authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostAuthMethod {
+    /// SCRAM-SHA-256 (the default).
+    #[default]
+    ScramSha256,
+    /// MD5, for old clients.
+    Md5,
+    /// No password: for trusted networks only.
+    Trust,
+}
+
+/// `[clone]`: the Postgres server of each clone.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloneServerConfig {
+    /// The OS user servers run as; never root.
+    pub os_user: String,
+    /// The superuser the engine manages instances as, trusted over the private socket.
+    pub admin_role: String,
+    /// Addresses clone servers listen on.
+    pub listen_addresses: String,
+    /// `shared_buffers` of each clone.
+    pub shared_buffers: String,
+    /// `max_connections` of each clone.
+    pub max_connections: u32,
+    /// How TCP logins authenticate.
+    pub host_auth: HostAuthMethod,
+    /// Directories of Postgres binaries by major (`17 = "/usr/lib/postgresql/17/bin"`),
+    /// searched before the installed ones.
+    pub bin_dirs: BTreeMap<String, PathBuf>,
+    /// The major used when the engine creates an empty cluster in an empty pool.
+    pub initdb_major: u8,
+    /// Further settings for every clone (`work_mem = "8MB"`).
+    pub settings: BTreeMap<String, String>,
+    /// How long a clone's server may take to start, crash recovery included.
+    #[serde(with = "humantime_serde_compat")]
+    pub start_timeout: Duration,
+}
+
+impl Default for CloneServerConfig {
+    fn default() -> Self {
+        CloneServerConfig {
+            os_user: "postgres".to_owned(),
+            admin_role: DEFAULT_ADMIN_ROLE.to_owned(),
+            listen_addresses: "127.0.0.1".to_owned(),
+            shared_buffers: "32MB".to_owned(),
+            max_connections: 50,
+            host_auth: HostAuthMethod::default(),
+            bin_dirs: BTreeMap::new(),
+            initdb_major: DEFAULT_INITDB_MAJOR,
+            settings: BTreeMap::new(),
+            start_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl CloneServerConfig {
+    /// The configured binary directories with their majors checked.
+    pub fn bin_dirs(&self) -> Result<Vec<(postgres::PgMajor, PathBuf)>, InvalidConfig> {
+        self.bin_dirs
+            .iter()
+            .map(|(major, dir)| {
+                let major = major
+                    .parse::<u8>()
+                    .ok()
+                    .and_then(|major| postgres::PgMajor::new(major).ok())
+                    .ok_or_else(|| {
+                        invalid("clone.bin_dirs", format!("{major:?} is not a major from 13 to 18"))
+                    })?;
+                Ok((major, dir.clone()))
+            })
+            .collect()
+    }
+}
+
+/// `[snapshots]`: retention.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// Keep at most this many snapshots; older ones without clones and not protected are
+    /// deleted after each new snapshot. 0 turns retention off.
+    pub retention_limit: usize,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig { retention_limit: DEFAULT_RETENTION_LIMIT }
+    }
+}
+
+/// A configuration value that parses but cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidConfig {
+    /// The key, as `section.key`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> InvalidConfig {
+    InvalidConfig { key: key.to_owned(), message: message.into() }
+}
+
+impl EngineConfig {
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let cloning = &self.cloning;
+        if cloning.port_from == 0 || cloning.port_from > cloning.port_to {
+            return Err(invalid(
+                "cloning.port_from",
+                format!(
+                    "the port range {}..={} is empty or starts at 0",
+                    cloning.port_from, cloning.port_to
+                ),
+            ));
+        }
+        if cloning.access_host.trim().is_empty() {
+            return Err(invalid("cloning.access_host", "must not be empty"));
+        }
+        for (key, minutes) in [
+            ("cloning.max_idle_minutes", cloning.max_idle_minutes),
+            (
+                "cloning.protection_lease_duration_minutes",
+                cloning.protection_lease_duration_minutes,
+            ),
+            ("cloning.protection_max_duration_minutes", cloning.protection_max_duration_minutes),
+            (
+                "cloning.protection_expiry_warning_minutes",
+                cloning.protection_expiry_warning_minutes,
+            ),
+        ] {
+            if !minutes.is_finite() || minutes < 0.0 {
+                return Err(invalid(key, format!("{minutes} is not a number of minutes >= 0")));
+            }
+        }
+        let max = cloning.protection_max_duration_minutes;
+        if max > 0.0 && cloning.protection_lease_duration_minutes > max {
+            return Err(invalid(
+                "cloning.protection_lease_duration_minutes",
+                format!("the default lease exceeds protection_max_duration_minutes ({max})"),
+            ));
+        }
+        for (key, interval) in [
+            ("cloning.protection_check_interval", cloning.protection_check_interval),
+            ("cloning.idle_check_interval", cloning.idle_check_interval),
+        ] {
+            if interval < Duration::from_millis(100) {
+                return Err(invalid(key, "must be at least 100ms"));
+            }
+        }
+        let clone = &self.clone;
+        if clone.os_user == "root" || clone.os_user.is_empty() {
+            return Err(invalid("clone.os_user", "Postgres must run as an unprivileged user"));
+        }
+        if clone.max_connections == 0 {
+            return Err(invalid("clone.max_connections", "must be at least 1"));
+        }
+        clone.bin_dirs()?;
+        if !(13..=18).contains(&clone.initdb_major) {
+            return Err(invalid("clone.initdb_major", "Scion supports PostgreSQL 13 to 18"));
+        }
+        for address in clone.listen_addresses.split(',').map(str::trim) {
+            if address != "*" && address != "localhost" && address.parse::<IpAddr>().is_err() {
+                return Err(invalid(
+                    "clone.listen_addresses",
+                    format!("{address:?} is not an IP address, `*` or `localhost`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address the port pool probes: where clone servers will bind.
+    pub fn probe_address(&self) -> IpAddr {
+        self.clone
+            .listen_addresses
+            .split(',')
+            .map(str::trim)
+            .find_map(|address| address.parse().ok())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+}
+
+/// `minutes` as a duration; whole milliseconds, saturating.
+pub fn minutes(minutes: f64) -> Duration {
+    Duration::from_millis((minutes * 60_000.0).clamp(0.0, u64::MAX as f64) as u64)
+}
+
+/// Durations written as humantime strings ("5m", "30s").
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"5m\": {error}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        EngineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut config = EngineConfig::default();
+        config.cloning.port_from = 7000;
+        config.cloning.port_to = 6000;
+        assert_eq!(config.validate().unwrap_err().key, "cloning.port_from");
+
+        let mut config = EngineConfig::default();
+        config.cloning.protection_max_duration_minutes = 60.0;
+        assert_eq!(config.validate().unwrap_err().key, "cloning.protection_lease_duration_minutes");
+
+        let mut config = EngineConfig::default();
+        config.clone.os_user = "root".to_owned();
+        assert_eq!(config.validate().unwrap_err().key, "clone.os_user");
+
+        let mut config = EngineConfig::default();
+        config.clone.listen_addresses = "127.0.0.1, nonsense".to_owned();
+        assert_eq!(config.validate().unwrap_err().key, "clone.listen_addresses");
+
+        let mut config = EngineConfig::default();
+        config.cloning.max_idle_minutes = -1.0;
+        assert_eq!(config.validate().unwrap_err().key, "cloning.max_idle_minutes");
+    }
+
+    #[test]
+    fn probe_address_is_the_first_ip() {
+        let mut config = EngineConfig::default();
+        config.clone.listen_addresses = "localhost, 127.0.0.2".to_owned();
+        assert_eq!(config.probe_address(), IpAddr::from([127, 0, 0, 2]));
+        config.clone.listen_addresses = "*".to_owned();
+        assert_eq!(config.probe_address(), IpAddr::from([0, 0, 0, 0]));
+    }
+}

@@ -1,0 +1,413 @@
+//! The engine's metrics: DBLab's `dblab_*` gauges, computed from memory at scrape time with the
+//! names and labels of DBLab's exporter (reference §8), and Scion's own `scion_*` metrics.
+//!
+//! DBLab metrics that have no meaning here are left out rather than faked: container CPU and
+//! memory (clones are not containers; per-clone cgroups are not set up yet), compression ratio,
+//! space used by snapshots, and the physical-mode `dblab_sync_*` family.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::Engine;
+use crate::model::CloneState;
+use crate::reconcile::DifferenceKind;
+
+/// Buckets for clone-ready latency, in seconds: fine around the 50 ms target, coarse beyond.
+const READY_BUCKETS: [f64; 14] =
+    [0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Metrics the engine updates as it works.
+#[derive(Debug)]
+pub(crate) struct EngineMetrics {
+    /// Time from a create or reset request to a server that accepts the clone's user.
+    pub(crate) clone_ready: Histogram,
+    /// Creates and resets that ended `FATAL`.
+    pub(crate) clone_failures: Counter,
+    collection: Mutex<Collection>,
+    collection_errors: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Collection {
+    finished_at: Option<chrono::DateTime<Utc>>,
+    duration: Duration,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        EngineMetrics {
+            clone_ready: Histogram::new(READY_BUCKETS),
+            clone_failures: Counter::default(),
+            collection: Mutex::new(Collection::default()),
+            collection_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl EngineMetrics {
+    pub(crate) fn record_collection(&self, duration: Duration, errors: u64) {
+        let mut collection = self.collection.lock().unwrap_or_else(|p| p.into_inner());
+        *collection = Collection { finished_at: Some(Utc::now()), duration };
+        self.collection_errors.fetch_add(errors, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn register(engine: &Engine, registry: &mut Registry) {
+    let metrics = &engine.inner.metrics;
+    registry.register(
+        "scion_clone_ready_seconds",
+        "Time from a clone create or reset request to a server that accepts the clone's user",
+        metrics.clone_ready.clone(),
+    );
+    registry.register(
+        "scion_clone_failures",
+        "Clone creates and resets that ended FATAL",
+        metrics.clone_failures.clone(),
+    );
+    registry.register_collector(Box::new(Snapshot::capture(engine)));
+}
+
+/// Every gauge value, captured at scrape time from memory.
+#[derive(Debug)]
+struct Snapshot {
+    instance_id: String,
+    version: String,
+    uptime_seconds: i64,
+    status_code: i64,
+    pool: String,
+    pool_mode: String,
+    space: Option<storage::PoolSpace>,
+    clones_total: i64,
+    clones_by_status: Vec<(&'static str, i64)>,
+    clone_max_age_seconds: i64,
+    clone_total_diff: i64,
+    clone_total_logical: i64,
+    clone_protected: i64,
+    snapshots_total: i64,
+    snapshot_max_age_seconds: i64,
+    snapshot_total_physical: i64,
+    snapshot_total_logical: i64,
+    snapshot_max_data_lag_seconds: i64,
+    snapshot_total_num_clones: i64,
+    branches_total: i64,
+    scrape_success_timestamp: Option<i64>,
+    scrape_duration_seconds: f64,
+    scrape_errors: u64,
+    reconcile: Vec<(&'static str, i64)>,
+    ports_in_use: i64,
+    ports_total: i64,
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Snapshot {
+    fn capture(engine: &Engine) -> Snapshot {
+        let now = Utc::now();
+        let status = engine.status();
+        let snapshots = engine.snapshots();
+        let reconciliation = &status.reconciliation;
+        let collection = *engine.inner.metrics.collection.lock().unwrap_or_else(|p| p.into_inner());
+        let logical_of = |snapshot_id: &str| {
+            snapshots
+                .iter()
+                .find(|view| view.record.id == snapshot_id)
+                .map_or(0, |view| view.record.logical_size)
+        };
+        let clones = &status.clones;
+        let fatal = clones.iter().filter(|clone| clone.record.state == CloneState::Fatal).count();
+        Snapshot {
+            instance_id: status.instance_id.clone(),
+            version: status.version.clone(),
+            uptime_seconds: (now - status.started_at).num_seconds(),
+            // 0 = OK, 1 = warning (failed clones or reconciliation differences), 2 = bad (the
+            // pool cannot be read).
+            status_code: if status.pool_space.is_none() {
+                2
+            } else if fatal > 0 || !reconciliation.differences.is_empty() {
+                1
+            } else {
+                0
+            },
+            pool: status.pool_name.clone(),
+            pool_mode: status.pool_mode.clone(),
+            space: status.pool_space,
+            clones_total: clones.len() as i64,
+            clones_by_status: CloneState::ALL
+                .into_iter()
+                .map(|state| {
+                    (
+                        state.code(),
+                        clones.iter().filter(|clone| clone.record.state == state).count() as i64,
+                    )
+                })
+                .collect(),
+            clone_max_age_seconds: clones
+                .iter()
+                .map(|clone| (now - clone.record.created_at).num_seconds())
+                .max()
+                .unwrap_or(0),
+            clone_total_diff: clones.iter().map(|clone| to_i64(clone.diff_size)).sum(),
+            clone_total_logical: clones
+                .iter()
+                .map(|clone| to_i64(logical_of(&clone.record.snapshot_id)))
+                .sum(),
+            clone_protected: clones.iter().filter(|clone| clone.record.protected).count() as i64,
+            snapshots_total: snapshots.len() as i64,
+            snapshot_max_age_seconds: snapshots
+                .iter()
+                .map(|view| (now - view.record.created_at).num_seconds())
+                .max()
+                .unwrap_or(0),
+            snapshot_total_physical: snapshots
+                .iter()
+                .map(|view| to_i64(view.record.physical_size))
+                .sum(),
+            snapshot_total_logical: snapshots
+                .iter()
+                .map(|view| to_i64(view.record.logical_size))
+                .sum(),
+            snapshot_max_data_lag_seconds: snapshots
+                .iter()
+                .map(|view| (now - view.record.data_state_at).num_seconds())
+                .max()
+                .unwrap_or(0),
+            snapshot_total_num_clones: snapshots.iter().map(|view| view.clones.len() as i64).sum(),
+            branches_total: engine.read_state().branches.len() as i64,
+            scrape_success_timestamp: collection.finished_at.map(|time| time.timestamp()),
+            scrape_duration_seconds: collection.duration.as_secs_f64(),
+            scrape_errors: engine.inner.metrics.collection_errors.load(Ordering::Relaxed),
+            reconcile: DifferenceKind::ALL
+                .into_iter()
+                .map(|kind| (kind.as_str(), reconciliation.count(kind) as i64))
+                .collect(),
+            ports_in_use: engine.inner.ports.in_use() as i64,
+            ports_total: i64::from(engine.inner.config.cloning.port_to)
+                - i64::from(engine.inner.config.cloning.port_from)
+                + 1,
+        }
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge_f64(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn labelled(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Vec<(&str, &str)>, i64)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let e = &mut encoder;
+        let pool = self.pool.as_str();
+        labelled(
+            e,
+            "dblab_instance_info",
+            "Engine instance information",
+            &[(
+                vec![
+                    ("instance_id", self.instance_id.as_str()),
+                    ("version", self.version.as_str()),
+                    ("edition", "community"),
+                ],
+                1,
+            )],
+        )?;
+        gauge(
+            e,
+            "dblab_instance_uptime_seconds",
+            "Seconds since the engine started",
+            self.uptime_seconds,
+        )?;
+        gauge(
+            e,
+            "dblab_instance_status_code",
+            "Engine status: 0 OK, 1 warning, 2 bad",
+            self.status_code,
+        )?;
+        labelled(
+            e,
+            "dblab_retrieval_status",
+            "Retrieval mode and status (1 for the current pair)",
+            &[(vec![("mode", "unknown"), ("status", "inactive")], 1)],
+        )?;
+        if let Some(space) = self.space {
+            let per_pool = |value: u64| [(vec![("pool", pool)], to_i64(value))];
+            labelled(e, "dblab_disk_total_bytes", "Pool size in bytes", &per_pool(space.total))?;
+            labelled(e, "dblab_disk_free_bytes", "Free bytes in the pool", &per_pool(space.free))?;
+            labelled(e, "dblab_disk_used_bytes", "Used bytes in the pool", &per_pool(space.used))?;
+            labelled(
+                e,
+                "dblab_disk_used_by_clones_bytes",
+                "Bytes written in clones since they were made",
+                &[(vec![("pool", pool)], self.clone_total_diff)],
+            )?;
+        }
+        labelled(
+            e,
+            "dblab_pool_status",
+            "Pool status (1 for the current one)",
+            &[(
+                vec![
+                    ("pool", pool),
+                    ("mode", self.pool_mode.as_str()),
+                    ("status", if self.space.is_some() { "active" } else { "empty" }),
+                ],
+                1,
+            )],
+        )?;
+        gauge(e, "dblab_clones_total", "Clones", self.clones_total)?;
+        let by_status: Vec<_> = self
+            .clones_by_status
+            .iter()
+            .map(|(status, count)| (vec![("status", *status)], *count))
+            .collect();
+        labelled(e, "dblab_clones_by_status", "Clones by status", &by_status)?;
+        gauge(
+            e,
+            "dblab_clone_max_age_seconds",
+            "Age of the oldest clone",
+            self.clone_max_age_seconds,
+        )?;
+        gauge(
+            e,
+            "dblab_clone_total_diff_size_bytes",
+            "Bytes written in all clones since they were made",
+            self.clone_total_diff,
+        )?;
+        gauge(
+            e,
+            "dblab_clone_total_logical_size_bytes",
+            "Logical size of the data all clones refer to",
+            self.clone_total_logical,
+        )?;
+        gauge(e, "dblab_clone_protected_count", "Protected clones", self.clone_protected)?;
+        gauge(e, "dblab_snapshots_total", "Snapshots", self.snapshots_total)?;
+        labelled(
+            e,
+            "dblab_snapshots_by_pool",
+            "Snapshots by pool",
+            &[(vec![("pool", pool)], self.snapshots_total)],
+        )?;
+        gauge(
+            e,
+            "dblab_snapshot_max_age_seconds",
+            "Age of the oldest snapshot",
+            self.snapshot_max_age_seconds,
+        )?;
+        gauge(
+            e,
+            "dblab_snapshot_total_physical_size_bytes",
+            "Bytes held by snapshots alone",
+            self.snapshot_total_physical,
+        )?;
+        gauge(
+            e,
+            "dblab_snapshot_total_logical_size_bytes",
+            "Logical size of all snapshots",
+            self.snapshot_total_logical,
+        )?;
+        gauge(
+            e,
+            "dblab_snapshot_max_data_lag_seconds",
+            "Age of the oldest snapshot's data",
+            self.snapshot_max_data_lag_seconds,
+        )?;
+        gauge(
+            e,
+            "dblab_snapshot_total_num_clones",
+            "Clones summed over snapshots",
+            self.snapshot_total_num_clones,
+        )?;
+        gauge(e, "dblab_branches_total", "Branches", self.branches_total)?;
+        labelled(
+            e,
+            "dblab_datasets_total",
+            "Snapshots in the pool (DBLab's dataset slots)",
+            &[(vec![("pool", pool)], self.snapshots_total)],
+        )?;
+        labelled(
+            e,
+            "dblab_datasets_available",
+            "Snapshots without clones",
+            &[(
+                vec![("pool", pool)],
+                (self.snapshots_total - self.snapshot_total_num_clones).max(0),
+            )],
+        )?;
+        if let Some(timestamp) = self.scrape_success_timestamp {
+            gauge(
+                e,
+                "dblab_scrape_success_timestamp",
+                "Unix time the last collection of sizes finished",
+                timestamp,
+            )?;
+        }
+        gauge_f64(
+            e,
+            "dblab_scrape_duration_seconds",
+            "Duration of the last collection of sizes",
+            self.scrape_duration_seconds,
+        )?;
+        let errors = ConstCounter::new(self.scrape_errors);
+        errors.encode(e.encode_descriptor(
+            "dblab_scrape_errors",
+            "Errors while collecting sizes",
+            None,
+            errors.metric_type(),
+        )?)?;
+        let reconcile: Vec<_> =
+            self.reconcile.iter().map(|(kind, count)| (vec![("kind", *kind)], *count)).collect();
+        labelled(
+            e,
+            "scion_reconcile_differences",
+            "Differences the last start found between the state database, the pool and processes",
+            &reconcile,
+        )?;
+        gauge(e, "scion_clone_ports_in_use", "Clone ports taken", self.ports_in_use)?;
+        gauge(
+            e,
+            "scion_clone_ports_total",
+            "Clone ports in the configured range",
+            self.ports_total,
+        )?;
+        Ok(())
+    }
+}

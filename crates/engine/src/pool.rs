@@ -1,0 +1,157 @@
+//! A pool as the engine sees it: a storage backend, its name in snapshot IDs, and where
+//! things live in it.
+//!
+//! Layout, after DBLab's (reference §5.2), inside the pool:
+//! - `data`: the golden copy that retrieval fills; its PGDATA is `<mountpoint>/data`;
+//! - `data@snapshot_<YYYYMMDDHHMMSS>`: snapshots of it, shown as `<pool>/data@snapshot_…`;
+//! - `branch/<branch>/<clone>/r<revision>`: clone datasets, each with PGDATA at `<mountpoint>/data`.
+//!
+//! Outside the pool, under the engine's state directory: `sockets/<port>/` (a clone's private
+//! unix socket, short enough for the kernel's 107-byte limit) and `logs/<clone>.log`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use storage::{DatasetName, SnapshotName, StorageBackend, ThinStorage};
+
+use crate::error::{Error, Result};
+
+/// The dataset retrieval fills and snapshots are taken of.
+pub const DATA_DATASET: &str = "data";
+/// Where PGDATA sits inside a dataset's mountpoint.
+const PGDATA_DIR: &str = "data";
+
+/// A pool and its layout.
+#[derive(Debug)]
+pub struct Pool {
+    name: String,
+    storage: StorageBackend,
+}
+
+impl Pool {
+    /// A pool called `name` (the first segment of its snapshot IDs) over `storage`.
+    pub fn new(name: impl Into<String>, storage: StorageBackend) -> Result<Pool> {
+        let name = name.into();
+        // The name becomes the first part of snapshot IDs, so it obeys the dataset rules.
+        DatasetName::new(name.clone()).map_err(|error| {
+            Error::InvalidInput(format!(
+                "pool name {name:?} is not usable in snapshot IDs: {error}"
+            ))
+        })?;
+        if name.contains('/') {
+            return Err(Error::InvalidInput(format!("pool name {name:?} must not contain '/'")));
+        }
+        Ok(Pool { name, storage })
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &StorageBackend {
+        &self.storage
+    }
+
+    /// The golden-copy dataset.
+    pub fn data_dataset(&self) -> DatasetName {
+        DatasetName::new(DATA_DATASET).expect("the constant is a valid name")
+    }
+
+    /// The dataset of revision `revision` of clone `clone_id` on `branch`.
+    pub fn clone_dataset(
+        &self,
+        branch: &str,
+        clone_id: &str,
+        revision: u32,
+    ) -> Result<DatasetName> {
+        DatasetName::new(format!("branch/{branch}/{clone_id}/r{revision}"))
+            .map_err(|error| Error::InvalidInput(error.to_string()))
+    }
+
+    /// PGDATA inside a dataset mounted at `mountpoint`.
+    pub fn pgdata(mountpoint: &Path) -> PathBuf {
+        mountpoint.join(PGDATA_DIR)
+    }
+
+    /// PGDATA of a dataset.
+    pub fn pgdata_of(&self, dataset: &DatasetName) -> PathBuf {
+        Pool::pgdata(&self.storage.mountpoint(dataset))
+    }
+
+    /// The API ID of a snapshot: `<pool>/<dataset>@<tag>`.
+    pub fn snapshot_id(&self, name: &SnapshotName) -> String {
+        format!("{}/{name}", self.name)
+    }
+
+    /// The snapshot an API ID names, if it belongs to this pool.
+    pub fn snapshot_name(&self, id: &str) -> Option<SnapshotName> {
+        let rest = id.strip_prefix(&self.name)?.strip_prefix('/')?;
+        rest.parse().ok()
+    }
+
+    /// A fresh snapshot name for `dataset` at `now`, DBLab-style (`snapshot_YYYYMMDDHHMMSS`),
+    /// with a suffix when that second is taken.
+    pub fn new_snapshot_name(
+        &self,
+        dataset: &DatasetName,
+        now: DateTime<Utc>,
+        taken: impl Fn(&SnapshotName) -> bool,
+    ) -> Result<SnapshotName> {
+        let base = format!("snapshot_{}", now.format("%Y%m%d%H%M%S"));
+        let mut tag = base.clone();
+        for suffix in 1.. {
+            let name = SnapshotName::new(dataset.clone(), &tag)
+                .map_err(|error| Error::InvalidInput(error.to_string()))?;
+            if !taken(&name) {
+                return Ok(name);
+            }
+            tag = format!("{base}_{suffix}");
+        }
+        unreachable!("an unbounded range always yields a free name")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use storage::Dir;
+
+    use super::*;
+
+    async fn pool() -> (tempfile::TempDir, Pool) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageBackend::Dir(Dir::open(dir.path()).await.unwrap());
+        (dir, Pool::new("dblab_pool", storage).unwrap())
+    }
+
+    #[tokio::test]
+    async fn snapshot_ids_carry_the_pool_name() {
+        let (_dir, pool) = pool().await;
+        let name: SnapshotName = "data@snapshot_20261122120000".parse().unwrap();
+        let id = pool.snapshot_id(&name);
+        assert_eq!(id, "dblab_pool/data@snapshot_20261122120000");
+        assert_eq!(pool.snapshot_name(&id), Some(name));
+        assert_eq!(pool.snapshot_name("other_pool/data@s"), None);
+        assert_eq!(pool.snapshot_name("dblab_pool/../x@s"), None);
+    }
+
+    #[tokio::test]
+    async fn snapshot_names_get_a_suffix_when_taken() {
+        let (_dir, pool) = pool().await;
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let data = pool.data_dataset();
+        let first = pool.new_snapshot_name(&data, now, |_| false).unwrap();
+        assert_eq!(first.to_string(), "data@snapshot_20261122120000");
+        let second = pool.new_snapshot_name(&data, now, |name| name == &first).unwrap();
+        assert_eq!(second.to_string(), "data@snapshot_20261122120000_1");
+    }
+
+    #[tokio::test]
+    async fn pool_names_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageBackend::Dir(Dir::open(dir.path()).await.unwrap());
+        assert!(Pool::new("../etc", storage).is_err());
+    }
+}

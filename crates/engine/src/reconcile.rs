@@ -1,0 +1,384 @@
+//! Start-up reconciliation of the three sources of truth: the store (what the engine promised),
+//! the pool (which datasets exist) and the running processes (which clones are up).
+//!
+//! Every difference is repaired where that is safe and reported in every case: in the log, in
+//! `/status` and in the `scion_reconcile_differences` metric. Nothing is deleted that a user
+//! might still want: an orphan dataset is reported, not destroyed; a clone whose dataset is gone
+//! is kept as `FATAL` with the reason, not forgotten.
+
+use api_types::WebhookEvent;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+use storage::{DatasetName, ThinStorage};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::model::{CloneRecord, CloneState, SnapshotRecord};
+use crate::{Engine, MAIN_BRANCH};
+
+/// What reconciliation found at the last start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciliation {
+    /// When it ran.
+    pub at: Option<DateTime<Utc>>,
+    /// Every difference, in the order found.
+    pub differences: Vec<Difference>,
+}
+
+/// One difference between the store, the pool and the running processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    /// What kind of difference.
+    pub kind: DifferenceKind,
+    /// The clone ID, snapshot ID or dataset concerned.
+    pub object: String,
+    /// What was found and what was done about it.
+    pub detail: String,
+}
+
+/// The kinds of difference, each with a stable name for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DifferenceKind {
+    /// A clone's server was not running (after a host reboot, or it died) and was started.
+    ServerRestarted,
+    /// A clone's server could not be started or adopted; the clone is `FATAL`.
+    ServerFailed,
+    /// A clone's dataset is gone; the clone is `FATAL`.
+    MissingDataset,
+    /// A clone was being created, reset or deleted when the engine stopped; the operation was
+    /// run again.
+    InterruptedOperation,
+    /// A clone dataset exists in the pool that no clone record owns; it is kept.
+    OrphanDataset,
+    /// A snapshot record whose snapshot is gone from the pool; it is removed from the catalog
+    /// when no clone uses it.
+    MissingSnapshot,
+    /// A snapshot of the data in the pool that the catalog did not know; it is added.
+    UnrecordedSnapshot,
+}
+
+impl DifferenceKind {
+    /// Every kind.
+    pub const ALL: [DifferenceKind; 7] = [
+        DifferenceKind::ServerRestarted,
+        DifferenceKind::ServerFailed,
+        DifferenceKind::MissingDataset,
+        DifferenceKind::InterruptedOperation,
+        DifferenceKind::OrphanDataset,
+        DifferenceKind::MissingSnapshot,
+        DifferenceKind::UnrecordedSnapshot,
+    ];
+
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DifferenceKind::ServerRestarted => "server_restarted",
+            DifferenceKind::ServerFailed => "server_failed",
+            DifferenceKind::MissingDataset => "missing_dataset",
+            DifferenceKind::InterruptedOperation => "interrupted_operation",
+            DifferenceKind::OrphanDataset => "orphan_dataset",
+            DifferenceKind::MissingSnapshot => "missing_snapshot",
+            DifferenceKind::UnrecordedSnapshot => "unrecorded_snapshot",
+        }
+    }
+}
+
+impl Reconciliation {
+    /// How many differences of `kind` were found.
+    pub fn count(&self, kind: DifferenceKind) -> usize {
+        self.differences.iter().filter(|difference| difference.kind == kind).count()
+    }
+
+    fn report(
+        &mut self,
+        kind: DifferenceKind,
+        object: impl Into<String>,
+        detail: impl Into<String>,
+    ) {
+        self.differences.push(Difference { kind, object: object.into(), detail: detail.into() });
+    }
+}
+
+impl Engine {
+    /// Compares the store with the pool and the processes, repairs what is safe, and reports
+    /// everything.
+    pub(crate) async fn reconcile(&self) -> Reconciliation {
+        let mut report = Reconciliation { at: Some(Utc::now()), differences: Vec::new() };
+        let listing = match self.inner.pool.storage().list().await {
+            Ok(listing) => listing,
+            Err(error) => {
+                // Without a listing nothing can be compared; every clone stays as recorded and
+                // the problem shows in /status.
+                warn!(error = %error, "failed to list the pool for reconciliation");
+                report.report(
+                    DifferenceKind::ServerFailed,
+                    self.inner.pool.name(),
+                    format!("listing the pool failed: {error}"),
+                );
+                return report;
+            }
+        };
+        self.reconcile_snapshots(&listing, &mut report);
+        let clones: Vec<CloneRecord> =
+            self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
+        let mut owned = BTreeSet::new();
+        for record in clones {
+            owned.insert(record.dataset.clone());
+            self.reconcile_clone(record, &listing, &mut report).await;
+        }
+        for dataset in &listing.datasets {
+            let name = dataset.name.as_str();
+            let segments: Vec<&str> = name.split('/').collect();
+            let is_clone_dataset = segments.len() == 4 && segments[0] == "branch";
+            if is_clone_dataset && !owned.contains(name) {
+                let running = dataset.mountpoint.join("data").join("postmaster.pid").exists();
+                report.report(
+                    DifferenceKind::OrphanDataset,
+                    name,
+                    format!(
+                        "no clone owns this dataset; it is kept for inspection{}",
+                        if running { " (a postmaster.pid is present)" } else { "" }
+                    ),
+                );
+            }
+        }
+        report
+    }
+
+    fn reconcile_snapshots(&self, listing: &storage::Listing, report: &mut Reconciliation) {
+        let known: Vec<SnapshotRecord> = self.read_state().snapshots.clone();
+        let in_use: BTreeSet<String> = self
+            .read_state()
+            .clones
+            .values()
+            .map(|entry| entry.record.snapshot_id.clone())
+            .collect();
+        for record in &known {
+            let present = record
+                .storage_name
+                .parse()
+                .ok()
+                .is_some_and(|name| listing.snapshot(&name).is_some());
+            if present {
+                continue;
+            }
+            if in_use.contains(&record.id) {
+                report.report(
+                    DifferenceKind::MissingSnapshot,
+                    &record.id,
+                    "the snapshot is gone from the pool; kept in the catalog because clones use it",
+                );
+            } else if let Err(error) = self.forget_missing_snapshot(record) {
+                warn!(snapshot_id = %record.id, error = %error, "failed to forget a missing snapshot");
+            } else {
+                report.report(
+                    DifferenceKind::MissingSnapshot,
+                    &record.id,
+                    "the snapshot is gone from the pool; removed from the catalog",
+                );
+            }
+        }
+        let data = self.inner.pool.data_dataset();
+        let known_names: BTreeSet<String> =
+            known.iter().map(|record| record.storage_name.clone()).collect();
+        for snapshot in listing.snapshots_of(&data) {
+            if known_names.contains(&snapshot.name.to_string()) {
+                continue;
+            }
+            let id = self.inner.pool.snapshot_id(&snapshot.name);
+            let now = Utc::now();
+            let record = SnapshotRecord {
+                id: id.clone(),
+                pool: self.inner.pool.name().to_owned(),
+                storage_name: snapshot.name.to_string(),
+                branch: MAIN_BRANCH.to_owned(),
+                parent_id: None,
+                message: String::new(),
+                created_at: now,
+                data_state_at: now,
+                physical_size: 0,
+                logical_size: 0,
+                protected: false,
+                protected_till: None,
+            };
+            match self.adopt_snapshot(record) {
+                Ok(()) => report.report(
+                    DifferenceKind::UnrecordedSnapshot,
+                    &id,
+                    "a snapshot of the data the catalog did not know; added to it",
+                ),
+                Err(error) => {
+                    warn!(snapshot_id = %id, error = %error, "failed to add an unrecorded snapshot")
+                }
+            }
+        }
+    }
+
+    fn forget_missing_snapshot(&self, record: &SnapshotRecord) -> crate::Result<()> {
+        self.inner.store.delete_snapshot(&record.id)?;
+        let mut state = self.write_state();
+        state.snapshots.retain(|snapshot| snapshot.id != record.id);
+        let orphaned: Vec<String> = state
+            .branches
+            .values()
+            .filter(|branch| branch.head_snapshot_id == record.id)
+            .map(|branch| branch.name.clone())
+            .collect();
+        for name in orphaned {
+            match record.parent_id.clone() {
+                Some(parent) => {
+                    if let Some(branch) = state.branches.get_mut(&name) {
+                        branch.head_snapshot_id = parent;
+                        self.inner.store.upsert_branch(branch)?;
+                    }
+                }
+                None => {
+                    state.branches.remove(&name);
+                    self.inner.store.delete_branch(&name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn adopt_snapshot(&self, record: SnapshotRecord) -> crate::Result<()> {
+        self.inner.store.upsert_snapshot(&record)?;
+        let mut state = self.write_state();
+        if !state.branches.contains_key(MAIN_BRANCH) {
+            let branch = crate::BranchRecord {
+                name: MAIN_BRANCH.to_owned(),
+                head_snapshot_id: record.id.clone(),
+                base_snapshot_id: None,
+                created_at: record.created_at,
+                protected: false,
+                protected_till: None,
+                delete_at: None,
+            };
+            self.inner.store.upsert_branch(&branch)?;
+            state.branches.insert(branch.name.clone(), branch);
+        }
+        state.snapshots.push(record);
+        state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(())
+    }
+
+    async fn reconcile_clone(
+        &self,
+        record: CloneRecord,
+        listing: &storage::Listing,
+        report: &mut Reconciliation,
+    ) {
+        let id = record.id.clone();
+        if let Err(error) = self.inner.ports.claim(record.port) {
+            report.report(
+                DifferenceKind::ServerFailed,
+                &id,
+                format!("its port is unusable: {error}"),
+            );
+        }
+        let dataset_exists = DatasetName::new(record.dataset.clone())
+            .ok()
+            .is_some_and(|name| listing.dataset(&name).is_some());
+        match record.state {
+            CloneState::Deleting => {
+                report.report(
+                    DifferenceKind::InterruptedOperation,
+                    &id,
+                    "deletion was interrupted; finished",
+                );
+                self.spawn_teardown(record);
+            }
+            CloneState::Creating | CloneState::Resetting => {
+                report.report(
+                    DifferenceKind::InterruptedOperation,
+                    &id,
+                    format!("{} was interrupted; run again from its snapshot", record.state.code()),
+                );
+                self.spawn_redo(record);
+            }
+            CloneState::Fatal => {}
+            CloneState::Ok if !dataset_exists => {
+                report.report(
+                    DifferenceKind::MissingDataset,
+                    &id,
+                    "its dataset is gone; the clone is FATAL",
+                );
+                let _ = self.modify_clone(&id, |stored| {
+                    stored.state = CloneState::Fatal;
+                    stored.state_message =
+                        format!("the clone's dataset {} is gone", stored.dataset);
+                    Ok(())
+                });
+            }
+            CloneState::Ok => self.bring_up(record, report).await,
+        }
+    }
+
+    /// Adopts the clone's running server, or starts it again when it is not running.
+    async fn bring_up(&self, record: CloneRecord, report: &mut Reconciliation) {
+        let id = record.id.clone();
+        let pgdata = match DatasetName::new(record.dataset.clone()) {
+            Ok(dataset) => self.inner.pool.pgdata_of(&dataset),
+            Err(error) => {
+                report.report(DifferenceKind::ServerFailed, &id, error.to_string());
+                return;
+            }
+        };
+        match self.adopt_instance(&record, &pgdata).await {
+            Ok(instance) => {
+                info!(clone_id = %id, pid = instance.pid(), "clone server adopted");
+                self.instances().insert(id, instance);
+                return;
+            }
+            Err(error) => {
+                info!(clone_id = %id, reason = %error, "clone server not adoptable; starting it")
+            }
+        }
+        match self.start_instance(&record, &pgdata).await {
+            Ok(instance) => {
+                report.report(
+                    DifferenceKind::ServerRestarted,
+                    &id,
+                    format!("its server was not running; started again on port {}", record.port),
+                );
+                self.instances().insert(id, instance);
+            }
+            Err(error) => {
+                report.report(
+                    DifferenceKind::ServerFailed,
+                    &id,
+                    format!("its server could not start: {error}"),
+                );
+                let message = format!("the clone's server could not start: {error}");
+                let _ = self.modify_clone(&id, |stored| {
+                    stored.state = CloneState::Fatal;
+                    stored.state_message = message;
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    fn spawn_teardown(&self, record: CloneRecord) {
+        let engine = self.clone();
+        let span = info_span!("destroy_clone", clone_id = %record.id);
+        self.inner.tasks.spawn(
+            async move {
+                if let Err(error) = engine.teardown(&record).await {
+                    warn!(error = %error, "failed to finish an interrupted deletion");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs an interrupted create or reset again: whatever it left is removed and the clone is
+    /// made afresh from its snapshot, with the same port and credentials.
+    fn spawn_redo(&self, record: CloneRecord) {
+        let event = if record.state == CloneState::Creating {
+            WebhookEvent::CloneCreate
+        } else {
+            WebhookEvent::CloneReset
+        };
+        self.spawn_rebuild(record, event);
+    }
+}

@@ -1,0 +1,225 @@
+//! The engine's background loops: the lease checker, idle cleanup and the space collector.
+//!
+//! Each loop runs on the engine's task tracker and stops when its cancellation token fires.
+//! A loop's work never holds the state lock across a wait, so the API stays responsive while
+//! a check talks to dozens of clones.
+
+use std::time::{Duration, Instant};
+
+use api_types::WebhookEvent;
+use chrono::{DateTime, Utc};
+use postgres::Admin;
+use storage::{DatasetName, ThinStorage};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Engine;
+use crate::config::minutes;
+use crate::events::{clone_payload, expiring_payload};
+use crate::lease::{self, LeaseAction, Protection};
+use crate::model::{CloneRecord, CloneState};
+
+/// How often pool and clone sizes are collected for `/status` and `/metrics` (DBLab: 15 s).
+pub(crate) const COLLECT_INTERVAL: Duration = Duration::from_secs(15);
+
+pub(crate) fn spawn_loops(engine: &Engine) {
+    let config = &engine.inner.config.cloning;
+    spawn_every(engine, "lease_checker", config.protection_check_interval, |engine| async move {
+        engine.check_leases();
+    });
+    if config.max_idle_minutes > 0.0 {
+        spawn_every(engine, "idle_cleanup", config.idle_check_interval, |engine| async move {
+            engine.clean_up_idle().await;
+        });
+    }
+    spawn_every(engine, "space_collector", COLLECT_INTERVAL, |engine| async move {
+        engine.collect_space().await;
+    });
+}
+
+fn spawn_every<F, Fut>(engine: &Engine, name: &'static str, interval: Duration, work: F)
+where
+    F: Fn(Engine) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let engine_for_loop = engine.clone();
+    let cancel = engine.inner.cancel.clone();
+    engine.inner.tasks.spawn(
+        async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    _ = ticker.tick() => work(engine_for_loop.clone()).await,
+                }
+            }
+            debug!("loop stopped");
+        }
+        .instrument(info_span!("loop", name)),
+    );
+}
+
+impl Engine {
+    /// One pass of the lease checker: warn about leases ending soon, lift expired ones.
+    pub(crate) fn check_leases(&self) {
+        let now = Utc::now();
+        let config = &self.inner.config.cloning;
+        let clones: Vec<CloneRecord> =
+            self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
+        for clone in clones {
+            let protection = Protection { protected: clone.protected, till: clone.protected_till };
+            match lease::check(protection, clone.protection_warning_sent, config, now) {
+                LeaseAction::None => {}
+                LeaseAction::Warn { till, expires_in_hours } => {
+                    let updated = self.modify_clone(&clone.id, |record| {
+                        record.protection_warning_sent = true;
+                        Ok(())
+                    });
+                    if let Ok(record) = updated {
+                        info!(clone_id = %clone.id, %till, "clone protection expiring");
+                        self.inner.events.emit(&expiring_payload(
+                            &record,
+                            &config.access_host,
+                            till,
+                            expires_in_hours,
+                        ));
+                    }
+                }
+                LeaseAction::Expire => {
+                    let updated = self.modify_clone(&clone.id, |record| {
+                        record.protected = false;
+                        record.protected_till = None;
+                        record.protection_warning_sent = false;
+                        Ok(())
+                    });
+                    match updated {
+                        Ok(record) => {
+                            info!(clone_id = %clone.id, "clone protection expired");
+                            self.inner.events.emit(&clone_payload(
+                                WebhookEvent::CloneProtectionExpired,
+                                &record,
+                                &config.access_host,
+                            ));
+                        }
+                        Err(error) => {
+                            warn!(clone_id = %clone.id, error = %error, "failed to lift expired protection");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass of idle cleanup: a clone with no sessions and no activity for
+    /// `max_idle_minutes`, not protected, is destroyed (a `FATAL` one once it is that old).
+    pub(crate) async fn clean_up_idle(&self) {
+        let max_idle = minutes(self.inner.config.cloning.max_idle_minutes);
+        let Ok(max_idle) = chrono::Duration::from_std(max_idle) else { return };
+        let candidates: Vec<(CloneRecord, DateTime<Utc>)> = self
+            .read_state()
+            .clones
+            .values()
+            .map(|entry| (entry.record.clone(), entry.last_active))
+            .collect();
+        for (record, last_active) in candidates {
+            let now = Utc::now();
+            let protection =
+                Protection { protected: record.protected, till: record.protected_till };
+            if protection.is_active(now) {
+                continue;
+            }
+            let idle = match record.state {
+                CloneState::Ok => {
+                    let last_active = self.observe_activity(&record, last_active).await;
+                    now - last_active >= max_idle
+                }
+                CloneState::Fatal => now - record.created_at >= max_idle,
+                CloneState::Creating | CloneState::Resetting | CloneState::Deleting => false,
+            };
+            if !idle {
+                continue;
+            }
+            info!(clone_id = %record.id, "destroying idle clone");
+            let deleting = self.modify_clone(&record.id, |stored| {
+                // Re-check under the lock: a request may have protected or changed it.
+                let protection =
+                    Protection { protected: stored.protected, till: stored.protected_till };
+                if protection.is_active(Utc::now())
+                    || !matches!(stored.state, CloneState::Ok | CloneState::Fatal)
+                {
+                    return Err(crate::Error::Refused("changed during the idle check".to_owned()));
+                }
+                stored.state = CloneState::Deleting;
+                stored.state_message = "Clone is being deleted: idle.".to_owned();
+                Ok(())
+            });
+            if let Ok(record) = deleting
+                && let Err(error) = self.teardown(&record).await
+            {
+                warn!(clone_id = %record.id, error = %error, "failed to destroy idle clone");
+            }
+        }
+    }
+
+    /// Asks the clone's server about its sessions and returns when it was last active; a
+    /// clone whose server cannot be asked counts as active, so a glitch never deletes one.
+    async fn observe_activity(
+        &self,
+        record: &CloneRecord,
+        last_active: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let socket_dir = self.socket_dir(record.port);
+        let admin_role = &self.inner.config.clone.admin_role;
+        let activity = match Admin::connect(&socket_dir, record.port, admin_role, "postgres").await
+        {
+            Ok(admin) => admin.activity().await,
+            Err(error) => Err(error),
+        };
+        let now = Utc::now();
+        let seen = match activity {
+            Ok(activity) if activity.sessions > 0 => now,
+            Ok(activity) => activity
+                .last_activity
+                .map(DateTime::<Utc>::from)
+                .map_or(last_active, |last| last.max(last_active)),
+            Err(error) => {
+                warn!(clone_id = %record.id, error = %error, "failed to read clone activity");
+                now
+            }
+        };
+        if let Some(entry) = self.write_state().clones.get_mut(&record.id) {
+            entry.last_active = entry.last_active.max(seen);
+        }
+        seen
+    }
+
+    /// Refreshes the pool's space and each clone's written bytes, and records how it went for
+    /// the `dblab_scrape_*` metrics.
+    pub(crate) async fn collect_space(&self) {
+        let started = Instant::now();
+        let mut errors = 0;
+        self.refresh_space().await;
+        let clones: Vec<(String, String)> = self
+            .read_state()
+            .clones
+            .values()
+            .filter(|entry| entry.record.state == CloneState::Ok)
+            .map(|entry| (entry.record.id.clone(), entry.record.dataset.clone()))
+            .collect();
+        for (id, dataset) in clones {
+            let Ok(name) = DatasetName::new(dataset) else { continue };
+            match self.inner.pool.storage().dataset_space(&name).await {
+                Ok(space) => {
+                    if let Some(entry) = self.write_state().clones.get_mut(&id) {
+                        entry.diff_size = space.written;
+                    }
+                }
+                Err(error) => {
+                    errors += 1;
+                    debug!(clone_id = %id, error = %error, "failed to read clone size");
+                }
+            }
+        }
+        self.inner.metrics.record_collection(started.elapsed(), errors);
+    }
+}

@@ -1,0 +1,355 @@
+//! Snapshots: the catalog, taking one of the pool's data, deletion with its dependency rules,
+//! and count-based retention.
+//!
+//! A snapshot is recorded on the `main` branch, whose head it becomes (the branch is created
+//! with the first snapshot). Deleting one splices it out of its branch's history. Retention
+//! never deletes a snapshot that has clones, is protected, or is the only one of its branch.
+
+use std::collections::BTreeSet;
+
+use api_types::WebhookEvent;
+use chrono::{DateTime, Utc};
+use storage::{DestroyMode, SnapshotName, ThinStorage};
+use tracing::{info, warn};
+
+use crate::clone::branch_or_main;
+use crate::error::{Error, Result};
+use crate::lease::Protection;
+use crate::model::{BranchRecord, CloneState, SnapshotRecord};
+use crate::{Engine, MAIN_BRANCH, State};
+
+/// A snapshot with the clones that run on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotView {
+    /// The stored record.
+    pub record: SnapshotRecord,
+    /// IDs of the clones made from it.
+    pub clones: Vec<String>,
+    /// Whether it is the head of its branch.
+    pub is_head: bool,
+}
+
+impl Engine {
+    /// Every snapshot, newest first.
+    pub fn snapshots(&self) -> Vec<SnapshotView> {
+        let state = self.read_state();
+        state.snapshots.iter().map(|snapshot| self.snapshot_view_in(&state, snapshot)).collect()
+    }
+
+    /// One snapshot.
+    pub fn snapshot(&self, id: &str) -> Result<SnapshotView> {
+        let state = self.read_state();
+        let record = state
+            .snapshots
+            .iter()
+            .find(|snapshot| snapshot.id == id)
+            .ok_or_else(|| snapshot_not_found(id))?;
+        Ok(self.snapshot_view_in(&state, record))
+    }
+
+    pub(crate) fn snapshot_view_in(&self, state: &State, record: &SnapshotRecord) -> SnapshotView {
+        let clones = state
+            .clones
+            .values()
+            .filter(|entry| entry.record.snapshot_id == record.id)
+            .map(|entry| entry.record.id.clone())
+            .collect();
+        let is_head = state
+            .branches
+            .get(&record.branch)
+            .is_some_and(|branch| branch.head_snapshot_id == record.id);
+        SnapshotView { record: record.clone(), clones, is_head }
+    }
+
+    pub(crate) fn snapshot_record(&self, id: &str) -> Result<SnapshotRecord> {
+        self.read_state()
+            .snapshots
+            .iter()
+            .find(|snapshot| snapshot.id == id)
+            .cloned()
+            .ok_or_else(|| snapshot_not_found(id))
+    }
+
+    /// The snapshot with the newest data.
+    pub(crate) fn latest_snapshot(&self) -> Result<SnapshotRecord> {
+        self.read_state()
+            .snapshots
+            .iter()
+            .max_by_key(|snapshot| (snapshot.data_state_at, snapshot.created_at))
+            .cloned()
+            .ok_or_else(|| Error::NotFound("there are no snapshots yet".to_owned()))
+    }
+
+    /// The snapshot a create request means: the given one, else the head of the given branch
+    /// (`main` by default).
+    pub(crate) fn resolve_snapshot(
+        &self,
+        snapshot_id: Option<&str>,
+        branch: Option<&str>,
+    ) -> Result<SnapshotRecord> {
+        if let Some(id) = snapshot_id.filter(|id| !id.is_empty()) {
+            return self.snapshot_record(id);
+        }
+        let branch = branch_or_main(branch);
+        let head = self
+            .read_state()
+            .branches
+            .get(branch)
+            .map(|branch| branch.head_snapshot_id.clone())
+            .ok_or_else(|| Error::NotFound(format!("branch {branch:?} not found")))?;
+        self.snapshot_record(&head)
+    }
+
+    /// Takes a snapshot of the pool's data now, records it as the new head of `main`, and
+    /// applies retention.
+    pub async fn create_snapshot(&self) -> Result<SnapshotView> {
+        self.create_snapshot_at(Utc::now()).await
+    }
+
+    /// Takes a snapshot of the pool's data, whose contents reflect `data_state_at`.
+    pub async fn create_snapshot_at(&self, data_state_at: DateTime<Utc>) -> Result<SnapshotView> {
+        let _serial = self.inner.snapshot_lock.lock().await;
+        let storage = self.inner.pool.storage();
+        let data = self.inner.pool.data_dataset();
+        let now = Utc::now();
+        let name = {
+            let state = self.read_state();
+            let taken: BTreeSet<&str> =
+                state.snapshots.iter().map(|snapshot| snapshot.id.as_str()).collect();
+            self.inner.pool.new_snapshot_name(&data, now, |name| {
+                taken.contains(self.inner.pool.snapshot_id(name).as_str())
+            })?
+        };
+        storage.snapshot(&name).await?;
+        let logical_size = match storage.dataset_space(&data).await {
+            Ok(space) => space.referenced,
+            Err(error) => {
+                warn!(error = %error, "failed to read the data's size");
+                0
+            }
+        };
+        let id = self.inner.pool.snapshot_id(&name);
+        let parent_id = self
+            .read_state()
+            .branches
+            .get(MAIN_BRANCH)
+            .map(|branch| branch.head_snapshot_id.clone());
+        let record = SnapshotRecord {
+            id: id.clone(),
+            pool: self.inner.pool.name().to_owned(),
+            storage_name: name.to_string(),
+            branch: MAIN_BRANCH.to_owned(),
+            parent_id,
+            message: String::new(),
+            created_at: now,
+            data_state_at,
+            // A new snapshot shares every block with its dataset.
+            physical_size: 0,
+            logical_size,
+            protected: false,
+            protected_till: None,
+        };
+        let branch = {
+            let state = self.read_state();
+            match state.branches.get(MAIN_BRANCH) {
+                Some(branch) => BranchRecord { head_snapshot_id: id.clone(), ..branch.clone() },
+                None => BranchRecord {
+                    name: MAIN_BRANCH.to_owned(),
+                    head_snapshot_id: id.clone(),
+                    base_snapshot_id: None,
+                    created_at: now,
+                    protected: false,
+                    protected_till: None,
+                    delete_at: None,
+                },
+            }
+        };
+        if let Err(error) = self.record_snapshot(&record, &branch) {
+            // Without a record the snapshot would be an orphan: take it back.
+            if let Err(cleanup) = storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
+                warn!(error = %cleanup, snapshot = %name, "failed to remove an unrecorded snapshot");
+            }
+            return Err(error);
+        }
+        info!(snapshot_id = %id, "snapshot created");
+        self.inner
+            .events
+            .emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotCreate, id.clone()));
+        self.apply_retention().await;
+        self.snapshot(&id)
+    }
+
+    fn record_snapshot(&self, record: &SnapshotRecord, branch: &BranchRecord) -> Result<()> {
+        self.inner.store.upsert_snapshot(record)?;
+        self.inner.store.upsert_branch(branch)?;
+        let mut state = self.write_state();
+        state.snapshots.insert(0, record.clone());
+        state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        state.branches.insert(branch.name.clone(), branch.clone());
+        Ok(())
+    }
+
+    /// Deletes a snapshot. Clones made from it make this fail unless `force`, which destroys
+    /// them first; a protected snapshot, a protected clone on it, or the last snapshot of a
+    /// branch make it fail always.
+    pub async fn delete_snapshot(&self, id: &str, force: bool) -> Result<()> {
+        let _serial = self.inner.snapshot_lock.lock().await;
+        self.delete_snapshot_locked(id, force).await
+    }
+
+    async fn delete_snapshot_locked(&self, id: &str, force: bool) -> Result<()> {
+        let now = Utc::now();
+        let view = self.snapshot(id)?;
+        let record = &view.record;
+        if (Protection { protected: record.protected, till: record.protected_till }).is_active(now)
+        {
+            return Err(Error::Refused(format!("snapshot {id:?} is protected")));
+        }
+        if view.is_head && record.parent_id.is_none() {
+            return Err(Error::Refused(format!(
+                "snapshot {id:?} is the only snapshot of branch {:?}",
+                record.branch
+            )));
+        }
+        let dependents: Vec<_> =
+            view.clones.iter().filter_map(|clone_id| self.clone_view(clone_id).ok()).collect();
+        if let Some(protected) = dependents.iter().find(|clone| {
+            Protection { protected: clone.record.protected, till: clone.record.protected_till }
+                .is_active(now)
+        }) {
+            return Err(Error::Refused(format!(
+                "snapshot {id:?} has a protected clone: {}",
+                protected.record.id
+            )));
+        }
+        if !dependents.is_empty() && !force {
+            return Err(Error::Refused(format!(
+                "snapshot {id:?} has dependent clones: {}; delete them first or use force",
+                view.clones.join(", ")
+            )));
+        }
+        for clone in dependents {
+            let busy = matches!(
+                clone.record.state,
+                CloneState::Creating | CloneState::Resetting | CloneState::Deleting
+            );
+            if busy {
+                return Err(Error::Refused(format!(
+                    "clone {:?} on snapshot {id:?} is busy ({})",
+                    clone.record.id,
+                    clone.record.state.code()
+                )));
+            }
+            let record = self.modify_clone(&clone.record.id, |record| {
+                record.state = CloneState::Deleting;
+                record.state_message = "Clone is being deleted with its snapshot.".to_owned();
+                Ok(())
+            })?;
+            self.teardown(&record).await?;
+        }
+        let name: SnapshotName = record
+            .storage_name
+            .parse()
+            .map_err(|error: storage::Error| Error::InvalidInput(error.to_string()))?;
+        let mode = if force { DestroyMode::WithDependents } else { DestroyMode::Refuse };
+        match self.inner.pool.storage().destroy_snapshot(&name, mode).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => {}
+            Err(storage::Error::HasDependents { dependents, .. }) => {
+                return Err(Error::Refused(format!(
+                    "snapshot {id:?} has dependent datasets: {}; use force",
+                    dependents.join(", ")
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.forget_snapshot(record)?;
+        info!(snapshot_id = %id, "snapshot deleted");
+        self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotDelete, id));
+        Ok(())
+    }
+
+    /// Removes a snapshot from the catalog, splicing it out of its branch's history.
+    fn forget_snapshot(&self, record: &SnapshotRecord) -> Result<()> {
+        let (children, branches) = {
+            let state = self.read_state();
+            let children: Vec<SnapshotRecord> = state
+                .snapshots
+                .iter()
+                .filter(|snapshot| snapshot.parent_id.as_deref() == Some(record.id.as_str()))
+                .map(|snapshot| SnapshotRecord {
+                    parent_id: record.parent_id.clone(),
+                    ..snapshot.clone()
+                })
+                .collect();
+            let branches: Vec<BranchRecord> = state
+                .branches
+                .values()
+                .filter(|branch| branch.head_snapshot_id == record.id)
+                .filter_map(|branch| {
+                    let parent = record.parent_id.clone()?;
+                    Some(BranchRecord { head_snapshot_id: parent, ..branch.clone() })
+                })
+                .collect();
+            (children, branches)
+        };
+        for child in &children {
+            self.inner.store.upsert_snapshot(child)?;
+        }
+        for branch in &branches {
+            self.inner.store.upsert_branch(branch)?;
+        }
+        self.inner.store.delete_snapshot(&record.id)?;
+        let mut state = self.write_state();
+        state.snapshots.retain(|snapshot| snapshot.id != record.id);
+        for child in children {
+            if let Some(stored) =
+                state.snapshots.iter_mut().find(|snapshot| snapshot.id == child.id)
+            {
+                *stored = child;
+            }
+        }
+        for branch in branches {
+            state.branches.insert(branch.name.clone(), branch);
+        }
+        Ok(())
+    }
+
+    /// Keeps at most `retention_limit` snapshots, deleting the oldest ones that are safe to
+    /// delete: no clones, not protected, not a branch head.
+    async fn apply_retention(&self) {
+        let limit = self.inner.config.snapshots.retention_limit;
+        if limit == 0 {
+            return;
+        }
+        let now = Utc::now();
+        let candidates: Vec<String> = {
+            let snapshots = self.snapshots();
+            snapshots
+                .iter()
+                .skip(limit)
+                .filter(|view| {
+                    view.clones.is_empty()
+                        && !view.is_head
+                        && !Protection {
+                            protected: view.record.protected,
+                            till: view.record.protected_till,
+                        }
+                        .is_active(now)
+                })
+                .map(|view| view.record.id.clone())
+                .collect()
+        };
+        for id in candidates {
+            match self.delete_snapshot_locked(&id, false).await {
+                Ok(()) => info!(snapshot_id = %id, "snapshot removed by retention"),
+                Err(error) => {
+                    warn!(snapshot_id = %id, error = %error, "retention could not remove snapshot")
+                }
+            }
+        }
+    }
+}
+
+fn snapshot_not_found(id: &str) -> Error {
+    Error::NotFound(format!("snapshot {id:?} not found"))
+}

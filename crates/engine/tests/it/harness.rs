@@ -1,0 +1,112 @@
+//! The test engine: a pool, a state directory, a configuration and recorded events.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::{
+    CloneRequest, CloneState, CloneView, Engine, EngineConfig, EngineDeps, Pool, RecordedEvents,
+};
+use test_support::{PoolKind, TestPool, free_port_range};
+use tokio_postgres::{Client, NoTls};
+
+pub(crate) const PASSWORD: &str = "Sc1on-test-pass!";
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct TestEngine {
+    pub(crate) engine: Engine,
+    pub(crate) events: Arc<RecordedEvents>,
+    pub(crate) config: EngineConfig,
+    pub(crate) state_dir: PathBuf,
+    // Dropped last: it stops the servers inside the pool and detaches it.
+    pub(crate) pool: TestPool,
+}
+
+pub(crate) fn config(ports: u16) -> EngineConfig {
+    let mut config = EngineConfig::default();
+    let range = free_port_range(ports);
+    config.cloning.port_from = *range.start();
+    config.cloning.port_to = *range.end();
+    config.cloning.max_idle_minutes = 0.0;
+    config
+}
+
+impl TestEngine {
+    pub(crate) async fn start(config: EngineConfig) -> TestEngine {
+        let pool = TestPool::new(PoolKind::Btrfs, 1024).await;
+        let state_dir = pool.scratch("state");
+        let (engine, events) = start_engine(&pool, &state_dir, config.clone()).await;
+        TestEngine { engine, events, config, state_dir, pool }
+    }
+
+    /// Stops this engine (its clone servers keep running) and starts a new one on the same
+    /// pool and state directory, as after an engine restart.
+    pub(crate) async fn restart(&mut self) {
+        self.engine.shutdown(Duration::from_secs(30)).await;
+        let (engine, events) = start_engine(&self.pool, &self.state_dir, self.config.clone()).await;
+        self.engine = engine;
+        self.events = events;
+    }
+
+    pub(crate) async fn create(&self, id: &str) -> CloneView {
+        self.engine.create_clone(request(id)).await.expect("create clone");
+        self.ready(id).await
+    }
+
+    pub(crate) async fn ready(&self, id: &str) -> CloneView {
+        let view = self
+            .engine
+            .wait_settled(id, READY_TIMEOUT)
+            .await
+            .expect("wait for clone")
+            .expect("the clone exists");
+        assert_eq!(view.record.state, CloneState::Ok, "{}", view.record.state_message);
+        view
+    }
+
+    pub(crate) async fn wait_gone(&self, id: &str) {
+        let gone = self.engine.wait_settled(id, READY_TIMEOUT).await.expect("wait for clone");
+        assert!(gone.is_none(), "clone {id} still exists: {gone:?}");
+    }
+}
+
+async fn start_engine(
+    pool: &TestPool,
+    state_dir: &std::path::Path,
+    config: EngineConfig,
+) -> (Engine, Arc<RecordedEvents>) {
+    let events = Arc::new(RecordedEvents::default());
+    let deps = EngineDeps {
+        pool: Pool::new("test_pool", pool.open().await).unwrap(),
+        state_dir: state_dir.to_path_buf(),
+        events: events.clone(),
+        version: "test".to_owned(),
+    };
+    (Engine::start(config, deps).await.expect("start the engine"), events)
+}
+
+pub(crate) fn request(id: &str) -> CloneRequest {
+    CloneRequest {
+        id: Some(id.to_owned()),
+        username: "tester".to_owned(),
+        password: PASSWORD.to_owned(),
+        ..CloneRequest::default()
+    }
+}
+
+/// Connects to a clone over TCP with its user's password.
+pub(crate) async fn connect(
+    view: &CloneView,
+    password: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(view.record.port)
+        .user(&view.record.username)
+        .password(password)
+        .dbname("postgres")
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}

@@ -1,0 +1,140 @@
+//! Create, connect, isolate, reset and destroy.
+
+use std::collections::HashSet;
+
+use api_types::WebhookEvent;
+use engine::{CloneState, ResetTarget};
+
+use crate::harness::{PASSWORD, TestEngine, config, connect, request};
+
+#[tokio::test]
+async fn a_clone_is_a_private_writable_database() {
+    let test = TestEngine::start(config(10)).await;
+    let first = test.create("first").await;
+    let second = test.create("second").await;
+    assert_ne!(first.record.port, second.record.port);
+
+    let client = connect(&first, PASSWORD).await.expect("connect with the clone's password");
+    client.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (42)").await.unwrap();
+    let row = client.query_one("SELECT v FROM t", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+
+    let other = connect(&second, PASSWORD).await.unwrap();
+    let missing = other.query_one("SELECT to_regclass('t') IS NULL", &[]).await.unwrap();
+    assert!(missing.get::<_, bool>(0), "a write in one clone is visible in another");
+
+    assert!(connect(&first, "Wrong-password-123!").await.is_err(), "a wrong password logs in");
+
+    let events: Vec<_> = test.events.events().into_iter().map(|event| event.event_type).collect();
+    assert_eq!(events.iter().filter(|event| **event == WebhookEvent::CloneCreate).count(), 2);
+    assert!(first.record.password_verifier.starts_with("SCRAM-SHA-256$"));
+    assert!(!first.record.password_verifier.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn reset_discards_changes_and_keeps_port_and_credentials() {
+    let test = TestEngine::start(config(5)).await;
+    let clone = test.create("resettable").await;
+    let client = connect(&clone, PASSWORD).await.unwrap();
+    client.batch_execute("CREATE TABLE scratch (v int)").await.unwrap();
+    drop(client);
+
+    test.engine.reset_clone("resettable", ResetTarget::Current).await.unwrap();
+    let reset = test.ready("resettable").await;
+    assert_eq!(reset.record.port, clone.record.port);
+    let client = connect(&reset, PASSWORD).await.expect("same credentials after reset");
+    let gone = client.query_one("SELECT to_regclass('scratch') IS NULL", &[]).await.unwrap();
+    assert!(gone.get::<_, bool>(0), "reset kept the clone's changes");
+    assert!(test.events.events().iter().any(|event| event.event_type == WebhookEvent::CloneReset));
+}
+
+#[tokio::test]
+async fn destroy_removes_everything_and_refuses_protected_clones() {
+    let test = TestEngine::start(config(5)).await;
+    let mut protected = request("keeper");
+    protected.protection.protected = true;
+    test.engine.create_clone(protected).await.unwrap();
+    let keeper = test.ready("keeper").await;
+    assert!(keeper.record.protected);
+    assert!(keeper.record.protected_till.is_some(), "the default lease applies");
+
+    let refused = test.engine.destroy_clone("keeper").await.unwrap_err();
+    assert!(refused.to_string().contains("protected"), "{refused}");
+    assert_eq!(test.engine.clone_view("keeper").unwrap().record.state, CloneState::Ok);
+
+    test.engine
+        .update_clone(
+            "keeper",
+            engine::ProtectionRequest { protected: false, duration_minutes: None },
+        )
+        .await
+        .unwrap();
+    test.engine.destroy_clone("keeper").await.unwrap();
+    test.wait_gone("keeper").await;
+    assert!(connect(&keeper, PASSWORD).await.is_err(), "the server still runs");
+    assert!(!test.pool.mountpoint().join(&keeper.record.dataset).exists());
+    assert!(test.events.events().iter().any(|event| event.event_type == WebhookEvent::CloneDelete));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+    let test = TestEngine::start(config(5)).await;
+    let mut weak = request("weak");
+    weak.password = "password".to_owned();
+    assert!(test.engine.create_clone(weak).await.is_err());
+    let mut hostile = request("../../etc");
+    hostile.id = Some("../../etc".to_owned());
+    assert!(test.engine.create_clone(hostile).await.is_err());
+    let mut unknown = request("unknown-snapshot");
+    unknown.snapshot_id = Some("test_pool/data@nope".to_owned());
+    assert!(matches!(test.engine.create_clone(unknown).await, Err(engine::Error::NotFound(_))));
+    let mut reserved = request("reserved-setting");
+    reserved.extra_conf.insert("port".to_owned(), "1".to_owned());
+    assert!(test.engine.create_clone(reserved).await.is_err());
+    assert!(test.engine.clones().is_empty());
+    test.create("twin").await;
+    assert!(matches!(
+        test.engine.create_clone(request("twin")).await,
+        Err(engine::Error::AlreadyExists(_))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_creates_get_distinct_ports() {
+    let test = TestEngine::start(config(25)).await;
+    let creates = (0..20).map(|n| {
+        let engine = test.engine.clone();
+        tokio::spawn(async move { engine.create_clone(request(&format!("c{n}"))).await.unwrap() })
+    });
+    let mut ports = HashSet::new();
+    for create in creates {
+        let view = create.await.unwrap();
+        assert!(ports.insert(view.record.port), "port {} given twice", view.record.port);
+    }
+    for n in 0..20 {
+        test.ready(&format!("c{n}")).await;
+    }
+    assert_eq!(test.engine.clones().len(), 20);
+}
+
+#[tokio::test]
+async fn snapshots_record_main_and_refuse_deletion_with_clones() {
+    let test = TestEngine::start(config(5)).await;
+    let first = test.engine.snapshots();
+    assert_eq!(first.len(), 1, "an empty pool gets a first snapshot");
+    let second = test.engine.create_snapshot().await.unwrap();
+    assert_eq!(second.record.parent_id.as_deref(), Some(first[0].record.id.as_str()));
+    assert!(second.is_head);
+    let listed: Vec<_> = test.engine.snapshots().into_iter().map(|view| view.record.id).collect();
+    assert_eq!(listed, [second.record.id.clone(), first[0].record.id.clone()], "newest first");
+
+    let clone = test.create("on-second").await;
+    assert_eq!(clone.record.snapshot_id, second.record.id, "clones start from the head of main");
+    let refused = test.engine.delete_snapshot(&second.record.id, false).await.unwrap_err();
+    assert!(refused.to_string().contains("on-second"), "{refused}");
+    let refused = test.engine.delete_snapshot(&first[0].record.id, false).await;
+    assert!(refused.is_ok(), "an old snapshot without clones can go: {refused:?}");
+    test.engine.delete_snapshot(&second.record.id, true).await.unwrap_err();
+    // The only snapshot left is the head of main: it stays.
+    assert_eq!(test.engine.snapshots().len(), 1);
+}

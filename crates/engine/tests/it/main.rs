@@ -1,0 +1,8 @@
+//! Engine integration tests: a real engine on a real btrfs pool with real Postgres servers.
+//!
+//! Each test makes its own pool on an image file and its own state directory; the pool's guard
+//! stops every server inside it and detaches it, also when the test fails.
+
+mod harness;
+mod lifecycle;
+mod restart;

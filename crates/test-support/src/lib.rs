@@ -1,0 +1,198 @@
+//! Fixtures for Scion's integration tests: pools on image files that clean up after
+//! themselves, free loopback port ranges, and the end of every Postgres server a test started.
+//!
+//! Cleanup is by path and PID: a pool's guard stops only the postmasters whose data directory
+//! lies inside that pool, then detaches the pool, so tests never touch each other's resources.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::ops::RangeInclusive;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use storage::provision::{ImageFs, ImagePool};
+use storage::{BackendConfig, StorageBackend};
+
+/// A temporary directory that the unprivileged Postgres user can traverse (mode 0755), removed
+/// on drop.
+#[derive(Debug)]
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// A new directory under the system temp dir, named after `prefix`.
+    pub fn new(prefix: &str) -> TestDir {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("create a temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("make the temp dir traversable");
+        TestDir { dir }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Which filesystem a test pool uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// btrfs on a loop-mounted image.
+    Btrfs,
+    /// ZFS on zfs-fuse with the image as file vdev; needs the zfs-fuse daemon.
+    Zfs,
+}
+
+/// A pool on its own image file in its own temp dir. On drop it stops every Postgres server
+/// whose data directory is inside the pool, then detaches the pool.
+#[derive(Debug)]
+pub struct TestPool {
+    image: ImagePool,
+    dir: TestDir,
+}
+
+impl TestPool {
+    /// Creates and attaches a pool of `size_mib` MiB.
+    pub async fn new(kind: PoolKind, size_mib: u64) -> TestPool {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = TestDir::new("scion-it-");
+        let fs = match kind {
+            PoolKind::Btrfs => ImageFs::Btrfs,
+            PoolKind::Zfs => {
+                require_zfs_daemon().await;
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                ImageFs::Zfs { pool: format!("scion_it_{}_{n}", std::process::id()) }
+            }
+        };
+        let image = ImagePool::new(
+            dir.path().join("pool.img"),
+            size_mib << 20,
+            fs,
+            dir.path().join("pool"),
+        );
+        image.ensure().await.expect("create the test pool");
+        std::fs::set_permissions(&image.mountpoint, std::fs::Permissions::from_mode(0o755))
+            .expect("make the pool traversable");
+        TestPool { image, dir }
+    }
+
+    /// The configuration that opens the pool.
+    pub fn backend_config(&self) -> BackendConfig {
+        self.image.backend_config()
+    }
+
+    /// Opens the pool's backend.
+    pub async fn open(&self) -> StorageBackend {
+        StorageBackend::open(&self.backend_config()).await.expect("open the test pool")
+    }
+
+    /// Where the pool is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.image.mountpoint
+    }
+
+    /// A directory next to the pool for the test's own files (state, logs), traversable by
+    /// the Postgres user and removed with the pool.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("create a scratch dir");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("make the scratch dir traversable");
+        path
+    }
+}
+
+impl Drop for TestPool {
+    #[allow(clippy::print_stderr, reason = "a failed cleanup must show in the test output")]
+    fn drop(&mut self) {
+        stop_postmasters_under(self.mountpoint());
+        let image = self.image.clone();
+        // Drop cannot await, and may run inside a runtime: detach on a thread of its own.
+        let detached = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build a runtime for cleanup");
+            runtime.block_on(image.teardown(true))
+        })
+        .join();
+        match detached {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("test pool teardown failed: {error}"),
+            Err(_) => eprintln!("test pool teardown panicked"),
+        }
+    }
+}
+
+/// Fails the test with a clear message when the zfs-fuse daemon is not running.
+pub async fn require_zfs_daemon() {
+    if let Err(error) = exec::Cmd::new("zpool").arg("list").output().await {
+        panic!(
+            "ZFS tests need a running zfs-fuse daemon (start it with `zfs-fuse`; scripts/test does): {error}"
+        );
+    }
+}
+
+/// Stops (SIGQUIT, then SIGKILL) every postmaster whose `postmaster.pid` lies under `root`
+/// and whose working directory is that data directory. Returns how many it stopped.
+pub fn stop_postmasters_under(root: &Path) -> usize {
+    let mut stopped = 0;
+    for pid_file in find_pid_files(root, 8) {
+        let Some(data_dir) = pid_file.parent() else { continue };
+        let Ok(text) = std::fs::read_to_string(&pid_file) else { continue };
+        let Some(pid) = text.lines().next().and_then(|line| line.trim().parse::<i32>().ok()) else {
+            continue;
+        };
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        if cwd.as_deref() != Some(data_dir) {
+            continue;
+        }
+        let pid = Pid::from_raw(pid);
+        let _ = kill(pid, Signal::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kill(pid, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if kill(pid, None).is_ok() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        stopped += 1;
+    }
+    stopped
+}
+
+fn find_pid_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(file_type) = entry.file_type() else { continue };
+        if file_type.is_file() && entry.file_name() == "postmaster.pid" {
+            found.push(path);
+        } else if file_type.is_dir() && depth > 0 {
+            found.extend(find_pid_files(&path, depth - 1));
+        }
+    }
+    found
+}
+
+/// A range of `length` consecutive loopback ports that nothing listens on now, different for
+/// every call in this process.
+pub fn free_port_range(length: u16) -> RangeInclusive<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Spread processes over the range so parallel test binaries rarely collide.
+        let base = 20_000 + (std::process::id() % 200) * 150 + slot * u32::from(length);
+        let Ok(start) = u16::try_from(base % 40_000 + 20_000) else { continue };
+        let Some(end) = start.checked_add(length - 1) else { continue };
+        let range = start..=end;
+        if range.clone().all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()) {
+            return range;
+        }
+    }
+}
