@@ -627,8 +627,12 @@ impl Pipeline {
                 .map_err(|error| Error::io("remove old dump", &dir, error))?;
         }
         state.created_dumps.push(dir.clone());
-        let cmd = self
-            .dump_command(source, tools, job)?
+        let mut cmd = self.dump_command(source, tools, job)?;
+        if !self.config.dump.keep {
+            // A dump that is deleted after the restore need not survive a power loss.
+            cmd = cmd.arg("--no-sync");
+        }
+        let cmd = cmd
             .arg("--format=directory")
             .arg(format!("--jobs={}", self.config.dump.parallel_jobs))
             .arg(format!("--file={}", dir.display()));
@@ -738,8 +742,9 @@ impl Pipeline {
             // The archive creates its database: restored under the archive's name.
             job.name = name;
         }
-        let mut cmd =
-            self.restore_command(tools, target, job, toc.database().is_some() && !filtered).await?;
+        let mut cmd = self
+            .restore_command(tools, target, job, toc.database().is_some() && !filtered, None)
+            .await?;
         if restore.skip_policies {
             let list_path = target.run_dir.join(format!("restore-{index}.list"));
             std::fs::write(&list_path, toc.without_policies())
@@ -782,8 +787,24 @@ impl Pipeline {
         target: &Target,
         job: &Job,
         create: bool,
+        stdin: Option<&Path>,
     ) -> Result<Cmd> {
-        let mut cmd = target.command(tools.path("pg_restore")?).arg("--verbose");
+        let pg_restore = tools.path("pg_restore")?;
+        let mut cmd = match stdin {
+            // pg_restore reads a named archive's header, closes the file and opens it again,
+            // which loses the header of a FIFO; from stdin it keeps what it read. `exec::Cmd`
+            // has no stdin redirection, so a shell does it and then becomes pg_restore.
+            Some(path) => Cmd::new("sh")
+                .args(["-c", r#"exec "$0" "$@" < "$SCION_STDIN""#])
+                .arg(pg_restore)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("TZ", "UTC")
+                .env("PGAPPNAME", crate::source::SOURCE_APPLICATION_NAME)
+                .env("SCION_STDIN", path),
+            None => target.command(pg_restore),
+        }
+        .arg("--verbose");
         if create {
             cmd = cmd.arg("--create").arg(format!("--dbname={}", target.conninfo("template1")));
             if self.target_has_database(target, &job.name).await? {
@@ -906,8 +927,11 @@ impl Pipeline {
         let dump = self
             .dump_command(source, tools, job)?
             .arg("--format=custom")
+            // fsync(2) on a FIFO fails with EINVAL.
+            .arg("--no-sync")
             .arg(format!("--file={}", fifo_in.display()));
-        let restore = self.restore_command(tools, target, job, job.is_full()).await?.arg(&fifo_out);
+        let restore =
+            self.restore_command(tools, target, job, job.is_full(), Some(&fifo_out)).await?;
         if !job.filter.tables.is_empty() {
             // A table-filtered dump has no CREATE SCHEMA; the schemas are only known from the
             // source, so the filter's qualified names are used.
@@ -944,9 +968,15 @@ impl Pipeline {
         let copied = copy.await;
         let _ = std::fs::remove_file(&fifo_in);
         let _ = std::fs::remove_file(&fifo_out);
-        // The dump's error explains the restore's (an empty or cut stream), not the reverse.
-        check(&dumped?, Stage::Streaming, &job.name, None)?;
-        let restored = restored?;
+        let (dumped, restored) = (dumped?, restored?);
+        // A source-side error of the dump explains the restore's (an empty or cut stream); a
+        // restore that died first makes the dump fail with a broken pipe, so then the restore's
+        // error is the one to report.
+        let dump_error = match check(&dumped, Stage::Streaming, &job.name, None) {
+            Ok(()) => None,
+            Err(error @ Error::Failed { .. }) => Some(error),
+            Err(error) => return Err(error),
+        };
         if !restored.status.success() {
             let server_log = server_log_tail(target);
             return Err(classify(
@@ -954,6 +984,9 @@ impl Pipeline {
                 Some(&job.name),
                 &format!("{}\n{server_log}", restored.log),
             ));
+        }
+        if let Some(error) = dump_error {
+            return Err(error);
         }
         job.bytes = match copied {
             Ok(Ok(bytes)) => bytes,

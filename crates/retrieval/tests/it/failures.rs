@@ -1,0 +1,142 @@
+//! Failures that must be refused early or reported as the right variant: invalid rename maps
+//! (before any work), a wrong password, an unreachable source, a missing database, and a full
+//! disk in the middle of a restore.
+
+use std::collections::BTreeMap;
+
+use retrieval::{DatabaseConfig, Error, Pipeline, Stage};
+use storage::provision::{ImageFs, ImagePool};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Sandbox, SourceDb, free_port, live_config, os_user, pipeline};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_rename_maps_are_refused_before_any_work() {
+    let sandbox = Sandbox::new();
+    // No source is running at all: validation must fail before anything tries to connect.
+    let mut config = retrieval::RetrievalConfig {
+        source: Some(retrieval::SourceConfig {
+            host: Some("127.0.0.1".into()),
+            port: free_port(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    config.dump.location = sandbox.path().join("dump");
+    for (renames, needle) in [
+        (vec![("a", "b"), ("b", "c")], "chained rename"),
+        (vec![("a", "x"), ("b", "x")], "both renamed to"),
+        (vec![("a", "a")], "renamed to itself"),
+        (vec![("postgres", "main")], "connection database"),
+        (vec![("a", "bad name!")], "not a valid database name"),
+    ] {
+        config.database_rename =
+            renames.iter().map(|(old, new)| ((*old).to_owned(), (*new).to_owned())).collect();
+        let error = Pipeline::new(config.clone(), postgres::BinarySearch::default(), os_user())
+            .unwrap_err();
+        match error {
+            Error::InvalidConfig { problems } => {
+                assert!(
+                    problems.iter().any(|problem| problem.contains(needle)),
+                    "{needle}: {problems:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!sandbox.path().join("target").exists());
+    assert!(!sandbox.path().join("dump").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_failures_map_to_their_variants() {
+    let sandbox = Sandbox::new();
+    let source = SourceDb::start(&sandbox, 16).await;
+    let target = sandbox.target();
+    let cancel = CancellationToken::new();
+
+    // A wrong password: the environment variable holds another value.
+    let mut config = live_config(&sandbox, &source, 16);
+    let wrong_env = "SCION_TEST_WRONG_PASSWORD";
+    #[allow(unsafe_code, reason = "test-only; this variable is set once, by this test only")]
+    // SAFETY: only this test uses this variable, and it writes it before any reader runs.
+    unsafe {
+        std::env::set_var(wrong_env, "not the password");
+    }
+    config.source.as_mut().unwrap().password_env = Some(wrong_env.into());
+    let pipeline_wrong = pipeline(config);
+    let progress = pipeline_wrong.subscribe();
+    let error = pipeline_wrong.run(&target, &cancel).await.unwrap_err();
+    assert!(matches!(error, Error::AuthFailed { .. }), "{error:?}");
+    assert!(error.to_string().contains("password authentication failed"), "{error}");
+    assert_eq!(progress.borrow().stage, Stage::Failed);
+    assert!(progress.borrow().error.is_some());
+    assert!(!target.data_dir.exists(), "the probe failed before the target was touched");
+
+    // An unset password variable is a configuration error.
+    let mut config = live_config(&sandbox, &source, 16);
+    config.source.as_mut().unwrap().password_env = Some("SCION_TEST_UNSET_VARIABLE".into());
+    let error = pipeline(config).run(&target, &cancel).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidConfig { .. }), "{error:?}");
+
+    // Nothing listens on this port.
+    let mut config = live_config(&sandbox, &source, 16);
+    config.source.as_mut().unwrap().port = free_port();
+    let error = pipeline(config).run(&target, &cancel).await.unwrap_err();
+    assert!(matches!(error, Error::SourceUnreachable { .. }), "{error:?}");
+
+    // A database that does not exist, asked for explicitly.
+    let mut config = live_config(&sandbox, &source, 16);
+    config.databases = BTreeMap::from([("nope".to_owned(), DatabaseConfig::default())]);
+    let error = pipeline(config).run(&target, &cancel).await.unwrap_err();
+    match &error {
+        Error::DatabaseMissing { database, .. } => assert_eq!(database, "nope"),
+        other => panic!("{other:?}"),
+    }
+
+    // The source's connection database itself missing is the same variant.
+    let mut config = live_config(&sandbox, &source, 16);
+    config.source.as_mut().unwrap().dbname = "gone".into();
+    let error = pipeline(config).run(&target, &cancel).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::DatabaseMissing { database, .. } if database == "gone"),
+        "{error:?}"
+    );
+    assert!(!target.data_dir.exists());
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_mid_restore_is_no_space() {
+    let sandbox = Sandbox::new();
+    let source = SourceDb::start(&sandbox, 16).await;
+    // About 120 MB of poorly compressible rows: more than the target filesystem has left.
+    source
+        .sql(
+            "postgres",
+            "CREATE TABLE bulk AS SELECT i, md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text) AS filler \
+             FROM generate_series(1, 1000000) i;",
+        )
+        .await;
+    let image = ImagePool::new(
+        sandbox.path().join("small.img"),
+        96 << 20,
+        ImageFs::Ext4,
+        sandbox.path().join("small"),
+    );
+    image.ensure().await.unwrap();
+    let mut target = sandbox.target();
+    target.data_dir = sandbox.path().join("small/pgdata");
+    let mut config = live_config(&sandbox, &source, 16);
+    config.restore.configs.insert("max_wal_size".into(), "64MB".into());
+    let result = pipeline(config).run(&target, &CancellationToken::new()).await;
+    image.teardown(true).await.unwrap();
+    source.stop().await;
+    match result {
+        Err(Error::NoSpace { stage, detail }) => {
+            assert_eq!(stage, Stage::Restoring, "{detail}");
+            assert!(detail.to_ascii_lowercase().contains("no space left on device"), "{detail}");
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+}

@@ -1,0 +1,75 @@
+//! Restores from existing dump files: plain SQL compressed with gzip and bzip2, and a custom-format
+//! archive, found by content in `restore.from_dump`.
+
+use std::io::Write;
+
+use exec::Cmd;
+use retrieval::RetrievalConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{
+    Inspect, SOURCE_PASSWORD, SOURCE_USER, Sandbox, SourceDb, assert_same_data, pipeline,
+};
+
+async fn pg_dump(source: &SourceDb, database: &str, args: &[&str]) -> Vec<u8> {
+    let binaries = postgres::BinarySearch::default().locate(source.major).unwrap();
+    Cmd::new(binaries.tool("pg_dump").unwrap())
+        .arg(format!(
+            "--dbname=host=127.0.0.1 port={} user={SOURCE_USER} dbname={database}",
+            source.port
+        ))
+        .args(args)
+        .secret_env("PGPASSWORD", SOURCE_PASSWORD)
+        .output()
+        .await
+        .unwrap()
+        .stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_plain_gzip_bzip2_and_custom_dumps() {
+    let sandbox = Sandbox::new();
+    let source = SourceDb::start(&sandbox, 16).await;
+    source.populate().await;
+    source.sql("postgres", "CREATE DATABASE notes; ").await;
+    source.sql("notes", "CREATE TABLE note (id int, body text); INSERT INTO note SELECT i, 'n' || i FROM generate_series(1, 700) i;").await;
+    let dumps = sandbox.path().join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+
+    // Without roles in the target, the dumps leave owners and grants out, as operators do.
+    // app: plain with CREATE DATABASE, gzip. shop: plain without it, bzip2 (the database is
+    // created from the file name). notes: custom format, restored with `--no-owner`.
+    let app = pg_dump(&source, "app", &["--create", "--no-owner", "--no-privileges"]).await;
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dumps.join("app.sql.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&app).unwrap();
+    gz.finish().unwrap();
+    let shop = pg_dump(&source, "shop", &["--no-owner", "--no-privileges"]).await;
+    let mut bz = bzip2::write::BzEncoder::new(
+        std::fs::File::create(dumps.join("shop.sql.bz2")).unwrap(),
+        bzip2::Compression::fast(),
+    );
+    bz.write_all(&shop).unwrap();
+    bz.finish().unwrap();
+    let notes = pg_dump(&source, "notes", &["--format=custom", "--create"]).await;
+    std::fs::write(dumps.join("notes.dump"), notes).unwrap();
+
+    let mut config = RetrievalConfig { target_major: 16, ..RetrievalConfig::default() };
+    config.restore.from_dump = Some(dumps);
+    config.restore.parallel_jobs = 2;
+    config.restore.custom_options.push("--no-owner".into());
+    let target = sandbox.target();
+    let summary = pipeline(config).run(&target, &CancellationToken::new()).await.unwrap();
+    let names: Vec<&str> =
+        summary.databases.iter().map(|database| database.name.as_str()).collect();
+    assert_eq!(names, ["app", "notes", "shop"]);
+    assert_eq!(summary.source_major, None);
+
+    let inspect = Inspect::start(&sandbox, &target, 16).await;
+    assert_same_data(&source, &inspect, &[("app", "app"), ("shop", "shop"), ("notes", "notes")])
+        .await;
+    inspect.stop().await;
+    source.stop().await;
+}
