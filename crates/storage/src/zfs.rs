@@ -39,14 +39,16 @@ impl Zfs {
         // A pool name has the same safe characters as a dataset name.
         DatasetName::new(pool)?;
         let cmd = Cmd::new("zfs").args(["get", "-H", "-o", "value", "mountpoint", pool]);
-        let output = run_tool(cmd, &pool).await.map_err(|error| match error {
-            Error::Command(exec) if exec.is_not_found() => {
+        let output = run_raw(cmd).await.map_err(|error| {
+            if error.is_not_found() {
                 Error::Unsupported("the `zfs` command is not installed".to_owned())
+            } else if error.stderr_tail().contains("zfs-fuse daemon") {
+                // Checked before the generic mapping, which would read its "No such file or
+                // directory" (the daemon's socket) as a missing pool.
+                Error::Unsupported(format!("the zfs-fuse daemon is not running: {error}"))
+            } else {
+                Error::from_command(error, pool)
             }
-            Error::Command(exec) if exec.stderr_tail().contains("zfs-fuse daemon") => {
-                Error::Unsupported(format!("the zfs-fuse daemon is not running: {exec}"))
-            }
-            other => other,
         })?;
         let mountpoint = output.stdout_text().trim().to_owned();
         if !mountpoint.starts_with('/') {
