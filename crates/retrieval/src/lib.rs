@@ -26,6 +26,6 @@ pub use config::{
     DatabaseConfig, DumpConfig, PreprocessingConfig, RestoreConfig, RetrievalConfig, SourceConfig,
 };
 pub use error::{Error, Result};
-pub use pipeline::{DatabaseSummary, Pipeline, StageTiming, Summary, Target};
-pub use progress::{Progress, Stage};
+pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target};
+pub use progress::{Progress, Stage, StageTiming};
 pub use source::SOURCE_APPLICATION_NAME;

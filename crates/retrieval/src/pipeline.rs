@@ -28,7 +28,7 @@ use crate::config::{CONNECTION_DATABASE, DatabaseConfig, RetrievalConfig};
 use crate::error::{Error, Result, classify, last_error_lines};
 use crate::pipe::{self, Input};
 use crate::prepare;
-use crate::progress::{Progress, Reporter, Stage};
+use crate::progress::{Progress, Reporter, Stage, StageTiming};
 use crate::run::{Finished, count_table_lines, run_logged, spawn_error};
 use crate::source::{Source, SourceDatabase, conninfo_value, filter_roles_sql};
 
@@ -128,15 +128,6 @@ pub struct DatabaseSummary {
     pub bytes: u64,
 }
 
-/// How long one stage took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct StageTiming {
-    /// The stage.
-    pub stage: Stage,
-    /// Its duration (summed when it ran more than once).
-    pub duration: Duration,
-}
-
 /// A validated configuration bound to binaries and an OS user, ready to run.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -223,11 +214,7 @@ impl Pipeline {
         match result {
             Ok(mut summary) => {
                 reporter.finish(None);
-                summary.stages = reporter
-                    .durations
-                    .iter()
-                    .map(|(stage, duration)| StageTiming { stage: *stage, duration: *duration })
-                    .collect();
+                summary.stages = reporter.stages.clone();
                 summary.total = started.elapsed();
                 summary.warnings = state.warnings;
                 info!(
@@ -1160,10 +1147,7 @@ async fn list(pg_restore: &Path, archive: &Path, cancel: &CancellationToken) -> 
         .cancel_on(cancel.clone())
         .output()
         .await
-        .map_err(|error| Error::Failed {
-            stage: Stage::Restoring,
-            stderr_tail: error.to_string(),
-        })?;
+        .map_err(|error| spawn_error(Stage::Restoring, &error))?;
     Ok(Toc::new(output.stdout_text()))
 }
 

@@ -112,12 +112,25 @@ impl Default for Progress {
     }
 }
 
-/// The pipeline's side of the progress channel, plus the stage durations for the summary.
+/// How one stage went: its duration and the last counters it reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StageTiming {
+    /// The stage.
+    pub stage: Stage,
+    /// Its duration (summed when it ran more than once).
+    pub duration: Duration,
+    /// Its final `bytes_done`.
+    pub bytes: u64,
+    /// Its final `tables_done`.
+    pub tables: u64,
+}
+
+/// The pipeline's side of the progress channel, plus each stage's record for the summary.
 #[derive(Debug)]
 pub(crate) struct Reporter {
     sender: watch::Sender<Progress>,
     stage_started: std::time::Instant,
-    pub(crate) durations: Vec<(Stage, Duration)>,
+    pub(crate) stages: Vec<StageTiming>,
 }
 
 impl Reporter {
@@ -128,7 +141,7 @@ impl Reporter {
             stage_started_at: Some(now),
             ..Progress::default()
         });
-        Reporter { sender, stage_started: std::time::Instant::now(), durations: Vec::new() }
+        Reporter { sender, stage_started: std::time::Instant::now(), stages: Vec::new() }
     }
 
     /// Enters `stage`: the counters restart, the previous stage's duration is recorded (added
@@ -154,9 +167,17 @@ impl Reporter {
         if matches!(stage, Stage::Pending | Stage::Finished | Stage::Failed) {
             return;
         }
-        match self.durations.iter_mut().find(|(seen, _)| *seen == stage) {
-            Some((_, total)) => *total += elapsed,
-            None => self.durations.push((stage, elapsed)),
+        let (bytes, tables) = {
+            let progress = self.sender.borrow();
+            (progress.bytes_done, progress.tables_done)
+        };
+        match self.stages.iter_mut().find(|seen| seen.stage == stage) {
+            Some(seen) => {
+                seen.duration += elapsed;
+                seen.bytes += bytes;
+                seen.tables += tables;
+            }
+            None => self.stages.push(StageTiming { stage, duration: elapsed, bytes, tables }),
         }
     }
 

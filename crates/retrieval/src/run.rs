@@ -87,8 +87,12 @@ pub(crate) async fn run_logged(
     Ok(Finished { status, log: reader.all() })
 }
 
-/// Maps a failure to start a tool: a missing program is [`Error::ToolMissing`].
+/// Maps a failure to run a tool: a missing program is [`Error::ToolMissing`], a cancelled one
+/// [`Error::Cancelled`].
 pub(crate) fn spawn_error(stage: Stage, error: &exec::ExecError) -> Error {
+    if matches!(error, exec::ExecError::Cancelled { .. }) {
+        return Error::Cancelled { stage };
+    }
     if error.is_not_found() {
         Error::ToolMissing {
             tool: error.to_string(),

@@ -42,6 +42,13 @@ async fn full_refresh_matches_the_source_table_by_table() {
         assert!(stages.contains(&stage), "{stage} in {stages:?}");
     }
     assert!(summary.data_state_at <= chrono::Utc::now());
+    // Progress counted the tables from the tools' verbose output and the bytes of the dump.
+    let stage =
+        |wanted: Stage| *summary.stages.iter().find(|timing| timing.stage == wanted).unwrap();
+    assert_eq!(stage(Stage::Dumping).tables, 6);
+    assert_eq!(stage(Stage::Dumping).bytes, summary.bytes);
+    assert_eq!(stage(Stage::Restoring).tables, 6);
+    assert!(stage(Stage::Restoring).bytes > 0, "the target's base/ grew");
     let last = progress.borrow().clone();
     assert_eq!(last.stage, Stage::Finished);
     assert_eq!(last.error, None);
@@ -89,6 +96,8 @@ async fn immediate_restore_streams_without_a_dump_on_disk() {
     assert!(!summary.stages.iter().any(|timing| timing.stage == Stage::Dumping));
     assert!(!sandbox.path().join("dump").exists(), "nothing was written to the dump location");
     assert!(summary.bytes > 0, "bytes piped are counted");
+    let streaming = summary.stages.iter().find(|timing| timing.stage == Stage::Streaming).unwrap();
+    assert_eq!((streaming.bytes, streaming.tables), (summary.bytes, 6));
     assert_eq!(summary.tables, 6);
 
     let inspect = Inspect::start(&sandbox, &target, 16).await;
@@ -221,5 +230,39 @@ async fn renames_and_preprocessing_take_effect() {
     assert_eq!(actual["public.items"], expected["public.items"]);
     drop((app, shop, postgres));
     inspect.stop().await;
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_stops_the_run_and_its_target() {
+    let sandbox = Sandbox::new();
+    let source = SourceDb::start(&sandbox, 16).await;
+    let script = sandbox.path().join("slow.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = live_config(&sandbox, &source, 16);
+    config.preprocessing.script = Some(script);
+    let pipeline = pipeline(config);
+    let mut progress = pipeline.subscribe();
+    let cancel = CancellationToken::new();
+    let target = sandbox.target();
+    let canceller = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        progress.wait_for(|progress| progress.stage == Stage::Preprocessing).await.unwrap();
+        canceller.cancel();
+    });
+    let error = pipeline.run(&target, &cancel).await.unwrap_err();
+    watcher.await.unwrap();
+    assert!(
+        matches!(error, retrieval::Error::Cancelled { stage: Stage::Preprocessing }),
+        "{error:?}"
+    );
+    // The temporary target was stopped.
+    if let Ok(Some(file)) = postgres::PidFile::read(&target.data_dir) {
+        assert!(!postgres::instance::is_postmaster_of(file.pid, &target.data_dir));
+    }
+    // A token cancelled before the run stops it in the first stage.
+    let error = pipeline.run(&sandbox.target(), &cancel).await.unwrap_err();
+    assert!(matches!(error, retrieval::Error::Cancelled { stage: Stage::Probing }), "{error:?}");
     source.stop().await;
 }
