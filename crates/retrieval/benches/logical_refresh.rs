@@ -1,1 +1,283 @@
-fn main() {}
+//! Benchmark, not a test: Scion's logical refresh against the same `pg_dump -Fd -jN` plus
+//! `pg_restore -jN` run by hand, side by side on one pgbench source.
+//!
+//! ```text
+//! cargo bench -p retrieval --bench logical_refresh -- --scale 70 --jobs 2 --major 17 --runs 2
+//! ```
+//!
+//! The source is a fresh cluster filled by `pgbench -i -s SCALE` (scale 70 ≈ 1 GB, 700 ≈ 10 GB).
+//! Each run does both, alternating which goes first:
+//! - raw: a target cluster is initdb'd and started (not timed) with the same settings Scion's
+//!   temporary target uses, then `pg_dump -Fd -jN` and `pg_restore -jN --create` are timed;
+//! - Scion: the whole [`Pipeline::run`] is timed: probe, initdb, start, roles, dump, restore,
+//!   CHECKPOINT, clean stop and sync (ANALYZE off, as the raw tools do none).
+//!
+//! The ratio is Scion's total over raw dump + restore.
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+#![allow(clippy::unwrap_used, reason = "a benchmark fails loudly on any unexpected error")]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use exec::Cmd;
+use postgres::{
+    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgBinaries, PgMajor,
+    ServerSettings, StopMode,
+};
+use retrieval::{DatabaseConfig, Pipeline, RetrievalConfig, SourceConfig, Stage, Target};
+use tokio_util::sync::CancellationToken;
+
+const USER: &str = "bench";
+const PASSWORD: &str = "bench-pw";
+const PASSWORD_ENV: &str = "SCION_BENCH_SOURCE_PASSWORD";
+const DATABASE: &str = "bench";
+const STOP: Duration = Duration::from_secs(300);
+
+struct Args {
+    scale: u32,
+    jobs: u32,
+    major: u8,
+    runs: u32,
+    dir: String,
+}
+
+fn args() -> Args {
+    let mut args = Args { scale: 10, jobs: 2, major: 17, runs: 1, dir: "/tmp".into() };
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        let mut value = || iter.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--scale" => args.scale = value().parse().unwrap(),
+            "--jobs" => args.jobs = value().parse().unwrap(),
+            "--major" => args.major = value().parse().unwrap(),
+            "--runs" => args.runs = value().parse().unwrap(),
+            "--dir" => args.dir = value(),
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
+    args
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn secs(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64())
+}
+
+async fn start(binaries: &PgBinaries, spec: InstanceSpec) -> Instance {
+    Instance::start(binaries, spec).await.unwrap()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = args();
+    #[allow(unsafe_code, reason = "set once, before any other thread reads the environment")]
+    // SAFETY: single-threaded at this point of main; nothing else reads the environment yet.
+    unsafe {
+        std::env::set_var(PASSWORD_ENV, PASSWORD);
+    }
+    let major = PgMajor::new(args.major).unwrap();
+    let binaries = BinarySearch::default().locate(major).unwrap();
+    let user = OsUser::lookup("postgres").unwrap();
+    let sandbox = tempfile::Builder::new().prefix("scion-rb-").tempdir_in(&args.dir).unwrap();
+    let root = sandbox.path();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    // The source.
+    let source_dir = root.join("source");
+    let mut options = InitDbOptions::new("postgres");
+    options.sync = false;
+    postgres::initdb(&binaries, &source_dir, &user, &options).await.unwrap();
+    let port = free_port();
+    let mut settings = ServerSettings::new(port, root.join("ssock"));
+    settings.shared_buffers = "512MB".into();
+    settings.extra = vec![("max_wal_size".into(), "8GB".into())];
+    let spec =
+        InstanceSpec::new(&source_dir, settings, "postgres", root.join("source.log"), user.clone());
+    let mut source = start(&binaries, spec).await;
+    let admin = source.admin().await.unwrap();
+    admin
+        .client()
+        .batch_execute(&format!("CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"))
+        .await
+        .unwrap();
+    admin
+        .client()
+        .batch_execute(&format!("CREATE DATABASE {DATABASE} OWNER {USER}"))
+        .await
+        .unwrap();
+    let conninfo =
+        |database: &str| format!("host=127.0.0.1 port={port} user={USER} dbname={database}");
+    let started = Instant::now();
+    Cmd::new(binaries.tool("pgbench").unwrap())
+        .args(["-i", "-q", "-s", &args.scale.to_string()])
+        .arg(format!("--dbname={}", conninfo(DATABASE)))
+        .secret_env("PGPASSWORD", PASSWORD)
+        .run()
+        .await
+        .unwrap();
+    let size: i64 =
+        admin.client().query_one("SELECT pg_database_size($1)", &[&DATABASE]).await.unwrap().get(0);
+    drop(admin);
+    println!(
+        "source: PostgreSQL {major}, pgbench scale {}, database {:.2} GB, loaded in {} s; jobs {}",
+        args.scale,
+        size as f64 / 1e9,
+        secs(started.elapsed()),
+        args.jobs
+    );
+
+    let mut config = RetrievalConfig {
+        source: Some(SourceConfig {
+            host: Some("127.0.0.1".into()),
+            port,
+            username: USER.into(),
+            password_env: Some(PASSWORD_ENV.into()),
+            ..SourceConfig::default()
+        }),
+        databases: BTreeMap::from([(DATABASE.to_owned(), DatabaseConfig::default())]),
+        target_major: args.major,
+        ..RetrievalConfig::default()
+    };
+    config.dump.parallel_jobs = args.jobs;
+    config.restore.parallel_jobs = args.jobs;
+    config.restore.analyze = false;
+    config.dump.location = root.join("scion-dump");
+    let settings_for_targets = config.restore_settings();
+    let pipeline = Pipeline::new(config, BinarySearch::default(), user.clone()).unwrap();
+
+    println!();
+    println!(
+        "| run | raw pg_dump s | raw pg_restore s | raw total s | Scion total s | Scion dump s | Scion restore s | Scion other s | ratio |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut ratios = Vec::new();
+    for run in 1..=args.runs {
+        let scion_first = run % 2 == 0;
+        let mut raw = None;
+        let mut scion = None;
+        for turn in 0..2 {
+            if (turn == 0) == scion_first {
+                scion = Some(run_scion(&pipeline, root, run).await);
+            } else {
+                raw = Some(
+                    run_raw(
+                        &binaries,
+                        &user,
+                        root,
+                        run,
+                        &conninfo(DATABASE),
+                        args.jobs,
+                        &settings_for_targets,
+                    )
+                    .await,
+                );
+            }
+        }
+        let (dump, restore) = raw.unwrap();
+        let summary = scion.unwrap();
+        let stage = |wanted: Stage| {
+            summary
+                .stages
+                .iter()
+                .find(|timing| timing.stage == wanted)
+                .map(|timing| timing.duration)
+                .unwrap_or_default()
+        };
+        let (scion_dump, scion_restore) = (stage(Stage::Dumping), stage(Stage::Restoring));
+        let raw_total = dump + restore;
+        let ratio = summary.total.as_secs_f64() / raw_total.as_secs_f64();
+        ratios.push(ratio);
+        println!(
+            "| {run} | {} | {} | {} | {} | {} | {} | {} | {ratio:.3} |",
+            secs(dump),
+            secs(restore),
+            secs(raw_total),
+            secs(summary.total),
+            secs(scion_dump),
+            secs(scion_restore),
+            secs(summary.total.saturating_sub(scion_dump + scion_restore)),
+        );
+    }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    println!();
+    println!("mean ratio (Scion / raw): {mean:.3}");
+    source.stop(StopMode::Fast, STOP).await.unwrap();
+}
+
+async fn run_scion(pipeline: &Pipeline, root: &Path, run: u32) -> retrieval::Summary {
+    let target = Target::new(root.join(format!("scion-{run}")), root.join(format!("srun{run}")));
+    let summary = pipeline.run(&target, &CancellationToken::new()).await.unwrap();
+    std::fs::remove_dir_all(&target.data_dir).unwrap();
+    std::fs::remove_dir_all(&target.run_dir).unwrap();
+    summary
+}
+
+/// The by-hand baseline: returns (pg_dump time, pg_restore time).
+async fn run_raw(
+    binaries: &PgBinaries,
+    user: &OsUser,
+    root: &Path,
+    run: u32,
+    source_conninfo: &str,
+    jobs: u32,
+    target_settings: &[(String, String)],
+) -> (Duration, Duration) {
+    let data_dir = root.join(format!("raw-{run}"));
+    let mut options = InitDbOptions::new("postgres");
+    options.sync = false;
+    postgres::initdb(binaries, &data_dir, user, &options).await.unwrap();
+    let socket_dir = root.join(format!("rsock{run}"));
+    let mut settings = ServerSettings::new(5432, &socket_dir);
+    settings.listen_addresses = String::new();
+    settings.max_connections = jobs * 2 + 11;
+    settings.extra = target_settings.to_vec();
+    let spec = InstanceSpec::new(
+        &data_dir,
+        settings,
+        "postgres",
+        root.join(format!("raw-{run}.log")),
+        user.clone(),
+    );
+    let mut instance = start(binaries, spec).await;
+    // The owner role, as an operator would create it first (not timed).
+    let admin = instance.admin().await.unwrap();
+    admin.client().batch_execute(&format!("CREATE ROLE {USER} LOGIN SUPERUSER")).await.unwrap();
+    drop(admin);
+    let dump_dir = root.join(format!("raw-dump-{run}"));
+
+    let started = Instant::now();
+    Cmd::new(binaries.tool("pg_dump").unwrap())
+        .args(["--format=directory", &format!("--jobs={jobs}"), "--create"])
+        .arg(format!("--file={}", dump_dir.display()))
+        .arg(format!("--dbname={source_conninfo}"))
+        .secret_env("PGPASSWORD", PASSWORD)
+        .run()
+        .await
+        .unwrap();
+    let dump = started.elapsed();
+    let started = Instant::now();
+    Cmd::new(binaries.tool("pg_restore").unwrap())
+        .args([&format!("--jobs={jobs}"), "--create", "--exit-on-error", "--no-tablespaces"])
+        .arg(format!(
+            "--dbname=host={} port=5432 user=postgres dbname=template1",
+            socket_dir.display()
+        ))
+        .arg(&dump_dir)
+        .run()
+        .await
+        .unwrap();
+    let restore = started.elapsed();
+    instance.stop(StopMode::Fast, STOP).await.unwrap();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::remove_dir_all(&dump_dir).unwrap();
+    (dump, restore)
+}
