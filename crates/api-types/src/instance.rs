@@ -27,6 +27,33 @@ pub struct Instance {
     /// The physical-mode synchronization instance; `{"status":{"code":"Not available"}}` in logical mode.
     #[serde(default)]
     pub synchronization: Option<Synchronization>,
+    /// Scion's extension: what the engine's last start found out of step between its state
+    /// database, the pool and the running servers. Absent from DBLab's responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation: Option<Reconciliation>,
+}
+
+/// Scion's report of start-up reconciliation (`/status` → `reconciliation`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// When the engine compared its state with the pool and the processes.
+    #[serde(default, rename = "checkedAt")]
+    pub checked_at: Option<LocalTime>,
+    /// Every difference found, repaired or not.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub differences: Vec<Difference>,
+}
+
+/// One difference found by reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    /// A stable name: `server_restarted`, `server_failed`, `missing_dataset`,
+    /// `interrupted_operation`, `orphan_dataset`, `missing_snapshot`, `unrecorded_snapshot`.
+    pub kind: String,
+    /// The clone ID, snapshot ID or dataset concerned.
+    pub object: String,
+    /// What was found and what was done about it.
+    pub detail: String,
 }
 
 impl Instance {

@@ -43,7 +43,8 @@ pub use ids::{
     MAX_SNAPSHOT_ID_LEN, SnapshotId,
 };
 pub use instance::{
-    Cloning, Engine, FileSystem, Instance, PoolEntry, PoolStatus, Provisioner, Synchronization,
+    Cloning, Difference, Engine, FileSystem, Instance, PoolEntry, PoolStatus, Provisioner,
+    Reconciliation, Synchronization,
 };
 pub use protection::{Protection, ProtectionLimits};
 pub use retrieval::{

@@ -135,6 +135,8 @@ pub struct EngineStatus {
     pub pool_space: Option<PoolSpace>,
     /// The newest snapshot's data time.
     pub data_state_at: Option<DateTime<Utc>>,
+    /// The newest snapshot's logical size.
+    pub data_size: u64,
     /// Every clone, oldest first.
     pub clones: Vec<CloneView>,
     /// The mean time from request to ready over clones that have one, in seconds.
@@ -288,6 +290,7 @@ impl Engine {
             pool_thin: capabilities.thin,
             pool_space: *self.inner.space.read().unwrap_or_else(|p| p.into_inner()),
             data_state_at: state.snapshots.first().map(|snapshot| snapshot.data_state_at),
+            data_size: state.snapshots.first().map_or(0, |snapshot| snapshot.logical_size),
             clones,
             expected_cloning_time,
             reconciliation: self.reconciliation(),
@@ -302,6 +305,19 @@ impl Engine {
                 .cloning
                 .protection_max_duration_minutes,
         }
+    }
+
+    /// Records a webhook delivery in the state database; failures are logged, not returned,
+    /// because a lost delivery record must never fail the delivery itself.
+    pub fn record_delivery(&self, row: &store::DeliveryRow) {
+        if let Err(error) = self.inner.store.insert_delivery(row) {
+            warn!(error = %error, event = %row.event, "failed to record a webhook delivery");
+        }
+    }
+
+    /// The newest `limit` webhook delivery records, newest first.
+    pub fn deliveries(&self, limit: usize) -> Result<Vec<store::DeliveryRow>> {
+        Ok(self.inner.store.deliveries(limit)?)
     }
 
     /// What the last start found out of step between the store, the pool and processes.

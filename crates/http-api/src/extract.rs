@@ -1,0 +1,66 @@
+//! Request extractors whose rejections come back in DBLab's error format.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiFailure;
+
+/// A JSON body; malformed JSON is a 400 `BAD_REQUEST`. Like DBLab, the `Content-Type` header
+/// is not checked: `curl -d` sends form encoding and DBLab accepts it.
+#[derive(Debug)]
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiFailure::bad_request(rejection.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|error| ApiFailure::bad_request(format!("invalid JSON body: {error}")))
+    }
+}
+
+/// A JSON body that may be absent: an empty body is `T::default()` (DBLab's `POST /snapshot`
+/// and reset accept one).
+#[derive(Debug)]
+pub(crate) struct OptionalBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiFailure::bad_request(rejection.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalBody)
+            .map_err(|error| ApiFailure::bad_request(format!("invalid JSON body: {error}")))
+    }
+}
+
+/// Query parameters; bad ones are a 400 `BAD_REQUEST`.
+#[derive(Debug)]
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(query_failure(&rejection)),
+        }
+    }
+}
+
+fn query_failure(rejection: &QueryRejection) -> ApiFailure {
+    ApiFailure::bad_request(format!("invalid query parameters: {}", rejection.body_text()))
+}

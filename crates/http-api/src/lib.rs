@@ -1,0 +1,47 @@
+//! Scion's REST API: DBLab Engine 4.x's paths, `Verification-Token` auth, JSON shapes and
+//! `{code, message}` errors, over the [`engine::Engine`].
+//!
+//! Handlers parse, call one engine method and turn the result into an `api-types` view; they
+//! hold no business logic. Errors are mapped to HTTP once, in [`error`]. `/healthz` and
+//! `/metrics` need no token, as in DBLab.
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use engine::Engine;
+use prometheus_client::registry::Registry;
+
+pub use auth::{TOKEN_HEADER, Token};
+pub use error::ApiFailure;
+
+/// Something that adds metrics to each scrape besides the engine's own (webhook delivery
+/// counts, for one).
+pub trait MetricsSource: Send + Sync + std::fmt::Debug {
+    /// Registers its metrics, with values as of now.
+    fn register(&self, registry: &mut Registry);
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The token clients must send; `None` lets every request in.
+    pub token: Option<Token>,
+    /// Extra metrics for `/metrics`.
+    pub metrics: Vec<Arc<dyn MetricsSource>>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let protected = routes::protected()
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    routes::public().merge(protected).fallback(routes::not_found).with_state(state)
+}

@@ -1,0 +1,181 @@
+//! Engine records turned into DBLab's JSON shapes (`api-types`).
+
+use api_types::{
+    Clone, CloneMetadata, Cloning, Database, Difference, FileSystem, Instance, LocalTime,
+    PoolEntry, PoolStatus, Protection, ProtectionLimits, Provisioner, Reconciliation,
+    RetrievalMode, RetrievalStatus, Retrieving, Snapshot, Status, StatusCode, Synchronization,
+};
+use engine::{CloneState, CloneView, EngineStatus, SnapshotView};
+
+/// The database a connection string names when the request named none.
+const DEFAULT_DB_NAME: &str = "postgres";
+
+fn status_code(state: CloneState) -> StatusCode {
+    match state {
+        CloneState::Creating => StatusCode::Creating,
+        CloneState::Ok => StatusCode::Ok,
+        CloneState::Resetting => StatusCode::Resetting,
+        CloneState::Deleting => StatusCode::Deleting,
+        CloneState::Fatal => StatusCode::Fatal,
+    }
+}
+
+/// DBLab shows lease settings in whole minutes.
+fn whole_minutes(minutes: f64) -> u64 {
+    minutes.round().clamp(0.0, u64::MAX as f64) as u64
+}
+
+pub(crate) fn protection_limits(lease: f64, max: f64) -> ProtectionLimits {
+    ProtectionLimits {
+        lease_duration_minutes: whole_minutes(lease),
+        max_duration_minutes: whole_minutes(max),
+    }
+}
+
+pub(crate) fn snapshot(view: &SnapshotView) -> Snapshot {
+    let record = &view.record;
+    Snapshot {
+        id: record.id.clone(),
+        created_at: Some(LocalTime::from(record.created_at)),
+        data_state_at: Some(LocalTime::from(record.data_state_at)),
+        physical_size: record.physical_size,
+        logical_size: record.logical_size,
+        pool: record.pool.clone(),
+        num_clones: view.clones.len() as i64,
+        clones: view.clones.clone(),
+        branch: record.branch.clone(),
+        message: record.message.clone(),
+        protection: Protection {
+            protected: record.protected,
+            protected_till: record.protected_till.map(LocalTime::from),
+            delete_at: None,
+        },
+    }
+}
+
+pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
+    let record = &view.record;
+    // Like DBLab, the connection details appear once the server exists.
+    let connectable = record.state != CloneState::Creating;
+    let db_name = record.db_name.clone().unwrap_or_else(|| DEFAULT_DB_NAME.to_owned());
+    let db = Database {
+        conn_str: if connectable {
+            Database::format_conn_str(&view.access_host, record.port, &record.username, &db_name)
+        } else {
+            String::new()
+        },
+        host: if connectable { view.access_host.clone() } else { String::new() },
+        port: if connectable { record.port.to_string() } else { String::new() },
+        username: record.username.clone(),
+        password: String::new(),
+        db_name,
+        owner_user: String::new(),
+    };
+    let code = status_code(record.state);
+    Clone {
+        id: record.id.clone(),
+        snapshot: view.snapshot.as_ref().map(snapshot),
+        branch: record.branch.clone(),
+        revision: i64::from(record.revision),
+        protected: record.protected,
+        protected_till: if record.protected {
+            record.protected_till.map(LocalTime::from)
+        } else {
+            None
+        },
+        delete_at: None,
+        created_at: Some(LocalTime::from(record.created_at)),
+        status: Status::new(code, record.state_message.clone()),
+        db,
+        metadata: CloneMetadata {
+            clone_diff_size: view.diff_size,
+            logical_size: view.snapshot.as_ref().map_or(0, |snapshot| snapshot.record.logical_size),
+            cloning_time: record.cloning_time_seconds.unwrap_or(0.0),
+            max_idle_minutes: whole_minutes(view.max_idle_minutes),
+            protection_limits: limits,
+        },
+    }
+}
+
+pub(crate) fn engine_info(status: &EngineStatus) -> api_types::Engine {
+    api_types::Engine {
+        version: status.version.clone(),
+        edition: "community".to_owned(),
+        billing_active: None,
+        instance_id: status.instance_id.clone(),
+        started_at: Some(LocalTime::from(status.started_at)),
+        telemetry: None,
+        disable_config_modification: Some(true),
+    }
+}
+
+pub(crate) fn instance(status: &EngineStatus) -> Instance {
+    let limits = protection_limits(
+        status.protection_lease_duration_minutes,
+        status.protection_max_duration_minutes,
+    );
+    let clones: Vec<Clone> = status.clones.iter().map(|view| clone(view, limits)).collect();
+    let attention = status.reconciliation.differences.iter().any(|difference| {
+        matches!(
+            difference.kind,
+            engine::DifferenceKind::ServerFailed | engine::DifferenceKind::MissingDataset
+        )
+    });
+    let instance_status = if attention {
+        Status::new(StatusCode::Warning, "Subsystems that need attention: reconciliation")
+    } else {
+        Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
+    };
+    let space = status.pool_space;
+    let pool = PoolEntry {
+        name: status.pool_name.clone(),
+        mode: status.pool_mode.clone(),
+        data_state_at: status.data_state_at.map(LocalTime::from),
+        status: if space.is_some() { PoolStatus::Active } else { PoolStatus::Empty },
+        clone_list: status.clones.iter().map(|view| view.record.id.clone()).collect(),
+        file_system: FileSystem {
+            mode: status.pool_mode.clone(),
+            size: space.map_or(0, |space| space.total),
+            free: space.map_or(0, |space| space.free),
+            used: space.map_or(0, |space| space.used),
+            data_size: status.data_size,
+            used_by_snapshots: 0,
+            used_by_clones: status.clones.iter().map(|view| view.diff_size).sum(),
+            compress_ratio: 1.0,
+        },
+    };
+    Instance {
+        status: instance_status,
+        engine: engine_info(status),
+        pools: vec![pool],
+        cloning: Cloning {
+            expected_cloning_time: status.expected_cloning_time,
+            num_clones: clones.len() as i64,
+            clones,
+            protection_limits: limits,
+        },
+        retrieving: Retrieving {
+            mode: RetrievalMode::Unknown,
+            status: RetrievalStatus::Inactive,
+            last_refresh: None,
+            next_refresh: None,
+            alerts: Default::default(),
+            activity: None,
+        },
+        provisioner: Provisioner::default(),
+        synchronization: Some(Synchronization::not_available()),
+        reconciliation: Some(Reconciliation {
+            checked_at: status.reconciliation.at.map(LocalTime::from),
+            differences: status
+                .reconciliation
+                .differences
+                .iter()
+                .map(|difference| Difference {
+                    kind: difference.kind.as_str().to_owned(),
+                    object: difference.object.clone(),
+                    detail: difference.detail.clone(),
+                })
+                .collect(),
+        }),
+    }
+}
