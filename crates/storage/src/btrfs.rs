@@ -8,16 +8,29 @@
 //! snapshot be deleted under its clones; the dependency rules are enforced here from the listing.
 //! Per-dataset space comes from FIEMAP's shared-extent flags by default, or from qgroups when
 //! asked for; quota slows every snapshot and clone down.
+//!
+//! Create, snapshot, clone and delete call the btrfs ioctls directly ([`ioctl`]), each in one
+//! trip to a blocking thread with no listing: starting the `btrfs` program cost more than the
+//! operation itself. Opening the pool, listing it and the quota work still run the `btrfs`
+//! program: they are not on the clone path, and listing UUIDs by ioctl means walking the root
+//! tree with TREE_SEARCH, which the program already does well.
 
+use std::ffi::OsStr;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use exec::Cmd;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 use tokio::fs;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
     Object, PoolSpace, Result, SnapshotName, ThinStorage, blocking, run_tool, statvfs_space, tree,
 };
+
+mod ioctl;
 
 /// Where snapshots live, relative to the pool root.
 const SNAPSHOT_DIR: &str = ".snapshots";
@@ -104,62 +117,66 @@ impl Btrfs {
     }
 
     /// Creates `name`'s missing ancestors as subvolumes.
-    async fn create_parents(&self, name: &DatasetName) -> Result<()> {
+    fn create_parents(&self, name: &DatasetName) -> Result<()> {
         for ancestor in name.ancestors() {
             let path = self.dataset_path(&ancestor);
-            if is_subvolume(&path).await {
+            if is_subvolume_sync(&path) {
                 continue;
             }
-            match self.create_subvolume(&ancestor).await {
+            match self.create_subvolume(&ancestor) {
                 // Another task created it first: fine, as long as it is a subvolume.
-                Err(Error::AlreadyExists(_)) if is_subvolume(&path).await => {}
+                Err(Error::AlreadyExists(_)) if is_subvolume_sync(&path) => {}
                 other => other?,
             }
         }
         Ok(())
     }
 
-    async fn create_subvolume(&self, name: &DatasetName) -> Result<()> {
-        let path = self.dataset_path(name);
-        if fs::symlink_metadata(&path).await.is_ok() {
-            return Err(Error::AlreadyExists(name.to_string()));
-        }
-        run_tool(Cmd::new("btrfs").args(["subvolume", "create"]).arg(&path), name).await?;
-        Ok(())
+    fn create_subvolume(&self, name: &DatasetName) -> Result<()> {
+        at_parent(&self.dataset_path(name), name, "create subvolume", ioctl::create_subvolume)
     }
 
-    async fn delete_subvolume(&self, path: &Path, object: &Object) -> Result<()> {
-        run_tool(Cmd::new("btrfs").args(["subvolume", "delete"]).arg(path), object).await?;
+    /// Deletes what `plan` lists, in order, with no listing of its own.
+    fn delete(&self, plan: &[Object]) -> Result<()> {
+        for object in plan {
+            match object {
+                Object::Dataset(name) => {
+                    at_parent(&self.dataset_path(name), object, "delete subvolume", delete)?;
+                }
+                Object::Snapshot(name) => {
+                    at_parent(&self.snapshot_path(name), object, "delete snapshot", delete)?;
+                    self.prune_snapshot_dirs(name);
+                }
+            }
+        }
         Ok(())
     }
 
     async fn destroy(&self, object: Object, mode: DestroyMode) -> Result<()> {
         let plan = self.list().await?.plan_destroy(&object, mode)?;
-        for object in plan {
-            match &object {
-                Object::Dataset(name) => {
-                    self.delete_subvolume(&self.dataset_path(name), &object).await?;
-                }
-                Object::Snapshot(name) => {
-                    self.delete_subvolume(&self.snapshot_path(name), &object).await?;
-                    self.prune_snapshot_dirs(name).await;
-                }
-            }
-        }
-        Ok(())
+        let pool = self.clone();
+        self.unblocked(move || pool.delete(&plan)).await
     }
 
     /// Removes the directories under `.snapshots` that held only this snapshot.
-    async fn prune_snapshot_dirs(&self, name: &SnapshotName) {
+    fn prune_snapshot_dirs(&self, name: &SnapshotName) {
         let base = self.root.join(SNAPSHOT_DIR);
         let mut dir = self.snapshot_path(name).parent().map(Path::to_path_buf);
         while let Some(path) = dir {
             // remove_dir fails on a non-empty directory, which is where pruning stops.
-            if path == base || fs::remove_dir(&path).await.is_err() {
+            if path == base || std::fs::remove_dir(&path).is_err() {
                 break;
             }
             dir = path.parent().map(Path::to_path_buf);
         }
+    }
+
+    /// Runs blocking subvolume work (stats, ioctls that commit a transaction) off the runtime.
+    async fn unblocked<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        blocking(move || Ok(work()), "run btrfs operation on", &self.root).await?
     }
 
     async fn subvolume_id(&self, path: &Path, name: &DatasetName) -> Result<u64> {
@@ -170,6 +187,73 @@ impl Btrfs {
         text.trim().parse().map_err(|_| {
             Error::Unsupported(format!("unexpected `btrfs inspect-internal rootid` output: {text}"))
         })
+    }
+}
+
+/// Opens a directory for a subvolume ioctl (or as a snapshot source).
+fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// Opens the subvolume at `path`; a missing path, or a directory that is not a subvolume's
+/// root, is [`Error::NotFound`] of `object`.
+fn open_subvolume(path: &Path, object: &dyn fmt::Display) -> Result<OwnedFd> {
+    let not_found = || Error::NotFound(object.to_string());
+    let fd = match open_dir(path) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Err(not_found()),
+        Err(errno) => return Err(ioctl_error("open subvolume", object, path, errno)),
+    };
+    let stat = rustix::fs::fstat(&fd)
+        .map_err(|errno| ioctl_error("stat subvolume", object, path, errno))?;
+    if stat.st_ino != SUBVOLUME_ROOT_INODE {
+        return Err(not_found());
+    }
+    Ok(fd)
+}
+
+/// Runs a subvolume ioctl `op` on `path`'s parent directory with `path`'s last component;
+/// errors name `object`.
+fn at_parent(
+    path: &Path,
+    object: &dyn fmt::Display,
+    context: &'static str,
+    op: impl FnOnce(BorrowedFd<'_>, &OsStr) -> rustix::io::Result<()>,
+) -> Result<()> {
+    // Every path here is the pool root joined with a validated name: it has both.
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ioctl_error(context, object, path, Errno::INVAL));
+    };
+    let dir = open_dir(parent).map_err(|errno| ioctl_error(context, object, parent, errno))?;
+    op(dir.as_fd(), name).map_err(|errno| ioctl_error(context, object, path, errno))
+}
+
+/// The subvolume-delete ioctl, under the name [`at_parent`] callers read best.
+fn delete(parent: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
+    ioctl::destroy_subvolume(parent, name)
+}
+
+/// Maps the errno of a subvolume operation on `path` (which stands for `object`) to the
+/// variant a caller acts on, as the `btrfs` program's messages were mapped before.
+fn ioctl_error(
+    context: &'static str,
+    object: &dyn fmt::Display,
+    path: &Path,
+    errno: Errno,
+) -> Error {
+    match errno {
+        Errno::EXIST => Error::AlreadyExists(object.to_string()),
+        Errno::NOENT => Error::NotFound(object.to_string()),
+        Errno::PERM | Errno::ACCESS => Error::PermissionDenied(format!(
+            "{context} {}: {errno}; managing btrfs subvolumes needs root (CAP_SYS_ADMIN)",
+            path.display()
+        )),
+        Errno::NOTTY | Errno::OPNOTSUPP | Errno::XDEV => Error::Unsupported(format!(
+            "{context} {}: {errno}; is it on the pool's btrfs filesystem?",
+            path.display()
+        )),
+        // ENOSPC and EDQUOT become NoSpace there.
+        _ => Error::io(context, path, errno.into()),
     }
 }
 
@@ -235,9 +319,13 @@ impl ThinStorage for Btrfs {
     }
 
     async fn create_dataset(&self, name: &DatasetName) -> Result<PathBuf> {
-        self.create_parents(name).await?;
-        self.create_subvolume(name).await?;
-        Ok(self.dataset_path(name))
+        let (pool, name) = (self.clone(), name.clone());
+        self.unblocked(move || {
+            pool.create_parents(&name)?;
+            pool.create_subvolume(&name)?;
+            Ok(pool.dataset_path(&name))
+        })
+        .await
     }
 
     async fn destroy_dataset(&self, name: &DatasetName, mode: DestroyMode) -> Result<()> {
@@ -245,22 +333,19 @@ impl ThinStorage for Btrfs {
     }
 
     async fn snapshot(&self, name: &SnapshotName) -> Result<()> {
-        let source = self.dataset_path(name.dataset());
-        if !is_subvolume(&source).await {
-            return Err(Error::NotFound(name.dataset().to_string()));
-        }
-        let target = self.snapshot_path(name);
-        if fs::symlink_metadata(&target).await.is_ok() {
-            return Err(Error::AlreadyExists(name.to_string()));
-        }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent)
-                .await
-                .map_err(|source| Error::io("create snapshot directory", parent, source))?;
-        }
-        let cmd = Cmd::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&source).arg(&target);
-        run_tool(cmd, name).await?;
-        Ok(())
+        let (pool, name) = (self.clone(), name.clone());
+        self.unblocked(move || {
+            let source = open_subvolume(&pool.dataset_path(name.dataset()), name.dataset())?;
+            let target = pool.snapshot_path(&name);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| Error::io("create snapshot directory", parent, source))?;
+            }
+            at_parent(&target, &name, "snapshot into", |dir, file| {
+                ioctl::snapshot(source.as_fd(), dir, file, true)
+            })
+        })
+        .await
     }
 
     async fn destroy_snapshot(&self, name: &SnapshotName, mode: DestroyMode) -> Result<()> {
@@ -272,21 +357,17 @@ impl ThinStorage for Btrfs {
         snapshot: &SnapshotName,
         target: &DatasetName,
     ) -> Result<PathBuf> {
-        let source = self.snapshot_path(snapshot);
-        if !is_subvolume(&source).await {
-            return Err(Error::NotFound(snapshot.to_string()));
-        }
-        let path = self.dataset_path(target);
-        if fs::symlink_metadata(&path).await.is_ok() {
-            return Err(Error::AlreadyExists(target.to_string()));
-        }
-        self.create_parents(target).await?;
-        let cmd = Cmd::new("btrfs").args(["subvolume", "snapshot"]).arg(&source).arg(&path);
-        match run_tool(cmd, target).await {
-            Ok(_) => Ok(path),
-            Err(Error::NotFound(_)) => Err(Error::NotFound(snapshot.to_string())),
-            Err(error) => Err(error),
-        }
+        let (pool, snapshot, target) = (self.clone(), snapshot.clone(), target.clone());
+        self.unblocked(move || {
+            let source = open_subvolume(&pool.snapshot_path(&snapshot), &snapshot)?;
+            pool.create_parents(&target)?;
+            let path = pool.dataset_path(&target);
+            at_parent(&path, &target, "clone into", |dir, file| {
+                ioctl::snapshot(source.as_fd(), dir, file, false)
+            })?;
+            Ok(path)
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Listing> {

@@ -33,6 +33,9 @@ pub enum Error {
     /// The pool is full.
     #[error("no space left in the pool: {0}")]
     NoSpace(String),
+    /// The engine lacks the privilege for this (btrfs subvolume operations need root).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The backend or the filesystem under it cannot do this.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -82,6 +85,8 @@ impl Error {
             Error::AlreadyExists(object.to_owned())
         } else if contains_any(stderr, &["does not exist", "No such file or directory"]) {
             Error::NotFound(object.to_owned())
+        } else if contains_any(stderr, &["Operation not permitted", "ermission denied"]) {
+            Error::PermissionDenied(stderr.to_owned())
         } else {
             Error::Command(error)
         }
@@ -113,6 +118,8 @@ mod tests {
             ("ERROR: target path already exists: x", "AlreadyExists"),
             ("cannot open 'p/nope': dataset does not exist", "NotFound"),
             ("ERROR: cannot access 'x': No such file or directory", "NotFound"),
+            ("ERROR: cannot delete 'x': Operation not permitted", "PermissionDenied"),
+            ("cannot create 'p/x': permission denied", "PermissionDenied"),
             ("cannot destroy: pool is busy", "Command"),
         ];
         for (stderr, expected) in cases {
