@@ -445,6 +445,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ioctl_errnos_map_to_variants() {
+        let map =
+            |errno| format!("{:?}", ioctl_error("clone into", &"c1", Path::new("/p/c1"), errno));
+        assert!(map(Errno::EXIST).starts_with("AlreadyExists(\"c1\")"));
+        assert!(map(Errno::NOENT).starts_with("NotFound(\"c1\")"));
+        assert!(map(Errno::NOSPC).starts_with("NoSpace"));
+        assert!(map(Errno::DQUOT).starts_with("NoSpace"));
+        assert!(map(Errno::PERM).starts_with("PermissionDenied"));
+        assert!(map(Errno::ACCESS).starts_with("PermissionDenied"));
+        assert!(map(Errno::NOTTY).starts_with("Unsupported"));
+        assert!(map(Errno::NOTEMPTY).starts_with("Io"));
+    }
+
+    #[test]
     fn parses_subvolume_list_lines() {
         let line =
             "ID 259 gen 8 top level 5 parent_uuid 34640e40-d5c6 uuid 3025551b-7650 path a/cl1";

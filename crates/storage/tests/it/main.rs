@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
 #![allow(clippy::print_stderr, reason = "a teardown failure in a Drop can only be reported")]
 
+mod btrfs;
 mod conformance;
 mod pools;
 mod provision;
