@@ -19,10 +19,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| ApiFailure::bad_request(rejection.body_text()))?;
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|error| ApiFailure::bad_request(format!("invalid JSON body: {error}")))
+        parse_object(&bytes).map(Body)
     }
+}
+
+/// Parses a request body that must be a JSON object. serde would also read a struct from an
+/// array; DBLab's Go decoder refuses that, and so does this.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiFailure> {
+    let invalid =
+        |error: serde_json::Error| ApiFailure::bad_request(format!("invalid JSON body: {error}"));
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiFailure::bad_request("invalid JSON body: expected an object"));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// A JSON body that may be absent: an empty body is `T::default()` (DBLab's `POST /snapshot`
@@ -37,12 +47,12 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| ApiFailure::bad_request(rejection.body_text()))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // An empty body, or JSON `null`, means "no options", as Go's decoder reads them.
+        let text = String::from_utf8_lossy(&bytes);
+        if text.trim().is_empty() || text.trim() == "null" {
             return Ok(OptionalBody(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptionalBody)
-            .map_err(|error| ApiFailure::bad_request(format!("invalid JSON body: {error}")))
+        parse_object(&bytes).map(OptionalBody)
     }
 }
 

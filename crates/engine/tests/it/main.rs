@@ -3,6 +3,8 @@
 //! Each test makes its own pool on an image file and its own state directory; the pool's guard
 //! stops every server inside it and detaches it, also when the test fails.
 
+#![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
+
 mod harness;
 mod lifecycle;
 mod restart;

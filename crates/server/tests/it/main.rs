@@ -1,1 +1,13 @@
-//! End-to-end tests of `scion-server`: the real binary on a real btrfs pool, driven over HTTP.
+//! End-to-end tests of `scion-server`: the real binary, on its embedded btrfs pool, with real
+//! Postgres clones, driven over HTTP like DBLab's clients drive DBLab Engine.
+//!
+//! Every test starts its own server with its own state directory and pool; the guard kills
+//! that server by PID, stops the Postgres servers inside its pool and detaches the pool.
+
+#![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
+
+mod api;
+mod harness;
+mod lifecycle;
+mod resilience;
+mod webhooks;
