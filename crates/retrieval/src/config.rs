@@ -737,6 +737,61 @@ mod tests {
         assert!(config.validate().is_err());
     }
 
+    /// The `[retrieval]` section as an operator writes it.
+    const EXAMPLE: &str = r#"
+target_major = 17
+timetable = "0 3 * * 1"
+
+[source]
+host = "prod-replica.internal"
+port = 5432
+dbname = "postgres"
+username = "scion_reader"
+password_env = "SCION_SOURCE_PASSWORD"
+
+[databases.myapp_production]
+exclude_tables = ["audit_log"]
+
+[databases.analytics_prod]
+tables = ["public.events", "reporting.*"]
+
+[dump]
+parallel_jobs = 4
+location = "/var/lib/scion/dump"
+custom_options = ["--no-comments"]
+
+[restore]
+parallel_jobs = 4
+custom_options = ["--no-tablespaces", "--no-privileges"]
+skip_policies = true
+configs = { work_mem = "64MB" }
+
+[preprocessing]
+inline = "UPDATE users SET email = md5(email) || '@example.com';"
+max_parallel_workers = 2
+
+[database_rename]
+myapp_production = "myapp"
+analytics_prod = "analytics"
+"#;
+
+    #[test]
+    fn parses_the_example_and_refuses_unknown_keys() {
+        let config: RetrievalConfig = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(problems(&config), Vec::<String>::new());
+        assert_eq!(config.dump.parallel_jobs, 4);
+        assert_eq!(config.databases["analytics_prod"].tables.len(), 2);
+        assert_eq!(config.database_rename["myapp_production"], "myapp");
+        assert!(config.restore.analyze, "defaults fill what the file leaves out");
+        let error =
+            toml::from_str::<RetrievalConfig>(&EXAMPLE.replace("skip_policies", "skip_policy"))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("unknown field `skip_policy`"), "{error}");
+        assert!(error.contains("line"), "{error}");
+        assert!(toml::from_str::<RetrievalConfig>("[source]\npassword = \"x\"").is_err());
+    }
+
     #[test]
     fn user_settings_override_the_restore_defaults() {
         let mut config = live();

@@ -571,11 +571,12 @@ impl Pipeline {
     }
 
     async fn target_roles(&self, target: &Target) -> Result<Vec<String>> {
+        // template1, not `postgres`: the restore may drop and recreate `postgres`.
         let admin = postgres::Admin::connect(
             &target.socket_dir(),
             target.port,
             &target.admin_role,
-            CONNECTION_DATABASE,
+            "template1",
         )
         .await
         .map_err(|error| target_error(Stage::Roles, &error))?;

@@ -266,3 +266,30 @@ async fn cancellation_stops_the_run_and_its_target() {
     assert!(matches!(error, retrieval::Error::Cancelled { stage: Stage::Probing }), "{error:?}");
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_13_source_and_target_use_the_14_client_tools() {
+    let sandbox = Sandbox::new();
+    let source = SourceDb::start(&sandbox, 13).await;
+    source.populate().await;
+    let config = live_config(&sandbox, &source, 13);
+    let target = sandbox.target();
+    let summary = pipeline(config).run(&target, &CancellationToken::new()).await.unwrap();
+    assert_eq!(
+        (summary.source_major, summary.target_major, summary.tools_major),
+        (Some(13), 13, 14)
+    );
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("PostgreSQL 13 has no client tools")),
+        "{:?}",
+        summary.warnings
+    );
+
+    let inspect = Inspect::start(&sandbox, &target, 13).await;
+    assert_same_data(&source, &inspect, &[("app", "app"), ("shop", "shop")]).await;
+    inspect.stop().await;
+    source.stop().await;
+}
