@@ -139,14 +139,13 @@ impl Btrfs {
     /// Deletes what `plan` lists, in order, with no listing of its own.
     fn delete(&self, plan: &[Object]) -> Result<()> {
         for object in plan {
-            match object {
-                Object::Dataset(name) => {
-                    at_parent(&self.dataset_path(name), object, "delete subvolume", delete)?;
-                }
-                Object::Snapshot(name) => {
-                    at_parent(&self.snapshot_path(name), object, "delete snapshot", delete)?;
-                    self.prune_snapshot_dirs(name);
-                }
+            let (path, context) = match object {
+                Object::Dataset(name) => (self.dataset_path(name), "delete subvolume"),
+                Object::Snapshot(name) => (self.snapshot_path(name), "delete snapshot"),
+            };
+            at_parent(&path, object, context, ioctl::destroy_subvolume)?;
+            if let Object::Snapshot(name) = object {
+                self.prune_snapshot_dirs(name);
             }
         }
         Ok(())
@@ -226,11 +225,6 @@ fn at_parent(
     };
     let dir = open_dir(parent).map_err(|errno| ioctl_error(context, object, parent, errno))?;
     op(dir.as_fd(), name).map_err(|errno| ioctl_error(context, object, path, errno))
-}
-
-/// The subvolume-delete ioctl, under the name [`at_parent`] callers read best.
-fn delete(parent: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
-    ioctl::destroy_subvolume(parent, name)
 }
 
 /// Maps the errno of a subvolume operation on `path` (which stands for `object`) to the

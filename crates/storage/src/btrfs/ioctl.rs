@@ -96,7 +96,7 @@ pub(super) fn create_subvolume(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(
     // SAFETY: SUBVOL_CREATE_V2 is `_IOW` of `struct btrfs_ioctl_vol_args_v2`, which `VolArgsV2`
     // reproduces (layout checked at compile time above). The kernel only reads the struct;
     // `flags` is 0, so it reads neither `fd` nor the qgroup-inherit pointer, and `name` is
-    // NUL-terminated within its field. `args` lives until the call returns.
+    // NUL-terminated within its field. The `Setter` owns `args` for the whole call.
     unsafe { rustix::ioctl::ioctl(parent, Setter::<SUBVOL_CREATE_V2, VolArgsV2>::new(args)) }
 }
 
