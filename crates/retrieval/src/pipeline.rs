@@ -151,7 +151,23 @@ struct Job {
     bytes: u64,
 }
 
+/// What the per-database steps of one stage share.
+#[derive(Debug, Clone, Copy)]
+struct Step<'a> {
+    tools: &'a Tools,
+    target: &'a Target,
+    reporter: &'a Reporter,
+    cancel: &'a CancellationToken,
+}
+
 impl Job {
+    fn dump_file(&self) -> Result<DumpFile> {
+        self.dump.clone().ok_or_else(|| Error::Failed {
+            stage: Stage::Restoring,
+            stderr_tail: format!("no dump of {} to restore", self.name),
+        })
+    }
+
     fn is_full(&self) -> bool {
         self.filter.tables.is_empty() && self.filter.exclude_tables.is_empty()
     }
@@ -271,25 +287,28 @@ impl Pipeline {
             Some(source) if config.dump.immediate_restore => {
                 reporter.stage(Stage::Streaming);
                 let data_state_at = Utc::now();
+                let step = Step { tools: &tools, target, reporter, cancel };
                 for (index, job) in jobs.iter_mut().enumerate() {
-                    self.stream(source, &tools, target, job, index, reporter, cancel).await?;
+                    self.stream(&step, source, job, index).await?;
                 }
                 data_state_at
             }
             Some(source) => {
                 reporter.stage(Stage::Dumping);
                 let data_state_at = Utc::now();
+                let step = Step { tools: &tools, target, reporter, cancel };
                 for (index, job) in jobs.iter_mut().enumerate() {
-                    self.dump(source, &tools, target, job, index, reporter, state, cancel).await?;
+                    self.dump(&step, source, job, index, state).await?;
                 }
                 reporter.stage(Stage::Restoring);
-                self.restore_all(&tools, target, &mut jobs, reporter, state, cancel).await?;
+                let step = Step { tools: &tools, target, reporter, cancel };
+                self.restore_all(&step, &mut jobs, state).await?;
                 data_state_at
             }
             None => {
                 reporter.stage(Stage::Restoring);
-                let tocs =
-                    self.restore_all(&tools, target, &mut jobs, reporter, state, cancel).await?;
+                let step = Step { tools: &tools, target, reporter, cancel };
+                let tocs = self.restore_all(&step, &mut jobs, state).await?;
                 dumps_created_at(&jobs, &tocs)
             }
         };
@@ -591,21 +610,15 @@ impl Pipeline {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename the arguments"
-    )]
     async fn dump(
         &self,
+        step: &Step<'_>,
         source: &Source,
-        tools: &Tools,
-        target: &Target,
         job: &mut Job,
         index: usize,
-        reporter: &Reporter,
         state: &mut RunState,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let Step { tools, target, reporter, cancel } = *step;
         let location = &self.config.dump.location;
         std::fs::create_dir_all(location)
             .map_err(|error| Error::io("create dump location", location, error))?;
@@ -665,13 +678,11 @@ impl Pipeline {
     /// Restores every job's dump; returns the archives' tables of contents (None for plain).
     async fn restore_all(
         &self,
-        tools: &Tools,
-        target: &Target,
+        step: &Step<'_>,
         jobs: &mut [Job],
-        reporter: &Reporter,
         state: &mut RunState,
-        cancel: &CancellationToken,
     ) -> Result<Vec<Option<Toc>>> {
+        let Step { tools, reporter, cancel, .. } = *step;
         let pg_restore = tools.path("pg_restore")?;
         let mut tocs = Vec::new();
         for job in jobs.iter() {
@@ -693,37 +704,23 @@ impl Pipeline {
         for (index, (job, toc)) in jobs.iter_mut().zip(&tocs).enumerate() {
             reporter.update(|progress| progress.database = Some(job.name.clone()));
             match toc {
-                Some(toc) => {
-                    self.restore_archive(tools, target, job, toc, index, reporter, state, cancel)
-                        .await?
-                }
-                None => {
-                    self.restore_plain(tools, target, job, index, reporter, state, cancel).await?
-                }
+                Some(toc) => self.restore_archive(step, job, toc, index, state).await?,
+                None => self.restore_plain(step, job, index, state).await?,
             }
         }
         Ok(tocs)
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename the arguments"
-    )]
     async fn restore_archive(
         &self,
-        tools: &Tools,
-        target: &Target,
+        step: &Step<'_>,
         job: &mut Job,
         toc: &Toc,
         index: usize,
-        reporter: &Reporter,
         state: &mut RunState,
-        cancel: &CancellationToken,
     ) -> Result<()> {
-        let dump = job.dump.clone().ok_or_else(|| Error::Failed {
-            stage: Stage::Restoring,
-            stderr_tail: "no dump".to_owned(),
-        })?;
+        let Step { tools, target, reporter, cancel } = *step;
+        let dump = job.dump_file()?;
         let restore = &self.config.restore;
         let filtered = !job.filter.tables.is_empty();
         if let (Some(name), false) = (toc.database(), filtered) {
@@ -808,24 +805,15 @@ impl Pipeline {
         Ok(cmd.args(&self.config.restore.custom_options))
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename the arguments"
-    )]
     async fn restore_plain(
         &self,
-        tools: &Tools,
-        target: &Target,
+        step: &Step<'_>,
         job: &mut Job,
         index: usize,
-        reporter: &Reporter,
         state: &mut RunState,
-        cancel: &CancellationToken,
     ) -> Result<()> {
-        let dump = job.dump.clone().ok_or_else(|| Error::Failed {
-            stage: Stage::Restoring,
-            stderr_tail: "no dump".to_owned(),
-        })?;
+        let Step { tools, target, reporter, cancel } = *step;
+        let dump = job.dump_file()?;
         let head = archive::plain_head(&dump.path, dump.format)?;
         let connect_to = match archive::plain_creates_database(&head) {
             Some(name) => {
@@ -893,20 +881,14 @@ impl Pipeline {
     }
 
     /// pg_dump -Fc piped into pg_restore through two FIFOs, with no dump on disk.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename the arguments"
-    )]
     async fn stream(
         &self,
+        step: &Step<'_>,
         source: &Source,
-        tools: &Tools,
-        target: &Target,
         job: &mut Job,
         index: usize,
-        reporter: &Reporter,
-        cancel: &CancellationToken,
     ) -> Result<()> {
+        let Step { tools, target, reporter, cancel } = *step;
         reporter.update(|progress| progress.database = Some(job.name.clone()));
         let fifo_in = target.run_dir.join(format!("stream-{index}.in"));
         let fifo_out = target.run_dir.join(format!("stream-{index}.out"));
