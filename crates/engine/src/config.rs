@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub clone: CloneServerConfig,
     /// Snapshots: retention.
     pub snapshots: SnapshotsConfig,
+    /// Retrieval of data from a source; without it the pool starts with an empty cluster.
+    pub retrieval: Option<retrieval::RetrievalConfig>,
 }
 
 /// `[cloning]`: how clones are made, protected and cleaned up.
@@ -98,6 +100,7 @@ impl Default for CloningConfig {
 pub enum HostAuthMethod {
     /// SCRAM-SHA-256 (the default).
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// MD5, for old clients.
     Md5,
@@ -253,6 +256,9 @@ impl EngineConfig {
             return Err(invalid("clone.max_connections", "must be at least 1"));
         }
         clone.bin_dirs()?;
+        if let Some(retrieval) = &self.retrieval {
+            retrieval.validate().map_err(|error| invalid("retrieval", error.to_string()))?;
+        }
         if !(13..=18).contains(&clone.initdb_major) {
             return Err(invalid("clone.initdb_major", "Scion supports PostgreSQL 13 to 18"));
         }

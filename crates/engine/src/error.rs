@@ -31,6 +31,9 @@ pub enum Error {
     /// A Postgres instance failed.
     #[error("postgres: {0}")]
     Postgres(#[from] postgres::Error),
+    /// A retrieval run failed.
+    #[error("retrieval: {0}")]
+    Retrieval(#[from] retrieval::Error),
     /// The engine's database failed.
     #[error("state database: {0}")]
     Store(#[from] StoreError),

@@ -18,12 +18,14 @@ pub mod password;
 pub mod pool;
 pub mod ports;
 mod reconcile;
+pub mod refresh;
 mod scheduler;
 mod snapshot;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -43,6 +45,7 @@ pub use lease::{Protection, ProtectionRequest};
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use pool::Pool;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
+pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use snapshot::SnapshotView;
 
 use crate::metrics::EngineMetrics;
@@ -94,6 +97,10 @@ struct Inner {
     space: RwLock<Option<PoolSpace>>,
     /// Serialises snapshot creation and deletion, which read and rewrite branch heads.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// The retrieval pipeline, when a source is configured.
+    pipeline: Option<Arc<retrieval::Pipeline>>,
+    refresh: Mutex<refresh::RefreshState>,
+    refresh_running: AtomicBool,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -196,6 +203,14 @@ impl Engine {
             config.cloning.port_from..=config.cloning.port_to,
             config.probe_address(),
         );
+        let pipeline = match &config.retrieval {
+            Some(retrieval) => Some(Arc::new(retrieval::Pipeline::new(
+                retrieval.clone(),
+                binaries.clone(),
+                os_user.clone(),
+            )?)),
+            None => None,
+        };
         let (changed, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             config,
@@ -216,6 +231,9 @@ impl Engine {
             reconciliation: RwLock::new(Reconciliation::default()),
             space: RwLock::new(None),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            pipeline,
+            refresh: Mutex::new(refresh::RefreshState::default()),
+            refresh_running: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -233,7 +251,14 @@ impl Engine {
         );
         *engine.inner.reconciliation.write().unwrap_or_else(|p| p.into_inner()) = reconciliation;
         engine.refresh_space().await;
+        engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
+        let refresh_at_start = engine.inner.config.retrieval.as_ref().is_some_and(|retrieval| {
+            !retrieval.skip_start_refresh && engine.read_state().snapshots.is_empty()
+        });
+        if refresh_at_start {
+            engine.full_refresh()?;
+        }
         Ok(engine)
     }
 
@@ -371,8 +396,12 @@ impl Engine {
     /// snapshot with a `main` branch, so that clones can be made from the first minute. An
     /// empty pool gets an empty cluster from `initdb`; retrieval replaces it with real data.
     async fn ensure_data(&self) -> Result<()> {
+        if self.inner.pipeline.is_some() {
+            // Retrieval brings the data; until its first run there is nothing to clone.
+            return Ok(());
+        }
         let storage = self.inner.pool.storage();
-        let data = self.inner.pool.data_dataset();
+        let data = self.current_data_dataset();
         let listing = storage.list().await?;
         if listing.dataset(&data).is_none() {
             let mountpoint = storage.create_dataset(&data).await?;

@@ -34,6 +34,36 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     spawn_every(engine, "space_collector", COLLECT_INTERVAL, |engine| async move {
         engine.collect_space().await;
     });
+    if engine.inner.pipeline.as_ref().is_some_and(|pipeline| pipeline.config().timetable.is_some())
+    {
+        spawn_timetable(engine);
+    }
+}
+
+/// Runs full refreshes on the retrieval timetable.
+fn spawn_timetable(engine: &Engine) {
+    let engine = engine.clone();
+    let cancel = engine.inner.cancel.clone();
+    engine.inner.tasks.clone().spawn(
+        async move {
+            loop {
+                engine.update_next_refresh();
+                let Some(next) = engine.retrieval().next_refresh else { break };
+                let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                match engine.full_refresh() {
+                    Ok(()) => info!("scheduled full refresh started"),
+                    Err(error) => warn!(error = %error, "scheduled full refresh skipped"),
+                }
+                // Never fire twice for the same minute.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        .instrument(info_span!("loop", name = "refresh_timetable")),
+    );
 }
 
 fn spawn_every<F, Fut>(engine: &Engine, name: &'static str, interval: Duration, work: F)

@@ -110,7 +110,7 @@ impl Engine {
     pub async fn create_snapshot_at(&self, data_state_at: DateTime<Utc>) -> Result<SnapshotView> {
         let _serial = self.inner.snapshot_lock.lock().await;
         let storage = self.inner.pool.storage();
-        let data = self.inner.pool.data_dataset();
+        let data = self.current_data_dataset();
         let now = Utc::now();
         let name = {
             let state = self.read_state();
@@ -120,7 +120,16 @@ impl Engine {
                 taken.contains(self.inner.pool.snapshot_id(name).as_str())
             })?
         };
-        storage.snapshot(&name).await?;
+        match storage.snapshot(&name).await {
+            Ok(()) => {}
+            Err(storage::Error::NotFound(_)) => {
+                return Err(Error::NotFound(format!(
+                    "there is no data to snapshot yet ({} does not exist): wait for retrieval",
+                    name.dataset()
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
         let logical_size = match storage.dataset_space(&data).await {
             Ok(space) => space.referenced,
             Err(error) => {
@@ -263,6 +272,7 @@ impl Engine {
             Err(error) => return Err(error.into()),
         }
         self.forget_snapshot(record)?;
+        self.destroy_unused_data(name.dataset()).await;
         info!(snapshot_id = %id, "snapshot deleted");
         self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotDelete, id));
         Ok(())

@@ -44,6 +44,9 @@ pub(crate) struct ConfigFile {
     pub snapshots: SnapshotsConfig,
     /// `[webhooks]`.
     pub webhooks: WebhooksConfig,
+    /// `[retrieval]`: where the data comes from; without it the pool starts with an empty
+    /// cluster.
+    pub retrieval: Option<retrieval::RetrievalConfig>,
 }
 
 /// `[server]`: the API listener and the state directory.
@@ -147,7 +150,7 @@ impl Config {
 
     /// Applies the environment and the flags to a parsed file, and checks the result.
     pub(crate) fn resolve(file: ConfigFile, args: &Args, env: &dyn Env) -> anyhow::Result<Config> {
-        let ConfigFile { server, pool, cloning, clone, snapshots, webhooks } = file;
+        let ConfigFile { server, pool, cloning, clone, snapshots, webhooks, retrieval } = file;
         let mut host = server.host;
         let mut port = server.port;
         let mut state_dir = server.state_dir;
@@ -175,7 +178,7 @@ impl Config {
                 None => None,
             },
         };
-        let engine = EngineConfig { cloning, clone, snapshots };
+        let engine = EngineConfig { cloning, clone, snapshots, retrieval };
         engine.validate().context("invalid configuration")?;
         webhooks.validate().context("invalid configuration")?;
         let image_size = parse_size(&pool.image_size).with_context(|| {

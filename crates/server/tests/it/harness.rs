@@ -12,6 +12,9 @@ use tokio_postgres::{Client, NoTls};
 
 pub(crate) const TOKEN: &str = "test-token-3f1c";
 pub(crate) const PASSWORD: &str = "Sc1on-test-pass!";
+/// The password of a test's source database, handed to the server in this variable.
+pub(crate) const SOURCE_PASSWORD_ENV: &str = "SCION_TEST_SOURCE_PASSWORD";
+pub(crate) const SOURCE_PASSWORD: &str = "S0urce-pass 'quoted'";
 const POOL_SIZE: u64 = 2 << 30;
 
 /// A running `scion-server`.
@@ -70,6 +73,7 @@ impl TestServer {
             .arg("--config")
             .arg(&self.config_path)
             .env("SCION_VERIFICATION_TOKEN", TOKEN)
+            .env(SOURCE_PASSWORD_ENV, SOURCE_PASSWORD)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

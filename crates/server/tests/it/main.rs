@@ -9,5 +9,6 @@
 mod api;
 mod harness;
 mod lifecycle;
+mod refresh;
 mod resilience;
 mod webhooks;

@@ -1,0 +1,293 @@
+//! Full refresh: a retrieval run into a new dataset, then a snapshot of it that becomes the head
+//! of `main`, while existing clones keep running on their own snapshots.
+//!
+//! Each run gets a fresh golden dataset (`data_<YYYYMMDDHHMMSS>`), so a failed or cancelled run
+//! never touches the data earlier snapshots came from: it is discarded whole, with an alert.
+//! Once a run succeeds, its dataset becomes the pool's current data (`POST /snapshot` takes
+//! snapshots of it) and older snapshots without clones fall under retention; a golden dataset
+//! whose last snapshot is gone is destroyed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Utc};
+use retrieval::{Pipeline, Progress, Summary, Target};
+use storage::{DatasetName, DestroyMode, ThinStorage};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::Engine;
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+
+/// The store key naming the dataset that holds the pool's current data.
+pub(crate) const CURRENT_DATA_KEY: &str = "current_data_dataset";
+
+/// Where retrieval stands, as `/status` → `retrieving` shows it (DBLab's statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshStatus {
+    /// No retrieval is configured, or none has run.
+    Inactive,
+    /// A refresh is scheduled to start.
+    Pending,
+    /// Data is being retrieved.
+    Refreshing,
+    /// The retrieved data is being snapshotted.
+    Snapshotting,
+    /// The last refresh succeeded.
+    Finished,
+    /// The last refresh failed; earlier snapshots are intact.
+    Failed,
+}
+
+impl RefreshStatus {
+    /// DBLab's name for the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshStatus::Inactive => "inactive",
+            RefreshStatus::Pending => "pending",
+            RefreshStatus::Refreshing => "refreshing",
+            RefreshStatus::Snapshotting => "snapshotting",
+            RefreshStatus::Finished => "finished",
+            RefreshStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One kind of alert with its count, as DBLab keeps them (`refresh_failed`, `refresh_skipped`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshAlert {
+    /// `error` or `warning`.
+    pub level: &'static str,
+    /// The last message.
+    pub message: String,
+    /// When it last happened.
+    pub last_seen: DateTime<Utc>,
+    /// How often it happened.
+    pub count: u64,
+}
+
+/// What the engine knows about retrieval, for `/status` and `/instance/retrieval`.
+#[derive(Debug, Clone)]
+pub struct RetrievalView {
+    /// Whether a retrieval is configured at all.
+    pub configured: bool,
+    /// The status.
+    pub status: RefreshStatus,
+    /// When the last successful refresh finished.
+    pub last_refresh: Option<DateTime<Utc>>,
+    /// When the timetable runs the next one.
+    pub next_refresh: Option<DateTime<Utc>>,
+    /// Alerts by type.
+    pub alerts: BTreeMap<&'static str, RefreshAlert>,
+    /// The running (or last) run's progress.
+    pub progress: Option<Progress>,
+    /// The last successful run.
+    pub last_summary: Option<Summary>,
+}
+
+/// Retrieval state kept in memory.
+#[derive(Debug)]
+pub(crate) struct RefreshState {
+    pub(crate) status: RefreshStatus,
+    pub(crate) last_refresh: Option<DateTime<Utc>>,
+    pub(crate) next_refresh: Option<DateTime<Utc>>,
+    pub(crate) alerts: BTreeMap<&'static str, RefreshAlert>,
+    pub(crate) last_summary: Option<Summary>,
+}
+
+impl Default for RefreshState {
+    fn default() -> Self {
+        RefreshState {
+            status: RefreshStatus::Inactive,
+            last_refresh: None,
+            next_refresh: None,
+            alerts: BTreeMap::new(),
+            last_summary: None,
+        }
+    }
+}
+
+impl RefreshState {
+    fn alert(&mut self, kind: &'static str, level: &'static str, message: String) {
+        let now = Utc::now();
+        let entry = self.alerts.entry(kind).or_insert(RefreshAlert {
+            level,
+            message: message.clone(),
+            last_seen: now,
+            count: 0,
+        });
+        entry.message = message;
+        entry.last_seen = now;
+        entry.count += 1;
+    }
+}
+
+impl Engine {
+    /// The dataset that holds the pool's current data.
+    pub(crate) fn current_data_dataset(&self) -> DatasetName {
+        self.inner
+            .store
+            .meta(CURRENT_DATA_KEY)
+            .ok()
+            .flatten()
+            .and_then(|name| DatasetName::new(name).ok())
+            .unwrap_or_else(|| self.inner.pool.data_dataset())
+    }
+
+    /// Retrieval as it stands.
+    pub fn retrieval(&self) -> RetrievalView {
+        let state = self.refresh_state();
+        RetrievalView {
+            configured: self.inner.pipeline.is_some(),
+            status: state.status,
+            last_refresh: state.last_refresh,
+            next_refresh: state.next_refresh,
+            alerts: state.alerts.clone(),
+            progress: self
+                .inner
+                .pipeline
+                .as_ref()
+                .map(|pipeline| pipeline.subscribe().borrow().clone()),
+            last_summary: state.last_summary.clone(),
+        }
+    }
+
+    fn refresh_state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
+        self.inner.refresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a full refresh in the background. Refused when no retrieval is configured or one
+    /// is already running.
+    pub fn full_refresh(&self) -> Result<()> {
+        let Some(pipeline) = self.inner.pipeline.clone() else {
+            return Err(Error::InvalidInput(
+                "no retrieval is configured: add a [retrieval] section with a source".to_owned(),
+            ));
+        };
+        if self.inner.refresh_running.swap(true, Ordering::SeqCst) {
+            self.refresh_state().alert(
+                "refresh_skipped",
+                "warning",
+                "a refresh was requested while another was running".to_owned(),
+            );
+            return Err(Error::Refused("a refresh is already running".to_owned()));
+        }
+        self.refresh_state().status = RefreshStatus::Pending;
+        let engine = self.clone();
+        self.inner.tasks.spawn(
+            async move {
+                engine.run_refresh(&pipeline).await;
+                engine.inner.refresh_running.store(false, Ordering::SeqCst);
+            }
+            .instrument(info_span!("full_refresh")),
+        );
+        Ok(())
+    }
+
+    async fn run_refresh(&self, pipeline: &Pipeline) {
+        let started = Utc::now();
+        self.refresh_state().status = RefreshStatus::Refreshing;
+        info!("full refresh started");
+        match self.refresh_into_new_dataset(pipeline, started).await {
+            Ok(snapshot_id) => {
+                let mut state = self.refresh_state();
+                state.status = RefreshStatus::Finished;
+                state.last_refresh = Some(Utc::now());
+                info!(%snapshot_id, "full refresh finished");
+            }
+            Err(error) => {
+                warn!(error = %error, "full refresh failed; earlier snapshots and clones are untouched");
+                let mut state = self.refresh_state();
+                state.status = RefreshStatus::Failed;
+                state.alert("refresh_failed", "error", error.to_string());
+            }
+        }
+        self.update_next_refresh();
+    }
+
+    async fn refresh_into_new_dataset(
+        &self,
+        pipeline: &Pipeline,
+        started: DateTime<Utc>,
+    ) -> Result<String> {
+        let storage = self.inner.pool.storage();
+        let listing = storage.list().await?;
+        let base = format!("data_{}", started.format("%Y%m%d%H%M%S"));
+        let mut name = base.clone();
+        for suffix in 1.. {
+            let candidate = DatasetName::new(name.clone())
+                .map_err(|error| Error::InvalidInput(error.to_string()))?;
+            if listing.dataset(&candidate).is_none() {
+                break;
+            }
+            name = format!("{base}_{suffix}");
+        }
+        let dataset =
+            DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))?;
+        let mountpoint = storage.create_dataset(&dataset).await?;
+        let run_dir = self.inner.state_dir.join("retrieval");
+        if let Err(error) = std::fs::create_dir_all(&run_dir) {
+            self.discard(&dataset).await;
+            return Err(Error::InvalidInput(format!("create {}: {error}", run_dir.display())));
+        }
+        let mut target = Target::new(Pool::pgdata(&mountpoint), &run_dir);
+        target.admin_role = self.inner.config.clone.admin_role.clone();
+        let summary = match pipeline.run(&target, &self.inner.cancel).await {
+            Ok(summary) => summary,
+            Err(error) => {
+                self.discard(&dataset).await;
+                return Err(Error::Retrieval(error));
+            }
+        };
+        self.refresh_state().status = RefreshStatus::Snapshotting;
+        let previous = self.current_data_dataset();
+        self.inner.store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
+        match self.create_snapshot_at(summary.data_state_at).await {
+            Ok(snapshot) => {
+                self.refresh_state().last_summary = Some(summary);
+                self.destroy_unused_data(&previous).await;
+                Ok(snapshot.record.id)
+            }
+            Err(error) => {
+                self.inner.store.set_meta(CURRENT_DATA_KEY, previous.as_str())?;
+                self.discard(&dataset).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Destroys a dataset a failed run wrote into.
+    async fn discard(&self, dataset: &DatasetName) {
+        if let Err(error) =
+            self.inner.pool.storage().destroy_dataset(dataset, DestroyMode::WithDependents).await
+        {
+            warn!(%dataset, error = %error, "failed to discard the dataset of a failed refresh");
+        }
+    }
+
+    /// Destroys a golden dataset that is no longer current and has no snapshots left.
+    pub(crate) async fn destroy_unused_data(&self, dataset: &DatasetName) {
+        if *dataset == self.current_data_dataset() {
+            return;
+        }
+        let storage = self.inner.pool.storage();
+        let Ok(listing) = storage.list().await else { return };
+        if listing.dataset(dataset).is_none() || listing.snapshots_of(dataset).next().is_some() {
+            return;
+        }
+        match storage.destroy_dataset(dataset, DestroyMode::Refuse).await {
+            Ok(()) => info!(%dataset, "old data removed: no snapshot uses it any more"),
+            Err(error) => warn!(%dataset, error = %error, "failed to remove old data"),
+        }
+    }
+
+    /// Recomputes when the timetable runs next.
+    pub(crate) fn update_next_refresh(&self) {
+        let next = self
+            .inner
+            .pipeline
+            .as_ref()
+            .and_then(|pipeline| pipeline.config().next_refresh(Utc::now()).ok().flatten());
+        self.refresh_state().next_refresh = next;
+    }
+}

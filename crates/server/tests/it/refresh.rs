@@ -1,0 +1,172 @@
+//! Full refresh from a real source database: data arrives in a new snapshot while clones keep
+//! running on theirs, and a failed refresh leaves everything as it was.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use postgres::{
+    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgMajor, RoleKind, ServerSettings,
+    StopMode,
+};
+use serde_json::Value;
+use test_support::{TestDir, free_port_range};
+
+use crate::harness::{SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TestServer, connect};
+
+/// A source cluster with a password-protected superuser and one database of orders.
+struct Source {
+    instance: Option<Instance>,
+    spec: InstanceSpec,
+    port: u16,
+    _dir: TestDir,
+}
+
+impl Source {
+    async fn start() -> Source {
+        let dir = TestDir::new("scion-source-");
+        let user = OsUser::lookup("postgres").unwrap();
+        let binaries = BinarySearch::default().locate(PgMajor::new(16).unwrap()).unwrap();
+        let data_dir = dir.path().join("data");
+        postgres::initdb(&binaries, &data_dir, &user, &InitDbOptions::new("postgres"))
+            .await
+            .unwrap();
+        let port = *free_port_range(1).start();
+        let socket_dir: PathBuf = dir.path().join("sock");
+        let spec = InstanceSpec::new(
+            &data_dir,
+            ServerSettings::new(port, &socket_dir),
+            "postgres",
+            dir.path().join("log"),
+            user,
+        );
+        let mut instance = Instance::start(&binaries, spec.clone()).await.unwrap();
+        let admin = instance.admin().await.unwrap();
+        admin.create_or_replace_role("reader", SOURCE_PASSWORD, RoleKind::Superuser).await.unwrap();
+        admin.client().batch_execute("CREATE DATABASE shop").await.unwrap();
+        drop(admin);
+        let source = Source { instance: Some(instance), spec, port, _dir: dir };
+        source
+            .sql(
+                "CREATE TABLE orders (id int PRIMARY KEY, total numeric); \
+                    INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 1000) g",
+            )
+            .await;
+        source
+    }
+
+    async fn sql(&self, statements: &str) {
+        let admin =
+            postgres::Admin::connect(&self.spec.settings.socket_dir, self.port, "postgres", "shop")
+                .await
+                .unwrap();
+        admin.client().batch_execute(statements).await.unwrap();
+    }
+
+    async fn stop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            instance.stop(StopMode::Fast, Duration::from_secs(30)).await.unwrap();
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[retrieval]\ntarget_major = 16\n[retrieval.source]\nhost = \"127.0.0.1\"\nport = {}\n\
+             dbname = \"postgres\"\nusername = \"reader\"\npassword_env = \"{SOURCE_PASSWORD_ENV}\"\n\
+             [retrieval.database_rename]\nshop = \"shop_dev\"\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        test_support::stop_postmasters_under(self._dir.path());
+    }
+}
+
+async fn wait_refresh(server: &TestServer, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (status, retrieving) = server.get("/instance/retrieval").await;
+        assert_eq!(status, 200, "{retrieving}");
+        if done(&retrieving) {
+            return retrieving;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refresh did not finish: {retrieving}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn order_count(clone: &Value) -> i64 {
+    let mut clone = clone.clone();
+    clone["db"]["dbName"] = Value::from("shop_dev");
+    let client = connect(&clone).await.expect("connect to the renamed database");
+    client.query_one("SELECT count(*) FROM orders", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn refresh_brings_new_data_without_touching_running_clones() {
+    let mut source = Source::start().await;
+    let server = TestServer::start(&source.config()).await;
+
+    // The first refresh runs at start.
+    let first =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(first["status"], "finished", "{first}\n{}", server.log());
+    assert_eq!(first["mode"], "logical");
+    let old = server.create_clone("before").await;
+    assert_eq!(
+        order_count(&old).await,
+        1000,
+        "the clone holds the source's data under its new name"
+    );
+
+    // The source changes; a refresh picks it up while the clone keeps running.
+    source.sql("INSERT INTO orders SELECT g, 1 FROM generate_series(1001, 1500) g").await;
+    let (status, started) = server.post("/full-refresh", Value::Null).await;
+    assert_eq!(status, 200, "{started}");
+    let (status, again) = server.post("/full-refresh", Value::Null).await;
+    assert!(status == 400 || status == 200, "{again}");
+    let second = wait_refresh(&server, |r| {
+        r["status"] == "finished" && r["lastRefresh"] != first["lastRefresh"]
+    })
+    .await;
+    let new = server.create_clone("after").await;
+    let (_, snapshots) = server.get("/snapshots").await;
+    assert_eq!(snapshots.as_array().unwrap().len(), 2, "{snapshots}");
+    assert_ne!(
+        new["snapshot"]["id"], old["snapshot"]["id"],
+        "new clones start from the new snapshot"
+    );
+    assert_eq!(order_count(&new).await, 1500);
+    assert_eq!(order_count(&old).await, 1000, "the running clone was touched by the refresh");
+    assert!(
+        second["alerts"].as_object().is_none_or(|alerts| !alerts.contains_key("refresh_failed"))
+    );
+
+    // A refresh that cannot reach the source fails with an alert and changes nothing.
+    source.stop().await;
+    server.post("/full-refresh", Value::Null).await;
+    let failed = wait_refresh(&server, |r| r["status"] == "failed").await;
+    assert!(
+        failed["alerts"]["refresh_failed"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{failed}"
+    );
+    let (_, status) = server.get("/status").await;
+    assert_eq!(status["status"]["code"], "WARNING", "{}", status["status"]);
+    let (_, after_failure) = server.get("/snapshots").await;
+    assert_eq!(after_failure, snapshots, "a failed refresh changed the snapshots");
+    assert_eq!(order_count(&new).await, 1500);
+    assert_eq!(order_count(&old).await, 1000);
+    let data_dirs: Vec<_> = std::fs::read_dir(server.pool_dir())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("data"))
+        .collect();
+    assert!(data_dirs.len() <= 2, "the failed run's dataset was left behind: {data_dirs:?}");
+}
