@@ -1,0 +1,395 @@
+//! A typed async client for Scion's REST API, which is DBLab Engine 4.x's API plus additive extensions.
+//!
+//! One method per endpoint; requests and answers are the `api-types` shapes, errors are [`Error`].
+//! Waiting for a clone uses Scion's `?wait=<seconds>` extension (the server answers once the clone is
+//! ready), never a fixed polling interval. The one exception is [`Client::wait_clone_gone`]: the server
+//! has no signal for "destroyed", so it polls with a short, growing backoff.
+//!
+//! What is deliberately not here: configuration files, retries of failed requests and any output
+//! formatting; those belong to the caller (the `scion` CLI).
+#![warn(missing_docs)]
+
+mod error;
+
+use std::fmt;
+use std::time::Duration;
+
+use api_types::{
+    CloneId, CreateCloneRequest, CreateSnapshotRequest, PatchCloneRequest, ResetCloneRequest,
+    Response, SnapshotId, StatusCode,
+};
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use crate::error::Error;
+
+/// The header that carries the API token, as in DBLab.
+pub const TOKEN_HEADER: &str = "Verification-Token";
+
+/// How long one request may take unless [`Client::with_timeout`] says otherwise (DBLab's CLI default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first pause of [`Client::wait_clone_gone`]; it doubles up to [`MAX_POLL_INTERVAL`].
+const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest pause of [`Client::wait_clone_gone`].
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A connection to one Scion (or DBLab) server: base URL, token and timeout.
+///
+/// Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token stays out of logs and panic messages.
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port`, optionally with a path prefix such as
+    /// `/api`), sending `token` in the `Verification-Token` header when given.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Client, Error> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(base_url).map_err(|error| invalid(&error.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(invalid("a host is required"));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(invalid("a query or fragment is not allowed"));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("scion-api-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| invalid(&error_chain(&error)))?;
+        let token = token.filter(|token| !token.is_empty());
+        Ok(Client { http, base, token, timeout: DEFAULT_TIMEOUT })
+    }
+
+    /// The same client with another per-request timeout (a waiting request gets its wait on top).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `GET /healthz`: version and identity; needs no token.
+    pub async fn healthz(&self) -> Result<api_types::Engine, Error> {
+        self.get(&["healthz"], &[]).await
+    }
+
+    /// `GET /status`: the whole instance (pools, clones, retrieval).
+    pub async fn status(&self) -> Result<api_types::Instance, Error> {
+        self.get(&["status"], &[]).await
+    }
+
+    /// `GET /snapshots`, newest first; `branch` keeps that branch's snapshots.
+    pub async fn snapshots(&self, branch: Option<&str>) -> Result<Vec<api_types::Snapshot>, Error> {
+        let query: Vec<(&str, String)> =
+            branch.map(|branch| ("branch", branch.to_owned())).into_iter().collect();
+        self.get(&["snapshots"], &query).await
+    }
+
+    /// `GET /snapshot/{id}`.
+    pub async fn snapshot(&self, id: &str) -> Result<api_types::Snapshot, Error> {
+        let path = snapshot_path(id)?;
+        self.get(&path, &[]).await
+    }
+
+    /// `POST /snapshot`: snapshot the pool now (the active pool when `request.pool_name` is empty).
+    pub async fn create_snapshot(
+        &self,
+        request: &CreateSnapshotRequest,
+    ) -> Result<api_types::Snapshot, Error> {
+        self.json(Method::POST, &["snapshot"], &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `DELETE /snapshot/{id}?force=`: with `force`, clones made from it are destroyed too.
+    pub async fn delete_snapshot(&self, id: &str, force: bool) -> Result<Response, Error> {
+        let path = snapshot_path(id)?;
+        let query = [("force", force.to_string())];
+        self.json(Method::DELETE, &path, &query, None::<&()>, Duration::ZERO).await
+    }
+
+    /// `GET /clones`, newest first.
+    pub async fn clones(&self) -> Result<Vec<api_types::Clone>, Error> {
+        self.get(&["clones"], &[]).await
+    }
+
+    /// `GET /clone/{id}`.
+    pub async fn clone_status(&self, id: &str) -> Result<api_types::Clone, Error> {
+        self.get(&["clone", clone_id(id)?], &[]).await
+    }
+
+    /// `POST /clone`. Without `wait` the answer comes at once with status `CREATING`; with it the server
+    /// answers once the clone is ready or failed, or when `wait` runs out (still `CREATING` then).
+    pub async fn create_clone(
+        &self,
+        request: &CreateCloneRequest,
+        wait: Option<Duration>,
+    ) -> Result<api_types::Clone, Error> {
+        let query = wait_query(wait);
+        self.json(Method::POST, &["clone"], &query, Some(request), wait.unwrap_or_default()).await
+    }
+
+    /// `PATCH /clone/{id}`: set or lift protection (a `false` or missing `protected` lifts it).
+    pub async fn update_clone(
+        &self,
+        id: &str,
+        request: &PatchCloneRequest,
+    ) -> Result<api_types::Clone, Error> {
+        let path = ["clone", clone_id(id)?];
+        self.json(Method::PATCH, &path, &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `POST /clone/{id}/reset`. Without `wait` the server answers at once with an empty body (`None`);
+    /// with it, once the clone is ready again, with the clone.
+    pub async fn reset_clone(
+        &self,
+        id: &str,
+        request: &ResetCloneRequest,
+        wait: Option<Duration>,
+    ) -> Result<Option<api_types::Clone>, Error> {
+        let path = ["clone", clone_id(id)?, "reset"];
+        let query = wait_query(wait);
+        let body =
+            self.send(Method::POST, &path, &query, Some(request), wait.unwrap_or_default()).await?;
+        if body.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        body.decode().map(Some)
+    }
+
+    /// `DELETE /clone/{id}`: the server starts tearing the clone down and answers at once.
+    pub async fn destroy_clone(&self, id: &str) -> Result<(), Error> {
+        let path = ["clone", clone_id(id)?];
+        self.send(Method::DELETE, &path, &[], None::<&()>, Duration::ZERO).await.map(drop)
+    }
+
+    /// Waits until the clone is gone after [`Client::destroy_clone`], polling `GET /clone/{id}` with a
+    /// short, growing backoff (the API has no better signal). `Ok(None)` when it is gone; `Ok(Some)` when
+    /// it left `DELETING` but still exists (a failed teardown leaves it `FATAL`); [`Error::Timeout`] when
+    /// it is still being deleted after `timeout`.
+    pub async fn wait_clone_gone(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<api_types::Clone>, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = FIRST_POLL_INTERVAL;
+        loop {
+            match self.clone_status(id).await {
+                Err(error) if error.is_not_found() => return Ok(None),
+                Err(error) => return Err(error),
+                Ok(clone) if clone.status.code != StatusCode::Deleting => return Ok(Some(clone)),
+                Ok(_) => {}
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                let url = self.url(&["clone", id], &[]);
+                return Err(Error::Timeout { url: url.into(), seconds: timeout.as_secs_f64() });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL_INTERVAL);
+        }
+    }
+
+    /// `POST /full-refresh`: start a new retrieval run in the background.
+    pub async fn full_refresh(&self) -> Result<Response, Error> {
+        self.json(Method::POST, &["full-refresh"], &[], None::<&()>, Duration::ZERO).await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<T, Error> {
+        self.json(Method::GET, path, query, None::<&()>, Duration::ZERO).await
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, String)],
+        body: Option<&impl Serialize>,
+        wait: Duration,
+    ) -> Result<T, Error> {
+        self.send(method, path, query, body, wait).await?.decode()
+    }
+
+    /// Sends one request and returns the body of a 2xx answer; other answers become [`Error::Api`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, String)],
+        body: Option<&impl Serialize>,
+        wait: Duration,
+    ) -> Result<Answer, Error> {
+        let url = self.url(path, query);
+        let timeout = self.timeout + wait;
+        let mut request = self.http.request(method, url.clone()).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let network = |error: reqwest::Error| {
+            if error.is_timeout() {
+                Error::Timeout { url: url.to_string(), seconds: timeout.as_secs_f64() }
+            } else {
+                Error::Unreachable { url: url.to_string(), reason: error_chain(&error) }
+            }
+        };
+        let response = request.send().await.map_err(network)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(network)?;
+        if status.is_success() {
+            return Ok(Answer { url, bytes: bytes.to_vec() });
+        }
+        Err(api_error(status, &bytes))
+    }
+
+    fn url(&self, path: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut segments =
+                url.path_segments_mut().expect("Client::new refuses URLs that cannot be a base");
+            segments.pop_if_empty().extend(path);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+}
+
+/// The body of a successful answer and where it came from.
+struct Answer {
+    url: Url,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.bytes)
+            .map_err(|error| Error::Decode { url: self.url.to_string(), reason: error.to_string() })
+    }
+}
+
+/// Turns an error answer into [`Error::Api`], keeping the server's `{code, message}` when it sent one.
+fn api_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+    let status_code = status.as_u16();
+    if let Ok(error) = serde_json::from_slice::<api_types::ApiError>(body) {
+        return Error::Api { status: status_code, code: error.code, message: error.message };
+    }
+    let text = String::from_utf8_lossy(body).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("no message").to_owned()
+    } else {
+        text
+    };
+    Error::Api { status: status_code, code: error::code_for_status(status_code), message }
+}
+
+/// The path of a snapshot: its ID contains `/`, which stays a path separator, as DBLab's clients send it.
+fn snapshot_path(id: &str) -> Result<Vec<&str>, Error> {
+    SnapshotId::parse(id).map_err(|source| Error::InvalidId { id: id.to_owned(), source })?;
+    Ok(std::iter::once("snapshot").chain(id.split('/')).collect())
+}
+
+fn clone_id(id: &str) -> Result<&str, Error> {
+    CloneId::parse(id).map_err(|source| Error::InvalidId { id: id.to_owned(), source })?;
+    Ok(id)
+}
+
+fn wait_query(wait: Option<Duration>) -> Vec<(&'static str, String)> {
+    wait.map(|wait| ("wait", wait.as_secs_f64().to_string())).into_iter().collect()
+}
+
+/// The messages of an error and its causes; reqwest's own message alone ("error sending request")
+/// hides the useful part ("Connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    // reqwest's top message repeats the URL the caller already shows; start at its cause.
+    let top = error.source().unwrap_or(error);
+    let mut parts = vec![top.to_string()];
+    let mut source = top.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_base_path_and_snapshot_slashes() {
+        let client = Client::new("http://127.0.0.1:2345/api/", None).unwrap();
+        let path = snapshot_path("dblab_pool/data@snapshot_20261122010506").unwrap();
+        let url = client.url(&path, &[("force", "true".to_owned())]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:2345/api/snapshot/dblab_pool/data@snapshot_20261122010506?force=true"
+        );
+        let url = client.url(&["clone", "c1", "reset"], &wait_query(Some(Duration::from_secs(5))));
+        assert_eq!(url.as_str(), "http://127.0.0.1:2345/api/clone/c1/reset?wait=5");
+    }
+
+    #[test]
+    fn bad_urls_and_ids_are_refused_before_any_request() {
+        for url in ["", "127.0.0.1:2345", "ftp://host", "http://host/?a=b", "mailto:x@y"] {
+            assert!(matches!(Client::new(url, None), Err(Error::InvalidUrl { .. })), "{url}");
+        }
+        assert!(matches!(clone_id("../status"), Err(Error::InvalidId { .. })));
+        assert!(matches!(snapshot_path("no-at-sign"), Err(Error::InvalidId { .. })));
+    }
+
+    #[test]
+    fn error_bodies_become_api_errors() {
+        let body = br#"{"code":"NOT_FOUND","message":"clone \"x\" not found"}"#;
+        let error = api_error(reqwest::StatusCode::NOT_FOUND, body);
+        assert!(error.is_not_found());
+        assert_eq!(error.to_string(), r#"clone "x" not found (HTTP 404, NOT_FOUND)"#);
+        let error = api_error(reqwest::StatusCode::METHOD_NOT_ALLOWED, b"");
+        assert_eq!(error.to_string(), "Method Not Allowed (HTTP 405, INTERNAL_ERROR)");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let client = Client::new("http://localhost:1", Some("s3cret".to_owned())).unwrap();
+        assert!(!format!("{client:?}").contains("s3cret"));
+    }
+}
