@@ -1,0 +1,135 @@
+//! Runs a parsed command: resolves the server URL and token, calls the API through `api-client`,
+//! prints the result, and classifies failures into usage/configuration errors (exit 2) and failed
+//! operations (exit 1).
+
+mod clone;
+mod init;
+mod instance;
+mod snapshot;
+
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use api_client::Client;
+use clap::CommandFactory;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::args::{Cli, Command, GlobalArgs, Output};
+use crate::config;
+
+/// Why a command failed, which decides the exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad input or configuration: exit 2.
+    Usage(anyhow::Error),
+    /// The operation was tried and failed: exit 1.
+    Operation(anyhow::Error),
+}
+
+impl Failure {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Operation(_) => 1,
+        }
+    }
+
+    pub(crate) fn operation(message: impl fmt::Display) -> Failure {
+        Failure::Operation(anyhow::anyhow!("{message}"))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(error) | Failure::Operation(error) => write!(f, "{error:#}"),
+        }
+    }
+}
+
+impl From<api_client::Error> for Failure {
+    fn from(error: api_client::Error) -> Failure {
+        use api_client::Error;
+        let hint = match &error {
+            Error::InvalidUrl { .. } | Error::InvalidId { .. } => {
+                return Failure::Usage(error.into());
+            }
+            Error::Unreachable { .. } => Some(
+                "is scion-server running there? Set the URL with --url, SCION_URL or `scion init`",
+            ),
+            Error::Api { status: 401, .. } => {
+                Some("set the token with SCION_TOKEN or `scion init`")
+            }
+            Error::Timeout { .. } => Some("a longer --request-timeout may help"),
+            Error::Api { .. } | Error::Decode { .. } => None,
+        };
+        match hint {
+            Some(hint) => Failure::Operation(anyhow::anyhow!("{error}\nhint: {hint}")),
+            None => Failure::Operation(error.into()),
+        }
+    }
+}
+
+/// Runs the command.
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Init(args) => init::run(global, &args).await,
+        Command::Clone(command) => clone::run(&Context::new(global)?, command).await,
+        Command::Snapshot(command) => snapshot::run(&Context::new(global)?, command).await,
+        Command::Instance(command) => instance::run(&Context::new(global)?, &command).await,
+        Command::FullRefresh => instance::full_refresh(&Context::new(global)?).await,
+        Command::Completions(args) => {
+            let mut text = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "scion", &mut text);
+            emit(&String::from_utf8_lossy(&text));
+            Ok(())
+        }
+    }
+}
+
+/// What a command that talks to the server needs.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub client: Client,
+    pub output: Output,
+    pub timeout: Duration,
+}
+
+impl Context {
+    fn new(global: &GlobalArgs) -> Result<Context, Failure> {
+        let path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
+        let file = config::ConfigFile::load(&path).map_err(Failure::Usage)?;
+        let endpoint = config::resolve(global.url.as_deref(), config::env_token(), &file);
+        let client =
+            Client::new(&endpoint.url, endpoint.token)?.with_timeout(global.request_timeout);
+        Ok(Context { client, output: global.output, timeout: global.request_timeout })
+    }
+
+    /// Prints `value` as the API's JSON or as `table(value)`.
+    fn print<T: serde::Serialize>(&self, value: &T, table: impl FnOnce(&T) -> String) {
+        match self.output {
+            Output::Json => emit(&crate::output::json(value)),
+            Output::Table => emit(&table(value)),
+        }
+    }
+}
+
+/// Writes a result to stdout; a closed pipe (`scion clone list | head -1`) is not an error.
+pub(crate) fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
+/// A spinner on stderr while waiting for the server; drawn only on a terminal. It ticks on its own
+/// thread, so the request itself is a single long call, not a polling loop.
+pub(crate) fn spinner(message: String) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        spinner.set_style(style);
+    }
+    spinner.set_message(message);
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner
+}

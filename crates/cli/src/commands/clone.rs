@@ -1,0 +1,148 @@
+//! `scion clone create|list|status|update|reset|destroy`.
+
+use api_types::{
+    CreateCloneRequest, DatabaseRequest, PatchCloneRequest, ResetCloneRequest, SnapshotRef,
+    StatusCode,
+};
+
+use super::{Context, Failure, emit, spinner};
+use crate::args::{
+    CloneCommand, CloneCreateArgs, CloneDestroyArgs, CloneResetArgs, CloneUpdateArgs, Output,
+};
+use crate::output;
+use crate::protection::Protection;
+
+pub(super) async fn run(context: &Context, command: CloneCommand) -> Result<(), Failure> {
+    match command {
+        CloneCommand::Create(args) => create(context, args).await,
+        CloneCommand::List => {
+            let clones = context.client.clones().await?;
+            context.print(&clones, |clones| output::clone_list(clones));
+            Ok(())
+        }
+        CloneCommand::Status(args) => {
+            let clone = context.client.clone_status(&args.clone_id).await?;
+            context.print(&clone, output::clone_detail);
+            Ok(())
+        }
+        CloneCommand::Update(args) => update(context, &args).await,
+        CloneCommand::Reset(args) => reset(context, args).await,
+        CloneCommand::Destroy(args) => destroy(context, &args).await,
+    }
+}
+
+async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure> {
+    let (protected, protection_duration_minutes) = Protection::fields(args.protected);
+    let request = CreateCloneRequest {
+        id: args.id.unwrap_or_default(),
+        protected,
+        protection_duration_minutes,
+        branch: args.branch.unwrap_or_default(),
+        snapshot: args.snapshot_id.map(|id| SnapshotRef { id }),
+        extra_conf: args.extra_config.into_iter().collect(),
+        db: Some(DatabaseRequest {
+            username: args.username,
+            password: args.password,
+            restricted: args.restricted,
+            db_name: args.db_name.unwrap_or_default(),
+        }),
+    };
+    if args.no_wait {
+        let clone = context.client.create_clone(&request, None).await?;
+        context.print(&clone, output::clone_detail);
+        return Ok(());
+    }
+    let waiting = spinner("creating the clone".to_owned());
+    let result = context.client.create_clone(&request, Some(context.timeout)).await;
+    waiting.finish_and_clear();
+    settled(context, &result?, &StatusCode::Creating, "created")
+}
+
+async fn update(context: &Context, args: &CloneUpdateArgs) -> Result<(), Failure> {
+    // As in DBLab, clone protection is two-state: no --protected lifts it.
+    let (protected, protection_duration_minutes) = Protection::fields(args.protected);
+    let request = PatchCloneRequest { protected, protection_duration_minutes };
+    let clone = context.client.update_clone(&args.clone_id, &request).await?;
+    context.print(&clone, output::clone_detail);
+    Ok(())
+}
+
+async fn reset(context: &Context, args: CloneResetArgs) -> Result<(), Failure> {
+    let request = ResetCloneRequest {
+        snapshot_id: args.snapshot_id.unwrap_or_default(),
+        latest: args.latest,
+    };
+    if args.no_wait {
+        context.client.reset_clone(&args.clone_id, &request, None).await?;
+        // The API answers a reset with an empty body; show where the clone stands instead.
+        let clone = context.client.clone_status(&args.clone_id).await?;
+        context.print(&clone, output::clone_detail);
+        return Ok(());
+    }
+    let waiting = spinner(format!("resetting clone {}", args.clone_id));
+    let result = context.client.reset_clone(&args.clone_id, &request, Some(context.timeout)).await;
+    waiting.finish_and_clear();
+    let clone = match result? {
+        Some(clone) => clone,
+        // A server without Scion's `wait` extension (DBLab) answers with an empty body at once.
+        None => context.client.clone_status(&args.clone_id).await?,
+    };
+    settled(context, &clone, &StatusCode::Resetting, "reset")
+}
+
+async fn destroy(context: &Context, args: &CloneDestroyArgs) -> Result<(), Failure> {
+    let id = &args.clone_id;
+    context.client.destroy_clone(id).await?;
+    if args.no_wait {
+        if context.output == Output::Table {
+            emit(&format!("Clone {id} is being destroyed.\n"));
+        }
+        return Ok(());
+    }
+    let waiting = spinner(format!("destroying clone {id}"));
+    let result = context.client.wait_clone_gone(id, context.timeout).await;
+    waiting.finish_and_clear();
+    match result? {
+        None => {
+            // The API's answer to DELETE is an empty body, so JSON output prints nothing.
+            if context.output == Output::Table {
+                emit(&format!("Clone {id} destroyed.\n"));
+            }
+            Ok(())
+        }
+        Some(clone) => Err(Failure::operation(format!(
+            "clone {id} was not destroyed: {} {}",
+            clone.status.code, clone.status.message
+        ))),
+    }
+}
+
+/// Prints a clone that was waited for, and fails unless it is ready.
+fn settled(
+    context: &Context,
+    clone: &api_types::Clone,
+    pending: &StatusCode,
+    done: &str,
+) -> Result<(), Failure> {
+    context.print(clone, |clone| {
+        let mut text = output::clone_detail(clone);
+        if let Some(hint) = output::connection_hint(clone) {
+            text.push('\n');
+            text.push_str(&hint);
+        }
+        text
+    });
+    match &clone.status.code {
+        StatusCode::Ok => Ok(()),
+        code if code == pending => Err(Failure::operation(format!(
+            "clone {} is not {done} after {}; see `scion clone status {}`",
+            clone.id,
+            humantime::format_duration(context.timeout),
+            clone.id
+        ))),
+        code => Err(Failure::operation(format!(
+            "clone {} failed: {code} {}",
+            clone.id, clone.status.message
+        ))),
+    }
+}

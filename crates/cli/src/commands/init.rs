@@ -1,0 +1,57 @@
+//! `scion init`: saves the server URL and token in the CLI's configuration file (mode 0600).
+//!
+//! The token comes from `--token-stdin`, `--token` or `SCION_TOKEN`; `--token` exists because
+//! DBLab's `init` has it, but its value stays in the shell history, so the others are preferred.
+
+use std::io::BufRead;
+
+use anyhow::Context as _;
+use api_client::Client;
+
+use super::{Failure, emit};
+use crate::args::{GlobalArgs, InitArgs, Output};
+use crate::config::{self, ConfigFile};
+
+pub(super) async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<(), Failure> {
+    let path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
+    let mut file = ConfigFile::load(&path).map_err(Failure::Usage)?;
+    let Some(url) = global.url.clone().filter(|url| !url.is_empty()) else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "give the server URL with --url or SCION_URL, e.g. `scion init --url http://127.0.0.1:2345`"
+        )));
+    };
+    let token = if args.token_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("read the token from stdin")
+            .map_err(Failure::Usage)?;
+        Some(line.trim().to_owned()).filter(|token| !token.is_empty())
+    } else {
+        args.token.clone().filter(|token| !token.is_empty()).or_else(config::env_token)
+    };
+    let client = Client::new(&url, token.clone())?.with_timeout(global.request_timeout);
+    if args.check {
+        client.status().await?;
+    }
+    file.url = Some(url.clone());
+    if token.is_some() {
+        file.token = token;
+    }
+    file.save(&path).map_err(Failure::Operation)?;
+    let summary = serde_json::json!({
+        "config": path.display().to_string(),
+        "url": url,
+        "token": file.token.is_some(),
+    });
+    match global.output {
+        Output::Json => emit(&crate::output::json(&summary)),
+        Output::Table => emit(&format!(
+            "Saved {} (url {url}, token {})\n",
+            path.display(),
+            if file.token.is_some() { "set" } else { "not set" }
+        )),
+    }
+    Ok(())
+}

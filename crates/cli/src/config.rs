@@ -1,0 +1,137 @@
+//! The CLI's own configuration: the file `scion init` writes (server URL and token, mode 0600) and
+//! the precedence that picks the values a command uses: a flag beats the environment, which beats
+//! the file, which beats the default.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The URL used when nothing else gives one: the server's default listen address.
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:2345";
+/// The environment variable holding the token.
+pub(crate) const TOKEN_ENV: &str = "SCION_TOKEN";
+
+/// The file as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    /// The server's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Where the file lives: `--config`/`SCION_CLI_CONFIG`, else `$XDG_CONFIG_HOME/scion/config.toml`,
+/// else `$HOME/.config/scion/config.toml`.
+pub(crate) fn path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let env_dir = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let base = match (env_dir("XDG_CONFIG_HOME"), env_dir("HOME")) {
+        (Some(config), _) => PathBuf::from(config),
+        (None, Some(home)) => PathBuf::from(home).join(".config"),
+        (None, None) => bail!("neither XDG_CONFIG_HOME nor HOME is set; give --config"),
+    };
+    Ok(base.join("scion").join("config.toml"))
+}
+
+impl ConfigFile {
+    /// Reads the file; a missing file is an empty configuration.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ConfigFile::default());
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("read {}", path.display()));
+            }
+        };
+        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// Writes the file with mode 0600 (it holds the token), replacing any old one atomically.
+    pub(crate) fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let text = toml::to_string(self).context("serialize the configuration")?;
+        let temp = path.with_extension("toml.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)?;
+            // The mode above applies only to a new file; a leftover temp file keeps its own.
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        };
+        write().with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// The server URL and token a command uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+/// Picks the URL (flag or `SCION_URL`, then the file, then [`DEFAULT_URL`]) and the token
+/// (`SCION_TOKEN`, then the file).
+pub(crate) fn resolve(url: Option<&str>, env_token: Option<String>, file: &ConfigFile) -> Endpoint {
+    let url = url
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .or_else(|| file.url.clone())
+        .unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let token = env_token.filter(|token| !token.is_empty()).or_else(|| file.token.clone());
+    Endpoint { url, token }
+}
+
+/// `SCION_TOKEN`, when set and not empty.
+pub(crate) fn env_token() -> Option<String> {
+    std::env::var(TOKEN_ENV).ok().filter(|token| !token.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let file = ConfigFile { url: Some("http://file:1".into()), token: Some("file".into()) };
+        let endpoint = resolve(Some("http://flag:2"), Some("env".into()), &file);
+        assert_eq!(endpoint, Endpoint { url: "http://flag:2".into(), token: Some("env".into()) });
+        let endpoint = resolve(None, None, &file);
+        assert_eq!(endpoint, Endpoint { url: "http://file:1".into(), token: Some("file".into()) });
+        let endpoint = resolve(None, None, &ConfigFile::default());
+        assert_eq!(endpoint, Endpoint { url: DEFAULT_URL.into(), token: None });
+    }
+
+    #[test]
+    fn the_file_round_trips_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("scion-cli-config-{}", std::process::id()));
+        let path = dir.join("nested").join("config.toml");
+        let file =
+            ConfigFile { url: Some("http://127.0.0.1:2345".into()), token: Some("t".into()) };
+        file.save(&path).unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap(), file);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "url = \"x\"\nunknown = 1\n").unwrap();
+        let error = format!("{:#}", ConfigFile::load(&path).unwrap_err());
+        assert!(error.contains("unknown field"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(ConfigFile::load(&path).unwrap(), ConfigFile::default());
+    }
+}

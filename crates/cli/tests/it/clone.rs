@@ -1,0 +1,147 @@
+//! `scion clone create|list|status|update|reset|destroy` in table and JSON output, and a real
+//! connection through the printed connection string.
+
+use std::time::Duration;
+
+use crate::support::{PASSWORD, TestServer, normalize, without_volatile};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_lifecycle() {
+    let server = TestServer::start("").await;
+    let client = server.client();
+    let snapshot = client.snapshots(None).await.unwrap().remove(0).id;
+
+    // Create, waiting until ready: the table ends with the connection string.
+    let run = server
+        .scion(&["clone", "create", "--id", "c1", "--username", "alice", "--password", PASSWORD])
+        .await;
+    let created = client.clone_status("c1").await.unwrap();
+    let port = created.db.port.clone();
+    let replacements = [(snapshot.as_str(), "<SNAPSHOT>"), (port.as_str(), "<PORT>")];
+    let detail = "\
+ID  c1
+Status  OK: Clone is ready to accept Postgres connections.
+Branch  main
+Snapshot  <SNAPSHOT>
+Protected  no
+Created at  <TIME>
+Database  postgres
+User  alice
+Port  <PORT>
+Diff size  <SIZE>
+Cloning time  <SECS>
+Idle limit  120 min
+";
+    let expected = format!(
+        "{detail}\nConnection string: host=127.0.0.1 port=<PORT> user=alice dbname=postgres\n"
+    );
+    assert_eq!(normalize(run.ok(), &replacements), expected);
+
+    // The printed connection string works with the password given.
+    let conn_str = format!("{} password={PASSWORD}", created.db.conn_str);
+    let (db, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    db.batch_execute("CREATE TABLE written_in_clone (id int)").await.unwrap();
+    drop(db);
+    connection.await.unwrap().unwrap();
+
+    // List and status, as tables and as the API's JSON.
+    let run = server.scion(&["clone", "list"]).await;
+    assert_eq!(
+        normalize(run.ok(), &replacements),
+        "ID  STATUS  BRANCH  SNAPSHOT  PORT  PROTECTED  DIFF  CREATED\n\
+         c1  OK  main  <SNAPSHOT>  <PORT>  no  <SIZE>  <TIME>\n"
+    );
+    let json = server.scion(&["clone", "list", "-o", "json"]).await.json();
+    assert_eq!(without_volatile(json), without_volatile(server.raw("/clones").await));
+    let run = server.scion(&["clone", "status", "c1"]).await;
+    assert_eq!(normalize(run.ok(), &replacements), detail);
+    let json = server.scion(&["clone", "status", "c1", "--output", "json"]).await.json();
+    assert_eq!(without_volatile(json), without_volatile(server.raw("/clone/c1").await));
+
+    // Protected, it cannot be destroyed; `update` without --protected lifts protection.
+    let json =
+        server.scion(&["clone", "update", "c1", "--protected", "120", "-o", "json"]).await.json();
+    assert_eq!(json["protected"], true);
+    assert!(json["protectedTill"].is_string(), "{json}");
+    let run = server.scion(&["clone", "status", "c1"]).await;
+    assert!(normalize(run.ok(), &[]).contains("\nProtected  until <TIME>\n"), "{}", run.stdout);
+    let run = server.scion(&["clone", "destroy", "c1"]).await;
+    run.expect_code(1);
+    assert!(run.stderr.contains("protected"), "{}", run.stderr);
+    let json = server.scion(&["clone", "update", "c1", "-o", "json"]).await.json();
+    assert_eq!(json["protected"], false);
+
+    // Reset waits until the clone is ready again; what was written is gone.
+    let run = server.scion(&["clone", "reset", "c1"]).await;
+    assert_eq!(normalize(run.ok(), &replacements), expected);
+    let (db, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let found = db
+        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'written_in_clone'", &[])
+        .await
+        .unwrap();
+    assert_eq!(found.get::<_, i64>(0), 0);
+    drop(db);
+    connection.await.unwrap().unwrap();
+    let json = server.scion(&["clone", "reset", "c1", "--latest", "-o", "json"]).await.json();
+    assert_eq!(json["status"]["code"], "OK");
+    assert_eq!(json["snapshot"]["id"], snapshot.as_str());
+
+    // --async returns before the clone is ready; the JSON is the API's answer.
+    let json = server
+        .scion(&[
+            "clone",
+            "create",
+            "--async",
+            "--id",
+            "c2",
+            "--username",
+            "bob",
+            "--password",
+            PASSWORD,
+            "--extra-config",
+            "work_mem=8MB",
+            "-o",
+            "json",
+        ])
+        .await
+        .json();
+    assert_eq!(json["id"], "c2");
+    assert!(matches!(json["status"]["code"].as_str(), Some("CREATING" | "OK")), "{json}");
+    wait_ok(&server, "c2").await;
+    let run = server.scion(&["clone", "reset", "c2", "--async", "--snapshot-id", &snapshot]).await;
+    assert!(normalize(run.ok(), &[]).starts_with("ID  c2\nStatus  "), "{}", run.stdout);
+    wait_ok(&server, "c2").await;
+
+    // Destroy waits until the clone is gone; JSON output prints the API's (empty) answer.
+    let run = server.scion(&["clone", "destroy", "c1"]).await;
+    assert_eq!(run.ok(), "Clone c1 destroyed.\n");
+    let run = server.scion(&["clone", "destroy", "c2", "-o", "json"]).await;
+    assert_eq!(run.ok(), "");
+    let run = server.scion(&["clone", "status", "c1"]).await;
+    run.expect_code(1);
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    assert!(run.stderr.contains("HTTP 404"), "{}", run.stderr);
+    assert_eq!(server.scion(&["clone", "list", "-o", "json"]).await.json(), serde_json::json!([]));
+    assert_eq!(
+        server.scion(&["clone", "list"]).await.ok(),
+        "ID  STATUS  BRANCH  SNAPSHOT  PORT  PROTECTED  DIFF  CREATED\n"
+    );
+}
+
+/// Waits (polling, test-side only) until a clone that is being created or reset is ready.
+async fn wait_ok(server: &TestServer, id: &str) {
+    let client = server.client();
+    for _ in 0..600 {
+        let clone = client.clone_status(id).await.expect("read the clone");
+        match clone.status.code {
+            api_types::StatusCode::Ok => return,
+            api_types::StatusCode::Creating | api_types::StatusCode::Resetting => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("clone {id} is {other}: {}", clone.status.message),
+        }
+    }
+    panic!("clone {id} did not become ready");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the `scion` CLI: the real binary against a real `scion-server` on a real
+//! btrfs pool (see `support` for how the server is built, started and cleaned up).
+
+mod clone;
+mod errors;
+mod init;
+mod instance;
+mod protection;
+mod snapshot;
+mod support;

@@ -1,0 +1,70 @@
+//! `scion snapshot list|create|destroy [--force]` in table and JSON output.
+
+use crate::support::{PASSWORD, TestServer, normalize, without_volatile};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_commands() {
+    let server = TestServer::start("").await;
+    let client = server.client();
+    let first = client.snapshots(None).await.unwrap().remove(0).id;
+
+    let run = server.scion(&["snapshot", "list"]).await;
+    assert_eq!(
+        normalize(run.ok(), &[(first.as_str(), "<FIRST>")]),
+        "ID  DATA STATE AT  CREATED  BRANCH  CLONES  SIZE  PROTECTED\n\
+         <FIRST>  <TIME>  <TIME>  main  0  <SIZE>  no\n"
+    );
+    let json = server.scion(&["snapshot", "list", "-o", "json"]).await.json();
+    assert_eq!(without_volatile(json), without_volatile(server.raw("/snapshots").await));
+
+    // A new snapshot comes first in the list.
+    let run = server.scion(&["snapshot", "create"]).await;
+    let second = client.snapshots(None).await.unwrap().remove(0).id;
+    assert_ne!(second, first);
+    let replacements = [(second.as_str(), "<SECOND>"), (first.as_str(), "<FIRST>")];
+    assert_eq!(
+        normalize(run.ok(), &replacements),
+        "ID  <SECOND>\nPool  dblab_pool\nBranch  main\nData state at  <TIME>\n\
+         Created at  <TIME>\nSize  <SIZE>\nClones  0\n"
+    );
+    let json = server.scion(&["snapshot", "list", "--branch", "main", "-o", "json"]).await.json();
+    let ids: Vec<&str> =
+        json.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+
+    // A snapshot with a clone needs --force, which destroys the clone too.
+    server
+        .scion(&[
+            "clone",
+            "create",
+            "--id",
+            "on-second",
+            "--snapshot-id",
+            &second,
+            "--username",
+            "u",
+            "--password",
+            PASSWORD,
+        ])
+        .await
+        .ok();
+    let run = server.scion(&["snapshot", "destroy", &second]).await;
+    run.expect_code(1);
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    let json =
+        server.scion(&["snapshot", "destroy", &second, "--force", "-o", "json"]).await.json();
+    assert_eq!(json, serde_json::json!({"status": "OK", "message": "Deleted snapshot"}));
+    assert!(client.clone_status("on-second").await.unwrap_err().is_not_found());
+    let json = server.scion(&["snapshot", "list", "-o", "json"]).await.json();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+
+    // Table output of destroy, and an ID the server would refuse (a usage error, exit 2).
+    server.scion(&["snapshot", "create"]).await.ok();
+    let third = client.snapshots(None).await.unwrap().remove(0).id;
+    let run = server.scion(&["snapshot", "destroy", &third]).await;
+    assert_eq!(run.ok(), format!("Deleted snapshot: {third}\n"));
+    let run = server.scion(&["snapshot", "destroy", "no-at-sign"]).await;
+    run.expect_code(2);
+    assert!(run.stderr.contains("no-at-sign"), "{}", run.stderr);
+    server.destroy_all_clones().await;
+}
