@@ -104,6 +104,22 @@ CREATE TABLE webhook_deliveries (
 );
 "#];
 
+const INSERT_CLONE: &str =
+    "INSERT INTO clones (id, snapshot_id, branch, revision, pool, dataset, port, state,
+    state_message, username, password_verifier, restricted, db_name, protected,
+    protected_till, protection_warning_sent, created_at, cloning_time_seconds,
+    extra_conf)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+    ?19)";
+
+const UPDATE_CLONE: &str =
+    "UPDATE clones SET snapshot_id = ?2, branch = ?3, revision = ?4, pool = ?5,
+    dataset = ?6, port = ?7, state = ?8, state_message = ?9, username = ?10,
+    password_verifier = ?11, restricted = ?12, db_name = ?13, protected = ?14,
+    protected_till = ?15, protection_warning_sent = ?16, created_at = ?17,
+    cloning_time_seconds = ?18, extra_conf = ?19
+ WHERE id = ?1";
+
 /// How many delivery records the store keeps; older ones are pruned as new ones arrive.
 const MAX_DELIVERIES: i64 = 10_000;
 
@@ -198,48 +214,25 @@ impl Store {
     /// Records a new clone; fails with [`StoreError::Conflict`] when its ID, port or dataset is
     /// taken.
     pub fn insert_clone(&self, clone: &CloneRecord) -> Result<(), StoreError> {
-        let result = self.lock().execute(
-            "INSERT INTO clones (id, snapshot_id, branch, revision, pool, dataset, port, state,
-                state_message, username, password_verifier, restricted, db_name, protected,
-                protected_till, protection_warning_sent, created_at, cloning_time_seconds,
-                extra_conf)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                ?19)",
-            params![
-                clone.id,
-                clone.snapshot_id,
-                clone.branch,
-                clone.revision,
-                clone.pool,
-                clone.dataset,
-                clone.port,
-                clone.state.code(),
-                clone.state_message,
-                clone.username,
-                clone.password_verifier,
-                clone.restricted,
-                clone.db_name,
-                clone.protected,
-                clone.protected_till.map(format_time),
-                clone.protection_warning_sent,
-                format_time(clone.created_at),
-                clone.cloning_time_seconds,
-                extra_conf_json(clone),
-            ],
-        );
+        let result = self.execute_clone(INSERT_CLONE, clone);
         conflict_on_unique(result, || format!("clone {} (port {})", clone.id, clone.port))?;
         Ok(())
     }
 
     /// Replaces a clone's record.
     pub fn update_clone(&self, clone: &CloneRecord) -> Result<(), StoreError> {
-        let changed = self.lock().execute(
-            "UPDATE clones SET snapshot_id = ?2, branch = ?3, revision = ?4, pool = ?5,
-                dataset = ?6, port = ?7, state = ?8, state_message = ?9, username = ?10,
-                password_verifier = ?11, restricted = ?12, db_name = ?13, protected = ?14,
-                protected_till = ?15, protection_warning_sent = ?16, created_at = ?17,
-                cloning_time_seconds = ?18, extra_conf = ?19
-             WHERE id = ?1",
+        let changed = self.execute_clone(UPDATE_CLONE, clone);
+        let changed = conflict_on_unique(changed, || format!("port {}", clone.port))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("clone {}", clone.id)));
+        }
+        Ok(())
+    }
+
+    /// Runs `sql` with a clone's fields as `?1` to `?19`, in the columns' order.
+    fn execute_clone(&self, sql: &str, clone: &CloneRecord) -> rusqlite::Result<usize> {
+        self.lock().execute(
+            sql,
             params![
                 clone.id,
                 clone.snapshot_id,
@@ -261,12 +254,7 @@ impl Store {
                 clone.cloning_time_seconds,
                 extra_conf_json(clone),
             ],
-        );
-        let changed = conflict_on_unique(changed, || format!("port {}", clone.port))?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(format!("clone {}", clone.id)));
-        }
-        Ok(())
+        )
     }
 
     /// Forgets a clone. Forgetting one that is not there is not an error.

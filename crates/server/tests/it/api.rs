@@ -175,15 +175,7 @@ async fn snapshots_health_and_metrics() {
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(server.get("/clone/on-second").await.0, 404, "force removes dependent clones");
 
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for name in [
         "dblab_instance_info{",
         "dblab_clones_total ",

@@ -113,6 +113,13 @@ impl TestServer {
         self.state_dir.join("pool")
     }
 
+    /// `/metrics`, fetched without a token as Prometheus does.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.url)).send().await.unwrap();
+        assert!(response.status().is_success(), "/metrics answered {}", response.status());
+        response.text().await.unwrap()
+    }
+
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }

@@ -69,15 +69,7 @@ async fn kill_9_in_the_middle_of_work_loses_nothing() {
         "the crash left no trace in the report: {differences:?}"
     );
     assert!(!differences.iter().any(|d| d["kind"] == "orphan_dataset"), "{differences:?}");
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("scion_reconcile_differences{kind=\"interrupted_operation\"}"),
         "{metrics}"

@@ -45,15 +45,7 @@ async fn signed_events_reach_a_healthy_receiver_while_another_hangs() {
     // The hanging hook's attempts fail and are counted, without touching the healthy one.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = server
-            .http
-            .get(format!("{}/metrics", server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics().await;
         if metrics
             .contains("scion_webhook_deliveries_total{event=\"clone_create\",outcome=\"failed\"} 1")
         {
