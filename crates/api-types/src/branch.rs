@@ -7,26 +7,33 @@ use crate::serde_util::null_as_default;
 
 /// A branch as returned by `GET /branches`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BranchView {
     /// Branch name.
     pub name: String,
     /// Dataset the branch was created from.
     #[serde(default, rename = "baseDataset", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub base_dataset: String,
     /// The branch it forked from, `-` if none.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub parent: String,
     /// Head data timestamp as `YYYYMMDDHHMMSS`.
     #[serde(default, rename = "dataStateAt", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub data_state_at: String,
     /// Head snapshot ID.
     #[serde(default, rename = "snapshotID", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub snapshot_id: String,
     /// The branch dataset.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub dataset: String,
     /// Number of snapshots on the branch.
     #[serde(default, rename = "numSnapshots", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub num_snapshots: i64,
     /// Protection and scheduled deletion.
     #[serde(flatten)]
@@ -35,6 +42,7 @@ pub struct BranchView {
 
 /// `PATCH /branch/{name}` answer: the protection part of a [`BranchView`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BranchProtection {
     /// Branch name.
     pub name: String,
@@ -45,6 +53,7 @@ pub struct BranchProtection {
 
 /// `POST /branch` body: one of `baseBranch` and `snapshotID` is required.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateBranchRequest {
     /// The new branch's name.
     #[serde(default, rename = "branchName", deserialize_with = "null_as_default")]
@@ -69,6 +78,7 @@ pub struct CreateBranchRequest {
 
 /// `POST /branch` answer: `{"name": "<branchName>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateBranchResponse {
     /// The created branch.
     pub name: String,
@@ -76,6 +86,7 @@ pub struct CreateBranchResponse {
 
 /// `POST /branch/snapshot` body ("commit"): snapshot a clone into its branch.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitRequest {
     /// The clone to commit.
     #[serde(default, rename = "cloneID", deserialize_with = "null_as_default")]
@@ -91,6 +102,7 @@ pub struct CommitRequest {
 
 /// `POST /branch/snapshot` answer: `{"snapshotID": "<pool>/branch/<b>/<clone>/r<n>@<YYYYMMDDHHMMSS>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitResponse {
     /// The new snapshot's ID.
     #[serde(rename = "snapshotID")]

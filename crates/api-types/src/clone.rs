@@ -10,29 +10,36 @@ use crate::{LocalTime, ProtectionLimits, Snapshot, Status};
 
 /// A clone as returned by `GET /clone/{id}`, `GET /clones`, `POST /clone` and in `/status` → `cloning.clones`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Clone {
     /// The clone ID.
     pub id: String,
     /// The snapshot the clone was made from (`null` if unknown).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub snapshot: Option<Snapshot>,
     /// The branch the clone belongs to.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub branch: String,
     /// The clone's dataset revision (`r<N>`).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub revision: i64,
     /// Whether deletion protection is on.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub protected: bool,
     /// When protection ends; omitted when unprotected or protected indefinitely.
     #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
     pub protected_till: Option<LocalTime>,
     /// Scheduled deletion; DBLab never sets it for clones, so it is `null`.
     #[serde(default, rename = "deleteAt")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub delete_at: Option<LocalTime>,
     /// When the clone was requested.
     #[serde(default, rename = "createdAt")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub created_at: Option<LocalTime>,
     /// Lifecycle status.
     pub status: Status,
@@ -40,29 +47,37 @@ pub struct Clone {
     pub db: Database,
     /// Sizes, timings and the limits that apply to this clone.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub metadata: CloneMetadata,
 }
 
 /// How to connect to a clone (`Clone.db`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Database {
     /// `host=<host> port=<port> user=<username> dbname=<dbName>`; empty until the clone is ready.
     #[serde(default, rename = "connStr", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub conn_str: String,
     /// The host clients should connect to; empty until ready.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub host: String,
     /// The port, **as a string** (DBLab's quirk); empty until ready.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub port: String,
     /// The clone's database user.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub username: String,
     /// Always empty: the password is never sent back.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub password: String,
     /// The database to connect to.
     #[serde(default, rename = "dbName", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub db_name: String,
     /// The authenticated user the clone is bound to, when user binding is on.
     #[serde(default, rename = "ownerUser", skip_serializing_if = "String::is_empty")]
@@ -78,18 +93,23 @@ impl Database {
 
 /// Sizes, timings and limits of a clone (`Clone.metadata`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloneMetadata {
     /// Bytes the clone has written on top of its snapshot.
     #[serde(default, rename = "cloneDiffSize", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub clone_diff_size: u64,
     /// Logical size of the clone's data in bytes.
     #[serde(default, rename = "logicalSize", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub logical_size: u64,
     /// Seconds from request to ready.
     #[serde(default, rename = "cloningTime", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub cloning_time: f64,
     /// Idle minutes after which the clone is destroyed (0: never).
     #[serde(default, rename = "maxIdleMinutes", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub max_idle_minutes: u64,
     /// The server's protection lease settings.
     #[serde(flatten)]
@@ -101,6 +121,7 @@ pub struct CloneMetadata {
 /// Every field may be absent or `null`; unknown fields are ignored. The server checks that `db`, `db.username`
 /// and `db.password` are present and that `id`, when not empty, is a valid [`CloneId`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateCloneRequest {
     /// Requested clone ID; empty means "generate one".
     #[serde(
@@ -139,6 +160,7 @@ pub struct CreateCloneRequest {
     pub extra_conf: BTreeMap<String, String>,
     /// The database user to create in the clone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required, nullable = false))]
     pub db: Option<DatabaseRequest>,
 }
 
@@ -151,6 +173,7 @@ impl CreateCloneRequest {
 
 /// `{"id": "<snapshot ID>"}` inside a clone request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotRef {
     /// The snapshot ID.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -159,12 +182,15 @@ pub struct SnapshotRef {
 
 /// The `db` object of a clone request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DatabaseRequest {
     /// User to create (required).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub username: String,
     /// Its password (required; DBLab demands 60 bits of entropy).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub password: String,
     /// A non-superuser that owns every database object instead of a superuser.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -181,6 +207,7 @@ pub struct DatabaseRequest {
 
 /// `PATCH /clone/{id}` body: two-state, a missing or false `protected` clears protection.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PatchCloneRequest {
     /// Protection on or off.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -196,6 +223,7 @@ pub struct PatchCloneRequest {
 
 /// `POST /clone/{id}/reset` body; both fields set is a 400, neither means "the clone's current snapshot".
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResetCloneRequest {
     /// Snapshot to reset to.
     #[serde(

@@ -34,11 +34,13 @@ impl ErrorCode {
 ///
 /// DBLab's Swagger also lists `detail` and `hint`, which its code never sets; they are accepted and dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// The error code, which decides the HTTP status.
     pub code: ErrorCode,
     /// A human-readable message.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: String,
 }
 
@@ -90,11 +92,13 @@ impl std::error::Error for ApiError {}
 
 /// DBLab's generic OK body (`models.Response`): `{"status": "OK", "message": "Deleted snapshot"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Response {
     /// Always `"OK"` for the responses DBLab sends.
     pub status: String,
     /// What was done.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: String,
 }
 
@@ -110,6 +114,7 @@ impl Response {
 
 /// The one-time websocket token answer of `GET /admin/ws-auth`: `{"token": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WsToken {
     /// The one-time token.
     pub token: String,

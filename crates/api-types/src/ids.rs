@@ -154,7 +154,7 @@ fn alnum_underscore(ch: char) -> bool {
 
 /// Declares a validated string newtype with the usual conversions and serde support.
 macro_rules! id_type {
-    ($(#[$meta:meta])* $name:ident, $validate:path) => {
+    ($(#[$meta:meta])* $name:ident, $validate:path, $kind:expr, $max:expr, $example:literal) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
@@ -215,19 +215,35 @@ macro_rules! id_type {
                 Self::parse(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::openapi::identifier($kind.noun(), $kind.rule(), $max, $example)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
 id_type!(
     /// A clone ID: `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`, at most [`MAX_CLONE_ID_LEN`] bytes.
     CloneId,
-    validate_clone_id
+    validate_clone_id,
+    IdKind::Clone,
+    MAX_CLONE_ID_LEN,
+    "feature-x-test"
 );
 
 id_type!(
     /// A branch name: `^[a-zA-Z0-9_][a-zA-Z0-9_-]*$`, at most [`MAX_BRANCH_NAME_LEN`] bytes.
     BranchName,
-    validate_branch_name
+    validate_branch_name,
+    IdKind::Branch,
+    MAX_BRANCH_NAME_LEN,
+    "main"
 );
 
 id_type!(
@@ -235,7 +251,10 @@ id_type!(
     /// `^[a-zA-Z0-9_][a-zA-Z0-9_.:/-]*@[a-zA-Z0-9_][a-zA-Z0-9_.:-]*$`, at most [`MAX_SNAPSHOT_ID_LEN`] bytes,
     /// and no empty, `.` or `..` component in the dataset path.
     SnapshotId,
-    validate_snapshot_id
+    validate_snapshot_id,
+    IdKind::Snapshot,
+    MAX_SNAPSHOT_ID_LEN,
+    "scion/data@snapshot_20240501120000"
 );
 
 fn validate_clone_id(text: &str) -> Result<(), IdError> {

@@ -9,6 +9,7 @@ use crate::{Clone, LocalTime, ProtectionLimits, Retrieving, Status};
 
 /// The full instance status, `GET /status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Instance {
     /// `{"code":"OK","message":"Instance is ready"}`, or `WARNING` naming the subsystems that need attention.
     pub status: Status,
@@ -16,6 +17,7 @@ pub struct Instance {
     pub engine: Engine,
     /// The pools.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub pools: Vec<PoolEntry>,
     /// Clones (the DBLab CLI's `clone list` reads `cloning.clones`).
     pub cloning: Cloning,
@@ -23,9 +25,11 @@ pub struct Instance {
     pub retrieving: Retrieving,
     /// Clone runtime settings (DBLab: the Docker image and flags).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub provisioner: Provisioner,
     /// The physical-mode synchronization instance; `{"status":{"code":"Not available"}}` in logical mode.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub synchronization: Option<Synchronization>,
     /// Scion's extension: what the engine's last start found out of step between its state
     /// database, the pool and the running servers. Absent from DBLab's responses.
@@ -35,17 +39,21 @@ pub struct Instance {
 
 /// Scion's report of start-up reconciliation (`/status` → `reconciliation`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reconciliation {
     /// When the engine compared its state with the pool and the processes.
     #[serde(default, rename = "checkedAt")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub checked_at: Option<LocalTime>,
     /// Every difference found, repaired or not.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub differences: Vec<Difference>,
 }
 
 /// One difference found by reconciliation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Difference {
     /// A stable name: `server_restarted`, `server_failed`, `missing_dataset`,
     /// `interrupted_operation`, `orphan_dataset`, `missing_snapshot`, `unrecorded_snapshot`.
@@ -63,18 +71,22 @@ impl Instance {
 
 /// Version and identity of the engine; the whole body of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Engine {
     /// Version string, e.g. `v4.1.0-20240501`.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub version: String,
     /// `community` or `standard`.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub edition: String,
     /// Billing state (Standard edition only).
     #[serde(default, rename = "billingActive", skip_serializing_if = "Option::is_none")]
     pub billing_active: Option<bool>,
     /// Instance ID.
     #[serde(default, rename = "instanceID", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub instance_id: String,
     /// When the engine started.
     #[serde(default, rename = "startedAt", skip_serializing_if = "Option::is_none")]
@@ -105,65 +117,83 @@ wire_enum! {
 
 /// One pool in `/status` → `pools`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PoolEntry {
     /// Pool name.
     pub name: String,
     /// Storage mode (`zfs`, `lvm` in DBLab; Scion adds `btrfs` and `dir`).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub mode: String,
     /// Data timestamp of the pool's newest snapshot.
     #[serde(default, rename = "dataStateAt")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub data_state_at: Option<LocalTime>,
     /// Pool state.
     pub status: PoolStatus,
     /// IDs of the clones on this pool.
     #[serde(default, rename = "cloneList", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub clone_list: Vec<String>,
     /// Space usage.
     #[serde(default, rename = "fileSystem")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub file_system: FileSystem,
 }
 
 /// Space usage of a pool, in bytes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileSystem {
     /// Storage mode, as in [`PoolEntry::mode`].
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub mode: String,
     /// Total size.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub size: u64,
     /// Free bytes.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub free: u64,
     /// Used bytes.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub used: u64,
     /// Logical size of the data.
     #[serde(default, rename = "dataSize", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub data_size: u64,
     /// Bytes held only by snapshots.
     #[serde(default, rename = "usedBySnapshots", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub used_by_snapshots: u64,
     /// Bytes held by clones.
     #[serde(default, rename = "usedByClones", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub used_by_clones: u64,
     /// Compression ratio (1.0 without compression).
     #[serde(default, rename = "compressRatio", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub compress_ratio: f64,
 }
 
 /// `/status` → `cloning`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cloning {
     /// Mean cloning time in seconds.
     #[serde(default, rename = "expectedCloningTime", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub expected_cloning_time: f64,
     /// Number of clones.
     #[serde(default, rename = "numClones", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub num_clones: i64,
     /// All clones.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub clones: Vec<Clone>,
     /// The server's protection lease settings.
     #[serde(flatten)]
@@ -172,17 +202,21 @@ pub struct Cloning {
 
 /// `/status` → `provisioner`: DBLab's container settings. Scion runs no containers and reports what applies.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provisioner {
     /// The clone image (DBLab); empty in Scion.
     #[serde(default, rename = "dockerImage", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub docker_image: String,
     /// Extra runtime settings.
     #[serde(default, rename = "containerConfig", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub container_config: BTreeMap<String, String>,
 }
 
 /// `/status` → `synchronization`: the standby that follows the source in physical mode.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Synchronization {
     /// `OK`, `Starting`, `Down`, `Not available` or `Error`.
     pub status: Status,

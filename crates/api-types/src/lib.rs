@@ -7,7 +7,8 @@
 //!
 //! What is deliberately *not* here: HTTP routing, status-code plumbing beyond the number each [`ErrorCode`] maps
 //! to, and any engine logic. The crate depends on serde and chrono only, so the CLI and API client build without
-//! the engine.
+//! the engine. The optional `openapi` feature adds `utoipa` and implements `utoipa::ToSchema` for every type, for
+//! the API's OpenAPI document.
 //!
 //! Known divergence: Go's `encoding/json` matches field names case-insensitively (`"ID"` fills `id`); serde matches
 //! them exactly. DBLab's own clients send the exact names, so this matters only for hand-written requests.
@@ -22,6 +23,8 @@ mod clone;
 mod error;
 mod ids;
 mod instance;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod protection;
 mod retrieval;
 mod snapshot;

@@ -4,17 +4,20 @@
 //! does not know: every enum made here has an `Other(String)` variant that keeps the text verbatim.
 
 /// Declares an enum whose variants serialize as the given strings, plus `Other(String)` for unknown values.
+///
+/// The enum and its variants take doc comments only: with the `openapi` feature they become the schema's
+/// description, which lists every known value.
 macro_rules! wire_enum {
     (
-        $(#[$meta:meta])*
+        $(#[doc = $doc:literal])*
         pub enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $wire:literal, )+
+            $( $(#[doc = $vdoc:literal])* $variant:ident = $wire:literal, )+
         }
     ) => {
-        $(#[$meta])*
+        $(#[doc = $doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
-            $( $(#[$vmeta])* $variant, )+
+            $( $(#[doc = $vdoc])* $variant, )+
             /// A value this version does not know, kept verbatim so it round-trips.
             Other(String),
         }
@@ -55,5 +58,15 @@ macro_rules! wire_enum {
                 Ok(Self::from_wire(&value))
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                crate::openapi::open_string_enum(&[$($doc),*], &[$( ($wire, &[$($vdoc),*]) ),+])
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl ::utoipa::ToSchema for $name {}
     };
 }

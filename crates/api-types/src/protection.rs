@@ -9,9 +9,11 @@ use crate::serde_util::{is_zero, null_as_default};
 ///
 /// Protection and scheduled deletion exclude each other; both timestamps are omitted when unset.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Protection {
     /// Whether deletion protection is on.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub protected: bool,
     /// When protection ends; omitted when unprotected or protected indefinitely.
     #[serde(default, rename = "protectedTill", skip_serializing_if = "Option::is_none")]
@@ -24,6 +26,7 @@ pub struct Protection {
 /// The server's protection lease settings, as `Clone.metadata` and `/status` → `cloning` show them (flattened);
 /// each is omitted when 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProtectionLimits {
     /// The default lease in minutes when `protected` comes without a duration.
     #[serde(

@@ -63,6 +63,7 @@ wire_enum! {
 
 /// `/status` → `retrieving`, and `GET /instance/retrieval` (which adds `activity`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Retrieving {
     /// Retrieval mode.
     pub mode: RetrievalMode,
@@ -70,61 +71,78 @@ pub struct Retrieving {
     pub status: RetrievalStatus,
     /// When the last refresh finished.
     #[serde(default, rename = "lastRefresh")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub last_refresh: Option<LocalTime>,
     /// When the next scheduled refresh starts.
     #[serde(default, rename = "nextRefresh")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub next_refresh: Option<LocalTime>,
     /// Alerts keyed by type (an object, not the array the DBLab spec claims).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub alerts: BTreeMap<AlertType, Alert>,
     /// Live activity on the source and target, only while refreshing; `null` otherwise.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub activity: Option<Activity>,
 }
 
 /// One alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alert {
     /// Severity.
     pub level: AlertLevel,
     /// What happened.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: String,
     /// When it last happened.
     #[serde(default, rename = "lastSeen")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub last_seen: Option<LocalTime>,
     /// How many times it happened.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub count: i64,
 }
 
 /// Backends active on the source and target during a refresh.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Activity {
     /// On the source database.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub source: Vec<PgActivityEvent>,
     /// On the pool's Postgres.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub target: Vec<PgActivityEvent>,
 }
 
 /// One `pg_stat_activity` row.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PgActivityEvent {
     /// Role name.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub user: String,
     /// Query text.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub query: String,
     /// Seconds the query has run.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub duration: f64,
     /// `wait_event_type`.
     #[serde(default, rename = "waitEventType", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub wait_event_type: String,
     /// `wait_event`.
     #[serde(default, rename = "waitEvent", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub wait_event: String,
 }

@@ -7,35 +7,45 @@ use crate::{LocalTime, Protection};
 
 /// A snapshot as returned by `GET /snapshots`, `GET /snapshot/{id}` and inside a clone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     /// `<dataset>@<name>`.
     pub id: String,
     /// When the snapshot was taken.
     #[serde(default, rename = "createdAt")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub created_at: Option<LocalTime>,
     /// The point in time of the data it holds.
     #[serde(default, rename = "dataStateAt")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub data_state_at: Option<LocalTime>,
     /// Bytes used by the snapshot itself.
     #[serde(default, rename = "physicalSize", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub physical_size: u64,
     /// Logical size of its data in bytes.
     #[serde(default, rename = "logicalSize", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub logical_size: u64,
     /// The pool it lives in.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub pool: String,
     /// How many clones use it.
     #[serde(default, rename = "numClones", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub num_clones: i64,
     /// IDs of the clones that use it (DBLab may send `null` for none; Scion sends `[]`).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub clones: Vec<String>,
     /// The branch it belongs to.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub branch: String,
     /// Commit message.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: String,
     /// Protection and scheduled deletion.
     #[serde(flatten)]
@@ -44,32 +54,41 @@ pub struct Snapshot {
 
 /// A commit as returned by `GET /branch/snapshot/{id}` and `GET /branch/{name}/log`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotDetails {
     /// Snapshot ID.
     pub id: String,
     /// Parent snapshot ID, `-` for a root.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub parent: String,
     /// Child snapshot IDs.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub child: Vec<String>,
     /// Branches whose head this is.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub branch: Vec<String>,
     /// Branches that forked from this snapshot.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub root: Vec<String>,
     /// Data timestamp as `YYYYMMDDHHMMSS` (not RFC 3339: DBLab's branch format).
     #[serde(default, rename = "dataStateAt", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub data_state_at: String,
     /// Commit message, decoded.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: String,
     /// Dataset the snapshot belongs to.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub dataset: String,
     /// Datasets cloned from this snapshot.
     #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub clones: Vec<String>,
     /// Protection and scheduled deletion.
     #[serde(flatten)]
@@ -78,6 +97,7 @@ pub struct SnapshotDetails {
 
 /// `POST /snapshot` body (optional): which pool to snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSnapshotRequest {
     /// Pool name; empty means the active pool.
     #[serde(
@@ -91,6 +111,7 @@ pub struct CreateSnapshotRequest {
 
 /// `POST /snapshot/clone` body: snapshot a clone's dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotCloneRequest {
     /// The clone to snapshot.
     #[serde(default, rename = "cloneID", deserialize_with = "null_as_default")]
@@ -108,6 +129,7 @@ pub struct SnapshotCloneRequest {
 ///
 /// Neither `protected` nor `deleteAt` is a 400; `protected: true` together with `deleteAt` is a 400.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProtectionUpdateRequest {
     /// Turn protection on or off; absent leaves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -56,6 +56,7 @@ impl StatusCode {
 
 /// A status object: `{"code": "...", "message": "..."}`; the message is omitted when empty, as in DBLab.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// The status code.
     pub code: StatusCode,

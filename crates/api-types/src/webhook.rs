@@ -10,6 +10,7 @@ use crate::serde_util::is_zero;
 
 /// A webhook event type; the serialized form is DBLab's `event_type` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookEvent {
     /// A clone became ready.
@@ -102,6 +103,7 @@ impl FromStr for WebhookEvent {
 /// events add `protected_till` and `expires_in_hours` (`clone_protection_expiring` only). Every optional field is
 /// left out when empty, as DBLab's `omitempty` does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookPayload {
     /// Which event.
     pub event_type: WebhookEvent,
