@@ -368,6 +368,12 @@ impl RetrievalConfig {
                 problems.push(format!("{key} = {jobs}: must be between 1 and {MAX_JOBS}"));
             }
         }
+        if self.dump.immediate_restore && self.restore.skip_policies {
+            problems.push(
+                "restore.skip_policies filters the archive's table of contents, which a stream (dump.immediate_restore) does not have before it is restored"
+                    .to_owned(),
+            );
+        }
         if self.dump.immediate_restore
             && (self.dump.parallel_jobs > 1 || self.restore.parallel_jobs > 1)
         {
@@ -697,6 +703,7 @@ mod tests {
         let mut config = live();
         config.dump.parallel_jobs = 0;
         config.dump.immediate_restore = true;
+        config.restore.skip_policies = true;
         config.restore.parallel_jobs = 4;
         config.dump.custom_options = vec!["--format=plain".into(), "verbose".into()];
         config.restore.custom_options = vec!["-j8".into()];
@@ -709,6 +716,7 @@ mod tests {
         for needle in [
             "dump.parallel_jobs = 0",
             "immediate_restore",
+            "skip_policies",
             "\"--format=plain\" is set by Scion",
             "\"verbose\" is not an option",
             "\"-j8\" is set by Scion",

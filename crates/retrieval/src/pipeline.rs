@@ -1,5 +1,6 @@
-//! One retrieval run: probe the source, initdb and start a temporary target, copy roles, dump
-//! and restore (or stream) each database, analyze, preprocess, rename, checkpoint, stop cleanly.
+//! One retrieval run: probe the source; dump each database while a temporary target is
+//! initdb'd and started (or start it, then stream); copy roles; restore; analyze; preprocess;
+//! rename; checkpoint; stop cleanly.
 //!
 //! The run owns the temporary target instance: it listens on no TCP address (only a unix
 //! socket in the run directory), runs with durability off (see
@@ -272,19 +273,51 @@ impl Pipeline {
             None => self.plan_files(target_major)?,
         };
 
-        reporter.stage(Stage::Preparing);
         std::fs::create_dir_all(&target.run_dir)
             .map_err(|error| Error::io("create run directory", &target.run_dir, error))?;
-        let instance = self.start_target(&target_binaries, target, jobs.len()).await?;
-        state.instance = Some(instance);
-
-        if let (Some(source), true) = (&source, config.dump.roles) {
-            reporter.stage(Stage::Roles);
-            self.copy_roles(source, &tools, target, state, cancel).await?;
-        }
-
+        let databases = jobs.len();
         let data_state_at = match &source {
-            Some(source) if config.dump.immediate_restore => {
+            Some(source) if !config.dump.immediate_restore => {
+                // initdb and the target's start need nothing from the dump: they run while
+                // pg_dump does, and the stage is reported as dumping.
+                reporter.stage(Stage::Dumping);
+                let data_state_at = Utc::now();
+                let step = Step { tools: &tools, target, reporter, cancel };
+                let created = &mut state.created_dumps;
+                let dumping = async {
+                    for (index, job) in jobs.iter_mut().enumerate() {
+                        self.dump(&step, source, job, index, created).await?;
+                    }
+                    Ok::<(), Error>(())
+                };
+                let preparing = self.start_target(&target_binaries, target, databases);
+                let (dumped, started) = tokio::join!(dumping, preparing);
+                match (dumped, started) {
+                    (Ok(()), Ok(instance)) => state.instance = Some(instance),
+                    (Err(error), Ok(instance)) => {
+                        state.instance = Some(instance);
+                        return Err(error);
+                    }
+                    // A source-side failure of the dump says more than the target's.
+                    (Err(error), Err(_)) | (Ok(()), Err(error)) => return Err(error),
+                }
+                if config.dump.roles {
+                    reporter.stage(Stage::Roles);
+                    self.copy_roles(source, &tools, target, state, cancel).await?;
+                }
+                reporter.stage(Stage::Restoring);
+                let step = Step { tools: &tools, target, reporter, cancel };
+                self.restore_all(&step, &mut jobs, state).await?;
+                data_state_at
+            }
+            Some(source) => {
+                reporter.stage(Stage::Preparing);
+                state.instance =
+                    Some(self.start_target(&target_binaries, target, databases).await?);
+                if config.dump.roles {
+                    reporter.stage(Stage::Roles);
+                    self.copy_roles(source, &tools, target, state, cancel).await?;
+                }
                 reporter.stage(Stage::Streaming);
                 let data_state_at = Utc::now();
                 let step = Step { tools: &tools, target, reporter, cancel };
@@ -293,19 +326,10 @@ impl Pipeline {
                 }
                 data_state_at
             }
-            Some(source) => {
-                reporter.stage(Stage::Dumping);
-                let data_state_at = Utc::now();
-                let step = Step { tools: &tools, target, reporter, cancel };
-                for (index, job) in jobs.iter_mut().enumerate() {
-                    self.dump(&step, source, job, index, state).await?;
-                }
-                reporter.stage(Stage::Restoring);
-                let step = Step { tools: &tools, target, reporter, cancel };
-                self.restore_all(&step, &mut jobs, state).await?;
-                data_state_at
-            }
             None => {
+                reporter.stage(Stage::Preparing);
+                state.instance =
+                    Some(self.start_target(&target_binaries, target, databases).await?);
                 reporter.stage(Stage::Restoring);
                 let step = Step { tools: &tools, target, reporter, cancel };
                 let tocs = self.restore_all(&step, &mut jobs, state).await?;
@@ -616,7 +640,7 @@ impl Pipeline {
         source: &Source,
         job: &mut Job,
         index: usize,
-        state: &mut RunState,
+        created: &mut Vec<PathBuf>,
     ) -> Result<()> {
         let Step { tools, target, reporter, cancel } = *step;
         let location = &self.config.dump.location;
@@ -627,7 +651,7 @@ impl Pipeline {
             std::fs::remove_dir_all(&dir)
                 .map_err(|error| Error::io("remove old dump", &dir, error))?;
         }
-        state.created_dumps.push(dir.clone());
+        created.push(dir.clone());
         let mut cmd = self.dump_command(source, tools, job)?;
         if !self.config.dump.keep {
             // A dump that is deleted after the restore need not survive a power loss.
