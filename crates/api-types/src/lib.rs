@@ -51,8 +51,8 @@ pub use instance::{
 };
 pub use protection::{Protection, ProtectionLimits};
 pub use retrieval::{
-    Activity, Alert, AlertLevel, AlertType, PgActivityEvent, RetrievalMode, RetrievalStatus,
-    Retrieving,
+    Activity, Alert, AlertLevel, AlertType, PgActivityEvent, RetrievalMode, RetrievalProgress,
+    RetrievalStatus, Retrieving,
 };
 pub use snapshot::{
     CreateSnapshotRequest, ProtectionUpdateRequest, Snapshot, SnapshotCloneRequest, SnapshotDetails,

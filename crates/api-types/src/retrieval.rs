@@ -85,6 +85,41 @@ pub struct Retrieving {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub activity: Option<Activity>,
+    /// Scion's extension: what the running (or last) refresh is doing. Absent from DBLab's
+    /// responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RetrievalProgress>,
+}
+
+/// Scion's progress report of a refresh (`retrieving.progress`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetrievalProgress {
+    /// The stage: `pending`, `probing`, `preparing`, `roles`, `dumping`, `restoring`,
+    /// `streaming`, `analyzing`, `preprocessing`, `renaming`, `stopping`, `finished`, `failed`.
+    pub stage: String,
+    /// The database being worked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Bytes done in this stage.
+    #[serde(default, rename = "bytesDone")]
+    pub bytes_done: u64,
+    /// Bytes expected in this stage, when known.
+    #[serde(default, rename = "bytesTotal", skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
+    /// Tables done in this stage.
+    #[serde(default, rename = "tablesDone")]
+    pub tables_done: u64,
+    /// Tables expected in this stage, when known.
+    #[serde(default, rename = "tablesTotal", skip_serializing_if = "Option::is_none")]
+    pub tables_total: Option<u64>,
+    /// When the run started.
+    #[serde(default, rename = "startedAt", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub started_at: Option<LocalTime>,
+    /// The error, once the run has failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One alert.

@@ -32,6 +32,11 @@ impl ApiFailure {
         ApiFailure::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
+    /// 500 with DBLab's `INTERNAL_ERROR`.
+    pub fn internal(message: impl Into<String>) -> ApiFailure {
+        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError, message)
+    }
+
     /// 401 with DBLab's exact body.
     pub fn unauthorized() -> ApiFailure {
         ApiFailure { status: StatusCode::UNAUTHORIZED, body: ApiError::unauthorized() }
@@ -65,7 +70,10 @@ impl From<engine::Error> for ApiFailure {
                 ErrorCode::Other("SHUTTING_DOWN".to_owned()),
                 "The engine is shutting down.",
             ),
-            internal @ (Error::Storage(_) | Error::Postgres(_) | Error::Store(_)) => {
+            internal @ (Error::Storage(_)
+            | Error::Postgres(_)
+            | Error::Store(_)
+            | Error::Retrieval(_)) => {
                 error!(error = %internal, "request failed");
                 ApiFailure::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,6 +89,7 @@ fn kind_of(error: &engine::Error) -> &'static str {
     match error {
         engine::Error::Storage(_) => "the storage pool failed",
         engine::Error::Postgres(_) => "a Postgres server failed",
+        engine::Error::Retrieval(_) => "retrieval failed",
         _ => "the engine's state database failed",
     }
 }

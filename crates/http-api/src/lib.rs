@@ -3,11 +3,13 @@
 //!
 //! Handlers parse, call one engine method and turn the result into an `api-types` view; they
 //! hold no business logic. Errors are mapped to HTTP once, in [`error`]. `/healthz` and
-//! `/metrics` need no token, as in DBLab.
+//! `/metrics` need no token, as in DBLab, nor does the OpenAPI document at `/api/openapi.json`
+//! ([`openapi()`]).
 
 mod auth;
 mod error;
 mod extract;
+mod openapi;
 mod routes;
 mod views;
 
@@ -20,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 pub use auth::{TOKEN_HEADER, Token};
 pub use error::ApiFailure;
+pub use openapi::{openapi, openapi_json};
 
 /// Something that adds metrics to each scrape besides the engine's own (webhook delivery
 /// counts, for one).

@@ -1,24 +1,31 @@
 //! The routes, one module per resource; each handler parses, calls one engine method and
 //! returns a view.
 
-mod clones;
-mod health;
-mod snapshots;
+pub(crate) mod clones;
+pub(crate) mod health;
+pub(crate) mod retrieval;
+pub(crate) mod snapshots;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
 use crate::AppState;
 use crate::error::ApiFailure;
 
-/// Routes that need no token: `/healthz` and `/metrics`.
+/// Routes that need no token: `/healthz`, `/metrics` and the OpenAPI document.
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
+        .route("/api/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
 }
 
 /// Routes behind the `Verification-Token` check.
 pub(crate) fn protected() -> Router<AppState> {
-    Router::new().merge(clones::routes()).merge(snapshots::routes()).merge(health::status_routes())
+    Router::new()
+        .merge(clones::routes())
+        .merge(snapshots::routes())
+        .merge(health::status_routes())
+        .merge(retrieval::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.

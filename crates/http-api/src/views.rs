@@ -1,11 +1,12 @@
 //! Engine records turned into DBLab's JSON shapes (`api-types`).
 
+use api_types::{Alert, AlertLevel, AlertType, RetrievalProgress};
 use api_types::{
     Clone, CloneMetadata, Cloning, Database, Difference, FileSystem, Instance, LocalTime,
     PoolEntry, PoolStatus, Protection, ProtectionLimits, Provisioner, Reconciliation,
     RetrievalMode, RetrievalStatus, Retrieving, Snapshot, Status, StatusCode, Synchronization,
 };
-use engine::{CloneState, CloneView, EngineStatus, SnapshotView};
+use engine::{CloneState, CloneView, EngineStatus, RefreshStatus, RetrievalView, SnapshotView};
 
 /// The database a connection string names when the request named none.
 const DEFAULT_DB_NAME: &str = "postgres";
@@ -109,7 +110,7 @@ pub(crate) fn engine_info(status: &EngineStatus) -> api_types::Engine {
     }
 }
 
-pub(crate) fn instance(status: &EngineStatus) -> Instance {
+pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Instance {
     let limits = protection_limits(
         status.protection_lease_duration_minutes,
         status.protection_max_duration_minutes,
@@ -121,8 +122,19 @@ pub(crate) fn instance(status: &EngineStatus) -> Instance {
             engine::DifferenceKind::ServerFailed | engine::DifferenceKind::MissingDataset
         )
     });
-    let instance_status = if attention {
-        Status::new(StatusCode::Warning, "Subsystems that need attention: reconciliation")
+    let retrieval_failed = retrieval.status == RefreshStatus::Failed;
+    let instance_status = if attention || retrieval_failed {
+        let mut subsystems = Vec::new();
+        if retrieval_failed {
+            subsystems.push("retrieving");
+        }
+        if attention {
+            subsystems.push("reconciliation");
+        }
+        Status::new(
+            StatusCode::Warning,
+            format!("Subsystems that need attention: {}", subsystems.join(", ")),
+        )
     } else {
         Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
     };
@@ -154,14 +166,7 @@ pub(crate) fn instance(status: &EngineStatus) -> Instance {
             clones,
             protection_limits: limits,
         },
-        retrieving: Retrieving {
-            mode: RetrievalMode::Unknown,
-            status: RetrievalStatus::Inactive,
-            last_refresh: None,
-            next_refresh: None,
-            alerts: Default::default(),
-            activity: None,
-        },
+        retrieving: retrieving(retrieval),
         provisioner: Provisioner::default(),
         synchronization: Some(Synchronization::not_available()),
         reconciliation: Some(Reconciliation {
@@ -176,6 +181,53 @@ pub(crate) fn instance(status: &EngineStatus) -> Instance {
                     detail: difference.detail.clone(),
                 })
                 .collect(),
+        }),
+    }
+}
+
+/// `/status` → `retrieving`, and `GET /instance/retrieval`.
+pub(crate) fn retrieving(view: &RetrievalView) -> Retrieving {
+    let alerts = view
+        .alerts
+        .iter()
+        .map(|(kind, alert)| {
+            (
+                AlertType::from_wire(kind),
+                Alert {
+                    level: AlertLevel::from_wire(alert.level),
+                    message: alert.message.clone(),
+                    last_seen: Some(LocalTime::from(alert.last_seen)),
+                    count: i64::try_from(alert.count).unwrap_or(i64::MAX),
+                },
+            )
+        })
+        .collect();
+    let status = match view.status {
+        RefreshStatus::Inactive => RetrievalStatus::Inactive,
+        RefreshStatus::Pending => RetrievalStatus::Pending,
+        RefreshStatus::Refreshing => RetrievalStatus::Refreshing,
+        RefreshStatus::Snapshotting => RetrievalStatus::Snapshotting,
+        RefreshStatus::Finished => RetrievalStatus::Finished,
+        RefreshStatus::Failed => RetrievalStatus::Failed,
+    };
+    Retrieving {
+        mode: if view.configured { RetrievalMode::Logical } else { RetrievalMode::Unknown },
+        status,
+        last_refresh: view.last_refresh.map(LocalTime::from),
+        next_refresh: view.next_refresh.map(LocalTime::from),
+        alerts,
+        activity: None,
+        progress: view.progress.as_ref().filter(|_| view.configured).map(|progress| {
+            RetrievalProgress {
+                stage: progress.stage.as_str().to_owned(),
+                database: progress.database.clone(),
+                bytes_done: progress.bytes_done,
+                bytes_total: progress.bytes_total,
+                tables_done: progress.tables_done,
+                tables_total: progress.tables_total,
+                started_at: progress.started_at.map(LocalTime::from),
+                error: progress.error.clone(),
+            }
         }),
     }
 }

@@ -74,6 +74,7 @@ fn status_golden() {
             next_refresh: None,
             alerts: BTreeMap::new(),
             activity: None,
+            progress: None,
         },
         provisioner: Provisioner::default(),
         synchronization: Some(Synchronization::not_available()),
@@ -152,10 +153,28 @@ fn retrieving_with_alerts_map_and_activity_golden() {
             }],
             target: Vec::new(),
         }),
+        progress: Some(api_types::RetrievalProgress {
+            stage: "restoring".to_owned(),
+            database: Some("shop".to_owned()),
+            bytes_done: 1024,
+            bytes_total: Some(4096),
+            tables_done: 3,
+            tables_total: None,
+            started_at: Some(at("2024-05-01T22:00:00Z")),
+            error: None,
+        }),
     };
     let golden = json!({
         "mode": "physical",
         "status": "refreshing",
+        "progress": {
+            "stage": "restoring",
+            "database": "shop",
+            "bytesDone": 1024,
+            "bytesTotal": 4096,
+            "tablesDone": 3,
+            "startedAt": wire_time("2024-05-01T22:00:00Z")
+        },
         "lastRefresh": null,
         "nextRefresh": wire_time("2024-05-02T00:00:00Z"),
         "alerts": {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use api_types::{CreateCloneRequest, PatchCloneRequest, ResetCloneRequest};
+use api_types::{ApiError, CloneId, CreateCloneRequest, PatchCloneRequest, ResetCloneRequest};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,9 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::{CloneRequest, ProtectionRequest, ResetTarget};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::ApiFailure;
 use crate::extract::{Body, OptionalBody, Params};
+use crate::openapi::{InternalError, Unauthorized, Unavailable};
 use crate::{AppState, views};
 
 /// The longest `wait` a request may ask for.
@@ -33,9 +35,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/clone/{id}/reset", post(reset).fallback(super::method_not_allowed))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitParams {
-    /// Seconds to wait for the clone to settle.
+    /// Scion's extension: seconds to wait for the clone to settle before answering; longer
+    /// waits are cut to 600.
     wait: Option<f64>,
 }
 
@@ -59,6 +63,18 @@ fn limits(state: &AppState) -> api_types::ProtectionLimits {
     )
 }
 
+/// List clones, newest first.
+#[utoipa::path(
+    get,
+    path = "/clones",
+    operation_id = "listClones",
+    tag = "Clones",
+    security(("verification_token" = [])),
+    responses(
+        (status = 200, description = "Every clone, newest first.", body = Vec<api_types::Clone>),
+        (status = 401, response = Unauthorized),
+    )
+)]
 async fn list(State(state): State<AppState>) -> Json<Vec<api_types::Clone>> {
     let limits = limits(&state);
     let mut clones: Vec<api_types::Clone> =
@@ -68,6 +84,20 @@ async fn list(State(state): State<AppState>) -> Json<Vec<api_types::Clone>> {
     Json(clones)
 }
 
+/// Get a clone.
+#[utoipa::path(
+    get,
+    path = "/clone/{id}",
+    operation_id = "getClone",
+    tag = "Clones",
+    security(("verification_token" = [])),
+    params(("id" = CloneId, Path, description = "The clone ID.")),
+    responses(
+        (status = 200, description = "The clone.", body = api_types::Clone),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No clone with this ID.", body = ApiError),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -76,6 +106,42 @@ async fn show(
     Ok(Json(views::clone(&view, limits(&state))))
 }
 
+/// Create a clone.
+///
+/// Answers at once with status `CREATING`; the clone becomes `OK` (or `FATAL`) in the background.
+/// Scion's extension: with `?wait=<seconds>` the answer comes once the clone has settled, or when
+/// the wait is over, whichever is first.
+#[utoipa::path(
+    post,
+    path = "/clone",
+    operation_id = "createClone",
+    tag = "Clones",
+    security(("verification_token" = [])),
+    params(WaitParams),
+    request_body(content = CreateCloneRequest, description = "The clone to create."),
+    responses(
+        (
+            status = 201,
+            description = "The new clone (`CREATING`, or settled when `wait` was given).",
+            body = api_types::Clone
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON, a bad `wait`, an invalid clone ID or username, a \
+                missing `db.username` or `db.password`, a weak password, a bad `extra_conf` \
+                setting, or a clone ID already in use.",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "The snapshot or branch asked for does not exist.",
+            body = ApiError
+        ),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Params(params): Params<WaitParams>,
@@ -106,6 +172,25 @@ async fn create(
     Ok((StatusCode::CREATED, Json(views::clone(&view, limits(&state)))).into_response())
 }
 
+/// Turn a clone's deletion protection on or off.
+///
+/// Two-state, as in DBLab: a missing or false `protected` clears protection.
+#[utoipa::path(
+    patch,
+    path = "/clone/{id}",
+    operation_id = "updateClone",
+    tag = "Clones",
+    security(("verification_token" = [])),
+    params(("id" = CloneId, Path, description = "The clone ID.")),
+    request_body(content = PatchCloneRequest, description = "The protection to set."),
+    responses(
+        (status = 200, description = "The updated clone.", body = api_types::Clone),
+        (status = 400, description = "Malformed JSON.", body = ApiError),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No clone with this ID.", body = ApiError),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -119,15 +204,87 @@ async fn update(
     Ok(Json(views::clone(&view, limits(&state))))
 }
 
+/// Destroy a clone.
+///
+/// The clone turns `DELETING` and is removed in the background; poll `GET /clone/{id}` until it
+/// answers 404, or (Scion's extension) pass `wait` to answer once it is gone.
+#[utoipa::path(
+    delete,
+    path = "/clone/{id}",
+    operation_id = "deleteClone",
+    tag = "Clones",
+    security(("verification_token" = [])),
+    params(("id" = CloneId, Path, description = "The clone ID."), WaitParams),
+    responses(
+        (status = 200, description = "Deletion started; the body is empty, as in DBLab."),
+        (
+            status = 400,
+            description = "The clone is protected, or busy with another operation.",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No clone with this ID.", body = ApiError),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn destroy(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Params(params): Params<WaitParams>,
 ) -> Result<StatusCode, ApiFailure> {
+    let wait = params.duration()?;
     state.engine.destroy_clone(&id).await?;
+    if let Some(wait) = wait
+        && let Some(still) = state.engine.wait_settled(&id, wait).await?
+    {
+        // Destroying failed (the clone is FATAL with the reason) or outlasted the wait.
+        return Err(ApiFailure::from(engine::Error::Refused(format!(
+            "clone {id:?} was not destroyed: {} {}",
+            still.record.state.code(),
+            still.record.state_message
+        ))));
+    }
     // DBLab answers 200 with an empty body.
     Ok(StatusCode::OK)
 }
 
+/// Reset a clone to a snapshot, keeping its port and credentials.
+///
+/// Without a body (or with neither field) the clone goes back to its own snapshot; `latest`
+/// takes the newest snapshot. The clone turns `RESETTING`, then `OK`.
+#[utoipa::path(
+    post,
+    path = "/clone/{id}/reset",
+    operation_id = "resetClone",
+    tag = "Clones",
+    security(("verification_token" = [])),
+    params(("id" = CloneId, Path, description = "The clone ID."), WaitParams),
+    request_body(
+        content = Option<ResetCloneRequest>,
+        description = "Where to reset to; may be empty (the clone's own snapshot)."
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Reset started: the body is empty, as in DBLab. With `wait`, the clone \
+                once settled (or when the wait is over).",
+            body = api_types::Clone
+        ),
+        (
+            status = 400,
+            description = "Malformed JSON, a bad `wait`, both `snapshotID` and `latest`, or the \
+                clone is busy with another operation.",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+        (
+            status = 404,
+            description = "No clone with this ID, or the snapshot asked for does not exist.",
+            body = ApiError
+        ),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn reset(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiFailure;
+use crate::openapi::Unauthorized;
 use crate::{AppState, views};
 
 /// The content type of the OpenMetrics text prometheus-client writes.
@@ -23,14 +24,52 @@ pub(super) fn status_routes() -> Router<AppState> {
     Router::new().route("/status", get(status).fallback(super::method_not_allowed))
 }
 
+/// The engine's version and identity; needs no token.
+#[utoipa::path(
+    method(get, post),
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "Instance",
+    responses((status = 200, description = "The engine is up.", body = api_types::Engine))
+)]
 async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
     Json(views::engine_info(&state.engine.status()))
 }
 
+/// The instance's full status: pool, clones, retrieval, and Scion's reconciliation report.
+///
+/// Answered from memory; the DBLab CLI's `clone list` reads `cloning.clones` from here.
+#[utoipa::path(
+    get,
+    path = "/status",
+    operation_id = "status",
+    tag = "Instance",
+    security(("verification_token" = [])),
+    responses(
+        (status = 200, description = "The instance status.", body = api_types::Instance),
+        (status = 401, response = Unauthorized),
+    )
+)]
 async fn status(State(state): State<AppState>) -> Json<api_types::Instance> {
-    Json(views::instance(&state.engine.status()))
+    Json(views::instance(&state.engine.status(), &state.engine.retrieval()))
 }
 
+/// Prometheus metrics in the OpenMetrics text format: DBLab's `dblab_*` and Scion's `scion_*`;
+/// needs no token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "Instance",
+    responses(
+        (
+            status = 200,
+            description = "The metrics.",
+            body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        ),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut registry = Registry::default();
     state.engine.register_metrics(&mut registry);

@@ -1,14 +1,16 @@
 //! `/snapshots`, `/snapshot` and `/snapshot/{id}`; snapshot IDs contain `/` and `@`, so the
 //! ID is the rest of the path.
 
-use api_types::{CreateSnapshotRequest, Response as OkResponse, SnapshotId};
+use api_types::{ApiError, CreateSnapshotRequest, Response as OkResponse, SnapshotId};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::ApiFailure;
 use crate::extract::{OptionalBody, Params};
+use crate::openapi::{InternalError, Unauthorized};
 use crate::{AppState, views};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -18,14 +20,20 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/snapshot/{*id}", get(show).delete(delete).fallback(super::method_not_allowed))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only the snapshots of this branch (400 when no snapshot is on it).
     branch: Option<String>,
+    /// Only the snapshots of this pool.
     dataset: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteParams {
+    /// Delete even when clones depend on the snapshot (`true` or `false`).
+    #[param(value_type = Option<bool>)]
     force: Option<String>,
 }
 
@@ -35,6 +43,28 @@ fn snapshot_id(id: &str) -> Result<&str, ApiFailure> {
     Ok(id)
 }
 
+/// List snapshots, newest first.
+#[utoipa::path(
+    get,
+    path = "/snapshots",
+    operation_id = "snapshots",
+    tag = "Snapshots",
+    security(("verification_token" = [])),
+    params(ListParams),
+    responses(
+        (
+            status = 200,
+            description = "The snapshots, newest first.",
+            body = Vec<api_types::Snapshot>
+        ),
+        (
+            status = 400,
+            description = "An unknown branch, or bad query parameters.",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Params(params): Params<ListParams>,
@@ -63,6 +93,26 @@ async fn list(
     ))
 }
 
+/// Get a snapshot.
+#[utoipa::path(
+    get,
+    path = "/snapshot/{id}",
+    operation_id = "getSnapshot",
+    tag = "Snapshots",
+    security(("verification_token" = [])),
+    params((
+        "id" = SnapshotId,
+        Path,
+        description = "The snapshot ID, e.g. `pool/data@snapshot_20240501120000`. It contains `/` \
+            and `@`; send them as they are, not percent-encoded."
+    )),
+    responses(
+        (status = 200, description = "The snapshot.", body = api_types::Snapshot),
+        (status = 400, description = "An invalid snapshot ID.", body = ApiError),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No snapshot with this ID.", body = ApiError),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -71,6 +121,26 @@ async fn show(
     Ok(Json(views::snapshot(&view)))
 }
 
+/// Snapshot the pool's data now.
+///
+/// The new snapshot becomes the head of `main`; retention then applies.
+#[utoipa::path(
+    post,
+    path = "/snapshot",
+    operation_id = "createSnapshot",
+    tag = "Snapshots",
+    security(("verification_token" = [])),
+    request_body(
+        content = Option<CreateSnapshotRequest>,
+        description = "Which pool; may be empty (the engine's pool)."
+    ),
+    responses(
+        (status = 200, description = "The new snapshot.", body = api_types::Snapshot),
+        (status = 400, description = "Malformed JSON, or an unknown pool.", body = ApiError),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     OptionalBody(request): OptionalBody<CreateSnapshotRequest>,
@@ -82,6 +152,41 @@ async fn create(
     Ok(Json(views::snapshot(&view)))
 }
 
+/// Delete a snapshot.
+///
+/// Refused while the snapshot is protected, or has clones unless `force=true` (which destroys
+/// them first; protected clones still refuse).
+#[utoipa::path(
+    delete,
+    path = "/snapshot/{id}",
+    operation_id = "deleteSnapshot",
+    tag = "Snapshots",
+    security(("verification_token" = [])),
+    params((
+        "id" = SnapshotId,
+        Path,
+        description = "The snapshot ID, e.g. `pool/data@snapshot_20240501120000`. It contains `/` \
+            and `@`; send them as they are, not percent-encoded."
+    ), DeleteParams),
+    responses(
+        (
+            status = 200,
+            description = "Deleted.",
+            body = OkResponse,
+            example = json!({"status": "OK", "message": "Deleted snapshot"})
+        ),
+        (
+            status = 400,
+            description = "An invalid snapshot ID, a bad `force`, or the deletion is refused: the \
+                snapshot is protected, is the only one of its branch, or has clones (without \
+                `force`, or protected ones).",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No snapshot with this ID.", body = ApiError),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,0 +1,5 @@
+//! Integration tests of the HTTP API: the OpenAPI document against the committed copy and
+//! against the routes a real engine serves.
+
+mod openapi;
+mod routes;
