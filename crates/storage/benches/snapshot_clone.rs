@@ -112,10 +112,15 @@ async fn du(path: &Path) -> u64 {
     out.stdout_text().split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// The 1-minute load average: the machine is shared, so each row says how busy it was.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap();
-    text.split_whitespace().next().unwrap().to_owned()
+/// How busy the shared machine is: the 1-minute load average, and the share of the last 10 s
+/// in which some task waited for I/O (PSI; a snapshot's commit waits for a disk flush, so this
+/// is what moves btrfs's figures most).
+fn busy() -> (String, String) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap();
+    let load = load.split_whitespace().next().unwrap().to_owned();
+    let io = std::fs::read_to_string("/proc/pressure/io").unwrap_or_default();
+    let io = io.split_whitespace().find_map(|word| word.strip_prefix("avg10=")).unwrap_or("?");
+    (load, format!("{io}%"))
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -165,7 +170,7 @@ async fn bench_backend(args: &Args, name: &str, scale: u32, source: &Path, data_
     eprintln!("{name} s{scale}: copied the data directory in {:?}", started.elapsed());
 
     let (mut snaps, mut clones) = (Vec::new(), Vec::new());
-    let load_before = load_average();
+    let busy_before = busy();
     for run in 0..args.runs {
         let snapshot = dataset.snapshot(&format!("b{run}")).unwrap();
         let started = Instant::now();
@@ -176,14 +181,16 @@ async fn bench_backend(args: &Args, name: &str, scale: u32, source: &Path, data_
         backend.clone_snapshot(&snapshot, &clone).await.unwrap();
         clones.push(started.elapsed());
     }
-    let load = format!("{load_before}–{}", load_average());
+    let busy_after = busy();
+    let load = format!("{}–{}", busy_before.0, busy_after.0);
+    let io = format!("{}–{}", busy_before.1, busy_after.1);
     let both: Vec<Duration> = snaps.iter().zip(&clones).map(|(s, c)| *s + *c).collect();
     let (snap_med, snap_p95) = summary(snaps);
     let (clone_med, clone_p95) = summary(clones);
     let (both_med, both_p95) = summary(both);
     let thin = backend.capabilities().thin;
     println!(
-        "| {name} | {scale} | {:.2} GB | {} | {snap_med:.1} | {snap_p95:.1} | {clone_med:.1} | {clone_p95:.1} | {both_med:.1} | {both_p95:.1} | {load} |",
+        "| {name} | {scale} | {:.2} GB | {} | {snap_med:.1} | {snap_p95:.1} | {clone_med:.1} | {clone_p95:.1} | {both_med:.1} | {both_p95:.1} | {load} | {io} |",
         data_bytes as f64 / 1e9,
         args.runs,
     );
@@ -199,9 +206,9 @@ async fn main() {
     let args = parse_args();
     std::fs::create_dir_all(&args.work_dir).unwrap();
     println!(
-        "| backend | pgbench scale | data dir | runs | snapshot median ms | snapshot p95 ms | clone median ms | clone p95 ms | snapshot+clone median ms | snapshot+clone p95 ms | load avg (1 min) before–after |"
+        "| backend | pgbench scale | data dir | runs | snapshot median ms | snapshot p95 ms | clone median ms | clone p95 ms | snapshot+clone median ms | snapshot+clone p95 ms | load avg (1 min) before–after | I/O pressure (some, avg10) before–after |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &scale in &args.scales {
         let source = pgbench_datadir(&args, scale).await;
         let data_bytes = du(&source).await;
