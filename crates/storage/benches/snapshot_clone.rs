@@ -5,9 +5,11 @@
 //! `cargo bench -p storage --bench snapshot_clone -- --scales 64,640 --backends btrfs,btrfs-quota,zfs,xfs --runs 20`
 //!
 //! It makes the pgbench data directory once per scale under `--work-dir` (on the root
-//! filesystem), copies it into a dataset of a fresh image-file pool per backend, then times
-//! `snapshot` and `clone_snapshot` through the storage trait, and prints one markdown table row
-//! per backend and scale. Everything it made is torn down at the end.
+//! filesystem), copies it into a dataset of a fresh image-file pool per backend, waits
+//! `--settle-seconds` (15) for the copy's aftermath to pass, then times `snapshot` and
+//! `clone_snapshot` through the storage trait, and prints one markdown table row per backend
+//! and scale, with how busy the machine was (load, I/O pressure) around the timed runs.
+//! Everything it made is torn down at the end.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::print_stderr, reason = "progress goes to stderr")]
@@ -29,6 +31,7 @@ struct Args {
     scales: Vec<u32>,
     backends: Vec<String>,
     runs: usize,
+    settle: Duration,
     work_dir: PathBuf,
     pg_bin: PathBuf,
 }
@@ -38,6 +41,7 @@ fn parse_args() -> Args {
         scales: vec![64],
         backends: vec!["btrfs".into(), "btrfs-quota".into(), "zfs".into(), "xfs".into()],
         runs: 20,
+        settle: Duration::from_secs(15),
         work_dir: PathBuf::from("/var/tmp/scion-bench-storage"),
         pg_bin: PathBuf::from("/opt/scion/postgres/17/bin"),
     };
@@ -48,6 +52,7 @@ fn parse_args() -> Args {
             "--scales" => args.scales = value().split(',').map(|s| s.parse().unwrap()).collect(),
             "--backends" => args.backends = value().split(',').map(str::to_owned).collect(),
             "--runs" => args.runs = value().parse().unwrap(),
+            "--settle-seconds" => args.settle = Duration::from_secs(value().parse().unwrap()),
             "--work-dir" => args.work_dir = value().into(),
             "--pg-bin" => args.pg_bin = value().into(),
             // cargo bench passes --bench.
@@ -168,6 +173,9 @@ async fn bench_backend(args: &Args, name: &str, scale: u32, source: &Path, data_
         .unwrap();
     Cmd::new("sync").run().await.unwrap();
     eprintln!("{name} s{scale}: copied the data directory in {:?}", started.elapsed());
+    // Let the copy's own aftermath (background writeback, the I/O pressure average it raised)
+    // pass, so the timed runs and the busy columns show the operations and the other tenants.
+    tokio::time::sleep(args.settle).await;
 
     let (mut snaps, mut clones) = (Vec::new(), Vec::new());
     let busy_before = busy();
