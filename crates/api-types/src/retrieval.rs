@@ -103,19 +103,20 @@ pub struct RetrievalProgress {
     pub database: Option<String>,
     /// Bytes done in this stage.
     #[serde(default, rename = "bytesDone")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub bytes_done: u64,
     /// Bytes expected in this stage, when known.
     #[serde(default, rename = "bytesTotal", skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
     /// Tables done in this stage.
     #[serde(default, rename = "tablesDone")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub tables_done: u64,
     /// Tables expected in this stage, when known.
     #[serde(default, rename = "tablesTotal", skip_serializing_if = "Option::is_none")]
     pub tables_total: Option<u64>,
     /// When the run started.
     #[serde(default, rename = "startedAt", skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub started_at: Option<LocalTime>,
     /// The error, once the run has failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
