@@ -81,8 +81,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(error) => {
             tracing::error!(%error, "failed to encode metrics");
-            ApiFailure::from(engine::Error::InvalidInput("metrics could not be encoded".to_owned()))
-                .into_response()
+            ApiFailure::internal("metrics could not be encoded; see the engine log").into_response()
         }
     }
 }

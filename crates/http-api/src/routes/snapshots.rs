@@ -193,8 +193,9 @@ async fn delete(
     Params(params): Params<DeleteParams>,
 ) -> Result<Json<OkResponse>, ApiFailure> {
     let force = match params.force.as_deref() {
-        None | Some("") | Some("false") => false,
-        Some("true") => true,
+        // Go's strconv.ParseBool, which DBLab uses, takes these spellings.
+        None | Some("" | "0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
         Some(other) => {
             return Err(ApiFailure::bad_request(format!(
                 "force must be true or false, not {other:?}"
