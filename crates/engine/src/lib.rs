@@ -22,6 +22,7 @@ pub mod refresh;
 mod scheduler;
 mod snapshot;
 pub mod store;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -101,6 +102,7 @@ struct Inner {
     pipeline: Option<Arc<retrieval::Pipeline>>,
     refresh: Mutex<refresh::RefreshState>,
     refresh_running: AtomicBool,
+    usage: Mutex<usage::UsageTracker>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -234,6 +236,7 @@ impl Engine {
             pipeline,
             refresh: Mutex::new(refresh::RefreshState::default()),
             refresh_running: AtomicBool::new(false),
+            usage: Mutex::new(usage::UsageTracker::default()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });

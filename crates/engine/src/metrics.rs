@@ -1,9 +1,9 @@
 //! The engine's metrics: DBLab's `dblab_*` gauges, computed from memory at scrape time with the
 //! names and labels of DBLab's exporter (reference §8), and Scion's own `scion_*` metrics.
 //!
-//! DBLab metrics that have no meaning here are left out rather than faked: container CPU and
-//! memory (clones are not containers; per-clone cgroups are not set up yet), compression ratio,
-//! space used by snapshots, and the physical-mode `dblab_sync_*` family.
+//! DBLab metrics that have no meaning here are left out rather than faked: the clones' memory
+//! limit (no per-clone limits are set yet), compression ratio, space used by snapshots, and the
+//! physical-mode `dblab_sync_*` family. Clone CPU and memory come from `/proc` (see `usage`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +106,9 @@ struct Snapshot {
     reconcile: Vec<(&'static str, i64)>,
     ports_in_use: i64,
     ports_total: i64,
+    clone_total_cpu_percent: f64,
+    clone_avg_cpu_percent: f64,
+    clone_total_memory: i64,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -126,6 +129,8 @@ impl Snapshot {
                 .map_or(0, |view| view.record.logical_size)
         };
         let clones = &status.clones;
+        let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory) =
+            engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner()).totals();
         let fatal = clones.iter().filter(|clone| clone.record.state == CloneState::Fatal).count();
         Snapshot {
             instance_id: status.instance_id.clone(),
@@ -196,6 +201,9 @@ impl Snapshot {
             ports_total: i64::from(engine.inner.config.cloning.port_to)
                 - i64::from(engine.inner.config.cloning.port_from)
                 + 1,
+            clone_total_cpu_percent,
+            clone_avg_cpu_percent,
+            clone_total_memory: to_i64(clone_total_memory),
         }
     }
 }
@@ -319,6 +327,24 @@ impl Collector for Snapshot {
             self.clone_total_logical,
         )?;
         gauge(e, "dblab_clone_protected_count", "Protected clones", self.clone_protected)?;
+        gauge_f64(
+            e,
+            "dblab_clone_total_cpu_usage_percent",
+            "CPU used by all clone servers since the previous collection, percent of one core",
+            self.clone_total_cpu_percent,
+        )?;
+        gauge_f64(
+            e,
+            "dblab_clone_avg_cpu_usage_percent",
+            "Mean CPU per clone server since the previous collection, percent of one core",
+            self.clone_avg_cpu_percent,
+        )?;
+        gauge(
+            e,
+            "dblab_clone_total_memory_usage_bytes",
+            "Memory (PSS) of all clone servers' processes",
+            self.clone_total_memory,
+        )?;
         gauge(e, "dblab_snapshots_total", "Snapshots", self.snapshots_total)?;
         labelled(
             e,

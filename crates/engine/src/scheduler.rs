@@ -250,6 +250,16 @@ impl Engine {
                 }
             }
         }
+        let servers: Vec<(String, Vec<u32>)> = self
+            .instances()
+            .iter()
+            .map(|(id, instance)| (id.clone(), instance.processes()))
+            .collect();
+        self.inner
+            .usage
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(&servers, Instant::now());
         self.inner.metrics.record_collection(started.elapsed(), errors);
     }
 }
