@@ -461,13 +461,17 @@ impl Engine {
         spec
     }
 
+    /// The binaries of the major the data directory was made with.
+    fn binaries_for(&self, pgdata: &Path) -> Result<postgres::PgBinaries> {
+        Ok(self.inner.binaries.locate(PgMajor::of_data_dir(pgdata)?)?)
+    }
+
     pub(crate) async fn start_instance(
         &self,
         record: &CloneRecord,
         pgdata: &Path,
     ) -> Result<Instance> {
-        let major = PgMajor::of_data_dir(pgdata)?;
-        let binaries = self.inner.binaries.locate(major)?;
+        let binaries = self.binaries_for(pgdata)?;
         Ok(Instance::start(&binaries, self.instance_spec(record, pgdata)).await?)
     }
 
@@ -476,8 +480,7 @@ impl Engine {
         record: &CloneRecord,
         pgdata: &Path,
     ) -> Result<Instance> {
-        let major = PgMajor::of_data_dir(pgdata)?;
-        let binaries = self.inner.binaries.locate(major)?;
+        let binaries = self.binaries_for(pgdata)?;
         Ok(Instance::adopt(&binaries, self.instance_spec(record, pgdata)).await?)
     }
 
