@@ -5,11 +5,14 @@
 //! `cargo bench -p storage --bench snapshot_clone -- --scales 64,640 --backends btrfs,btrfs-quota,zfs,xfs --runs 20`
 //!
 //! It makes the pgbench data directory once per scale under `--work-dir` (on the root
-//! filesystem), copies it into a dataset of a fresh image-file pool per backend, waits
-//! `--settle-seconds` (15) for the copy's aftermath to pass, then times `snapshot` and
-//! `clone_snapshot` through the storage trait, and prints one markdown table row per backend
-//! and scale, with how busy the machine was (load, I/O pressure) around the timed runs.
-//! Everything it made is torn down at the end.
+//! filesystem). For each backend it copies each scale's directory into a dataset of a fresh
+//! image-file pool, waits `--settle-seconds` (15) for the copies' aftermath to pass, then times
+//! `snapshot` and `clone_snapshot` through the storage trait, runs interleaved across the
+//! scales' pools so that both rows see the same (shared, noisy) machine. On plain btrfs each run
+//! also times the `btrfs subvolume snapshot` commands the backend used to run, on the same pool,
+//! in alternating order: the before/after comparison under identical conditions. It prints one
+//! markdown table row per backend and scale, with how busy the machine was (load, I/O pressure)
+//! around the timed runs. Everything it made is torn down at the end.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::print_stderr, reason = "progress goes to stderr")]
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use exec::Cmd;
 use storage::provision::{ImageFs, ImagePool};
-use storage::{BackendConfig, DestroyMode, StorageBackend, ThinStorage};
+use storage::{BackendConfig, DatasetName, DestroyMode, StorageBackend, ThinStorage};
 
 const POSTGRES_UID: u32 = 101;
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -139,14 +142,54 @@ fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
     (ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.95)))
 }
 
-async fn bench_backend(args: &Args, name: &str, scale: u32, source: &Path, data_bytes: u64) {
+/// Timings of one way of taking a snapshot and a clone.
+#[derive(Default)]
+struct Samples {
+    snapshots: Vec<Duration>,
+    clones: Vec<Duration>,
+}
+
+impl Samples {
+    fn push(&mut self, snapshot: Duration, clone: Duration) {
+        self.snapshots.push(snapshot);
+        self.clones.push(clone);
+    }
+
+    /// One table row; `busy` is the load and I/O pressure columns.
+    fn row(self, label: &str, scale: u32, data_bytes: u64, busy: &str) -> String {
+        let runs = self.snapshots.len();
+        let both = self.snapshots.iter().zip(&self.clones).map(|(s, c)| *s + *c).collect();
+        let (snap_med, snap_p95) = summary(self.snapshots);
+        let (clone_med, clone_p95) = summary(self.clones);
+        let (both_med, both_p95) = summary(both);
+        format!(
+            "| {label} | {scale} | {:.2} GB | {runs} | {snap_med:.1} | {snap_p95:.1} | {clone_med:.1} | {clone_p95:.1} | {both_med:.1} | {both_p95:.1} | {busy} |",
+            data_bytes as f64 / 1e9,
+        )
+    }
+}
+
+/// One pool holding one scale's data directory, with what was timed on it.
+struct Pool {
+    scale: u32,
+    data_bytes: u64,
+    dir: PathBuf,
+    image: ImagePool,
+    backend: StorageBackend,
+    /// Through the storage trait.
+    storage: Samples,
+    /// Through the `btrfs` program, as the btrfs backend did before it called the ioctls.
+    program: Option<Samples>,
+}
+
+async fn setup(args: &Args, name: &str, scale: u32, source: &Path, data_bytes: u64) -> Pool {
     let dir = args.work_dir.join(format!("pool-{name}-s{scale}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let size = (data_bytes * 2).max(8 * GIB);
     let fs = match name {
         "btrfs" | "btrfs-quota" => ImageFs::Btrfs,
-        "zfs" => ImageFs::Zfs { pool: format!("scion_bench_{}", std::process::id()) },
+        "zfs" => ImageFs::Zfs { pool: format!("scion_bench_{}_{scale}", std::process::id()) },
         "xfs" => ImageFs::Xfs,
         "ext4" => ImageFs::Ext4,
         other => panic!("unknown backend {other}"),
@@ -160,8 +203,9 @@ async fn bench_backend(args: &Args, name: &str, scale: u32, source: &Path, data_
         config => config,
     };
     let backend = StorageBackend::open(&config).await.unwrap();
-    let dataset = "data".parse().unwrap();
-    let mount = backend.create_dataset(&dataset).await.unwrap();
+    let mount = backend.create_dataset(&"data".parse().unwrap()).await.unwrap();
+    // The clones' parent exists before timing, as it does on a pool in use.
+    backend.create_dataset(&"clones".parse().unwrap()).await.unwrap();
     let started = Instant::now();
     Cmd::new("cp")
         .arg("-a")
@@ -173,40 +217,98 @@ async fn bench_backend(args: &Args, name: &str, scale: u32, source: &Path, data_
         .unwrap();
     Cmd::new("sync").run().await.unwrap();
     eprintln!("{name} s{scale}: copied the data directory in {:?}", started.elapsed());
-    // Let the copy's own aftermath (background writeback, the I/O pressure average it raised)
-    // pass, so the timed runs and the busy columns show the operations and the other tenants.
-    tokio::time::sleep(args.settle).await;
+    let program = (name == "btrfs").then(Samples::default);
+    Pool { scale, data_bytes, dir, image, backend, storage: Samples::default(), program }
+}
 
-    let (mut snaps, mut clones) = (Vec::new(), Vec::new());
-    let busy_before = busy();
-    for run in 0..args.runs {
+impl Pool {
+    /// Run `run`: a snapshot and a clone through the trait and, on plain btrfs, through the
+    /// `btrfs` program too, in an order that alternates from run to run.
+    async fn time(&mut self, run: usize) {
+        let program_first = run % 2 == 1;
+        if program_first {
+            self.time_program(run).await;
+        }
+        let dataset: DatasetName = "data".parse().unwrap();
         let snapshot = dataset.snapshot(&format!("b{run}")).unwrap();
         let started = Instant::now();
-        backend.snapshot(&snapshot).await.unwrap();
-        snaps.push(started.elapsed());
+        self.backend.snapshot(&snapshot).await.unwrap();
+        let snapshot_took = started.elapsed();
         let clone = format!("clones/c{run}").parse().unwrap();
         let started = Instant::now();
-        backend.clone_snapshot(&snapshot, &clone).await.unwrap();
-        clones.push(started.elapsed());
+        self.backend.clone_snapshot(&snapshot, &clone).await.unwrap();
+        self.storage.push(snapshot_took, started.elapsed());
+        if !program_first {
+            self.time_program(run).await;
+        }
     }
-    let busy_after = busy();
-    let load = format!("{}–{}", busy_before.0, busy_after.0);
-    let io = format!("{}–{}", busy_before.1, busy_after.1);
-    let both: Vec<Duration> = snaps.iter().zip(&clones).map(|(s, c)| *s + *c).collect();
-    let (snap_med, snap_p95) = summary(snaps);
-    let (clone_med, clone_p95) = summary(clones);
-    let (both_med, both_p95) = summary(both);
-    let thin = backend.capabilities().thin;
-    println!(
-        "| {name} | {scale} | {:.2} GB | {} | {snap_med:.1} | {snap_p95:.1} | {clone_med:.1} | {clone_p95:.1} | {both_med:.1} | {both_p95:.1} | {load} | {io} |",
-        data_bytes as f64 / 1e9,
-        args.runs,
-    );
-    eprintln!("{name} s{scale}: thin={thin}");
-    backend.destroy_dataset(&dataset, DestroyMode::WithDependents).await.unwrap();
-    drop(backend);
-    image.teardown(true).await.unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+
+    /// The commands the btrfs backend ran before: `btrfs subvolume snapshot [-r]`. Paths
+    /// follow the backend's layout (snapshots under `.snapshots`), so teardown finds them.
+    async fn time_program(&mut self, run: usize) {
+        let Some(samples) = &mut self.program else { return };
+        let data = self.backend.mountpoint(&"data".parse().unwrap());
+        let root = data.parent().unwrap();
+        let snapshot = root.join(format!(".snapshots/data@p{run}"));
+        let started = Instant::now();
+        let snapshot_cmd =
+            Cmd::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&data).arg(&snapshot);
+        snapshot_cmd.output().await.unwrap();
+        let snapshot_took = started.elapsed();
+        let clone = root.join(format!("clones/p{run}"));
+        let started = Instant::now();
+        let clone_cmd =
+            Cmd::new("btrfs").args(["subvolume", "snapshot"]).arg(&snapshot).arg(&clone);
+        clone_cmd.output().await.unwrap();
+        samples.push(snapshot_took, started.elapsed());
+    }
+
+    async fn report_and_teardown(self, name: &str, busy: &str) {
+        println!("{}", self.storage.row(name, self.scale, self.data_bytes, busy));
+        if let Some(program) = self.program {
+            let label = format!("{name} via the `btrfs` program (before)");
+            println!("{}", program.row(&label, self.scale, self.data_bytes, busy));
+        }
+        eprintln!("{name} s{}: thin={}", self.scale, self.backend.capabilities().thin);
+        let data = "data".parse().unwrap();
+        self.backend.destroy_dataset(&data, DestroyMode::WithDependents).await.unwrap();
+        self.backend
+            .destroy_dataset(&"clones".parse().unwrap(), DestroyMode::Refuse)
+            .await
+            .unwrap();
+        drop(self.backend);
+        self.image.teardown(true).await.unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Times one backend: a pool per scale, runs interleaved across the pools (in an order that
+/// alternates), so that every row of the backend saw the same machine.
+async fn bench_backend(args: &Args, name: &str, sources: &[(u32, PathBuf, u64)]) {
+    let mut pools = Vec::new();
+    for (scale, source, data_bytes) in sources {
+        pools.push(setup(args, name, *scale, source, *data_bytes).await);
+    }
+    // Let the copies' aftermath (background writeback, the I/O pressure average they raised)
+    // pass, so the timed runs and the busy columns show the operations and the other tenants.
+    tokio::time::sleep(args.settle).await;
+    let before = busy();
+    for run in 0..args.runs {
+        if run % 2 == 0 {
+            for pool in &mut pools {
+                pool.time(run).await;
+            }
+        } else {
+            for pool in pools.iter_mut().rev() {
+                pool.time(run).await;
+            }
+        }
+    }
+    let after = busy();
+    let busy = format!("{}–{} | {}–{}", before.0, after.0, before.1, after.1);
+    for pool in pools {
+        pool.report_and_teardown(name, &busy).await;
+    }
 }
 
 #[tokio::main]
@@ -217,11 +319,13 @@ async fn main() {
         "| backend | pgbench scale | data dir | runs | snapshot median ms | snapshot p95 ms | clone median ms | clone p95 ms | snapshot+clone median ms | snapshot+clone p95 ms | load avg (1 min) before–after | I/O pressure (some, avg10) before–after |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut sources = Vec::new();
     for &scale in &args.scales {
         let source = pgbench_datadir(&args, scale).await;
         let data_bytes = du(&source).await;
-        for backend in &args.backends {
-            bench_backend(&args, backend, scale, &source, data_bytes).await;
-        }
+        sources.push((scale, source, data_bytes));
+    }
+    for backend in &args.backends {
+        bench_backend(&args, backend, &sources).await;
     }
 }
