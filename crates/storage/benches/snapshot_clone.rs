@@ -10,7 +10,8 @@
 //! `snapshot` and `clone_snapshot` through the storage trait, runs interleaved across the
 //! scales' pools so that both rows see the same (shared, noisy) machine. On plain btrfs each run
 //! also times the `btrfs subvolume snapshot` commands the backend used to run, on the same pool,
-//! in alternating order: the before/after comparison under identical conditions. It prints one
+//! in alternating order: the before/after comparison under identical conditions (leave it out
+//! with `--no-baseline`, so that nothing else runs between the timed operations). It prints one
 //! markdown table row per backend and scale, with how busy the machine was (load, I/O pressure)
 //! around the timed runs. Everything it made is torn down at the end.
 
@@ -35,6 +36,8 @@ struct Args {
     backends: Vec<String>,
     runs: usize,
     settle: Duration,
+    /// Time the `btrfs` program next to the ioctls on plain btrfs.
+    baseline: bool,
     work_dir: PathBuf,
     pg_bin: PathBuf,
 }
@@ -45,6 +48,7 @@ fn parse_args() -> Args {
         backends: vec!["btrfs".into(), "btrfs-quota".into(), "zfs".into(), "xfs".into()],
         runs: 20,
         settle: Duration::from_secs(15),
+        baseline: true,
         work_dir: PathBuf::from("/var/tmp/scion-bench-storage"),
         pg_bin: PathBuf::from("/opt/scion/postgres/17/bin"),
     };
@@ -55,6 +59,7 @@ fn parse_args() -> Args {
             "--scales" => args.scales = value().split(',').map(|s| s.parse().unwrap()).collect(),
             "--backends" => args.backends = value().split(',').map(str::to_owned).collect(),
             "--runs" => args.runs = value().parse().unwrap(),
+            "--no-baseline" => args.baseline = false,
             "--settle-seconds" => args.settle = Duration::from_secs(value().parse().unwrap()),
             "--work-dir" => args.work_dir = value().into(),
             "--pg-bin" => args.pg_bin = value().into(),
@@ -217,7 +222,7 @@ async fn setup(args: &Args, name: &str, scale: u32, source: &Path, data_bytes: u
         .unwrap();
     Cmd::new("sync").run().await.unwrap();
     eprintln!("{name} s{scale}: copied the data directory in {:?}", started.elapsed());
-    let program = (name == "btrfs").then(Samples::default);
+    let program = (name == "btrfs" && args.baseline).then(Samples::default);
     Pool { scale, data_bytes, dir, image, backend, storage: Samples::default(), program }
 }
 
