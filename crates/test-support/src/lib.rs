@@ -180,19 +180,65 @@ fn find_pid_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
     found
 }
 
+/// Ports handed out by [`free_port_range`]: below the kernel's ephemeral range
+/// (32768–60999 by default), so an outgoing connection of some other test, or a port a test
+/// got by binding port 0, never takes one between the check and the server's bind.
+const TEST_PORTS: RangeInclusive<u16> = 10_240..=32_767;
+/// Ports per claimed block; the largest range a test asks for must fit in one.
+const PORT_BLOCK: u16 = 128;
+
 /// A range of `length` consecutive loopback ports that nothing listens on now, different for
-/// every call in this process.
+/// every call in every test process.
+///
+/// Test binaries run in parallel processes, so each process claims whole blocks of ports with
+/// an exclusive `flock` on a file under the temp dir; the kernel drops the lock when the
+/// process exits, however it exits.
 pub fn free_port_range(length: u16) -> RangeInclusive<u16> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+    struct Claimed {
+        locks: Vec<std::fs::File>,
+        next: u16,
+        end: u16,
+    }
+    static CLAIMED: std::sync::Mutex<Option<Claimed>> = std::sync::Mutex::new(None);
+    assert!((1..=PORT_BLOCK).contains(&length), "ask for 1 to {PORT_BLOCK} ports");
+    let mut claimed = CLAIMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
-        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-        // Spread processes over the range so parallel test binaries rarely collide.
-        let base = 20_000 + (std::process::id() % 200) * 150 + slot * u32::from(length);
-        let Ok(start) = u16::try_from(base % 40_000 + 20_000) else { continue };
-        let Some(end) = start.checked_add(length - 1) else { continue };
-        let range = start..=end;
-        if range.clone().all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()) {
-            return range;
+        if let Some(block) = claimed.as_mut()
+            && let Some(end) = block.next.checked_add(length - 1)
+            && end <= block.end
+        {
+            let range = block.next..=end;
+            block.next = end.saturating_add(1);
+            if range.clone().all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()) {
+                return range;
+            }
+            continue;
+        }
+        let (lock, start) = claim_port_block();
+        let mut locks = claimed.take().map(|block| block.locks).unwrap_or_default();
+        locks.push(lock);
+        *claimed = Some(Claimed { locks, next: start, end: start + (PORT_BLOCK - 1) });
+    }
+}
+
+/// Locks the first free block of [`TEST_PORTS`], starting at a place that depends on the PID
+/// so that parallel processes rarely contend for the same lock file.
+fn claim_port_block() -> (std::fs::File, u16) {
+    let dir = std::env::temp_dir().join("scion-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port lock dir");
+    let blocks = (TEST_PORTS.end() - TEST_PORTS.start() + 1) / PORT_BLOCK;
+    let first = std::process::id() % u32::from(blocks);
+    for offset in 0..u32::from(blocks) {
+        let block = u16::try_from((first + offset) % u32::from(blocks)).expect("few blocks");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("block-{block}")))
+            .expect("open a port lock file");
+        if file.try_lock().is_ok() {
+            return (file, TEST_PORTS.start() + block * PORT_BLOCK);
         }
     }
+    panic!("every test port block in {TEST_PORTS:?} is claimed by another process");
 }
