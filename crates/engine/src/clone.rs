@@ -135,7 +135,9 @@ impl Engine {
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
         let now = Utc::now();
         let protection = lease::grant(request.protection, &self.inner.config.cloning, now);
-        let dataset = self.inner.pool.clone_dataset(&snapshot.branch, &id, 0)?;
+        // A dataset of an earlier clone with this ID may still hold commits: take the next
+        // revision, as DBLab does.
+        let (revision, dataset) = self.free_clone_dataset(&snapshot.branch, &id, 0)?;
         let record = {
             // The ID check, the port and the insert happen under one lock, so concurrent
             // creates can neither share an ID nor a port.
@@ -143,12 +145,16 @@ impl Engine {
             if state.clones.contains_key(&id) {
                 return Err(Error::AlreadyExists(format!("clone with ID {id:?} already exists")));
             }
+            // A branch deletion removes its snapshots under this lock.
+            if !state.snapshots.iter().any(|known| known.id == snapshot.id) {
+                return Err(Error::NotFound(format!("snapshot {:?} not found", snapshot.id)));
+            }
             let port = self.inner.ports.reserve()?;
             let record = CloneRecord {
                 id: id.clone(),
                 snapshot_id: snapshot.id.clone(),
                 branch: snapshot.branch.clone(),
-                revision: 0,
+                revision,
                 pool: self.inner.pool.name().to_owned(),
                 dataset: dataset.to_string(),
                 port: port.port(),
@@ -488,26 +494,48 @@ impl Engine {
     async fn rebuild(&self, mut record: CloneRecord) -> Result<(CloneRecord, Instance)> {
         self.stop_server(&record).await?;
         let dataset = storage::DatasetName::new(record.dataset.clone())?;
+        let mut revision = record.revision;
         match self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await {
             Ok(()) | Err(storage::Error::NotFound(_)) => {}
-            Err(storage::Error::HasDependents { .. }) => {
-                // Commits were made from this revision: keep it, move to the next one.
-                record.revision += 1;
-                record.dataset = self
-                    .inner
-                    .pool
-                    .clone_dataset(&record.branch, &record.id, record.revision)?
-                    .to_string();
-                self.modify_clone(&record.id, |stored| {
-                    stored.revision = record.revision;
-                    stored.dataset = record.dataset.clone();
-                    Ok(())
-                })?;
-            }
+            // Commits were made from this revision: keep it, move to the next one.
+            Err(storage::Error::HasDependents { .. }) => revision += 1,
             Err(error) => return Err(error.into()),
+        }
+        // A reset may also move the clone to another branch, whose directory it then lives in.
+        let (revision, target) = self.free_clone_dataset(&record.branch, &record.id, revision)?;
+        if target.as_str() != record.dataset {
+            record.revision = revision;
+            record.dataset = target.to_string();
+            self.modify_clone(&record.id, |stored| {
+                stored.revision = record.revision;
+                stored.dataset = record.dataset.clone();
+                Ok(())
+            })?;
         }
         let instance = self.provision(&record).await?;
         Ok((record, instance))
+    }
+
+    /// The first revision from `from` whose dataset for clone `id` on `branch` does not exist.
+    fn free_clone_dataset(
+        &self,
+        branch: &str,
+        id: &str,
+        from: u32,
+    ) -> Result<(u32, storage::DatasetName)> {
+        let storage = self.inner.pool.storage();
+        let mut revision = from;
+        loop {
+            let dataset = self.inner.pool.clone_dataset(branch, id, revision)?;
+            // A directory read, not a pool listing: this is on the path of every create. An
+            // empty directory is what a destroyed ZFS dataset may leave behind.
+            let occupied = std::fs::read_dir(storage.mountpoint(&dataset))
+                .is_ok_and(|mut entries| entries.next().is_some());
+            if !occupied {
+                return Ok((revision, dataset));
+            }
+            revision += 1;
+        }
     }
 
     /// Records the outcome of a create or reset: `OK` with its timing and webhook, or

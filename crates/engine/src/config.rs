@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub clone: CloneServerConfig,
     /// Snapshots: retention.
     pub snapshots: SnapshotsConfig,
+    /// Protection of snapshots and branches, and the sweeper for unused ones.
+    pub retention: RetentionConfig,
     /// Retrieval of data from a source; without it the pool starts with an empty cluster.
     pub retrieval: Option<retrieval::RetrievalConfig>,
 }
@@ -187,6 +189,44 @@ impl Default for SnapshotsConfig {
     }
 }
 
+/// DBLab deletes at most this many snapshots and branches per sweep.
+pub const DEFAULT_MAX_DELETIONS_PER_TICK: usize = 50;
+
+/// `[retention]`: protection of snapshots and branches, and the sweeper that deletes unused
+/// ones (DBLab's `retention` section).
+///
+/// The sweeper always deletes what a user scheduled (`deleteAt`) once it is safe; it schedules
+/// unused snapshots and branches itself only when their minutes are above 0.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// A commit that nothing uses (no clone, no child, no branch) is scheduled for deletion
+    /// this long after the sweeper first sees it unused; 0 turns this off.
+    pub unused_snapshot_minutes: f64,
+    /// A branch without clones and without branches forked from it is scheduled for deletion
+    /// this long after the sweeper first sees it unused; 0 turns this off.
+    pub unused_branch_minutes: f64,
+    /// The most snapshots and branches one sweep deletes.
+    pub max_deletions_per_tick: usize,
+    /// How often the sweeper runs.
+    #[serde(with = "humantime_serde_compat")]
+    pub check_interval: Duration,
+    /// The longest protection of a snapshot or branch; 0 means no cap.
+    pub protection_max_duration_minutes: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            unused_snapshot_minutes: 0.0,
+            unused_branch_minutes: 0.0,
+            max_deletions_per_tick: DEFAULT_MAX_DELETIONS_PER_TICK,
+            check_interval: DEFAULT_CHECK_INTERVAL,
+            protection_max_duration_minutes: 0.0,
+        }
+    }
+}
+
 /// A configuration value that parses but cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -228,6 +268,12 @@ impl EngineConfig {
                 "cloning.protection_expiry_warning_minutes",
                 cloning.protection_expiry_warning_minutes,
             ),
+            ("retention.unused_snapshot_minutes", self.retention.unused_snapshot_minutes),
+            ("retention.unused_branch_minutes", self.retention.unused_branch_minutes),
+            (
+                "retention.protection_max_duration_minutes",
+                self.retention.protection_max_duration_minutes,
+            ),
         ] {
             if !minutes.is_finite() || minutes < 0.0 {
                 return Err(invalid(key, format!("{minutes} is not a number of minutes >= 0")));
@@ -243,10 +289,14 @@ impl EngineConfig {
         for (key, interval) in [
             ("cloning.protection_check_interval", cloning.protection_check_interval),
             ("cloning.idle_check_interval", cloning.idle_check_interval),
+            ("retention.check_interval", self.retention.check_interval),
         ] {
             if interval < Duration::from_millis(100) {
                 return Err(invalid(key, "must be at least 100ms"));
             }
+        }
+        if self.retention.max_deletions_per_tick == 0 {
+            return Err(invalid("retention.max_deletions_per_tick", "must be at least 1"));
         }
         let clone = &self.clone;
         if clone.os_user == "root" || clone.os_user.is_empty() {

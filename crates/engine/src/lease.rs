@@ -39,13 +39,26 @@ impl Protection {
 
 /// Grants the protection `request` asks for at `now`, under the configured default and cap.
 pub fn grant(request: ProtectionRequest, config: &CloningConfig, now: DateTime<Utc>) -> Protection {
+    grant_within(
+        request,
+        config.protection_lease_duration_minutes,
+        config.protection_max_duration_minutes,
+        now,
+    )
+}
+
+/// Grants protection with a default lease of `default_minutes` and a cap of `cap_minutes`
+/// (0 meaning forever and no cap), as for snapshots and branches.
+pub fn grant_within(
+    request: ProtectionRequest,
+    default_minutes: f64,
+    cap: f64,
+    now: DateTime<Utc>,
+) -> Protection {
     if !request.protected {
         return Protection::NONE;
     }
-    let asked = request
-        .duration_minutes
-        .map_or(config.protection_lease_duration_minutes, |asked| asked as f64);
-    let cap = config.protection_max_duration_minutes;
+    let asked = request.duration_minutes.map_or(default_minutes, |asked| asked as f64);
     let lease = match (asked > 0.0, cap > 0.0) {
         (false, false) => return Protection { protected: true, till: None },
         (false, true) => cap,

@@ -7,6 +7,7 @@
 //! exist, running processes for which clones are up. The in-memory copy of the store serves
 //! every read, so `/status` and `/clones` never wait for a subprocess.
 
+mod branch;
 mod clone;
 pub mod config;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod refresh;
 mod scheduler;
 mod snapshot;
 pub mod store;
+mod sweeper;
 mod usage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use branch::{BranchView, CommitView, ProtectionUpdate};
 pub use clone::{CloneRequest, ResetTarget};
 pub use config::EngineConfig;
 pub use error::{Error, Result};
@@ -48,6 +51,7 @@ pub use pool::Pool;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use snapshot::SnapshotView;
+pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
 use crate::ports::PortPool;

@@ -118,6 +118,8 @@ pub struct SnapshotRecord {
     pub protected: bool,
     /// When protection ends, if it does.
     pub protected_till: Option<DateTime<Utc>>,
+    /// When the snapshot is scheduled for deletion, if it is.
+    pub delete_at: Option<DateTime<Utc>>,
 }
 
 /// A branch: a named pointer to a head snapshot.

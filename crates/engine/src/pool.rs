@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 
 /// The dataset retrieval fills and snapshots are taken of.
 pub const DATA_DATASET: &str = "data";
+/// The directory of branch, clone and commit datasets.
+const BRANCHES_DIR: &str = "branch";
 /// Where PGDATA sits inside a dataset's mountpoint.
 const PGDATA_DIR: &str = "data";
 
@@ -59,6 +61,28 @@ impl Pool {
         DatasetName::new(DATA_DATASET).expect("the constant is a valid name")
     }
 
+    /// The dataset a branch other than `main` owns: a clone of the snapshot it forked from.
+    pub fn branch_dataset(&self, branch: &str) -> Result<DatasetName> {
+        DatasetName::new(format!("{BRANCHES_DIR}/{branch}"))
+            .map_err(|error| Error::InvalidInput(error.to_string()))
+    }
+
+    /// Whether `dataset` lies under the datasets of `branch` (its own, its clones' and its
+    /// commits').
+    pub fn is_in_branch(dataset: &str, branch: &str) -> bool {
+        dataset
+            .strip_prefix(BRANCHES_DIR)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.strip_prefix(branch))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// Whether a snapshot's storage name (`<dataset>@<tag>`) is a snapshot of the data that
+    /// retrieval fills, rather than a branch's or a commit.
+    pub fn is_data_snapshot(storage_name: &str) -> bool {
+        !storage_name.starts_with(&format!("{BRANCHES_DIR}/"))
+    }
+
     /// The dataset of revision `revision` of clone `clone_id` on `branch`.
     pub fn clone_dataset(
         &self,
@@ -66,7 +90,7 @@ impl Pool {
         clone_id: &str,
         revision: u32,
     ) -> Result<DatasetName> {
-        DatasetName::new(format!("branch/{branch}/{clone_id}/r{revision}"))
+        DatasetName::new(format!("{BRANCHES_DIR}/{branch}/{clone_id}/r{revision}"))
             .map_err(|error| Error::InvalidInput(error.to_string()))
     }
 
@@ -99,18 +123,37 @@ impl Pool {
         now: DateTime<Utc>,
         taken: impl Fn(&SnapshotName) -> bool,
     ) -> Result<SnapshotName> {
-        let base = format!("snapshot_{}", now.format("%Y%m%d%H%M%S"));
-        let mut tag = base.clone();
-        for suffix in 1.. {
-            let name = SnapshotName::new(dataset.clone(), &tag)
-                .map_err(|error| Error::InvalidInput(error.to_string()))?;
-            if !taken(&name) {
-                return Ok(name);
-            }
-            tag = format!("{base}_{suffix}");
-        }
-        unreachable!("an unbounded range always yields a free name")
+        free_snapshot_name(dataset, &format!("snapshot_{}", now.format("%Y%m%d%H%M%S")), taken)
     }
+
+    /// A fresh name for a branch's snapshot or a commit at `now`: DBLab names those by the
+    /// bare time (`<dataset>@YYYYMMDDHHMMSS`).
+    pub fn new_commit_name(
+        &self,
+        dataset: &DatasetName,
+        now: DateTime<Utc>,
+        taken: impl Fn(&SnapshotName) -> bool,
+    ) -> Result<SnapshotName> {
+        free_snapshot_name(dataset, &now.format("%Y%m%d%H%M%S").to_string(), taken)
+    }
+}
+
+/// `dataset@base`, or `dataset@base_<n>` with the first `n` that is not taken.
+fn free_snapshot_name(
+    dataset: &DatasetName,
+    base: &str,
+    taken: impl Fn(&SnapshotName) -> bool,
+) -> Result<SnapshotName> {
+    let mut tag = base.to_owned();
+    for suffix in 1.. {
+        let name = SnapshotName::new(dataset.clone(), &tag)
+            .map_err(|error| Error::InvalidInput(error.to_string()))?;
+        if !taken(&name) {
+            return Ok(name);
+        }
+        tag = format!("{base}_{suffix}");
+    }
+    unreachable!("an unbounded range always yields a free name")
 }
 
 #[cfg(test)]
@@ -146,6 +189,25 @@ mod tests {
         assert_eq!(first.to_string(), "data@snapshot_20261122120000");
         let second = pool.new_snapshot_name(&data, now, |name| name == &first).unwrap();
         assert_eq!(second.to_string(), "data@snapshot_20261122120000_1");
+    }
+
+    #[test]
+    fn branch_membership_is_by_whole_segments() {
+        assert!(Pool::is_in_branch("branch/dev", "dev"));
+        assert!(Pool::is_in_branch("branch/dev/c1/r0", "dev"));
+        assert!(!Pool::is_in_branch("branch/develop/c1/r0", "dev"));
+        assert!(!Pool::is_in_branch("data", "dev"));
+        assert!(Pool::is_data_snapshot("data_20261122@snapshot_20261122120000"));
+        assert!(!Pool::is_data_snapshot("branch/dev@20261122120000"));
+    }
+
+    #[tokio::test]
+    async fn commit_names_are_bare_times() {
+        let (_dir, pool) = pool().await;
+        let now = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let dataset = pool.clone_dataset("dev", "c1", 2).unwrap();
+        let name = pool.new_commit_name(&dataset, now, |_| false).unwrap();
+        assert_eq!(name.to_string(), "branch/dev/c1/r2@20261122120000");
     }
 
     #[tokio::test]

@@ -125,6 +125,12 @@ impl Engine {
             owned.insert(record.dataset.clone());
             self.reconcile_clone(record, &listing, &mut report).await;
         }
+        // A destroyed clone's dataset stays while it holds commits; those are not orphans.
+        for snapshot in &self.read_state().snapshots {
+            if let Some((dataset, _)) = snapshot.storage_name.split_once('@') {
+                owned.insert(dataset.to_owned());
+            }
+        }
         for dataset in &listing.datasets {
             let name = dataset.name.as_str();
             let segments: Vec<&str> = name.split('/').collect();
@@ -199,6 +205,7 @@ impl Engine {
                 logical_size: 0,
                 protected: false,
                 protected_till: None,
+                delete_at: None,
             };
             match self.adopt_snapshot(record) {
                 Ok(()) => report.report(

@@ -31,6 +31,17 @@ pub(crate) fn spawn_loops(engine: &Engine) {
             engine.clean_up_idle().await;
         });
     }
+    spawn_every(
+        engine,
+        "retention_sweeper",
+        engine.inner.config.retention.check_interval,
+        |engine| async move {
+            let report = engine.sweep().await;
+            if report != crate::SweepReport::default() {
+                debug!(?report, "retention sweep");
+            }
+        },
+    );
     spawn_every(engine, "space_collector", COLLECT_INTERVAL, |engine| async move {
         engine.collect_space().await;
     });

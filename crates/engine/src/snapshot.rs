@@ -1,9 +1,10 @@
 //! Snapshots: the catalog, taking one of the pool's data, deletion with its dependency rules,
 //! and count-based retention.
 //!
-//! A snapshot is recorded on the `main` branch, whose head it becomes (the branch is created
-//! with the first snapshot). Deleting one splices it out of its branch's history. Retention
-//! never deletes a snapshot that has clones, is protected, or is the only one of its branch.
+//! A snapshot of the data is recorded on the `main` branch, whose head it becomes (the branch is
+//! created with the first snapshot). Deleting one splices it out of its branch's history; a
+//! fork point of a branch, a branch's first snapshot and `main`'s only one are never deleted.
+//! Retention never deletes a snapshot that has clones, is protected, or is a head.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,8 @@ use crate::clone::branch_or_main;
 use crate::error::{Error, Result};
 use crate::lease::Protection;
 use crate::model::{BranchRecord, CloneState, SnapshotRecord};
+use crate::pool::Pool;
+use crate::store::CatalogChange;
 use crate::{Engine, MAIN_BRANCH, State};
 
 /// A snapshot with the clones that run on it.
@@ -157,6 +160,7 @@ impl Engine {
             logical_size,
             protected: false,
             protected_till: None,
+            delete_at: None,
         };
         let branch = {
             let state = self.read_state();
@@ -189,12 +193,31 @@ impl Engine {
     }
 
     fn record_snapshot(&self, record: &SnapshotRecord, branch: &BranchRecord) -> Result<()> {
-        self.inner.store.upsert_snapshot(record)?;
-        self.inner.store.upsert_branch(branch)?;
+        self.apply_catalog(CatalogChange {
+            upsert_snapshots: vec![record.clone()],
+            upsert_branches: vec![branch.clone()],
+            ..CatalogChange::default()
+        })
+    }
+
+    /// Writes a catalog change to the store in one transaction, then to memory.
+    pub(crate) fn apply_catalog(&self, change: CatalogChange) -> Result<()> {
+        self.inner.store.apply(&change)?;
         let mut state = self.write_state();
-        state.snapshots.insert(0, record.clone());
+        state.snapshots.retain(|snapshot| !change.delete_snapshots.contains(&snapshot.id));
+        for record in change.upsert_snapshots {
+            match state.snapshots.iter_mut().find(|snapshot| snapshot.id == record.id) {
+                Some(stored) => *stored = record,
+                None => state.snapshots.push(record),
+            }
+        }
         state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        state.branches.insert(branch.name.clone(), branch.clone());
+        for name in &change.delete_branches {
+            state.branches.remove(name);
+        }
+        for branch in change.upsert_branches {
+            state.branches.insert(branch.name.clone(), branch);
+        }
         Ok(())
     }
 
@@ -206,7 +229,7 @@ impl Engine {
         self.delete_snapshot_locked(id, force).await
     }
 
-    async fn delete_snapshot_locked(&self, id: &str, force: bool) -> Result<()> {
+    pub(crate) async fn delete_snapshot_locked(&self, id: &str, force: bool) -> Result<()> {
         let now = Utc::now();
         let view = self.snapshot(id)?;
         let record = &view.record;
@@ -214,11 +237,34 @@ impl Engine {
         {
             return Err(Error::Refused(format!("snapshot {id:?} is protected")));
         }
-        if view.is_head && record.parent_id.is_none() {
-            return Err(Error::Refused(format!(
-                "snapshot {id:?} is the only snapshot of branch {:?}",
-                record.branch
-            )));
+        {
+            let state = self.read_state();
+            let forks: Vec<&str> = state
+                .branches
+                .values()
+                .filter(|branch| branch.base_snapshot_id.as_deref() == Some(id))
+                .map(|branch| branch.name.as_str())
+                .collect();
+            if !forks.is_empty() {
+                return Err(Error::Refused(format!(
+                    "snapshot {id:?} is the fork point of branch(es) {}; delete them first",
+                    forks.join(", ")
+                )));
+            }
+            let parent_branch = record.parent_id.as_ref().and_then(|parent| {
+                state.snapshots.iter().find(|snapshot| &snapshot.id == parent).map(|s| &s.branch)
+            });
+            if view.is_head && parent_branch != Some(&record.branch) {
+                return Err(Error::Refused(if record.branch == MAIN_BRANCH {
+                    format!("snapshot {id:?} is the only snapshot of branch main")
+                } else {
+                    format!(
+                        "snapshot {id:?} is the first snapshot of branch {:?}; delete the branch \
+                         instead",
+                        record.branch
+                    )
+                }));
+            }
         }
         let dependents: Vec<_> =
             view.clones.iter().filter_map(|clone_id| self.clone_view(clone_id).ok()).collect();
@@ -260,6 +306,35 @@ impl Engine {
             .storage_name
             .parse()
             .map_err(|error: storage::Error| Error::InvalidInput(error.to_string()))?;
+        if force {
+            // Force destroys the datasets cloned from the snapshot; a commit made in one of them
+            // is history that a branch still needs.
+            let listing = self.inner.pool.storage().list().await?;
+            let recorded: BTreeSet<String> = self
+                .read_state()
+                .snapshots
+                .iter()
+                .map(|snapshot| snapshot.storage_name.clone())
+                .collect();
+            let commits: Vec<String> = listing
+                .dependents(&storage::Object::Snapshot(name.clone()))
+                .into_iter()
+                .filter_map(|object| match object {
+                    storage::Object::Snapshot(dependent)
+                        if recorded.contains(&dependent.to_string()) =>
+                    {
+                        Some(self.inner.pool.snapshot_id(&dependent))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !commits.is_empty() {
+                return Err(Error::Refused(format!(
+                    "snapshot {id:?} has commits made from it: {}; delete their branches first",
+                    commits.join(", ")
+                )));
+            }
+        }
         let mode = if force { DestroyMode::WithDependents } else { DestroyMode::Refuse };
         match self.inner.pool.storage().destroy_snapshot(&name, mode).await {
             Ok(()) | Err(storage::Error::NotFound(_)) => {}
@@ -280,9 +355,9 @@ impl Engine {
 
     /// Removes a snapshot from the catalog, splicing it out of its branch's history.
     fn forget_snapshot(&self, record: &SnapshotRecord) -> Result<()> {
-        let (children, branches) = {
+        let change = {
             let state = self.read_state();
-            let children: Vec<SnapshotRecord> = state
+            let upsert_snapshots = state
                 .snapshots
                 .iter()
                 .filter(|snapshot| snapshot.parent_id.as_deref() == Some(record.id.as_str()))
@@ -291,7 +366,7 @@ impl Engine {
                     ..snapshot.clone()
                 })
                 .collect();
-            let branches: Vec<BranchRecord> = state
+            let upsert_branches = state
                 .branches
                 .values()
                 .filter(|branch| branch.head_snapshot_id == record.id)
@@ -300,32 +375,18 @@ impl Engine {
                     Some(BranchRecord { head_snapshot_id: parent, ..branch.clone() })
                 })
                 .collect();
-            (children, branches)
-        };
-        for child in &children {
-            self.inner.store.upsert_snapshot(child)?;
-        }
-        for branch in &branches {
-            self.inner.store.upsert_branch(branch)?;
-        }
-        self.inner.store.delete_snapshot(&record.id)?;
-        let mut state = self.write_state();
-        state.snapshots.retain(|snapshot| snapshot.id != record.id);
-        for child in children {
-            if let Some(stored) =
-                state.snapshots.iter_mut().find(|snapshot| snapshot.id == child.id)
-            {
-                *stored = child;
+            CatalogChange {
+                upsert_snapshots,
+                delete_snapshots: vec![record.id.clone()],
+                upsert_branches,
+                delete_branches: Vec::new(),
             }
-        }
-        for branch in branches {
-            state.branches.insert(branch.name.clone(), branch);
-        }
-        Ok(())
+        };
+        self.apply_catalog(change)
     }
 
-    /// Keeps at most `retention_limit` snapshots, deleting the oldest ones that are safe to
-    /// delete: no clones, not protected, not a branch head.
+    /// Keeps at most `retention_limit` snapshots of the data, deleting the oldest ones that are
+    /// safe to delete: no clones, not protected, not a branch head or fork point.
     async fn apply_retention(&self) {
         let limit = self.inner.config.snapshots.retention_limit;
         if limit == 0 {
@@ -333,13 +394,22 @@ impl Engine {
         }
         let now = Utc::now();
         let candidates: Vec<String> = {
+            let forks: BTreeSet<String> = self
+                .read_state()
+                .branches
+                .values()
+                .filter_map(|branch| branch.base_snapshot_id.clone())
+                .collect();
             let snapshots = self.snapshots();
+            // Commits belong to their branches' histories: only snapshots of the data count.
             snapshots
                 .iter()
+                .filter(|view| Pool::is_data_snapshot(&view.record.storage_name))
                 .skip(limit)
                 .filter(|view| {
                     view.clones.is_empty()
                         && !view.is_head
+                        && !forks.contains(&view.record.id)
                         && !Protection {
                             protected: view.record.protected,
                             till: view.record.protected_till,

@@ -39,7 +39,8 @@ pub enum StoreError {
 }
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -102,7 +103,12 @@ CREATE TABLE webhook_deliveries (
     emitted_at   TEXT NOT NULL,
     finished_at  TEXT NOT NULL
 );
-"#];
+"#,
+    // Snapshots can be scheduled for deletion (PATCH /snapshot, the retention sweeper).
+    r#"
+ALTER TABLE snapshots ADD COLUMN delete_at TEXT;
+"#,
+];
 
 const INSERT_CLONE: &str =
     "INSERT INTO clones (id, snapshot_id, branch, revision, pool, dataset, port, state,
@@ -282,32 +288,7 @@ impl Store {
 
     /// Records a snapshot, replacing an earlier record with the same ID.
     pub fn upsert_snapshot(&self, snapshot: &SnapshotRecord) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO snapshots (id, pool, storage_name, branch, parent_id, message, created_at,
-                data_state_at, physical_size, logical_size, protected, protected_till)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (id) DO UPDATE SET pool = excluded.pool,
-                storage_name = excluded.storage_name, branch = excluded.branch,
-                parent_id = excluded.parent_id, message = excluded.message,
-                created_at = excluded.created_at, data_state_at = excluded.data_state_at,
-                physical_size = excluded.physical_size, logical_size = excluded.logical_size,
-                protected = excluded.protected, protected_till = excluded.protected_till",
-            params![
-                snapshot.id,
-                snapshot.pool,
-                snapshot.storage_name,
-                snapshot.branch,
-                snapshot.parent_id,
-                snapshot.message,
-                format_time(snapshot.created_at),
-                format_time(snapshot.data_state_at),
-                snapshot.physical_size,
-                snapshot.logical_size,
-                snapshot.protected,
-                snapshot.protected_till.map(format_time),
-            ],
-        )?;
-        Ok(())
+        upsert_snapshot(&self.lock(), snapshot)
     }
 
     /// Forgets a snapshot. Forgetting one that is not there is not an error.
@@ -321,7 +302,7 @@ impl Store {
         let connection = self.lock();
         let mut statement = connection.prepare(
             "SELECT id, pool, storage_name, branch, parent_id, message, created_at, data_state_at,
-                physical_size, logical_size, protected, protected_till
+                physical_size, logical_size, protected, protected_till, delete_at
              FROM snapshots ORDER BY created_at DESC, id DESC",
         )?;
         let rows = statement.query_map([], snapshot_from_row)?;
@@ -334,24 +315,27 @@ impl Store {
 
     /// Records a branch, replacing an earlier record with the same name.
     pub fn upsert_branch(&self, branch: &BranchRecord) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO branches (name, head_snapshot_id, base_snapshot_id, created_at, protected,
-                protected_till, delete_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (name) DO UPDATE SET head_snapshot_id = excluded.head_snapshot_id,
-                base_snapshot_id = excluded.base_snapshot_id, created_at = excluded.created_at,
-                protected = excluded.protected, protected_till = excluded.protected_till,
-                delete_at = excluded.delete_at",
-            params![
-                branch.name,
-                branch.head_snapshot_id,
-                branch.base_snapshot_id,
-                format_time(branch.created_at),
-                branch.protected,
-                branch.protected_till.map(format_time),
-                branch.delete_at.map(format_time),
-            ],
-        )?;
+        upsert_branch(&self.lock(), branch)
+    }
+
+    /// Writes a change to the catalog of snapshots and branches in one transaction: after a
+    /// crash either all of it or none of it is there.
+    pub fn apply(&self, change: &CatalogChange) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        for snapshot in &change.upsert_snapshots {
+            upsert_snapshot(&transaction, snapshot)?;
+        }
+        for id in &change.delete_snapshots {
+            transaction.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+        }
+        for branch in &change.upsert_branches {
+            upsert_branch(&transaction, branch)?;
+        }
+        for name in &change.delete_branches {
+            transaction.execute("DELETE FROM branches WHERE name = ?1", [name])?;
+        }
+        transaction.commit()?;
         Ok(())
     }
 
@@ -440,6 +424,72 @@ impl Store {
     }
 }
 
+/// A change to the catalog of snapshots and branches, applied as one unit by [`Store::apply`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogChange {
+    /// Snapshots to record or replace.
+    pub upsert_snapshots: Vec<SnapshotRecord>,
+    /// IDs of snapshots to forget.
+    pub delete_snapshots: Vec<String>,
+    /// Branches to record or replace.
+    pub upsert_branches: Vec<BranchRecord>,
+    /// Names of branches to forget.
+    pub delete_branches: Vec<String>,
+}
+
+fn upsert_snapshot(connection: &Connection, snapshot: &SnapshotRecord) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO snapshots (id, pool, storage_name, branch, parent_id, message, created_at,
+            data_state_at, physical_size, logical_size, protected, protected_till, delete_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (id) DO UPDATE SET pool = excluded.pool,
+            storage_name = excluded.storage_name, branch = excluded.branch,
+            parent_id = excluded.parent_id, message = excluded.message,
+            created_at = excluded.created_at, data_state_at = excluded.data_state_at,
+            physical_size = excluded.physical_size, logical_size = excluded.logical_size,
+            protected = excluded.protected, protected_till = excluded.protected_till,
+            delete_at = excluded.delete_at",
+        params![
+            snapshot.id,
+            snapshot.pool,
+            snapshot.storage_name,
+            snapshot.branch,
+            snapshot.parent_id,
+            snapshot.message,
+            format_time(snapshot.created_at),
+            format_time(snapshot.data_state_at),
+            snapshot.physical_size,
+            snapshot.logical_size,
+            snapshot.protected,
+            snapshot.protected_till.map(format_time),
+            snapshot.delete_at.map(format_time),
+        ],
+    )?;
+    Ok(())
+}
+
+fn upsert_branch(connection: &Connection, branch: &BranchRecord) -> Result<(), StoreError> {
+    connection.execute(
+        "INSERT INTO branches (name, head_snapshot_id, base_snapshot_id, created_at, protected,
+            protected_till, delete_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name) DO UPDATE SET head_snapshot_id = excluded.head_snapshot_id,
+            base_snapshot_id = excluded.base_snapshot_id, created_at = excluded.created_at,
+            protected = excluded.protected, protected_till = excluded.protected_till,
+            delete_at = excluded.delete_at",
+        params![
+            branch.name,
+            branch.head_snapshot_id,
+            branch.base_snapshot_id,
+            format_time(branch.created_at),
+            branch.protected,
+            branch.protected_till.map(format_time),
+            branch.delete_at.map(format_time),
+        ],
+    )?;
+    Ok(())
+}
+
 fn conflict_on_unique(
     result: rusqlite::Result<usize>,
     what: impl FnOnce() -> String,
@@ -512,6 +562,7 @@ fn snapshot_from_row(row: &Row<'_>) -> RowResult<SnapshotRecord> {
     let created_at: String = row.get("created_at")?;
     let data_state_at: String = row.get("data_state_at")?;
     let protected_till: Option<String> = row.get("protected_till")?;
+    let delete_at: Option<String> = row.get("delete_at")?;
     let record = (|| {
         Ok(SnapshotRecord {
             id: row.get("id")?,
@@ -526,6 +577,7 @@ fn snapshot_from_row(row: &Row<'_>) -> RowResult<SnapshotRecord> {
             logical_size: row.get("logical_size")?,
             protected: row.get("protected")?,
             protected_till: parse_optional_time(protected_till.as_deref())?,
+            delete_at: parse_optional_time(delete_at.as_deref())?,
         })
     })();
     Ok(record)
@@ -594,6 +646,7 @@ mod tests {
             logical_size: 1 << 30,
             protected: false,
             protected_till: None,
+            delete_at: None,
         }
     }
 
@@ -668,6 +721,44 @@ mod tests {
         assert_eq!(store.branches().unwrap(), vec![branch]);
         store.delete_branch("main").unwrap();
         assert!(store.branches().unwrap().is_empty());
+    }
+
+    #[test]
+    fn catalog_changes_apply_together() {
+        let (_dir, store) = open();
+        store.upsert_snapshot(&snapshot_record("pool/data@old", 0)).unwrap();
+        let branch = BranchRecord {
+            name: "dev".to_owned(),
+            head_snapshot_id: "pool/branch/dev@s".to_owned(),
+            base_snapshot_id: Some("pool/data@old".to_owned()),
+            created_at: Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap(),
+            protected: false,
+            protected_till: None,
+            delete_at: None,
+        };
+        let mut head = snapshot_record("pool/branch/dev@s", 5);
+        head.branch = "dev".to_owned();
+        head.parent_id = Some("pool/data@old".to_owned());
+        head.delete_at = Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        store
+            .apply(&CatalogChange {
+                upsert_snapshots: vec![head.clone()],
+                upsert_branches: vec![branch.clone()],
+                ..CatalogChange::default()
+            })
+            .unwrap();
+        assert_eq!(store.branches().unwrap(), vec![branch]);
+        assert_eq!(store.snapshots().unwrap()[0], head);
+
+        store
+            .apply(&CatalogChange {
+                delete_snapshots: vec![head.id.clone()],
+                delete_branches: vec!["dev".to_owned()],
+                ..CatalogChange::default()
+            })
+            .unwrap();
+        assert!(store.branches().unwrap().is_empty());
+        assert_eq!(store.snapshots().unwrap().len(), 1);
     }
 
     #[test]

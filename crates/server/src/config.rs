@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use engine::EngineConfig;
-use engine::config::{CloneServerConfig, CloningConfig, SnapshotsConfig};
+use engine::config::{CloneServerConfig, CloningConfig, RetentionConfig, SnapshotsConfig};
 use serde::Deserialize;
 use storage::BackendConfig;
 use webhooks::WebhooksConfig;
@@ -42,6 +42,8 @@ pub(crate) struct ConfigFile {
     pub clone: CloneServerConfig,
     /// `[snapshots]`.
     pub snapshots: SnapshotsConfig,
+    /// `[retention]`.
+    pub retention: RetentionConfig,
     /// `[webhooks]`.
     pub webhooks: WebhooksConfig,
     /// `[retrieval]`: where the data comes from; without it the pool starts with an empty
@@ -150,7 +152,8 @@ impl Config {
 
     /// Applies the environment and the flags to a parsed file, and checks the result.
     pub(crate) fn resolve(file: ConfigFile, args: &Args, env: &dyn Env) -> anyhow::Result<Config> {
-        let ConfigFile { server, pool, cloning, clone, snapshots, webhooks, retrieval } = file;
+        let ConfigFile { server, pool, cloning, clone, snapshots, retention, webhooks, retrieval } =
+            file;
         let mut host = server.host;
         let mut port = server.port;
         let mut state_dir = server.state_dir;
@@ -178,7 +181,7 @@ impl Config {
                 None => None,
             },
         };
-        let engine = EngineConfig { cloning, clone, snapshots, retrieval };
+        let engine = EngineConfig { cloning, clone, snapshots, retention, retrieval };
         engine.validate().context("invalid configuration")?;
         webhooks.validate().context("invalid configuration")?;
         let image_size = parse_size(&pool.image_size).with_context(|| {

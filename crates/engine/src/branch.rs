@@ -1,0 +1,674 @@
+//! Branches: named pointers to head snapshots with a history of commits (DBLab 4.0's model,
+//! reference §5), kept in the engine's store instead of ZFS user properties.
+//!
+//! Layout in the pool: a branch forked from snapshot `S` owns the dataset `branch/<name>`, a
+//! clone of `S`, and starts with its snapshot `branch/<name>@<YYYYMMDDHHMMSS>`, whose parent is
+//! `S`. A commit snapshots a clone's dataset `branch/<name>/<clone>/r<N>` and becomes the new
+//! head; its parent is the previous head. So every snapshot knows its branch and its parent, and
+//! a branch knows its head and the snapshot it forked from (its fork point).
+//!
+//! Deletion never touches `main`, a protected branch, a branch another branch forks from or one
+//! with clones; what goes is exactly what lies under `branch/<name>`.
+
+use std::collections::BTreeSet;
+
+use api_types::{BranchName, WebhookEvent};
+use chrono::{DateTime, Utc};
+use postgres::Admin;
+use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::lease::{self, Protection, ProtectionRequest};
+use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
+use crate::pool::Pool;
+use crate::snapshot::SnapshotView;
+use crate::store::CatalogChange;
+use crate::{Engine, MAIN_BRANCH, State};
+
+/// A branch with what is derived from the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BranchView {
+    /// The stored record.
+    pub record: BranchRecord,
+    /// Its head snapshot.
+    pub head: SnapshotRecord,
+    /// The branch of the snapshot it forked from; `None` for `main`.
+    pub parent: Option<String>,
+    /// Snapshots from the head to the root of its history.
+    pub num_snapshots: usize,
+}
+
+/// A snapshot seen as a commit: its place in the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitView {
+    /// The stored record.
+    pub record: SnapshotRecord,
+    /// Snapshots whose parent it is.
+    pub children: Vec<String>,
+    /// Branches whose head it is.
+    pub heads_of: Vec<String>,
+    /// Branches that forked from it.
+    pub forks: Vec<String>,
+    /// IDs of the clones made from it.
+    pub clones: Vec<String>,
+    /// Datasets made from it: its clones' and its forks'.
+    pub clone_datasets: Vec<String>,
+}
+
+/// A change of protection or scheduled deletion of a snapshot or a branch (DBLab's PATCH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProtectionUpdate {
+    /// Turn protection on or off; `None` leaves it.
+    pub protected: Option<bool>,
+    /// The lease in minutes when turning protection on; `None` or 0 means forever.
+    pub duration_minutes: Option<u64>,
+    /// Schedule deletion at this time; clears protection.
+    pub delete_at: Option<DateTime<Utc>>,
+}
+
+/// Protection and scheduled deletion of one object, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Guard {
+    pub protection: Protection,
+    pub delete_at: Option<DateTime<Utc>>,
+}
+
+impl ProtectionUpdate {
+    /// Applies the update to `guard` at `now`, with protection capped at `cap_minutes`.
+    pub(crate) fn apply(self, guard: Guard, cap_minutes: f64, now: DateTime<Utc>) -> Result<Guard> {
+        match (self.protected, self.delete_at) {
+            (None, None) => Err(Error::InvalidInput(
+                "nothing to update: give `protected` or `deleteAt`".to_owned(),
+            )),
+            (Some(true), Some(_)) => Err(Error::InvalidInput(
+                "`protected: true` and `deleteAt` exclude each other".to_owned(),
+            )),
+            (Some(true), None) => {
+                // Snapshots and branches are protected forever unless a lease is asked for.
+                let request = ProtectionRequest {
+                    protected: true,
+                    duration_minutes: Some(self.duration_minutes.unwrap_or(0)),
+                };
+                Ok(Guard {
+                    protection: lease::grant_within(request, 0.0, cap_minutes, now),
+                    delete_at: None,
+                })
+            }
+            (_, Some(delete_at)) => {
+                Ok(Guard { protection: Protection::NONE, delete_at: Some(delete_at) })
+            }
+            (Some(false), None) => Ok(Guard { protection: Protection::NONE, ..guard }),
+        }
+    }
+}
+
+impl Engine {
+    /// Every branch, by name.
+    pub fn branches(&self) -> Vec<BranchView> {
+        let state = self.read_state();
+        state.branches.values().filter_map(|record| branch_view_in(&state, record)).collect()
+    }
+
+    /// One branch.
+    pub fn branch(&self, name: &str) -> Result<BranchView> {
+        let state = self.read_state();
+        let record = state.branches.get(name).ok_or_else(|| branch_not_found(name))?;
+        branch_view_in(&state, record).ok_or_else(|| {
+            Error::NotFound(format!("the head of branch {name:?} is missing from the catalog"))
+        })
+    }
+
+    /// A snapshot with its place in the history.
+    pub fn commit(&self, snapshot_id: &str) -> Result<CommitView> {
+        let state = self.read_state();
+        let record = state
+            .snapshots
+            .iter()
+            .find(|snapshot| snapshot.id == snapshot_id)
+            .ok_or_else(|| Error::NotFound(format!("snapshot {snapshot_id:?} not found")))?;
+        Ok(self.commit_view_in(&state, record))
+    }
+
+    /// The history of a branch, from its head to the root, following parents across the
+    /// branches it forked from.
+    pub fn branch_log(&self, name: &str) -> Result<Vec<CommitView>> {
+        let state = self.read_state();
+        let branch = state.branches.get(name).ok_or_else(|| branch_not_found(name))?;
+        Ok(history(&state, &branch.head_snapshot_id)
+            .into_iter()
+            .map(|record| self.commit_view_in(&state, record))
+            .collect())
+    }
+
+    fn commit_view_in(&self, state: &State, record: &SnapshotRecord) -> CommitView {
+        let children = state
+            .snapshots
+            .iter()
+            .filter(|snapshot| snapshot.parent_id.as_deref() == Some(record.id.as_str()))
+            .map(|snapshot| snapshot.id.clone())
+            .collect();
+        let heads_of = state
+            .branches
+            .values()
+            .filter(|branch| branch.head_snapshot_id == record.id)
+            .map(|branch| branch.name.clone())
+            .collect();
+        let forks: Vec<String> = state
+            .branches
+            .values()
+            .filter(|branch| branch.base_snapshot_id.as_deref() == Some(record.id.as_str()))
+            .map(|branch| branch.name.clone())
+            .collect();
+        let on_it: Vec<&CloneRecord> = state
+            .clones
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|clone| clone.snapshot_id == record.id)
+            .collect();
+        let pool = self.inner.pool.name();
+        let clone_datasets = on_it
+            .iter()
+            .map(|clone| format!("{pool}/{}", clone.dataset))
+            .chain(forks.iter().filter_map(|fork| {
+                let dataset = self.inner.pool.branch_dataset(fork).ok()?;
+                Some(format!("{pool}/{dataset}"))
+            }))
+            .collect();
+        CommitView {
+            record: record.clone(),
+            children,
+            heads_of,
+            forks,
+            clones: on_it.iter().map(|clone| clone.id.clone()).collect(),
+            clone_datasets,
+        }
+    }
+
+    /// Creates branch `name` from the head of `base_branch` or from `snapshot_id` (which wins):
+    /// a writable copy of that snapshot and a first snapshot of it, which becomes the head.
+    pub async fn create_branch(
+        &self,
+        name: &str,
+        base_branch: Option<&str>,
+        snapshot_id: Option<&str>,
+    ) -> Result<BranchView> {
+        let name = BranchName::parse(name)
+            .map_err(|error| Error::InvalidInput(error.to_string()))?
+            .into_string();
+        let base_branch = base_branch.filter(|base| !base.is_empty());
+        let snapshot_id = snapshot_id.filter(|id| !id.is_empty());
+        if base_branch == Some(name.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "branch {name:?} cannot be its own base branch"
+            )));
+        }
+        let _serial = self.inner.snapshot_lock.lock().await;
+        if self.read_state().branches.contains_key(&name) {
+            return Err(Error::AlreadyExists(format!("branch {name:?} already exists")));
+        }
+        // The base is named in the body, not the path: a missing one is a bad request.
+        let base = if let Some(id) = snapshot_id {
+            self.snapshot_record(id)
+        } else if let Some(base) = base_branch {
+            self.branch(base).map(|view| view.head)
+        } else {
+            return Err(Error::InvalidInput("give a base branch or a snapshot ID".to_owned()));
+        };
+        let base = base.map_err(|error| match error {
+            Error::NotFound(message) => Error::InvalidInput(message),
+            other => other,
+        })?;
+        let base_name = self.storage_name(&base)?;
+        let storage = self.inner.pool.storage();
+        let dataset = self.inner.pool.branch_dataset(&name)?;
+        match storage.clone_snapshot(&base_name, &dataset).await {
+            Ok(_) => {}
+            Err(storage::Error::AlreadyExists(_)) => {
+                return Err(Error::AlreadyExists(format!(
+                    "the pool already holds a dataset {dataset} (left from an earlier branch \
+                     {name:?}?); remove it first"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let now = Utc::now();
+        let first = self.inner.pool.new_commit_name(&dataset, now, |_| false)?;
+        if let Err(error) = storage.snapshot(&first).await {
+            self.remove_dataset_after_failure(&dataset).await;
+            return Err(error.into());
+        }
+        let head = SnapshotRecord {
+            id: self.inner.pool.snapshot_id(&first),
+            pool: self.inner.pool.name().to_owned(),
+            storage_name: first.to_string(),
+            branch: name.clone(),
+            parent_id: Some(base.id.clone()),
+            message: String::new(),
+            created_at: now,
+            // The branch starts with exactly the data of its base.
+            data_state_at: base.data_state_at,
+            physical_size: 0,
+            logical_size: base.logical_size,
+            protected: false,
+            protected_till: None,
+            delete_at: None,
+        };
+        let record = BranchRecord {
+            name: name.clone(),
+            head_snapshot_id: head.id.clone(),
+            base_snapshot_id: Some(base.id.clone()),
+            created_at: now,
+            protected: false,
+            protected_till: None,
+            delete_at: None,
+        };
+        let change = CatalogChange {
+            upsert_snapshots: vec![head],
+            upsert_branches: vec![record],
+            ..CatalogChange::default()
+        };
+        if let Err(error) = self.apply_catalog(change) {
+            self.remove_dataset_after_failure(&dataset).await;
+            return Err(error);
+        }
+        info!(branch = %name, base = %base.id, "branch created");
+        self.inner
+            .events
+            .emit(&api_types::WebhookPayload::basic(WebhookEvent::BranchCreate, &name));
+        self.branch(&name)
+    }
+
+    async fn remove_dataset_after_failure(&self, dataset: &DatasetName) {
+        let storage = self.inner.pool.storage();
+        if let Err(error) = storage.destroy_dataset(dataset, DestroyMode::WithDependents).await {
+            warn!(%dataset, error = %error, "failed to remove the dataset of a failed operation");
+        }
+    }
+
+    /// Commits a clone: a `CHECKPOINT` (so a clone of the commit has little WAL to replay),
+    /// then an atomic snapshot of its dataset, which becomes the head of the clone's branch.
+    pub async fn commit_clone(&self, clone_id: &str, message: &str) -> Result<CommitView> {
+        let record = self.snapshot_clone_dataset(clone_id, message, true).await?;
+        self.commit(&record.id)
+    }
+
+    /// Snapshots a clone's dataset without moving its branch's head (DBLab's
+    /// `POST /snapshot/clone`); the snapshot's parent is the clone's snapshot.
+    pub async fn snapshot_clone(&self, clone_id: &str) -> Result<SnapshotView> {
+        let record = self.snapshot_clone_dataset(clone_id, "", false).await?;
+        self.snapshot(&record.id)
+    }
+
+    async fn snapshot_clone_dataset(
+        &self,
+        clone_id: &str,
+        message: &str,
+        advance_head: bool,
+    ) -> Result<SnapshotRecord> {
+        let clone = self.clone_view(clone_id)?.record;
+        if clone.state != CloneState::Ok {
+            return Err(Error::Refused(format!(
+                "clone {clone_id:?} is {}; only a running clone can be committed",
+                clone.state.code()
+            )));
+        }
+        let _serial = self.inner.snapshot_lock.lock().await;
+        let branch = self.read_state().branches.get(&clone.branch).cloned().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "branch {:?} of clone {clone_id:?} not found",
+                clone.branch
+            ))
+        })?;
+        let admin = Admin::connect(
+            &self.socket_dir(clone.port),
+            clone.port,
+            &self.inner.config.clone.admin_role,
+            "postgres",
+        )
+        .await?;
+        admin.checkpoint().await?;
+        drop(admin);
+        let dataset = DatasetName::new(clone.dataset.clone())?;
+        let now = Utc::now();
+        let name = {
+            let state = self.read_state();
+            let taken: BTreeSet<&str> =
+                state.snapshots.iter().map(|snapshot| snapshot.storage_name.as_str()).collect();
+            if advance_head {
+                self.inner.pool.new_commit_name(&dataset, now, |name| {
+                    taken.contains(name.to_string().as_str())
+                })?
+            } else {
+                self.inner.pool.new_snapshot_name(&dataset, now, |name| {
+                    taken.contains(name.to_string().as_str())
+                })?
+            }
+        };
+        let storage = self.inner.pool.storage();
+        storage.snapshot(&name).await?;
+        let logical_size = match storage.dataset_space(&dataset).await {
+            Ok(space) => space.referenced,
+            Err(error) => {
+                warn!(error = %error, "failed to read the clone's size");
+                0
+            }
+        };
+        let record = SnapshotRecord {
+            id: self.inner.pool.snapshot_id(&name),
+            pool: self.inner.pool.name().to_owned(),
+            storage_name: name.to_string(),
+            branch: branch.name.clone(),
+            parent_id: Some(if advance_head {
+                branch.head_snapshot_id.clone()
+            } else {
+                clone.snapshot_id.clone()
+            }),
+            message: message.to_owned(),
+            created_at: now,
+            data_state_at: now,
+            physical_size: 0,
+            logical_size,
+            protected: false,
+            protected_till: None,
+            delete_at: None,
+        };
+        let upsert_branches = if advance_head {
+            vec![BranchRecord { head_snapshot_id: record.id.clone(), ..branch }]
+        } else {
+            Vec::new()
+        };
+        let change = CatalogChange {
+            upsert_snapshots: vec![record.clone()],
+            upsert_branches,
+            ..CatalogChange::default()
+        };
+        if let Err(error) = self.apply_catalog(change) {
+            if let Err(cleanup) = storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
+                warn!(snapshot = %name, error = %cleanup, "failed to remove an unrecorded snapshot");
+            }
+            return Err(error);
+        }
+        info!(clone_id, snapshot_id = %record.id, branch = %record.branch, advance_head, "clone snapshotted");
+        if !advance_head {
+            // A commit is not a `snapshot_create` in DBLab; a snapshot of a clone is.
+            self.inner
+                .events
+                .emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotCreate, &record.id));
+        }
+        Ok(record)
+    }
+
+    /// Deletes a branch with its own snapshots and datasets; refused for `main`, a protected
+    /// branch, a branch that other branches fork from, and a branch with clones.
+    pub async fn delete_branch(&self, name: &str) -> Result<()> {
+        let _serial = self.inner.snapshot_lock.lock().await;
+        self.delete_branch_locked(name, Utc::now()).await
+    }
+
+    pub(crate) async fn delete_branch_locked(&self, name: &str, now: DateTime<Utc>) -> Result<()> {
+        if name == MAIN_BRANCH {
+            return Err(Error::Refused("branch main cannot be deleted".to_owned()));
+        }
+        // The checks and the removal from memory happen under one lock, so a clone cannot be
+        // created on the branch between them: creation re-checks its snapshot under it.
+        let (record, owned) = {
+            let mut state = self.write_state();
+            let record = state.branches.get(name).cloned().ok_or_else(|| branch_not_found(name))?;
+            if (Protection { protected: record.protected, till: record.protected_till })
+                .is_active(now)
+            {
+                return Err(Error::Refused(format!(
+                    "branch {name:?} is protected; lift protection first"
+                )));
+            }
+            let owned: Vec<SnapshotRecord> = state
+                .snapshots
+                .iter()
+                .filter(|snapshot| snapshot.branch == name)
+                .cloned()
+                .collect();
+            let owned_ids: BTreeSet<&str> =
+                owned.iter().map(|snapshot| snapshot.id.as_str()).collect();
+            let forks: Vec<&str> = state
+                .branches
+                .values()
+                .filter(|branch| branch.name != name)
+                .filter(|branch| {
+                    branch.base_snapshot_id.as_deref().is_some_and(|base| owned_ids.contains(base))
+                })
+                .map(|branch| branch.name.as_str())
+                .collect();
+            if !forks.is_empty() {
+                return Err(Error::Refused(format!(
+                    "branch {name:?} is the fork point of branch(es) {}; delete them first",
+                    forks.join(", ")
+                )));
+            }
+            let clones: Vec<&str> = state
+                .clones
+                .values()
+                .map(|entry| &entry.record)
+                .filter(|clone| {
+                    owned_ids.contains(clone.snapshot_id.as_str())
+                        || Pool::is_in_branch(&clone.dataset, name)
+                })
+                .map(|clone| clone.id.as_str())
+                .collect();
+            if !clones.is_empty() {
+                return Err(Error::Refused(format!(
+                    "branch {name:?} has clones: {}; destroy them first",
+                    clones.join(", ")
+                )));
+            }
+            let children_elsewhere: Vec<&str> = state
+                .snapshots
+                .iter()
+                .filter(|snapshot| snapshot.branch != name)
+                .filter(|snapshot| {
+                    snapshot.parent_id.as_deref().is_some_and(|parent| owned_ids.contains(parent))
+                })
+                .map(|snapshot| snapshot.id.as_str())
+                .collect();
+            if !children_elsewhere.is_empty() {
+                return Err(Error::Refused(format!(
+                    "snapshots of other branches descend from branch {name:?}: {}",
+                    children_elsewhere.join(", ")
+                )));
+            }
+            state.branches.remove(name);
+            state.snapshots.retain(|snapshot| snapshot.branch != name);
+            (record, owned)
+        };
+        if let Err(error) = self.destroy_branch_datasets(name).await {
+            // Nothing was forgotten yet: put the branch back as it was.
+            let mut state = self.write_state();
+            state.branches.insert(record.name.clone(), record);
+            state.snapshots.extend(owned);
+            state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+            return Err(error);
+        }
+        let change = CatalogChange {
+            delete_snapshots: owned.iter().map(|snapshot| snapshot.id.clone()).collect(),
+            delete_branches: vec![name.to_owned()],
+            ..CatalogChange::default()
+        };
+        self.apply_catalog(change)?;
+        info!(branch = %name, snapshots = owned.len(), "branch deleted");
+        self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::BranchDelete, name));
+        Ok(())
+    }
+
+    /// Destroys every dataset under `branch/<name>`, deepest first, with its snapshots.
+    async fn destroy_branch_datasets(&self, name: &str) -> Result<()> {
+        let storage = self.inner.pool.storage();
+        let listing = storage.list().await?;
+        let mut datasets: Vec<&DatasetName> = listing
+            .datasets
+            .iter()
+            .map(|dataset| &dataset.name)
+            .filter(|dataset| Pool::is_in_branch(dataset.as_str(), name))
+            .collect();
+        datasets.sort_by_key(|dataset| std::cmp::Reverse(dataset.as_str().len()));
+        for dataset in datasets {
+            match storage.destroy_dataset(dataset, DestroyMode::WithDependents).await {
+                Ok(()) | Err(storage::Error::NotFound(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets or lifts a branch's protection, or schedules its deletion.
+    pub fn update_branch(&self, name: &str, update: ProtectionUpdate) -> Result<BranchView> {
+        let cap = self.inner.config.retention.protection_max_duration_minutes;
+        let mut record = self.branch(name)?.record;
+        let guard = update.apply(branch_guard(&record), cap, Utc::now())?;
+        set_branch_guard(&mut record, guard);
+        self.apply_catalog(CatalogChange {
+            upsert_branches: vec![record],
+            ..CatalogChange::default()
+        })?;
+        info!(branch = %name, protected = guard.protection.protected, delete_at = ?guard.delete_at, "branch protection updated");
+        self.branch(name)
+    }
+
+    /// Sets or lifts a snapshot's protection, or schedules its deletion.
+    pub fn update_snapshot(&self, id: &str, update: ProtectionUpdate) -> Result<SnapshotView> {
+        let cap = self.inner.config.retention.protection_max_duration_minutes;
+        let mut record = self.snapshot_record(id)?;
+        let guard = update.apply(snapshot_guard(&record), cap, Utc::now())?;
+        set_snapshot_guard(&mut record, guard);
+        self.apply_catalog(CatalogChange {
+            upsert_snapshots: vec![record],
+            ..CatalogChange::default()
+        })?;
+        info!(snapshot_id = %id, protected = guard.protection.protected, delete_at = ?guard.delete_at, "snapshot protection updated");
+        self.snapshot(id)
+    }
+
+    /// The storage name of a snapshot record.
+    pub(crate) fn storage_name(&self, record: &SnapshotRecord) -> Result<SnapshotName> {
+        record.storage_name.parse().map_err(|error: storage::Error| {
+            Error::InvalidInput(format!("snapshot {:?}: {error}", record.id))
+        })
+    }
+}
+
+pub(crate) fn snapshot_guard(record: &SnapshotRecord) -> Guard {
+    Guard {
+        protection: Protection { protected: record.protected, till: record.protected_till },
+        delete_at: record.delete_at,
+    }
+}
+
+pub(crate) fn set_snapshot_guard(record: &mut SnapshotRecord, guard: Guard) {
+    record.protected = guard.protection.protected;
+    record.protected_till = guard.protection.till;
+    record.delete_at = guard.delete_at;
+}
+
+pub(crate) fn branch_guard(record: &BranchRecord) -> Guard {
+    Guard {
+        protection: Protection { protected: record.protected, till: record.protected_till },
+        delete_at: record.delete_at,
+    }
+}
+
+pub(crate) fn set_branch_guard(record: &mut BranchRecord, guard: Guard) {
+    record.protected = guard.protection.protected;
+    record.protected_till = guard.protection.till;
+    record.delete_at = guard.delete_at;
+}
+
+fn branch_view_in(state: &State, record: &BranchRecord) -> Option<BranchView> {
+    let head = state.snapshots.iter().find(|snapshot| snapshot.id == record.head_snapshot_id)?;
+    let parent = record.base_snapshot_id.as_ref().and_then(|base| {
+        state.snapshots.iter().find(|snapshot| &snapshot.id == base).map(|s| s.branch.clone())
+    });
+    Some(BranchView {
+        record: record.clone(),
+        head: head.clone(),
+        parent,
+        num_snapshots: history(state, &head.id).len(),
+    })
+}
+
+/// The snapshots from `head` to the root, following parents; stops at a missing parent or a
+/// loop, which a damaged catalog could hold.
+fn history<'a>(state: &'a State, head: &str) -> Vec<&'a SnapshotRecord> {
+    let mut chain = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut next = Some(head.to_owned());
+    while let Some(id) = next {
+        if !seen.insert(id.clone()) {
+            break;
+        }
+        let Some(record) = state.snapshots.iter().find(|snapshot| snapshot.id == id) else {
+            break;
+        };
+        chain.push(record);
+        next = record.parent_id.clone();
+    }
+    chain
+}
+
+fn branch_not_found(name: &str) -> Error {
+    Error::NotFound(format!("branch {name:?} not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
+    }
+
+    const OPEN: Guard = Guard { protection: Protection::NONE, delete_at: None };
+
+    #[test]
+    fn protection_updates_follow_dblab_rules() {
+        let nothing = ProtectionUpdate::default().apply(OPEN, 0.0, now());
+        assert!(matches!(nothing, Err(Error::InvalidInput(_))), "{nothing:?}");
+
+        let both = ProtectionUpdate {
+            protected: Some(true),
+            delete_at: Some(now()),
+            ..ProtectionUpdate::default()
+        }
+        .apply(OPEN, 0.0, now());
+        assert!(matches!(both, Err(Error::InvalidInput(_))), "{both:?}");
+
+        let forever = ProtectionUpdate { protected: Some(true), ..ProtectionUpdate::default() }
+            .apply(OPEN, 0.0, now())
+            .unwrap();
+        assert_eq!(forever.protection, Protection { protected: true, till: None });
+
+        let capped = ProtectionUpdate {
+            protected: Some(true),
+            duration_minutes: Some(600),
+            ..ProtectionUpdate::default()
+        }
+        .apply(OPEN, 60.0, now())
+        .unwrap();
+        assert_eq!(capped.protection.till, Some(now() + chrono::Duration::minutes(60)));
+
+        let scheduled = ProtectionUpdate {
+            delete_at: Some(now() + chrono::Duration::hours(1)),
+            ..ProtectionUpdate::default()
+        }
+        .apply(forever, 0.0, now())
+        .unwrap();
+        assert_eq!(scheduled.protection, Protection::NONE, "deleteAt clears protection");
+        assert_eq!(scheduled.delete_at, Some(now() + chrono::Duration::hours(1)));
+
+        let lifted = ProtectionUpdate { protected: Some(false), ..ProtectionUpdate::default() }
+            .apply(scheduled, 0.0, now())
+            .unwrap();
+        assert_eq!(lifted.protection, Protection::NONE);
+        assert_eq!(lifted.delete_at, scheduled.delete_at, "lifting protection keeps a schedule");
+    }
+}
