@@ -23,18 +23,31 @@ pub(crate) const COLLECT_INTERVAL: Duration = Duration::from_secs(15);
 
 pub(crate) fn spawn_loops(engine: &Engine) {
     let config = &engine.inner.config.cloning;
-    spawn_every(engine, "lease_checker", config.protection_check_interval, |engine| async move {
-        engine.check_leases();
-    });
+    spawn_every(
+        engine,
+        "lease_checker",
+        config.protection_check_interval,
+        FirstRun::AtStart,
+        |engine| async move {
+            engine.check_leases();
+        },
+    );
     if config.max_idle_minutes > 0.0 {
-        spawn_every(engine, "idle_cleanup", config.idle_check_interval, |engine| async move {
-            engine.clean_up_idle().await;
-        });
+        spawn_every(
+            engine,
+            "idle_cleanup",
+            config.idle_check_interval,
+            FirstRun::AtStart,
+            |engine| async move {
+                engine.clean_up_idle().await;
+            },
+        );
     }
     spawn_every(
         engine,
         "retention_sweeper",
         engine.inner.config.retention.check_interval,
+        FirstRun::AfterInterval,
         |engine| async move {
             let report = engine.sweep().await;
             if report != crate::SweepReport::default() {
@@ -42,9 +55,15 @@ pub(crate) fn spawn_loops(engine: &Engine) {
             }
         },
     );
-    spawn_every(engine, "space_collector", COLLECT_INTERVAL, |engine| async move {
-        engine.collect_space().await;
-    });
+    spawn_every(
+        engine,
+        "space_collector",
+        COLLECT_INTERVAL,
+        FirstRun::AtStart,
+        |engine| async move {
+            engine.collect_space().await;
+        },
+    );
     if engine.inner.pipeline.as_ref().is_some_and(|pipeline| pipeline.config().timetable.is_some())
     {
         spawn_timetable(engine);
@@ -77,8 +96,22 @@ fn spawn_timetable(engine: &Engine) {
     );
 }
 
-fn spawn_every<F, Fut>(engine: &Engine, name: &'static str, interval: Duration, work: F)
-where
+/// When a loop first runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FirstRun {
+    /// At once, then every interval.
+    AtStart,
+    /// One interval after start: for work that must not race the engine's first requests.
+    AfterInterval,
+}
+
+fn spawn_every<F, Fut>(
+    engine: &Engine,
+    name: &'static str,
+    interval: Duration,
+    first: FirstRun,
+    work: F,
+) where
     F: Fn(Engine) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
@@ -86,7 +119,11 @@ where
     let cancel = engine.inner.cancel.clone();
     engine.inner.tasks.spawn(
         async move {
-            let mut ticker = tokio::time::interval(interval);
+            let start = match first {
+                FirstRun::AtStart => tokio::time::Instant::now(),
+                FirstRun::AfterInterval => tokio::time::Instant::now() + interval,
+            };
+            let mut ticker = tokio::time::interval_at(start, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

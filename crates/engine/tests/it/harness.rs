@@ -33,7 +33,12 @@ pub(crate) fn config(ports: u16) -> EngineConfig {
 
 impl TestEngine {
     pub(crate) async fn start(config: EngineConfig) -> TestEngine {
-        let pool = TestPool::new(PoolKind::Btrfs, 1024).await;
+        TestEngine::start_on(PoolKind::Btrfs, config).await
+    }
+
+    /// An engine on a pool of `kind`.
+    pub(crate) async fn start_on(kind: PoolKind, config: EngineConfig) -> TestEngine {
+        let pool = TestPool::new(kind, 1024).await;
         let state_dir = pool.scratch("state");
         let (engine, events) = start_engine(&pool, &state_dir, config.clone()).await;
         TestEngine { engine, events, config, state_dir, pool }

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
 
+mod branches;
 mod harness;
 mod lifecycle;
 mod restart;
