@@ -7,8 +7,16 @@
 //! - idle PSS: the sum of `Pss` from `/proc/<pid>/smaps_rollup` over the postmaster and its
 //!   children, 3 s after one query.
 //!
+//! With `SCION_BENCH_PLAIN=1`, every run of [`Instance::start`] is followed, on the same cluster,
+//! by the plain launch of reference/machine.md §2: `setpriv … postgres -D … -p … -k …
+//! -c listen_addresses=127.0.0.1` with the cluster's own postgresql.conf as initdb wrote it
+//! (without Scion's settings file), `postmaster.pid` polled every 0.5 ms, then the same trusted
+//! connection over the socket. The two alternate, so both see the same machine moment.
+//!
 //! Run as root: `cargo bench -p postgres --bench start` (`SCION_BENCH_RUNS` sets the runs per
-//! major, default 30; `SCION_BENCH_SETTINGS="fsync=off"` adds settings). Prints a Markdown table.
+//! major, default 30; `SCION_BENCH_SETTINGS="fsync=off"` adds settings; `SCION_BENCH_DIR` puts
+//! the clusters under another directory than /tmp, a btrfs pool's mount point say). Prints a
+//! Markdown table.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, reason = "a benchmark stops at the first error")]
@@ -16,21 +24,25 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use exec::Cmd;
 use postgres::{
-    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgMajor, RoleKind, ServerSettings,
-    StopMode,
+    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgBinaries, PgMajor, PidFile,
+    RoleKind, ServerSettings, StopMode,
 };
 
 const ADMIN: &str = "postgres";
 const ROLE: &str = "bench";
 const PASSWORD: &str = "bench password";
 const STEP: Duration = Duration::from_secs(30);
+/// How often the plain launch reads postmaster.pid.
+const PLAIN_POLL: Duration = Duration::from_micros(500);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let runs: usize =
         std::env::var("SCION_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let search = BinarySearch::default();
+    let plain = std::env::var("SCION_BENCH_PLAIN").is_ok_and(|value| value == "1");
     println!("load average before: {}", load_average());
     println!(
         "runs per major: {runs}; settings: shared_buffers={}, max_connections={}, extra: {:?}\n",
@@ -38,15 +50,28 @@ async fn main() {
         postgres::conf::DEFAULT_MAX_CONNECTIONS,
         extra_settings()
     );
+    println!("clusters under {}\n", bench_dir().display());
     println!(
         "| version | spawned | `ready` in pid file | accepting median | accepting p95 \
          | first SELECT 1 (TCP, SCRAM) median | p95 | fast stop median | idle PSS |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut plain_rows = Vec::new();
     for binaries in search.installed() {
         let major = binaries.major();
         let version = binaries.verify().await.unwrap();
-        let result = bench_major(major, runs).await;
+        let result = bench_major(major, runs, plain).await;
+        if plain {
+            plain_rows.push(format!(
+                "| {version} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                percentile(&result.ready, 50),
+                percentile(&result.plain_ready, 50),
+                percentile(&result.plain_ready, 95),
+                percentile(&result.accepting, 50),
+                percentile(&result.plain_accepting, 50),
+                percentile(&result.plain_accepting, 95),
+            ));
+        }
         println!(
             "| {version} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |",
             percentile(&result.spawned, 50),
@@ -59,7 +84,22 @@ async fn main() {
             result.pss_kib as f64 / 1024.0,
         );
     }
+    if plain {
+        println!("\nThe same runs, next to the plain launch:\n");
+        println!(
+            "| version | `ready`, Scion | `ready`, plain median | plain p95 \
+             | accepting, Scion | accepting, plain median | plain p95 |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for row in plain_rows {
+            println!("{row}");
+        }
+    }
     println!("\nload average after: {}", load_average());
+}
+
+fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("SCION_BENCH_DIR").map_or_else(|| "/tmp".into(), Into::into)
 }
 
 /// `SCION_BENCH_SETTINGS="fsync=off work_mem=8MB"`: settings to compare against the defaults.
@@ -86,12 +126,14 @@ struct MajorResult {
     accepting: Vec<f64>,
     first_select: Vec<f64>,
     stop: Vec<f64>,
+    plain_ready: Vec<f64>,
+    plain_accepting: Vec<f64>,
     pss_kib: u64,
 }
 
-async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
+async fn bench_major(major: PgMajor, runs: usize, plain: bool) -> MajorResult {
     let binaries = BinarySearch::default().locate(major).unwrap();
-    let dir = tempfile::Builder::new().prefix("scion-pg-bench-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new().prefix("scion-pg-bench-").tempdir_in(bench_dir()).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let user = OsUser::lookup("postgres").unwrap();
@@ -107,6 +149,10 @@ async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
     let mut options = InitDbOptions::new(ADMIN);
     options.sync = false;
     postgres::initdb(&binaries, &spec.data_dir, &spec.user, &options).await.unwrap();
+    // initdb's own postgresql.conf, before Scion appends its include line: the plain launch's.
+    let plain_conf = dir.path().join("plain.conf");
+    std::fs::copy(spec.data_dir.join("postgresql.conf"), &plain_conf).unwrap();
+    std::os::unix::fs::chown(&plain_conf, Some(spec.user.uid), Some(spec.user.gid)).unwrap();
 
     // Create the login role once; the first start also warms the page cache.
     let mut instance = Instance::start(&binaries, spec.clone()).await.unwrap();
@@ -125,6 +171,8 @@ async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
         accepting: Vec::new(),
         first_select: Vec::new(),
         stop: Vec::new(),
+        plain_ready: Vec::new(),
+        plain_accepting: Vec::new(),
         pss_kib: 0,
     };
     for _ in 0..runs {
@@ -137,6 +185,11 @@ async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
         let stopping = Instant::now();
         instance.stop(StopMode::Fast, STEP).await.unwrap();
         result.stop.push(millis(stopping));
+        if plain {
+            let (ready, accepting) = plain_start(&binaries, &spec, &plain_conf).await;
+            result.plain_ready.push(ready);
+            result.plain_accepting.push(accepting);
+        }
     }
     for _ in 0..runs {
         let started = Instant::now();
@@ -157,6 +210,58 @@ async fn bench_major(major: PgMajor, runs: usize) -> MajorResult {
     result.pss_kib = instance.processes().iter().map(|pid| pss_kib(*pid)).sum();
     instance.stop(StopMode::Fast, STEP).await.unwrap();
     result
+}
+
+/// The launch of reference/machine.md §2, on the same cluster and port: (ready, accepting) in ms.
+async fn plain_start(
+    binaries: &PgBinaries,
+    spec: &InstanceSpec,
+    config_file: &std::path::Path,
+) -> (f64, f64) {
+    let settings = &spec.settings;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_file).unwrap();
+    let started = Instant::now();
+    let mut daemon = Cmd::new("setpriv")
+        .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+        .arg(binaries.postgres())
+        .arg("-D")
+        .arg(&spec.data_dir)
+        .args(["-p", &settings.port.to_string()])
+        .arg("-k")
+        .arg(&settings.socket_dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c"])
+        .arg(format!("config_file={}", config_file.display()))
+        .new_session()
+        .spawn_daemon(log)
+        .unwrap();
+    loop {
+        let file = PidFile::read(&spec.data_dir).unwrap();
+        if file.and_then(|file| file.status).is_some_and(|status| status.accepts_connections()) {
+            break;
+        }
+        assert!(
+            daemon.exit_status().is_none(),
+            "the plain postgres exited; see {:?}",
+            spec.log_file
+        );
+        // tokio's timer has a 1 ms grain; the worker thread may block this briefly.
+        std::thread::sleep(PLAIN_POLL);
+    }
+    let ready = millis(started);
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(&settings.socket_dir)
+        .port(settings.port)
+        .user(ADMIN)
+        .dbname(&spec.admin_database);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let accepting = millis(started);
+    drop(client);
+    let _ = connection.await;
+    let pid = rustix::process::Pid::from_raw(daemon.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    daemon.exited().await;
+    (ready, accepting)
 }
 
 async fn connect_tcp(port: u16) -> tokio_postgres::Client {
