@@ -339,7 +339,9 @@ impl Engine {
         self.stop_server(record).await?;
         let dataset = storage::DatasetName::new(record.dataset.clone())?;
         match self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await {
-            Ok(()) | Err(storage::Error::NotFound(_)) => {}
+            Ok(()) | Err(storage::Error::NotFound(_)) => {
+                self.remove_empty_clone_parent(&dataset).await
+            }
             // Snapshots of the clone's dataset are commits that branches still use; the
             // dataset goes when its branch does.
             Err(storage::Error::HasDependents { dependents, .. }) => {
@@ -354,6 +356,29 @@ impl Engine {
             warn!(error = %error, dir = %socket_dir.display(), "failed to remove socket directory");
         }
         Ok(())
+    }
+
+    /// Removes `branch/<branch>/<clone>` once its last revision is gone, so that clones that
+    /// come and go leave no empty datasets behind.
+    pub(crate) async fn remove_empty_clone_parent(&self, dataset: &storage::DatasetName) {
+        let Some(parent) = dataset.parent() else { return };
+        if parent.as_str().split('/').count() != 3 {
+            return;
+        }
+        let storage = self.inner.pool.storage();
+        // Only empty directories left (ZFS may leave a child's mountpoint): nothing to keep.
+        let empty = std::fs::read_dir(storage.mountpoint(&parent)).is_ok_and(|entries| {
+            entries.flatten().all(|entry| {
+                std::fs::read_dir(entry.path()).is_ok_and(|mut inner| inner.next().is_none())
+            })
+        });
+        if !empty {
+            return;
+        }
+        match storage.destroy_dataset(&parent, DestroyMode::Refuse).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => {}
+            Err(error) => info!(dataset = %parent, error = %error, "kept a clone's parent dataset"),
+        }
     }
 
     /// Stops the clone's server: the handle this engine holds, or the server found through

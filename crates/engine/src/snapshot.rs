@@ -347,10 +347,40 @@ impl Engine {
             Err(error) => return Err(error.into()),
         }
         self.forget_snapshot(record)?;
-        self.destroy_unused_data(name.dataset()).await;
+        self.destroy_unused_dataset(name.dataset()).await;
         info!(snapshot_id = %id, "snapshot deleted");
         self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotDelete, id));
         Ok(())
+    }
+
+    /// After a snapshot is gone, removes the dataset it was taken of when nothing needs that
+    /// any more: old data without snapshots, or a destroyed clone's dataset that only stayed
+    /// for its commits. A running clone's dataset and a branch's own dataset stay.
+    async fn destroy_unused_dataset(&self, dataset: &storage::DatasetName) {
+        if Pool::is_data_snapshot(&format!("{dataset}@")) {
+            self.destroy_unused_data(dataset).await;
+            return;
+        }
+        let owned =
+            self.read_state().clones.values().any(|entry| entry.record.dataset == dataset.as_str())
+                || self.read_state().branches.keys().any(|branch| {
+                    self.inner.pool.branch_dataset(branch).is_ok_and(|own| &own == dataset)
+                });
+        if owned {
+            return;
+        }
+        let storage = self.inner.pool.storage();
+        let Ok(listing) = storage.list().await else { return };
+        if listing.dataset(dataset).is_none() || listing.snapshots_of(dataset).next().is_some() {
+            return;
+        }
+        match storage.destroy_dataset(dataset, DestroyMode::Refuse).await {
+            Ok(()) => {
+                info!(%dataset, "a destroyed clone's dataset removed with its last commit");
+                self.remove_empty_clone_parent(dataset).await;
+            }
+            Err(error) => warn!(%dataset, error = %error, "failed to remove a clone's old dataset"),
+        }
     }
 
     /// Removes a snapshot from the catalog, splicing it out of its branch's history.

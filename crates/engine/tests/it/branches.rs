@@ -283,5 +283,43 @@ async fn the_sweeper_deletes_only_unused_unprotected_objects_within_its_budget()
     assert_eq!(swept.deleted, std::slice::from_ref(&leaf.record.id));
     assert!(test.engine.snapshot(&leaf.record.id).is_err());
     assert!(test.engine.branch("busy").is_ok());
-    assert_eq!(test.ready("worker").await.record.branch, "busy");
+    let worker = test.ready("worker").await;
+    assert_eq!(worker.record.branch, "busy");
+    let listing = test.engine.pool().storage().list().await.unwrap();
+    assert!(
+        listing.datasets.iter().any(|d| d.name.as_str() == worker.record.dataset),
+        "the clone's dataset went with its last snapshot: {:?}",
+        listing.datasets
+    );
+}
+
+#[tokio::test]
+async fn deleting_commits_never_takes_a_running_clones_data() {
+    let test = TestEngine::start(config(3)).await;
+    let root = test.engine.branch("main").unwrap().head.id;
+    let source = test.create("source").await;
+    execute(&source, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)").await;
+    let older = test.engine.commit_clone("source", "one").await.unwrap().record.id;
+    execute(&source, "INSERT INTO t VALUES (2)").await;
+    let newer = test.engine.commit_clone("source", "two").await.unwrap().record.id;
+
+    // The older commit is spliced out of main's history; then the head goes back to the root.
+    test.engine.delete_snapshot(&older, false).await.unwrap();
+    let log: Vec<String> =
+        test.engine.branch_log("main").unwrap().into_iter().map(|c| c.record.id).collect();
+    assert_eq!(log, [newer.clone(), root.clone()]);
+    test.engine.delete_snapshot(&newer, false).await.unwrap();
+    assert_eq!(test.engine.branch("main").unwrap().head.id, root);
+
+    // The clone whose dataset held both commits still runs on its data.
+    execute(&source, "INSERT INTO t VALUES (3)").await;
+    assert_eq!(rows(&source).await, [1, 2, 3]);
+    test.engine.destroy_clone("source").await.unwrap();
+    test.wait_gone("source").await;
+    let listing = test.engine.pool().storage().list().await.unwrap();
+    assert!(
+        listing.datasets.iter().all(|d| !d.name.as_str().starts_with("branch/main/source")),
+        "the clone's dataset and its parent are gone: {:?}",
+        listing.datasets
+    );
 }
