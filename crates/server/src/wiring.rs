@@ -89,7 +89,11 @@ async fn open_pool(config: &Config) -> anyhow::Result<StorageBackend> {
                 config.image_size,
                 ImageFs::Btrfs,
                 config.state_dir.join("pool"),
-            );
+            )
+            .with_flush(config.image_flush);
+            if !config.image_flush {
+                warn!("pool.image_flush = false: the embedded pool skips disk flushes; a host crash or power loss can corrupt it");
+            }
             image.ensure().await.context("provision the embedded btrfs pool")?;
             std::fs::set_permissions(&image.mountpoint, std::fs::Permissions::from_mode(0o755))
                 .context("set permissions of the pool")?;

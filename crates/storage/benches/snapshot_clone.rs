@@ -8,7 +8,8 @@
 //! filesystem). For each backend it copies each scale's directory into a dataset of a fresh
 //! image-file pool, waits `--settle-seconds` (15) for the copies' aftermath to pass, then times
 //! `snapshot` and `clone_snapshot` through the storage trait, runs interleaved across the
-//! scales' pools so that both rows see the same (shared, noisy) machine. On plain btrfs each run
+//! scales' pools (with `--together`, across all backends' pools) so that the rows compared see the
+//! same (shared, noisy) machine. On plain btrfs each run
 //! also times the `btrfs subvolume snapshot` commands the backend used to run, on the same pool,
 //! in alternating order: the before/after comparison under identical conditions (leave it out
 //! with `--no-baseline`, so that nothing else runs between the timed operations). It prints one
@@ -38,6 +39,8 @@ struct Args {
     settle: Duration,
     /// Time the `btrfs` program next to the ioctls on plain btrfs.
     baseline: bool,
+    /// Interleave the runs of all backends, not only of one backend's scales.
+    together: bool,
     work_dir: PathBuf,
     pg_bin: PathBuf,
 }
@@ -49,6 +52,7 @@ fn parse_args() -> Args {
         runs: 20,
         settle: Duration::from_secs(15),
         baseline: true,
+        together: false,
         work_dir: PathBuf::from("/var/tmp/scion-bench-storage"),
         pg_bin: PathBuf::from("/opt/scion/postgres/17/bin"),
     };
@@ -60,6 +64,7 @@ fn parse_args() -> Args {
             "--backends" => args.backends = value().split(',').map(str::to_owned).collect(),
             "--runs" => args.runs = value().parse().unwrap(),
             "--no-baseline" => args.baseline = false,
+            "--together" => args.together = true,
             "--settle-seconds" => args.settle = Duration::from_secs(value().parse().unwrap()),
             "--work-dir" => args.work_dir = value().into(),
             "--pg-bin" => args.pg_bin = value().into(),
@@ -193,13 +198,15 @@ async fn setup(args: &Args, name: &str, scale: u32, source: &Path, data_bytes: u
     std::fs::create_dir_all(&dir).unwrap();
     let size = (data_bytes * 2).max(8 * GIB);
     let fs = match name {
-        "btrfs" | "btrfs-quota" => ImageFs::Btrfs,
+        "btrfs" | "btrfs-quota" | "btrfs-noflush" => ImageFs::Btrfs,
         "zfs" => ImageFs::Zfs { pool: format!("scion_bench_{}_{scale}", std::process::id()) },
         "xfs" => ImageFs::Xfs,
         "ext4" => ImageFs::Ext4,
         other => panic!("unknown backend {other}"),
     };
-    let image = ImagePool::new(dir.join("pool.img"), size, fs, dir.join("mnt"));
+    // `btrfs-noflush` is the embedded pool with `image_flush = false` (mounted `nobarrier`).
+    let image = ImagePool::new(dir.join("pool.img"), size, fs, dir.join("mnt"))
+        .with_flush(name != "btrfs-noflush");
     image.ensure().await.unwrap();
     let config = match image.backend_config() {
         BackendConfig::Btrfs { root, .. } if name == "btrfs-quota" => {
@@ -287,12 +294,14 @@ impl Pool {
     }
 }
 
-/// Times one backend: a pool per scale, runs interleaved across the pools (in an order that
-/// alternates), so that every row of the backend saw the same machine.
-async fn bench_backend(args: &Args, name: &str, sources: &[(u32, PathBuf, u64)]) {
+/// Times backends: a pool per backend and scale, runs interleaved across the pools (in an
+/// order that alternates), so that every row compared in one call saw the same machine.
+async fn bench_backends(args: &Args, names: &[String], sources: &[(u32, PathBuf, u64)]) {
     let mut pools = Vec::new();
-    for (scale, source, data_bytes) in sources {
-        pools.push(setup(args, name, *scale, source, *data_bytes).await);
+    for name in names {
+        for (scale, source, data_bytes) in sources {
+            pools.push((name, setup(args, name, *scale, source, *data_bytes).await));
+        }
     }
     // Let the copies' aftermath (background writeback, the I/O pressure average they raised)
     // pass, so the timed runs and the busy columns show the operations and the other tenants.
@@ -300,18 +309,18 @@ async fn bench_backend(args: &Args, name: &str, sources: &[(u32, PathBuf, u64)])
     let before = busy();
     for run in 0..args.runs {
         if run % 2 == 0 {
-            for pool in &mut pools {
+            for (_, pool) in &mut pools {
                 pool.time(run).await;
             }
         } else {
-            for pool in pools.iter_mut().rev() {
+            for (_, pool) in pools.iter_mut().rev() {
                 pool.time(run).await;
             }
         }
     }
     let after = busy();
     let busy = format!("{}–{} | {}–{}", before.0, after.0, before.1, after.1);
-    for pool in pools {
+    for (name, pool) in pools {
         pool.report_and_teardown(name, &busy).await;
     }
 }
@@ -330,7 +339,11 @@ async fn main() {
         let data_bytes = du(&source).await;
         sources.push((scale, source, data_bytes));
     }
-    for backend in &args.backends {
-        bench_backend(&args, backend, &sources).await;
+    if args.together {
+        bench_backends(&args, &args.backends, &sources).await;
+    } else {
+        for backend in &args.backends {
+            bench_backends(&args, std::slice::from_ref(backend), &sources).await;
+        }
     }
 }

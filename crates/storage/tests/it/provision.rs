@@ -69,3 +69,33 @@ async fn relative_image_path_is_refused() {
     assert!(matches!(error, storage::Error::Unsupported(_)), "{error:?}");
     assert!(!std::path::Path::new("pool.img").exists());
 }
+
+/// The mountinfo line (mount and superblock options) of the filesystem at `mountpoint`.
+fn mount_options(mountpoint: &std::path::Path) -> String {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .find(|line| line.split(' ').nth(4) == Some(mountpoint.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{} is not mounted", mountpoint.display()));
+    line.to_owned()
+}
+
+#[tokio::test]
+async fn btrfs_commit_flushes_follow_the_setting_across_remounts() {
+    let dir = tempfile::Builder::new().prefix("scion-provision-it-").tempdir().unwrap();
+    let fast = ImagePool::new(
+        dir.path().join("pool.img"),
+        256 * MIB,
+        ImageFs::Btrfs,
+        dir.path().join("mnt"),
+    )
+    .with_flush(false);
+    fast.ensure().await.unwrap();
+    assert!(mount_options(&fast.mountpoint).contains("nobarrier"));
+
+    // An engine restarted with flushes on remounts the image that is still mounted.
+    let safe = fast.clone().with_flush(true);
+    safe.ensure().await.unwrap();
+    assert!(!mount_options(&safe.mountpoint).contains("nobarrier"));
+    safe.teardown(true).await.unwrap();
+}
