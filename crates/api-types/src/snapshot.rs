@@ -90,6 +90,11 @@ pub struct SnapshotDetails {
     #[serde(default, deserialize_with = "null_as_default")]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub clones: Vec<String>,
+    /// Scion's extension: how many clones run on this snapshot (DBLab's server leaves it out,
+    /// which reads as 0).
+    #[serde(default, rename = "numClones", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub num_clones: i64,
     /// Protection and scheduled deletion.
     #[serde(flatten)]
     pub protection: Protection,

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{clones, health, retrieval, snapshots};
+use crate::routes::{branches, clones, health, retrieval, snapshots};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -31,7 +31,8 @@ const SECURITY_SCHEME: &str = "verification_token";
             an unknown path (404 `NOT_FOUND`) and a known path with a method it does not take \
             (405 `METHOD_NOT_ALLOWED`, where DBLab sends a bare 405).\n\n\
             Scion's extensions: `wait` on `POST /clone`, `POST /clone/{id}/reset` and \
-            `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, and the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503).",
+            `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
+            `SnapshotDetails`, and the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -43,12 +44,21 @@ const SECURITY_SCHEME: &str = "verification_token";
         snapshots::create,
         snapshots::show,
         snapshots::delete,
+        snapshots::update,
+        snapshots::snapshot_clone,
         clones::list,
         clones::create,
         clones::show,
         clones::update,
         clones::destroy,
         clones::reset,
+        branches::list,
+        branches::create,
+        branches::commit,
+        branches::show_commit,
+        branches::log,
+        branches::delete,
+        branches::update,
         retrieval::show,
         retrieval::full_refresh,
     ),
@@ -61,6 +71,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         (name = "Instance", description = "Status, health, metrics and this document."),
         (name = "Snapshots", description = "Snapshots of the pool's data; clones are made from them."),
         (name = "Clones", description = "Thin clones: writable Postgres servers on a snapshot."),
+        (name = "Branches", description = "Named lines of snapshots: create, commit a clone, \
+            log, protect and delete."),
     )
 )]
 struct ApiDoc;

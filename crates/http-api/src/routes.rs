@@ -1,6 +1,7 @@
 //! The routes, one module per resource; each handler parses, calls one engine method and
 //! returns a view.
 
+pub(crate) mod branches;
 pub(crate) mod clones;
 pub(crate) mod health;
 pub(crate) mod retrieval;
@@ -24,6 +25,7 @@ pub(crate) fn protected() -> Router<AppState> {
     Router::new()
         .merge(clones::routes())
         .merge(snapshots::routes())
+        .merge(branches::routes())
         .merge(health::status_routes())
         .merge(retrieval::routes())
 }

@@ -1,12 +1,17 @@
 //! Engine records turned into DBLab's JSON shapes (`api-types`).
 
 use api_types::{Alert, AlertLevel, AlertType, RetrievalProgress};
+use api_types::{BranchProtection, BranchView, SnapshotDetails};
 use api_types::{
     Clone, CloneMetadata, Cloning, Database, Difference, FileSystem, Instance, LocalTime,
     PoolEntry, PoolStatus, Protection, ProtectionLimits, Provisioner, Reconciliation,
     RetrievalMode, RetrievalStatus, Retrieving, Snapshot, Status, StatusCode, Synchronization,
 };
-use engine::{CloneState, CloneView, EngineStatus, RefreshStatus, RetrievalView, SnapshotView};
+use chrono::{DateTime, Utc};
+use engine::{
+    BranchRecord, CloneState, CloneView, CommitView, EngineStatus, RefreshStatus, RetrievalView,
+    SnapshotRecord, SnapshotView,
+};
 
 /// The database a connection string names when the request named none.
 const DEFAULT_DB_NAME: &str = "postgres";
@@ -46,12 +51,73 @@ pub(crate) fn snapshot(view: &SnapshotView) -> Snapshot {
         clones: view.clones.clone(),
         branch: record.branch.clone(),
         message: record.message.clone(),
-        protection: Protection {
-            protected: record.protected,
-            protected_till: record.protected_till.map(LocalTime::from),
-            delete_at: None,
-        },
+        protection: protection(record.protected, record.protected_till, record.delete_at),
     }
+}
+
+fn protection(
+    protected: bool,
+    till: Option<DateTime<Utc>>,
+    delete_at: Option<DateTime<Utc>>,
+) -> Protection {
+    Protection {
+        protected,
+        protected_till: till.filter(|_| protected).map(LocalTime::from),
+        delete_at: delete_at.map(LocalTime::from),
+    }
+}
+
+/// What DBLab keeps in `dblab:datastateat`: `YYYYMMDDHHMMSS`, in UTC, the same stamp the
+/// engine puts in snapshot names.
+fn data_state_stamp(at: DateTime<Utc>) -> String {
+    at.format("%Y%m%d%H%M%S").to_string()
+}
+
+/// `<pool>/<dataset>` of a snapshot: its ID without the `@<tag>`.
+fn snapshot_dataset(record: &SnapshotRecord) -> String {
+    let dataset = record.storage_name.split_once('@').map_or("", |(dataset, _)| dataset);
+    format!("{}/{dataset}", record.pool)
+}
+
+/// DBLab's "no parent" in branch shapes.
+const NONE: &str = "-";
+
+pub(crate) fn commit(view: &CommitView) -> SnapshotDetails {
+    let record = &view.record;
+    SnapshotDetails {
+        id: record.id.clone(),
+        parent: record.parent_id.clone().unwrap_or_else(|| NONE.to_owned()),
+        child: view.children.clone(),
+        branch: view.heads_of.clone(),
+        root: view.forks.clone(),
+        data_state_at: data_state_stamp(record.data_state_at),
+        message: record.message.clone(),
+        dataset: snapshot_dataset(record),
+        clones: view.clone_datasets.clone(),
+        num_clones: view.clones.len() as i64,
+        protection: protection(record.protected, record.protected_till, record.delete_at),
+    }
+}
+
+fn branch_protection(record: &BranchRecord) -> Protection {
+    protection(record.protected, record.protected_till, record.delete_at)
+}
+
+pub(crate) fn branch(view: &engine::BranchView) -> BranchView {
+    BranchView {
+        name: view.record.name.clone(),
+        base_dataset: view.head.pool.clone(),
+        parent: view.parent.clone().unwrap_or_else(|| NONE.to_owned()),
+        data_state_at: data_state_stamp(view.head.data_state_at),
+        snapshot_id: view.head.id.clone(),
+        dataset: snapshot_dataset(&view.head),
+        num_snapshots: view.num_snapshots as i64,
+        protection: branch_protection(&view.record),
+    }
+}
+
+pub(crate) fn branch_protection_view(view: &engine::BranchView) -> BranchProtection {
+    BranchProtection { name: view.record.name.clone(), protection: branch_protection(&view.record) }
 }
 
 pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {

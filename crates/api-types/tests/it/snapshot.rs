@@ -66,6 +66,7 @@ fn snapshot_details_golden() {
         message: "schema change".to_owned(),
         dataset: "pool/branch/main/c1/r0".to_owned(),
         clones: vec!["pool/branch/dev".to_owned()],
+        num_clones: 0,
         protection: Protection {
             protected: false,
             protected_till: None,
@@ -82,6 +83,7 @@ fn snapshot_details_golden() {
         "message": "schema change",
         "dataset": "pool/branch/main/c1/r0",
         "clones": ["pool/branch/dev"],
+        "numClones": 0,
         "protected": false,
         "deleteAt": wire_time("2024-05-10T00:00:00Z")
     });

@@ -1,7 +1,10 @@
-//! `/snapshots`, `/snapshot` and `/snapshot/{id}`; snapshot IDs contain `/` and `@`, so the
-//! ID is the rest of the path.
+//! `/snapshots`, `/snapshot`, `/snapshot/clone` and `/snapshot/{id}`; snapshot IDs contain `/`
+//! and `@`, so the ID is the rest of the path.
 
-use api_types::{ApiError, CreateSnapshotRequest, Response as OkResponse, SnapshotId};
+use api_types::{
+    ApiError, CreateSnapshotRequest, ProtectionUpdateRequest, Response as OkResponse,
+    SnapshotCloneRequest, SnapshotId,
+};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +12,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::error::ApiFailure;
-use crate::extract::{OptionalBody, Params};
+use crate::extract::{Body, OptionalBody, Params};
 use crate::openapi::{InternalError, Unauthorized};
 use crate::{AppState, views};
 
@@ -17,13 +20,17 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/snapshots", get(list).fallback(super::method_not_allowed))
         .route("/snapshot", post(create).fallback(super::method_not_allowed))
-        .route("/snapshot/{*id}", get(show).delete(delete).fallback(super::method_not_allowed))
+        .route("/snapshot/clone", post(snapshot_clone).fallback(super::method_not_allowed))
+        .route(
+            "/snapshot/{*id}",
+            get(show).delete(delete).patch(update).fallback(super::method_not_allowed),
+        )
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
-    /// Only the snapshots of this branch (400 when no snapshot is on it).
+    /// Only the snapshots of this branch (400 when there is no such branch).
     branch: Option<String>,
     /// Only the snapshots of this pool.
     dataset: Option<String>,
@@ -69,12 +76,14 @@ async fn list(
     State(state): State<AppState>,
     Params(params): Params<ListParams>,
 ) -> Result<Json<Vec<api_types::Snapshot>>, ApiFailure> {
-    let snapshots = state.engine.snapshots();
-    if let Some(branch) = params.branch.as_deref().filter(|branch| !branch.is_empty())
-        && !snapshots.iter().any(|view| view.record.branch == branch)
-    {
-        return Err(ApiFailure::bad_request(format!("branch {branch:?} not found")));
+    if let Some(branch) = params.branch.as_deref().filter(|branch| !branch.is_empty()) {
+        // The branch is named in the query, not the path: an unknown one is a bad request.
+        state.engine.branch(branch).map_err(|error| match error {
+            engine::Error::NotFound(message) => ApiFailure::bad_request(message),
+            other => other.into(),
+        })?;
     }
+    let snapshots = state.engine.snapshots();
     Ok(Json(
         snapshots
             .iter()
@@ -204,4 +213,81 @@ async fn delete(
     };
     state.engine.delete_snapshot(snapshot_id(&id)?, force).await?;
     Ok(Json(OkResponse { status: "OK".to_owned(), message: "Deleted snapshot".to_owned() }))
+}
+
+/// Protect a snapshot, lift its protection, or schedule its deletion.
+///
+/// `protected: true` protects it forever, or for `protectionDurationMinutes` (capped by the
+/// server's `protection_max_duration_minutes`) and clears a scheduled deletion; `deleteAt`
+/// schedules deletion and clears protection; `protected: false` alone lifts protection.
+#[utoipa::path(
+    patch,
+    path = "/snapshot/{id}",
+    operation_id = "updateSnapshot",
+    tag = "Snapshots",
+    security(("verification_token" = [])),
+    params((
+        "id" = SnapshotId,
+        Path,
+        description = "The snapshot ID, e.g. `pool/data@snapshot_20240501120000`. It contains `/` \
+            and `@`; send them as they are, not percent-encoded."
+    )),
+    request_body = ProtectionUpdateRequest,
+    responses(
+        (status = 200, description = "The snapshot.", body = api_types::Snapshot),
+        (
+            status = 400,
+            description = "Malformed JSON, an invalid snapshot ID, neither `protected` nor \
+                `deleteAt`, or `protected: true` with `deleteAt`.",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No snapshot with this ID.", body = ApiError),
+        (status = 500, response = InternalError),
+    )
+)]
+async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(request): Body<ProtectionUpdateRequest>,
+) -> Result<Json<api_types::Snapshot>, ApiFailure> {
+    let update = super::branches::protection_update(&request);
+    let view = state.engine.update_snapshot(snapshot_id(&id)?, update)?;
+    Ok(Json(views::snapshot(&view)))
+}
+
+/// Snapshot a clone's data without moving its branch's head.
+///
+/// The clone's server is checkpointed, then its dataset snapshotted; the snapshot belongs to
+/// the clone's branch and its parent is the clone's snapshot. Like DBLab, `message` is
+/// ignored here (`POST /branch/snapshot` keeps it). Emits the `snapshot_create` webhook.
+#[utoipa::path(
+    post,
+    path = "/snapshot/clone",
+    operation_id = "createSnapshotOfClone",
+    tag = "Snapshots",
+    security(("verification_token" = [])),
+    request_body = SnapshotCloneRequest,
+    responses(
+        (status = 200, description = "The new snapshot.", body = api_types::Snapshot),
+        (
+            status = 400,
+            description = "An empty or malformed body, no `cloneID`, or a clone that is not \
+                running.",
+            body = ApiError
+        ),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No clone with this ID.", body = ApiError),
+        (status = 500, response = InternalError),
+    )
+)]
+async fn snapshot_clone(
+    State(state): State<AppState>,
+    Body(request): Body<SnapshotCloneRequest>,
+) -> Result<Json<api_types::Snapshot>, ApiFailure> {
+    if request.clone_id.is_empty() {
+        return Err(ApiFailure::bad_request("cloneID is required"));
+    }
+    let view = state.engine.snapshot_clone(&request.clone_id).await?;
+    Ok(Json(views::snapshot(&view)))
 }

@@ -50,6 +50,7 @@ fn operation<'a>(item: &'a utoipa::openapi::PathItem, method: &Method) -> Option
 fn concrete(path: &str) -> String {
     path.replace("/snapshot/{id}", &format!("/snapshot/{POOL_NAME}/data@no_such_snapshot"))
         .replace("{id}", "no-such-clone")
+        .replace("{branchName}", "no-such-branch")
 }
 
 /// Sends one request; a body that is not JSON, so that no handler with a body acts on it.
