@@ -188,6 +188,11 @@ pub struct RestoreConfig {
     pub skip_policies: bool,
     /// Run ANALYZE on the restored databases, so clones start with statistics.
     pub analyze: bool,
+    /// Run VACUUM (FREEZE) on the restored databases. Freshly restored rows carry no hint bits
+    /// and are not frozen, so each clone would otherwise rewrite every page it reads (setting
+    /// hint bits) and run insert- and wraparound-driven autovacuums of its own: copy-on-write
+    /// copies of the whole database, clone by clone. Done once here, clones share those pages.
+    pub freeze: bool,
     /// Settings of the temporary target instance, on top of [`DEFAULT_RESTORE_SETTINGS`].
     pub configs: BTreeMap<String, String>,
 }
@@ -204,6 +209,7 @@ impl Default for RestoreConfig {
             ignore_errors: false,
             skip_policies: false,
             analyze: true,
+            freeze: true,
             configs: BTreeMap::new(),
         }
     }
@@ -791,6 +797,7 @@ analytics_prod = "analytics"
         assert_eq!(config.databases["analytics_prod"].tables.len(), 2);
         assert_eq!(config.database_rename["myapp_production"], "myapp");
         assert!(config.restore.analyze, "defaults fill what the file leaves out");
+        assert!(config.restore.freeze);
         let error =
             toml::from_str::<RetrievalConfig>(&EXAMPLE.replace("skip_policies", "skip_policy"))
                 .unwrap_err()

@@ -3,7 +3,7 @@
 //!
 //! - [`config`] — the `[retrieval]` configuration and its validation (rename rules, cron);
 //! - [`pipeline`] — [`Pipeline::run`]: probe, initdb + temporary target, roles, dump and restore
-//!   or stream, analyze, preprocessing, renames, CHECKPOINT, clean stop;
+//!   or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames, CHECKPOINT, clean stop;
 //! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
 //! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.
 //!

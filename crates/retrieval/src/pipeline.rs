@@ -1,6 +1,6 @@
 //! One retrieval run: probe the source; dump each database while a temporary target is
-//! initdb'd and started (or start it, then stream); copy roles; restore; analyze; preprocess;
-//! rename; checkpoint; stop cleanly.
+//! initdb'd and started (or start it, then stream); copy roles; restore; preprocess; vacuum
+//! (freeze, analyze); rename; checkpoint; stop cleanly.
 //!
 //! The run owns the temporary target instance: it listens on no TCP address (only a unix
 //! socket in the run directory), runs with durability off (see
@@ -337,10 +337,6 @@ impl Pipeline {
             }
         };
 
-        if config.restore.analyze {
-            reporter.stage(Stage::Analyzing);
-            self.analyze(&tools, target, cancel).await?;
-        }
         let preprocessing = &config.preprocessing;
         if preprocessing.query_path.is_some()
             || preprocessing.inline.is_some()
@@ -349,6 +345,11 @@ impl Pipeline {
             reporter.stage(Stage::Preprocessing);
             let psql = tools.path("psql")?;
             prepare::preprocess(preprocessing, &psql, target, cancel).await?;
+        }
+        // After preprocessing, so that the rows masking rewrote are frozen and counted too.
+        if config.restore.analyze || config.restore.freeze {
+            reporter.stage(Stage::Analyzing);
+            self.vacuum(&tools, target, cancel).await?;
         }
         let instance = state.instance.as_mut().ok_or_else(|| Error::Failed {
             stage: Stage::Renaming,
@@ -1014,15 +1015,23 @@ impl Pipeline {
         Err(error)
     }
 
-    async fn analyze(
+    /// `vacuumdb --all` with FREEZE and/or ANALYZE, as configured.
+    async fn vacuum(
         &self,
         tools: &Tools,
         target: &Target,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        let restore = &self.config.restore;
+        let mode: &[&str] = match (restore.freeze, restore.analyze) {
+            (true, true) => &["--freeze", "--analyze"],
+            (true, false) => &["--freeze"],
+            (false, _) => &["--analyze-only"],
+        };
         let output = target
             .command(tools.path("vacuumdb")?)
-            .args(["--analyze-only", "--all", "--quiet"])
+            .args(mode)
+            .args(["--all", "--quiet"])
             .arg(format!("--jobs={}", self.config.restore.parallel_jobs))
             .arg(format!("--host={}", target.socket_dir().display()))
             .arg(format!("--port={}", target.port))

@@ -71,6 +71,19 @@ async fn full_refresh_matches_the_source_table_by_table() {
     assert_eq!(row.get::<_, i64>(3), 1);
     assert_eq!(row.get::<_, i64>(4), 42);
     assert!(row.get::<_, i64>(5) > 0);
+    // Frozen at retrieval: every row of a restored table carries HEAP_XMIN_FROZEN, so clones
+    // reading it write nothing.
+    app.batch_execute("CREATE EXTENSION pageinspect").await.unwrap();
+    let unfrozen = app
+        .query_one(
+            "SELECT count(*) FILTER (WHERE t_infomask & 768 <> 768), count(*) \
+             FROM heap_page_items(get_raw_page('customers', 0)) WHERE lp_flags = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(unfrozen.get::<_, i64>(1) > 0);
+    assert_eq!(unfrozen.get::<_, i64>(0), 0, "rows left unfrozen");
     drop(app);
     inspect.stop().await;
     source.stop().await;
