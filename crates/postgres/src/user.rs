@@ -35,15 +35,25 @@ impl OsUser {
     }
 
     /// Makes `dir` exist, owned by this user, with `mode`; the contents are left alone.
+    ///
+    /// A directory that is already right is not touched: this runs before every start, and a
+    /// needless chown or chmod still dirties the inode for the file system's next commit.
     pub fn own_dir(&self, dir: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         match std::fs::create_dir(dir) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(error) => return Err(Error::io("create directory", dir, error)),
         }
-        self.own_path(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-            .map_err(|error| Error::io("chmod", dir, error))
+        let meta = std::fs::metadata(dir).map_err(|error| Error::io("stat", dir, error))?;
+        if meta.uid() != self.uid || meta.gid() != self.gid {
+            self.own_path(dir)?;
+        }
+        if meta.mode() & 0o7777 != mode {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|error| Error::io("chmod", dir, error))?;
+        }
+        Ok(())
     }
 
     /// Gives one file or directory to this user (not recursive).
