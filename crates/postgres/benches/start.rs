@@ -15,8 +15,8 @@
 //!
 //! Run as root: `cargo bench -p postgres --bench start` (`SCION_BENCH_RUNS` sets the runs per
 //! major, default 30; `SCION_BENCH_SETTINGS="fsync=off"` adds settings; `SCION_BENCH_DIR` puts
-//! the clusters under another directory than /tmp, a btrfs pool's mount point say). Prints a
-//! Markdown table.
+//! the data directories under another directory than /tmp, a btrfs pool's mount point say).
+//! Prints a Markdown table.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, reason = "a benchmark stops at the first error")]
@@ -43,14 +43,14 @@ async fn main() {
         std::env::var("SCION_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let search = BinarySearch::default();
     let plain = std::env::var("SCION_BENCH_PLAIN").is_ok_and(|value| value == "1");
-    println!("load average before: {}", load_average());
+    println!("load average before: {}; {}", load_average(), pressure());
     println!(
         "runs per major: {runs}; settings: shared_buffers={}, max_connections={}, extra: {:?}\n",
         postgres::conf::DEFAULT_SHARED_BUFFERS,
         postgres::conf::DEFAULT_MAX_CONNECTIONS,
         extra_settings()
     );
-    println!("clusters under {}\n", bench_dir().display());
+    println!("data directories under {}\n", bench_dir().display());
     println!(
         "| version | spawned | `ready` in pid file | accepting median | accepting p95 \
          | first SELECT 1 (TCP, SCRAM) median | p95 | fast stop median | idle PSS |"
@@ -95,7 +95,7 @@ async fn main() {
             println!("{row}");
         }
     }
-    println!("\nload average after: {}", load_average());
+    println!("\nload average after: {}; {}", load_average(), pressure());
 }
 
 fn bench_dir() -> std::path::PathBuf {
@@ -109,6 +109,21 @@ fn extra_settings() -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect()
+}
+
+/// How much of the last minute tasks spent waiting for a CPU and for I/O (`some avg60`): the
+/// start is CPU-bound, and each of the postmaster's fsyncs waits behind other writers.
+fn pressure() -> String {
+    let avg60 = |resource: &str| {
+        let text =
+            std::fs::read_to_string(format!("/proc/pressure/{resource}")).unwrap_or_default();
+        text.lines()
+            .find(|line| line.starts_with("some"))
+            .and_then(|line| line.split_whitespace().find_map(|field| field.strip_prefix("avg60=")))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    format!("CPU pressure {}%, I/O pressure {}% (some, avg60)", avg60("cpu"), avg60("io"))
 }
 
 fn load_average() -> String {
@@ -133,14 +148,20 @@ struct MajorResult {
 
 async fn bench_major(major: PgMajor, runs: usize, plain: bool) -> MajorResult {
     let binaries = BinarySearch::default().locate(major).unwrap();
-    let dir = tempfile::Builder::new().prefix("scion-pg-bench-").tempdir_in(bench_dir()).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The socket, the log and the plain launch's settings stay in /tmp, as the engine keeps
+    // them in its state directory; only the data directory goes where SCION_BENCH_DIR says.
+    let dir = tempfile::Builder::new().prefix("scion-pg-bench-").tempdir_in("/tmp").unwrap();
+    let data_parent =
+        tempfile::Builder::new().prefix("scion-pg-bench-").tempdir_in(bench_dir()).unwrap();
+    for path in [dir.path(), data_parent.path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let user = OsUser::lookup("postgres").unwrap();
     let mut settings = ServerSettings::new(port, dir.path().join("sock"));
     settings.extra = extra_settings();
     let spec = InstanceSpec::new(
-        dir.path().join("data"),
+        data_parent.path().join("data"),
         settings,
         ADMIN,
         dir.path().join("postgres.log"),
