@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
 
 mod api;
+mod branches;
 mod harness;
 mod lifecycle;
 mod refresh;
