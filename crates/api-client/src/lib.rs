@@ -15,8 +15,10 @@ use std::fmt;
 use std::time::Duration;
 
 use api_types::{
-    CloneId, CreateCloneRequest, CreateSnapshotRequest, PatchCloneRequest, ResetCloneRequest,
-    Response, SnapshotId, StatusCode,
+    BranchName, BranchProtection, BranchView, CloneId, CommitRequest, CommitResponse,
+    CreateBranchRequest, CreateBranchResponse, CreateCloneRequest, CreateSnapshotRequest,
+    PatchCloneRequest, ProtectionUpdateRequest, ResetCloneRequest, Response, SnapshotCloneRequest,
+    SnapshotDetails, SnapshotId, StatusCode,
 };
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -135,6 +137,69 @@ impl Client {
         let path = snapshot_path(id)?;
         let query = [("force", force.to_string())];
         self.json(Method::DELETE, &path, &query, None::<&()>, Duration::ZERO).await
+    }
+
+    /// `PATCH /snapshot/{id}`: protect it, lift protection, or schedule its deletion.
+    pub async fn update_snapshot(
+        &self,
+        id: &str,
+        request: &ProtectionUpdateRequest,
+    ) -> Result<api_types::Snapshot, Error> {
+        let path = snapshot_path(id)?;
+        self.json(Method::PATCH, &path, &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `POST /snapshot/clone`: snapshot a clone's data without moving its branch's head.
+    pub async fn snapshot_clone(
+        &self,
+        request: &SnapshotCloneRequest,
+    ) -> Result<api_types::Snapshot, Error> {
+        self.json(Method::POST, &["snapshot", "clone"], &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `GET /branches`.
+    pub async fn branches(&self) -> Result<Vec<BranchView>, Error> {
+        self.get(&["branches"], &[]).await
+    }
+
+    /// `POST /branch`: fork a branch from a branch's head or a snapshot.
+    pub async fn create_branch(
+        &self,
+        request: &CreateBranchRequest,
+    ) -> Result<CreateBranchResponse, Error> {
+        self.json(Method::POST, &["branch"], &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `POST /branch/snapshot`: commit a clone into its branch.
+    pub async fn commit(&self, request: &CommitRequest) -> Result<CommitResponse, Error> {
+        self.json(Method::POST, &["branch", "snapshot"], &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `GET /branch/snapshot/{id}`: a snapshot with its place in the history.
+    pub async fn commit_details(&self, id: &str) -> Result<SnapshotDetails, Error> {
+        let path: Vec<&str> = std::iter::once("branch").chain(snapshot_path(id)?).collect();
+        self.get(&path, &[]).await
+    }
+
+    /// `GET /branch/{name}/log`: the branch's history, head first.
+    pub async fn branch_log(&self, name: &str) -> Result<Vec<SnapshotDetails>, Error> {
+        self.get(&["branch", branch_name(name)?, "log"], &[]).await
+    }
+
+    /// `DELETE /branch/{name}`: delete a branch with its snapshots.
+    pub async fn delete_branch(&self, name: &str) -> Result<Response, Error> {
+        let path = ["branch", branch_name(name)?];
+        self.json(Method::DELETE, &path, &[], None::<&()>, Duration::ZERO).await
+    }
+
+    /// `PATCH /branch/{name}`: protect a branch, lift protection, or schedule its deletion.
+    pub async fn update_branch(
+        &self,
+        name: &str,
+        request: &ProtectionUpdateRequest,
+    ) -> Result<BranchProtection, Error> {
+        let path = ["branch", branch_name(name)?];
+        self.json(Method::PATCH, &path, &[], Some(request), Duration::ZERO).await
     }
 
     /// `GET /clones`, newest first.
@@ -325,6 +390,11 @@ fn snapshot_path(id: &str) -> Result<Vec<&str>, Error> {
     Ok(std::iter::once("snapshot").chain(id.split('/')).collect())
 }
 
+fn branch_name(name: &str) -> Result<&str, Error> {
+    BranchName::parse(name).map_err(|source| Error::InvalidId { id: name.to_owned(), source })?;
+    Ok(name)
+}
+
 fn clone_id(id: &str) -> Result<&str, Error> {
     CloneId::parse(id).map_err(|source| Error::InvalidId { id: id.to_owned(), source })?;
     Ok(id)
@@ -375,6 +445,8 @@ mod tests {
         }
         assert!(matches!(clone_id("../status"), Err(Error::InvalidId { .. })));
         assert!(matches!(snapshot_path("no-at-sign"), Err(Error::InvalidId { .. })));
+        assert!(matches!(branch_name("a/b"), Err(Error::InvalidId { .. })));
+        assert_eq!(branch_name("dev-2").unwrap(), "dev-2");
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub(crate) enum Command {
     /// List, create and destroy snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// List, create, protect and delete branches (DBLab's `branch` verb), or use the
+    /// subcommands `create`, `list`, `log` and `delete`.
+    Branch(BranchArgs),
+    /// Make another branch the current one (kept in the CLI's configuration file).
+    Switch(SwitchArgs),
+    /// Commit a clone: snapshot its data as the new head of its branch.
+    Commit(CommitArgs),
+    /// A branch's history, head first (default: the current branch).
+    Log(LogArgs),
     /// The server itself.
     #[command(subcommand)]
     Instance(InstanceCommand),
@@ -190,6 +199,94 @@ pub(crate) struct CloneDestroyArgs {
     pub no_wait: bool,
 }
 
+/// `scion branch`: DBLab's flag forms (`scion branch`, `scion branch NAME`, `scion branch -d NAME`,
+/// `scion branch NAME -p VALUE`) next to subcommands. A subcommand's name wins over a branch
+/// of the same name: `scion branch create list` makes a branch called `list`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BranchArgs {
+    #[command(subcommand)]
+    pub command: Option<BranchCommand>,
+    /// Create this branch and switch to it; with --protected, change its protection instead.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub base: BranchBase,
+    /// Delete this branch with its snapshots (not the current branch); then switch to main.
+    #[arg(long, short = 'd', value_name = "NAME", conflicts_with_all = ["name", "parent_branch", "snapshot_id", "protected"])]
+    pub delete: Option<String>,
+    /// Protect the branch NAME: true (forever), false (lift), or a lease in minutes (120) or with
+    /// a unit (30m, 2h, 7d).
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "VALUE",
+        allow_hyphen_values = true,
+        requires = "name",
+        conflicts_with_all = ["parent_branch", "snapshot_id"],
+        value_parser = Protection::parse_arg
+    )]
+    pub protected: Option<Protection>,
+}
+
+/// What a new branch forks from.
+#[derive(Debug, Args)]
+pub(crate) struct BranchBase {
+    /// Fork from the head of this branch (default: the current branch).
+    #[arg(long, conflicts_with = "snapshot_id")]
+    pub parent_branch: Option<String>,
+    /// Fork from this snapshot.
+    #[arg(long)]
+    pub snapshot_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BranchCommand {
+    /// Create a branch and switch to it.
+    Create(BranchCreateArgs),
+    /// List branches; the current one is starred.
+    List,
+    /// A branch's history, head first (default: the current branch).
+    Log(LogArgs),
+    /// Delete a branch with its snapshots (not the current branch); then switch to main.
+    Delete(BranchNameArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BranchCreateArgs {
+    /// The new branch's name.
+    pub name: String,
+    #[command(flatten)]
+    pub base: BranchBase,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BranchNameArg {
+    /// The branch.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SwitchArgs {
+    /// The branch to work on.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CommitArgs {
+    /// The clone to commit.
+    #[arg(long)]
+    pub clone_id: String,
+    /// The commit message.
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// The branch (default: the current branch).
+    pub branch: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum SnapshotCommand {
     /// List snapshots, newest first.
@@ -198,6 +295,23 @@ pub(crate) enum SnapshotCommand {
     Create(SnapshotCreateArgs),
     /// Destroy a snapshot.
     Destroy(SnapshotDestroyArgs),
+    /// Protect a snapshot or lift its protection.
+    Update(SnapshotUpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotUpdateArgs {
+    /// The snapshot's ID (`<dataset>@<name>`).
+    pub snapshot_id: String,
+    /// true (forever), false (lift), or a lease in minutes (120) or with a unit (30m, 2h, 7d).
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "VALUE",
+        allow_hyphen_values = true,
+        value_parser = Protection::parse_arg
+    )]
+    pub protected: Protection,
 }
 
 #[derive(Debug, Args)]
@@ -210,8 +324,14 @@ pub(crate) struct SnapshotListArgs {
 #[derive(Debug, Args)]
 pub(crate) struct SnapshotCreateArgs {
     /// The pool to snapshot (default: the active pool).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "clone_id")]
     pub pool: Option<String>,
+    /// Snapshot this clone's data instead (POST /snapshot/clone); its branch's head stays.
+    #[arg(long)]
+    pub clone_id: Option<String>,
+    /// A message for the clone's snapshot (the API ignores it, as DBLab's does).
+    #[arg(long, short = 'm', requires = "clone_id")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! prints the result, and classifies failures into usage/configuration errors (exit 2) and failed
 //! operations (exit 1).
 
+mod branch;
 mod clone;
 mod init;
 mod instance;
@@ -9,6 +10,7 @@ mod snapshot;
 
 use std::fmt;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use api_client::Client;
@@ -78,6 +80,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Init(args) => init::run(global, &args).await,
         Command::Clone(command) => clone::run(&Context::new(global)?, command).await,
         Command::Snapshot(command) => snapshot::run(&Context::new(global)?, command).await,
+        Command::Branch(args) => branch::run(&Context::new(global)?, args).await,
+        Command::Switch(args) => branch::switch(&Context::new(global)?, &args.name).await,
+        Command::Commit(args) => branch::commit(&Context::new(global)?, args).await,
+        Command::Log(args) => branch::log(&Context::new(global)?, args.branch.as_deref()).await,
         Command::Instance(command) => instance::run(&Context::new(global)?, &command).await,
         Command::FullRefresh => instance::full_refresh(&Context::new(global)?).await,
         Command::Completions(args) => {
@@ -95,16 +101,25 @@ pub(crate) struct Context {
     pub client: Client,
     pub output: Output,
     pub timeout: Duration,
+    /// The CLI's configuration file, as loaded, and where it lives (for the current branch).
+    pub config: config::ConfigFile,
+    pub config_path: PathBuf,
 }
 
 impl Context {
     fn new(global: &GlobalArgs) -> Result<Context, Failure> {
-        let path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
-        let file = config::ConfigFile::load(&path).map_err(Failure::Usage)?;
+        let config_path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
+        let file = config::ConfigFile::load(&config_path).map_err(Failure::Usage)?;
         let endpoint = config::resolve(global.url.as_deref(), config::env_token(), &file);
         let client =
             Client::new(&endpoint.url, endpoint.token)?.with_timeout(global.request_timeout);
-        Ok(Context { client, output: global.output, timeout: global.request_timeout })
+        Ok(Context {
+            client,
+            output: global.output,
+            timeout: global.request_timeout,
+            config: file,
+            config_path,
+        })
     }
 
     /// Prints `value` as the API's JSON or as `table(value)`.

@@ -24,6 +24,20 @@ pub(crate) struct ConfigFile {
     /// The API token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The branch `scion branch NAME` and `scion switch` moved to (DBLab's `current_branch`);
+    /// `main` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_branch: Option<String>,
+}
+
+/// The branch every pool has; the current branch until `scion switch` says otherwise.
+pub(crate) const MAIN_BRANCH: &str = "main";
+
+impl ConfigFile {
+    /// The current branch.
+    pub(crate) fn current_branch(&self) -> &str {
+        self.current_branch.as_deref().filter(|branch| !branch.is_empty()).unwrap_or(MAIN_BRANCH)
+    }
 }
 
 /// Where the file lives: `--config`/`SCION_CLI_CONFIG`, else `$XDG_CONFIG_HOME/scion/config.toml`,
@@ -109,7 +123,11 @@ mod tests {
 
     #[test]
     fn flags_and_environment_win_over_the_file() {
-        let file = ConfigFile { url: Some("http://file:1".into()), token: Some("file".into()) };
+        let file = ConfigFile {
+            url: Some("http://file:1".into()),
+            token: Some("file".into()),
+            current_branch: None,
+        };
         let endpoint = resolve(Some("http://flag:2"), Some("env".into()), &file);
         assert_eq!(endpoint, Endpoint { url: "http://flag:2".into(), token: Some("env".into()) });
         let endpoint = resolve(None, None, &file);
@@ -122,8 +140,11 @@ mod tests {
     fn the_file_round_trips_with_mode_0600() {
         let dir = std::env::temp_dir().join(format!("scion-cli-config-{}", std::process::id()));
         let path = dir.join("nested").join("config.toml");
-        let file =
-            ConfigFile { url: Some("http://127.0.0.1:2345".into()), token: Some("t".into()) };
+        let file = ConfigFile {
+            url: Some("http://127.0.0.1:2345".into()),
+            token: Some("t".into()),
+            current_branch: Some("dev".into()),
+        };
         file.save(&path).unwrap();
         assert_eq!(ConfigFile::load(&path).unwrap(), file);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

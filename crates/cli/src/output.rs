@@ -4,8 +4,11 @@
 
 use std::fmt::Write;
 
-use api_types::{Clone, Instance, LocalTime, Snapshot, Status};
-use chrono::Local;
+use api_types::{
+    BranchProtection, BranchView, Clone, Instance, LocalTime, Protection, Snapshot,
+    SnapshotDetails, Status,
+};
+use chrono::{Local, NaiveDateTime};
 use serde::Serialize;
 
 /// The API's shape, pretty-printed as DBLab does (two-space indent), with a final newline.
@@ -86,7 +89,7 @@ pub(crate) fn snapshot_list(snapshots: &[Snapshot]) -> String {
 
 /// One snapshot as `Key  value` lines.
 pub(crate) fn snapshot_detail(snapshot: &Snapshot) -> String {
-    key_values(&[
+    let mut rows = vec![
         ("ID", snapshot.id.clone()),
         ("Pool", dash(&snapshot.pool)),
         ("Branch", dash(&snapshot.branch)),
@@ -94,7 +97,83 @@ pub(crate) fn snapshot_detail(snapshot: &Snapshot) -> String {
         ("Created at", time(snapshot.created_at)),
         ("Size", size(snapshot.logical_size)),
         ("Clones", snapshot.num_clones.to_string()),
-    ])
+    ];
+    let notes = protection_notes(&snapshot.protection);
+    if !notes.is_empty() {
+        rows.push(("Protection", notes.join(", ")));
+    }
+    key_values(&rows)
+}
+
+/// Branches as DBLab's CLI lists them: the current one starred, protection and scheduled
+/// deletion in brackets.
+pub(crate) fn branch_list(branches: &[BranchView], current: &str) -> String {
+    let mut text = String::new();
+    for branch in branches {
+        let marker = if branch.name == current { '*' } else { ' ' };
+        let _ = write!(text, "{marker} {}", branch.name);
+        for note in protection_notes(&branch.protection) {
+            let _ = write!(text, " [{note}]");
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// `[protected]`, `[protected until …]` and `[auto-delete at …]`, times in RFC 3339.
+fn protection_notes(protection: &Protection) -> Vec<String> {
+    let mut notes = Vec::new();
+    if protection.protected {
+        notes.push(match protection.protected_till.filter(|till| !till.is_zero()) {
+            Some(till) => format!("protected until {}", till.to_wire()),
+            None => "protected".to_owned(),
+        });
+    }
+    if let Some(at) = protection.delete_at.filter(|at| !at.is_zero()) {
+        notes.push(format!("auto-delete at {}", at.to_wire()));
+    }
+    notes
+}
+
+/// The answer to `scion branch NAME --protected VALUE`.
+pub(crate) fn branch_protection(answer: &BranchProtection) -> String {
+    let notes = protection_notes(&answer.protection);
+    if notes.is_empty() {
+        format!("Branch {}: not protected\n", answer.name)
+    } else {
+        format!("Branch {}: {}\n", answer.name, notes.join(", "))
+    }
+}
+
+/// A branch's history like `git log`: the ID with the branches it heads, the time of its data,
+/// the clones on it, and the message.
+pub(crate) fn commit_log(commits: &[SnapshotDetails]) -> String {
+    let mut text = String::new();
+    for commit in commits {
+        let _ = write!(text, "snapshot {}", commit.id);
+        if !commit.branch.is_empty() {
+            let _ = write!(text, " (HEAD -> {})", commit.branch.join(", "));
+        }
+        let _ = writeln!(text);
+        let _ = writeln!(text, "DataStateAt: {}", data_state_at(&commit.data_state_at));
+        let _ = writeln!(text, "Clones: {}", commit.num_clones);
+        if !commit.message.is_empty() && commit.message != "-" {
+            let _ = writeln!(text, "\n    {}", commit.message.replace('\n', "\n    "));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// DBLab's `YYYYMMDDHHMMSS` (UTC) as RFC 1123 with a numeric zone in the local time zone, as
+/// DBLab's `log` prints it; the raw value when it does not parse.
+fn data_state_at(stamp: &str) -> String {
+    match NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S") {
+        Ok(naive) => {
+            naive.and_utc().with_timezone(&Local).format("%a, %d %b %Y %H:%M:%S %z").to_string()
+        }
+        Err(_) => stamp.to_owned(),
+    }
 }
 
 /// `GET /status` for people: the headline, the engine, retrieval and clones, then the pools.
@@ -229,6 +308,47 @@ mod tests {
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(5 << 30), "5.0 GiB");
         assert_eq!(size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn logs_and_branch_lists() {
+        let commit = SnapshotDetails {
+            id: "p/branch/dev/c/r0@20240502090000".to_owned(),
+            parent: "-".to_owned(),
+            child: Vec::new(),
+            branch: vec!["dev".to_owned(), "qa".to_owned()],
+            root: Vec::new(),
+            data_state_at: "20240502090000".to_owned(),
+            message: "two\nlines".to_owned(),
+            dataset: "p/branch/dev/c/r0".to_owned(),
+            clones: Vec::new(),
+            num_clones: 2,
+            protection: Protection::default(),
+        };
+        let text = commit_log(std::slice::from_ref(&commit));
+        let expected_time = data_state_at("20240502090000");
+        assert_eq!(
+            text,
+            format!(
+                "snapshot p/branch/dev/c/r0@20240502090000 (HEAD -> dev, qa)\n\
+                 DataStateAt: {expected_time}\nClones: 2\n\n    two\n    lines\n\n"
+            )
+        );
+        assert_eq!(data_state_at("garbage"), "garbage");
+        let branch = |name: &str, protection: Protection| BranchView {
+            name: name.to_owned(),
+            base_dataset: "p".to_owned(),
+            parent: "-".to_owned(),
+            data_state_at: String::new(),
+            snapshot_id: String::new(),
+            dataset: String::new(),
+            num_snapshots: 1,
+            protection,
+        };
+        let guarded = Protection { protected: true, ..Protection::default() };
+        let list =
+            branch_list(&[branch("dev", guarded), branch("main", Protection::default())], "main");
+        assert_eq!(list, "  dev [protected]\n* main\n");
     }
 
     #[test]

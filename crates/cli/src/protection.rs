@@ -58,6 +58,19 @@ impl Protection {
     }
 }
 
+impl Protection {
+    /// The body of `PATCH /snapshot/{id}` and `PATCH /branch/{name}`: `true` without a lease
+    /// means forever there.
+    pub(crate) fn update_request(self) -> api_types::ProtectionUpdateRequest {
+        let (protected, protection_duration_minutes) = Protection::fields(Some(self));
+        api_types::ProtectionUpdateRequest {
+            protected: Some(protected),
+            protection_duration_minutes,
+            delete_at: None,
+        }
+    }
+}
+
 impl fmt::Display for Protection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -107,5 +120,9 @@ mod tests {
         assert_eq!(Protection::fields(Some(Protection::Off)), (false, None));
         assert_eq!(Protection::fields(Some(Protection::On { minutes: None })), (true, None));
         assert_eq!(Protection::fields(Some(Protection::On { minutes: Some(0) })), (true, Some(0)));
+        let off = Protection::Off.update_request();
+        assert_eq!((off.protected, off.protection_duration_minutes), (Some(false), None));
+        let on = Protection::On { minutes: Some(60) }.update_request();
+        assert_eq!((on.protected, on.protection_duration_minutes), (Some(true), Some(60)));
     }
 }

@@ -37,7 +37,8 @@ async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure>
         id: args.id.unwrap_or_default(),
         protected,
         protection_duration_minutes,
-        branch: args.branch.unwrap_or_default(),
+        // As in DBLab's CLI, a clone goes on the current branch unless told otherwise.
+        branch: args.branch.or_else(|| context.config.current_branch.clone()).unwrap_or_default(),
         snapshot: args.snapshot_id.map(|id| SnapshotRef { id }),
         extra_conf: args.extra_config.into_iter().collect(),
         db: Some(DatabaseRequest {
