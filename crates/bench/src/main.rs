@@ -1,0 +1,422 @@
+//! `scion-bench`: the benchmark harness of issue #8. It runs a real `scion-server` on sparse
+//! image pools (btrfs, ZFS on zfs-fuse) holding a pgbench-filled golden copy, and measures
+//! clone-ready latency, the alternatives on the same data in the same run, clones per host and
+//! API latency, then prints Markdown tables for BENCHMARKS.md. Must run as root.
+//!
+//! `scripts/bench` builds it in release mode and runs it; see `--help` for the flags.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on stdout")]
+
+mod alternatives;
+mod cluster;
+mod report;
+mod scion;
+mod server;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use crate::alternatives::Method;
+use crate::cluster::{Backend, Loaded, Pool};
+use crate::report::{AltResult, Report, SizeResult};
+use crate::server::Server;
+
+/// Bytes of data directory per pgbench scale unit (scale 68 ≈ 1 GB, 680 ≈ 10 GB).
+const BYTES_PER_SCALE: f64 = 14.7e6;
+
+#[derive(Debug, Parser)]
+#[command(name = "scion-bench", about = "Scion's benchmark harness (issue #8); run as root")]
+struct Args {
+    /// Source sizes, like 100MB,1GB,10GB (pgbench scale = size / 14.7 MB, at least 1).
+    #[arg(long, value_delimiter = ',', default_value = "100MB,1GB,10GB", value_parser = parse_size)]
+    sizes: Vec<u64>,
+    /// Pools to run Scion on.
+    #[arg(long, value_delimiter = ',', default_value = "btrfs,zfs", value_parser = parse_backend)]
+    backends: Vec<Backend>,
+    /// Timed clones per size and backend (each destroyed before the next).
+    #[arg(long, default_value_t = 50)]
+    clones: usize,
+    /// Clones to keep running at once in the density phase (0: skip density and API latency).
+    #[arg(long, default_value_t = 200)]
+    density: usize,
+    /// The size whose btrfs pool runs the density phase (default: the first size).
+    #[arg(long, value_parser = parse_size)]
+    density_size: Option<u64>,
+    /// GET requests per endpoint in the API latency phase.
+    #[arg(long, default_value_t = 200)]
+    api_requests: usize,
+    /// Runs per alternative.
+    #[arg(long, default_value_t = 5)]
+    alt_runs: usize,
+    /// Runs per alternative that copies every byte, at sizes of at least --large-from.
+    #[arg(long, default_value_t = 1)]
+    alt_runs_large: usize,
+    /// From this size on, copying alternatives run --alt-runs-large times.
+    #[arg(long, default_value = "5GB", value_parser = parse_size)]
+    large_from: u64,
+    /// Skip the alternatives.
+    #[arg(long)]
+    no_alternatives: bool,
+    /// ZFS runs only at sizes up to this (zfs-fuse is slow to fill).
+    #[arg(long, value_parser = parse_size)]
+    zfs_max_size: Option<u64>,
+    /// The PostgreSQL major of the golden copy (Scion's clones) and of the alternatives that
+    /// are not tied to 15.
+    #[arg(long, default_value_t = 18)]
+    major: u8,
+    /// Where pool images and scratch files go (a temp dir inside it is removed at the end).
+    #[arg(long, default_value = "/var/tmp/scion-bench")]
+    dir: PathBuf,
+    /// First of the consecutive loopback ports used (API, clones, local servers). The default
+    /// lies above Linux's ephemeral range (32768–60999) and above the tests' ports.
+    #[arg(long, default_value_t = 61000)]
+    port_from: u16,
+    /// The scion-server binary (default: next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let (number, unit) = upper
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((upper.as_str(), ""), |at| upper.split_at(at));
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 100MB"))?;
+    let factor = match unit {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return Err(format!("{text:?}: the unit must be B, KB, MB or GB")),
+    };
+    Ok((number * factor) as u64)
+}
+
+fn parse_backend(text: &str) -> Result<Backend, String> {
+    match text.trim() {
+        "btrfs" => Ok(Backend::Btrfs),
+        "zfs" => Ok(Backend::Zfs),
+        other => Err(format!("unknown backend {other:?} (btrfs, zfs)")),
+    }
+}
+
+/// A size for the tables: 100 MB, 1 GB.
+pub(crate) fn size_label(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{} GB", trim_float(bytes as f64 / 1e9))
+    } else {
+        format!("{} MB", trim_float(bytes as f64 / 1e6))
+    }
+}
+
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.1}");
+    text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
+}
+
+fn scale_for(bytes: u64) -> u32 {
+    ((bytes as f64 / BYTES_PER_SCALE).round() as u32).max(1)
+}
+
+/// Ports handed out in order from `--port-from`.
+struct Ports {
+    next: u16,
+}
+
+impl Ports {
+    fn take(&mut self, count: u16) -> Result<(u16, u16)> {
+        let first = self.next;
+        let last = first.checked_add(count.saturating_sub(1)).context("out of ports")?;
+        self.next = last.checked_add(1).context("out of ports")?;
+        Ok((first, last))
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(report) => {
+            let text = report.render();
+            let failed = report.failure.is_some();
+            println!("{text}");
+            if let Some(out) = &args.out
+                && let Err(error) = std::fs::write(out, &text)
+            {
+                eprintln!("scion-bench: write {}: {error}", out.display());
+                std::process::exit(1);
+            }
+            if failed {
+                std::process::exit(1);
+            }
+        }
+        Err(error) => {
+            eprintln!("scion-bench: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("[bench {}] {message}", chrono::Local::now().format("%H:%M:%S"));
+}
+
+async fn run(args: &Args) -> Result<Report> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("run as root: the benchmark mounts pools and starts servers as user postgres");
+    }
+    if args.sizes.is_empty() || args.backends.is_empty() {
+        bail!("give at least one size and one backend");
+    }
+    let server_bin = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("scion-server"),
+    };
+    if !server_bin.is_file() {
+        bail!("no scion-server at {} (build it, or pass --server-bin)", server_bin.display());
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let work = tempfile::Builder::new().prefix("run-").tempdir_in(&args.dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755))?;
+    let mut report = Report::new(&args.dir, args.major);
+    let density_size = args.density_size.unwrap_or(args.sizes[0]);
+    let mut ports = Ports { next: args.port_from };
+    let api_port = ports.take(1)?.0;
+    let clone_ports = ports.take(u16::try_from(args.density.max(4) + 8)?)?;
+    let local_port = ports.take(1)?.0;
+    for (index, &size) in args.sizes.iter().enumerate() {
+        let dir = work.path().join(format!("size-{index}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let ctx = SizeCtx {
+            args,
+            size,
+            dir: &dir,
+            server_bin: &server_bin,
+            api_port,
+            clone_ports,
+            local_port,
+            density: size == density_size && args.density > 0,
+        };
+        let result = run_size(&ctx, &mut report).await;
+        std::fs::remove_dir_all(&dir).ok();
+        if let Err(error) = result {
+            // Keep what the earlier sizes measured: a long run should not be lost to one failure.
+            progress(&format!("failed: {error:#}"));
+            report.failure =
+                Some(format!("{} failed: {}", size_label(size), first_line(&format!("{error:#}"))));
+            break;
+        }
+    }
+    report.finish();
+    Ok(report)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+struct SizeCtx<'a> {
+    args: &'a Args,
+    size: u64,
+    dir: &'a Path,
+    server_bin: &'a Path,
+    api_port: u16,
+    clone_ports: (u16, u16),
+    local_port: u16,
+    density: bool,
+}
+
+/// Pool image ceiling for a size: room for the data, a full copy and WAL (sparse: only
+/// what is written costs disk).
+fn pool_size(size: u64) -> u64 {
+    (size * 4).max(2 << 30) + (4 << 30)
+}
+
+async fn run_size(ctx: &SizeCtx<'_>, report: &mut Report) -> Result<()> {
+    let args = ctx.args;
+    let scale = scale_for(ctx.size);
+    progress(&format!(
+        "{}: btrfs pool, loading PostgreSQL {} with pgbench -i -s {scale}",
+        size_label(ctx.size),
+        args.major
+    ));
+    let btrfs = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size)).await?;
+    let result = run_size_on(ctx, report, &btrfs, scale).await;
+    let teardown = btrfs.teardown().await;
+    result?;
+    teardown
+}
+
+async fn run_size_on(
+    ctx: &SizeCtx<'_>,
+    report: &mut Report,
+    btrfs: &Pool,
+    scale: u32,
+) -> Result<()> {
+    let args = ctx.args;
+    let golden = btrfs.create_golden().await?;
+    let loaded = cluster::load(args.major, &golden, scale, ctx.local_port, ctx.dir).await?;
+    progress(&format!(
+        "loaded {} (database {} MB) in {:.0} s",
+        size_label(loaded.data_dir_bytes),
+        loaded.database_bytes / 1_000_000,
+        loaded.seconds
+    ));
+    let mut size_result = SizeResult::new(ctx.size, scale, loaded);
+    for &backend in &args.backends {
+        match backend {
+            Backend::Btrfs => {
+                let timed = scion_phase(ctx, btrfs, &mut size_result, ctx.density).await?;
+                size_result.scion.push((backend, timed));
+            }
+            Backend::Zfs => {
+                if args.zfs_max_size.is_some_and(|max| ctx.size > max) {
+                    size_result
+                        .notes
+                        .push(format!("ZFS skipped at {} (--zfs-max-size)", size_label(ctx.size)));
+                    continue;
+                }
+                progress("zfs pool, copying the golden data directory into it");
+                let zfs = Pool::create(ctx.dir, Backend::Zfs, pool_size(ctx.size)).await?;
+                let outcome = async {
+                    let zfs_golden = zfs.create_golden().await?;
+                    let started = Instant::now();
+                    cluster::copy_data_dir(&golden, &zfs_golden, false).await?;
+                    sync_all().await?;
+                    progress(&format!("copied in {:.0} s", started.elapsed().as_secs_f64()));
+                    scion_phase(ctx, &zfs, &mut size_result, false).await
+                }
+                .await;
+                let teardown = zfs.teardown().await;
+                // zfs-fuse is a shared daemon here; losing it must not cost the btrfs figures.
+                match outcome {
+                    Ok(timed) => size_result.scion.push((backend, timed)),
+                    Err(error) => {
+                        progress(&format!("ZFS failed: {error:#}"));
+                        size_result.notes.push(format!(
+                            "ZFS at {} failed: {}",
+                            size_label(ctx.size),
+                            first_line(&format!("{error:#}"))
+                        ));
+                    }
+                }
+                teardown?;
+            }
+        }
+    }
+    if !args.no_alternatives {
+        alternatives_phase(ctx, btrfs, &golden, &mut size_result, scale).await?;
+    }
+    report.sizes.push(size_result);
+    Ok(())
+}
+
+/// `sync` for the whole machine, so one phase's write-back does not land in the next.
+async fn sync_all() -> Result<()> {
+    Ok(exec::Cmd::new("sync").run().await?)
+}
+
+async fn scion_phase(
+    ctx: &SizeCtx<'_>,
+    pool: &Pool,
+    size_result: &mut SizeResult,
+    density: bool,
+) -> Result<Vec<scion::Timed>> {
+    let state =
+        ctx.dir.join(format!("state-{}", pool.backend.label().split(' ').next().unwrap_or("pool")));
+    sync_all().await?;
+    progress(&format!("{}: scion-server on {}", size_label(ctx.size), pool.backend.label()));
+    let server = Server::start(
+        ctx.server_bin,
+        &state,
+        &pool.image.backend_config(),
+        ctx.api_port,
+        ctx.clone_ports,
+    )
+    .await?;
+    let outcome = async {
+        progress(&format!("{} timed clones", ctx.args.clones));
+        let timed = scion::clone_latency(&server, ctx.args.clones).await?;
+        if density {
+            progress(&format!("density: up to {} clones", ctx.args.density));
+            let found =
+                scion::density(&server, pool, ctx.args.density, ctx.args.api_requests).await?;
+            size_result.density = Some((pool.backend, found));
+        }
+        Ok::<_, anyhow::Error>(timed)
+    }
+    .await;
+    let outcome = outcome.map_err(|error| error.context(server.log_tail()));
+    server.stop().await;
+    test_support::stop_postmasters_under(pool.mountpoint());
+    std::fs::remove_dir_all(&state).ok();
+    outcome
+}
+
+async fn alternatives_phase(
+    ctx: &SizeCtx<'_>,
+    btrfs: &Pool,
+    golden: &Path,
+    size_result: &mut SizeResult,
+    scale: u32,
+) -> Result<()> {
+    let args = ctx.args;
+    let runs = |method: Method| {
+        if method.is_slow() && ctx.size >= args.large_from {
+            args.alt_runs_large
+        } else {
+            args.alt_runs
+        }
+    };
+    let port = ctx.local_port;
+    // The Scion major's cluster is the golden copy itself (stopped, on btrfs); others get
+    // their own cluster on the same pool, loaded the same way.
+    let mut clusters: Vec<(u8, PathBuf)> = vec![(args.major, golden.to_path_buf())];
+    for major in [18, 15] {
+        if major == args.major {
+            continue;
+        }
+        progress(&format!("loading PostgreSQL {major} for the alternatives"));
+        let data_dir = btrfs.mountpoint().join(format!("alt-pg{major}")).join("data");
+        std::fs::create_dir_all(data_dir.parent().context("parent")?)?;
+        let loaded: Loaded = cluster::load(major, &data_dir, scale, port, ctx.dir).await?;
+        size_result.notes.push(format!(
+            "PostgreSQL {major}'s copy of the source: data directory {}, database {} MB",
+            size_label(loaded.data_dir_bytes),
+            loaded.database_bytes / 1_000_000
+        ));
+        clusters.push((major, data_dir));
+    }
+    let plan: Vec<(Method, u8)> = vec![
+        (Method::WalLog, 15),
+        (Method::FileCopy, 15),
+        (Method::WalLog, 18),
+        (Method::FileCopy, 18),
+        (Method::FileCopyClone, 18),
+        (Method::DumpRestore, args.major),
+        (Method::CopyDataDir, args.major),
+    ];
+    for (method, major) in plan {
+        let Some((_, data_dir)) = clusters.iter().find(|(m, _)| *m == major) else { continue };
+        let runs = runs(method);
+        progress(&format!("alternative on PostgreSQL {major}: {} ×{runs}", method.label()));
+        sync_all().await?;
+        let samples = alternatives::measure(method, major, data_dir, port, ctx.dir, runs)
+            .await
+            .with_context(|| format!("{} on PostgreSQL {major}", method.label()))?;
+        size_result.alternatives.push(AltResult { method, major, samples });
+    }
+    for (_, data_dir) in clusters.iter().skip(1) {
+        std::fs::remove_dir_all(data_dir.parent().unwrap_or(data_dir)).ok();
+    }
+    Ok(())
+}

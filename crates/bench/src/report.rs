@@ -1,0 +1,313 @@
+//! The Markdown report: the machine, then one table per measurement, each with the command that
+//! reproduces it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local};
+
+use crate::alternatives::Method;
+use crate::cluster::{Backend, Loaded};
+use crate::scion::{Density, Timed};
+use crate::size_label;
+use crate::stats::{self, Summary};
+
+/// One alternative's samples.
+pub(crate) struct AltResult {
+    pub(crate) method: Method,
+    pub(crate) major: u8,
+    pub(crate) samples: Vec<f64>,
+}
+
+/// Everything measured at one source size.
+pub(crate) struct SizeResult {
+    pub(crate) size: u64,
+    pub(crate) scale: u32,
+    pub(crate) loaded: Loaded,
+    pub(crate) scion: Vec<(Backend, Vec<Timed>)>,
+    pub(crate) alternatives: Vec<AltResult>,
+    pub(crate) density: Option<(Backend, Density)>,
+    pub(crate) notes: Vec<String>,
+}
+
+impl SizeResult {
+    pub(crate) fn new(size: u64, scale: u32, loaded: Loaded) -> SizeResult {
+        SizeResult {
+            size,
+            scale,
+            loaded,
+            scion: Vec::new(),
+            alternatives: Vec::new(),
+            density: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn scion_btrfs_median(&self) -> Option<f64> {
+        self.scion
+            .iter()
+            .find(|(backend, _)| *backend == Backend::Btrfs)
+            .map(|(_, timed)| Summary::of(&ready_ms(timed)).median)
+    }
+}
+
+fn ready_ms(timed: &[Timed]) -> Vec<f64> {
+    timed.iter().map(|t| t.ready_ms).collect()
+}
+
+/// The whole run.
+pub(crate) struct Report {
+    dir: PathBuf,
+    major: u8,
+    started: DateTime<Local>,
+    finished: Option<DateTime<Local>>,
+    load_before: String,
+    load_after: String,
+    command: String,
+    pub(crate) sizes: Vec<SizeResult>,
+    /// Why the run stopped early, if it did.
+    pub(crate) failure: Option<String>,
+}
+
+impl Report {
+    pub(crate) fn new(dir: &Path, major: u8) -> Report {
+        // The binary's own paths are the script's business, not part of what is measured.
+        let mut args = Vec::new();
+        let mut skip_value = false;
+        for arg in std::env::args().skip(1) {
+            if std::mem::take(&mut skip_value) {
+                continue;
+            }
+            if arg == "--server-bin" || arg == "--out" {
+                skip_value = true;
+            } else if !arg.starts_with("--server-bin=") && !arg.starts_with("--out=") {
+                args.push(arg);
+            }
+        }
+        Report {
+            dir: dir.to_path_buf(),
+            major,
+            started: Local::now(),
+            finished: None,
+            load_before: stats::load_average(),
+            load_after: String::new(),
+            command: format!("sudo scripts/bench {}", args.join(" ")).trim_end().to_owned(),
+            sizes: Vec::new(),
+            failure: None,
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        self.finished = Some(Local::now());
+        self.load_after = stats::load_average();
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        self.machine(&mut out);
+        self.latency(&mut out);
+        self.alternatives(&mut out);
+        self.density(&mut out);
+        let notes: Vec<&String> =
+            self.sizes.iter().flat_map(|size| &size.notes).chain(&self.failure).collect();
+        if !notes.is_empty() {
+            out.push_str("\nNotes from the run:\n");
+            for note in notes {
+                let _ = writeln!(out, "- {note}");
+            }
+        }
+        out
+    }
+
+    fn machine(&self, out: &mut String) {
+        let (_, total_kib) = stats::memory_kib();
+        let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let os = std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("PRETTY_NAME="))
+            .map(|name| name.trim_matches('"').to_owned())
+            .unwrap_or_default();
+        let finished = self.finished.map(|t| t.format("%H:%M").to_string()).unwrap_or_default();
+        let _ = writeln!(out, "Reproduce (as root): `{}`\n", self.command);
+        let _ = writeln!(
+            out,
+            "- Measured {}–{} (local time); load average (1, 5, 15 min) before: {}, after: {}.",
+            self.started.format("%Y-%m-%d %H:%M"),
+            finished,
+            self.load_before,
+            self.load_after
+        );
+        let _ = writeln!(
+            out,
+            "- Machine: {cpus} CPUs ({model}), {:.1} GiB memory, kernel {}, {os}.",
+            total_kib as f64 / (1 << 20) as f64,
+            kernel.trim()
+        );
+        let _ = writeln!(
+            out,
+            "- Pools: sparse image files under `{}` (btrfs loop-mounted; ZFS on zfs-fuse with the image as its file vdev); the golden copy is PostgreSQL {} filled by `pgbench -i`.",
+            self.dir.display(),
+            self.major
+        );
+    }
+
+    fn latency(&self, out: &mut String) {
+        out.push_str(
+            "\n#### Clone-ready latency\n\nFrom `POST /clone?wait=120` to the first successful `SELECT 1` over TCP (127.0.0.1, the clone's port) as the clone's password (SCRAM) user; one untimed warm-up clone first; each clone destroyed (untimed) before the next.\n\n",
+        );
+        out.push_str("| pool | source (data dir / database) | clones | median | p95 | min | max | server `cloningTime` median | connects refused after OK |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        for size in &self.sizes {
+            for (backend, timed) in &size.scion {
+                let ready = Summary::of(&ready_ms(timed));
+                let server: Vec<f64> = timed.iter().map(|t| t.server_ms).collect();
+                let refused: u32 = timed.iter().map(|t| t.retries).sum();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {refused} |",
+                    backend.label(),
+                    source_label(size),
+                    ready.n,
+                    ms(ready.median),
+                    ms(ready.p95),
+                    ms(ready.min),
+                    ms(ready.max),
+                    ms(Summary::of(&server).median),
+                );
+            }
+        }
+    }
+
+    fn alternatives(&self, out: &mut String) {
+        if self.sizes.iter().all(|size| size.alternatives.is_empty()) {
+            return;
+        }
+        out.push_str(
+            "\n#### The alternatives, as ratios to Scion\n\nEach from its start to the first successful `SELECT 1` over TCP as a password (SCRAM) role in the new copy, against a cleanly stopped cluster on the same btrfs pool holding the same pgbench data (PostgreSQL 15's copy loaded the same way); `CREATE DATABASE` runs over an already open admin session; every copy is dropped and a CHECKPOINT runs (both untimed) before the next run. Ratio: the alternative's median over Scion's btrfs median at the same size.\n\n",
+        );
+        out.push_str("| source | method | PostgreSQL | runs | median | max | × Scion (btrfs) |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+        for size in &self.sizes {
+            let scion = size.scion_btrfs_median();
+            for (backend, timed) in &size.scion {
+                let ready = Summary::of(&ready_ms(timed));
+                let _ = writeln!(
+                    out,
+                    "| {} | Scion, {} | {} | {} | {} | {} | {} |",
+                    size_label(size.size),
+                    backend.label(),
+                    self.major,
+                    ready.n,
+                    ms(ready.median),
+                    ms(ready.max),
+                    ratio(ready.median, scion),
+                );
+            }
+            for alt in &size.alternatives {
+                let summary = Summary::of(&alt.samples);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    size_label(size.size),
+                    alt.method.label(),
+                    alt.major,
+                    summary.n,
+                    ms(summary.median),
+                    ms(summary.max),
+                    ratio(summary.median, scion),
+                );
+            }
+        }
+    }
+
+    fn density(&self, out: &mut String) {
+        for size in &self.sizes {
+            let Some((backend, density)) = &size.density else { continue };
+            let _ = writeln!(
+                out,
+                "\n#### Density: clones running at once ({}, {})\n",
+                backend.label(),
+                source_label(size)
+            );
+            out.push_str("Clones made one after another with `POST /clone?wait=120` and kept; each had one TCP session (its `SELECT 1`). PSS: `Pss` of /proc/<pid>/smaps_rollup summed over each clone's postmaster and children, 5 s after the last clone. Disk: the engine's `cloneDiffSize`, and the growth of the pool's used bytes (statvfs after `sync -f`) over the phase divided by the clones.\n\n");
+            out.push_str("| clones asked | running | stopped because | PSS per clone median / p95 / max | `cloneDiffSize` median / max | pool growth per clone | engine RSS before → after | MemAvailable before → after | clone-ready while filling median / p95 |\n");
+            out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} / {} / {} | {} / {} | {} | {} → {} | {} → {} | {} / {} |",
+                density.target,
+                density.running,
+                density.stopped_because.as_deref().unwrap_or("–"),
+                mib(density.pss.median * 1024.0),
+                mib(density.pss.p95 * 1024.0),
+                mib(density.pss.max * 1024.0),
+                kib(density.diff.median),
+                kib(density.diff.max),
+                kib(density.pool_bytes_per_clone),
+                mib(density.engine_rss_before_kib as f64 * 1024.0),
+                mib(density.engine_rss_after_kib as f64 * 1024.0),
+                gib(density.mem_available_before_kib as f64 * 1024.0),
+                gib(density.mem_available_after_kib as f64 * 1024.0),
+                ms(density.ready.median),
+                ms(density.ready.p95),
+            );
+            let _ = writeln!(out, "\n#### API latency with {} clones running\n", density.running);
+            out.push_str("Sequential requests from one keep-alive client, each timed to the end of its body.\n\n");
+            out.push_str("| endpoint | clones | requests | median | p99 | max |\n| --- | --- | --- | --- | --- | --- |\n");
+            for (path, summary) in
+                [("GET /status", density.status_api), ("GET /clones", density.clones_api)]
+            {
+                let _ = writeln!(
+                    out,
+                    "| `{path}` | {} | {} | {} | {} | {} |",
+                    density.running,
+                    summary.n,
+                    ms(summary.median),
+                    ms(summary.p99),
+                    ms(summary.max)
+                );
+            }
+        }
+    }
+}
+
+fn source_label(size: &SizeResult) -> String {
+    format!(
+        "{} / {} (pgbench scale {})",
+        size_label(size.loaded.data_dir_bytes),
+        size_label(size.loaded.database_bytes),
+        size.scale
+    )
+}
+
+/// Milliseconds, or seconds from 10 s on.
+fn ms(value: f64) -> String {
+    if value >= 10_000.0 { format!("{:.1} s", value / 1000.0) } else { format!("{value:.1} ms") }
+}
+
+fn ratio(value: f64, scion: Option<f64>) -> String {
+    match scion {
+        Some(scion) if scion > 0.0 => format!("{:.1}×", value / scion),
+        _ => "–".to_owned(),
+    }
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.0} KiB", bytes / 1024.0)
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1 << 20) as f64)
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+}

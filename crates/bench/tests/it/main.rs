@@ -1,0 +1,3 @@
+//! Integration tests of `scion-bench`: one module per feature.
+
+mod smoke;
