@@ -1,6 +1,7 @@
 //! End-to-end tests of the `scion` CLI: the real binary against a real `scion-server` on a real
 //! btrfs pool (see `support` for how the server is built, started and cleaned up).
 
+mod branch;
 mod clone;
 mod errors;
 mod init;
