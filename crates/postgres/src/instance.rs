@@ -5,11 +5,11 @@
 //! file. Readiness is the `ready` (or `standby`) status line of `postmaster.pid`, watched with
 //! inotify on the data directory, then a trusted connection over the private socket; that
 //! connection is kept for the caller's first admin statements. The status line is acted on as
-//! soon as it is written, not when the file is closed: the postmaster fsyncs the file between
-//! the two (4–5 ms on a btrfs pool on a loop device), and it already accepts connections by then,
-//! so the confirming connection waits in the listen queue instead of behind our wake-up. A pidfd tells when the
-//! postmaster exits, for the server we started and for one we adopted after an engine restart,
-//! so neither waiting for readiness nor stopping polls.
+//! soon as it is written, not when the file is closed: the postmaster allows connections before
+//! writing it and fsyncs the file before closing it (4–5 ms on a btrfs pool on a loop device),
+//! so the confirming connection waits in the listen queue during that fsync instead of after
+//! our wake-up. A pidfd tells when the postmaster exits, for the server we started and for one
+//! we adopted after an engine restart, so neither waiting for readiness nor stopping polls.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
