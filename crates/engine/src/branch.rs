@@ -26,6 +26,10 @@ use crate::snapshot::SnapshotView;
 use crate::store::CatalogChange;
 use crate::{Engine, MAIN_BRANCH, State};
 
+/// A name no branch may take: `/branch/snapshot` is DBLab's commit endpoint, so such a branch
+/// could not be deleted or patched over HTTP.
+const RESERVED_BRANCH_NAME: &str = "snapshot";
+
 /// A branch with what is derived from the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BranchView {
@@ -196,6 +200,11 @@ impl Engine {
         let name = BranchName::parse(name)
             .map_err(|error| Error::InvalidInput(error.to_string()))?
             .into_string();
+        if name == RESERVED_BRANCH_NAME {
+            return Err(Error::InvalidInput(format!(
+                "{name:?} is reserved: /branch/{name} is the commit endpoint"
+            )));
+        }
         let base_branch = base_branch.filter(|base| !base.is_empty());
         let snapshot_id = snapshot_id.filter(|id| !id.is_empty());
         if base_branch == Some(name.as_str()) {

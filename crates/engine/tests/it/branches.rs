@@ -213,6 +213,7 @@ async fn bad_branch_requests_are_refused_with_reasons() {
     invalid(test.engine.create_branch("../x", Some("main"), None).await);
     invalid(test.engine.create_branch("-x", Some("main"), None).await);
     invalid(test.engine.create_branch("x", None, None).await);
+    invalid(test.engine.create_branch("snapshot", Some("main"), None).await);
     invalid(test.engine.create_branch("x", Some("x"), None).await);
     let message = invalid(test.engine.create_branch("x", Some("ghost"), None).await);
     assert!(message.contains("ghost"), "{message}");
