@@ -59,6 +59,13 @@ pub enum ResetTarget {
     Snapshot(String),
 }
 
+/// Settings every clone starts with unless the configuration or the request says otherwise.
+///
+/// No logical replication apply workers: a clone of a subscriber must not pull changes from the
+/// source's publishers (nor advance their slots), and without workers the launcher process is
+/// not started at all, which saves a process and about 2 ms of CPU per start.
+const CLONE_DEFAULT_SETTINGS: &[(&str, &str)] = &[("max_logical_replication_workers", "0")];
+
 /// A new clone ID in the style of DBLab's xid: 20 lower-case letters and digits.
 pub(crate) fn generate_id() -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
@@ -467,11 +474,17 @@ impl Engine {
         settings.listen_addresses = server.listen_addresses.clone();
         settings.shared_buffers = server.shared_buffers.clone();
         settings.max_connections = server.max_connections;
-        settings.extra = server
-            .settings
+        // Later entries win: Scion's defaults, then the configuration, then the request's.
+        settings.extra = CLONE_DEFAULT_SETTINGS
             .iter()
-            .chain(&record.extra_conf)
-            .map(|(name, value)| (name.clone(), value.clone()))
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .chain(
+                server
+                    .settings
+                    .iter()
+                    .chain(&record.extra_conf)
+                    .map(|(name, value)| (name.clone(), value.clone())),
+            )
             .collect();
         let mut spec = InstanceSpec::new(
             pgdata,

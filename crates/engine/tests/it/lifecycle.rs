@@ -22,11 +22,19 @@ async fn a_clone_is_a_private_writable_database() {
     let other = connect(&second, PASSWORD).await.unwrap();
     let missing = other.query_one("SELECT to_regclass('t') IS NULL", &[]).await.unwrap();
     assert!(missing.get::<_, bool>(0), "a write in one clone is visible in another");
+    let workers = other.query_one("SHOW max_logical_replication_workers", &[]).await.unwrap();
+    assert_eq!(workers.get::<_, String>(0), "0", "clones pull nothing from publishers");
+    let mut replicating = request("replicating");
+    replicating.extra_conf.insert("max_logical_replication_workers".to_owned(), "2".to_owned());
+    test.engine.create_clone(replicating).await.unwrap();
+    let replicating = connect(&test.ready("replicating").await, PASSWORD).await.unwrap();
+    let workers = replicating.query_one("SHOW max_logical_replication_workers", &[]).await.unwrap();
+    assert_eq!(workers.get::<_, String>(0), "2", "a request overrides Scion's defaults");
 
     assert!(connect(&first, "Wrong-password-123!").await.is_err(), "a wrong password logs in");
 
     let events: Vec<_> = test.events.events().into_iter().map(|event| event.event_type).collect();
-    assert_eq!(events.iter().filter(|event| **event == WebhookEvent::CloneCreate).count(), 2);
+    assert_eq!(events.iter().filter(|event| **event == WebhookEvent::CloneCreate).count(), 3);
     assert!(first.record.password_verifier.starts_with("SCRAM-SHA-256$"));
     assert!(!first.record.password_verifier.contains(PASSWORD));
 }
