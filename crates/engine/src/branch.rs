@@ -532,8 +532,8 @@ impl Engine {
     pub fn update_branch(&self, name: &str, update: ProtectionUpdate) -> Result<BranchView> {
         let cap = self.inner.config.retention.protection_max_duration_minutes;
         let mut record = self.branch(name)?.record;
-        let guard = update.apply(branch_guard(&record), cap, Utc::now())?;
-        set_branch_guard(&mut record, guard);
+        let guard = update.apply(record.guard(), cap, Utc::now())?;
+        record.set_guard(guard);
         self.apply_catalog(CatalogChange {
             upsert_branches: vec![record],
             ..CatalogChange::default()
@@ -546,8 +546,8 @@ impl Engine {
     pub fn update_snapshot(&self, id: &str, update: ProtectionUpdate) -> Result<SnapshotView> {
         let cap = self.inner.config.retention.protection_max_duration_minutes;
         let mut record = self.snapshot_record(id)?;
-        let guard = update.apply(snapshot_guard(&record), cap, Utc::now())?;
-        set_snapshot_guard(&mut record, guard);
+        let guard = update.apply(record.guard(), cap, Utc::now())?;
+        record.set_guard(guard);
         self.apply_catalog(CatalogChange {
             upsert_snapshots: vec![record],
             ..CatalogChange::default()
@@ -564,31 +564,42 @@ impl Engine {
     }
 }
 
-pub(crate) fn snapshot_guard(record: &SnapshotRecord) -> Guard {
-    Guard {
-        protection: Protection { protected: record.protected, till: record.protected_till },
-        delete_at: record.delete_at,
-    }
+/// A record that carries protection and a scheduled deletion: snapshots and branches.
+pub(crate) trait Guarded: Clone {
+    /// The snapshot ID or branch name.
+    fn key(&self) -> &str;
+    /// Its protection and schedule.
+    fn guard(&self) -> Guard;
+    /// Replaces its protection and schedule.
+    fn set_guard(&mut self, guard: Guard);
 }
 
-pub(crate) fn set_snapshot_guard(record: &mut SnapshotRecord, guard: Guard) {
-    record.protected = guard.protection.protected;
-    record.protected_till = guard.protection.till;
-    record.delete_at = guard.delete_at;
+/// Snapshots and branches store protection in the same three fields.
+macro_rules! impl_guarded {
+    ($record:ty, $key:ident) => {
+        impl Guarded for $record {
+            fn key(&self) -> &str {
+                &self.$key
+            }
+
+            fn guard(&self) -> Guard {
+                Guard {
+                    protection: Protection { protected: self.protected, till: self.protected_till },
+                    delete_at: self.delete_at,
+                }
+            }
+
+            fn set_guard(&mut self, guard: Guard) {
+                self.protected = guard.protection.protected;
+                self.protected_till = guard.protection.till;
+                self.delete_at = guard.delete_at;
+            }
+        }
+    };
 }
 
-pub(crate) fn branch_guard(record: &BranchRecord) -> Guard {
-    Guard {
-        protection: Protection { protected: record.protected, till: record.protected_till },
-        delete_at: record.delete_at,
-    }
-}
-
-pub(crate) fn set_branch_guard(record: &mut BranchRecord, guard: Guard) {
-    record.protected = guard.protection.protected;
-    record.protected_till = guard.protection.till;
-    record.delete_at = guard.delete_at;
-}
+impl_guarded!(SnapshotRecord, id);
+impl_guarded!(BranchRecord, name);
 
 fn branch_view_in(state: &State, record: &BranchRecord) -> Option<BranchView> {
     let head = state.snapshots.iter().find(|snapshot| snapshot.id == record.head_snapshot_id)?;

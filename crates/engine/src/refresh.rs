@@ -267,17 +267,24 @@ impl Engine {
 
     /// Destroys a golden dataset that is no longer current and has no snapshots left.
     pub(crate) async fn destroy_unused_data(&self, dataset: &DatasetName) {
-        if *dataset == self.current_data_dataset() {
-            return;
+        if *dataset != self.current_data_dataset() && self.destroy_if_no_snapshots(dataset).await {
+            info!(%dataset, "old data removed: no snapshot uses it any more");
         }
+    }
+
+    /// Destroys `dataset` if it exists and has no snapshots; true when it did.
+    pub(crate) async fn destroy_if_no_snapshots(&self, dataset: &DatasetName) -> bool {
         let storage = self.inner.pool.storage();
-        let Ok(listing) = storage.list().await else { return };
+        let Ok(listing) = storage.list().await else { return false };
         if listing.dataset(dataset).is_none() || listing.snapshots_of(dataset).next().is_some() {
-            return;
+            return false;
         }
         match storage.destroy_dataset(dataset, DestroyMode::Refuse).await {
-            Ok(()) => info!(%dataset, "old data removed: no snapshot uses it any more"),
-            Err(error) => warn!(%dataset, error = %error, "failed to remove old data"),
+            Ok(()) => true,
+            Err(error) => {
+                warn!(%dataset, error = %error, "failed to remove a dataset nothing uses");
+                false
+            }
         }
     }
 

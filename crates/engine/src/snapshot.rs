@@ -366,20 +366,9 @@ impl Engine {
                 || self.read_state().branches.keys().any(|branch| {
                     self.inner.pool.branch_dataset(branch).is_ok_and(|own| &own == dataset)
                 });
-        if owned {
-            return;
-        }
-        let storage = self.inner.pool.storage();
-        let Ok(listing) = storage.list().await else { return };
-        if listing.dataset(dataset).is_none() || listing.snapshots_of(dataset).next().is_some() {
-            return;
-        }
-        match storage.destroy_dataset(dataset, DestroyMode::Refuse).await {
-            Ok(()) => {
-                info!(%dataset, "a destroyed clone's dataset removed with its last commit");
-                self.remove_empty_clone_parent(dataset).await;
-            }
-            Err(error) => warn!(%dataset, error = %error, "failed to remove a clone's old dataset"),
+        if !owned && self.destroy_if_no_snapshots(dataset).await {
+            info!(%dataset, "a destroyed clone's dataset removed with its last commit");
+            self.remove_empty_clone_parent(dataset).await;
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::branch::{Guard, branch_guard, set_branch_guard, set_snapshot_guard, snapshot_guard};
+use crate::branch::{Guard, Guarded};
 use crate::config::minutes;
 use crate::model::{BranchRecord, SnapshotRecord};
 use crate::pool::Pool;
@@ -53,6 +53,44 @@ fn verdict(guard: Guard, in_use: bool, unused_minutes: f64, now: DateTime<Utc>) 
     }
 }
 
+/// The outcome for one record: a changed record to save, or a key to delete.
+enum Decision<T> {
+    Nothing,
+    Save(T),
+    Delete(String),
+}
+
+impl<T> Decision<T> {
+    fn apply(self, saves: &mut Vec<T>, deletions: &mut Vec<String>) {
+        match self {
+            Decision::Nothing => {}
+            Decision::Save(record) => saves.push(record),
+            Decision::Delete(key) => deletions.push(key),
+        }
+    }
+}
+
+/// Decides for one snapshot or branch and notes schedules set or cleared in `report`.
+fn decide<T: Guarded>(
+    record: &T,
+    in_use: bool,
+    unused_minutes: f64,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Decision<T> {
+    let guard = record.guard();
+    let (delete_at, list) = match verdict(guard, in_use, unused_minutes, now) {
+        Verdict::Keep => return Decision::Nothing,
+        Verdict::Delete => return Decision::Delete(record.key().to_owned()),
+        Verdict::Clear => (None, &mut report.cleared),
+        Verdict::Schedule(at) => (Some(at), &mut report.scheduled),
+    };
+    list.push(record.key().to_owned());
+    let mut changed = record.clone();
+    changed.set_guard(Guard { delete_at, ..guard });
+    Decision::Save(changed)
+}
+
 impl Engine {
     /// Runs one sweep now: deletes due, unused, unprotected snapshots and branches (at most
     /// `retention.max_deletions_per_tick`), and schedules or clears the others.
@@ -72,47 +110,14 @@ impl Engine {
                 let data = Pool::is_data_snapshot(&snapshot.storage_name);
                 let minutes = if data { 0.0 } else { config.unused_snapshot_minutes };
                 let in_use = snapshot_in_use(&state, snapshot, data);
-                match verdict(snapshot_guard(snapshot), in_use, minutes, now) {
-                    Verdict::Keep => {}
-                    Verdict::Clear => {
-                        let mut record = snapshot.clone();
-                        set_snapshot_guard(
-                            &mut record,
-                            Guard { delete_at: None, ..snapshot_guard(snapshot) },
-                        );
-                        report.cleared.push(record.id.clone());
-                        change.upsert_snapshots.push(record);
-                    }
-                    Verdict::Schedule(at) => {
-                        let mut record = snapshot.clone();
-                        record.delete_at = Some(at);
-                        report.scheduled.push(record.id.clone());
-                        change.upsert_snapshots.push(record);
-                    }
-                    Verdict::Delete => due_snapshots.push(snapshot.id.clone()),
-                }
+                let decision = decide(snapshot, in_use, minutes, now, &mut report);
+                decision.apply(&mut change.upsert_snapshots, &mut due_snapshots);
             }
             for branch in state.branches.values().filter(|branch| branch.name != MAIN_BRANCH) {
                 let in_use = branch_in_use(&state, branch);
-                match verdict(branch_guard(branch), in_use, config.unused_branch_minutes, now) {
-                    Verdict::Keep => {}
-                    Verdict::Clear => {
-                        let mut record = branch.clone();
-                        set_branch_guard(
-                            &mut record,
-                            Guard { delete_at: None, ..branch_guard(branch) },
-                        );
-                        report.cleared.push(record.name.clone());
-                        change.upsert_branches.push(record);
-                    }
-                    Verdict::Schedule(at) => {
-                        let mut record = branch.clone();
-                        record.delete_at = Some(at);
-                        report.scheduled.push(record.name.clone());
-                        change.upsert_branches.push(record);
-                    }
-                    Verdict::Delete => due_branches.push(branch.name.clone()),
-                }
+                let minutes = config.unused_branch_minutes;
+                let decision = decide(branch, in_use, minutes, now, &mut report);
+                decision.apply(&mut change.upsert_branches, &mut due_branches);
             }
         }
         if let Err(error) = self.apply_catalog(change) {
