@@ -280,3 +280,34 @@ async fn branches_commits_log_and_deletion_rules() {
     let (_, details) = server.get(&format!("/branch/snapshot/{c2}")).await;
     assert_eq!(details["message"], "dev one");
 }
+
+/// The sweeper runs on its own timer with the `[retention]` settings: an unused branch goes,
+/// one with a clone stays.
+#[tokio::test]
+async fn the_retention_sweeper_removes_unused_branches_on_its_timer() {
+    let server = TestServer::start(
+        "[retention]\ncheck_interval = \"200ms\"\nunused_branch_minutes = 0.005\n",
+    )
+    .await;
+    for name in ["unused", "busy"] {
+        let (status, body) =
+            create_branch(&server, json!({"branchName": name, "baseBranch": "main"})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    clone_on(&server, "keeper", "busy").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, branches) = server.get("/branches").await;
+        let names: Vec<&str> =
+            branches.as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+        if !names.contains(&"unused") {
+            assert!(names.contains(&"busy"), "{names:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sweeper never removed it: {names:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, busy) = server.get("/branches").await;
+    let busy = busy.as_array().unwrap().iter().find(|b| b["name"] == "busy").unwrap().clone();
+    assert!(busy.get("deleteAt").is_none(), "a branch in use is never scheduled: {busy}");
+}
