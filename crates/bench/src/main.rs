@@ -357,7 +357,7 @@ async fn scion_phase(
     .await;
     let outcome = outcome.map_err(|error| error.context(server.log_tail()));
     server.stop().await;
-    test_support::stop_postmasters_under(pool.mountpoint());
+    cluster::stop_all_under(pool.mountpoint()).await;
     std::fs::remove_dir_all(&state).ok();
     outcome
 }
