@@ -92,7 +92,9 @@ async fn open_pool(config: &Config) -> anyhow::Result<StorageBackend> {
             )
             .with_flush(config.image_flush);
             if !config.image_flush {
-                warn!("pool.image_flush = false: the embedded pool skips disk flushes; a host crash or power loss can corrupt it");
+                warn!(
+                    "pool.image_flush = false: the embedded pool skips disk flushes; a host crash or power loss can corrupt it"
+                );
             }
             image.ensure().await.context("provision the embedded btrfs pool")?;
             std::fs::set_permissions(&image.mountpoint, std::fs::Permissions::from_mode(0o755))
