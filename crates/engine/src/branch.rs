@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 
 use api_types::{BranchName, WebhookEvent};
 use chrono::{DateTime, Utc};
-use postgres::Admin;
 use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
 use tracing::{info, warn};
 
@@ -244,7 +243,7 @@ impl Engine {
         let now = Utc::now();
         let first = self.inner.pool.new_commit_name(&dataset, now, |_| false)?;
         if let Err(error) = storage.snapshot(&first).await {
-            self.remove_dataset_after_failure(&dataset).await;
+            self.discard(&dataset).await;
             return Err(error.into());
         }
         let head = SnapshotRecord {
@@ -278,7 +277,7 @@ impl Engine {
             ..CatalogChange::default()
         };
         if let Err(error) = self.apply_catalog(change) {
-            self.remove_dataset_after_failure(&dataset).await;
+            self.discard(&dataset).await;
             return Err(error);
         }
         info!(branch = %name, base = %base.id, "branch created");
@@ -286,13 +285,6 @@ impl Engine {
             .events
             .emit(&api_types::WebhookPayload::basic(WebhookEvent::BranchCreate, &name));
         self.branch(&name)
-    }
-
-    async fn remove_dataset_after_failure(&self, dataset: &DatasetName) {
-        let storage = self.inner.pool.storage();
-        if let Err(error) = storage.destroy_dataset(dataset, DestroyMode::WithDependents).await {
-            warn!(%dataset, error = %error, "failed to remove the dataset of a failed operation");
-        }
     }
 
     /// Commits a clone: a `CHECKPOINT` (so a clone of the commit has little WAL to replay),
@@ -329,13 +321,7 @@ impl Engine {
                 clone.branch
             ))
         })?;
-        let admin = Admin::connect(
-            &self.socket_dir(clone.port),
-            clone.port,
-            &self.inner.config.clone.admin_role,
-            "postgres",
-        )
-        .await?;
+        let admin = self.admin_session(&clone).await?;
         admin.checkpoint().await?;
         drop(admin);
         let dataset = DatasetName::new(clone.dataset.clone())?;

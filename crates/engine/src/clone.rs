@@ -388,6 +388,21 @@ impl Engine {
         }
     }
 
+    /// A new admin session to a running clone, over its private socket, in database
+    /// `postgres`: for work beside the clone's lifecycle (activity checks, commits).
+    pub(crate) async fn admin_session(
+        &self,
+        record: &CloneRecord,
+    ) -> Result<postgres::Admin, postgres::Error> {
+        postgres::Admin::connect(
+            &self.socket_dir(record.port),
+            record.port,
+            &self.inner.config.clone.admin_role,
+            "postgres",
+        )
+        .await
+    }
+
     /// Stops the clone's server: the handle this engine holds, or the server found through
     /// `postmaster.pid` when the handle is gone (a failed adoption, a crash mid-operation).
     pub(crate) async fn stop_server(&self, record: &CloneRecord) -> Result<()> {

@@ -77,10 +77,19 @@ impl Pool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
+    /// Whether `dataset` holds data that retrieval filled (`data`, `data_<ts>`), rather than a
+    /// branch's, a clone's or a commit's.
+    pub fn is_data_dataset(dataset: &str) -> bool {
+        dataset
+            .strip_prefix(BRANCHES_DIR)
+            .is_none_or(|rest| !(rest.is_empty() || rest.starts_with('/')))
+    }
+
     /// Whether a snapshot's storage name (`<dataset>@<tag>`) is a snapshot of the data that
     /// retrieval fills, rather than a branch's or a commit.
     pub fn is_data_snapshot(storage_name: &str) -> bool {
-        !storage_name.starts_with(&format!("{BRANCHES_DIR}/"))
+        let dataset = storage_name.split_once('@').map_or(storage_name, |(dataset, _)| dataset);
+        Pool::is_data_dataset(dataset)
     }
 
     /// The dataset of revision `revision` of clone `clone_id` on `branch`.
@@ -199,6 +208,9 @@ mod tests {
         assert!(!Pool::is_in_branch("data", "dev"));
         assert!(Pool::is_data_snapshot("data_20261122@snapshot_20261122120000"));
         assert!(!Pool::is_data_snapshot("branch/dev@20261122120000"));
+        assert!(Pool::is_data_dataset("data"));
+        assert!(Pool::is_data_dataset("branches_elsewhere"));
+        assert!(!Pool::is_data_dataset("branch/main/c1/r0"));
     }
 
     #[tokio::test]

@@ -256,12 +256,13 @@ impl Engine {
         }
     }
 
-    /// Destroys a dataset a failed run wrote into.
-    async fn discard(&self, dataset: &DatasetName) {
+    /// Destroys, with everything under it, a dataset a failed operation (a refresh, a branch
+    /// creation) made; a failure is logged, the operation's own error being the one to report.
+    pub(crate) async fn discard(&self, dataset: &DatasetName) {
         if let Err(error) =
             self.inner.pool.storage().destroy_dataset(dataset, DestroyMode::WithDependents).await
         {
-            warn!(%dataset, error = %error, "failed to discard the dataset of a failed refresh");
+            warn!(%dataset, error = %error, "failed to discard the dataset of a failed operation");
         }
     }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use api_types::WebhookEvent;
 use chrono::{DateTime, Utc};
-use postgres::Admin;
 use storage::{DatasetName, ThinStorage};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -246,10 +245,7 @@ impl Engine {
         record: &CloneRecord,
         last_active: DateTime<Utc>,
     ) -> DateTime<Utc> {
-        let socket_dir = self.socket_dir(record.port);
-        let admin_role = &self.inner.config.clone.admin_role;
-        let activity = match Admin::connect(&socket_dir, record.port, admin_role, "postgres").await
-        {
+        let activity = match self.admin_session(record).await {
             Ok(admin) => admin.activity().await,
             Err(error) => Err(error),
         };

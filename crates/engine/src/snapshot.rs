@@ -357,15 +357,17 @@ impl Engine {
     /// any more: old data without snapshots, or a destroyed clone's dataset that only stayed
     /// for its commits. A running clone's dataset and a branch's own dataset stay.
     async fn destroy_unused_dataset(&self, dataset: &storage::DatasetName) {
-        if Pool::is_data_snapshot(&format!("{dataset}@")) {
+        if Pool::is_data_dataset(dataset.as_str()) {
             self.destroy_unused_data(dataset).await;
             return;
         }
-        let owned =
-            self.read_state().clones.values().any(|entry| entry.record.dataset == dataset.as_str())
-                || self.read_state().branches.keys().any(|branch| {
+        let owned = {
+            let state = self.read_state();
+            state.clones.values().any(|entry| entry.record.dataset == dataset.as_str())
+                || state.branches.keys().any(|branch| {
                     self.inner.pool.branch_dataset(branch).is_ok_and(|own| &own == dataset)
-                });
+                })
+        };
         if !owned && self.destroy_if_no_snapshots(dataset).await {
             info!(%dataset, "a destroyed clone's dataset removed with its last commit");
             self.remove_empty_clone_parent(dataset).await;
