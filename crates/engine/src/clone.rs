@@ -7,7 +7,7 @@
 //! to the store before it shows in memory, so a crash never reports a state that was not saved.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api_types::{CloneId, WebhookEvent};
@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::events::clone_payload;
 use crate::lease::{self, ProtectionRequest};
 use crate::model::{CloneRecord, CloneState};
-use crate::pool::Pool;
 use crate::{CloneEntry, CloneView, Engine, MAIN_BRANCH, STOP_STEP_TIMEOUT};
 
 /// What a caller asks for when creating a clone.
@@ -65,6 +64,16 @@ pub enum ResetTarget {
 /// source's publishers (nor advance their slots), and without workers the launcher process is
 /// not started at all, which saves a process and about 2 ms of CPU per start.
 const CLONE_DEFAULT_SETTINGS: &[(&str, &str)] = &[("max_logical_replication_workers", "0")];
+
+/// How a create gets its server.
+enum Start {
+    /// Cloned and started for this clone.
+    Cold,
+    /// A ready warm clone of the same snapshot, claimed.
+    Claim(crate::warm::WarmClone),
+    /// Cloned and started, on the port of a warm clone that is removed first.
+    Evict(crate::warm::WarmClone),
+}
 
 /// A new clone ID in the style of DBLab's xid: 20 lower-case letters and digits.
 pub(crate) fn generate_id() -> String {
@@ -109,15 +118,21 @@ impl Engine {
 
     /// Registers a clone in state `CREATING` and makes it in the background; the returned view
     /// is the clone as registered. [`Engine::wait_settled`] waits for the outcome.
+    ///
+    /// A ready warm clone of the same snapshot is claimed when the request asks for no settings
+    /// of its own; when the port range is exhausted, a warm clone of any snapshot gives up its
+    /// port.
     pub async fn create_clone(&self, request: CloneRequest) -> Result<CloneView> {
         if self.inner.cancel.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let id = match request.id.as_deref().filter(|id| !id.is_empty()) {
-            Some(id) => CloneId::parse(id)
-                .map_err(|error| Error::InvalidInput(error.to_string()))?
-                .into_string(),
-            None => generate_id(),
+        let requested_id = match request.id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => Some(
+                CloneId::parse(id)
+                    .map_err(|error| Error::InvalidInput(error.to_string()))?
+                    .into_string(),
+            ),
+            None => None,
         };
         if request.username.is_empty() {
             return Err(Error::InvalidInput("missing DB username".to_owned()));
@@ -142,33 +157,62 @@ impl Engine {
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
         let now = Utc::now();
         let protection = lease::grant(request.protection, &self.inner.config.cloning, now);
-        // A dataset of an earlier clone with this ID may still hold commits: take the next
-        // revision, as DBLab does.
-        let (revision, dataset) = self.free_clone_dataset(&snapshot.branch, &id, 0)?;
-        let record = {
+        let password_verifier = postgres::admin::password_verifier(&request.password);
+        // Where a cold create puts the clone. A dataset of an earlier clone with this ID may
+        // still hold commits: take the next revision, as DBLab does.
+        let cold_id = requested_id.clone().unwrap_or_else(generate_id);
+        let (cold_revision, cold_dataset) =
+            self.free_clone_dataset(&snapshot.branch, &cold_id, 0)?;
+        let warm_enabled = self.inner.config.cloning.warm_pool_size > 0;
+        let (record, start) = {
             // The ID check, the port and the insert happen under one lock, so concurrent
             // creates can neither share an ID nor a port.
             let mut state = self.write_state();
-            if state.clones.contains_key(&id) {
-                return Err(Error::AlreadyExists(format!("clone with ID {id:?} already exists")));
-            }
             // A branch deletion removes its snapshots under this lock.
             if !state.snapshots.iter().any(|known| known.id == snapshot.id) {
                 return Err(Error::NotFound(format!("snapshot {:?} not found", snapshot.id)));
             }
-            let port = self.inner.ports.reserve()?;
+            let warm = if warm_enabled && request.extra_conf.is_empty() {
+                self.inner.warm.take(&snapshot.id)
+            } else {
+                None
+            };
+            let (id, revision, dataset) = match &warm {
+                Some(warm) => (
+                    requested_id.clone().unwrap_or_else(|| warm.record.id.clone()),
+                    0,
+                    warm.record.dataset.clone(),
+                ),
+                None => (cold_id.clone(), cold_revision, cold_dataset.to_string()),
+            };
+            if state.clones.contains_key(&id) {
+                if let Some(warm) = warm {
+                    self.inner.warm.put_back(warm);
+                }
+                return Err(Error::AlreadyExists(format!("clone with ID {id:?} already exists")));
+            }
+            let (port, start) = match warm {
+                Some(warm) => (warm.record.port, Start::Claim(warm)),
+                None => match self.inner.ports.reserve() {
+                    Ok(port) => (port.keep(), Start::Cold),
+                    Err(exhausted) => match self.inner.warm.take_any() {
+                        Some(warm) => (warm.record.port, Start::Evict(warm)),
+                        None => return Err(exhausted.into()),
+                    },
+                },
+            };
             let record = CloneRecord {
                 id: id.clone(),
                 snapshot_id: snapshot.id.clone(),
                 branch: snapshot.branch.clone(),
                 revision,
                 pool: self.inner.pool.name().to_owned(),
-                dataset: dataset.to_string(),
-                port: port.port(),
+                dataset,
+                port,
                 state: CloneState::Creating,
                 state_message: "Clone is being created.".to_owned(),
                 username: request.username.clone(),
-                password_verifier: postgres::admin::password_verifier(&request.password),
+                password_verifier,
                 restricted: request.restricted,
                 db_name: request.db_name.clone().filter(|name| !name.is_empty()),
                 protected: protection.protected,
@@ -178,23 +222,52 @@ impl Engine {
                 cloning_time_seconds: None,
                 extra_conf: request.extra_conf.clone(),
             };
-            self.inner.store.insert_clone(&record)?;
-            port.keep();
+            let stored = match &start {
+                Start::Claim(warm) | Start::Evict(warm) => {
+                    self.inner.store.claim_warm(&warm.record.id, &record)
+                }
+                Start::Cold => self.inner.store.insert_clone(&record),
+            };
+            if let Err(error) = stored {
+                match start {
+                    Start::Claim(warm) | Start::Evict(warm) => self.inner.warm.put_back(warm),
+                    Start::Cold => self.inner.ports.release(port),
+                }
+                return Err(error.into());
+            }
             state.clones.insert(
                 id.clone(),
                 CloneEntry { record: record.clone(), last_active: now, diff_size: 0 },
             );
-            record
+            (record, start)
         };
         self.notify_changed();
-        info!(clone_id = %id, snapshot_id = %record.snapshot_id, port = record.port, "creating clone");
+        if warm_enabled {
+            let metric = match start {
+                Start::Claim(_) => &self.inner.metrics.warm_hits,
+                Start::Cold | Start::Evict(_) => &self.inner.metrics.warm_misses,
+            };
+            metric.inc();
+        }
+        info!(clone_id = %record.id, snapshot_id = %record.snapshot_id, port = record.port, warm = matches!(start, Start::Claim(_)), "creating clone");
         let engine = self.clone();
-        let span = info_span!("create_clone", clone_id = %id);
+        let span = info_span!("create_clone", clone_id = %record.id);
+        let id = record.id.clone();
         self.inner.tasks.spawn(
             async move {
                 let started = Instant::now();
-                let outcome = engine.provision(&record).await;
+                let outcome = match start {
+                    Start::Claim(warm) => engine.finish_claim(&record, warm).await,
+                    Start::Evict(warm) => {
+                        engine.dispose_evicted(warm).await;
+                        engine.provision(&record).await
+                    }
+                    Start::Cold => engine.provision(&record).await,
+                };
                 engine.finish_provisioning(&record, outcome, started, WebhookEvent::CloneCreate);
+                if warm_enabled {
+                    engine.inner.warm.wake();
+                }
             }
             .instrument(span),
         );
@@ -332,6 +405,8 @@ impl Engine {
         self.inner.store.delete_clone(&record.id)?;
         self.write_state().clones.remove(&record.id);
         self.inner.ports.release(record.port);
+        // The freed port may be what the warm pool was short of.
+        self.inner.warm.wake();
         self.notify_changed();
         self.inner.events.emit(&clone_payload(
             WebhookEvent::CloneDelete,
@@ -430,7 +505,45 @@ impl Engine {
 
     /// Makes the clone's dataset from its snapshot, starts its server and sets up its role.
     pub(crate) async fn provision(&self, record: &CloneRecord) -> Result<Instance> {
-        let snapshot = self.snapshot_record(&record.snapshot_id)?;
+        let dataset = storage::DatasetName::new(record.dataset.clone())?;
+        let started = Instant::now();
+        let spec = self.instance_spec(record, &self.inner.pool.pgdata_of(&dataset));
+        let (mut instance, cloned) =
+            self.clone_and_start(&record.snapshot_id, &dataset, spec).await?;
+        let configured = match instance.admin().await {
+            Ok(admin) => self.configure_roles(&admin, record).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = configured {
+            self.abandon(instance, &dataset).await;
+            return Err(error);
+        }
+        // Where a clone's time goes, for whoever reads the log next to the benchmarks.
+        let total = started.elapsed();
+        if let Some(timings) = instance.start_timings() {
+            debug!(
+                clone_id = %record.id,
+                dataset_ms = ms(cloned),
+                spawned_ms = ms(timings.spawned),
+                ready_ms = ms(timings.ready),
+                accepting_ms = ms(timings.connected),
+                roles_ms = ms(total.saturating_sub(cloned + timings.connected)),
+                total_ms = ms(total),
+                "clone provisioned"
+            );
+        }
+        Ok(instance)
+    }
+
+    /// Clones `snapshot_id` into `dataset` and starts a server on it with `spec`; returns the
+    /// server and how long the storage clone took. On failure no dataset is left behind.
+    pub(crate) async fn clone_and_start(
+        &self,
+        snapshot_id: &str,
+        dataset: &storage::DatasetName,
+        spec: InstanceSpec,
+    ) -> Result<(Instance, Duration)> {
+        let snapshot = self.snapshot_record(snapshot_id)?;
         let snapshot_name = self.inner.pool.snapshot_name(&snapshot.id).ok_or_else(|| {
             Error::NotFound(format!(
                 "snapshot {:?} is not in pool {}",
@@ -438,57 +551,43 @@ impl Engine {
                 self.inner.pool.name()
             ))
         })?;
-        let dataset = storage::DatasetName::new(record.dataset.clone())?;
         let started = Instant::now();
-        let mountpoint = self.inner.pool.storage().clone_snapshot(&snapshot_name, &dataset).await?;
+        self.inner.pool.storage().clone_snapshot(&snapshot_name, dataset).await?;
         let cloned = started.elapsed();
-        match self.start_and_configure(record, &Pool::pgdata(&mountpoint)).await {
-            Ok(instance) => {
-                // Where a clone's time goes, for whoever reads the log next to the benchmarks.
-                let total = started.elapsed();
-                if let Some(timings) = instance.start_timings() {
-                    debug!(
-                        clone_id = %record.id,
-                        dataset_ms = ms(cloned),
-                        spawned_ms = ms(timings.spawned),
-                        ready_ms = ms(timings.ready),
-                        accepting_ms = ms(timings.connected),
-                        roles_ms = ms(total.saturating_sub(cloned + timings.connected)),
-                        total_ms = ms(total),
-                        "clone provisioned"
-                    );
-                }
-                Ok(instance)
-            }
+        match self.start_with(spec).await {
+            Ok(instance) => Ok((instance, cloned)),
             Err(error) => {
-                // Leave nothing behind but the FATAL record: no dataset, no server.
-                if let Err(cleanup) =
-                    self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await
-                {
-                    warn!(error = %cleanup, "failed to remove the dataset of a failed clone");
-                }
+                self.destroy_clone_dataset(dataset).await;
                 Err(error)
             }
         }
     }
 
-    async fn start_and_configure(&self, record: &CloneRecord, pgdata: &Path) -> Result<Instance> {
-        let mut instance = self.start_instance(record, pgdata).await?;
-        match self.configure_roles(&mut instance, record).await {
-            Ok(()) => Ok(instance),
-            Err(error) => {
-                if let Err(stop) =
-                    instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await
-                {
-                    warn!(error = %stop, "failed to stop the server of a failed clone");
-                }
-                Err(error)
+    /// Gives up on a server and its dataset after a failed step: the server is stopped at once
+    /// (nothing in it is anyone's yet) and the dataset destroyed.
+    pub(crate) async fn abandon(&self, instance: Instance, dataset: &storage::DatasetName) {
+        if let Err(error) = instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await {
+            warn!(error = %error, %dataset, "failed to stop a server given up on");
+        }
+        self.destroy_clone_dataset(dataset).await;
+    }
+
+    /// Destroys a clone dataset that nothing else depends on, and its parent once empty.
+    pub(crate) async fn destroy_clone_dataset(&self, dataset: &storage::DatasetName) {
+        match self.inner.pool.storage().destroy_dataset(dataset, DestroyMode::Refuse).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => {
+                self.remove_empty_clone_parent(dataset).await
             }
+            Err(error) => warn!(error = %error, %dataset, "failed to remove a clone dataset"),
         }
     }
 
-    async fn configure_roles(&self, instance: &mut Instance, record: &CloneRecord) -> Result<()> {
-        let admin = instance.admin().await?;
+    /// Sets up the clone's login role, and removes the source's passwords unless kept.
+    pub(crate) async fn configure_roles(
+        &self,
+        admin: &postgres::Admin,
+        record: &CloneRecord,
+    ) -> Result<()> {
         if !self.inner.config.cloning.keep_user_passwords {
             admin.reset_passwords(&[record.username.as_str()]).await?;
         }
@@ -502,8 +601,29 @@ impl Engine {
     /// The spec a clone's server runs with: always derived from the record and the
     /// configuration, so a restart after a reboot gets the same port, socket and settings.
     pub(crate) fn instance_spec(&self, record: &CloneRecord, pgdata: &Path) -> InstanceSpec {
+        self.spec_at(record.port, &record.id, &record.extra_conf, pgdata.to_path_buf())
+    }
+
+    /// The spec of a server on `dataset` listening on `port`, logging to `log_name`'s file.
+    pub(crate) fn server_spec(
+        &self,
+        port: u16,
+        log_name: &str,
+        extra_conf: &BTreeMap<String, String>,
+        dataset: &storage::DatasetName,
+    ) -> InstanceSpec {
+        self.spec_at(port, log_name, extra_conf, self.inner.pool.pgdata_of(dataset))
+    }
+
+    fn spec_at(
+        &self,
+        port: u16,
+        log_name: &str,
+        extra_conf: &BTreeMap<String, String>,
+        pgdata: PathBuf,
+    ) -> InstanceSpec {
         let server = &self.inner.config.clone;
-        let mut settings = ServerSettings::new(record.port, self.socket_dir(record.port));
+        let mut settings = ServerSettings::new(port, self.socket_dir(port));
         settings.listen_addresses = server.listen_addresses.clone();
         settings.shared_buffers = server.shared_buffers.clone();
         settings.max_connections = server.max_connections;
@@ -515,7 +635,7 @@ impl Engine {
                 server
                     .settings
                     .iter()
-                    .chain(&record.extra_conf)
+                    .chain(extra_conf)
                     .map(|(name, value)| (name.clone(), value.clone())),
             )
             .collect();
@@ -523,7 +643,7 @@ impl Engine {
             pgdata,
             settings,
             &server.admin_role,
-            self.log_file(&record.id),
+            self.log_file(log_name),
             self.inner.os_user.clone(),
         );
         spec.hba = HbaSettings {
@@ -548,8 +668,7 @@ impl Engine {
         record: &CloneRecord,
         pgdata: &Path,
     ) -> Result<Instance> {
-        let binaries = self.binaries_for(pgdata)?;
-        Ok(Instance::start(&binaries, self.instance_spec(record, pgdata)).await?)
+        self.start_with(self.instance_spec(record, pgdata)).await
     }
 
     pub(crate) async fn adopt_instance(
@@ -557,8 +676,17 @@ impl Engine {
         record: &CloneRecord,
         pgdata: &Path,
     ) -> Result<Instance> {
-        let binaries = self.binaries_for(pgdata)?;
-        Ok(Instance::adopt(&binaries, self.instance_spec(record, pgdata)).await?)
+        self.adopt_with(self.instance_spec(record, pgdata)).await
+    }
+
+    pub(crate) async fn start_with(&self, spec: InstanceSpec) -> Result<Instance> {
+        let binaries = self.binaries_for(&spec.data_dir)?;
+        Ok(Instance::start(&binaries, spec).await?)
+    }
+
+    pub(crate) async fn adopt_with(&self, spec: InstanceSpec) -> Result<Instance> {
+        let binaries = self.binaries_for(&spec.data_dir)?;
+        Ok(Instance::adopt(&binaries, spec).await?)
     }
 
     /// Reset's slow part: stop, replace the dataset, start, reapply the role.
@@ -575,6 +703,9 @@ impl Engine {
         // A reset may also move the clone to another branch, whose directory it then lives in.
         let (revision, target) = self.free_clone_dataset(&record.branch, &record.id, revision)?;
         if target.as_str() != record.dataset {
+            // Moving to another branch, or off a claimed warm clone's dataset, can leave the
+            // old parent empty.
+            self.remove_empty_clone_parent(&dataset).await;
             record.revision = revision;
             record.dataset = target.to_string();
             self.modify_clone(&record.id, |stored| {
@@ -588,7 +719,7 @@ impl Engine {
     }
 
     /// The first revision from `from` whose dataset for clone `id` on `branch` does not exist.
-    fn free_clone_dataset(
+    pub(crate) fn free_clone_dataset(
         &self,
         branch: &str,
         id: &str,

@@ -29,6 +29,8 @@ pub const DEFAULT_RETENTION_LIMIT: usize = 10;
 pub const DEFAULT_PORT_FROM: u16 = 6000;
 /// The last port of the clone range.
 pub const DEFAULT_PORT_TO: u16 = 6099;
+/// The most clones the warm pool may keep: each is a running server waiting for a user.
+pub const MAX_WARM_POOL_SIZE: usize = 32;
 /// The superuser the engine manages instances as.
 pub const DEFAULT_ADMIN_ROLE: &str = "postgres";
 /// The major used when the engine creates an empty cluster itself.
@@ -77,6 +79,10 @@ pub struct CloningConfig {
     pub idle_check_interval: Duration,
     /// Keep the passwords of the source's login roles instead of removing them.
     pub keep_user_passwords: bool,
+    /// Clones kept started ahead of demand on the head of `main`, so that a create only sets up
+    /// the clone's role; 0 turns the warm pool off. Each holds a port from the range and a
+    /// server's memory while it waits, and gives its port up when a create needs it.
+    pub warm_pool_size: usize,
 }
 
 impl Default for CloningConfig {
@@ -92,6 +98,7 @@ impl Default for CloningConfig {
             protection_check_interval: DEFAULT_CHECK_INTERVAL,
             idle_check_interval: DEFAULT_CHECK_INTERVAL,
             keep_user_passwords: false,
+            warm_pool_size: 0,
         }
     }
 }
@@ -251,6 +258,17 @@ impl EngineConfig {
                 format!(
                     "the port range {}..={} is empty or starts at 0",
                     cloning.port_from, cloning.port_to
+                ),
+            ));
+        }
+        let ports = usize::from(cloning.port_to - cloning.port_from) + 1;
+        if cloning.warm_pool_size > MAX_WARM_POOL_SIZE || cloning.warm_pool_size >= ports {
+            return Err(invalid(
+                "cloning.warm_pool_size",
+                format!(
+                    "{} is more than {MAX_WARM_POOL_SIZE} or leaves no port of the {ports} in \
+                     the range for clones",
+                    cloning.warm_pool_size
                 ),
             ));
         }

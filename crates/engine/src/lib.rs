@@ -25,6 +25,7 @@ mod snapshot;
 pub mod store;
 mod sweeper;
 mod usage;
+mod warm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -107,6 +108,7 @@ struct Inner {
     refresh: Mutex<refresh::RefreshState>,
     refresh_running: AtomicBool,
     usage: Mutex<usage::UsageTracker>,
+    warm: warm::WarmPool,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -241,12 +243,14 @@ impl Engine {
             refresh: Mutex::new(refresh::RefreshState::default()),
             refresh_running: AtomicBool::new(false),
             usage: Mutex::new(usage::UsageTracker::default()),
+            warm: warm::WarmPool::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         let engine = Engine { inner };
         engine.load_state()?;
         engine.ensure_data().await?;
+        engine.discard_leftover_warm().await;
         let reconciliation = engine.reconcile().await;
         for difference in &reconciliation.differences {
             warn!(kind = difference.kind.as_str(), object = %difference.object, detail = %difference.detail, "reconciliation difference");
@@ -260,6 +264,9 @@ impl Engine {
         engine.refresh_space().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
+        if engine.inner.config.cloning.warm_pool_size > 0 {
+            engine.spawn_warm_pool();
+        }
         let refresh_at_start = engine.inner.config.retrieval.as_ref().is_some_and(|retrieval| {
             !retrieval.skip_start_refresh && engine.read_state().snapshots.is_empty()
         });
@@ -270,7 +277,7 @@ impl Engine {
     }
 
     /// Stops the background loops and waits for running operations; clone servers keep
-    /// running, to be adopted by the next start.
+    /// running, to be adopted by the next start, while the warm pool's are removed.
     pub async fn shutdown(&self, deadline: Duration) {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
@@ -297,6 +304,11 @@ impl Engine {
     /// When the engine started.
     pub fn started_at(&self) -> DateTime<Utc> {
         self.inner.started_at
+    }
+
+    /// How many warm clones are started and waiting to be claimed.
+    pub fn warm_clones(&self) -> usize {
+        self.inner.warm.len()
     }
 
     /// The pool.

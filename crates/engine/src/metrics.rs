@@ -33,6 +33,12 @@ pub(crate) struct EngineMetrics {
     pub(crate) clone_ready: Histogram,
     /// Creates and resets that ended `FATAL`.
     pub(crate) clone_failures: Counter,
+    /// Creates that claimed a warm clone, with the warm pool on.
+    pub(crate) warm_hits: Counter,
+    /// Creates that found no warm clone to claim, with the warm pool on.
+    pub(crate) warm_misses: Counter,
+    /// Warm clones that failed to start.
+    pub(crate) warm_failures: Counter,
     collection: Mutex<Collection>,
     collection_errors: AtomicU64,
 }
@@ -48,6 +54,9 @@ impl Default for EngineMetrics {
         EngineMetrics {
             clone_ready: Histogram::new(READY_BUCKETS),
             clone_failures: Counter::default(),
+            warm_hits: Counter::default(),
+            warm_misses: Counter::default(),
+            warm_failures: Counter::default(),
             collection: Mutex::new(Collection::default()),
             collection_errors: AtomicU64::new(0),
         }
@@ -73,6 +82,21 @@ pub(crate) fn register(engine: &Engine, registry: &mut Registry) {
         "scion_clone_failures",
         "Clone creates and resets that ended FATAL",
         metrics.clone_failures.clone(),
+    );
+    registry.register(
+        "scion_warm_pool_hits",
+        "Clone creates that claimed a warm clone",
+        metrics.warm_hits.clone(),
+    );
+    registry.register(
+        "scion_warm_pool_misses",
+        "Clone creates that found no warm clone to claim while the warm pool is on",
+        metrics.warm_misses.clone(),
+    );
+    registry.register(
+        "scion_warm_pool_failures",
+        "Warm clones that failed to start",
+        metrics.warm_failures.clone(),
     );
     registry.register_collector(Box::new(Snapshot::capture(engine)));
 }
@@ -106,6 +130,7 @@ struct Snapshot {
     reconcile: Vec<(&'static str, i64)>,
     ports_in_use: i64,
     ports_total: i64,
+    warm_pool_clones: i64,
     clone_total_cpu_percent: f64,
     clone_avg_cpu_percent: f64,
     clone_total_memory: i64,
@@ -201,6 +226,7 @@ impl Snapshot {
             ports_total: i64::from(engine.inner.config.cloning.port_to)
                 - i64::from(engine.inner.config.cloning.port_from)
                 + 1,
+            warm_pool_clones: engine.inner.warm.len() as i64,
             clone_total_cpu_percent,
             clone_avg_cpu_percent,
             clone_total_memory: to_i64(clone_total_memory),
@@ -427,7 +453,18 @@ impl Collector for Snapshot {
             "Differences the last start found between the state database, the pool and processes",
             &reconcile,
         )?;
-        gauge(e, "scion_clone_ports_in_use", "Clone ports taken", self.ports_in_use)?;
+        gauge(
+            e,
+            "scion_clone_ports_in_use",
+            "Clone ports taken, warm clones' included",
+            self.ports_in_use,
+        )?;
+        gauge(
+            e,
+            "scion_warm_pool_clones",
+            "Warm clones started and waiting to be claimed",
+            self.warm_pool_clones,
+        )?;
         gauge(
             e,
             "scion_clone_ports_total",

@@ -91,6 +91,24 @@ pub struct CloneRecord {
     pub extra_conf: BTreeMap<String, String>,
 }
 
+/// A clone of the warm pool: a dataset and a running server made ahead of demand, not yet any
+/// user's. Recorded so that a restart can find and remove what an earlier run left running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmRecord {
+    /// The ID the clone gets when a create names none; also names its log file until then.
+    pub id: String,
+    /// The snapshot it was made from.
+    pub snapshot_id: String,
+    /// That snapshot's branch, whose directory holds the dataset.
+    pub branch: String,
+    /// The dataset within the pool.
+    pub dataset: String,
+    /// The port its server listens on, reserved in the port pool.
+    pub port: u16,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A snapshot: a read-only, point-in-time image of a dataset that clones start from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotRecord {

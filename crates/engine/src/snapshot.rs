@@ -203,6 +203,8 @@ impl Engine {
     /// Writes a catalog change to the store in one transaction, then to memory.
     pub(crate) fn apply_catalog(&self, change: CatalogChange) -> Result<()> {
         self.inner.store.apply(&change)?;
+        // The head of `main` may have moved: the warm pool follows it.
+        self.inner.warm.wake();
         let mut state = self.write_state();
         state.snapshots.retain(|snapshot| !change.delete_snapshots.contains(&snapshot.id));
         for record in change.upsert_snapshots {
@@ -335,6 +337,8 @@ impl Engine {
                 )));
             }
         }
+        // Warm clones are nobody's yet; the snapshot lock keeps new ones from being made now.
+        self.discard_warm_where(|warm| warm.record.snapshot_id == id).await;
         let mode = if force { DestroyMode::WithDependents } else { DestroyMode::Refuse };
         match self.inner.pool.storage().destroy_snapshot(&name, mode).await {
             Ok(()) | Err(storage::Error::NotFound(_)) => {}

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
+use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord, WarmRecord};
 
 /// An error from the engine's database.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +107,17 @@ CREATE TABLE webhook_deliveries (
     // Snapshots can be scheduled for deletion (PATCH /snapshot, the retention sweeper).
     r#"
 ALTER TABLE snapshots ADD COLUMN delete_at TEXT;
+"#,
+    // The warm pool: clones started ahead of demand, until a create claims one.
+    r#"
+CREATE TABLE warm_clones (
+    id          TEXT PRIMARY KEY,
+    snapshot_id TEXT NOT NULL,
+    branch      TEXT NOT NULL,
+    dataset     TEXT NOT NULL UNIQUE,
+    port        INTEGER NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
 "#,
 ];
 
@@ -220,14 +231,14 @@ impl Store {
     /// Records a new clone; fails with [`StoreError::Conflict`] when its ID, port or dataset is
     /// taken.
     pub fn insert_clone(&self, clone: &CloneRecord) -> Result<(), StoreError> {
-        let result = self.execute_clone(INSERT_CLONE, clone);
+        let result = execute_clone(&self.lock(), INSERT_CLONE, clone);
         conflict_on_unique(result, || format!("clone {} (port {})", clone.id, clone.port))?;
         Ok(())
     }
 
     /// Replaces a clone's record.
     pub fn update_clone(&self, clone: &CloneRecord) -> Result<(), StoreError> {
-        let changed = self.execute_clone(UPDATE_CLONE, clone);
+        let changed = execute_clone(&self.lock(), UPDATE_CLONE, clone);
         let changed = conflict_on_unique(changed, || format!("port {}", clone.port))?;
         if changed == 0 {
             return Err(StoreError::NotFound(format!("clone {}", clone.id)));
@@ -235,32 +246,54 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `sql` with a clone's fields as `?1` to `?19`, in the columns' order.
-    fn execute_clone(&self, sql: &str, clone: &CloneRecord) -> rusqlite::Result<usize> {
-        self.lock().execute(
-            sql,
+    /// Records a clone of the warm pool before its dataset is made.
+    pub fn insert_warm(&self, warm: &WarmRecord) -> Result<(), StoreError> {
+        let result = self.lock().execute(
+            "INSERT INTO warm_clones (id, snapshot_id, branch, dataset, port, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                clone.id,
-                clone.snapshot_id,
-                clone.branch,
-                clone.revision,
-                clone.pool,
-                clone.dataset,
-                clone.port,
-                clone.state.code(),
-                clone.state_message,
-                clone.username,
-                clone.password_verifier,
-                clone.restricted,
-                clone.db_name,
-                clone.protected,
-                clone.protected_till.map(format_time),
-                clone.protection_warning_sent,
-                format_time(clone.created_at),
-                clone.cloning_time_seconds,
-                extra_conf_json(clone),
+                warm.id,
+                warm.snapshot_id,
+                warm.branch,
+                warm.dataset,
+                warm.port,
+                format_time(warm.created_at)
             ],
-        )
+        );
+        conflict_on_unique(result, || format!("warm clone {} (port {})", warm.id, warm.port))?;
+        Ok(())
+    }
+
+    /// Forgets a clone of the warm pool. Forgetting one that is not there is not an error.
+    pub fn delete_warm(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().execute("DELETE FROM warm_clones WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Every clone of the warm pool.
+    pub fn warm_clones(&self) -> Result<Vec<WarmRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, snapshot_id, branch, dataset, port, created_at FROM warm_clones ORDER BY id",
+        )?;
+        let rows = statement.query_map([], warm_from_row)?;
+        let mut warm = Vec::new();
+        for row in rows {
+            warm.push(row??);
+        }
+        Ok(warm)
+    }
+
+    /// Hands a clone of the warm pool over to a user's clone in one transaction: the warm record
+    /// goes and `clone` (on the warm clone's dataset or port) is inserted, or neither happens.
+    pub fn claim_warm(&self, warm_id: &str, clone: &CloneRecord) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute("DELETE FROM warm_clones WHERE id = ?1", [warm_id])?;
+        let result = execute_clone(&transaction, INSERT_CLONE, clone);
+        conflict_on_unique(result, || format!("clone {} (port {})", clone.id, clone.port))?;
+        transaction.commit()?;
+        Ok(())
     }
 
     /// Forgets a clone. Forgetting one that is not there is not an error.
@@ -490,6 +523,38 @@ fn upsert_branch(connection: &Connection, branch: &BranchRecord) -> Result<(), S
     Ok(())
 }
 
+/// Runs `sql` with a clone's fields as `?1` to `?19`, in the columns' order.
+fn execute_clone(
+    connection: &Connection,
+    sql: &str,
+    clone: &CloneRecord,
+) -> rusqlite::Result<usize> {
+    connection.execute(
+        sql,
+        params![
+            clone.id,
+            clone.snapshot_id,
+            clone.branch,
+            clone.revision,
+            clone.pool,
+            clone.dataset,
+            clone.port,
+            clone.state.code(),
+            clone.state_message,
+            clone.username,
+            clone.password_verifier,
+            clone.restricted,
+            clone.db_name,
+            clone.protected,
+            clone.protected_till.map(format_time),
+            clone.protection_warning_sent,
+            format_time(clone.created_at),
+            clone.cloning_time_seconds,
+            extra_conf_json(clone),
+        ],
+    )
+}
+
 fn conflict_on_unique(
     result: rusqlite::Result<usize>,
     what: impl FnOnce() -> String,
@@ -553,6 +618,21 @@ fn clone_from_row(row: &Row<'_>) -> RowResult<CloneRecord> {
             extra_conf: serde_json::from_str(&extra_conf).map_err(|error| {
                 StoreError::Corrupt(format!("extra_conf {extra_conf:?}: {error}"))
             })?,
+        })
+    })();
+    Ok(record)
+}
+
+fn warm_from_row(row: &Row<'_>) -> RowResult<WarmRecord> {
+    let created_at: String = row.get("created_at")?;
+    let record = (|| {
+        Ok(WarmRecord {
+            id: row.get("id")?,
+            snapshot_id: row.get("snapshot_id")?,
+            branch: row.get("branch")?,
+            dataset: row.get("dataset")?,
+            port: row.get("port")?,
+            created_at: parse_time(&created_at)?,
         })
     })();
     Ok(record)

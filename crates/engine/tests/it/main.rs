@@ -9,3 +9,4 @@ mod branches;
 mod harness;
 mod lifecycle;
 mod restart;
+mod warm;

@@ -1,0 +1,298 @@
+//! The warm pool (design §9): clones started ahead of demand on the head of `main`, so that a
+//! create which can use one only renames its log and sets up its role on a server that already
+//! accepts connections.
+//!
+//! A warm clone is an ordinary clone dataset (`branch/main/<id>/r0`) with a running server, a
+//! reserved port and an open admin session, recorded in the store's `warm_clones` table but not
+//! shown anywhere a user's clones are. A create claims one in the same store transaction that
+//! records the user's clone. One filler task keeps the pool at its size on the current head and
+//! discards warm clones of any other snapshot; it holds the snapshot lock while it makes one, so
+//! a snapshot deletion never races a warm clone being made from it. A restart discards whatever
+//! an earlier run left (see [`Engine::discard_leftover_warm`]); shutdown discards the rest.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use postgres::{Admin, Instance};
+use storage::DatasetName;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Engine;
+use crate::error::{Error, Result};
+use crate::model::{CloneRecord, SnapshotRecord, WarmRecord};
+
+/// How long the filler waits before trying again after a failure, when nothing wakes it.
+const RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The warm clones that are ready, and the filler's wake-up call.
+#[derive(Debug, Default)]
+pub(crate) struct WarmPool {
+    ready: Mutex<Vec<WarmClone>>,
+    wake: tokio::sync::Notify,
+}
+
+/// A warm clone that is ready to be claimed.
+#[derive(Debug)]
+pub(crate) struct WarmClone {
+    pub(crate) record: WarmRecord,
+    instance: Instance,
+    /// The session that confirmed the start, kept so that a claim sets the role up at once.
+    admin: Admin,
+}
+
+impl WarmClone {
+    /// Whether its server and the engine's session to it are still up.
+    fn is_alive(&self) -> bool {
+        self.instance.is_running() && !self.admin.is_closed()
+    }
+}
+
+impl WarmPool {
+    fn ready(&self) -> MutexGuard<'_, Vec<WarmClone>> {
+        // Only whole entries are pushed and removed; a panic cannot leave one half-made.
+        self.ready.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many warm clones are ready.
+    pub(crate) fn len(&self) -> usize {
+        self.ready().len()
+    }
+
+    /// Takes a warm clone of `snapshot_id` whose server is still up, if one is ready.
+    pub(crate) fn take(&self, snapshot_id: &str) -> Option<WarmClone> {
+        let mut ready = self.ready();
+        let index = ready
+            .iter()
+            .position(|warm| warm.record.snapshot_id == snapshot_id && warm.is_alive())?;
+        Some(ready.swap_remove(index))
+    }
+
+    /// Takes any warm clone, for its port.
+    pub(crate) fn take_any(&self) -> Option<WarmClone> {
+        self.ready().pop()
+    }
+
+    /// Puts back a warm clone that a create took but could not use.
+    pub(crate) fn put_back(&self, warm: WarmClone) {
+        self.ready().push(warm);
+    }
+
+    fn take_where(&self, condition: impl Fn(&WarmClone) -> bool) -> Vec<WarmClone> {
+        let mut ready = self.ready();
+        let (taken, kept) =
+            std::mem::take(&mut *ready).into_iter().partition(|warm: &WarmClone| condition(warm));
+        *ready = kept;
+        taken
+    }
+
+    /// Wakes the filler: the pool lost a clone or the head of `main` may have moved.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl Engine {
+    /// Runs the filler until the engine shuts down, then discards the warm clones.
+    pub(crate) fn spawn_warm_pool(&self) {
+        let engine = self.clone();
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(
+            async move {
+                loop {
+                    engine.fill_warm_pool().await;
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = engine.inner.warm.wake.notified() => {}
+                        () = tokio::time::sleep(RETRY_INTERVAL) => {}
+                    }
+                }
+                engine.discard_warm_where(|_| true).await;
+            }
+            .instrument(info_span!("loop", name = "warm_pool")),
+        );
+    }
+
+    /// Discards warm clones that are not on the head of `main`, then makes new ones until the
+    /// pool is full, the ports run out, or one fails.
+    async fn fill_warm_pool(&self) {
+        let size = self.inner.config.cloning.warm_pool_size;
+        let target = self.resolve_snapshot(None, None).ok();
+        let target_id = target.as_ref().map(|snapshot| snapshot.id.clone());
+        self.discard_warm_where(|warm| {
+            Some(&warm.record.snapshot_id) != target_id.as_ref() || !warm.is_alive()
+        })
+        .await;
+        let Some(target) = target else { return };
+        while self.inner.warm.len() < size && !self.inner.cancel.is_cancelled() {
+            let _serial = self.inner.snapshot_lock.lock().await;
+            // The head may have moved while this waited for the lock; the change woke the
+            // filler, which starts over on the new head.
+            if self.resolve_snapshot(None, None).ok().map(|head| head.id) != target_id {
+                return;
+            }
+            let started = Instant::now();
+            match self.make_warm(&target).await {
+                Ok(warm) => {
+                    debug!(warm_id = %warm.record.id, port = warm.record.port, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "warm clone ready");
+                    self.inner.warm.put_back(warm);
+                }
+                Err(Error::NoCapacity(reason)) => {
+                    debug!(%reason, "warm pool not filled: no free port");
+                    return;
+                }
+                Err(error) => {
+                    warn!(error = %error, "failed to make a warm clone; retrying later");
+                    self.inner.metrics.warm_failures.inc();
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn make_warm(&self, snapshot: &SnapshotRecord) -> Result<WarmClone> {
+        let id = crate::clone::generate_id();
+        let (_, dataset) = self.free_clone_dataset(&snapshot.branch, &id, 0)?;
+        let port = self.inner.ports.reserve()?;
+        let record = WarmRecord {
+            id,
+            snapshot_id: snapshot.id.clone(),
+            branch: snapshot.branch.clone(),
+            dataset: dataset.to_string(),
+            port: port.port(),
+            created_at: Utc::now(),
+        };
+        self.inner.store.insert_warm(&record)?;
+        let port = port.keep();
+        let spec = self.server_spec(port, &record.id, &Default::default(), &dataset);
+        let started = self.clone_and_start(&snapshot.id, &dataset, spec).await;
+        let made = match started {
+            Ok((mut instance, _)) => match self.prepare_warm(&mut instance).await {
+                Ok(admin) => Ok(WarmClone { record: record.clone(), instance, admin }),
+                Err(error) => {
+                    self.abandon(instance, &dataset).await;
+                    Err(error)
+                }
+            },
+            Err(error) => Err(error),
+        };
+        if made.is_err() {
+            self.forget_warm(&record);
+        }
+        made
+    }
+
+    /// What every clone gets whoever claims it: the source's passwords removed (unless kept).
+    async fn prepare_warm(&self, instance: &mut Instance) -> Result<Admin> {
+        let admin = instance.admin().await?;
+        if !self.inner.config.cloning.keep_user_passwords {
+            admin.reset_passwords(&[]).await?;
+        }
+        Ok(admin)
+    }
+
+    /// A claimed warm clone becomes `record`'s: its log takes the clone's name and the clone's
+    /// role is set up over the open admin session. On failure nothing is left but the record.
+    pub(crate) async fn finish_claim(
+        &self,
+        record: &CloneRecord,
+        warm: WarmClone,
+    ) -> Result<Instance> {
+        let WarmClone { record: warm_record, instance, admin } = warm;
+        let from = self.log_file(&warm_record.id);
+        let to = self.log_file(&record.id);
+        if from != to
+            && let Err(error) = std::fs::rename(&from, &to)
+        {
+            // The server keeps writing to the file it has open; only the name is off.
+            warn!(error = %error, from = %from.display(), "failed to rename a warm clone's log");
+        }
+        match self.configure_roles(&admin, record).await {
+            Ok(()) => Ok(instance),
+            Err(error) => {
+                drop(admin);
+                self.abandon(instance, &DatasetName::new(record.dataset.clone())?).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes a warm clone whose port a create took: its server and dataset go; its record
+    /// went with the claim.
+    pub(crate) async fn dispose_evicted(&self, warm: WarmClone) {
+        let WarmClone { record, instance, admin } = warm;
+        drop(admin);
+        info!(warm_id = %record.id, port = record.port, "warm clone gives its port to a clone");
+        self.remove_warm_resources(&record, Some(instance)).await;
+        self.inner.warm.wake();
+    }
+
+    /// Discards the ready warm clones that `condition` picks: servers stopped, datasets
+    /// destroyed, ports released, records forgotten.
+    pub(crate) async fn discard_warm_where(&self, condition: impl Fn(&WarmClone) -> bool) {
+        for warm in self.inner.warm.take_where(condition) {
+            let WarmClone { record, instance, admin } = warm;
+            drop(admin);
+            debug!(warm_id = %record.id, snapshot_id = %record.snapshot_id, "discarding warm clone");
+            self.remove_warm_resources(&record, Some(instance)).await;
+            self.forget_warm(&record);
+        }
+    }
+
+    /// Removes what an earlier run's warm clones left (after a crash, or a restart): their
+    /// servers, found through `postmaster.pid`, their datasets and their records. Runs before
+    /// reconciliation, which would otherwise report their datasets as orphans.
+    pub(crate) async fn discard_leftover_warm(&self) {
+        let leftovers = match self.inner.store.warm_clones() {
+            Ok(leftovers) => leftovers,
+            Err(error) => {
+                warn!(error = %error, "failed to read the warm pool's records");
+                return;
+            }
+        };
+        for record in leftovers {
+            info!(warm_id = %record.id, dataset = %record.dataset, "removing a warm clone left by an earlier run");
+            self.remove_warm_resources(&record, None).await;
+            if let Err(error) = self.inner.store.delete_warm(&record.id) {
+                warn!(warm_id = %record.id, error = %error, "failed to forget a warm clone");
+            }
+        }
+    }
+
+    async fn remove_warm_resources(&self, record: &WarmRecord, instance: Option<Instance>) {
+        let Ok(dataset) = DatasetName::new(record.dataset.clone()) else {
+            warn!(dataset = %record.dataset, "a warm clone's record names an invalid dataset");
+            return;
+        };
+        let instance = match instance {
+            Some(instance) => Some(instance),
+            None => {
+                let pgdata = self.inner.pool.pgdata_of(&dataset);
+                if pgdata.join("postmaster.pid").exists() {
+                    let spec =
+                        self.server_spec(record.port, &record.id, &Default::default(), &dataset);
+                    self.adopt_with(spec).await.ok()
+                } else {
+                    None
+                }
+            }
+        };
+        match instance {
+            Some(instance) => self.abandon(instance, &dataset).await,
+            None => self.destroy_clone_dataset(&dataset).await,
+        }
+        let log = self.log_file(&record.id);
+        if let Err(error) = std::fs::remove_file(&log)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(error = %error, log = %log.display(), "failed to remove a warm clone's log");
+        }
+    }
+
+    fn forget_warm(&self, record: &WarmRecord) {
+        if let Err(error) = self.inner.store.delete_warm(&record.id) {
+            warn!(warm_id = %record.id, error = %error, "failed to forget a warm clone");
+        }
+        self.inner.ports.release(record.port);
+    }
+}

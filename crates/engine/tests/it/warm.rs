@@ -1,0 +1,182 @@
+//! The warm pool: claims, refills, following the head of `main`, giving ports up, restarts.
+
+use std::time::Duration;
+
+use engine::{CloneRequest, EngineConfig};
+use storage::ThinStorage;
+
+use crate::harness::{PASSWORD, READY_TIMEOUT, TestEngine, config, connect, request};
+
+fn warm_config(ports: u16, size: usize) -> EngineConfig {
+    let mut config = config(ports);
+    config.cloning.warm_pool_size = size;
+    config
+}
+
+/// Waits until the warm pool holds `count` clones.
+async fn wait_warm(test: &TestEngine, count: usize) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while test.engine.warm_clones() != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the warm pool holds {} clones, not {count}",
+            test.engine.warm_clones()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The clone datasets in the pool, as `branch/<branch>/<id>/r<n>`.
+async fn clone_datasets(test: &TestEngine) -> Vec<String> {
+    let listing = test.engine.pool().storage().list().await.unwrap();
+    listing
+        .datasets
+        .iter()
+        .map(|dataset| dataset.name.to_string())
+        .filter(|name| name.starts_with("branch/") && name.split('/').count() == 4)
+        .collect()
+}
+
+#[tokio::test]
+async fn creates_claim_warm_clones_which_are_made_again() {
+    let test = TestEngine::start(warm_config(8, 2)).await;
+    wait_warm(&test, 2).await;
+    let warm_datasets = clone_datasets(&test).await;
+    assert_eq!(warm_datasets.len(), 2, "{warm_datasets:?}");
+
+    let named = test.create("named").await;
+    assert!(warm_datasets.contains(&named.record.dataset), "not claimed: {}", named.record.dataset);
+    let client = connect(&named, PASSWORD).await.expect("log in to a claimed clone");
+    client.batch_execute("CREATE TABLE mine (v int); INSERT INTO mine VALUES (1)").await.unwrap();
+    assert!(connect(&named, "Wrong-password-123!").await.is_err(), "a wrong password logs in");
+    wait_warm(&test, 2).await;
+
+    // Without an ID, the clone takes the warm clone's, so its dataset is named after it.
+    let unnamed = CloneRequest { id: None, ..request("") };
+    let view = test.engine.create_clone(unnamed).await.unwrap();
+    let unnamed = test.ready(&view.record.id).await;
+    assert!(unnamed.record.dataset.contains(&format!("/{}/", unnamed.record.id)));
+    let other = connect(&unnamed, PASSWORD).await.unwrap();
+    let isolated = other.query_one("SELECT to_regclass('mine') IS NULL", &[]).await.unwrap();
+    assert!(isolated.get::<_, bool>(0), "a warm clone saw another clone's write");
+
+    // A request with settings of its own starts cold.
+    let mut tuned = request("tuned");
+    tuned.extra_conf.insert("work_mem".to_owned(), "7MB".to_owned());
+    test.engine.create_clone(tuned).await.unwrap();
+    let tuned = test.ready("tuned").await;
+    assert!(tuned.record.dataset.contains("/tuned/"), "{}", tuned.record.dataset);
+    let client = connect(&tuned, PASSWORD).await.unwrap();
+    let work_mem = client.query_one("SHOW work_mem", &[]).await.unwrap();
+    assert_eq!(work_mem.get::<_, String>(0), "7MB");
+
+    // Destroying a claimed clone leaves nothing of its warm dataset behind.
+    test.engine.destroy_clone("named").await.unwrap();
+    test.wait_gone("named").await;
+    let parent = named.record.dataset.rsplit_once('/').unwrap().0.to_owned();
+    let listing = test.engine.pool().storage().list().await.unwrap();
+    assert!(
+        listing.datasets.iter().all(|dataset| !dataset.name.as_str().starts_with(&parent)),
+        "{parent} is still in the pool"
+    );
+    wait_warm(&test, 2).await;
+    assert_eq!(clone_datasets(&test).await.len(), 4, "two clones and two warm ones");
+}
+
+#[tokio::test]
+async fn warm_clones_follow_the_head_and_hold_no_source_passwords() {
+    let test = TestEngine::start(warm_config(8, 1)).await;
+    wait_warm(&test, 1).await;
+    let source = test.create("source").await;
+    let client = connect(&source, PASSWORD).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE ROLE leaky LOGIN PASSWORD 'Leaky-pass-123!'; CREATE TABLE marker (v int);",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let old_head = source.record.snapshot_id.clone();
+    let commit = test.engine.commit_clone("source", "with a role").await.unwrap();
+    assert_ne!(commit.record.id, old_head);
+
+    // The warm pool moves to the new head: a claimed clone sees the commit.
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let dataset_count = clone_datasets(&test).await.len();
+        // The source clone plus one warm clone, made on the new head.
+        if test.engine.warm_clones() == 1 && dataset_count == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the warm pool did not move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = test.create("fresh").await;
+    assert_eq!(fresh.record.snapshot_id, commit.record.id);
+    let client = connect(&fresh, PASSWORD).await.unwrap();
+    let marker = client.query_one("SELECT to_regclass('marker') IS NOT NULL", &[]).await.unwrap();
+    assert!(marker.get::<_, bool>(0), "the clone is not on the new head");
+    let leaky = engine::CloneView {
+        record: engine::CloneRecord { username: "leaky".to_owned(), ..fresh.record.clone() },
+        ..fresh.clone()
+    };
+    assert!(connect(&leaky, "Leaky-pass-123!").await.is_err(), "a source password still works");
+}
+
+#[tokio::test]
+async fn a_snapshot_under_warm_clones_can_be_deleted() {
+    let test = TestEngine::start(warm_config(8, 2)).await;
+    wait_warm(&test, 2).await;
+    let first = test.engine.snapshots().remove(0).record.id;
+    test.engine.create_snapshot().await.unwrap();
+    // Whether or not the filler has moved yet, the old snapshot is nobody's.
+    test.engine
+        .delete_snapshot(&first, false)
+        .await
+        .expect("delete the snapshot under warm clones");
+    wait_warm(&test, 2).await;
+    let view = test.create("after").await;
+    assert_ne!(view.record.snapshot_id, first);
+}
+
+#[tokio::test]
+async fn warm_clones_give_their_ports_to_clones() {
+    let test = TestEngine::start(warm_config(3, 2)).await;
+    wait_warm(&test, 2).await;
+    let mut first = request("first");
+    first.extra_conf.insert("work_mem".to_owned(), "5MB".to_owned());
+    test.engine.create_clone(first).await.unwrap();
+    test.ready("first").await;
+    // The range is now full: the next cold create takes a warm clone's port.
+    let mut second = request("second");
+    second.extra_conf.insert("work_mem".to_owned(), "6MB".to_owned());
+    test.engine.create_clone(second).await.unwrap();
+    let second = test.ready("second").await;
+    connect(&second, PASSWORD).await.expect("log in on the evicted warm clone's port");
+    assert_eq!(test.engine.warm_clones(), 1);
+    // And the last warm clone is claimed; then the range is full.
+    test.create("third").await;
+    assert_eq!(test.engine.warm_clones(), 0);
+    let error = test.engine.create_clone(request("fourth")).await.unwrap_err();
+    assert!(matches!(error, engine::Error::NoCapacity(_)), "{error}");
+
+    // A destroyed clone's port goes back to the warm pool.
+    test.engine.destroy_clone("first").await.unwrap();
+    test.wait_gone("first").await;
+    wait_warm(&test, 1).await;
+}
+
+#[tokio::test]
+async fn a_restart_leaves_no_warm_clone_behind() {
+    let mut test = TestEngine::start(warm_config(8, 2)).await;
+    wait_warm(&test, 2).await;
+    let kept = test.create("kept").await;
+    wait_warm(&test, 2).await;
+    test.restart().await;
+    let reconciliation = test.engine.reconciliation();
+    assert!(reconciliation.differences.is_empty(), "{reconciliation:?}");
+    wait_warm(&test, 2).await;
+    assert_eq!(clone_datasets(&test).await.len(), 3, "one clone and two warm ones");
+    let kept = test.ready(&kept.record.id).await;
+    connect(&kept, PASSWORD).await.expect("the claimed clone survives the restart");
+}
