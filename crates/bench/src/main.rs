@@ -22,7 +22,7 @@ use clap::Parser;
 
 use crate::alternatives::Method;
 use crate::cluster::{Backend, Loaded, Pool};
-use crate::report::{AltResult, Report, SizeResult};
+use crate::report::{AltResult, Report, ScionRun, SizeResult};
 use crate::server::Server;
 
 /// Bytes of data directory per pgbench scale unit (scale 68 ≈ 1 GB, 680 ≈ 10 GB).
@@ -61,6 +61,10 @@ struct Args {
     /// Skip the alternatives.
     #[arg(long)]
     no_alternatives: bool,
+    /// Also time clones with a warm pool of this many clones (the server's `warm_pool_size`),
+    /// waiting (untimed) before each create until the pool is full again; 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    warm_pool: usize,
     /// ZFS runs only at sizes up to this (zfs-fuse is slow to fill).
     #[arg(long, value_parser = parse_size)]
     zfs_max_size: Option<u64>,
@@ -275,8 +279,7 @@ async fn run_size_on(
     for &backend in &args.backends {
         match backend {
             Backend::Btrfs => {
-                let timed = scion_phase(ctx, btrfs, &mut size_result, ctx.density).await?;
-                size_result.scion.push((backend, timed));
+                scion_phase(ctx, btrfs, &mut size_result, ctx.density).await?;
             }
             Backend::Zfs => {
                 if args.zfs_max_size.is_some_and(|max| ctx.size > max) {
@@ -299,7 +302,7 @@ async fn run_size_on(
                 let teardown = zfs.teardown().await;
                 // zfs-fuse is a shared daemon here; losing it must not cost the btrfs figures.
                 match outcome {
-                    Ok(timed) => size_result.scion.push((backend, timed)),
+                    Ok(()) => {}
                     Err(error) => {
                         progress(&format!("ZFS failed: {error:#}"));
                         size_result.notes.push(format!(
@@ -325,28 +328,51 @@ async fn sync_all() -> Result<()> {
     Ok(exec::Cmd::new("sync").run().await?)
 }
 
+/// Scion on `pool`: clone-ready latency without a warm pool (and density, if asked), then with
+/// one, each on a server of its own.
 async fn scion_phase(
     ctx: &SizeCtx<'_>,
     pool: &Pool,
     size_result: &mut SizeResult,
     density: bool,
+) -> Result<()> {
+    let timed = scion_server_phase(ctx, pool, 0, density.then_some(&mut *size_result)).await?;
+    size_result.scion.push(ScionRun { backend: pool.backend, warm_pool: 0, timed });
+    let warm_pool = ctx.args.warm_pool;
+    if warm_pool > 0 {
+        let timed = scion_server_phase(ctx, pool, warm_pool, None).await?;
+        size_result.scion.push(ScionRun { backend: pool.backend, warm_pool, timed });
+    }
+    Ok(())
+}
+
+async fn scion_server_phase(
+    ctx: &SizeCtx<'_>,
+    pool: &Pool,
+    warm_pool: usize,
+    density: Option<&mut SizeResult>,
 ) -> Result<Vec<scion::Timed>> {
     let state =
         ctx.dir.join(format!("state-{}", pool.backend.label().split(' ').next().unwrap_or("pool")));
     sync_all().await?;
-    progress(&format!("{}: scion-server on {}", size_label(ctx.size), pool.backend.label()));
+    progress(&format!(
+        "{}: scion-server on {}, warm pool {warm_pool}",
+        size_label(ctx.size),
+        pool.backend.label()
+    ));
     let server = Server::start(
         ctx.server_bin,
         &state,
         &pool.image.backend_config(),
         ctx.api_port,
         ctx.clone_ports,
+        warm_pool,
     )
     .await?;
     let outcome = async {
         progress(&format!("{} timed clones", ctx.args.clones));
-        let timed = scion::clone_latency(&server, ctx.args.clones).await?;
-        if density {
+        let timed = scion::clone_latency(&server, ctx.args.clones, warm_pool).await?;
+        if let Some(size_result) = density {
             progress(&format!("density: up to {} clones", ctx.args.density));
             let found =
                 scion::density(&server, pool, ctx.args.density, ctx.args.api_requests).await?;

@@ -19,12 +19,29 @@ pub(crate) struct AltResult {
     pub(crate) samples: Vec<f64>,
 }
 
+/// Scion's clone-ready latency on one pool, with or without a warm pool.
+pub(crate) struct ScionRun {
+    pub(crate) backend: Backend,
+    /// The server's `warm_pool_size`.
+    pub(crate) warm_pool: usize,
+    pub(crate) timed: Vec<Timed>,
+}
+
+impl ScionRun {
+    fn label(&self) -> String {
+        match self.warm_pool {
+            0 => self.backend.label().to_owned(),
+            size => format!("{}, warm pool {size}", self.backend.label()),
+        }
+    }
+}
+
 /// Everything measured at one source size.
 pub(crate) struct SizeResult {
     pub(crate) size: u64,
     pub(crate) scale: u32,
     pub(crate) loaded: Loaded,
-    pub(crate) scion: Vec<(Backend, Vec<Timed>)>,
+    pub(crate) scion: Vec<ScionRun>,
     pub(crate) alternatives: Vec<AltResult>,
     pub(crate) density: Option<(Backend, Density)>,
     pub(crate) notes: Vec<String>,
@@ -46,8 +63,8 @@ impl SizeResult {
     fn scion_btrfs_median(&self) -> Option<f64> {
         self.scion
             .iter()
-            .find(|(backend, _)| *backend == Backend::Btrfs)
-            .map(|(_, timed)| Summary::of(&ready_ms(timed)).median)
+            .find(|run| run.backend == Backend::Btrfs && run.warm_pool == 0)
+            .map(|run| Summary::of(&ready_ms(&run.timed)).median)
     }
 }
 
@@ -161,19 +178,19 @@ impl Report {
 
     fn latency(&self, out: &mut String) {
         out.push_str(
-            "\n#### Clone-ready latency\n\nFrom `POST /clone?wait=120` to the first successful `SELECT 1` over TCP (127.0.0.1, the clone's port) as the clone's password (SCRAM) user; one untimed warm-up clone first; each clone destroyed (untimed) before the next.\n\n",
+            "\n#### Clone-ready latency\n\nFrom `POST /clone?wait=120` to the first successful `SELECT 1` over TCP (127.0.0.1, the clone's port) as the clone's password (SCRAM) user; one untimed warm-up clone first; each clone destroyed (untimed) before the next; with a warm pool, each create waits (untimed) until the pool is full again.\n\n",
         );
         out.push_str("| pool | source (data dir / database) | clones | median | p95 | min | max | server `cloningTime` median | connects refused after OK |\n");
         out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for size in &self.sizes {
-            for (backend, timed) in &size.scion {
-                let ready = Summary::of(&ready_ms(timed));
-                let server: Vec<f64> = timed.iter().map(|t| t.server_ms).collect();
-                let refused: u32 = timed.iter().map(|t| t.retries).sum();
+            for run in &size.scion {
+                let ready = Summary::of(&ready_ms(&run.timed));
+                let server: Vec<f64> = run.timed.iter().map(|t| t.server_ms).collect();
+                let refused: u32 = run.timed.iter().map(|t| t.retries).sum();
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {refused} |",
-                    backend.label(),
+                    run.label(),
                     source_label(size),
                     ready.n,
                     ms(ready.median),
@@ -191,19 +208,19 @@ impl Report {
             return;
         }
         out.push_str(
-            "\n#### The alternatives, as ratios to Scion\n\nEach from its start to the first successful `SELECT 1` over TCP as a password (SCRAM) role in the new copy, against a cleanly stopped cluster on the same btrfs pool holding the same pgbench data (PostgreSQL 15's copy loaded the same way); `CREATE DATABASE` runs over an already open admin session; every copy is dropped and a CHECKPOINT runs (both untimed) before the next run. Ratio: the alternative's median over Scion's btrfs median at the same size.\n\n",
+            "\n#### The alternatives, as ratios to Scion\n\nEach from its start to the first successful `SELECT 1` over TCP as a password (SCRAM) role in the new copy, against a cleanly stopped cluster on the same btrfs pool holding the same pgbench data (PostgreSQL 15's copy loaded the same way); `CREATE DATABASE` runs over an already open admin session; every copy is dropped and a CHECKPOINT runs (both untimed) before the next run. Ratio: the alternative's median over Scion's btrfs median without a warm pool at the same size.\n\n",
         );
         out.push_str("| source | method | PostgreSQL | runs | median | max | × Scion (btrfs) |\n");
         out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
         for size in &self.sizes {
             let scion = size.scion_btrfs_median();
-            for (backend, timed) in &size.scion {
-                let ready = Summary::of(&ready_ms(timed));
+            for run in &size.scion {
+                let ready = Summary::of(&ready_ms(&run.timed));
                 let _ = writeln!(
                     out,
                     "| {} | Scion, {} | {} | {} | {} | {} | {} |",
                     size_label(size.size),
-                    backend.label(),
+                    run.label(),
                     self.major,
                     ready.n,
                     ms(ready.median),

@@ -32,15 +32,22 @@ pub(crate) struct Timed {
 }
 
 /// Clone-ready latency over `count` clones (plus one untimed warm-up), each destroyed (untimed)
-/// before the next is made.
-pub(crate) async fn clone_latency(server: &Server, count: usize) -> Result<Vec<Timed>> {
-    let warm = create_ready(server, "warmup").await?;
-    destroy(server, "warmup").await?;
-    let _ = warm;
+/// before the next is made; with a warm pool, each made once the pool is full again.
+pub(crate) async fn clone_latency(
+    server: &Server,
+    count: usize,
+    warm_pool: usize,
+) -> Result<Vec<Timed>> {
     let mut timed = Vec::with_capacity(count);
-    for n in 0..count {
-        let id = format!("lat{n}");
-        timed.push(create_ready(server, &id).await?);
+    for n in 0..=count {
+        if warm_pool > 0 {
+            server.wait_warm_pool(warm_pool).await?;
+        }
+        let id = if n == 0 { "warmup".to_owned() } else { format!("lat{n}") };
+        let clone = create_ready(server, &id).await?;
+        if n > 0 {
+            timed.push(clone);
+        }
         destroy(server, &id).await?;
     }
     Ok(timed)

@@ -31,6 +31,7 @@ impl Server {
         backend: &BackendConfig,
         api_port: u16,
         clone_ports: (u16, u16),
+        warm_pool: usize,
     ) -> Result<Server> {
         std::fs::create_dir_all(state_dir)?;
         let backend = match backend {
@@ -45,7 +46,8 @@ impl Server {
         // Idle cleanup off, so the density phase keeps every clone it made.
         let config = format!(
             "[server]\nport = {api_port}\nstate_dir = \"{}\"\n\n[pool]\nbackend = {backend}\n\n\
-             [cloning]\nport_from = {}\nport_to = {}\nmax_idle_minutes = 0\n",
+             [cloning]\nport_from = {}\nport_to = {}\nmax_idle_minutes = 0\n\
+             warm_pool_size = {warm_pool}\n",
             state_dir.display(),
             clone_ports.0,
             clone_ports.1,
@@ -77,6 +79,26 @@ impl Server {
                 bail!("scion-server was not ready in {READY_TIMEOUT:?}:\n{}", server.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the warm pool holds `size` clones, as `/metrics` says.
+    pub(crate) async fn wait_warm_pool(&self, size: usize) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = format!("{}/metrics", self.url);
+        let http = reqwest::Client::new();
+        loop {
+            let text = http.get(&url).send().await?.text().await?;
+            let ready = text.lines().find_map(|line| {
+                line.strip_prefix("scion_warm_pool_clones ")?.trim().parse::<f64>().ok()
+            });
+            if ready == Some(size as f64) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the warm pool did not reach {size} clones:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

@@ -37,6 +37,10 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
     let (median, p95) = (millis(&latency[4]), millis(&latency[5]));
     assert!(median > 0.0 && p95 >= median, "median {median}, p95 {p95}:\n{report}");
     assert!(millis(&latency[8]) > 0.0, "server cloningTime:\n{report}");
+    let warm = row(&report, "| btrfs, warm pool 2 | ");
+    assert_eq!(warm[3], "2", "{report}");
+    assert!(millis(&warm[4]) > 0.0 && millis(&warm[5]) >= millis(&warm[4]), "{report}");
+    assert!(row(&report, "| 10 MB | Scion, btrfs, warm pool 2 |")[7].ends_with('×'), "{report}");
 
     assert_eq!(row(&report, "| 10 MB | Scion, btrfs |")[7], "1.0×", "{report}");
     for (method, majors) in [

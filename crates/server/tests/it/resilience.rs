@@ -138,3 +138,69 @@ async fn idle_cleanup_spares_clones_in_use() {
     assert_eq!(status, 200, "a clone in use was cleaned up: {still}");
     client.query_one("SELECT 1", &[]).await.unwrap();
 }
+
+/// The value of an unlabelled metric in a `/metrics` text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn wait_warm(server: &TestServer, count: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = server.metrics().await;
+        if metric(&metrics, "scion_warm_pool_clones") == Some(count) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {count} warm clones:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn warm_clones_serve_creates_and_a_crash_leaves_none_behind() {
+    let mut server = TestServer::start("warm_pool_size = 2").await;
+    wait_warm(&server, 2.0).await;
+    let warm = clone_datasets(&server.pool_dir());
+    assert_eq!(warm.len(), 2, "{warm:?}");
+    let clone = server.create_clone("claimed").await;
+    // The clone runs on a warm clone's dataset, not on one named after it.
+    let datasets = clone_datasets(&server.pool_dir());
+    assert!(datasets.iter().all(|dataset| !dataset.contains("/claimed/")), "{datasets:?}");
+    connect(&clone).await.expect("log in to a claimed warm clone");
+    wait_warm(&server, 2.0).await;
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, "scion_warm_pool_hits_total"), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "scion_warm_pool_misses_total"), Some(0.0), "{metrics}");
+
+    // The servers of the warm clones at the moment of the crash.
+    let before = clone_datasets(&server.pool_dir());
+    assert_eq!(before.len(), 3, "{before:?}");
+    let pids: Vec<u32> = before
+        .iter()
+        .filter_map(|dataset| {
+            let pid_file = server.pool_dir().join(dataset).join("data/postmaster.pid");
+            std::fs::read_to_string(pid_file).ok()?.lines().next()?.trim().parse().ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 3, "every clone and warm clone runs a server");
+    server.kill();
+    server.launch().await;
+    wait_warm(&server, 2.0).await;
+
+    let (_, status) = server.get("/status").await;
+    let differences = status["reconciliation"]["differences"].as_array().unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
+    let after = clone_datasets(&server.pool_dir());
+    assert_eq!(after.len(), 3, "{after:?}");
+    let (_, clone) = server.get("/clone/claimed").await;
+    assert_eq!(clone["status"]["code"], "OK", "{clone}");
+    connect(&clone).await.expect("the claimed clone survives the crash");
+    for (dataset, pid) in before.iter().zip(&pids) {
+        // A zombie is gone too: its reaper is whoever inherited it from the killed engine.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        });
+        let owned = after.contains(dataset);
+        assert_eq!(alive, owned, "{dataset} (pid {pid}): alive {alive}, still in the pool {owned}");
+    }
+}
