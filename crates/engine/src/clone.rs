@@ -582,15 +582,20 @@ impl Engine {
         }
     }
 
-    /// Sets up the clone's login role, and removes the source's passwords unless kept.
-    pub(crate) async fn configure_roles(
+    /// Removes the source's passwords unless kept, and sets up the clone's login role.
+    async fn configure_roles(&self, admin: &postgres::Admin, record: &CloneRecord) -> Result<()> {
+        if !self.inner.config.cloning.keep_user_passwords {
+            admin.reset_passwords(&[record.username.as_str()]).await?;
+        }
+        self.create_clone_role(admin, record).await
+    }
+
+    /// Creates the clone's login role, or replaces it, from the record's verifier.
+    pub(crate) async fn create_clone_role(
         &self,
         admin: &postgres::Admin,
         record: &CloneRecord,
     ) -> Result<()> {
-        if !self.inner.config.cloning.keep_user_passwords {
-            admin.reset_passwords(&[record.username.as_str()]).await?;
-        }
         let kind = if record.restricted { RoleKind::Restricted } else { RoleKind::Superuser };
         admin
             .create_or_replace_role_with_verifier(&record.username, &record.password_verifier, kind)

@@ -207,7 +207,8 @@ impl Engine {
             // The server keeps writing to the file it has open; only the name is off.
             warn!(error = %error, from = %from.display(), "failed to rename a warm clone's log");
         }
-        match self.configure_roles(&admin, record).await {
+        // The source's passwords went when the warm clone was made.
+        match self.create_clone_role(&admin, record).await {
             Ok(()) => Ok(instance),
             Err(error) => {
                 drop(admin);
