@@ -254,12 +254,12 @@ impl Report {
                 backend.label(),
                 source_label(size)
             );
-            out.push_str("Clones made one after another with `POST /clone?wait=120` and kept; each had one TCP session (its `SELECT 1`). PSS: `Pss` of /proc/<pid>/smaps_rollup summed over each clone's postmaster and children, 5 s after the last clone. Disk: the engine's `cloneDiffSize`, and the growth of the pool's used bytes (statvfs after `sync -f`) over the phase divided by the clones.\n\n");
-            out.push_str("| clones asked | running | stopped because | PSS per clone median / p95 / max | `cloneDiffSize` median / max | pool growth per clone | engine RSS before → after | MemAvailable before → after | clone-ready while filling median / p95 |\n");
+            out.push_str("Clones made one after another with `POST /clone?wait=120` and kept; each had one TCP session (its `SELECT 1`). PSS: `Pss` of /proc/<pid>/smaps_rollup summed over each clone's postmaster and children, 5 s after the last clone. Disk: the engine's `cloneDiffSize`, and the growth of the pool's used bytes (statvfs after `sync -f`) divided by the clones: over the first 10 clones right after the tenth was ready (a fresh clone), and over the whole phase (clones that ran for minutes).\n\n");
+            out.push_str("| clones asked | running | stopped because | PSS per clone median / p95 / max | `cloneDiffSize` median / max | pool growth per clone, fresh / whole phase | engine RSS before → after | MemAvailable before → after | clone-ready while filling median / p95 |\n");
             out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} / {} / {} | {} / {} | {} | {} → {} | {} → {} | {} / {} |",
+                "| {} | {} | {} | {} / {} / {} | {} / {} | {} / {} | {} → {} | {} → {} | {} / {} |",
                 density.target,
                 density.running,
                 density.stopped_because.as_deref().unwrap_or("–"),
@@ -268,6 +268,7 @@ impl Report {
                 mib(density.pss.max * 1024.0),
                 kib(density.diff.median),
                 kib(density.diff.max),
+                density.fresh_bytes_per_clone.map_or_else(|| "–".to_owned(), kib),
                 kib(density.pool_bytes_per_clone),
                 mib(density.engine_rss_before_kib as f64 * 1024.0),
                 mib(density.engine_rss_after_kib as f64 * 1024.0),

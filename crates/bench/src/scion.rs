@@ -17,6 +17,9 @@ const CLONE_PASSWORD: &str = "Cl0ne-bench-pass!";
 const CREATE_WAIT: Duration = Duration::from_secs(120);
 /// How long a clone the server called ready may refuse connections before it counts as a failure.
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// The pool's growth over this many first clones, measured right after them, is the disk of a
+/// fresh clone.
+const FRESH_CLONES: usize = 10;
 /// Density stops before the machine runs this short of memory.
 const MEMORY_RESERVE_KIB: u64 = 1 << 20;
 
@@ -111,6 +114,9 @@ pub(crate) struct Density {
     pub(crate) diff: Summary,
     /// Growth of the pool's used bytes over the phase, per clone.
     pub(crate) pool_bytes_per_clone: f64,
+    /// Growth of the pool's used bytes over the first clones, right after they were made, per
+    /// clone.
+    pub(crate) fresh_bytes_per_clone: Option<f64>,
     pub(crate) engine_rss_before_kib: u64,
     pub(crate) engine_rss_after_kib: u64,
     pub(crate) mem_available_before_kib: u64,
@@ -146,7 +152,14 @@ pub(crate) async fn density(
             break;
         }
         match create_ready(server, &format!("dens{n}")).await {
-            Ok(timed) => ready.push(timed.ready_ms),
+            Ok(timed) => {
+                ready.push(timed.ready_ms);
+                if ready.len() == FRESH_CLONES {
+                    let used = pool.used_bytes().await?;
+                    result.fresh_bytes_per_clone =
+                        Some(used.saturating_sub(used_before) as f64 / FRESH_CLONES as f64);
+                }
+            }
             Err(error) => {
                 result.stopped_because = Some(format!("clone {n} failed: {error:#}"));
                 break;
