@@ -328,19 +328,25 @@ async fn sync_all() -> Result<()> {
     Ok(exec::Cmd::new("sync").run().await?)
 }
 
-/// Scion on `pool`: clone-ready latency without a warm pool (and density, if asked), then with
-/// one, each on a server of its own.
+/// Scion on `pool`: clone-ready latency with a warm pool, then without one (and density, if
+/// asked), each on a server of its own.
 async fn scion_phase(
     ctx: &SizeCtx<'_>,
     pool: &Pool,
     size_result: &mut SizeResult,
     density: bool,
 ) -> Result<()> {
+    // The warm pool's latency first: after the density phase, hundreds of clones stopping load
+    // the machine for minutes.
+    let warm_pool = ctx.args.warm_pool;
+    let warm = if warm_pool > 0 {
+        Some(scion_server_phase(ctx, pool, warm_pool, None).await?)
+    } else {
+        None
+    };
     let timed = scion_server_phase(ctx, pool, 0, density.then_some(&mut *size_result)).await?;
     size_result.scion.push(ScionRun { backend: pool.backend, warm_pool: 0, timed });
-    let warm_pool = ctx.args.warm_pool;
-    if warm_pool > 0 {
-        let timed = scion_server_phase(ctx, pool, warm_pool, None).await?;
+    if let Some(timed) = warm {
         size_result.scion.push(ScionRun { backend: pool.backend, warm_pool, timed });
     }
     Ok(())
