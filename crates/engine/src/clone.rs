@@ -222,11 +222,11 @@ impl Engine {
                 cloning_time_seconds: None,
                 extra_conf: request.extra_conf.clone(),
             };
+            // An evicted warm clone keeps its record until its server is gone, so that a crash
+            // in between leaves it to be removed at the next start, before the clone is redone.
             let stored = match &start {
-                Start::Claim(warm) | Start::Evict(warm) => {
-                    self.inner.store.claim_warm(&warm.record.id, &record)
-                }
-                Start::Cold => self.inner.store.insert_clone(&record),
+                Start::Claim(warm) => self.inner.store.claim_warm(&warm.record.id, &record),
+                Start::Cold | Start::Evict(_) => self.inner.store.insert_clone(&record),
             };
             if let Err(error) = stored {
                 match start {

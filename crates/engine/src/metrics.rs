@@ -78,26 +78,22 @@ pub(crate) fn register(engine: &Engine, registry: &mut Registry) {
         "Time from a clone create or reset request to a server that accepts the clone's user",
         metrics.clone_ready.clone(),
     );
-    registry.register(
-        "scion_clone_failures",
-        "Clone creates and resets that ended FATAL",
-        metrics.clone_failures.clone(),
-    );
-    registry.register(
-        "scion_warm_pool_hits",
-        "Clone creates that claimed a warm clone",
-        metrics.warm_hits.clone(),
-    );
-    registry.register(
-        "scion_warm_pool_misses",
-        "Clone creates that found no warm clone to claim while the warm pool is on",
-        metrics.warm_misses.clone(),
-    );
-    registry.register(
-        "scion_warm_pool_failures",
-        "Warm clones that failed to start",
-        metrics.warm_failures.clone(),
-    );
+    for (name, help, counter) in [
+        (
+            "scion_clone_failures",
+            "Clone creates and resets that ended FATAL",
+            &metrics.clone_failures,
+        ),
+        ("scion_warm_pool_hits", "Clone creates that claimed a warm clone", &metrics.warm_hits),
+        (
+            "scion_warm_pool_misses",
+            "Clone creates that found no warm clone to claim while the warm pool is on",
+            &metrics.warm_misses,
+        ),
+        ("scion_warm_pool_failures", "Warm clones that failed to start", &metrics.warm_failures),
+    ] {
+        registry.register(name, help, counter.clone());
+    }
     registry.register_collector(Box::new(Snapshot::capture(engine)));
 }
 

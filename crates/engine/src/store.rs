@@ -285,7 +285,7 @@ impl Store {
     }
 
     /// Hands a clone of the warm pool over to a user's clone in one transaction: the warm record
-    /// goes and `clone` (on the warm clone's dataset or port) is inserted, or neither happens.
+    /// goes and `clone` (on the warm clone's dataset and port) is inserted, or neither happens.
     pub fn claim_warm(&self, warm_id: &str, clone: &CloneRecord) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;

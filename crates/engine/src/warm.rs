@@ -218,14 +218,16 @@ impl Engine {
         }
     }
 
-    /// Removes a warm clone whose port a create took: its server and dataset go; its record
-    /// went with the claim.
+    /// Removes a warm clone whose port a create took: its server, its dataset, then its record;
+    /// the port stays taken, by the clone.
     pub(crate) async fn dispose_evicted(&self, warm: WarmClone) {
         let WarmClone { record, instance, admin } = warm;
         drop(admin);
         info!(warm_id = %record.id, port = record.port, "warm clone gives its port to a clone");
         self.remove_warm_resources(&record, Some(instance)).await;
-        self.inner.warm.wake();
+        if let Err(error) = self.inner.store.delete_warm(&record.id) {
+            warn!(warm_id = %record.id, error = %error, "failed to forget a warm clone");
+        }
     }
 
     /// Discards the ready warm clones that `condition` picks: servers stopped, datasets
