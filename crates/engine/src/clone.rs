@@ -591,11 +591,17 @@ impl Engine {
     }
 
     /// Creates the clone's login role, or replaces it, from the record's verifier.
+    ///
+    /// The commit does not wait for the clone's WAL to reach the disk: on a pool whose flushes
+    /// go through a loop device that wait is the slowest step of a warm clone's claim. The
+    /// store holds the verifier durably, and a clone started again after a crash gets its role
+    /// back if the crash lost it (reconciliation's `bring_up`).
     pub(crate) async fn create_clone_role(
         &self,
         admin: &postgres::Admin,
         record: &CloneRecord,
     ) -> Result<()> {
+        admin.commit_without_waiting().await?;
         let kind = if record.restricted { RoleKind::Restricted } else { RoleKind::Superuser };
         admin
             .create_or_replace_role_with_verifier(&record.username, &record.password_verifier, kind)

@@ -341,11 +341,23 @@ impl Engine {
             }
         }
         match self.start_instance(&record, &pgdata).await {
-            Ok(instance) => {
+            Ok(mut instance) => {
+                let role = match self.restore_missing_role(&mut instance, &record).await {
+                    Ok(false) => String::new(),
+                    Ok(true) => {
+                        format!("; its role {:?} was lost and is set up again", record.username)
+                    }
+                    Err(error) => {
+                        format!("; checking its role {:?} failed: {error}", record.username)
+                    }
+                };
                 report.report(
                     DifferenceKind::ServerRestarted,
                     &id,
-                    format!("its server was not running; started again on port {}", record.port),
+                    format!(
+                        "its server was not running; started again on port {}{role}",
+                        record.port
+                    ),
                 );
                 self.instances().insert(id, instance);
             }
@@ -363,6 +375,22 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// Sets the clone's role up again when it is missing: its creation commits without
+    /// waiting for the disk, so a host crash right after a create can lose it. Returns whether
+    /// it was missing.
+    async fn restore_missing_role(
+        &self,
+        instance: &mut postgres::Instance,
+        record: &CloneRecord,
+    ) -> crate::Result<bool> {
+        let admin = instance.admin().await?;
+        if admin.role_exists(&record.username).await? {
+            return Ok(false);
+        }
+        self.create_clone_role(&admin, record).await?;
+        Ok(true)
     }
 
     fn spawn_teardown(&self, record: CloneRecord) {

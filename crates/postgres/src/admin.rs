@@ -131,12 +131,7 @@ impl Admin {
                 reason: "this is the engine's admin role".to_owned(),
             });
         }
-        let exists = self
-            .client
-            .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name])
-            .await
-            .map_err(Error::sql("look up role"))?
-            .is_some();
+        let exists = self.role_exists(name).await?;
         let attributes = match kind {
             RoleKind::Superuser => "LOGIN SUPERUSER",
             RoleKind::Restricted => {
@@ -268,6 +263,27 @@ impl Admin {
             .map(|seconds| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds));
         let count = |index: usize| u64::try_from(row.get::<_, i64>(index)).unwrap_or(0);
         Ok(Activity { last_activity, sessions: count(1), busy_sessions: count(2) })
+    }
+
+    /// Whether a role named `name` exists.
+    pub async fn role_exists(&self, name: &str) -> Result<bool> {
+        let row = self
+            .client
+            .query_opt("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name])
+            .await
+            .map_err(Error::sql("look up role"))?;
+        Ok(row.is_some())
+    }
+
+    /// Commits this session's later transactions without waiting for their WAL to reach the
+    /// disk (`synchronous_commit = off`): the WAL writer flushes it within a few hundred
+    /// milliseconds, and a crash before that loses those transactions whole, never half. For
+    /// changes the caller can make again after a crash.
+    pub async fn commit_without_waiting(&self) -> Result<()> {
+        self.client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(Error::sql("set synchronous_commit"))
     }
 
     /// Runs CHECKPOINT, so a snapshot taken next needs little WAL replay.

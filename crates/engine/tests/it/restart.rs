@@ -29,14 +29,38 @@ async fn clones_survive_an_engine_restart() {
 async fn clones_come_back_after_a_host_reboot() {
     let mut test = TestEngine::start(config(5)).await;
     let clone = test.create("rebooted").await;
+    let lost = test.create("lost-role").await;
+    // The clone's role commits without waiting for the disk, so a crash can lose it: drop it,
+    // as such a crash would, through a second superuser.
+    let client = connect(&lost, PASSWORD).await.unwrap();
+    client
+        .batch_execute("CREATE ROLE helper LOGIN SUPERUSER PASSWORD 'Helper-pass-123!'")
+        .await
+        .unwrap();
+    drop(client);
+    let helper = engine::CloneView {
+        record: engine::CloneRecord { username: "helper".to_owned(), ..lost.record.clone() },
+        ..lost.clone()
+    };
+    let client = connect(&helper, "Helper-pass-123!").await.unwrap();
+    client.batch_execute("DROP ROLE tester").await.unwrap();
+    drop(client);
+    assert!(connect(&lost, PASSWORD).await.is_err());
     // A reboot ends every server; the pool and the state survive.
-    assert_eq!(test_support::stop_postmasters_under(test.pool.mountpoint()), 1);
+    assert_eq!(test_support::stop_postmasters_under(test.pool.mountpoint()), 2);
     test.restart().await;
     let reconciliation = test.engine.reconciliation();
-    assert_eq!(reconciliation.count(DifferenceKind::ServerRestarted), 1, "{reconciliation:?}");
+    assert_eq!(reconciliation.count(DifferenceKind::ServerRestarted), 2, "{reconciliation:?}");
+    assert!(
+        reconciliation.differences.iter().any(|difference| difference.object == "lost-role"
+            && difference.detail.contains("was lost and is set up again")),
+        "{reconciliation:?}"
+    );
     let restarted = test.engine.clone_view("rebooted").unwrap();
     assert_eq!(restarted.record.port, clone.record.port);
     connect(&restarted, PASSWORD).await.expect("same credentials after a reboot");
+    let restored = test.engine.clone_view("lost-role").unwrap();
+    connect(&restored, PASSWORD).await.expect("a lost role is set up again after a reboot");
 }
 
 #[tokio::test]
