@@ -198,6 +198,7 @@ impl Engine {
         record: &CloneRecord,
         warm: WarmClone,
     ) -> Result<Instance> {
+        let started = Instant::now();
         let WarmClone { record: warm_record, instance, admin } = warm;
         let from = self.log_file(&warm_record.id);
         let to = self.log_file(&record.id);
@@ -209,7 +210,10 @@ impl Engine {
         }
         // The source's passwords went when the warm clone was made.
         match self.create_clone_role(&admin, record).await {
-            Ok(()) => Ok(instance),
+            Ok(()) => {
+                debug!(clone_id = %record.id, warm_id = %warm_record.id, role_ms = started.elapsed().as_secs_f64() * 1000.0, "warm clone claimed");
+                Ok(instance)
+            }
             Err(error) => {
                 drop(admin);
                 self.abandon(instance, &DatasetName::new(record.dataset.clone())?).await;
