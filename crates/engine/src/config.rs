@@ -404,6 +404,18 @@ mod tests {
         let mut config = EngineConfig::default();
         config.cloning.max_idle_minutes = -1.0;
         assert_eq!(config.validate().unwrap_err().key, "cloning.max_idle_minutes");
+
+        // The warm pool must leave a port for clones, and stay a pool, not a fleet.
+        let mut config = EngineConfig::default();
+        config.cloning.port_from = 6000;
+        config.cloning.port_to = 6001;
+        config.cloning.warm_pool_size = 2;
+        assert_eq!(config.validate().unwrap_err().key, "cloning.warm_pool_size");
+        config.cloning.warm_pool_size = 1;
+        config.validate().unwrap();
+        config.cloning.port_to = 6099;
+        config.cloning.warm_pool_size = MAX_WARM_POOL_SIZE + 1;
+        assert_eq!(config.validate().unwrap_err().key, "cloning.warm_pool_size");
     }
 
     #[test]
