@@ -152,6 +152,19 @@ impl TestServer {
         (status, value)
     }
 
+    /// Waits until the warm pool holds `count` clones, as `/metrics` says.
+    pub(crate) async fn wait_warm(&self, count: f64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let metrics = self.metrics().await;
+            if metric(&metrics, "scion_warm_pool_clones") == Some(count) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {count} warm clones:\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates a clone and waits until it is ready.
     pub(crate) async fn create_clone(&self, id: &str) -> Value {
         let (status, clone) = self.post("/clone?wait=120", clone_request(id)).await;
@@ -257,6 +270,11 @@ pub(crate) async fn connect_with(
         .await?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// The value of an unlabelled metric in a `/metrics` text.
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Clone datasets present in the pool (`branch/<branch>/<clone>/r<n>`).

@@ -111,7 +111,8 @@ async fn order_count(clone: &Value) -> i64 {
 #[tokio::test]
 async fn refresh_brings_new_data_without_touching_running_clones() {
     let mut source = Source::start().await;
-    let server = TestServer::start(&source.config()).await;
+    // With a warm pool, which must follow each new snapshot and never serve an old one.
+    let server = TestServer::start(&format!("warm_pool_size = 1\n{}", source.config())).await;
 
     // The first refresh runs at start.
     let first =
@@ -144,6 +145,11 @@ async fn refresh_brings_new_data_without_touching_running_clones() {
     );
     assert_eq!(order_count(&new).await, 1500);
     assert_eq!(order_count(&old).await, 1000, "the running clone was touched by the refresh");
+    server.wait_warm(1.0).await;
+    let warm = server.create_clone("warm-after").await;
+    assert_eq!(warm["snapshot"]["id"], new["snapshot"]["id"], "a warm clone of the old data");
+    assert_eq!(order_count(&warm).await, 1500);
+    let (_, snapshots) = server.get("/snapshots").await;
     assert!(
         second["alerts"].as_object().is_none_or(|alerts| !alerts.contains_key("refresh_failed"))
     );

@@ -139,27 +139,10 @@ async fn idle_cleanup_spares_clones_in_use() {
     client.query_one("SELECT 1", &[]).await.unwrap();
 }
 
-/// The value of an unlabelled metric in a `/metrics` text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-async fn wait_warm(server: &TestServer, count: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let metrics = server.metrics().await;
-        if metric(&metrics, "scion_warm_pool_clones") == Some(count) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no {count} warm clones:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn warm_clones_serve_creates_and_a_crash_leaves_none_behind() {
     let mut server = TestServer::start("warm_pool_size = 2").await;
-    wait_warm(&server, 2.0).await;
+    server.wait_warm(2.0).await;
     let warm = clone_datasets(&server.pool_dir());
     assert_eq!(warm.len(), 2, "{warm:?}");
     let clone = server.create_clone("claimed").await;
@@ -167,10 +150,18 @@ async fn warm_clones_serve_creates_and_a_crash_leaves_none_behind() {
     let datasets = clone_datasets(&server.pool_dir());
     assert!(datasets.iter().all(|dataset| !dataset.contains("/claimed/")), "{datasets:?}");
     connect(&clone).await.expect("log in to a claimed warm clone");
-    wait_warm(&server, 2.0).await;
+    server.wait_warm(2.0).await;
     let metrics = server.metrics().await;
-    assert_eq!(metric(&metrics, "scion_warm_pool_hits_total"), Some(1.0), "{metrics}");
-    assert_eq!(metric(&metrics, "scion_warm_pool_misses_total"), Some(0.0), "{metrics}");
+    assert_eq!(
+        crate::harness::metric(&metrics, "scion_warm_pool_hits_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::harness::metric(&metrics, "scion_warm_pool_misses_total"),
+        Some(0.0),
+        "{metrics}"
+    );
 
     // The servers of the warm clones at the moment of the crash.
     let before = clone_datasets(&server.pool_dir());
@@ -185,7 +176,7 @@ async fn warm_clones_serve_creates_and_a_crash_leaves_none_behind() {
     assert_eq!(pids.len(), 3, "every clone and warm clone runs a server");
     server.kill();
     server.launch().await;
-    wait_warm(&server, 2.0).await;
+    server.wait_warm(2.0).await;
 
     let (_, status) = server.get("/status").await;
     let differences = status["reconciliation"]["differences"].as_array().unwrap();
