@@ -164,82 +164,103 @@ impl Engine {
         let (cold_revision, cold_dataset) =
             self.free_clone_dataset(&snapshot.branch, &cold_id, 0)?;
         let warm_enabled = self.inner.config.cloning.warm_pool_size > 0;
-        let (record, start) = {
-            // The ID check, the port and the insert happen under one lock, so concurrent
-            // creates can neither share an ID nor a port.
-            let mut state = self.write_state();
-            // A branch deletion removes its snapshots under this lock.
-            if !state.snapshots.iter().any(|known| known.id == snapshot.id) {
-                return Err(Error::NotFound(format!("snapshot {:?} not found", snapshot.id)));
-            }
-            let warm = if warm_enabled && request.extra_conf.is_empty() {
-                self.inner.warm.take(&snapshot.id)
-            } else {
-                None
-            };
-            let (id, revision, dataset) = match &warm {
-                Some(warm) => (
-                    requested_id.clone().unwrap_or_else(|| warm.record.id.clone()),
-                    0,
-                    warm.record.dataset.clone(),
-                ),
-                None => (cold_id.clone(), cold_revision, cold_dataset.to_string()),
-            };
-            if state.clones.contains_key(&id) {
-                if let Some(warm) = warm {
-                    self.inner.warm.put_back(warm);
+        // A warm clone still being made holds a port no create can take yet: when the range is
+        // otherwise full, wait for it to be ready (and then take its port) rather than fail.
+        let mut waits_left = 3;
+        let (record, start) = loop {
+            let settled = self.inner.warm.settled();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let registered = 'locked: {
+                // The ID check, the port and the insert happen under one lock, so concurrent
+                // creates can neither share an ID nor a port.
+                let mut state = self.write_state();
+                // A branch deletion removes its snapshots under this lock.
+                if !state.snapshots.iter().any(|known| known.id == snapshot.id) {
+                    return Err(Error::NotFound(format!("snapshot {:?} not found", snapshot.id)));
                 }
-                return Err(Error::AlreadyExists(format!("clone with ID {id:?} already exists")));
-            }
-            let (port, start) = match warm {
-                Some(warm) => (warm.record.port, Start::Claim(warm)),
-                None => match self.inner.ports.reserve() {
-                    Ok(port) => (port.keep(), Start::Cold),
-                    Err(exhausted) => match self.inner.warm.take_any() {
-                        Some(warm) => (warm.record.port, Start::Evict(warm)),
-                        None => return Err(exhausted.into()),
+                let warm = if warm_enabled && request.extra_conf.is_empty() {
+                    self.inner.warm.take(&snapshot.id)
+                } else {
+                    None
+                };
+                let (id, revision, dataset) = match &warm {
+                    Some(warm) => (
+                        requested_id.clone().unwrap_or_else(|| warm.record.id.clone()),
+                        0,
+                        warm.record.dataset.clone(),
+                    ),
+                    None => (cold_id.clone(), cold_revision, cold_dataset.to_string()),
+                };
+                if state.clones.contains_key(&id) {
+                    if let Some(warm) = warm {
+                        self.inner.warm.put_back(warm);
+                    }
+                    return Err(Error::AlreadyExists(format!(
+                        "clone with ID {id:?} already exists"
+                    )));
+                }
+                let (port, start) = match warm {
+                    Some(warm) => (warm.record.port, Start::Claim(warm)),
+                    None => match self.inner.ports.reserve() {
+                        Ok(port) => (port.keep(), Start::Cold),
+                        Err(exhausted) => match self.inner.warm.take_any() {
+                            Some(warm) => (warm.record.port, Start::Evict(warm)),
+                            None if self.inner.warm.making() && waits_left > 0 => {
+                                break 'locked None;
+                            }
+                            None => return Err(exhausted.into()),
+                        },
                     },
-                },
-            };
-            let record = CloneRecord {
-                id: id.clone(),
-                snapshot_id: snapshot.id.clone(),
-                branch: snapshot.branch.clone(),
-                revision,
-                pool: self.inner.pool.name().to_owned(),
-                dataset,
-                port,
-                state: CloneState::Creating,
-                state_message: "Clone is being created.".to_owned(),
-                username: request.username.clone(),
-                password_verifier,
-                restricted: request.restricted,
-                db_name: request.db_name.clone().filter(|name| !name.is_empty()),
-                protected: protection.protected,
-                protected_till: protection.till,
-                protection_warning_sent: false,
-                created_at: now,
-                cloning_time_seconds: None,
-                extra_conf: request.extra_conf.clone(),
-            };
-            // An evicted warm clone keeps its record until its server is gone, so that a crash
-            // in between leaves it to be removed at the next start, before the clone is redone.
-            let stored = match &start {
-                Start::Claim(warm) => self.inner.store.claim_warm(&warm.record.id, &record),
-                Start::Cold | Start::Evict(_) => self.inner.store.insert_clone(&record),
-            };
-            if let Err(error) = stored {
-                match start {
-                    Start::Claim(warm) | Start::Evict(warm) => self.inner.warm.put_back(warm),
-                    Start::Cold => self.inner.ports.release(port),
+                };
+                let record = CloneRecord {
+                    id: id.clone(),
+                    snapshot_id: snapshot.id.clone(),
+                    branch: snapshot.branch.clone(),
+                    revision,
+                    pool: self.inner.pool.name().to_owned(),
+                    dataset,
+                    port,
+                    state: CloneState::Creating,
+                    state_message: "Clone is being created.".to_owned(),
+                    username: request.username.clone(),
+                    password_verifier: password_verifier.clone(),
+                    restricted: request.restricted,
+                    db_name: request.db_name.clone().filter(|name| !name.is_empty()),
+                    protected: protection.protected,
+                    protected_till: protection.till,
+                    protection_warning_sent: false,
+                    created_at: now,
+                    cloning_time_seconds: None,
+                    extra_conf: request.extra_conf.clone(),
+                };
+                // An evicted warm clone keeps its record until its server is gone, so that a crash
+                // in between leaves it to be removed at the next start, before the clone is redone.
+                let stored = match &start {
+                    Start::Claim(warm) => self.inner.store.claim_warm(&warm.record.id, &record),
+                    Start::Cold | Start::Evict(_) => self.inner.store.insert_clone(&record),
+                };
+                if let Err(error) = stored {
+                    match start {
+                        Start::Claim(warm) | Start::Evict(warm) => self.inner.warm.put_back(warm),
+                        Start::Cold => self.inner.ports.release(port),
+                    }
+                    return Err(error.into());
                 }
-                return Err(error.into());
+                state.clones.insert(
+                    id.clone(),
+                    CloneEntry { record: record.clone(), last_active: now, diff_size: 0 },
+                );
+                Some((record, start))
+            };
+            match registered {
+                Some(registered) => break registered,
+                None => {
+                    waits_left -= 1;
+                    let wait = self.inner.config.clone.start_timeout;
+                    let _ = tokio::time::timeout(wait, settled).await;
+                }
             }
-            state.clones.insert(
-                id.clone(),
-                CloneEntry { record: record.clone(), last_active: now, diff_size: 0 },
-            );
-            (record, start)
         };
         self.notify_changed();
         if warm_enabled {

@@ -10,6 +10,7 @@
 //! a snapshot deletion never races a warm clone being made from it. A restart discards whatever
 //! an earlier run left (see [`Engine::discard_leftover_warm`]); shutdown discards the rest.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,10 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(30);
 pub(crate) struct WarmPool {
     ready: Mutex<Vec<WarmClone>>,
     wake: tokio::sync::Notify,
+    /// Whether the filler is making a warm clone, which holds a port meanwhile.
+    making: AtomicBool,
+    /// Wakes creates waiting for a warm clone in the making to be ready (or to fail).
+    settled: tokio::sync::Notify,
 }
 
 /// A warm clone that is ready to be claimed.
@@ -86,6 +91,17 @@ impl WarmPool {
         taken
     }
 
+    /// Whether a warm clone is being made.
+    pub(crate) fn making(&self) -> bool {
+        self.making.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when a warm clone in the making is ready or has failed; enable it before
+    /// checking [`WarmPool::making`].
+    pub(crate) fn settled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.settled.notified()
+    }
+
     /// Wakes the filler: the pool lost a clone or the head of `main` may have moved.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
@@ -132,11 +148,17 @@ impl Engine {
                 return;
             }
             let started = Instant::now();
-            match self.make_warm(&target).await {
-                Ok(warm) => {
-                    debug!(warm_id = %warm.record.id, port = warm.record.port, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "warm clone ready");
-                    self.inner.warm.put_back(warm);
-                }
+            self.inner.warm.making.store(true, Ordering::SeqCst);
+            let made = self.make_warm(&target).await;
+            if let Ok(warm) = &made {
+                debug!(warm_id = %warm.record.id, port = warm.record.port, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "warm clone ready");
+            }
+            // Ready (or failed) before anyone waiting hears of it.
+            let made = made.map(|warm| self.inner.warm.put_back(warm));
+            self.inner.warm.making.store(false, Ordering::SeqCst);
+            self.inner.warm.settled.notify_waiters();
+            match made {
+                Ok(()) => {}
                 Err(Error::NoCapacity(reason)) => {
                     debug!(%reason, "warm pool not filled: no free port");
                     return;

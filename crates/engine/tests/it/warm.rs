@@ -180,3 +180,31 @@ async fn a_restart_leaves_no_warm_clone_behind() {
     let kept = test.ready(&kept.record.id).await;
     connect(&kept, PASSWORD).await.expect("the claimed clone survives the restart");
 }
+
+#[tokio::test]
+async fn concurrent_creates_share_out_warm_clones_and_their_ports() {
+    let test = TestEngine::start(warm_config(10, 2)).await;
+    wait_warm(&test, 2).await;
+    // Ten at once on a range of ten ports, two of them held by warm clones: half the creates
+    // could claim one, the others start cold, and the last cold ones take the warm clones'
+    // ports if the claims did not get there first.
+    let creates = (0..10).map(|n| {
+        let engine = test.engine.clone();
+        let mut request = request(&format!("burst{n}"));
+        if n % 2 == 1 {
+            request.extra_conf.insert("work_mem".to_owned(), "6MB".to_owned());
+        }
+        tokio::spawn(async move { engine.create_clone(request).await })
+    });
+    for create in creates {
+        create.await.unwrap().expect("every create of the burst is accepted");
+    }
+    let mut ports = std::collections::HashSet::new();
+    for n in 0..10 {
+        let view = test.ready(&format!("burst{n}")).await;
+        assert!(ports.insert(view.record.port), "port {} given twice", view.record.port);
+        connect(&view, PASSWORD).await.expect("every clone of the burst logs in");
+    }
+    assert_eq!(test.engine.warm_clones(), 0, "a warm clone holds a port of a full range");
+    assert_eq!(clone_datasets(&test).await.len(), 10, "{:?}", clone_datasets(&test).await);
+}
