@@ -73,25 +73,6 @@ pub(crate) fn pss_by_data_dir(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
     totals.into_iter().collect()
 }
 
-/// The processes whose working directory is under `root` and whose parent's is not: the
-/// postmasters of the data directories there.
-pub(crate) fn postmasters_under(root: &Path) -> Vec<u32> {
-    let under = |pid: u32| {
-        std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(root))
-    };
-    let parent = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may hold spaces; the fields after its closing parenthesis do not.
-        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
-    };
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| under(pid) && !parent(pid).is_some_and(under))
-        .collect()
-}
-
 /// Median and p95 of a series, for the tables.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Summary {

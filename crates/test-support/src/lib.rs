@@ -137,47 +137,40 @@ pub async fn require_zfs_daemon() {
     }
 }
 
-/// Stops (SIGQUIT, then SIGKILL) every postmaster whose `postmaster.pid` lies under `root`
-/// and whose working directory is that data directory. Returns how many it stopped.
+/// Stops (SIGQUIT, then SIGKILL) every postmaster working in a directory under `root`, found by
+/// the working directory of its process: a server still starting has not written its
+/// `postmaster.pid` yet, but it runs in its data directory from the moment it is spawned (the
+/// engine and the tests spawn it there). Its children, working in the same directory, go with
+/// it. Returns how many postmasters it stopped.
 pub fn stop_postmasters_under(root: &Path) -> usize {
-    let mut stopped = 0;
-    for pid_file in find_pid_files(root, 8) {
-        let Some(data_dir) = pid_file.parent() else { continue };
-        let Ok(text) = std::fs::read_to_string(&pid_file) else { continue };
-        let Some(pid) = text.lines().next().and_then(|line| line.trim().parse::<i32>().ok()) else {
-            continue;
-        };
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-        if cwd.as_deref() != Some(data_dir) {
-            continue;
-        }
-        let pid = Pid::from_raw(pid);
+    let under = |pid: i32| {
+        std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(root))
+    };
+    let parent = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces; the fields after its closing parenthesis do not.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let postmasters: Vec<Pid> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| under(pid) && !parent(pid).is_some_and(under))
+        .map(Pid::from_raw)
+        .collect();
+    for &pid in &postmasters {
         let _ = kill(pid, Signal::SIGQUIT);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while kill(pid, None).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while postmasters.iter().any(|&pid| kill(pid, None).is_ok()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pid in &postmasters {
         if kill(pid, None).is_ok() {
             let _ = kill(pid, Signal::SIGKILL);
         }
-        stopped += 1;
     }
-    stopped
-}
-
-fn find_pid_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(file_type) = entry.file_type() else { continue };
-        if file_type.is_file() && entry.file_name() == "postmaster.pid" {
-            found.push(path);
-        } else if file_type.is_dir() && depth > 0 {
-            found.extend(find_pid_files(&path, depth - 1));
-        }
-    }
-    found
+    postmasters.len()
 }
 
 /// Ports handed out by [`free_port_range`]: below the kernel's ephemeral range
