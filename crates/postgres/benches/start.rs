@@ -29,6 +29,7 @@ use postgres::{
     BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgBinaries, PgMajor, PidFile,
     RoleKind, ServerSettings, StopMode,
 };
+use test_support::measure::{load_average, millis, percentile, pss_kib};
 
 const ADMIN: &str = "postgres";
 const ROLE: &str = "bench";
@@ -124,15 +125,6 @@ fn pressure() -> String {
             .to_owned()
     };
     format!("CPU pressure {}%, I/O pressure {}% (some, avg60)", avg60("cpu"), avg60("io"))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 struct MajorResult {
@@ -293,24 +285,4 @@ async fn connect_tcp(port: u16) -> tokio_postgres::Client {
         let _ = connection.await;
     });
     client
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else { return 0 };
-    text.lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn millis(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
-fn percentile(samples: &[f64], pct: usize) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    // Nearest rank.
-    let rank = (pct * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
 }
