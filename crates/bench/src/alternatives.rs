@@ -56,10 +56,10 @@ pub(crate) async fn measure(
     scratch: &Path,
     runs: usize,
 ) -> Result<Vec<f64>> {
-    let binaries = cluster::binaries(major)?;
     if method == Method::CopyDataDir {
         return copy_data_dir(major, data_dir, port, scratch, runs).await;
     }
+    let binaries = cluster::binaries(major)?;
     let local = Local::start(&binaries, data_dir, port, scratch, &[]).await?;
     let result = measure_in(&local, method, runs).await;
     local.stop().await?;
