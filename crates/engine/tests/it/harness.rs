@@ -104,10 +104,19 @@ pub(crate) async fn connect(
     view: &CloneView,
     password: &str,
 ) -> Result<Client, tokio_postgres::Error> {
+    connect_as(view, &view.record.username, password).await
+}
+
+/// Connects to a clone over TCP as another role than the clone's user.
+pub(crate) async fn connect_as(
+    view: &CloneView,
+    user: &str,
+    password: &str,
+) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(view.record.port)
-        .user(&view.record.username)
+        .user(user)
         .password(password)
         .dbname("postgres")
         .connect(NoTls)

@@ -2,7 +2,7 @@
 
 use engine::DifferenceKind;
 
-use crate::harness::{PASSWORD, TestEngine, config, connect};
+use crate::harness::{PASSWORD, TestEngine, config, connect, connect_as};
 
 #[tokio::test]
 async fn clones_survive_an_engine_restart() {
@@ -38,11 +38,7 @@ async fn clones_come_back_after_a_host_reboot() {
         .await
         .unwrap();
     drop(client);
-    let helper = engine::CloneView {
-        record: engine::CloneRecord { username: "helper".to_owned(), ..lost.record.clone() },
-        ..lost.clone()
-    };
-    let client = connect(&helper, "Helper-pass-123!").await.unwrap();
+    let client = connect_as(&lost, "helper", "Helper-pass-123!").await.unwrap();
     client.batch_execute("DROP ROLE tester").await.unwrap();
     drop(client);
     assert!(connect(&lost, PASSWORD).await.is_err());

@@ -5,7 +5,7 @@ use std::time::Duration;
 use engine::{CloneRequest, EngineConfig};
 use storage::ThinStorage;
 
-use crate::harness::{PASSWORD, READY_TIMEOUT, TestEngine, config, connect, request};
+use crate::harness::{PASSWORD, READY_TIMEOUT, TestEngine, config, connect, connect_as, request};
 
 fn warm_config(ports: u16, size: usize) -> EngineConfig {
     let mut config = config(ports);
@@ -116,11 +116,8 @@ async fn warm_clones_follow_the_head_and_hold_no_source_passwords() {
     let client = connect(&fresh, PASSWORD).await.unwrap();
     let marker = client.query_one("SELECT to_regclass('marker') IS NOT NULL", &[]).await.unwrap();
     assert!(marker.get::<_, bool>(0), "the clone is not on the new head");
-    let leaky = engine::CloneView {
-        record: engine::CloneRecord { username: "leaky".to_owned(), ..fresh.record.clone() },
-        ..fresh.clone()
-    };
-    assert!(connect(&leaky, "Leaky-pass-123!").await.is_err(), "a source password still works");
+    let leaky = connect_as(&fresh, "leaky", "Leaky-pass-123!").await;
+    assert!(leaky.is_err(), "a source password still works");
 }
 
 #[tokio::test]
