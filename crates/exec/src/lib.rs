@@ -4,6 +4,11 @@
 //! it applies a timeout and a cancellation token, keeps the tail of stderr inside the typed
 //! [`ExecError`], and logs the command line with secrets replaced by `***`.
 //! It does not know what the programs mean; callers interpret their output.
+//! A daemon may be started in a [`Sandbox`]: namespaces and a private root of its own.
+
+mod sandbox;
+
+pub use sandbox::Sandbox;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -165,6 +170,7 @@ pub struct Cmd {
     cancel: Option<CancellationToken>,
     stdin: Option<Vec<u8>>,
     new_session: bool,
+    sandbox: Option<Sandbox>,
     redactions: Vec<String>,
 }
 
@@ -182,6 +188,7 @@ impl Cmd {
             cancel: None,
             stdin: None,
             new_session: false,
+            sandbox: None,
             redactions: Vec::new(),
         }
     }
@@ -260,6 +267,13 @@ impl Cmd {
     /// receives the signals of the parent's terminal.
     pub fn new_session(mut self) -> Self {
         self.new_session = true;
+        self
+    }
+
+    /// Starts the program in `sandbox` (own mount, PID and IPC namespaces, a private root);
+    /// only [`Cmd::spawn_daemon`] honours it, and other runs refuse a sandboxed command.
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
         self
     }
 
@@ -360,6 +374,12 @@ impl Cmd {
         let command_line = self.display();
         let started = Instant::now();
         debug!(command = %command_line, "run");
+        if self.sandbox.is_some() {
+            return Err(ExecError::Spawn {
+                program: self.program.to_string_lossy().into_owned(),
+                source: std::io::Error::other("only daemons run in a sandbox"),
+            });
+        }
         let mut command = self.build();
         command
             .stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -434,7 +454,10 @@ impl Cmd {
     /// as a zombie that looks alive. Must be called inside a Tokio runtime.
     pub fn spawn_daemon(self, log: File) -> Result<Daemon, ExecError> {
         let command_line = self.display();
-        debug!(command = %command_line, "start daemon");
+        debug!(command = %command_line, sandboxed = self.sandbox.is_some(), "start daemon");
+        if self.sandbox.is_some() {
+            return self.spawn_sandboxed(&log, command_line);
+        }
         let log_err = log
             .try_clone()
             .map_err(|source| ExecError::Io { command: command_line.clone(), source })?;
@@ -453,6 +476,71 @@ impl Cmd {
             let status =
                 child.wait().await.map(ExitInfo::from_status).unwrap_or(ExitInfo::Code(-1));
             debug!(command = %command_line, pid, %status, "daemon exited");
+            let _ = sender.send(Some(status));
+        });
+        Ok(Daemon { pid, exit: receiver })
+    }
+
+    /// [`Cmd::spawn_daemon`] in a sandbox: started with `clone(2)`, reaped through a pidfd,
+    /// since tokio's process support cannot create namespaces.
+    fn spawn_sandboxed(self, log: &File, command_line: String) -> Result<Daemon, ExecError> {
+        let spawn_error = |source| ExecError::Spawn {
+            program: self.program.to_string_lossy().into_owned(),
+            source,
+        };
+        let Some(sandbox) = &self.sandbox else {
+            return Err(spawn_error(std::io::Error::other("no sandbox")));
+        };
+        let mut envs: Vec<(OsString, OsString)> =
+            if self.env_clear { Vec::new() } else { std::env::vars_os().collect() };
+        for (key, value) in &self.envs {
+            let value = match value {
+                Arg::Plain(value) | Arg::Secret(value) => value.clone(),
+            };
+            envs.retain(|(existing, _)| existing != key);
+            envs.push((key.clone(), value));
+        }
+        let launch = sandbox::Launch {
+            program: self.program.as_os_str(),
+            args: self
+                .args
+                .iter()
+                .map(|arg| match arg {
+                    Arg::Plain(value) | Arg::Secret(value) => value.clone(),
+                })
+                .collect(),
+            envs,
+            cwd: self.cwd.as_deref(),
+            user: self.user,
+            new_session: self.new_session,
+            stdout: log,
+            stderr: log,
+        };
+        let pid = sandbox::spawn(sandbox, &launch).map_err(spawn_error)?;
+        let io_error = |source| ExecError::Io { command: command_line.clone(), source };
+        let raw_pid = rustix::process::Pid::from_raw(pid as i32)
+            .ok_or_else(|| io_error(std::io::Error::other("the started process has no PID")))?;
+        let pidfd = rustix::process::pidfd_open(raw_pid, rustix::process::PidfdFlags::NONBLOCK)
+            .map_err(|error| io_error(error.into()))?;
+        #[allow(deprecated, reason = "the AsyncFd owns the pidfd")]
+        let pidfd = tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE)
+            .map_err(io_error)?;
+        let (sender, receiver) = watch::channel(None);
+        tokio::spawn(async move {
+            // The pidfd turns readable when the process exits; waitid then reaps it.
+            let _ = pidfd.readable().await;
+            let status = match rustix::process::waitid(
+                rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(pidfd.get_ref())),
+                rustix::process::WaitIdOptions::EXITED,
+            ) {
+                Ok(Some(status)) => match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => ExitInfo::Code(code),
+                    (None, Some(signal)) => ExitInfo::Signal(signal),
+                    (None, None) => ExitInfo::Code(-1),
+                },
+                _ => ExitInfo::Code(-1),
+            };
+            debug!(command = %command_line, pid, %status, "sandboxed daemon exited");
             let _ = sender.send(Some(status));
         });
         Ok(Daemon { pid, exit: receiver })
@@ -616,6 +704,72 @@ mod tests {
         assert_eq!(session, pid, "the daemon leads its own session");
         assert!(written.contains("out"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Runs as root, like the engine: namespaces and mounts need it.
+    #[tokio::test]
+    async fn sandboxed_daemon_sees_only_its_own_directories_and_processes() {
+        let base = std::env::temp_dir().join(format!("scion-sandbox-test-{}", std::process::id()));
+        let (root, own, other) = (base.join("root"), base.join("own"), base.join("other"));
+        for dir in [&root, &own, &other] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(other.join("secret"), "not yours").unwrap();
+        let script = format!(
+            "echo pid=$$; test -e /proc/{host_pid} || echo host-process-hidden; \
+             echo mine > {own}/written && echo wrote-own; \
+             cat {other}/secret 2>/dev/null || echo other-hidden; \
+             touch /usr/scion-probe 2>/dev/null || echo usr-read-only; \
+             ls /var/lib >/dev/null 2>&1 || echo var-hidden; \
+             echo uid=$(id -u)",
+            own = own.display(),
+            other = other.display(),
+            host_pid = std::process::id()
+        );
+        std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+        let log = File::create(base.join("log")).unwrap();
+        let mut daemon = Cmd::new("/bin/sh")
+            .args(["-c", &script])
+            .user(65534, 65534)
+            .sandbox(Sandbox::new(&root).writable(&own))
+            .spawn_daemon(log)
+            .unwrap();
+        assert_eq!(daemon.exited().await, ExitInfo::Code(0));
+        let written = std::fs::read_to_string(base.join("log")).unwrap();
+        for expected in [
+            "pid=1",
+            "host-process-hidden",
+            "wrote-own",
+            "other-hidden",
+            "usr-read-only",
+            "var-hidden",
+            "uid=65534",
+        ] {
+            assert!(written.lines().any(|line| line == expected), "{expected} in:\n{written}");
+        }
+        assert_eq!(std::fs::read_to_string(own.join("written")).unwrap(), "mine\n");
+        // Nothing of the sandbox's mounts reached the host.
+        assert!(std::fs::read_dir(&root).unwrap().next().is_none());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sandbox_setup_failures_name_the_step() {
+        let base = std::env::temp_dir().join(format!("scion-sandbox-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let log = File::create(base.join("log")).unwrap();
+        let error = Cmd::new("/no/such/program")
+            .sandbox(Sandbox::new(&base))
+            .spawn_daemon(log)
+            .unwrap_err();
+        assert!(error.to_string().contains("execute the program"), "{error}");
+        let log = File::create(base.join("log")).unwrap();
+        let error = Cmd::new("/bin/true")
+            .sandbox(Sandbox::new(&base).writable("/no/such/dir"))
+            .spawn_daemon(log)
+            .unwrap_err();
+        assert!(error.to_string().contains("/no/such/dir"), "{error}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
