@@ -687,6 +687,8 @@ impl Engine {
             ..HbaSettings::new(&server.admin_role)
         };
         spec.start_timeout = server.start_timeout;
+        // Each clone in namespaces of its own (docs/adr/0002-clone-isolation.md).
+        spec.sandbox_root = Some(self.sandbox_root());
         spec
     }
 

@@ -60,6 +60,8 @@ use crate::store::Store;
 
 /// The branch every pool has from its first snapshot.
 pub const MAIN_BRANCH: &str = "main";
+/// The state directory's empty directory that clones' private roots are built on.
+const SANDBOX_ROOT: &str = "sandbox";
 /// How long a clone's server gets to stop cleanly before it is stopped harder.
 const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -186,7 +188,12 @@ impl Engine {
     pub async fn start(config: EngineConfig, deps: EngineDeps) -> Result<Engine> {
         config.validate().map_err(|error| Error::InvalidInput(error.to_string()))?;
         let EngineDeps { pool, state_dir, events, version } = deps;
-        for dir in [state_dir.clone(), state_dir.join("sockets"), state_dir.join("logs")] {
+        for dir in [
+            state_dir.clone(),
+            state_dir.join("sockets"),
+            state_dir.join("logs"),
+            state_dir.join(SANDBOX_ROOT),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|error| {
                 Error::InvalidInput(format!("create state directory {}: {error}", dir.display()))
             })?;
@@ -439,6 +446,12 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The empty directory every clone's private root is built on, inside its own mount
+    /// namespace only.
+    fn sandbox_root(&self) -> PathBuf {
+        self.inner.state_dir.join(SANDBOX_ROOT)
     }
 
     fn socket_dir(&self, port: u16) -> PathBuf {

@@ -69,8 +69,12 @@ impl HostAuth {
 /// Who may connect, and how: pg_hba.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HbaSettings {
-    /// The engine's admin role, trusted over the private unix socket only.
+    /// The engine's admin role: over the private unix socket only, by peer authentication.
     pub admin_role: String,
+    /// The OS users that may log in as the admin role (pg_ident.conf). By default only the user
+    /// this process runs as (the engine's): never the server's own OS user, so nothing running
+    /// inside a clone (`COPY … FROM PROGRAM` as a superuser) can use the admin path.
+    pub admin_os_users: Vec<String>,
     /// The method for TCP connections.
     pub host_auth: HostAuth,
     /// The networks TCP connections may come from (CIDR).
@@ -78,10 +82,12 @@ pub struct HbaSettings {
 }
 
 impl HbaSettings {
-    /// Trust for `admin_role` over the socket, SCRAM for everyone over TCP from anywhere.
+    /// Peer authentication for `admin_role` over the socket, mapped from this process's OS
+    /// user; SCRAM for everyone over TCP from anywhere.
     pub fn new(admin_role: impl Into<String>) -> Self {
         HbaSettings {
             admin_role: admin_role.into(),
+            admin_os_users: vec![current_os_user()],
             host_auth: HostAuth::default(),
             host_networks: vec!["0.0.0.0/0".to_owned(), "::/0".to_owned()],
         }
@@ -92,9 +98,10 @@ impl HbaSettings {
         check_hba_token("admin role", &self.admin_role)?;
         let mut text = String::from(HEADER);
         text.push_str("# TYPE  DATABASE  USER  ADDRESS  METHOD\n");
-        // The socket directory is private to the OS user and root; only the engine's admin role
-        // skips the password there.
-        let _ = writeln!(text, "local   all       \"{}\"  trust", self.admin_role);
+        // Only the OS users mapped in pg_ident.conf (the engine's) log in as the admin role, by
+        // the kernel's word for who is connecting; a password would have to be kept somewhere.
+        let _ = writeln!(text, "local   all       \"{}\"  peer map={IDENT_MAP}", self.admin_role);
+        let _ = writeln!(text, "host    all       \"{}\"  all  reject", self.admin_role);
         let method = self.host_auth.keyword();
         let local_method = if self.host_auth == HostAuth::Reject { "reject" } else { method };
         let _ = writeln!(text, "local   all       all   {local_method}");
@@ -104,6 +111,30 @@ impl HbaSettings {
         }
         Ok(text)
     }
+
+    /// Renders pg_ident.conf: the map from the admin OS users to the admin role.
+    pub fn render_ident(&self) -> Result<String> {
+        check_hba_token("admin role", &self.admin_role)?;
+        let mut text = String::from(HEADER);
+        text.push_str("# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n");
+        for user in &self.admin_os_users {
+            check_hba_token("admin OS user", user)?;
+            let _ = writeln!(text, "{IDENT_MAP}  \"{user}\"  \"{}\"", self.admin_role);
+        }
+        Ok(text)
+    }
+}
+
+/// The pg_ident.conf map of the admin path.
+const IDENT_MAP: &str = "scion_admin";
+
+/// The name of the OS user this process runs as (`root` for the engine), as peer
+/// authentication will see it.
+fn current_os_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "root".to_owned(), |user| user.name)
 }
 
 /// The server settings Scion controls, plus the user's own.
@@ -163,12 +194,14 @@ impl ServerSettings {
             name: "hba_file".to_owned(),
             reason: "the data directory path is not UTF-8".to_owned(),
         })?;
+        let ident = hba.replace("pg_hba.conf", "pg_ident.conf");
         let mut entries: Vec<(String, String)> = [
             ("port", self.port.to_string()),
             ("listen_addresses", self.listen_addresses.clone()),
             ("unix_socket_directories", socket_dir.to_owned()),
             ("unix_socket_permissions", "0700".to_owned()),
             ("hba_file", hba.to_owned()),
+            ("ident_file", ident),
             ("shared_buffers", self.shared_buffers.clone()),
             ("max_connections", self.max_connections.to_string()),
             ("password_encryption", "scram-sha-256".to_owned()),
@@ -306,6 +339,7 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '/run/scion/c1'
 unix_socket_permissions = '0700'
 hba_file = '/data/c1/pg_hba.conf'
+ident_file = '/data/c1/pg_ident.conf'
 shared_buffers = '32MB'
 max_connections = '50'
 password_encryption = 'scram-sha-256'
@@ -345,7 +379,8 @@ pg_stat_statements.track = 'all'
     fn renders_hba() {
         let expected = r#"# Written by Scion before every start: edits here are lost.
 # TYPE  DATABASE  USER  ADDRESS  METHOD
-local   all       "scion admin"  trust
+local   all       "scion admin"  peer map=scion_admin
+host    all       "scion admin"  all  reject
 local   all       all   scram-sha-256
 host    all       all   0.0.0.0/0  scram-sha-256
 host    all       all   ::/0  scram-sha-256
@@ -355,6 +390,21 @@ host    all       all   ::/0  scram-sha-256
         md5.host_auth = HostAuth::Md5;
         md5.host_networks = vec!["10.0.0.0/8".into()];
         assert!(md5.render().unwrap().ends_with("host    all       all   10.0.0.0/8  md5\n"));
+    }
+
+    #[test]
+    fn maps_only_the_admin_os_users_to_the_admin_role() {
+        let mut hba = HbaSettings::new("postgres");
+        assert_eq!(hba.admin_os_users, vec![current_os_user()]);
+        hba.admin_os_users = vec!["root".into()];
+        assert_eq!(
+            hba.render_ident().unwrap(),
+            "# Written by Scion before every start: edits here are lost.\n\
+             # MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n\
+             scion_admin  \"root\"  \"postgres\"\n"
+        );
+        hba.admin_os_users = vec!["a\"b".into()];
+        assert!(hba.render_ident().is_err());
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! so the confirming connection waits in the listen queue during that fsync instead of after
 //! our wake-up. A pidfd tells when the postmaster exits, for the server we started and for one
 //! we adopted after an engine restart, so neither waiting for readiness nor stopping polls.
+//!
+//! A spec with a `sandbox_root` runs the server isolated (docs/adr/0002-clone-isolation.md):
+//! its own mount, PID and IPC namespaces and a private root with only its data directory, its
+//! socket directory and its installation in view. Its `postmaster.pid` then names PID 1, so the
+//! server is found on the host by its working directory ([`find_postmaster`]), never by a PID
+//! the clone could have written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -59,6 +65,10 @@ pub struct InstanceSpec {
     pub user: OsUser,
     /// How long a start may take before it is abandoned.
     pub start_timeout: Duration,
+    /// An empty directory to build the server's private root on; with it the server runs
+    /// isolated (its own mount, PID and IPC namespaces; only its data directory, its socket
+    /// directory and the binaries in view). `None` runs it in the host's namespaces.
+    pub sandbox_root: Option<PathBuf>,
 }
 
 impl InstanceSpec {
@@ -78,6 +88,7 @@ impl InstanceSpec {
             log_file: log_file.into(),
             user,
             start_timeout: DEFAULT_START_TIMEOUT,
+            sandbox_root: None,
         }
     }
 
@@ -93,6 +104,7 @@ impl InstanceSpec {
         self.user.own_data_dir(&self.data_dir)?;
         self.write_owned(&self.data_dir.join(SCION_CONF), &self.settings.render(&self.data_dir)?)?;
         self.write_owned(&self.data_dir.join("pg_hba.conf"), &self.hba.render()?)?;
+        self.write_owned(&self.data_dir.join("pg_ident.conf"), &self.hba.render_ident()?)?;
         let main_conf = self.data_dir.join("postgresql.conf");
         let text = match std::fs::read_to_string(&main_conf) {
             Ok(text) => text,
@@ -160,7 +172,11 @@ pub enum Stopped {
 pub struct Instance {
     binaries: PgBinaries,
     spec: InstanceSpec,
+    /// The postmaster's PID on the host.
     pid: u32,
+    /// The PID the postmaster writes into `postmaster.pid`: its PID in its own namespace (1 in
+    /// a sandbox).
+    pid_in_file: u32,
     pidfd: AsyncFd<OwnedFd>,
     daemon: Option<Daemon>,
     admin: Option<Admin>,
@@ -195,7 +211,17 @@ impl Instance {
         // Watch before spawning, so that no write of postmaster.pid goes unseen.
         let watch = PidFileWatch::new(&spec.data_dir)?;
         let settings = &spec.settings;
-        let daemon = Cmd::new(binaries.postgres())
+        let mut command = Cmd::new(binaries.postgres());
+        if let Some(root) = &spec.sandbox_root {
+            let mut sandbox =
+                exec::Sandbox::new(root).writable(&spec.data_dir).writable(&settings.socket_dir);
+            // The whole installation: bin, lib (extensions) and share (catalogs, time zones).
+            if let Some(prefix) = binaries.bin_dir().parent() {
+                sandbox = sandbox.read_only(prefix);
+            }
+            command = command.sandbox(sandbox);
+        }
+        let daemon = command
             .arg("-D")
             .arg(&spec.data_dir)
             .args(["-p", &settings.port.to_string()])
@@ -217,6 +243,7 @@ impl Instance {
             binaries: binaries.clone(),
             spec,
             pid,
+            pid_in_file: namespace_pid(pid).unwrap_or(pid),
             pidfd,
             daemon: Some(daemon),
             admin: None,
@@ -260,19 +287,21 @@ impl Instance {
         let watch = PidFileWatch::new(&spec.data_dir)?;
         let file = PidFile::read(&spec.data_dir)?
             .ok_or_else(|| not_running("there is no postmaster.pid".to_owned()))?;
-        let pidfd = open_pidfd(file.pid).map_err(|_| {
-            not_running(format!("PID {} is gone: postmaster.pid is stale", file.pid))
-        })?;
-        if !is_postmaster_of(file.pid, &spec.data_dir) {
-            return Err(not_running(format!(
-                "PID {} is not a postgres serving this directory: postmaster.pid is stale",
+        // The file names the PID in the server's own namespace; a sandboxed server is found on
+        // the host by its working directory.
+        let pid = find_postmaster(file.pid, &spec.data_dir).ok_or_else(|| {
+            not_running(format!(
+                "no postgres serves this directory (postmaster.pid names PID {}): it is stale",
                 file.pid
-            )));
-        }
+            ))
+        })?;
+        let pidfd = open_pidfd(pid)
+            .map_err(|_| not_running(format!("PID {pid} is gone: postmaster.pid is stale")))?;
         let instance = Instance {
             binaries: binaries.clone(),
             spec,
-            pid: file.pid,
+            pid,
+            pid_in_file: namespace_pid(pid).unwrap_or(pid),
             pidfd,
             daemon: None,
             admin: None,
@@ -280,7 +309,7 @@ impl Instance {
         };
         instance.wait_ready(watch, started + instance.spec.start_timeout).await.map_err(
             |wait| match wait {
-                WaitError::Exited => not_running(format!("PID {} exited", file.pid)),
+                WaitError::Exited => not_running(format!("PID {pid} exited")),
                 WaitError::Timeout(after) => Error::StartTimeout {
                     data_dir: data_dir.clone(),
                     after,
@@ -306,7 +335,7 @@ impl Instance {
                 instance.spec.settings.socket_dir.display()
             )));
         }
-        info!(data_dir = %instance.spec.data_dir.display(), pid = file.pid, "postgres adopted");
+        info!(data_dir = %instance.spec.data_dir.display(), pid, "postgres adopted");
         Ok(instance)
     }
 
@@ -437,7 +466,7 @@ impl Instance {
         loop {
             let file = PidFile::read(&self.spec.data_dir).map_err(WaitError::Failed)?;
             if let Some(file) = file
-                && file.pid == self.pid
+                && file.pid == self.pid_in_file
                 && file.status.is_some_and(|status| status.accepts_connections())
             {
                 return Ok(());
@@ -551,10 +580,8 @@ pub fn remove_stale_pid_file(data_dir: &Path) -> Result<bool> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(Error::io("read", path, error)),
     };
-    if let Some(pid) = pid
-        && is_postmaster_of(pid, data_dir)
-    {
-        return Err(Error::AlreadyRunning { data_dir: data_dir.to_path_buf(), pid });
+    if let Some(running) = pid.and_then(|pid| find_postmaster(pid, data_dir)) {
+        return Err(Error::AlreadyRunning { data_dir: data_dir.to_path_buf(), pid: running });
     }
     warn!(data_dir = %data_dir.display(), ?pid, "removing stale postmaster.pid");
     std::fs::remove_file(&path).map_err(|error| Error::io("remove stale", path, error))?;
@@ -563,16 +590,48 @@ pub fn remove_stale_pid_file(data_dir: &Path) -> Result<bool> {
 
 /// True when `pid` is a live postgres process whose working directory is `data_dir` (the
 /// postmaster and its children chdir into the data directory).
+///
+/// The directories are compared by device and inode, not by path: a sandboxed server's working
+/// directory is a bind mount in a mount namespace of its own, whose path the host cannot name.
 pub fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(cwd) = std::fs::read_link(proc_dir.join("cwd")) else { return false };
     let Ok(exe) = std::fs::read_link(proc_dir.join("exe")) else { return false };
     let is_postgres = exe
         .file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with("postgres") || name.starts_with("postmaster"));
-    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    is_postgres && cwd == data_dir
+    let (Ok(cwd), Ok(dir)) = (std::fs::metadata(proc_dir.join("cwd")), std::fs::metadata(data_dir))
+    else {
+        return false;
+    };
+    is_postgres && cwd.dev() == dir.dev() && cwd.ino() == dir.ino()
+}
+
+/// The host PID of the postmaster serving `data_dir`, if one runs. `pid_in_file` (what
+/// `postmaster.pid` says) is the answer for a server in the host's PID namespace; a sandboxed
+/// server wrote its PID in its own namespace, so the processes whose working directory is
+/// `data_dir` are searched for the one whose parent is not among them.
+pub fn find_postmaster(pid_in_file: u32, data_dir: &Path) -> Option<u32> {
+    if is_postmaster_of(pid_in_file, data_dir) && namespace_pid(pid_in_file) == Some(pid_in_file) {
+        return Some(pid_in_file);
+    }
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let serving: Vec<u32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_postmaster_of(*pid, data_dir))
+        .collect();
+    serving.iter().copied().find(|pid| {
+        parent_of(*pid).is_none_or(|parent| !serving.contains(&parent))
+            && namespace_pid(*pid) == Some(pid_in_file)
+    })
+}
+
+/// The PID of `pid` in its own (innermost) PID namespace, from `/proc/<pid>/status`.
+fn namespace_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 fn check_major(binaries: &PgBinaries, data_dir: &Path) -> Result<()> {

@@ -7,6 +7,7 @@
 
 mod branches;
 mod harness;
+mod isolation;
 mod lifecycle;
 mod restart;
 mod warm;
