@@ -13,6 +13,10 @@
 //! (without Scion's settings file), `postmaster.pid` polled every 0.5 ms, then the same trusted
 //! connection over the socket. The two alternate, so both see the same machine moment.
 //!
+//! With `SCION_BENCH_SANDBOX=1`, every run is also followed by a start of the same cluster in a
+//! sandbox (own namespaces and private root, as the engine starts clones), so the two compare
+//! side by side in one run.
+//!
 //! Run as root: `cargo bench -p postgres --bench start` (`SCION_BENCH_RUNS` sets the runs per
 //! major, default 30; `SCION_BENCH_SETTINGS="fsync=off"` adds settings; `SCION_BENCH_DIR` puts
 //! the data directories under another directory than /tmp, a btrfs pool's mount point say).
@@ -44,6 +48,7 @@ async fn main() {
         std::env::var("SCION_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let search = BinarySearch::default();
     let plain = std::env::var("SCION_BENCH_PLAIN").is_ok_and(|value| value == "1");
+    let sandboxed = std::env::var("SCION_BENCH_SANDBOX").is_ok_and(|value| value == "1");
     println!("load average before: {}; {}", load_average(), pressure());
     println!(
         "runs per major: {runs}; settings: shared_buffers={}, max_connections={}, extra: {:?}\n",
@@ -58,10 +63,22 @@ async fn main() {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut plain_rows = Vec::new();
+    let mut sandbox_rows = Vec::new();
     for binaries in search.installed() {
         let major = binaries.major();
         let version = binaries.verify().await.unwrap();
-        let result = bench_major(major, runs, plain).await;
+        let result = bench_major(major, runs, plain, sandboxed).await;
+        if sandboxed {
+            let (host, sandbox) = (&result.accepting, &result.sandboxed_accepting);
+            sandbox_rows.push(format!(
+                "| {version} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} |",
+                percentile(host, 50),
+                percentile(host, 95),
+                percentile(sandbox, 50),
+                percentile(sandbox, 95),
+                percentile(sandbox, 50) / percentile(host, 50),
+            ));
+        }
         if plain {
             plain_rows.push(format!(
                 "| {version} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
@@ -93,6 +110,17 @@ async fn main() {
         );
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         for row in plain_rows {
+            println!("{row}");
+        }
+    }
+    if sandboxed {
+        println!("\nThe same runs, next to a start in a sandbox (launch → accepting):\n");
+        println!(
+            "| version | host namespaces median | p95 | sandboxed median | p95 \
+             | sandboxed / host (median) |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for row in sandbox_rows {
             println!("{row}");
         }
     }
@@ -135,10 +163,11 @@ struct MajorResult {
     stop: Vec<f64>,
     plain_ready: Vec<f64>,
     plain_accepting: Vec<f64>,
+    sandboxed_accepting: Vec<f64>,
     pss_kib: u64,
 }
 
-async fn bench_major(major: PgMajor, runs: usize, plain: bool) -> MajorResult {
+async fn bench_major(major: PgMajor, runs: usize, plain: bool, sandboxed: bool) -> MajorResult {
     let binaries = BinarySearch::default().locate(major).unwrap();
     // The socket, the log and the plain launch's settings stay in /tmp, as the engine keeps
     // them in its state directory; only the data directory goes where SCION_BENCH_DIR says.
@@ -186,8 +215,13 @@ async fn bench_major(major: PgMajor, runs: usize, plain: bool) -> MajorResult {
         stop: Vec::new(),
         plain_ready: Vec::new(),
         plain_accepting: Vec::new(),
+        sandboxed_accepting: Vec::new(),
         pss_kib: 0,
     };
+    let sandbox_root = dir.path().join("sandbox-root");
+    std::fs::create_dir(&sandbox_root).unwrap();
+    let mut sandbox_spec = spec.clone();
+    sandbox_spec.sandbox_root = Some(sandbox_root);
     for _ in 0..runs {
         let started = Instant::now();
         let instance = Instance::start(&binaries, spec.clone()).await.unwrap();
@@ -202,6 +236,12 @@ async fn bench_major(major: PgMajor, runs: usize, plain: bool) -> MajorResult {
             let (ready, accepting) = plain_start(&binaries, &spec, &plain_conf).await;
             result.plain_ready.push(ready);
             result.plain_accepting.push(accepting);
+        }
+        if sandboxed {
+            let started = Instant::now();
+            let instance = Instance::start(&binaries, sandbox_spec.clone()).await.unwrap();
+            result.sandboxed_accepting.push(millis(started));
+            instance.stop(StopMode::Fast, STEP).await.unwrap();
         }
     }
     for _ in 0..runs {
