@@ -166,11 +166,13 @@ async fn warm_clones_serve_creates_and_a_crash_leaves_none_behind() {
     // The servers of the warm clones at the moment of the crash.
     let before = clone_datasets(&server.pool_dir());
     assert_eq!(before.len(), 3, "{before:?}");
+    // Found on the host by their data directories: each wrote PID 1 of its own namespace.
     let pids: Vec<u32> = before
         .iter()
         .filter_map(|dataset| {
-            let pid_file = server.pool_dir().join(dataset).join("data/postmaster.pid");
-            std::fs::read_to_string(pid_file).ok()?.lines().next()?.trim().parse().ok()
+            let pgdata = server.pool_dir().join(dataset).join("data");
+            let file = postgres::PidFile::read(&pgdata).ok()??;
+            postgres::instance::find_postmaster(file.pid, &pgdata)
         })
         .collect();
     assert_eq!(pids.len(), 3, "every clone and warm clone runs a server");
