@@ -321,7 +321,7 @@ impl Engine {
                 clone.branch
             ))
         })?;
-        let admin = self.admin_session(&clone).await?;
+        let admin = self.inner.servers.admin_session(&clone).await?;
         admin.checkpoint().await?;
         drop(admin);
         let dataset = DatasetName::new(clone.dataset.clone())?;
@@ -407,8 +407,7 @@ impl Engine {
         }
         // The checks and the removal from memory happen under one lock, so a clone cannot be
         // created on the branch between them: creation re-checks its snapshot under it.
-        let (record, owned) = {
-            let mut state = self.write_state();
+        let (record, owned) = self.inner.state.withdraw_branch(name, |state| {
             let record = state.branches.get(name).cloned().ok_or_else(|| branch_not_found(name))?;
             if (Protection { protected: record.protected, till: record.protected_till })
                 .is_active(now)
@@ -417,14 +416,12 @@ impl Engine {
                     "branch {name:?} is protected; lift protection first"
                 )));
             }
-            let owned: Vec<SnapshotRecord> = state
+            let owned_ids: BTreeSet<&str> = state
                 .snapshots
                 .iter()
                 .filter(|snapshot| snapshot.branch == name)
-                .cloned()
+                .map(|snapshot| snapshot.id.as_str())
                 .collect();
-            let owned_ids: BTreeSet<&str> =
-                owned.iter().map(|snapshot| snapshot.id.as_str()).collect();
             let forks: Vec<&str> = state
                 .branches
                 .values()
@@ -471,16 +468,11 @@ impl Engine {
                     children_elsewhere.join(", ")
                 )));
             }
-            state.branches.remove(name);
-            state.snapshots.retain(|snapshot| snapshot.branch != name);
-            (record, owned)
-        };
+            Ok(record)
+        })?;
         if let Err(error) = self.destroy_branch_datasets(name).await {
             // Nothing was forgotten yet: put the branch back as it was.
-            let mut state = self.write_state();
-            state.branches.insert(record.name.clone(), record);
-            state.snapshots.extend(owned);
-            state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+            self.inner.state.restore_branch(record, owned);
             return Err(error);
         }
         let change = CatalogChange {

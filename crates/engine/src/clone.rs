@@ -7,22 +7,22 @@
 //! to the store before it shows in memory, so a crash never reports a state that was not saved.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api_types::{CloneId, WebhookEvent};
 use chrono::Utc;
-use postgres::{HbaSettings, HostAuth, Instance, InstanceSpec, PgMajor, RoleKind, ServerSettings};
+use postgres::Instance;
 use rand::Rng;
 use storage::{DestroyMode, ThinStorage};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::HostAuthMethod;
 use crate::error::{Error, Result};
 use crate::events::clone_payload;
 use crate::lease::{self, ProtectionRequest};
 use crate::model::{CloneRecord, CloneState};
-use crate::{CloneEntry, CloneView, Engine, MAIN_BRANCH, STOP_STEP_TIMEOUT};
+use crate::servers::Server;
+use crate::state::{self, Registration, not_found};
+use crate::{CloneEntry, CloneView, Engine, MAIN_BRANCH};
 
 /// What a caller asks for when creating a clone.
 #[derive(Debug, Clone, Default)]
@@ -57,13 +57,6 @@ pub enum ResetTarget {
     /// A given snapshot.
     Snapshot(String),
 }
-
-/// Settings every clone starts with unless the configuration or the request says otherwise.
-///
-/// No logical replication apply workers: a clone of a subscriber must not pull changes from the
-/// source's publishers (nor advance their slots), and without workers the launcher process is
-/// not started at all, which saves a process and about 2 ms of CPU per start.
-const CLONE_DEFAULT_SETTINGS: &[(&str, &str)] = &[("max_logical_replication_workers", "0")];
 
 /// How a create gets its server.
 enum Start {
@@ -171,90 +164,83 @@ impl Engine {
             let settled = self.inner.warm.settled();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            let registered = 'locked: {
-                // The ID check, the port and the insert happen under one lock, so concurrent
-                // creates can neither share an ID nor a port.
-                let mut state = self.write_state();
-                // A branch deletion removes its snapshots under this lock.
-                if !state.snapshots.iter().any(|known| known.id == snapshot.id) {
-                    return Err(Error::NotFound(format!("snapshot {:?} not found", snapshot.id)));
-                }
-                let warm = if warm_enabled && request.extra_conf.is_empty() {
-                    self.inner.warm.take(&snapshot.id)
-                } else {
-                    None
-                };
-                let (id, revision, dataset) = match &warm {
-                    Some(warm) => (
-                        requested_id.clone().unwrap_or_else(|| warm.record.id.clone()),
-                        0,
-                        warm.record.dataset.clone(),
-                    ),
-                    None => (cold_id.clone(), cold_revision, cold_dataset.to_string()),
-                };
-                if state.clones.contains_key(&id) {
-                    if let Some(warm) = warm {
-                        self.inner.warm.put_back(warm);
+            // The ID check, the port and the insert happen under the state lock, so concurrent
+            // creates can neither share an ID nor a port.
+            let registered = self.inner.state.register(
+                &self.inner.store,
+                |state| {
+                    // A branch deletion removes its snapshots under this lock.
+                    if !state.snapshots.iter().any(|known| known.id == snapshot.id) {
+                        return Err(Error::NotFound(format!(
+                            "snapshot {:?} not found",
+                            snapshot.id
+                        )));
                     }
-                    return Err(Error::AlreadyExists(format!(
-                        "clone with ID {id:?} already exists"
-                    )));
-                }
-                let (port, start) = match warm {
-                    Some(warm) => (warm.record.port, Start::Claim(warm)),
-                    None => match self.inner.ports.reserve() {
-                        Ok(port) => (port.keep(), Start::Cold),
-                        Err(exhausted) => match self.inner.warm.take_any() {
-                            Some(warm) => (warm.record.port, Start::Evict(warm)),
-                            None if self.inner.warm.making() && waits_left > 0 => {
-                                break 'locked None;
-                            }
-                            None => return Err(exhausted.into()),
+                    let warm = if warm_enabled && request.extra_conf.is_empty() {
+                        self.inner.warm.take(&snapshot.id)
+                    } else {
+                        None
+                    };
+                    let (id, revision, dataset) = match &warm {
+                        Some(warm) => (
+                            requested_id.clone().unwrap_or_else(|| warm.record.id.clone()),
+                            0,
+                            warm.record.dataset.clone(),
+                        ),
+                        None => (cold_id.clone(), cold_revision, cold_dataset.to_string()),
+                    };
+                    let (port, start) = match warm {
+                        Some(warm) => (warm.record.port, Start::Claim(warm)),
+                        None => match self.inner.ports.reserve() {
+                            Ok(port) => (port.keep(), Start::Cold),
+                            Err(exhausted) => match self.inner.warm.take_any() {
+                                Some(warm) => (warm.record.port, Start::Evict(warm)),
+                                None if self.inner.warm.making() && waits_left > 0 => {
+                                    return Ok(None);
+                                }
+                                None => return Err(exhausted.into()),
+                            },
                         },
-                    },
-                };
-                let record = CloneRecord {
-                    id: id.clone(),
-                    snapshot_id: snapshot.id.clone(),
-                    branch: snapshot.branch.clone(),
-                    revision,
-                    pool: self.inner.pool.name().to_owned(),
-                    dataset,
-                    port,
-                    state: CloneState::Creating,
-                    state_message: "Clone is being created.".to_owned(),
-                    username: request.username.clone(),
-                    password_verifier: password_verifier.clone(),
-                    restricted: request.restricted,
-                    db_name: request.db_name.clone().filter(|name| !name.is_empty()),
-                    protected: protection.protected,
-                    protected_till: protection.till,
-                    protection_warning_sent: false,
-                    created_at: now,
-                    cloning_time_seconds: None,
-                    extra_conf: request.extra_conf.clone(),
-                };
-                // An evicted warm clone keeps its record until its server is gone, so that a crash
-                // in between leaves it to be removed at the next start, before the clone is redone.
-                let stored = match &start {
-                    Start::Claim(warm) => self.inner.store.claim_warm(&warm.record.id, &record),
-                    Start::Cold | Start::Evict(_) => self.inner.store.insert_clone(&record),
-                };
-                if let Err(error) = stored {
-                    match start {
-                        Start::Claim(warm) | Start::Evict(warm) => self.inner.warm.put_back(warm),
-                        Start::Cold => self.inner.ports.release(port),
-                    }
-                    return Err(error.into());
-                }
-                state.clones.insert(
-                    id.clone(),
-                    CloneEntry { record: record.clone(), last_active: now, diff_size: 0 },
-                );
-                Some((record, start))
-            };
+                    };
+                    let record = CloneRecord {
+                        id: id.clone(),
+                        snapshot_id: snapshot.id.clone(),
+                        branch: snapshot.branch.clone(),
+                        revision,
+                        pool: self.inner.pool.name().to_owned(),
+                        dataset,
+                        port,
+                        state: CloneState::Creating,
+                        state_message: "Clone is being created.".to_owned(),
+                        username: request.username.clone(),
+                        password_verifier: password_verifier.clone(),
+                        restricted: request.restricted,
+                        db_name: request.db_name.clone().filter(|name| !name.is_empty()),
+                        protected: protection.protected,
+                        protected_till: protection.till,
+                        protection_warning_sent: false,
+                        created_at: now,
+                        cloning_time_seconds: None,
+                        extra_conf: request.extra_conf.clone(),
+                    };
+                    // An evicted warm clone keeps its record until its server is gone, so that a crash
+                    // in between leaves it to be removed at the next start, before the clone is redone.
+                    let registration = match &start {
+                        Start::Claim(warm) => {
+                            Registration::ClaimWarm { record, warm_id: warm.record.id.clone() }
+                        }
+                        Start::Cold | Start::Evict(_) => Registration::New(record),
+                    };
+                    Ok(Some((registration, (port, start))))
+                },
+                |(port, start)| match start {
+                    Start::Claim(warm) | Start::Evict(warm) => self.inner.warm.put_back(warm),
+                    Start::Cold => self.inner.ports.release(port),
+                },
+            )?;
             match registered {
-                Some(registered) => break registered,
+                Some((record, (_, start))) => break (record, start),
+                // The range is full but a warm clone in the making will free a port.
                 None => {
                     waits_left -= 1;
                     let wait = self.inner.config.clone.start_timeout;
@@ -262,7 +248,6 @@ impl Engine {
                 }
             }
         };
-        self.notify_changed();
         if warm_enabled {
             let metric = match start {
                 Start::Claim(_) => &self.inner.metrics.warm_hits,
@@ -298,7 +283,7 @@ impl Engine {
     /// Waits until the clone is no longer `CREATING` or `RESETTING` (or is gone, for
     /// `DELETING`), at most `timeout`, and returns it as it then is.
     pub async fn wait_settled(&self, id: &str, timeout: Duration) -> Result<Option<CloneView>> {
-        let mut changes = self.inner.changed.subscribe();
+        let mut changes = self.inner.state.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let current = match self.clone_view(id) {
@@ -323,7 +308,7 @@ impl Engine {
     /// Sets or lifts protection, under the lease rules.
     pub async fn update_clone(&self, id: &str, request: ProtectionRequest) -> Result<CloneView> {
         let protection = lease::grant(request, &self.inner.config.cloning, Utc::now());
-        self.modify_clone(id, |record| {
+        self.transition(id, state::ANY, |record| {
             record.protected = protection.protected;
             record.protected_till = protection.till;
             record.protection_warning_sent = false;
@@ -341,10 +326,7 @@ impl Engine {
             ResetTarget::Latest => self.latest_snapshot()?,
             ResetTarget::Snapshot(snapshot_id) => self.snapshot_record(&snapshot_id)?,
         };
-        let record = self.modify_clone(id, |record| {
-            if !matches!(record.state, CloneState::Ok | CloneState::Fatal) {
-                return Err(busy(record));
-            }
+        let record = self.transition(id, state::SETTLED, |record| {
             record.state = CloneState::Resetting;
             record.state_message = "Clone is being reset.".to_owned();
             record.snapshot_id = snapshot.id.clone();
@@ -379,7 +361,7 @@ impl Engine {
     /// or busy with another operation.
     pub async fn destroy_clone(&self, id: &str) -> Result<()> {
         let now = Utc::now();
-        let record = self.modify_clone(id, |record| {
+        let record = self.transition(id, state::SETTLED, |record| {
             let protection =
                 lease::Protection { protected: record.protected, till: record.protected_till };
             if protection.is_active(now) && record.state != CloneState::Fatal {
@@ -388,9 +370,6 @@ impl Engine {
                     record.id,
                     record.protected_till.map(|till| format!(" until {till}")).unwrap_or_default()
                 )));
-            }
-            if !matches!(record.state, CloneState::Ok | CloneState::Fatal) {
-                return Err(busy(record));
             }
             record.state = CloneState::Deleting;
             record.state_message = "Clone is being deleted.".to_owned();
@@ -416,19 +395,17 @@ impl Engine {
         let result = self.remove_clone_resources(record).await;
         if let Err(error) = &result {
             let message = format!("failed to destroy the clone: {error}");
-            let _ = self.modify_clone(&record.id, |record| {
+            let _ = self.transition(&record.id, state::DELETING, |record| {
                 record.state = CloneState::Fatal;
                 record.state_message = message.clone();
                 Ok(())
             });
             return result;
         }
-        self.inner.store.delete_clone(&record.id)?;
-        self.write_state().clones.remove(&record.id);
+        self.inner.state.forget(&self.inner.store, &record.id, state::DELETING)?;
         self.inner.ports.release(record.port);
         // The freed port may be what the warm pool was short of.
         self.inner.warm.wake();
-        self.notify_changed();
         self.inner.events.emit(&clone_payload(
             WebhookEvent::CloneDelete,
             record,
@@ -452,12 +429,7 @@ impl Engine {
             }
             Err(error) => return Err(error.into()),
         }
-        let socket_dir = self.socket_dir(record.port);
-        if let Err(error) = std::fs::remove_dir_all(&socket_dir)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(error = %error, dir = %socket_dir.display(), "failed to remove socket directory");
-        }
+        self.inner.servers.remove_socket_dir(record.port);
         Ok(())
     }
 
@@ -484,55 +456,20 @@ impl Engine {
         }
     }
 
-    /// A new admin session to a running clone, over its private socket, in database
-    /// `postgres`: for work beside the clone's lifecycle (activity checks, commits).
-    pub(crate) async fn admin_session(
-        &self,
-        record: &CloneRecord,
-    ) -> Result<postgres::Admin, postgres::Error> {
-        postgres::Admin::connect(
-            &self.socket_dir(record.port),
-            record.port,
-            &self.inner.config.clone.admin_role,
-            "postgres",
-        )
-        .await
-    }
-
-    /// Stops the clone's server: the handle this engine holds, or the server found through
-    /// `postmaster.pid` when the handle is gone (a failed adoption, a crash mid-operation).
+    /// Stops the clone's server, whether this engine holds its handle or not.
     pub(crate) async fn stop_server(&self, record: &CloneRecord) -> Result<()> {
-        let instance = self.instances().remove(&record.id);
-        let instance = match instance {
-            Some(instance) => instance,
-            None => {
-                let pgdata =
-                    self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
-                if !pgdata.join("postmaster.pid").exists() {
-                    return Ok(());
-                }
-                match self.adopt_instance(record, &pgdata).await {
-                    Ok(instance) => instance,
-                    Err(error) => {
-                        info!(clone_id = %record.id, error = %error, "no running server to stop");
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        instance.stop(postgres::StopMode::Fast, STOP_STEP_TIMEOUT).await?;
-        Ok(())
+        let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
+        self.inner.servers.stop(record, &pgdata).await
     }
 
     /// Makes the clone's dataset from its snapshot, starts its server and sets up its role.
     pub(crate) async fn provision(&self, record: &CloneRecord) -> Result<Instance> {
         let dataset = storage::DatasetName::new(record.dataset.clone())?;
         let started = Instant::now();
-        let spec = self.instance_spec(record, &self.inner.pool.pgdata_of(&dataset));
         let (mut instance, cloned) =
-            self.clone_and_start(&record.snapshot_id, &dataset, spec).await?;
+            self.clone_and_start(&record.snapshot_id, &dataset, Server::of_clone(record)).await?;
         let configured = match instance.admin().await {
-            Ok(admin) => self.configure_roles(&admin, record).await,
+            Ok(admin) => self.inner.servers.configure_roles(&admin, record).await,
             Err(error) => Err(error.into()),
         };
         if let Err(error) = configured {
@@ -556,13 +493,13 @@ impl Engine {
         Ok(instance)
     }
 
-    /// Clones `snapshot_id` into `dataset` and starts a server on it with `spec`; returns the
-    /// server and how long the storage clone took. On failure no dataset is left behind.
+    /// Clones `snapshot_id` into `dataset` and starts `server` on it; returns the server and
+    /// how long the storage clone took. On failure no dataset is left behind.
     pub(crate) async fn clone_and_start(
         &self,
         snapshot_id: &str,
         dataset: &storage::DatasetName,
-        spec: InstanceSpec,
+        server: Server<'_>,
     ) -> Result<(Instance, Duration)> {
         let snapshot = self.snapshot_record(snapshot_id)?;
         let snapshot_name = self.inner.pool.snapshot_name(&snapshot.id).ok_or_else(|| {
@@ -575,7 +512,7 @@ impl Engine {
         let started = Instant::now();
         self.inner.pool.storage().clone_snapshot(&snapshot_name, dataset).await?;
         let cloned = started.elapsed();
-        match self.start_with(spec).await {
+        match self.inner.servers.start(server, &self.inner.pool.pgdata_of(dataset)).await {
             Ok(instance) => Ok((instance, cloned)),
             Err(error) => {
                 self.destroy_clone_dataset(dataset).await;
@@ -587,9 +524,7 @@ impl Engine {
     /// Gives up on a server and its dataset after a failed step: the server is stopped at once
     /// (nothing in it is anyone's yet) and the dataset destroyed.
     pub(crate) async fn abandon(&self, instance: Instance, dataset: &storage::DatasetName) {
-        if let Err(error) = instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await {
-            warn!(error = %error, %dataset, "failed to stop a server given up on");
-        }
+        self.inner.servers.stop_now(instance).await;
         self.destroy_clone_dataset(dataset).await;
     }
 
@@ -601,124 +536,6 @@ impl Engine {
             }
             Err(error) => warn!(error = %error, %dataset, "failed to remove a clone dataset"),
         }
-    }
-
-    /// Removes the source's passwords unless kept, and sets up the clone's login role.
-    async fn configure_roles(&self, admin: &postgres::Admin, record: &CloneRecord) -> Result<()> {
-        if !self.inner.config.cloning.keep_user_passwords {
-            admin.reset_passwords(&[record.username.as_str()]).await?;
-        }
-        self.create_clone_role(admin, record).await
-    }
-
-    /// Creates the clone's login role, or replaces it, from the record's verifier.
-    ///
-    /// The commit does not wait for the clone's WAL to reach the disk: on a pool whose flushes
-    /// go through a loop device that wait is the slowest step of a warm clone's claim. The
-    /// store holds the verifier durably, and a clone started again after a crash gets its role
-    /// back if the crash lost it (reconciliation's `bring_up`).
-    pub(crate) async fn create_clone_role(
-        &self,
-        admin: &postgres::Admin,
-        record: &CloneRecord,
-    ) -> Result<()> {
-        admin.commit_without_waiting().await?;
-        let kind = if record.restricted { RoleKind::Restricted } else { RoleKind::Superuser };
-        admin
-            .create_or_replace_role_with_verifier(&record.username, &record.password_verifier, kind)
-            .await?;
-        Ok(())
-    }
-
-    /// The spec a clone's server runs with: always derived from the record and the
-    /// configuration, so a restart after a reboot gets the same port, socket and settings.
-    pub(crate) fn instance_spec(&self, record: &CloneRecord, pgdata: &Path) -> InstanceSpec {
-        self.spec_at(record.port, &record.id, &record.extra_conf, pgdata.to_path_buf())
-    }
-
-    /// The spec of a server on `dataset` listening on `port`, logging to `log_name`'s file.
-    pub(crate) fn server_spec(
-        &self,
-        port: u16,
-        log_name: &str,
-        extra_conf: &BTreeMap<String, String>,
-        dataset: &storage::DatasetName,
-    ) -> InstanceSpec {
-        self.spec_at(port, log_name, extra_conf, self.inner.pool.pgdata_of(dataset))
-    }
-
-    fn spec_at(
-        &self,
-        port: u16,
-        log_name: &str,
-        extra_conf: &BTreeMap<String, String>,
-        pgdata: PathBuf,
-    ) -> InstanceSpec {
-        let server = &self.inner.config.clone;
-        let mut settings = ServerSettings::new(port, self.socket_dir(port));
-        settings.listen_addresses = server.listen_addresses.clone();
-        settings.shared_buffers = server.shared_buffers.clone();
-        settings.max_connections = server.max_connections;
-        // Later entries win: Scion's defaults, then the configuration, then the request's.
-        settings.extra = CLONE_DEFAULT_SETTINGS
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .chain(
-                server
-                    .settings
-                    .iter()
-                    .chain(extra_conf)
-                    .map(|(name, value)| (name.clone(), value.clone())),
-            )
-            .collect();
-        let mut spec = InstanceSpec::new(
-            pgdata,
-            settings,
-            &server.admin_role,
-            self.log_file(log_name),
-            self.inner.os_user.clone(),
-        );
-        spec.hba = HbaSettings {
-            host_auth: match server.host_auth {
-                HostAuthMethod::ScramSha256 => HostAuth::ScramSha256,
-                HostAuthMethod::Md5 => HostAuth::Md5,
-                HostAuthMethod::Trust => HostAuth::Trust,
-            },
-            ..HbaSettings::new(&server.admin_role)
-        };
-        spec.start_timeout = server.start_timeout;
-        spec
-    }
-
-    /// The binaries of the major the data directory was made with.
-    fn binaries_for(&self, pgdata: &Path) -> Result<postgres::PgBinaries> {
-        Ok(self.inner.binaries.locate(PgMajor::of_data_dir(pgdata)?)?)
-    }
-
-    pub(crate) async fn start_instance(
-        &self,
-        record: &CloneRecord,
-        pgdata: &Path,
-    ) -> Result<Instance> {
-        self.start_with(self.instance_spec(record, pgdata)).await
-    }
-
-    pub(crate) async fn adopt_instance(
-        &self,
-        record: &CloneRecord,
-        pgdata: &Path,
-    ) -> Result<Instance> {
-        self.adopt_with(self.instance_spec(record, pgdata)).await
-    }
-
-    pub(crate) async fn start_with(&self, spec: InstanceSpec) -> Result<Instance> {
-        let binaries = self.binaries_for(&spec.data_dir)?;
-        Ok(Instance::start(&binaries, spec).await?)
-    }
-
-    pub(crate) async fn adopt_with(&self, spec: InstanceSpec) -> Result<Instance> {
-        let binaries = self.binaries_for(&spec.data_dir)?;
-        Ok(Instance::adopt(&binaries, spec).await?)
     }
 
     /// Reset's slow part: stop, replace the dataset, start, reapply the role.
@@ -740,7 +557,7 @@ impl Engine {
             self.remove_empty_clone_parent(&dataset).await;
             record.revision = revision;
             record.dataset = target.to_string();
-            self.modify_clone(&record.id, |stored| {
+            self.transition(&record.id, state::PROVISIONING, |stored| {
                 stored.revision = record.revision;
                 stored.dataset = record.dataset.clone();
                 Ok(())
@@ -785,8 +602,8 @@ impl Engine {
         let id = record.id.clone();
         match outcome {
             Ok(instance) => {
-                self.instances().insert(id.clone(), instance);
-                let updated = self.modify_clone(&id, |stored| {
+                self.inner.servers.insert(&id, instance);
+                let updated = self.transition(&id, state::PROVISIONING, |stored| {
                     stored.state = CloneState::Ok;
                     stored.state_message =
                         "Clone is ready to accept Postgres connections.".to_owned();
@@ -795,9 +612,7 @@ impl Engine {
                 });
                 match updated {
                     Ok(record) => {
-                        if let Some(entry) = self.write_state().clones.get_mut(&id) {
-                            entry.last_active = Utc::now();
-                        }
+                        self.inner.state.touch(&id, Utc::now());
                         self.inner.metrics.clone_ready.observe(elapsed);
                         info!(clone_id = %id, port = record.port, elapsed_ms = elapsed * 1000.0, "clone ready");
                         self.inner.events.emit(&clone_payload(
@@ -815,7 +630,7 @@ impl Engine {
                 warn!(clone_id = %id, error = %error, "clone failed");
                 self.inner.metrics.clone_failures.inc();
                 let message = error.to_string();
-                if let Err(store_error) = self.modify_clone(&id, |stored| {
+                if let Err(store_error) = self.transition(&id, state::PROVISIONING, |stored| {
                     stored.state = CloneState::Fatal;
                     stored.state_message = message.clone();
                     Ok(())
@@ -824,43 +639,11 @@ impl Engine {
                 }
             }
         }
-        self.notify_changed();
-    }
-
-    /// Applies `change` to a clone's record under the state lock, saves it, and returns it.
-    pub(crate) fn modify_clone(
-        &self,
-        id: &str,
-        change: impl FnOnce(&mut CloneRecord) -> Result<()>,
-    ) -> Result<CloneRecord> {
-        let record = {
-            let mut state = self.write_state();
-            let entry = state.clones.get_mut(id).ok_or_else(|| not_found(id))?;
-            let mut record = entry.record.clone();
-            change(&mut record)?;
-            self.inner.store.update_clone(&record)?;
-            entry.record = record.clone();
-            record
-        };
-        self.notify_changed();
-        Ok(record)
     }
 }
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn not_found(id: &str) -> Error {
-    Error::NotFound(format!("clone {id:?} not found"))
-}
-
-fn busy(record: &CloneRecord) -> Error {
-    Error::Refused(format!(
-        "clone {:?} is busy ({}); try again when it is OK",
-        record.id,
-        record.state.code()
-    ))
 }
 
 /// Whether a request's branch names `main`, the default.

@@ -103,6 +103,18 @@ impl Pool {
             .map_err(|error| Error::InvalidInput(error.to_string()))
     }
 
+    /// Whether `dataset` is a clone dataset, `branch/<branch>/<clone>/r<revision>` (and not a
+    /// branch's own dataset or a clone's parent).
+    pub fn is_clone_dataset(dataset: &str) -> bool {
+        let mut segments = dataset.split('/');
+        segments.next() == Some(BRANCHES_DIR) && segments.count() == 3
+    }
+
+    /// The dataset a snapshot (by its storage name, `<dataset>@<tag>`) was taken of.
+    pub fn snapshot_dataset(storage_name: &str) -> Option<&str> {
+        storage_name.split_once('@').map(|(dataset, _)| dataset)
+    }
+
     /// PGDATA inside a dataset mounted at `mountpoint`.
     pub fn pgdata(mountpoint: &Path) -> PathBuf {
         mountpoint.join(PGDATA_DIR)
@@ -176,6 +188,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = StorageBackend::Dir(Dir::open(dir.path()).await.unwrap());
         (dir, Pool::new("dblab_pool", storage).unwrap())
+    }
+
+    #[test]
+    fn clone_datasets_are_told_apart_from_their_parents() {
+        assert!(Pool::is_clone_dataset("branch/main/abc/r0"));
+        assert!(!Pool::is_clone_dataset("branch/main/abc"));
+        assert!(!Pool::is_clone_dataset("branch/dev"));
+        assert!(!Pool::is_clone_dataset("data/main/abc/r0"));
+        assert!(!Pool::is_clone_dataset("branch/main/abc/r0/x"));
+        assert_eq!(Pool::snapshot_dataset("branch/dev@20260101000000"), Some("branch/dev"));
+        assert_eq!(Pool::snapshot_dataset("data"), None);
     }
 
     #[tokio::test]

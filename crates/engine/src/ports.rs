@@ -65,7 +65,7 @@ impl PortPool {
     fn taken(&self) -> MutexGuard<'_, BTreeSet<u16>> {
         // The set is only ever changed by single inserts and removes; a panic cannot leave it
         // half-updated.
-        self.inner.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner.taken)
     }
 
     /// Takes the lowest free port that no other program listens on.

@@ -12,7 +12,10 @@ use std::collections::BTreeSet;
 use storage::{DatasetName, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::model::{CloneRecord, CloneState, SnapshotRecord};
+use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
+use crate::pool::Pool;
+use crate::servers::Server;
+use crate::store::CatalogChange;
 use crate::{Engine, MAIN_BRANCH};
 
 /// What reconciliation found at the last start.
@@ -127,22 +130,21 @@ impl Engine {
         }
         // A destroyed clone's dataset stays while it holds commits; those are not orphans.
         for snapshot in &self.read_state().snapshots {
-            if let Some((dataset, _)) = snapshot.storage_name.split_once('@') {
+            if let Some(dataset) = Pool::snapshot_dataset(&snapshot.storage_name) {
                 owned.insert(dataset.to_owned());
             }
         }
         for dataset in &listing.datasets {
             let name = dataset.name.as_str();
-            let segments: Vec<&str> = name.split('/').collect();
-            let is_clone_dataset = segments.len() == 4 && segments[0] == "branch";
-            if is_clone_dataset && !owned.contains(name) {
-                let running = dataset.mountpoint.join("data").join("postmaster.pid").exists();
+            if Pool::is_clone_dataset(name) && !owned.contains(name) {
+                let running =
+                    postgres::datadir::has_postmaster_pid(&Pool::pgdata(&dataset.mountpoint));
                 report.report(
                     DifferenceKind::OrphanDataset,
                     name,
                     format!(
                         "no clone owns this dataset; it is kept for inspection{}",
-                        if running { " (a postmaster.pid is present)" } else { "" }
+                        if running { " (a server may still run on it)" } else { "" }
                     ),
                 );
             }
@@ -221,37 +223,29 @@ impl Engine {
     }
 
     fn forget_missing_snapshot(&self, record: &SnapshotRecord) -> crate::Result<()> {
-        self.inner.store.delete_snapshot(&record.id)?;
-        let mut state = self.write_state();
-        state.snapshots.retain(|snapshot| snapshot.id != record.id);
-        let orphaned: Vec<String> = state
-            .branches
-            .values()
-            .filter(|branch| branch.head_snapshot_id == record.id)
-            .map(|branch| branch.name.clone())
-            .collect();
-        for name in orphaned {
-            match record.parent_id.clone() {
-                Some(parent) => {
-                    if let Some(branch) = state.branches.get_mut(&name) {
-                        branch.head_snapshot_id = parent;
-                        self.inner.store.upsert_branch(branch)?;
-                    }
-                }
-                None => {
-                    state.branches.remove(&name);
-                    self.inner.store.delete_branch(&name)?;
+        let change = {
+            let state = self.read_state();
+            let mut change =
+                CatalogChange { delete_snapshots: vec![record.id.clone()], ..Default::default() };
+            for branch in
+                state.branches.values().filter(|branch| branch.head_snapshot_id == record.id)
+            {
+                match record.parent_id.clone() {
+                    Some(parent) => change
+                        .upsert_branches
+                        .push(BranchRecord { head_snapshot_id: parent, ..branch.clone() }),
+                    None => change.delete_branches.push(branch.name.clone()),
                 }
             }
-        }
-        Ok(())
+            change
+        };
+        self.inner.state.apply_catalog(&self.inner.store, change)
     }
 
     fn adopt_snapshot(&self, record: SnapshotRecord) -> crate::Result<()> {
-        self.inner.store.upsert_snapshot(&record)?;
-        let mut state = self.write_state();
-        if !state.branches.contains_key(MAIN_BRANCH) {
-            let branch = crate::BranchRecord {
+        let mut change = CatalogChange::default();
+        if !self.read_state().branches.contains_key(MAIN_BRANCH) {
+            change.upsert_branches.push(BranchRecord {
                 name: MAIN_BRANCH.to_owned(),
                 head_snapshot_id: record.id.clone(),
                 base_snapshot_id: None,
@@ -259,13 +253,10 @@ impl Engine {
                 protected: false,
                 protected_till: None,
                 delete_at: None,
-            };
-            self.inner.store.upsert_branch(&branch)?;
-            state.branches.insert(branch.name.clone(), branch);
+            });
         }
-        state.snapshots.push(record);
-        state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        Ok(())
+        change.upsert_snapshots.push(record);
+        self.inner.state.apply_catalog(&self.inner.store, change)
     }
 
     async fn reconcile_clone(
@@ -309,7 +300,7 @@ impl Engine {
                     &id,
                     "its dataset is gone; the clone is FATAL",
                 );
-                let _ = self.modify_clone(&id, |stored| {
+                let _ = self.transition(&id, &[CloneState::Ok], |stored| {
                     stored.state = CloneState::Fatal;
                     stored.state_message =
                         format!("the clone's dataset {} is gone", stored.dataset);
@@ -330,19 +321,20 @@ impl Engine {
                 return;
             }
         };
-        match self.adopt_instance(&record, &pgdata).await {
+        let servers = &self.inner.servers;
+        match servers.adopt(Server::of_clone(&record), &pgdata).await {
             Ok(instance) => {
                 info!(clone_id = %id, pid = instance.pid(), "clone server adopted");
-                self.instances().insert(id, instance);
+                servers.insert(&id, instance);
                 return;
             }
             Err(error) => {
                 info!(clone_id = %id, reason = %error, "clone server not adoptable; starting it")
             }
         }
-        match self.start_instance(&record, &pgdata).await {
+        match servers.start(Server::of_clone(&record), &pgdata).await {
             Ok(mut instance) => {
-                let role = match self.restore_missing_role(&mut instance, &record).await {
+                let role = match servers.restore_missing_role(&mut instance, &record).await {
                     Ok(false) => String::new(),
                     Ok(true) => {
                         format!("; its role {:?} was lost and is set up again", record.username)
@@ -359,7 +351,7 @@ impl Engine {
                         record.port
                     ),
                 );
-                self.instances().insert(id, instance);
+                servers.insert(&id, instance);
             }
             Err(error) => {
                 report.report(
@@ -368,29 +360,13 @@ impl Engine {
                     format!("its server could not start: {error}"),
                 );
                 let message = format!("the clone's server could not start: {error}");
-                let _ = self.modify_clone(&id, |stored| {
+                let _ = self.transition(&id, &[CloneState::Ok], |stored| {
                     stored.state = CloneState::Fatal;
                     stored.state_message = message;
                     Ok(())
                 });
             }
         }
-    }
-
-    /// Sets the clone's role up again when it is missing: its creation commits without
-    /// waiting for the disk, so a host crash right after a create can lose it. Returns whether
-    /// it was missing.
-    async fn restore_missing_role(
-        &self,
-        instance: &mut postgres::Instance,
-        record: &CloneRecord,
-    ) -> crate::Result<bool> {
-        let admin = instance.admin().await?;
-        if admin.role_exists(&record.username).await? {
-            return Ok(false);
-        }
-        self.create_clone_role(&admin, record).await?;
-        Ok(true)
     }
 
     fn spawn_teardown(&self, record: CloneRecord) {

@@ -13,9 +13,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Engine;
 use crate::config::minutes;
+use crate::error::Error;
 use crate::events::{clone_payload, expiring_payload};
 use crate::lease::{self, LeaseAction, Protection};
 use crate::model::{CloneRecord, CloneState};
+use crate::state;
+
+/// How a lease check says, under the lock, that a clone needs nothing.
+const NOTHING_TO_DO: &str = "the lease needs nothing";
 
 /// How often pool and clone sizes are collected for `/status` and `/metrics` (DBLab: 15 s).
 pub(crate) const COLLECT_INTERVAL: Duration = Duration::from_secs(15);
@@ -138,50 +143,58 @@ fn spawn_every<F, Fut>(
 
 impl Engine {
     /// One pass of the lease checker: warn about leases ending soon, lift expired ones.
+    ///
+    /// Each decision is made again under the state lock, on the record as it is then: a
+    /// request may have renewed or lifted the protection since the list was read.
     pub(crate) fn check_leases(&self) {
         let now = Utc::now();
         let config = &self.inner.config.cloning;
-        let clones: Vec<CloneRecord> =
-            self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
-        for clone in clones {
-            let protection = Protection { protected: clone.protected, till: clone.protected_till };
-            match lease::check(protection, clone.protection_warning_sent, config, now) {
-                LeaseAction::None => {}
-                LeaseAction::Warn { till, expires_in_hours } => {
-                    let updated = self.modify_clone(&clone.id, |record| {
-                        record.protection_warning_sent = true;
-                        Ok(())
-                    });
-                    if let Ok(record) = updated {
-                        info!(clone_id = %clone.id, %till, "clone protection expiring");
-                        self.inner.events.emit(&expiring_payload(
-                            &record,
-                            &config.access_host,
-                            till,
-                            expires_in_hours,
-                        ));
-                    }
-                }
-                LeaseAction::Expire => {
-                    let updated = self.modify_clone(&clone.id, |record| {
+        let ids: Vec<String> = self.read_state().clones.keys().cloned().collect();
+        for id in ids {
+            let mut action = LeaseAction::None;
+            let updated = self.transition(&id, state::ANY, |record| {
+                let protection =
+                    Protection { protected: record.protected, till: record.protected_till };
+                action = lease::check(protection, record.protection_warning_sent, config, now);
+                match action {
+                    LeaseAction::None => return Err(Error::Refused(NOTHING_TO_DO.to_owned())),
+                    LeaseAction::Warn { .. } => record.protection_warning_sent = true,
+                    LeaseAction::Expire => {
                         record.protected = false;
                         record.protected_till = None;
                         record.protection_warning_sent = false;
-                        Ok(())
-                    });
-                    match updated {
-                        Ok(record) => {
-                            info!(clone_id = %clone.id, "clone protection expired");
-                            self.inner.events.emit(&clone_payload(
-                                WebhookEvent::CloneProtectionExpired,
-                                &record,
-                                &config.access_host,
-                            ));
-                        }
-                        Err(error) => {
-                            warn!(clone_id = %clone.id, error = %error, "failed to lift expired protection");
-                        }
                     }
+                }
+                Ok(())
+            });
+            let record = match updated {
+                Ok(record) => record,
+                Err(Error::Refused(reason)) if reason == NOTHING_TO_DO => continue,
+                // Destroyed meanwhile: nothing to check.
+                Err(Error::NotFound(_)) => continue,
+                Err(error) => {
+                    warn!(clone_id = %id, error = %error, "failed to record a lease change");
+                    continue;
+                }
+            };
+            match action {
+                LeaseAction::None => {}
+                LeaseAction::Warn { till, expires_in_hours } => {
+                    info!(clone_id = %id, %till, "clone protection expiring");
+                    self.inner.events.emit(&expiring_payload(
+                        &record,
+                        &config.access_host,
+                        till,
+                        expires_in_hours,
+                    ));
+                }
+                LeaseAction::Expire => {
+                    info!(clone_id = %id, "clone protection expired");
+                    self.inner.events.emit(&clone_payload(
+                        WebhookEvent::CloneProtectionExpired,
+                        &record,
+                        &config.access_host,
+                    ));
                 }
             }
         }
@@ -217,14 +230,12 @@ impl Engine {
                 continue;
             }
             info!(clone_id = %record.id, "destroying idle clone");
-            let deleting = self.modify_clone(&record.id, |stored| {
+            let deleting = self.transition(&record.id, state::SETTLED, |stored| {
                 // Re-check under the lock: a request may have protected or changed it.
                 let protection =
                     Protection { protected: stored.protected, till: stored.protected_till };
-                if protection.is_active(Utc::now())
-                    || !matches!(stored.state, CloneState::Ok | CloneState::Fatal)
-                {
-                    return Err(crate::Error::Refused("changed during the idle check".to_owned()));
+                if protection.is_active(Utc::now()) {
+                    return Err(Error::Refused("changed during the idle check".to_owned()));
                 }
                 stored.state = CloneState::Deleting;
                 stored.state_message = "Clone is being deleted: idle.".to_owned();
@@ -245,7 +256,7 @@ impl Engine {
         record: &CloneRecord,
         last_active: DateTime<Utc>,
     ) -> DateTime<Utc> {
-        let activity = match self.admin_session(record).await {
+        let activity = match self.inner.servers.admin_session(record).await {
             Ok(admin) => admin.activity().await,
             Err(error) => Err(error),
         };
@@ -261,9 +272,7 @@ impl Engine {
                 now
             }
         };
-        if let Some(entry) = self.write_state().clones.get_mut(&record.id) {
-            entry.last_active = entry.last_active.max(seen);
-        }
+        self.inner.state.touch(&record.id, seen);
         seen
     }
 
@@ -283,27 +292,15 @@ impl Engine {
         for (id, dataset) in clones {
             let Ok(name) = DatasetName::new(dataset) else { continue };
             match self.inner.pool.storage().dataset_space(&name).await {
-                Ok(space) => {
-                    if let Some(entry) = self.write_state().clones.get_mut(&id) {
-                        entry.diff_size = space.written;
-                    }
-                }
+                Ok(space) => self.inner.state.set_diff_size(&id, space.written),
                 Err(error) => {
                     errors += 1;
                     debug!(clone_id = %id, error = %error, "failed to read clone size");
                 }
             }
         }
-        let servers: Vec<(String, Vec<u32>)> = self
-            .instances()
-            .iter()
-            .map(|(id, instance)| (id.clone(), instance.processes()))
-            .collect();
-        self.inner
-            .usage
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .record(&servers, Instant::now());
+        let servers = self.inner.servers.processes();
+        crate::sync::lock(&self.inner.usage).record(&servers, Instant::now());
         self.inner.metrics.record_collection(started.elapsed(), errors);
     }
 }

@@ -8,5 +8,6 @@
 mod branches;
 mod harness;
 mod lifecycle;
+mod races;
 mod restart;
 mod warm;
