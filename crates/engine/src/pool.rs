@@ -2,8 +2,10 @@
 //! things live in it.
 //!
 //! Layout, after DBLab's (reference §5.2), inside the pool:
-//! - `data`: the golden copy that retrieval fills; its PGDATA is `<mountpoint>/data`;
-//! - `data@snapshot_<YYYYMMDDHHMMSS>`: snapshots of it, shown as `<pool>/data@snapshot_…`;
+//! - golden datasets, each with PGDATA at `<mountpoint>/data`: `data` holds the empty cluster
+//!   of a pool without retrieval; each full refresh writes a new `data_<YYYYMMDDHHMMSS>`, never
+//!   the dataset clones run on;
+//! - `<golden>@snapshot_<YYYYMMDDHHMMSS>`: snapshots of them, shown as `<pool>/<golden>@…`;
 //! - `branch/<branch>/<clone>/r<revision>`: clone datasets, each with PGDATA at `<mountpoint>/data`.
 //!
 //! Outside the pool, under the engine's state directory: `sockets/<port>/` (a clone's private
@@ -16,7 +18,8 @@ use storage::{DatasetName, SnapshotName, StorageBackend, ThinStorage};
 
 use crate::error::{Error, Result};
 
-/// The dataset retrieval fills and snapshots are taken of.
+/// The first golden dataset: the empty cluster of a pool without retrieval (each full refresh
+/// writes a new `data_<YYYYMMDDHHMMSS>` instead).
 pub const DATA_DATASET: &str = "data";
 /// The directory of branch, clone and commit datasets.
 const BRANCHES_DIR: &str = "branch";
@@ -56,7 +59,7 @@ impl Pool {
         &self.storage
     }
 
-    /// The golden-copy dataset.
+    /// The first golden dataset, [`DATA_DATASET`].
     pub fn data_dataset(&self) -> DatasetName {
         DatasetName::new(DATA_DATASET).expect("the constant is a valid name")
     }

@@ -1,8 +1,10 @@
-//! The engine's background loops: the lease checker, idle cleanup and the space collector.
+//! The engine's background loops: the lease checker, idle cleanup, the retention sweeper, the
+//! space collector and, when retrieval has a timetable, scheduled full refreshes.
 //!
 //! Each loop runs on the engine's task tracker and stops when its cancellation token fires.
-//! A loop's work never holds the state lock across a wait, so the API stays responsive while
-//! a check talks to dozens of clones.
+//! Every pass reads its interval and whether it is enabled from the configuration, so that a
+//! changed configuration takes effect at the next pass. A loop's work never holds the state
+//! lock across a wait, so the API stays responsive while a check talks to dozens of clones.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use storage::{DatasetName, ThinStorage};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Engine;
-use crate::config::minutes;
+use crate::config::{EngineConfig, minutes};
 use crate::error::Error;
 use crate::events::{clone_payload, expiring_payload};
 use crate::lease::{self, LeaseAction, Protection};
@@ -26,31 +28,31 @@ const NOTHING_TO_DO: &str = "the lease needs nothing";
 pub(crate) const COLLECT_INTERVAL: Duration = Duration::from_secs(15);
 
 pub(crate) fn spawn_loops(engine: &Engine) {
-    let config = &engine.inner.config.cloning;
     spawn_every(
         engine,
         "lease_checker",
-        config.protection_check_interval,
+        |config| config.cloning.protection_check_interval,
+        |_| true,
         FirstRun::AtStart,
         |engine| async move {
             engine.check_leases();
         },
     );
-    if config.max_idle_minutes > 0.0 {
-        spawn_every(
-            engine,
-            "idle_cleanup",
-            config.idle_check_interval,
-            FirstRun::AtStart,
-            |engine| async move {
-                engine.clean_up_idle().await;
-            },
-        );
-    }
+    spawn_every(
+        engine,
+        "idle_cleanup",
+        |config| config.cloning.idle_check_interval,
+        |config| config.cloning.max_idle_minutes > 0.0,
+        FirstRun::AtStart,
+        |engine| async move {
+            engine.clean_up_idle().await;
+        },
+    );
     spawn_every(
         engine,
         "retention_sweeper",
-        engine.inner.config.retention.check_interval,
+        |config| config.retention.check_interval,
+        |_| true,
         FirstRun::AfterInterval,
         |engine| async move {
             let report = engine.sweep().await;
@@ -62,7 +64,8 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     spawn_every(
         engine,
         "space_collector",
-        COLLECT_INTERVAL,
+        |_| COLLECT_INTERVAL,
+        |_| true,
         FirstRun::AtStart,
         |engine| async move {
             engine.collect_space().await;
@@ -109,10 +112,14 @@ enum FirstRun {
     AfterInterval,
 }
 
+/// Runs `work` every `interval` of the configuration while `enabled` says so, both read
+/// at every pass. A pass that outlasts its interval delays the next one rather than bunching
+/// them up.
 fn spawn_every<F, Fut>(
     engine: &Engine,
     name: &'static str,
-    interval: Duration,
+    interval: fn(&EngineConfig) -> Duration,
+    enabled: fn(&EngineConfig) -> bool,
     first: FirstRun,
     work: F,
 ) where
@@ -123,17 +130,21 @@ fn spawn_every<F, Fut>(
     let cancel = engine.inner.cancel.clone();
     engine.inner.tasks.spawn(
         async move {
-            let start = match first {
+            let engine = engine_for_loop;
+            let mut next = match first {
                 FirstRun::AtStart => tokio::time::Instant::now(),
-                FirstRun::AfterInterval => tokio::time::Instant::now() + interval,
+                FirstRun::AfterInterval => tokio::time::Instant::now() + interval(engine.config()),
             };
-            let mut ticker = tokio::time::interval_at(start, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => break,
-                    _ = ticker.tick() => work(engine_for_loop.clone()).await,
+                    () = tokio::time::sleep_until(next) => {}
                 }
+                let started = tokio::time::Instant::now();
+                if enabled(engine.config()) {
+                    work(engine.clone()).await;
+                }
+                next = started + interval(engine.config());
             }
             debug!("loop stopped");
         }
