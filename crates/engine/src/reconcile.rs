@@ -124,9 +124,18 @@ impl Engine {
         let clones: Vec<CloneRecord> =
             self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
         let mut owned = BTreeSet::new();
+        let mut interrupted = Vec::new();
         for record in clones {
             owned.insert(record.dataset.clone());
-            self.reconcile_clone(record, &listing, &mut report).await;
+            if let Some(record) = self.reconcile_clone(record, &listing, &mut report).await {
+                interrupted.push(record);
+            }
+        }
+        // Every recorded clone holds its port by now, so the operations run again below cannot
+        // take each other's; and they are over before the engine starts its loops and the warm
+        // pool, which could otherwise collide with them.
+        for record in interrupted {
+            self.finish_interrupted(record).await;
         }
         // A destroyed clone's dataset stays while it holds commits; those are not orphans.
         for snapshot in &self.read_state().snapshots {
@@ -259,19 +268,26 @@ impl Engine {
         self.inner.state.apply_catalog(&self.inner.store, change)
     }
 
+    /// Reconciles one clone; returns it when an operation on it was interrupted and must be
+    /// run again.
     async fn reconcile_clone(
         &self,
         record: CloneRecord,
         listing: &storage::Listing,
         report: &mut Reconciliation,
-    ) {
+    ) -> Option<CloneRecord> {
         let id = record.id.clone();
-        if let Err(error) = self.inner.ports.claim(record.port) {
-            report.report(
+        // A recorded clone holds its port whatever its state (being rebuilt, FATAL): it is
+        // kept until the clone is destroyed, so no other clone is ever given it.
+        match self.inner.ports.claim(record.port) {
+            Ok(reservation) => {
+                reservation.keep();
+            }
+            Err(error) => report.report(
                 DifferenceKind::ServerFailed,
                 &id,
                 format!("its port is unusable: {error}"),
-            );
+            ),
         }
         let dataset_exists = DatasetName::new(record.dataset.clone())
             .ok()
@@ -283,7 +299,7 @@ impl Engine {
                     &id,
                     "deletion was interrupted; finished",
                 );
-                self.spawn_teardown(record);
+                return Some(record);
             }
             CloneState::Creating | CloneState::Resetting => {
                 report.report(
@@ -291,7 +307,7 @@ impl Engine {
                     &id,
                     format!("{} was interrupted; run again from its snapshot", record.state.code()),
                 );
-                self.spawn_redo(record);
+                return Some(record);
             }
             CloneState::Fatal => {}
             CloneState::Ok if !dataset_exists => {
@@ -309,6 +325,7 @@ impl Engine {
             }
             CloneState::Ok => self.bring_up(record, report).await,
         }
+        None
     }
 
     /// Adopts the clone's running server, or starts it again when it is not running.
@@ -369,27 +386,22 @@ impl Engine {
         }
     }
 
-    fn spawn_teardown(&self, record: CloneRecord) {
-        let engine = self.clone();
-        let span = info_span!("destroy_clone", clone_id = %record.id);
-        self.inner.tasks.spawn(
-            async move {
-                if let Err(error) = engine.teardown(&record).await {
-                    warn!(error = %error, "failed to finish an interrupted deletion");
+    /// Runs an interrupted operation again: a deletion is finished; a create or reset removes
+    /// whatever it left and makes the clone afresh from its snapshot, with the same port and
+    /// credentials.
+    async fn finish_interrupted(&self, record: CloneRecord) {
+        let event = match record.state {
+            CloneState::Deleting => {
+                let span = info_span!("destroy_clone", clone_id = %record.id);
+                if let Err(error) = self.teardown(&record).instrument(span).await {
+                    warn!(clone_id = %record.id, error = %error, "failed to finish an interrupted deletion");
                 }
+                return;
             }
-            .instrument(span),
-        );
-    }
-
-    /// Runs an interrupted create or reset again: whatever it left is removed and the clone is
-    /// made afresh from its snapshot, with the same port and credentials.
-    fn spawn_redo(&self, record: CloneRecord) {
-        let event = if record.state == CloneState::Creating {
-            WebhookEvent::CloneCreate
-        } else {
-            WebhookEvent::CloneReset
+            CloneState::Creating => WebhookEvent::CloneCreate,
+            _ => WebhookEvent::CloneReset,
         };
-        self.spawn_rebuild(record, event);
+        let span = info_span!("rebuild_clone", clone_id = %record.id);
+        self.rebuild_and_record(record, event).instrument(span).await;
     }
 }

@@ -9,5 +9,6 @@ mod branches;
 mod harness;
 mod lifecycle;
 mod races;
+mod recovery;
 mod restart;
 mod warm;
