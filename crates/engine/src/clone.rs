@@ -20,6 +20,7 @@ use crate::events::clone_payload;
 use crate::lease::{self, ProtectionRequest};
 use crate::model::{CloneRecord, CloneState};
 use crate::state::{self, Registration, not_found};
+use crate::sync::lock;
 use crate::{CloneEntry, CloneView, Engine, MAIN_BRANCH};
 
 /// What a caller asks for when creating a clone.
@@ -357,10 +358,11 @@ impl Engine {
         info!(clone_id = %id, "destroying clone");
         let engine = self.clone();
         let span = info_span!("destroy_clone", clone_id = %id);
+        lock(&self.inner.destroy_failures).remove(id);
         self.inner.tasks.spawn(
             async move {
                 if let Err(error) = engine.teardown(&record).await {
-                    warn!(error = %error, "failed to destroy clone");
+                    lock(&engine.inner.destroy_failures).insert(record.id.clone(), error);
                 }
             }
             .instrument(span),
@@ -368,18 +370,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits for a destroy that [`Engine::destroy_clone`] started, at most `timeout`: `None`
+    /// once the clone is gone, the clone as it is when the destroy still runs, and the
+    /// destroy's own error (a server-side one: storage, Postgres, the state database) when it
+    /// failed, leaving the clone `FATAL` with the reason.
+    pub async fn wait_destroyed(&self, id: &str, timeout: Duration) -> Result<Option<CloneView>> {
+        let still = self.wait_settled(id, timeout).await?;
+        if still.as_ref().is_some_and(|view| view.record.state == CloneState::Fatal)
+            && let Some(error) = lock(&self.inner.destroy_failures).remove(id)
+        {
+            return Err(error);
+        }
+        Ok(still)
+    }
+
     /// Stops the clone's server, destroys its dataset and forgets it. Used by destroy, idle
     /// cleanup and forced snapshot deletion; the clone must be `DELETING`.
     pub(crate) async fn teardown(&self, record: &CloneRecord) -> Result<()> {
-        let result = self.remove_clone_resources(record).await;
-        if let Err(error) = &result {
-            let message = format!("failed to destroy the clone: {error}");
+        if let Err((step, error)) = self.remove_clone_resources(record).await {
+            // The clone stays, FATAL, saying which step failed and how, so that it can be
+            // destroyed again once the cause is gone; a waiter gets the error itself.
+            let message = format!(
+                "destroying the clone failed {step}: {error}; the clone is kept, destroy it \
+                 again once the cause is fixed"
+            );
+            warn!(clone_id = %record.id, %message, "failed to destroy a clone");
             let _ = self.transition(&record.id, state::DELETING, |record| {
                 record.state = CloneState::Fatal;
                 record.state_message = message.clone();
                 Ok(())
             });
-            return result;
+            return Err(error);
         }
         self.inner.state.forget(&self.inner.store, &record.id, state::DELETING)?;
         self.inner.ports.release(record.port);
@@ -394,9 +415,15 @@ impl Engine {
         Ok(())
     }
 
-    async fn remove_clone_resources(&self, record: &CloneRecord) -> Result<()> {
-        self.stop_server(record).await?;
-        let dataset = storage::DatasetName::new(record.dataset.clone())?;
+    /// Stops the clone's server and destroys its dataset; on failure, says at which step.
+    async fn remove_clone_resources(
+        &self,
+        record: &CloneRecord,
+    ) -> Result<(), (&'static str, Error)> {
+        self.stop_server(record).await.map_err(|error| ("stopping its server", error))?;
+        let step = "destroying its dataset (its server is stopped)";
+        let dataset = storage::DatasetName::new(record.dataset.clone())
+            .map_err(|error| (step, error.into()))?;
         match self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await {
             Ok(()) | Err(storage::Error::NotFound(_)) => {
                 self.remove_empty_clone_parent(&dataset).await
@@ -406,7 +433,7 @@ impl Engine {
             Err(storage::Error::HasDependents { dependents, .. }) => {
                 info!(clone_id = %record.id, ?dependents, "keeping the clone's dataset for its commits");
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err((step, error.into())),
         }
         self.inner.servers.remove_socket_dir(record.port);
         Ok(())

@@ -32,6 +32,7 @@ mod sync;
 mod usage;
 mod warm;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -114,6 +115,8 @@ struct Inner {
     refresh_running: AtomicBool,
     usage: Mutex<usage::UsageTracker>,
     warm: warm::WarmPool,
+    /// Why the last destroy of a clone failed, for [`Engine::wait_destroyed`].
+    destroy_failures: Mutex<HashMap<String, Error>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -221,6 +224,7 @@ impl Engine {
             refresh_running: AtomicBool::new(false),
             usage: Mutex::new(usage::UsageTracker::default()),
             warm: warm::WarmPool::default(),
+            destroy_failures: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });

@@ -1,11 +1,12 @@
-//! After a crash or a restart: recorded clones keep their ports, interrupted operations are
-//! finished before anything else starts, and a FATAL clone's reset really rebuilds it.
+//! After a crash, a restart or a failure: recorded clones keep their ports, interrupted
+//! operations are finished before anything else starts, a FATAL clone's reset really rebuilds
+//! it, and a destroy that fails says so, as a server-side error.
 
 use std::time::Duration;
 
 use engine::{CloneState, CloneView, DifferenceKind, ResetTarget};
 
-use crate::harness::{PASSWORD, TestEngine, config, connect};
+use crate::harness::{PASSWORD, READY_TIMEOUT, TestEngine, config, connect};
 use crate::warm::{wait_warm, warm_config};
 
 /// Stops every server and destroys the clone's dataset behind the engine's back, then starts
@@ -72,3 +73,41 @@ async fn an_interrupted_reset_is_finished_before_the_engine_starts() {
     connect(&view, PASSWORD).await.expect("the rebuilt clone takes its credentials back");
 }
 
+/// Sets or clears the immutable attribute of `path`, which makes btrfs refuse to delete the
+/// subvolume it is the root of (EPERM), as a busy dataset makes ZFS refuse.
+fn set_immutable(path: &std::path::Path, on: bool) {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test makes the pool fail with the tool an operator would use"
+    )]
+    let status = std::process::Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chattr on {}", path.display());
+}
+
+#[tokio::test]
+async fn a_destroy_whose_storage_fails_leaves_the_clone_fatal_with_a_server_side_error() {
+    let test = TestEngine::start(config(3)).await;
+    let clone = test.create("stuck").await;
+    let mountpoint = test.pool.mountpoint().join(&clone.record.dataset);
+    set_immutable(&mountpoint, true);
+    test.engine.destroy_clone("stuck").await.unwrap();
+    let outcome = test.engine.wait_destroyed("stuck", READY_TIMEOUT).await;
+    set_immutable(&mountpoint, false);
+
+    let error = outcome.expect_err("a destroy that failed answered as done or still running");
+    assert!(matches!(error, engine::Error::Storage(_)), "not a server-side error: {error:?}");
+    let stuck = test.engine.clone_view("stuck").unwrap();
+    assert_eq!(stuck.record.state, CloneState::Fatal);
+    let message = &stuck.record.state_message;
+    assert!(message.contains("destroying its dataset"), "{message}");
+    assert!(message.contains(&error.to_string()), "{message}");
+    assert!(connect(&stuck, PASSWORD).await.is_err(), "its server still runs");
+
+    // Once the cause is gone, the clone can be destroyed.
+    test.engine.destroy_clone("stuck").await.unwrap();
+    assert!(test.engine.wait_destroyed("stuck", READY_TIMEOUT).await.unwrap().is_none());
+}
