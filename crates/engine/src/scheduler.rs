@@ -160,7 +160,21 @@ impl Engine {
     pub(crate) fn check_leases(&self) {
         let now = Utc::now();
         let config = &self.inner.config.cloning;
-        let ids: Vec<String> = self.read_state().clones.keys().cloned().collect();
+        // A first look on a copy picks the clones that may need something, so that the write
+        // lock is taken only for them.
+        let ids: Vec<String> = self
+            .read_state()
+            .clones
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|record| {
+                let protection =
+                    Protection { protected: record.protected, till: record.protected_till };
+                lease::check(protection, record.protection_warning_sent, config, now)
+                    != LeaseAction::None
+            })
+            .map(|record| record.id.clone())
+            .collect();
         for id in ids {
             let mut action = LeaseAction::None;
             let updated = self.transition(&id, state::ANY, |record| {
