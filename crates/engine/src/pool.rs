@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 
 /// The first golden dataset: the empty cluster of a pool without retrieval (each full refresh
 /// writes a new `data_<YYYYMMDDHHMMSS>` instead).
-pub const DATA_DATASET: &str = "data";
+pub(crate) const DATA_DATASET: &str = "data";
 /// The directory of branch, clone and commit datasets.
 const BRANCHES_DIR: &str = "branch";
 /// Where PGDATA sits inside a dataset's mountpoint.
