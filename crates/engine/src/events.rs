@@ -35,13 +35,13 @@ pub struct RecordedEvents {
 impl RecordedEvents {
     /// The events emitted so far.
     pub fn events(&self) -> Vec<WebhookPayload> {
-        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        crate::sync::lock(&self.events).clone()
     }
 }
 
 impl EventSink for RecordedEvents {
     fn emit(&self, payload: &WebhookPayload) {
-        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(payload.clone());
+        crate::sync::lock(&self.events).push(payload.clone());
     }
 }
 

@@ -38,7 +38,11 @@ impl Protection {
 }
 
 /// Grants the protection `request` asks for at `now`, under the configured default and cap.
-pub fn grant(request: ProtectionRequest, config: &CloningConfig, now: DateTime<Utc>) -> Protection {
+pub(crate) fn grant(
+    request: ProtectionRequest,
+    config: &CloningConfig,
+    now: DateTime<Utc>,
+) -> Protection {
     grant_within(
         request,
         config.protection_lease_duration_minutes,
@@ -49,7 +53,7 @@ pub fn grant(request: ProtectionRequest, config: &CloningConfig, now: DateTime<U
 
 /// Grants protection with a default lease of `default_minutes` and a cap of `cap_minutes`
 /// (0 meaning forever and no cap), as for snapshots and branches.
-pub fn grant_within(
+pub(crate) fn grant_within(
     request: ProtectionRequest,
     default_minutes: f64,
     cap: f64,
@@ -74,7 +78,7 @@ pub fn grant_within(
 
 /// What the lease checker must do about one clone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseAction {
+pub(crate) enum LeaseAction {
     /// Nothing.
     None,
     /// Send `clone_protection_expiring`: the lease ends within the warning window.
@@ -89,7 +93,7 @@ pub enum LeaseAction {
 }
 
 /// Decides what the lease checker does for a clone with `protection` at `now`.
-pub fn check(
+pub(crate) fn check(
     protection: Protection,
     warning_sent: bool,
     config: &CloningConfig,

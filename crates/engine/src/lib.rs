@@ -11,37 +11,41 @@ mod branch;
 mod clone;
 pub mod config;
 pub mod error;
-pub mod events;
-pub mod lease;
+mod events;
+mod lease;
 mod metrics;
-pub mod model;
+mod model;
 pub mod password;
-pub mod pool;
-pub mod ports;
+mod pool;
+mod ports;
+mod protection;
+mod provision;
 mod reconcile;
-pub mod refresh;
+mod refresh;
 mod scheduler;
+mod servers;
 mod snapshot;
+mod state;
 pub mod store;
 mod sweeper;
+mod sync;
 mod usage;
 mod warm;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres::{BinarySearch, Instance, OsUser, PgMajor};
+use postgres::PgMajor;
 use storage::{PoolSpace, ThinStorage};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use branch::{BranchView, CommitView, ProtectionUpdate};
+pub use branch::{BranchView, CommitView};
 pub use clone::{CloneRequest, ResetTarget};
 pub use config::EngineConfig;
 pub use error::{Error, Result};
@@ -49,6 +53,7 @@ pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use pool::Pool;
+pub use protection::ProtectionUpdate;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use snapshot::SnapshotView;
@@ -56,14 +61,14 @@ pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
 use crate::ports::PortPool;
+use crate::servers::Servers;
+use crate::state::SharedState;
+pub(crate) use crate::state::{CloneEntry, State};
 use crate::store::Store;
+use crate::sync::{read, write};
 
 /// The branch every pool has from its first snapshot.
 pub const MAIN_BRANCH: &str = "main";
-/// The state directory's empty directory that clones' private roots are built on.
-const SANDBOX_ROOT: &str = "sandbox";
-/// How long a clone's server gets to stop cleanly before it is stopped harder.
-const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the engine is built from, besides its configuration.
 #[derive(Debug)]
@@ -90,13 +95,12 @@ struct Inner {
     pool: Pool,
     store: Store,
     ports: PortPool,
-    binaries: BinarySearch,
-    os_user: OsUser,
+    /// Every clone server: specs, binaries, OS user, sockets, logs, handles, roles.
+    servers: Servers,
     state_dir: PathBuf,
     events: Arc<dyn EventSink>,
-    state: RwLock<State>,
-    instances: Mutex<HashMap<String, Instance>>,
-    changed: watch::Sender<u64>,
+    /// The in-memory state; changed only through its own methods.
+    state: SharedState,
     metrics: EngineMetrics,
     started_at: DateTime<Utc>,
     instance_id: String,
@@ -111,26 +115,10 @@ struct Inner {
     refresh_running: AtomicBool,
     usage: Mutex<usage::UsageTracker>,
     warm: warm::WarmPool,
+    /// Why the last destroy of a clone failed, for [`Engine::wait_destroyed`].
+    destroy_failures: Mutex<HashMap<String, Error>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-}
-
-/// The in-memory copy of the store, plus what only lives in memory.
-#[derive(Debug, Default)]
-struct State {
-    clones: BTreeMap<String, CloneEntry>,
-    /// Newest first.
-    snapshots: Vec<SnapshotRecord>,
-    branches: BTreeMap<String, BranchRecord>,
-}
-
-#[derive(Debug, Clone)]
-struct CloneEntry {
-    record: CloneRecord,
-    /// The last time the clone was seen in use (or became ready), for idle cleanup.
-    last_active: DateTime<Utc>,
-    /// Bytes written in the clone since it was made, as of the last space collection.
-    diff_size: u64,
 }
 
 /// A point-in-time view of the engine for `/status`, built from memory.
@@ -192,7 +180,7 @@ impl Engine {
             state_dir.clone(),
             state_dir.join("sockets"),
             state_dir.join("logs"),
-            state_dir.join(SANDBOX_ROOT),
+            state_dir.join(servers::SANDBOX_ROOT),
         ] {
             std::fs::create_dir_all(&dir).map_err(|error| {
                 Error::InvalidInput(format!("create state directory {}: {error}", dir.display()))
@@ -207,13 +195,7 @@ impl Engine {
                 id
             }
         };
-        let os_user = OsUser::lookup(&config.clone.os_user)?;
-        let mut binaries = BinarySearch::default();
-        let bin_dirs =
-            config.clone.bin_dirs().map_err(|error| Error::InvalidInput(error.to_string()))?;
-        for (major, dir) in bin_dirs {
-            binaries.bin_dirs.push((major, dir));
-        }
+        let servers = Servers::new(&config, &state_dir)?;
         let ports = PortPool::new(
             config.cloning.port_from..=config.cloning.port_to,
             config.probe_address(),
@@ -221,24 +203,20 @@ impl Engine {
         let pipeline = match &config.retrieval {
             Some(retrieval) => Some(Arc::new(retrieval::Pipeline::new(
                 retrieval.clone(),
-                binaries.clone(),
-                os_user.clone(),
+                servers.binaries().clone(),
+                servers.os_user().clone(),
             )?)),
             None => None,
         };
-        let (changed, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             config,
             pool,
             store,
             ports,
-            binaries,
-            os_user,
+            servers,
             state_dir,
             events,
-            state: RwLock::new(State::default()),
-            instances: Mutex::new(HashMap::new()),
-            changed,
+            state: SharedState::default(),
             metrics: EngineMetrics::default(),
             started_at: Utc::now(),
             instance_id,
@@ -251,11 +229,12 @@ impl Engine {
             refresh_running: AtomicBool::new(false),
             usage: Mutex::new(usage::UsageTracker::default()),
             warm: warm::WarmPool::default(),
+            destroy_failures: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         let engine = Engine { inner };
-        engine.load_state()?;
+        engine.inner.state.load(&engine.inner.store)?;
         engine.ensure_data().await?;
         engine.discard_leftover_warm().await;
         let reconciliation = engine.reconcile().await;
@@ -267,7 +246,7 @@ impl Engine {
             clones = engine.read_state().clones.len(),
             "engine state reconciled"
         );
-        *engine.inner.reconciliation.write().unwrap_or_else(|p| p.into_inner()) = reconciliation;
+        *write(&engine.inner.reconciliation) = reconciliation;
         engine.refresh_space().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
@@ -339,7 +318,7 @@ impl Engine {
             pool_name: self.inner.pool.name().to_owned(),
             pool_mode: self.inner.pool.storage().kind().to_string(),
             pool_thin: capabilities.thin,
-            pool_space: *self.inner.space.read().unwrap_or_else(|p| p.into_inner()),
+            pool_space: *read(&self.inner.space),
             data_state_at: state.snapshots.first().map(|snapshot| snapshot.data_state_at),
             data_size: state.snapshots.first().map_or(0, |snapshot| snapshot.logical_size),
             clones,
@@ -373,7 +352,7 @@ impl Engine {
 
     /// What the last start found out of step between the store, the pool and processes.
     pub fn reconciliation(&self) -> Reconciliation {
-        self.inner.reconciliation.read().unwrap_or_else(|p| p.into_inner()).clone()
+        read(&self.inner.reconciliation).clone()
     }
 
     /// Registers the engine's metrics (DBLab's `dblab_*` and Scion's `scion_*`), with values
@@ -382,40 +361,20 @@ impl Engine {
         metrics::register(self, registry);
     }
 
+    /// A consistent view of the in-memory state, for reading.
     fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        // State changes are whole-record replacements; a panic cannot leave one half-done.
-        self.inner.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.state.read()
     }
 
-    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.inner.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn instances(&self) -> MutexGuard<'_, HashMap<String, Instance>> {
-        self.inner.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Wakes everyone waiting for a clone to change state.
-    fn notify_changed(&self) {
-        self.inner.changed.send_modify(|version| *version = version.wrapping_add(1));
-    }
-
-    fn load_state(&self) -> Result<()> {
-        let clones = self.inner.store.clones()?;
-        let snapshots = self.inner.store.snapshots()?;
-        let branches = self.inner.store.branches()?;
-        let now = Utc::now();
-        let mut state = self.write_state();
-        state.snapshots = snapshots;
-        state.branches = branches.into_iter().map(|branch| (branch.name.clone(), branch)).collect();
-        state.clones = clones
-            .into_iter()
-            .map(|record| {
-                let entry = CloneEntry { record, last_active: now, diff_size: 0 };
-                (entry.record.id.clone(), entry)
-            })
-            .collect();
-        Ok(())
+    /// Changes a clone that is in one of the states `from`, checked under the state lock; see
+    /// [`SharedState::transition`].
+    fn transition(
+        &self,
+        id: &str,
+        from: &[CloneState],
+        change: impl FnOnce(&mut CloneRecord) -> Result<()>,
+    ) -> Result<CloneRecord> {
+        self.inner.state.transition(&self.inner.store, id, from, change)
     }
 
     /// Makes sure the pool has the golden-copy dataset with a cluster in it, and a first
@@ -433,11 +392,8 @@ impl Engine {
             let mountpoint = storage.create_dataset(&data).await?;
             let pgdata = Pool::pgdata(&mountpoint);
             let major = PgMajor::new(self.inner.config.clone.initdb_major)?;
-            let binaries = self.inner.binaries.locate(major)?;
-            let mut options = postgres::InitDbOptions::new(&self.inner.config.clone.admin_role);
-            options.sync = true;
             info!(pgdata = %pgdata.display(), %major, "initialising an empty cluster in the pool");
-            postgres::initdb(&binaries, &pgdata, &self.inner.os_user, &options).await?;
+            self.inner.servers.initdb(&pgdata, major).await?;
         }
         if self.read_state().snapshots.is_empty() {
             let snapshots_on_disk = storage.list().await?;
@@ -448,25 +404,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The empty directory every clone's private root is built on, inside its own mount
-    /// namespace only.
-    fn sandbox_root(&self) -> PathBuf {
-        self.inner.state_dir.join(SANDBOX_ROOT)
-    }
-
-    fn socket_dir(&self, port: u16) -> PathBuf {
-        self.inner.state_dir.join("sockets").join(port.to_string())
-    }
-
-    fn log_file(&self, clone_id: &str) -> PathBuf {
-        self.inner.state_dir.join("logs").join(format!("{clone_id}.log"))
-    }
-
     /// Re-reads the pool's space; called by the collector loop and after big changes.
     async fn refresh_space(&self) {
         match self.inner.pool.storage().pool_space().await {
             Ok(space) => {
-                *self.inner.space.write().unwrap_or_else(|p| p.into_inner()) = Some(space);
+                *write(&self.inner.space) = Some(space);
             }
             Err(error) => warn!(error = %error, "failed to read pool space"),
         }

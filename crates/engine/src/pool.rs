@@ -2,8 +2,10 @@
 //! things live in it.
 //!
 //! Layout, after DBLab's (reference §5.2), inside the pool:
-//! - `data`: the golden copy that retrieval fills; its PGDATA is `<mountpoint>/data`;
-//! - `data@snapshot_<YYYYMMDDHHMMSS>`: snapshots of it, shown as `<pool>/data@snapshot_…`;
+//! - golden datasets, each with PGDATA at `<mountpoint>/data`: `data` holds the empty cluster
+//!   of a pool without retrieval; each full refresh writes a new `data_<YYYYMMDDHHMMSS>`, never
+//!   the dataset clones run on;
+//! - `<golden>@snapshot_<YYYYMMDDHHMMSS>`: snapshots of them, shown as `<pool>/<golden>@…`;
 //! - `branch/<branch>/<clone>/r<revision>`: clone datasets, each with PGDATA at `<mountpoint>/data`.
 //!
 //! Outside the pool, under the engine's state directory: `sockets/<port>/` (a clone's private
@@ -16,8 +18,9 @@ use storage::{DatasetName, SnapshotName, StorageBackend, ThinStorage};
 
 use crate::error::{Error, Result};
 
-/// The dataset retrieval fills and snapshots are taken of.
-pub const DATA_DATASET: &str = "data";
+/// The first golden dataset: the empty cluster of a pool without retrieval (each full refresh
+/// writes a new `data_<YYYYMMDDHHMMSS>` instead).
+pub(crate) const DATA_DATASET: &str = "data";
 /// The directory of branch, clone and commit datasets.
 const BRANCHES_DIR: &str = "branch";
 /// Where PGDATA sits inside a dataset's mountpoint.
@@ -56,7 +59,7 @@ impl Pool {
         &self.storage
     }
 
-    /// The golden-copy dataset.
+    /// The first golden dataset, [`DATA_DATASET`].
     pub fn data_dataset(&self) -> DatasetName {
         DatasetName::new(DATA_DATASET).expect("the constant is a valid name")
     }
@@ -101,6 +104,18 @@ impl Pool {
     ) -> Result<DatasetName> {
         DatasetName::new(format!("{BRANCHES_DIR}/{branch}/{clone_id}/r{revision}"))
             .map_err(|error| Error::InvalidInput(error.to_string()))
+    }
+
+    /// Whether `dataset` is a clone dataset, `branch/<branch>/<clone>/r<revision>` (and not a
+    /// branch's own dataset or a clone's parent).
+    pub fn is_clone_dataset(dataset: &str) -> bool {
+        let mut segments = dataset.split('/');
+        segments.next() == Some(BRANCHES_DIR) && segments.count() == 3
+    }
+
+    /// The dataset a snapshot (by its storage name, `<dataset>@<tag>`) was taken of.
+    pub fn snapshot_dataset(storage_name: &str) -> Option<&str> {
+        storage_name.split_once('@').map(|(dataset, _)| dataset)
     }
 
     /// PGDATA inside a dataset mounted at `mountpoint`.
@@ -176,6 +191,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = StorageBackend::Dir(Dir::open(dir.path()).await.unwrap());
         (dir, Pool::new("dblab_pool", storage).unwrap())
+    }
+
+    #[test]
+    fn clone_datasets_are_told_apart_from_their_parents() {
+        assert!(Pool::is_clone_dataset("branch/main/abc/r0"));
+        assert!(!Pool::is_clone_dataset("branch/main/abc"));
+        assert!(!Pool::is_clone_dataset("branch/dev"));
+        assert!(!Pool::is_clone_dataset("data/main/abc/r0"));
+        assert!(!Pool::is_clone_dataset("branch/main/abc/r0/x"));
+        assert_eq!(Pool::snapshot_dataset("branch/dev@20260101000000"), Some("branch/dev"));
+        assert_eq!(Pool::snapshot_dataset("data"), None);
     }
 
     #[tokio::test]

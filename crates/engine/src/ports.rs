@@ -9,12 +9,9 @@ use std::net::{IpAddr, TcpListener};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The default range, as in DBLab Engine's example configuration.
-pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 6000..=6099;
-
 /// An error from the port pool.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PortError {
+pub(crate) enum PortError {
     /// Every port in the range is held by a clone or busy on the host.
     #[error("no free port in {from}..={to}: all {count} are taken by clones or other programs")]
     Exhausted {
@@ -42,7 +39,7 @@ pub enum PortError {
 
 /// The clone port pool, shared by every task that creates clones.
 #[derive(Debug, Clone)]
-pub struct PortPool {
+pub(crate) struct PortPool {
     inner: Arc<Inner>,
 }
 
@@ -56,7 +53,7 @@ struct Inner {
 impl PortPool {
     /// A pool over `range`, probing `probe_address` (the address clones listen on) for ports
     /// that other programs use.
-    pub fn new(range: RangeInclusive<u16>, probe_address: IpAddr) -> PortPool {
+    pub(crate) fn new(range: RangeInclusive<u16>, probe_address: IpAddr) -> PortPool {
         PortPool {
             inner: Arc::new(Inner { range, probe_address, taken: Mutex::new(BTreeSet::new()) }),
         }
@@ -65,11 +62,11 @@ impl PortPool {
     fn taken(&self) -> MutexGuard<'_, BTreeSet<u16>> {
         // The set is only ever changed by single inserts and removes; a panic cannot leave it
         // half-updated.
-        self.inner.taken.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner.taken)
     }
 
     /// Takes the lowest free port that no other program listens on.
-    pub fn reserve(&self) -> Result<PortReservation, PortError> {
+    pub(crate) fn reserve(&self) -> Result<PortReservation, PortError> {
         let mut taken = self.taken();
         for port in self.inner.range.clone() {
             if taken.contains(&port) || !self.bindable(port) {
@@ -88,7 +85,7 @@ impl PortPool {
     /// Takes a specific port, as a clone restored after a restart must keep its own.
     ///
     /// No bind probe is made: the clone's own server may be the one listening on it.
-    pub fn claim(&self, port: u16) -> Result<PortReservation, PortError> {
+    pub(crate) fn claim(&self, port: u16) -> Result<PortReservation, PortError> {
         if !self.inner.range.contains(&port) {
             return Err(PortError::OutOfRange {
                 port,
@@ -103,12 +100,12 @@ impl PortPool {
     }
 
     /// Gives a port back, for a clone that kept its reservation and is now gone.
-    pub fn release(&self, port: u16) {
+    pub(crate) fn release(&self, port: u16) {
         self.taken().remove(&port);
     }
 
     /// How many ports clones hold.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.taken().len()
     }
 
@@ -120,7 +117,7 @@ impl PortPool {
 /// A port taken from the pool; returned to it on drop unless [`PortReservation::keep`] was
 /// called.
 #[derive(Debug)]
-pub struct PortReservation {
+pub(crate) struct PortReservation {
     pool: PortPool,
     port: u16,
     kept: bool,
@@ -128,13 +125,13 @@ pub struct PortReservation {
 
 impl PortReservation {
     /// The port.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// Keeps the port taken after the reservation is dropped; the owner later calls
     /// [`PortPool::release`].
-    pub fn keep(mut self) -> u16 {
+    pub(crate) fn keep(mut self) -> u16 {
         self.kept = true;
         self.port
     }

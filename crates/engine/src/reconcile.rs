@@ -12,7 +12,10 @@ use std::collections::BTreeSet;
 use storage::{DatasetName, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::model::{CloneRecord, CloneState, SnapshotRecord};
+use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
+use crate::pool::Pool;
+use crate::servers::Server;
+use crate::store::CatalogChange;
 use crate::{Engine, MAIN_BRANCH};
 
 /// What reconciliation found at the last start.
@@ -121,28 +124,36 @@ impl Engine {
         let clones: Vec<CloneRecord> =
             self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
         let mut owned = BTreeSet::new();
+        let mut interrupted = Vec::new();
         for record in clones {
             owned.insert(record.dataset.clone());
-            self.reconcile_clone(record, &listing, &mut report).await;
+            if let Some(record) = self.reconcile_clone(record, &listing, &mut report).await {
+                interrupted.push(record);
+            }
+        }
+        // Every recorded clone holds its port by now, so the operations run again below cannot
+        // take each other's; and they are over before the engine starts its loops and the warm
+        // pool, which could otherwise collide with them.
+        for record in interrupted {
+            self.finish_interrupted(record).await;
         }
         // A destroyed clone's dataset stays while it holds commits; those are not orphans.
         for snapshot in &self.read_state().snapshots {
-            if let Some((dataset, _)) = snapshot.storage_name.split_once('@') {
+            if let Some(dataset) = Pool::snapshot_dataset(&snapshot.storage_name) {
                 owned.insert(dataset.to_owned());
             }
         }
         for dataset in &listing.datasets {
             let name = dataset.name.as_str();
-            let segments: Vec<&str> = name.split('/').collect();
-            let is_clone_dataset = segments.len() == 4 && segments[0] == "branch";
-            if is_clone_dataset && !owned.contains(name) {
-                let running = dataset.mountpoint.join("data").join("postmaster.pid").exists();
+            if Pool::is_clone_dataset(name) && !owned.contains(name) {
+                let running =
+                    postgres::datadir::has_postmaster_pid(&Pool::pgdata(&dataset.mountpoint));
                 report.report(
                     DifferenceKind::OrphanDataset,
                     name,
                     format!(
                         "no clone owns this dataset; it is kept for inspection{}",
-                        if running { " (a postmaster.pid is present)" } else { "" }
+                        if running { " (a server may still run on it)" } else { "" }
                     ),
                 );
             }
@@ -221,37 +232,29 @@ impl Engine {
     }
 
     fn forget_missing_snapshot(&self, record: &SnapshotRecord) -> crate::Result<()> {
-        self.inner.store.delete_snapshot(&record.id)?;
-        let mut state = self.write_state();
-        state.snapshots.retain(|snapshot| snapshot.id != record.id);
-        let orphaned: Vec<String> = state
-            .branches
-            .values()
-            .filter(|branch| branch.head_snapshot_id == record.id)
-            .map(|branch| branch.name.clone())
-            .collect();
-        for name in orphaned {
-            match record.parent_id.clone() {
-                Some(parent) => {
-                    if let Some(branch) = state.branches.get_mut(&name) {
-                        branch.head_snapshot_id = parent;
-                        self.inner.store.upsert_branch(branch)?;
-                    }
-                }
-                None => {
-                    state.branches.remove(&name);
-                    self.inner.store.delete_branch(&name)?;
+        let change = {
+            let state = self.read_state();
+            let mut change =
+                CatalogChange { delete_snapshots: vec![record.id.clone()], ..Default::default() };
+            for branch in
+                state.branches.values().filter(|branch| branch.head_snapshot_id == record.id)
+            {
+                match record.parent_id.clone() {
+                    Some(parent) => change
+                        .upsert_branches
+                        .push(BranchRecord { head_snapshot_id: parent, ..branch.clone() }),
+                    None => change.delete_branches.push(branch.name.clone()),
                 }
             }
-        }
-        Ok(())
+            change
+        };
+        self.inner.state.apply_catalog(&self.inner.store, change)
     }
 
     fn adopt_snapshot(&self, record: SnapshotRecord) -> crate::Result<()> {
-        self.inner.store.upsert_snapshot(&record)?;
-        let mut state = self.write_state();
-        if !state.branches.contains_key(MAIN_BRANCH) {
-            let branch = crate::BranchRecord {
+        let mut change = CatalogChange::default();
+        if !self.read_state().branches.contains_key(MAIN_BRANCH) {
+            change.upsert_branches.push(BranchRecord {
                 name: MAIN_BRANCH.to_owned(),
                 head_snapshot_id: record.id.clone(),
                 base_snapshot_id: None,
@@ -259,28 +262,32 @@ impl Engine {
                 protected: false,
                 protected_till: None,
                 delete_at: None,
-            };
-            self.inner.store.upsert_branch(&branch)?;
-            state.branches.insert(branch.name.clone(), branch);
+            });
         }
-        state.snapshots.push(record);
-        state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        Ok(())
+        change.upsert_snapshots.push(record);
+        self.inner.state.apply_catalog(&self.inner.store, change)
     }
 
+    /// Reconciles one clone; returns it when an operation on it was interrupted and must be
+    /// run again.
     async fn reconcile_clone(
         &self,
         record: CloneRecord,
         listing: &storage::Listing,
         report: &mut Reconciliation,
-    ) {
+    ) -> Option<CloneRecord> {
         let id = record.id.clone();
-        if let Err(error) = self.inner.ports.claim(record.port) {
-            report.report(
+        // A recorded clone holds its port whatever its state (being rebuilt, FATAL): it is
+        // kept until the clone is destroyed, so no other clone is ever given it.
+        match self.inner.ports.claim(record.port) {
+            Ok(reservation) => {
+                reservation.keep();
+            }
+            Err(error) => report.report(
                 DifferenceKind::ServerFailed,
                 &id,
                 format!("its port is unusable: {error}"),
-            );
+            ),
         }
         let dataset_exists = DatasetName::new(record.dataset.clone())
             .ok()
@@ -292,7 +299,7 @@ impl Engine {
                     &id,
                     "deletion was interrupted; finished",
                 );
-                self.spawn_teardown(record);
+                return Some(record);
             }
             CloneState::Creating | CloneState::Resetting => {
                 report.report(
@@ -300,7 +307,7 @@ impl Engine {
                     &id,
                     format!("{} was interrupted; run again from its snapshot", record.state.code()),
                 );
-                self.spawn_redo(record);
+                return Some(record);
             }
             CloneState::Fatal => {}
             CloneState::Ok if !dataset_exists => {
@@ -309,7 +316,7 @@ impl Engine {
                     &id,
                     "its dataset is gone; the clone is FATAL",
                 );
-                let _ = self.modify_clone(&id, |stored| {
+                let _ = self.transition(&id, &[CloneState::Ok], |stored| {
                     stored.state = CloneState::Fatal;
                     stored.state_message =
                         format!("the clone's dataset {} is gone", stored.dataset);
@@ -318,6 +325,7 @@ impl Engine {
             }
             CloneState::Ok => self.bring_up(record, report).await,
         }
+        None
     }
 
     /// Adopts the clone's running server, or starts it again when it is not running.
@@ -330,19 +338,20 @@ impl Engine {
                 return;
             }
         };
-        match self.adopt_instance(&record, &pgdata).await {
+        let servers = &self.inner.servers;
+        match servers.adopt(Server::of_clone(&record), &pgdata).await {
             Ok(instance) => {
                 info!(clone_id = %id, pid = instance.pid(), "clone server adopted");
-                self.instances().insert(id, instance);
+                servers.insert(&id, instance);
                 return;
             }
             Err(error) => {
                 info!(clone_id = %id, reason = %error, "clone server not adoptable; starting it")
             }
         }
-        match self.start_instance(&record, &pgdata).await {
+        match servers.start(Server::of_clone(&record), &pgdata).await {
             Ok(mut instance) => {
-                let role = match self.restore_missing_role(&mut instance, &record).await {
+                let role = match servers.restore_missing_role(&mut instance, &record).await {
                     Ok(false) => String::new(),
                     Ok(true) => {
                         format!("; its role {:?} was lost and is set up again", record.username)
@@ -359,7 +368,7 @@ impl Engine {
                         record.port
                     ),
                 );
-                self.instances().insert(id, instance);
+                servers.insert(&id, instance);
             }
             Err(error) => {
                 report.report(
@@ -368,7 +377,7 @@ impl Engine {
                     format!("its server could not start: {error}"),
                 );
                 let message = format!("the clone's server could not start: {error}");
-                let _ = self.modify_clone(&id, |stored| {
+                let _ = self.transition(&id, &[CloneState::Ok], |stored| {
                     stored.state = CloneState::Fatal;
                     stored.state_message = message;
                     Ok(())
@@ -377,43 +386,22 @@ impl Engine {
         }
     }
 
-    /// Sets the clone's role up again when it is missing: its creation commits without
-    /// waiting for the disk, so a host crash right after a create can lose it. Returns whether
-    /// it was missing.
-    async fn restore_missing_role(
-        &self,
-        instance: &mut postgres::Instance,
-        record: &CloneRecord,
-    ) -> crate::Result<bool> {
-        let admin = instance.admin().await?;
-        if admin.role_exists(&record.username).await? {
-            return Ok(false);
-        }
-        self.create_clone_role(&admin, record).await?;
-        Ok(true)
-    }
-
-    fn spawn_teardown(&self, record: CloneRecord) {
-        let engine = self.clone();
-        let span = info_span!("destroy_clone", clone_id = %record.id);
-        self.inner.tasks.spawn(
-            async move {
-                if let Err(error) = engine.teardown(&record).await {
-                    warn!(error = %error, "failed to finish an interrupted deletion");
+    /// Runs an interrupted operation again: a deletion is finished; a create or reset removes
+    /// whatever it left and makes the clone afresh from its snapshot, with the same port and
+    /// credentials.
+    async fn finish_interrupted(&self, record: CloneRecord) {
+        let event = match record.state {
+            CloneState::Deleting => {
+                let span = info_span!("destroy_clone", clone_id = %record.id);
+                if let Err(error) = self.teardown(&record).instrument(span).await {
+                    warn!(clone_id = %record.id, error = %error, "failed to finish an interrupted deletion");
                 }
+                return;
             }
-            .instrument(span),
-        );
-    }
-
-    /// Runs an interrupted create or reset again: whatever it left is removed and the clone is
-    /// made afresh from its snapshot, with the same port and credentials.
-    fn spawn_redo(&self, record: CloneRecord) {
-        let event = if record.state == CloneState::Creating {
-            WebhookEvent::CloneCreate
-        } else {
-            WebhookEvent::CloneReset
+            CloneState::Creating => WebhookEvent::CloneCreate,
+            _ => WebhookEvent::CloneReset,
         };
-        self.spawn_rebuild(record, event);
+        let span = info_span!("rebuild_clone", clone_id = %record.id);
+        self.rebuild_and_record(record, event).instrument(span).await;
     }
 }

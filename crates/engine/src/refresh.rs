@@ -153,7 +153,7 @@ impl Engine {
     }
 
     fn refresh_state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
-        self.inner.refresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner.refresh)
     }
 
     /// Starts a full refresh in the background. Refused when no retrieval is configured or one

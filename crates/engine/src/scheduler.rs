@@ -1,8 +1,10 @@
-//! The engine's background loops: the lease checker, idle cleanup and the space collector.
+//! The engine's background loops: the lease checker, idle cleanup, the retention sweeper, the
+//! space collector and, when retrieval has a timetable, scheduled full refreshes.
 //!
 //! Each loop runs on the engine's task tracker and stops when its cancellation token fires.
-//! A loop's work never holds the state lock across a wait, so the API stays responsive while
-//! a check talks to dozens of clones.
+//! Every pass reads its interval and whether it is enabled from the configuration, so that a
+//! changed configuration takes effect at the next pass. A loop's work never holds the state
+//! lock across a wait, so the API stays responsive while a check talks to dozens of clones.
 
 use std::time::{Duration, Instant};
 
@@ -12,40 +14,45 @@ use storage::{DatasetName, ThinStorage};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Engine;
-use crate::config::minutes;
+use crate::config::{EngineConfig, minutes};
+use crate::error::Error;
 use crate::events::{clone_payload, expiring_payload};
 use crate::lease::{self, LeaseAction, Protection};
 use crate::model::{CloneRecord, CloneState};
+use crate::state;
+
+/// How a lease check says, under the lock, that a clone needs nothing.
+const NOTHING_TO_DO: &str = "the lease needs nothing";
 
 /// How often pool and clone sizes are collected for `/status` and `/metrics` (DBLab: 15 s).
 pub(crate) const COLLECT_INTERVAL: Duration = Duration::from_secs(15);
 
 pub(crate) fn spawn_loops(engine: &Engine) {
-    let config = &engine.inner.config.cloning;
     spawn_every(
         engine,
         "lease_checker",
-        config.protection_check_interval,
+        |config| config.cloning.protection_check_interval,
+        |_| true,
         FirstRun::AtStart,
         |engine| async move {
             engine.check_leases();
         },
     );
-    if config.max_idle_minutes > 0.0 {
-        spawn_every(
-            engine,
-            "idle_cleanup",
-            config.idle_check_interval,
-            FirstRun::AtStart,
-            |engine| async move {
-                engine.clean_up_idle().await;
-            },
-        );
-    }
+    spawn_every(
+        engine,
+        "idle_cleanup",
+        |config| config.cloning.idle_check_interval,
+        |config| config.cloning.max_idle_minutes > 0.0,
+        FirstRun::AtStart,
+        |engine| async move {
+            engine.clean_up_idle().await;
+        },
+    );
     spawn_every(
         engine,
         "retention_sweeper",
-        engine.inner.config.retention.check_interval,
+        |config| config.retention.check_interval,
+        |_| true,
         FirstRun::AfterInterval,
         |engine| async move {
             let report = engine.sweep().await;
@@ -57,7 +64,8 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     spawn_every(
         engine,
         "space_collector",
-        COLLECT_INTERVAL,
+        |_| COLLECT_INTERVAL,
+        |_| true,
         FirstRun::AtStart,
         |engine| async move {
             engine.collect_space().await;
@@ -104,10 +112,14 @@ enum FirstRun {
     AfterInterval,
 }
 
+/// Runs `work` every `interval` of the configuration while `enabled` says so, both read
+/// at every pass. A pass that outlasts its interval delays the next one rather than bunching
+/// them up.
 fn spawn_every<F, Fut>(
     engine: &Engine,
     name: &'static str,
-    interval: Duration,
+    interval: fn(&EngineConfig) -> Duration,
+    enabled: fn(&EngineConfig) -> bool,
     first: FirstRun,
     work: F,
 ) where
@@ -118,17 +130,21 @@ fn spawn_every<F, Fut>(
     let cancel = engine.inner.cancel.clone();
     engine.inner.tasks.spawn(
         async move {
-            let start = match first {
+            let engine = engine_for_loop;
+            let mut next = match first {
                 FirstRun::AtStart => tokio::time::Instant::now(),
-                FirstRun::AfterInterval => tokio::time::Instant::now() + interval,
+                FirstRun::AfterInterval => tokio::time::Instant::now() + interval(engine.config()),
             };
-            let mut ticker = tokio::time::interval_at(start, interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => break,
-                    _ = ticker.tick() => work(engine_for_loop.clone()).await,
+                    () = tokio::time::sleep_until(next) => {}
                 }
+                let started = tokio::time::Instant::now();
+                if enabled(engine.config()) {
+                    work(engine.clone()).await;
+                }
+                next = started + interval(engine.config());
             }
             debug!("loop stopped");
         }
@@ -138,50 +154,72 @@ fn spawn_every<F, Fut>(
 
 impl Engine {
     /// One pass of the lease checker: warn about leases ending soon, lift expired ones.
+    ///
+    /// Each decision is made again under the state lock, on the record as it is then: a
+    /// request may have renewed or lifted the protection since the list was read.
     pub(crate) fn check_leases(&self) {
         let now = Utc::now();
         let config = &self.inner.config.cloning;
-        let clones: Vec<CloneRecord> =
-            self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
-        for clone in clones {
-            let protection = Protection { protected: clone.protected, till: clone.protected_till };
-            match lease::check(protection, clone.protection_warning_sent, config, now) {
-                LeaseAction::None => {}
-                LeaseAction::Warn { till, expires_in_hours } => {
-                    let updated = self.modify_clone(&clone.id, |record| {
-                        record.protection_warning_sent = true;
-                        Ok(())
-                    });
-                    if let Ok(record) = updated {
-                        info!(clone_id = %clone.id, %till, "clone protection expiring");
-                        self.inner.events.emit(&expiring_payload(
-                            &record,
-                            &config.access_host,
-                            till,
-                            expires_in_hours,
-                        ));
-                    }
-                }
-                LeaseAction::Expire => {
-                    let updated = self.modify_clone(&clone.id, |record| {
+        // A first look on a copy picks the clones that may need something, so that the write
+        // lock is taken only for them.
+        let ids: Vec<String> = self
+            .read_state()
+            .clones
+            .values()
+            .map(|entry| &entry.record)
+            .filter(|record| {
+                let protection =
+                    Protection { protected: record.protected, till: record.protected_till };
+                lease::check(protection, record.protection_warning_sent, config, now)
+                    != LeaseAction::None
+            })
+            .map(|record| record.id.clone())
+            .collect();
+        for id in ids {
+            let mut action = LeaseAction::None;
+            let updated = self.transition(&id, state::ANY, |record| {
+                let protection =
+                    Protection { protected: record.protected, till: record.protected_till };
+                action = lease::check(protection, record.protection_warning_sent, config, now);
+                match action {
+                    LeaseAction::None => return Err(Error::Refused(NOTHING_TO_DO.to_owned())),
+                    LeaseAction::Warn { .. } => record.protection_warning_sent = true,
+                    LeaseAction::Expire => {
                         record.protected = false;
                         record.protected_till = None;
                         record.protection_warning_sent = false;
-                        Ok(())
-                    });
-                    match updated {
-                        Ok(record) => {
-                            info!(clone_id = %clone.id, "clone protection expired");
-                            self.inner.events.emit(&clone_payload(
-                                WebhookEvent::CloneProtectionExpired,
-                                &record,
-                                &config.access_host,
-                            ));
-                        }
-                        Err(error) => {
-                            warn!(clone_id = %clone.id, error = %error, "failed to lift expired protection");
-                        }
                     }
+                }
+                Ok(())
+            });
+            let record = match updated {
+                Ok(record) => record,
+                Err(Error::Refused(reason)) if reason == NOTHING_TO_DO => continue,
+                // Destroyed meanwhile: nothing to check.
+                Err(Error::NotFound(_)) => continue,
+                Err(error) => {
+                    warn!(clone_id = %id, error = %error, "failed to record a lease change");
+                    continue;
+                }
+            };
+            match action {
+                LeaseAction::None => {}
+                LeaseAction::Warn { till, expires_in_hours } => {
+                    info!(clone_id = %id, %till, "clone protection expiring");
+                    self.inner.events.emit(&expiring_payload(
+                        &record,
+                        &config.access_host,
+                        till,
+                        expires_in_hours,
+                    ));
+                }
+                LeaseAction::Expire => {
+                    info!(clone_id = %id, "clone protection expired");
+                    self.inner.events.emit(&clone_payload(
+                        WebhookEvent::CloneProtectionExpired,
+                        &record,
+                        &config.access_host,
+                    ));
                 }
             }
         }
@@ -217,14 +255,12 @@ impl Engine {
                 continue;
             }
             info!(clone_id = %record.id, "destroying idle clone");
-            let deleting = self.modify_clone(&record.id, |stored| {
+            let deleting = self.transition(&record.id, state::SETTLED, |stored| {
                 // Re-check under the lock: a request may have protected or changed it.
                 let protection =
                     Protection { protected: stored.protected, till: stored.protected_till };
-                if protection.is_active(Utc::now())
-                    || !matches!(stored.state, CloneState::Ok | CloneState::Fatal)
-                {
-                    return Err(crate::Error::Refused("changed during the idle check".to_owned()));
+                if protection.is_active(Utc::now()) {
+                    return Err(Error::Refused("changed during the idle check".to_owned()));
                 }
                 stored.state = CloneState::Deleting;
                 stored.state_message = "Clone is being deleted: idle.".to_owned();
@@ -245,7 +281,7 @@ impl Engine {
         record: &CloneRecord,
         last_active: DateTime<Utc>,
     ) -> DateTime<Utc> {
-        let activity = match self.admin_session(record).await {
+        let activity = match self.inner.servers.admin_session(record).await {
             Ok(admin) => admin.activity().await,
             Err(error) => Err(error),
         };
@@ -261,9 +297,7 @@ impl Engine {
                 now
             }
         };
-        if let Some(entry) = self.write_state().clones.get_mut(&record.id) {
-            entry.last_active = entry.last_active.max(seen);
-        }
+        self.inner.state.touch(&record.id, seen);
         seen
     }
 
@@ -283,27 +317,15 @@ impl Engine {
         for (id, dataset) in clones {
             let Ok(name) = DatasetName::new(dataset) else { continue };
             match self.inner.pool.storage().dataset_space(&name).await {
-                Ok(space) => {
-                    if let Some(entry) = self.write_state().clones.get_mut(&id) {
-                        entry.diff_size = space.written;
-                    }
-                }
+                Ok(space) => self.inner.state.set_diff_size(&id, space.written),
                 Err(error) => {
                     errors += 1;
                     debug!(clone_id = %id, error = %error, "failed to read clone size");
                 }
             }
         }
-        let servers: Vec<(String, Vec<u32>)> = self
-            .instances()
-            .iter()
-            .map(|(id, instance)| (id.clone(), instance.processes()))
-            .collect();
-        self.inner
-            .usage
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .record(&servers, Instant::now());
+        let servers = self.inner.servers.processes();
+        crate::sync::lock(&self.inner.usage).record(&servers, Instant::now());
         self.inner.metrics.record_collection(started.elapsed(), errors);
     }
 }

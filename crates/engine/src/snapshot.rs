@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::lease::Protection;
 use crate::model::{BranchRecord, CloneState, SnapshotRecord};
 use crate::pool::Pool;
+use crate::state;
 use crate::store::CatalogChange;
 use crate::{Engine, MAIN_BRANCH, State};
 
@@ -202,24 +203,9 @@ impl Engine {
 
     /// Writes a catalog change to the store in one transaction, then to memory.
     pub(crate) fn apply_catalog(&self, change: CatalogChange) -> Result<()> {
-        self.inner.store.apply(&change)?;
+        self.inner.state.apply_catalog(&self.inner.store, change)?;
         // The head of `main` may have moved: the warm pool follows it.
         self.inner.warm.wake();
-        let mut state = self.write_state();
-        state.snapshots.retain(|snapshot| !change.delete_snapshots.contains(&snapshot.id));
-        for record in change.upsert_snapshots {
-            match state.snapshots.iter_mut().find(|snapshot| snapshot.id == record.id) {
-                Some(stored) => *stored = record,
-                None => state.snapshots.push(record),
-            }
-        }
-        state.snapshots.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        for name in &change.delete_branches {
-            state.branches.remove(name);
-        }
-        for branch in change.upsert_branches {
-            state.branches.insert(branch.name.clone(), branch);
-        }
         Ok(())
     }
 
@@ -286,18 +272,16 @@ impl Engine {
             )));
         }
         for clone in dependents {
-            let busy = matches!(
-                clone.record.state,
-                CloneState::Creating | CloneState::Resetting | CloneState::Deleting
-            );
-            if busy {
-                return Err(Error::Refused(format!(
-                    "clone {:?} on snapshot {id:?} is busy ({})",
-                    clone.record.id,
-                    clone.record.state.code()
-                )));
-            }
-            let record = self.modify_clone(&clone.record.id, |record| {
+            // Decided again under the lock: a reset or a protection may have come since.
+            let record = self.transition(&clone.record.id, state::SETTLED, |record| {
+                if (Protection { protected: record.protected, till: record.protected_till })
+                    .is_active(Utc::now())
+                {
+                    return Err(Error::Refused(format!(
+                        "snapshot {id:?} has a protected clone: {}",
+                        record.id
+                    )));
+                }
                 record.state = CloneState::Deleting;
                 record.state_message = "Clone is being deleted with its snapshot.".to_owned();
                 Ok(())

@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::branch::{Guard, Guarded};
 use crate::config::minutes;
 use crate::model::{BranchRecord, SnapshotRecord};
 use crate::pool::Pool;
+use crate::protection::{Guard, Guarded};
 use crate::store::CatalogChange;
 use crate::{Engine, MAIN_BRANCH, State};
 

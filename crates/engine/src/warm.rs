@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::Engine;
 use crate::error::{Error, Result};
 use crate::model::{CloneRecord, SnapshotRecord, WarmRecord};
+use crate::servers::Server;
 
 /// How long the filler waits before trying again after a failure, when nothing wakes it.
 const RETRY_INTERVAL: Duration = Duration::from_secs(30);
@@ -56,7 +57,7 @@ impl WarmClone {
 impl WarmPool {
     fn ready(&self) -> MutexGuard<'_, Vec<WarmClone>> {
         // Only whole entries are pushed and removed; a panic cannot leave one half-made.
-        self.ready.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.ready)
     }
 
     /// How many warm clones are ready.
@@ -185,9 +186,9 @@ impl Engine {
             created_at: Utc::now(),
         };
         self.inner.store.insert_warm(&record)?;
-        let port = port.keep();
-        let spec = self.server_spec(port, &record.id, &Default::default(), &dataset);
-        let started = self.clone_and_start(&snapshot.id, &dataset, spec).await;
+        // The warm clone's record holds the port from now on.
+        port.keep();
+        let started = self.clone_and_start(&snapshot.id, &dataset, Server::of_warm(&record)).await;
         let made = match started {
             Ok((mut instance, _)) => match self.prepare_warm(&mut instance).await {
                 Ok(admin) => Ok(WarmClone { record: record.clone(), instance, admin }),
@@ -207,9 +208,7 @@ impl Engine {
     /// What every clone gets whoever claims it: the source's passwords removed (unless kept).
     async fn prepare_warm(&self, instance: &mut Instance) -> Result<Admin> {
         let admin = instance.admin().await?;
-        if !self.inner.config.cloning.keep_user_passwords {
-            admin.reset_passwords(&[]).await?;
-        }
+        self.inner.servers.reset_passwords(&admin, &[]).await?;
         Ok(admin)
     }
 
@@ -222,16 +221,9 @@ impl Engine {
     ) -> Result<Instance> {
         let started = Instant::now();
         let WarmClone { record: warm_record, instance, admin } = warm;
-        let from = self.log_file(&warm_record.id);
-        let to = self.log_file(&record.id);
-        if from != to
-            && let Err(error) = std::fs::rename(&from, &to)
-        {
-            // The server keeps writing to the file it has open; only the name is off.
-            warn!(error = %error, from = %from.display(), "failed to rename a warm clone's log");
-        }
+        self.inner.servers.rename_log(&warm_record.id, &record.id);
         // The source's passwords went when the warm clone was made.
-        match self.create_clone_role(&admin, record).await {
+        match self.inner.servers.create_clone_role(&admin, record).await {
             Ok(()) => {
                 debug!(clone_id = %record.id, warm_id = %warm_record.id, role_ms = started.elapsed().as_secs_f64() * 1000.0, "warm clone claimed");
                 Ok(instance)
@@ -269,7 +261,7 @@ impl Engine {
     }
 
     /// Removes what an earlier run's warm clones left (after a crash, or a restart): their
-    /// servers, found through `postmaster.pid`, their datasets and their records. Runs before
+    /// servers, found on their data directories, their datasets and their records. Runs before
     /// reconciliation, which would otherwise report their datasets as orphans.
     pub(crate) async fn discard_leftover_warm(&self) {
         let leftovers = match self.inner.store.warm_clones() {
@@ -297,25 +289,14 @@ impl Engine {
             Some(instance) => Some(instance),
             None => {
                 let pgdata = self.inner.pool.pgdata_of(&dataset);
-                if pgdata.join("postmaster.pid").exists() {
-                    let spec =
-                        self.server_spec(record.port, &record.id, &Default::default(), &dataset);
-                    self.adopt_with(spec).await.ok()
-                } else {
-                    None
-                }
+                self.inner.servers.adopt_if_running(Server::of_warm(record), &pgdata).await
             }
         };
         match instance {
             Some(instance) => self.abandon(instance, &dataset).await,
             None => self.destroy_clone_dataset(&dataset).await,
         }
-        let log = self.log_file(&record.id);
-        if let Err(error) = std::fs::remove_file(&log)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(error = %error, log = %log.display(), "failed to remove a warm clone's log");
-        }
+        self.inner.servers.remove_log(&record.id);
     }
 
     fn forget_warm(&self, record: &WarmRecord) {

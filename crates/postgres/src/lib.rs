@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod conf;
 pub mod controldata;
+pub mod datadir;
 mod error;
 pub mod initdb;
 pub mod instance;

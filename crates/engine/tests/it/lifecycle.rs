@@ -146,3 +146,34 @@ async fn snapshots_record_main_and_refuse_deletion_with_clones() {
     // The only snapshot left is the head of main: it stays.
     assert_eq!(test.engine.snapshots().len(), 1);
 }
+
+#[tokio::test]
+async fn the_lease_checker_warns_once_then_lifts_an_expired_protection() {
+    let mut config = config(3);
+    // Leases are capped at 3 s and checked every 100 ms; the warning window covers them.
+    config.cloning.protection_lease_duration_minutes = 0.05;
+    config.cloning.protection_max_duration_minutes = 0.05;
+    config.cloning.protection_check_interval = std::time::Duration::from_millis(100);
+    let test = TestEngine::start(config).await;
+    let mut protected = request("leased");
+    protected.protection.protected = true;
+    test.engine.create_clone(protected).await.unwrap();
+    let leased = test.ready("leased").await;
+    assert!(leased.record.protected);
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while test.engine.clone_view("leased").unwrap().record.protected {
+        assert!(tokio::time::Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let record = test.engine.clone_view("leased").unwrap().record;
+    assert_eq!(record.protected_till, None);
+    assert!(!record.protection_warning_sent);
+    let events: Vec<_> = test.events.events().into_iter().map(|event| event.event_type).collect();
+    let count = |wanted| events.iter().filter(|event| **event == wanted).count();
+    assert_eq!(count(WebhookEvent::CloneProtectionExpiring), 1, "{events:?}");
+    assert_eq!(count(WebhookEvent::CloneProtectionExpired), 1, "{events:?}");
+    // An unprotected clone is left alone afterwards.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(test.events.events().len(), events.len());
+}

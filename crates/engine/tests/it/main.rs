@@ -9,5 +9,7 @@ mod branches;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod races;
+mod recovery;
 mod restart;
 mod warm;

@@ -7,14 +7,14 @@ use storage::ThinStorage;
 
 use crate::harness::{PASSWORD, READY_TIMEOUT, TestEngine, config, connect, connect_as, request};
 
-fn warm_config(ports: u16, size: usize) -> EngineConfig {
+pub(crate) fn warm_config(ports: u16, size: usize) -> EngineConfig {
     let mut config = config(ports);
     config.cloning.warm_pool_size = size;
     config
 }
 
 /// Waits until the warm pool holds `count` clones.
-async fn wait_warm(test: &TestEngine, count: usize) {
+pub(crate) async fn wait_warm(test: &TestEngine, count: usize) {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     while test.engine.warm_clones() != count {
         assert!(
