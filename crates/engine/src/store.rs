@@ -25,7 +25,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use catalog::CatalogChange;
-pub use deliveries::DeliveryRow;
 
 /// An error from the engine's database.
 #[derive(Debug, thiserror::Error)]

@@ -83,6 +83,10 @@ CREATE TABLE warm_clones (
     created_at  TEXT NOT NULL
 );
 "#,
+    // Delivery records keep everything `api_types::DeliveryRecord` holds.
+    r#"
+ALTER TABLE webhook_deliveries ADD COLUMN first_attempt_at TEXT;
+"#,
 ];
 
 impl Store {
