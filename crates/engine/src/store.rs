@@ -47,13 +47,12 @@ pub enum StoreError {
         supported: i64,
     },
     /// The database file could not be created or made private.
-    #[error("cannot prepare the database file {path}")]
+    #[error("cannot prepare the database file {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why; printed in the message, so not returned as `source()`.
+        cause: std::io::Error,
     },
     /// SQLite failed.
     #[error(transparent)]
@@ -120,10 +119,8 @@ impl Store {
 /// existing one and of its `-wal` and `-shm` (a database made by an earlier version was
 /// world-readable).
 fn make_private(path: &Path) -> Result<(), StoreError> {
-    let io = |error: std::io::Error, file: &Path| StoreError::Io {
-        path: file.to_owned(),
-        source: error,
-    };
+    let io =
+        |error: std::io::Error, file: &Path| StoreError::Io { path: file.to_owned(), cause: error };
     OpenOptions::new()
         .write(true)
         .create(true)

@@ -214,8 +214,8 @@ pub(crate) async fn create_schemas(
 fn existing_major(data_dir: &std::path::Path) -> Result<Option<PgMajor>> {
     match PgMajor::of_data_dir(data_dir) {
         Ok(major) => Ok(Some(major)),
-        Err(postgres::Error::NotADataDir { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
+        Err(postgres::Error::NotADataDir { cause, .. })
+            if cause.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(None)
         }
