@@ -20,6 +20,7 @@ mod serde_util;
 
 mod branch;
 mod clone;
+mod delivery;
 mod error;
 mod ids;
 mod instance;
@@ -40,6 +41,7 @@ pub use clone::{
     Clone, CloneMetadata, CreateCloneRequest, Database, DatabaseRequest, PatchCloneRequest,
     ResetCloneRequest, SnapshotRef,
 };
+pub use delivery::{DeliveryRecord, DropReason, Outcome, UnknownOutcome};
 pub use error::{ApiError, ErrorCode, Response, WsToken};
 pub use ids::{
     BranchName, CloneId, IdError, IdKind, MAX_BRANCH_NAME_LEN, MAX_CLONE_ID_LEN,

@@ -4,6 +4,10 @@ use crate::ports::PortError;
 use crate::store::StoreError;
 
 /// An error from an engine operation.
+///
+/// The variants that wrap a lower layer's error print it in their message and do not return it
+/// as `source()`, so a chain printed with `{:#}` shows it once; the HTTP edge and the clones'
+/// state messages show the message alone.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request is malformed or asks for something impossible (a bad ID, a missing field).
@@ -27,17 +31,35 @@ pub enum Error {
     ShuttingDown,
     /// The pool failed.
     #[error("storage: {0}")]
-    Storage(#[from] storage::Error),
+    Storage(storage::Error),
     /// A Postgres instance failed.
     #[error("postgres: {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     /// A retrieval run failed.
     #[error("retrieval: {0}")]
-    Retrieval(#[from] retrieval::Error),
+    Retrieval(retrieval::Error),
     /// The engine's database failed.
     #[error("state database: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
 }
+
+/// `From` without `#[from]`, which would also make the wrapped error the `source()`.
+macro_rules! wrap {
+    ($($variant:ident($error:ty)),*) => {$(
+        impl From<$error> for Error {
+            fn from(error: $error) -> Self {
+                Error::$variant(error)
+            }
+        }
+    )*};
+}
+
+wrap!(
+    Storage(storage::Error),
+    Postgres(postgres::Error),
+    Retrieval(retrieval::Error),
+    Store(StoreError)
+);
 
 impl From<PortError> for Error {
     fn from(error: PortError) -> Self {
@@ -50,3 +72,35 @@ impl From<PortError> for Error {
 
 /// A result with the engine's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(error: Error) -> String {
+        format!("{:#}", anyhow::Error::new(error))
+    }
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let storage = storage::Error::Io { context: "create", path: "/pool/x".into(), cause: io() };
+        assert_eq!(chain(storage.into()), "storage: create /pool/x: permission denied");
+        let store = StoreError::Io { path: "/state/scion.db".into(), cause: io() };
+        assert_eq!(
+            chain(store.into()),
+            "state database: cannot prepare the database file /state/scion.db: permission denied"
+        );
+        let retrieval = retrieval::Error::Io { action: "read", path: "/dump".into(), cause: io() };
+        assert_eq!(chain(retrieval.into()), "retrieval: read /dump: permission denied");
+        let postgres = postgres::Error::NotADataDir {
+            data_dir: "/data".into(),
+            cause: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            chain(postgres.into()),
+            "postgres: /data is not a PostgreSQL data directory: cannot read PG_VERSION: entity \
+             not found"
+        );
+    }
+}

@@ -339,14 +339,14 @@ impl Engine {
 
     /// Records a webhook delivery in the state database; failures are logged, not returned,
     /// because a lost delivery record must never fail the delivery itself.
-    pub fn record_delivery(&self, row: &store::DeliveryRow) {
-        if let Err(error) = self.inner.store.insert_delivery(row) {
-            warn!(error = %error, event = %row.event, "failed to record a webhook delivery");
+    pub fn record_delivery(&self, record: &api_types::DeliveryRecord) {
+        if let Err(error) = self.inner.store.insert_delivery(record) {
+            warn!(error = %error, event = %record.event, "failed to record a webhook delivery");
         }
     }
 
     /// The newest `limit` webhook delivery records, newest first.
-    pub fn deliveries(&self, limit: usize) -> Result<Vec<store::DeliveryRow>> {
+    pub fn deliveries(&self, limit: usize) -> Result<Vec<api_types::DeliveryRecord>> {
         Ok(self.inner.store.deliveries(limit)?)
     }
 

@@ -53,13 +53,13 @@ pub enum Error {
         binaries_major: PgMajor,
     },
     /// A data directory's PG_VERSION is missing or unreadable: not a data directory.
-    #[error("{} is not a PostgreSQL data directory: {source}", data_dir.display())]
+    #[error("{} is not a PostgreSQL data directory: cannot read PG_VERSION: {cause}", data_dir.display())]
     NotADataDir {
         /// The directory.
         data_dir: PathBuf,
-        /// Why PG_VERSION could not be read.
-        #[source]
-        source: std::io::Error,
+        /// Why PG_VERSION could not be read; printed in the message, so not returned as
+        /// `source()`.
+        cause: std::io::Error,
     },
     /// The OS user that should run Postgres does not exist, or is root.
     #[error("OS user {name:?} cannot run PostgreSQL: {reason}")]
@@ -154,27 +154,27 @@ pub enum Error {
         reason: String,
     },
     /// A file in or around the data directory could not be read or written.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}: {cause}", path.display())]
     Io {
         /// What was being done ("write", "remove stale", …).
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error; printed in the message, so not returned as `source()` (a
+        /// chain printed with `{:#}` would show it twice).
+        cause: std::io::Error,
     },
     /// An external program (initdb, pg_controldata, postgres) failed.
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
     /// A SQL statement or connection on the admin session failed.
-    #[error("{action}: {source}")]
+    #[error("{action}: {cause}")]
     Sql {
         /// What was being done ("connect", "create role", …).
         action: &'static str,
-        /// The driver's error (with the server's message).
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (with the server's message); printed in the message, so not
+        /// returned as `source()`.
+        cause: tokio_postgres::Error,
     },
 }
 
@@ -184,11 +184,11 @@ impl Error {
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        Error::Io { action, path: path.into(), source }
+        Error::Io { action, path: path.into(), cause: source }
     }
 
     pub(crate) fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| Error::Sql { action, source }
+        move |cause| Error::Sql { action, cause }
     }
 }
 
@@ -201,3 +201,23 @@ fn show_paths(paths: &[PathBuf]) -> String {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let error = Error::io("remove stale", "/data/postmaster.pid", io());
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(error)),
+            "remove stale /data/postmaster.pid: entity not found"
+        );
+        let error = Error::NotADataDir { data_dir: PathBuf::from("/data"), cause: io() };
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(error)),
+            "/data is not a PostgreSQL data directory: cannot read PG_VERSION: entity not found"
+        );
+    }
+}

@@ -47,7 +47,7 @@ impl PgMajor {
     /// Reads the major of an existing data directory from its `PG_VERSION` file.
     pub fn of_data_dir(data_dir: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(data_dir.join("PG_VERSION"))
-            .map_err(|source| Error::NotADataDir { data_dir: data_dir.to_path_buf(), source })?;
+            .map_err(|cause| Error::NotADataDir { data_dir: data_dir.to_path_buf(), cause })?;
         text.parse()
     }
 }

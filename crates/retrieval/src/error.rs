@@ -74,15 +74,15 @@ pub enum Error {
         stderr_tail: String,
     },
     /// A file or directory Scion manages could not be read or written.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}: {cause}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
         /// The path.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error; printed in the message, so not returned as `source()` (a
+        /// chain printed with `{:#}` would show it twice).
+        cause: std::io::Error,
     },
 }
 
@@ -101,7 +101,7 @@ impl Error {
                 detail: format!("{action} {}: {source}", path.into().display()),
             };
         }
-        Error::Io { action, path: path.into(), source }
+        Error::Io { action, path: path.into(), cause: source }
     }
 
     pub(crate) fn invalid(problem: impl Into<String>) -> Self {
@@ -212,6 +212,19 @@ pub(crate) fn tail_chars(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_chain_prints_the_io_cause_once() {
+        let error = Error::io(
+            "create run directory",
+            "/run/scion",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(error)),
+            "create run directory /run/scion: permission denied"
+        );
+    }
     use super::*;
 
     #[test]

@@ -2,8 +2,12 @@
 //! data directory, ready for a snapshot.
 //!
 //! - [`config`] — the `[retrieval]` configuration and its validation (rename rules, cron);
-//! - [`pipeline`] — [`Pipeline::run`]: probe, initdb + temporary target, roles, dump and restore
-//!   or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames, CHECKPOINT, clean stop;
+//! - [`pipeline`] — [`Pipeline::run`], the order of the stages: probe, initdb + temporary target,
+//!   roles, dump and restore or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames,
+//!   CHECKPOINT, clean stop;
+//! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM); physical
+//!   retrieval will be its sibling;
+//! - `target` — the temporary target server ([`Target`]): initdb, start, admin SQL, its log;
 //! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
 //! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.
 //!
@@ -14,12 +18,14 @@
 pub mod archive;
 pub mod config;
 pub mod error;
+mod logical;
 mod pipe;
 pub mod pipeline;
 mod prepare;
 pub mod progress;
 mod run;
 mod source;
+mod target;
 
 pub use archive::DumpFormat;
 pub use config::{

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PreprocessingConfig;
 use crate::error::{Error, Result, classify};
-use crate::pipeline::Target;
 use crate::progress::Stage;
+use crate::target::Target;
 
 /// Runs the SQL files, the inline SQL and the script against the running target.
 pub(crate) async fn preprocess(

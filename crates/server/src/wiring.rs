@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use api_types::WebhookPayload;
-use engine::store::DeliveryRow;
 use engine::{Engine, EngineDeps, EventSink, Pool};
 use http_api::{AppState, MetricsSource, Token};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -146,20 +145,9 @@ impl DeliverySink for StoreSink {
 
 async fn write_delivery_records(engine: Engine, mut records: mpsc::Receiver<DeliveryRecord>) {
     while let Some(record) = records.recv().await {
-        let row = DeliveryRow {
-            event: record.event.as_str().to_owned(),
-            entity_id: record.entity_id,
-            hook_url: record.hook_url,
-            attempts: record.attempts,
-            outcome: record.outcome.as_str().to_owned(),
-            last_status: record.last_status,
-            last_error: record.last_error,
-            emitted_at: record.emitted_at,
-            finished_at: record.finished_at,
-        };
         let engine = engine.clone();
         // SQLite writes block; keep them off the async workers.
-        let _ = tokio::task::spawn_blocking(move || engine.record_delivery(&row)).await;
+        let _ = tokio::task::spawn_blocking(move || engine.record_delivery(&record)).await;
     }
 }
 

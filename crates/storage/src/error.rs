@@ -43,15 +43,15 @@ pub enum Error {
     #[error(transparent)]
     Command(#[from] exec::ExecError),
     /// A filesystem operation failed.
-    #[error("{context} {path}: {source}")]
+    #[error("{context} {path}: {cause}")]
     Io {
         /// What was being done, as a verb phrase.
         context: &'static str,
         /// The path it was done to.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error; printed in the message, so not returned as `source()` (a
+        /// chain printed with `{:#}` would show it twice).
+        cause: std::io::Error,
     },
 }
 
@@ -70,7 +70,7 @@ impl Error {
             {
                 Error::NoSpace(format!("{context} {}: {source}", path.display()))
             }
-            _ => Error::Io { context, path, source },
+            _ => Error::Io { context, path, cause: source },
         }
     }
 
@@ -99,6 +99,19 @@ fn contains_any(text: &str, needles: &[&str]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_chain_prints_the_io_cause_once() {
+        let error = Error::io(
+            "create",
+            "/pool/branch",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(error)),
+            "create /pool/branch: permission denied"
+        );
+    }
     use super::*;
 
     fn failed(stderr: &str) -> exec::ExecError {

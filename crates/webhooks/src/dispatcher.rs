@@ -27,7 +27,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The HTTP client could not be built (TLS backend initialisation).
-    #[error("build the webhook HTTP client: {0}")]
+    #[error("build the webhook HTTP client")]
     HttpClient(#[source] reqwest::Error),
 }
 
@@ -421,6 +421,23 @@ fn backoff(base: Duration, max: Duration, attempt: u32, retry_after: Option<Dura
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        // A header value with a newline makes the client builder fail.
+        let cause = Client::builder().user_agent("bad\nagent").build().unwrap_err();
+        let causes: Vec<String> =
+            std::iter::successors(Some(&cause as &(dyn std::error::Error + 'static)), |error| {
+                error.source()
+            })
+            .map(ToString::to_string)
+            .collect();
+        let chain = format!("{:#}", anyhow::Error::new(StartError::HttpClient(cause)));
+        assert_eq!(chain, format!("build the webhook HTTP client: {}", causes.join(": ")));
+        for cause in &causes {
+            assert_eq!(chain.matches(cause.as_str()).count(), 1, "{cause:?} in {chain:?}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -1,68 +1,10 @@
-//! Delivery records: one per event and hook, and the sink that receives them.
+//! Delivery records: one per event and hook (the type is `api_types::DeliveryRecord`, shared
+//! with the engine's store), and the sink that receives them.
 
 use std::sync::{Mutex, PoisonError};
 
-use api_types::WebhookEvent;
-use chrono::{DateTime, Utc};
+pub use api_types::{DeliveryRecord, DropReason, Outcome};
 use tokio::sync::Notify;
-
-/// How an attempt series ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The receiver answered 2xx.
-    Delivered,
-    /// The receiver answered a final error, or every attempt failed.
-    Failed,
-    /// The event was never delivered because Scion gave up on it without exhausting attempts.
-    Dropped(DropReason),
-}
-
-/// Why an event was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The hook's queue was full when the event was emitted.
-    QueueFull,
-    /// The dispatcher was shutting down (the event was emitted after shutdown began, or was still queued or in
-    /// flight at the shutdown deadline).
-    ShuttingDown,
-}
-
-impl Outcome {
-    /// A short name for logs, metrics labels and database columns.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-            Self::Dropped(DropReason::QueueFull) => "dropped_queue_full",
-            Self::Dropped(DropReason::ShuttingDown) => "dropped_shutdown",
-        }
-    }
-}
-
-/// The record of delivering one event to one hook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRecord {
-    /// The event type.
-    pub event: WebhookEvent,
-    /// The payload's `entity_id` (clone ID, snapshot ID or branch name).
-    pub entity_id: String,
-    /// The hook's URL.
-    pub hook_url: String,
-    /// Attempts made (0 when dropped before the first).
-    pub attempts: u32,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// HTTP status of the last answer, if any.
-    pub last_status: Option<u16>,
-    /// Error of the last attempt (timeout, connection error, or the non-2xx status), if any.
-    pub last_error: Option<String>,
-    /// When `emit` was called.
-    pub emitted_at: DateTime<Utc>,
-    /// When the first attempt started.
-    pub first_attempt_at: Option<DateTime<Utc>>,
-    /// When the series ended.
-    pub finished_at: DateTime<Utc>,
-}
 
 /// Where delivery records go; the engine persists them, tests keep them in memory.
 ///

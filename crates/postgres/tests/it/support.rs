@@ -2,7 +2,7 @@
 //! that kills a server a failed test left behind.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use postgres::{
@@ -58,14 +58,14 @@ pub(crate) fn os_user() -> OsUser {
     OsUser::lookup("postgres").unwrap()
 }
 
-/// A free loopback port (the OS picks it; the listener is closed again at once).
+/// A free loopback port of this test process's claimed block, below the ephemeral range, so
+/// no other test's connection takes it before the server binds it.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    *test_support::free_port_range(1).start()
 }
 
-/// A temp directory the `postgres` user can traverse; on drop, kills any server still running
-/// on a data directory inside it (by the PID in that directory's postmaster.pid, only when that
-/// PID really serves it), then removes everything.
+/// A temp directory the `postgres` user can traverse; on drop, stops every server working in it
+/// (found by working directory, so one still starting is stopped too), then removes everything.
 pub(crate) struct Sandbox {
     dir: tempfile::TempDir,
 }
@@ -101,30 +101,11 @@ impl Sandbox {
         postgres::initdb(&binaries(major), &spec.data_dir, &spec.user, &options).await.unwrap();
         spec
     }
-
-    fn kill_leftovers(&self) {
-        let Ok(entries) = std::fs::read_dir(self.path()) else { return };
-        for entry in entries.flatten() {
-            let data_dir: PathBuf = entry.path();
-            let Ok(Some(file)) = postgres::PidFile::read(&data_dir) else { continue };
-            if postgres::instance::is_postmaster_of(file.pid, &data_dir) {
-                let pid = nix::unistd::Pid::from_raw(file.pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
-                for _ in 0..100 {
-                    if !postgres::instance::is_postmaster_of(file.pid, &data_dir) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-    }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.kill_leftovers();
+        test_support::stop_postmasters_under(self.path());
     }
 }
 

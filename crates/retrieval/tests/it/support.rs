@@ -28,13 +28,14 @@ pub(crate) fn os_user() -> OsUser {
     OsUser::lookup("postgres").unwrap()
 }
 
+/// A free loopback port of this test process's claimed block, below the ephemeral range, so
+/// no other test's connection takes it before the server binds it.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    *test_support::free_port_range(1).start()
 }
 
-/// A temp directory the `postgres` user can traverse; on drop, kills servers still running on
-/// data directories directly inside it (by the PID in their postmaster.pid, only when that PID
-/// really serves the directory).
+/// A temp directory the `postgres` user can traverse; on drop, stops every server working in it
+/// (found by working directory, so one still starting is stopped too).
 pub(crate) struct Sandbox {
     dir: tempfile::TempDir,
 }
@@ -55,25 +56,11 @@ impl Sandbox {
     pub(crate) fn target(&self) -> Target {
         Target::new(self.path().join("target"), self.path().join("run"))
     }
-
-    fn kill_leftovers(&self) {
-        let mut dirs = vec![self.path().to_path_buf()];
-        if let Ok(entries) = std::fs::read_dir(self.path()) {
-            dirs.extend(entries.flatten().map(|entry| entry.path()));
-        }
-        for data_dir in dirs {
-            let Ok(Some(file)) = postgres::PidFile::read(&data_dir) else { continue };
-            if postgres::instance::is_postmaster_of(file.pid, &data_dir) {
-                let pid = nix::unistd::Pid::from_raw(file.pid as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-    }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.kill_leftovers();
+        test_support::stop_postmasters_under(self.path());
     }
 }
 
