@@ -11,5 +11,6 @@ mod branches;
 mod harness;
 mod lifecycle;
 mod refresh;
+mod requests;
 mod resilience;
 mod webhooks;
