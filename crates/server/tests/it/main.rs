@@ -8,6 +8,7 @@
 
 mod api;
 mod branches;
+mod fuzz;
 mod harness;
 mod lifecycle;
 mod refresh;
