@@ -47,6 +47,7 @@ pub use config::EngineConfig;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
+pub use metrics::InstanceHealth;
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use pool::Pool;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};

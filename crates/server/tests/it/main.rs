@@ -11,6 +11,7 @@ mod branches;
 mod fuzz;
 mod harness;
 mod lifecycle;
+mod monitoring;
 mod refresh;
 mod requests;
 mod resilience;
