@@ -97,7 +97,8 @@ impl From<engine::Error> for ApiFailure {
             internal @ (Error::Storage(_)
             | Error::Postgres(_)
             | Error::Store(_)
-            | Error::Retrieval(_)) => {
+            | Error::Retrieval(_)
+            | Error::Io { .. }) => {
                 error!(error = %internal, "request failed");
                 ApiFailure::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,6 +115,7 @@ fn kind_of(error: &engine::Error) -> &'static str {
         engine::Error::Storage(_) => "the storage pool failed",
         engine::Error::Postgres(_) => "a Postgres server failed",
         engine::Error::Retrieval(_) => "retrieval failed",
+        engine::Error::Io { .. } => "the engine's files could not be written",
         _ => "the engine's state database failed",
     }
 }

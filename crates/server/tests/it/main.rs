@@ -8,6 +8,7 @@
 
 mod api;
 mod branches;
+mod files;
 mod fuzz;
 mod harness;
 mod lifecycle;
