@@ -154,3 +154,39 @@ async fn requests_refused_before_a_handler_carry_json() {
     let answer = send(&server, reqwest::Method::PUT, "/clones", &[], String::new()).await;
     assert_error(&answer, 405, "METHOD_NOT_ALLOWED", "a method the path does not take");
 }
+
+/// The log without terminal colours.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequences end with a letter.
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_server_error_is_logged_with_its_method_and_path() {
+    // One clone port: the second create finds none and is a 503.
+    let server = TestServer::start_with_ports("", 1).await;
+    server.create_clone("only").await;
+    let answer =
+        send(&server, reqwest::Method::POST, "/clone", &[], clone_request("second").to_string())
+            .await;
+    assert_eq!(answer.0, 503, "{}", answer.2);
+    let log = plain(&server.log());
+    let line = log
+        .lines()
+        .find(|line| line.contains("ERROR") && line.contains("server error"))
+        .unwrap_or_else(|| panic!("no error line for the 503:\n{log}"));
+    assert!(line.contains("method=POST") && line.contains("path=/clone"), "{line}");
+}
