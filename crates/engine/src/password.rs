@@ -171,7 +171,7 @@ mod tests {
         let strong = "x9$Lq2#vP7@mZ4";
         assert!(check(&format!("{strong}\0tail")).unwrap_err().contains("NUL"));
         let longest = format!("{strong}{}", "y".repeat(MAX_PASSWORD_BYTES - strong.len()));
-        assert!(check(&longest).is_ok(), "{} bytes are allowed", MAX_PASSWORD_BYTES);
+        assert!(check(&longest).is_ok(), "{MAX_PASSWORD_BYTES} bytes are allowed");
         let over = format!("{longest}y");
         assert!(check(&over).unwrap_err().contains("at most 1024"), "one byte more is refused");
     }
