@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tracing::{Instrument, error, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use crate::error::ApiFailure;
 
@@ -94,8 +94,9 @@ fn is_json(response: &Response) -> bool {
         .is_some_and(|value| value.starts_with("application/json"))
 }
 
-/// One span per request with its method and path, so that a handler's error log says which
-/// request failed; a 5xx answer is logged once more here with its status.
+/// One span per request with its method and path, so that a handler's error log (`error.rs`
+/// logs an internal error's cause at ERROR) says which request failed. Every 5xx answer is noted
+/// here at WARN with its status, also those without an engine cause (503 `NO_CAPACITY`).
 async fn trace(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     // The path only: a query may carry nothing secret today, but the path is what names the
@@ -106,9 +107,7 @@ async fn trace(request: Request, next: Next) -> Response {
         let response = next.run(request).await;
         let status = response.status();
         if status.is_server_error() {
-            error!(%status, "request answered with a server error");
-        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
-            warn!(%status, "request body over the limit");
+            warn!(%status, "request answered with a server error");
         }
         response
     }

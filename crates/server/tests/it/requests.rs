@@ -186,7 +186,8 @@ async fn a_server_error_is_logged_with_its_method_and_path() {
     let log = plain(&server.log());
     let line = log
         .lines()
-        .find(|line| line.contains("ERROR") && line.contains("server error"))
+        .find(|line| line.contains("WARN") && line.contains("server error"))
         .unwrap_or_else(|| panic!("no error line for the 503:\n{log}"));
     assert!(line.contains("method=POST") && line.contains("path=/clone"), "{line}");
+    assert!(line.contains("503"), "{line}");
 }
