@@ -57,6 +57,7 @@ pub struct BranchProtection {
 pub struct CreateBranchRequest {
     /// The new branch's name.
     #[serde(default, rename = "branchName", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required, value_type = crate::BranchName))]
     pub branch_name: String,
     /// Fork from this branch's head.
     #[serde(
@@ -90,6 +91,7 @@ pub struct CreateBranchResponse {
 pub struct CommitRequest {
     /// The clone to commit.
     #[serde(default, rename = "cloneID", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required, value_type = crate::CloneId))]
     pub clone_id: String,
     /// Commit message.
     #[serde(

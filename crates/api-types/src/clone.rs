@@ -184,24 +184,26 @@ pub struct SnapshotRef {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DatabaseRequest {
-    /// User to create (required).
+    /// User to create (required): a Postgres role name, at most 63 bytes, no NUL byte.
     #[serde(default, deserialize_with = "null_as_default")]
-    #[cfg_attr(feature = "openapi", schema(required))]
+    #[cfg_attr(feature = "openapi", schema(required, min_length = 1, max_length = 63))]
     pub username: String,
-    /// Its password (required; DBLab demands 60 bits of entropy).
+    /// Its password (required; DBLab demands 60 bits of entropy): at most 1024 bytes, no NUL
+    /// byte (the engine's `password::MAX_PASSWORD_BYTES`).
     #[serde(default, deserialize_with = "null_as_default")]
-    #[cfg_attr(feature = "openapi", schema(required))]
+    #[cfg_attr(feature = "openapi", schema(required, min_length = 1, max_length = 1024))]
     pub password: String,
     /// A non-superuser that owns every database object instead of a superuser.
     #[serde(default, deserialize_with = "null_as_default")]
     pub restricted: bool,
-    /// Database the restricted user works in.
+    /// Database the restricted user works in: at most 63 bytes, no NUL byte.
     #[serde(
         default,
         rename = "db_name",
         deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 63))]
     pub db_name: String,
 }
 

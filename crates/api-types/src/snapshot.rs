@@ -120,6 +120,7 @@ pub struct CreateSnapshotRequest {
 pub struct SnapshotCloneRequest {
     /// The clone to snapshot.
     #[serde(default, rename = "cloneID", deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required, value_type = crate::CloneId))]
     pub clone_id: String,
     /// A message (DBLab ignores it on this endpoint).
     #[serde(

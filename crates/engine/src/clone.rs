@@ -149,7 +149,14 @@ impl Engine {
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
         let now = Utc::now();
         let protection = lease::grant(request.protection, &self.inner.config.cloning, now);
-        let password_verifier = postgres::admin::password_verifier(&request.password);
+        // SCRAM hashing is CPU work: off the async workers, so that creates do not stall the API.
+        // Joining fails only when the runtime is going away.
+        let password_verifier = {
+            let password = request.password.clone();
+            tokio::task::spawn_blocking(move || postgres::admin::password_verifier(&password))
+                .await
+                .map_err(|_| Error::ShuttingDown)?
+        };
         // Where a cold create puts the clone. A dataset of an earlier clone with this ID may
         // still hold commits: take the next revision, as DBLab does.
         let cold_id = requested_id.clone().unwrap_or_else(generate_id);

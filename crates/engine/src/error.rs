@@ -41,6 +41,17 @@ pub enum Error {
     /// The engine's database failed.
     #[error("state database: {0}")]
     Store(StoreError),
+    /// The engine's own files (its state directory, clone logs) could not be made. The cause
+    /// is printed, not returned as `source()`, so that a chain prints it once.
+    #[error("{what} {}: {error}", path.display())]
+    Io {
+        /// What the engine was doing.
+        what: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        error: std::io::Error,
+    },
 }
 
 /// `From` without `#[from]`, which would also make the wrapped error the `source()`.

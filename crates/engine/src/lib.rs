@@ -51,6 +51,7 @@ pub use config::EngineConfig;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
+pub use metrics::InstanceHealth;
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use pool::Pool;
 pub use protection::ProtectionUpdate;
@@ -169,6 +170,16 @@ pub struct CloneView {
     pub max_idle_minutes: f64,
 }
 
+/// Creates `dir` (and its parents) and gives it `mode`; a failure is an I/O error, not the
+/// caller's.
+fn create_private_dir(dir: &std::path::Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |what| move |error| Error::Io { what, path: dir.to_owned(), error };
+    std::fs::create_dir_all(dir).map_err(io("create state directory"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(io("set the mode of state directory"))
+}
+
 impl Engine {
     /// Opens the state directory, reconciles the store with the pool and the running
     /// processes, makes sure the pool has data and a first snapshot, and starts the background
@@ -176,15 +187,12 @@ impl Engine {
     pub async fn start(config: EngineConfig, deps: EngineDeps) -> Result<Engine> {
         config.validate().map_err(|error| Error::InvalidInput(error.to_string()))?;
         let EngineDeps { pool, state_dir, events, version } = deps;
-        for dir in [
-            state_dir.clone(),
-            state_dir.join("sockets"),
-            state_dir.join("logs"),
-            state_dir.join(servers::SANDBOX_ROOT),
-        ] {
-            std::fs::create_dir_all(&dir).map_err(|error| {
-                Error::InvalidInput(format!("create state directory {}: {error}", dir.display()))
-            })?;
+        // Not world-readable: others may only pass through to the clone sockets. Logs: owner only.
+        for (dir, mode) in [(state_dir.clone(), 0o711), (state_dir.join("sockets"), 0o755)]
+            .into_iter()
+            .chain([(state_dir.join("logs"), 0o700), (state_dir.join(servers::SANDBOX_ROOT), 0o700)])
+        {
+            create_private_dir(&dir, mode)?;
         }
         let store = Store::open(&state_dir.join("scion.db"))?;
         let instance_id = match store.meta("instance_id")? {

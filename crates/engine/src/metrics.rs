@@ -4,6 +4,9 @@
 //! DBLab metrics that have no meaning here are left out rather than faked: the clones' memory
 //! limit (no per-clone limits are set yet), compression ratio, space used by snapshots, and the
 //! physical-mode `dblab_sync_*` family. Clone CPU and memory come from `/proc` (see `usage`).
+//!
+//! The gauges that mirror `/status` are computed from the state `/status` is: the instance status
+//! through [`InstanceHealth`], shared with the HTTP view, and retrieval from the same view.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +21,46 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::Engine;
 use crate::model::CloneState;
 use crate::reconcile::DifferenceKind;
+use crate::refresh::{RefreshStatus, RetrievalView};
+use crate::{Engine, EngineStatus};
+
+/// The instance's own status, decided once from the engine's state for both `/status` (its
+/// `status` object) and `/metrics` (`dblab_instance_status_code`), so that they never disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceHealth {
+    /// The subsystems that need attention, in the order `/status` names them (`retrieving`,
+    /// `reconciliation`); empty when the instance is ready.
+    pub attention: Vec<&'static str>,
+}
+
+impl InstanceHealth {
+    /// The health of an instance with this status and retrieval: a failed refresh, or a clone
+    /// server that failed or lost its dataset (reconciliation), needs attention.
+    pub fn of(status: &EngineStatus, retrieval: &RetrievalView) -> InstanceHealth {
+        let mut attention = Vec::new();
+        if retrieval.status == RefreshStatus::Failed {
+            attention.push("retrieving");
+        }
+        if status.reconciliation.differences.iter().any(|difference| {
+            matches!(difference.kind, DifferenceKind::ServerFailed | DifferenceKind::MissingDataset)
+        }) {
+            attention.push("reconciliation");
+        }
+        InstanceHealth { attention }
+    }
+
+    /// Whether nothing needs attention (`/status` says `OK`).
+    pub fn is_ok(&self) -> bool {
+        self.attention.is_empty()
+    }
+
+    /// DBLab's `dblab_instance_status_code`: 0 for `OK`, 1 for `WARNING`.
+    pub fn code(&self) -> i64 {
+        if self.is_ok() { 0 } else { 1 }
+    }
+}
 
 /// Buckets for clone-ready latency, in seconds: fine around the 50 ms target, coarse beyond.
 const READY_BUCKETS: [f64; 14] =
@@ -104,6 +144,8 @@ struct Snapshot {
     version: String,
     uptime_seconds: i64,
     status_code: i64,
+    retrieval_mode: &'static str,
+    retrieval_status: &'static str,
     pool: String,
     pool_mode: String,
     space: Option<storage::PoolSpace>,
@@ -140,6 +182,7 @@ impl Snapshot {
     fn capture(engine: &Engine) -> Snapshot {
         let now = Utc::now();
         let status = engine.status();
+        let retrieval = engine.retrieval();
         let snapshots = engine.snapshots();
         let reconciliation = &status.reconciliation;
         let collection = *engine.inner.metrics.collection.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,20 +195,14 @@ impl Snapshot {
         let clones = &status.clones;
         let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory) =
             engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner()).totals();
-        let fatal = clones.iter().filter(|clone| clone.record.state == CloneState::Fatal).count();
         Snapshot {
             instance_id: status.instance_id.clone(),
             version: status.version.clone(),
             uptime_seconds: (now - status.started_at).num_seconds(),
-            // 0 = OK, 1 = warning (failed clones or reconciliation differences), 2 = bad (the
-            // pool cannot be read).
-            status_code: if status.pool_space.is_none() {
-                2
-            } else if fatal > 0 || !reconciliation.differences.is_empty() {
-                1
-            } else {
-                0
-            },
+            // The very status `/status` shows.
+            status_code: InstanceHealth::of(&status, &retrieval).code(),
+            retrieval_mode: retrieval.mode(),
+            retrieval_status: retrieval.status.as_str(),
             pool: status.pool_name.clone(),
             pool_mode: status.pool_mode.clone(),
             space: status.pool_space,
@@ -289,14 +326,14 @@ impl Collector for Snapshot {
         gauge(
             e,
             "dblab_instance_status_code",
-            "Engine status: 0 OK, 1 warning, 2 bad",
+            "Engine status as /status shows it: 0 OK, 1 warning",
             self.status_code,
         )?;
         labelled(
             e,
             "dblab_retrieval_status",
             "Retrieval mode and status (1 for the current pair)",
-            &[(vec![("mode", "unknown"), ("status", "inactive")], 1)],
+            &[(vec![("mode", self.retrieval_mode), ("status", self.retrieval_status)], 1)],
         )?;
         if let Some(space) = self.space {
             let per_pool = |value: u64| [(vec![("pool", pool)], to_i64(value))];

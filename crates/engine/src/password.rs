@@ -1,4 +1,5 @@
-//! The password strength rule DBLab applies to clone passwords: at least 60 bits of entropy.
+//! The rules a clone password must meet: DBLab's strength rule (at least 60 bits of entropy),
+//! and Scion's limits on what Postgres can take (no NUL byte) and what hashing it may cost.
 //!
 //! DBLab uses `go-password-validator`; this is the same estimate: the size of the character
 //! classes used, raised to the length after collapsing runs of one character longer than two
@@ -6,6 +7,10 @@
 
 /// DBLab's minimum.
 pub const MIN_ENTROPY_BITS: f64 = 60.0;
+
+/// The longest password taken, in bytes: far above any real one, and short enough that SCRAM
+/// hashing it (4096 HMAC rounds keyed by it) stays a matter of milliseconds.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 const SEQUENCES: &[&str] = &[
     "0123456789",
@@ -27,8 +32,18 @@ pub fn entropy_bits(password: &str) -> f64 {
     length as f64 * (base as f64).log2()
 }
 
-/// Checks `password` against DBLab's minimum; the error says how far off it is.
+/// Checks `password` against the limits and DBLab's minimum; the error says what is wrong.
 pub fn check(password: &str) -> Result<(), String> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "the password is {} bytes long; at most {MAX_PASSWORD_BYTES} are taken",
+            password.len()
+        ));
+    }
+    if password.contains('\0') {
+        // Postgres ends a password at the first NUL: nobody could log in with the rest.
+        return Err("the password must not contain a NUL byte".to_owned());
+    }
     let bits = entropy_bits(password);
     if bits >= MIN_ENTROPY_BITS {
         Ok(())
@@ -149,6 +164,16 @@ mod tests {
         for strong in ["Sc1on-clone-pass!", "correct horse battery staple", "x9$Lq2#vP7@mZ4"] {
             assert!(check(strong).is_ok(), "{strong:?} failed with {} bits", entropy_bits(strong));
         }
+    }
+
+    #[test]
+    fn passwords_postgres_cannot_take_are_refused() {
+        let strong = "x9$Lq2#vP7@mZ4";
+        assert!(check(&format!("{strong}\0tail")).unwrap_err().contains("NUL"));
+        let longest = format!("{strong}{}", "y".repeat(MAX_PASSWORD_BYTES - strong.len()));
+        assert!(check(&longest).is_ok(), "{MAX_PASSWORD_BYTES} bytes are allowed");
+        let over = format!("{longest}y");
+        assert!(check(&over).unwrap_err().contains("at most 1024"), "one byte more is refused");
     }
 
     #[test]

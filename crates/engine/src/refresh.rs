@@ -85,6 +85,13 @@ pub struct RetrievalView {
     pub last_summary: Option<Summary>,
 }
 
+impl RetrievalView {
+    /// DBLab's retrieval mode: `logical` when a retrieval is configured, `unknown` otherwise.
+    pub fn mode(&self) -> &'static str {
+        if self.configured { "logical" } else { "unknown" }
+    }
+}
+
 /// Retrieval state kept in memory.
 #[derive(Debug)]
 pub(crate) struct RefreshState {

@@ -50,6 +50,30 @@ impl ApiFailure {
             "This method is not allowed on this path.",
         )
     }
+
+    /// Any status with a message: DBLab's code where it has one for the status, else the
+    /// status' name in DBLab's style (`PAYLOAD_TOO_LARGE`, `URI_TOO_LONG`, ...).
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> ApiFailure {
+        let code = match status {
+            StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            status if status.is_server_error() => ErrorCode::InternalError,
+            status => ErrorCode::Other(
+                status
+                    .canonical_reason()
+                    .unwrap_or("ERROR")
+                    .to_ascii_uppercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            ),
+        };
+        ApiFailure::new(status, code, message)
+    }
+
+    /// The HTTP status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl From<engine::Error> for ApiFailure {
@@ -73,7 +97,8 @@ impl From<engine::Error> for ApiFailure {
             internal @ (Error::Storage(_)
             | Error::Postgres(_)
             | Error::Store(_)
-            | Error::Retrieval(_)) => {
+            | Error::Retrieval(_)
+            | Error::Io { .. }) => {
                 error!(error = %internal, "request failed");
                 ApiFailure::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,6 +115,7 @@ fn kind_of(error: &engine::Error) -> &'static str {
         engine::Error::Storage(_) => "the storage pool failed",
         engine::Error::Postgres(_) => "a Postgres server failed",
         engine::Error::Retrieval(_) => "retrieval failed",
+        engine::Error::Io { .. } => "the engine's files could not be written",
         _ => "the engine's state database failed",
     }
 }

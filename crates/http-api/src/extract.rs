@@ -18,8 +18,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| ApiFailure::bad_request(rejection.body_text()))?;
+            .map_err(|rejection| body_failure(&rejection))?;
         parse_object(&bytes).map(Body)
+    }
+}
+
+/// A body that could not be read: over the limit is a 413, anything else a 400.
+fn body_failure(rejection: &axum::extract::rejection::BytesRejection) -> ApiFailure {
+    let status = rejection.status();
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiFailure::with_status(
+            status,
+            format!("the request body is over {} bytes", crate::edge::MAX_BODY_BYTES),
+        )
+    } else {
+        ApiFailure::bad_request(rejection.body_text())
     }
 }
 
@@ -46,7 +59,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalB
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| ApiFailure::bad_request(rejection.body_text()))?;
+            .map_err(|rejection| body_failure(&rejection))?;
         // An empty body, or JSON `null`, means "no options", as Go's decoder reads them.
         let text = String::from_utf8_lossy(&bytes);
         if text.trim().is_empty() || text.trim() == "null" {

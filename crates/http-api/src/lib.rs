@@ -4,9 +4,11 @@
 //! Handlers parse, call one engine method and turn the result into an `api-types` view; they
 //! hold no business logic. Errors are mapped to HTTP once, in [`error`]. `/healthz` and
 //! `/metrics` need no token, as in DBLab, nor does the OpenAPI document at `/api/openapi.json`
-//! ([`openapi()`]).
+//! ([`openapi()`]). Every request passes [`edge`]: size limits, JSON errors and a span with its
+//! method and path.
 
 mod auth;
+mod edge;
 mod error;
 mod extract;
 mod openapi;
@@ -21,6 +23,7 @@ use engine::Engine;
 use prometheus_client::registry::Registry;
 
 pub use auth::{TOKEN_HEADER, Token};
+pub use edge::{MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use error::ApiFailure;
 pub use openapi::{openapi, openapi_json};
 
@@ -46,5 +49,5 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let protected = routes::protected()
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    routes::public().merge(protected).fallback(routes::not_found).with_state(state)
+    edge::layer(routes::public().merge(protected).fallback(routes::not_found)).with_state(state)
 }

@@ -30,6 +30,9 @@ const SECURITY_SCHEME: &str = "verification_token";
             5xx answer carries DBLab's error object `{\"code\": ..., \"message\": ...}`, also \
             an unknown path (404 `NOT_FOUND`) and a known path with a method it does not take \
             (405 `METHOD_NOT_ALLOWED`, where DBLab sends a bare 405).\n\n\
+            Limits: a request body of at most 64 KiB (413 `PAYLOAD_TOO_LARGE`), a request \
+            target of at most 8 KiB (414 `URI_TOO_LONG`), at most 16 KiB of headers (431 \
+            `REQUEST_HEADER_FIELDS_TOO_LARGE`); the field limits are in the schemas.\n\n\
             Scion's extensions: `wait` on `POST /clone`, `POST /clone/{id}/reset` and \
             `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
             `SnapshotDetails`, and the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503).",

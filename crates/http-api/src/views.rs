@@ -9,8 +9,8 @@ use api_types::{
 };
 use chrono::{DateTime, Utc};
 use engine::{
-    BranchRecord, CloneState, CloneView, CommitView, EngineStatus, RefreshStatus, RetrievalView,
-    SnapshotRecord, SnapshotView,
+    BranchRecord, CloneState, CloneView, CommitView, EngineStatus, InstanceHealth, RefreshStatus,
+    RetrievalView, SnapshotRecord, SnapshotView,
 };
 
 /// The database a connection string names when the request named none.
@@ -182,27 +182,14 @@ pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Inst
         status.protection_max_duration_minutes,
     );
     let clones: Vec<Clone> = status.clones.iter().map(|view| clone(view, limits)).collect();
-    let attention = status.reconciliation.differences.iter().any(|difference| {
-        matches!(
-            difference.kind,
-            engine::DifferenceKind::ServerFailed | engine::DifferenceKind::MissingDataset
-        )
-    });
-    let retrieval_failed = retrieval.status == RefreshStatus::Failed;
-    let instance_status = if attention || retrieval_failed {
-        let mut subsystems = Vec::new();
-        if retrieval_failed {
-            subsystems.push("retrieving");
-        }
-        if attention {
-            subsystems.push("reconciliation");
-        }
+    let health = InstanceHealth::of(status, retrieval);
+    let instance_status = if health.is_ok() {
+        Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
+    } else {
         Status::new(
             StatusCode::Warning,
-            format!("Subsystems that need attention: {}", subsystems.join(", ")),
+            format!("Subsystems that need attention: {}", health.attention.join(", ")),
         )
-    } else {
-        Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
     };
     let space = status.pool_space;
     let pool = PoolEntry {
@@ -277,7 +264,7 @@ pub(crate) fn retrieving(view: &RetrievalView) -> Retrieving {
         RefreshStatus::Failed => RetrievalStatus::Failed,
     };
     Retrieving {
-        mode: if view.configured { RetrievalMode::Logical } else { RetrievalMode::Unknown },
+        mode: RetrievalMode::from_wire(view.mode()),
         status,
         last_refresh: view.last_refresh.map(LocalTime::from),
         next_refresh: view.next_refresh.map(LocalTime::from),

@@ -660,9 +660,12 @@ fn open_pidfd(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
 }
 
 fn open_log(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // A server's log can show its queries: its owner's only.
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .map_err(|error| Error::io("open log", path, error))
 }

@@ -38,8 +38,9 @@ pub(crate) struct Server {
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create state directory {}", config.state_dir.display()))?;
-    // The Postgres user must reach clone sockets and data under it.
-    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o755))
+    // The Postgres user must reach clone sockets and data under it, but nobody else may list
+    // or read what is there (the store, the pool image, logs).
+    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("set permissions of {}", config.state_dir.display()))?;
     let backend = open_pool(config).await?;
     let pool = Pool::new(&config.pool_name, backend).context("open pool")?;

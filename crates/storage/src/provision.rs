@@ -88,9 +88,10 @@ impl ImagePool {
                 self.image.display()
             )));
         }
-        if !fs::try_exists(&self.image).await.unwrap_or(false)
-            && let Err(error) = self.create().await
-        {
+        if fs::try_exists(&self.image).await.unwrap_or(false) {
+            // An image made before images were created private.
+            make_private(&self.image).await?;
+        } else if let Err(error) = self.create().await {
             // A half-made image would be taken for a finished one next time.
             if !self.is_attached().await.unwrap_or(false) {
                 let _ = fs::remove_file(&self.image).await;
@@ -106,9 +107,11 @@ impl ImagePool {
                 .await
                 .map_err(|source| Error::io("create image directory", parent, source))?;
         }
+        // The image holds every clone's data: only its owner may read it.
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&self.image)
             .await
             .map_err(|source| Error::io("create image", &self.image, source))?;
@@ -222,6 +225,22 @@ impl ImagePool {
 }
 
 /// True when `path` is a mount point, according to /proc/self/mountinfo.
+/// Takes every permission from group and others off `path`, if it has any.
+async fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)
+        .await
+        .map_err(|source| Error::io("read image metadata", path, source))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            .await
+            .map_err(|source| Error::io("make image private", path, source))?;
+    }
+    Ok(())
+}
+
 async fn is_mount_point(path: &Path) -> Result<bool> {
     let Ok(path) = fs::canonicalize(path).await else { return Ok(false) };
     let mountinfo = Path::new("/proc/self/mountinfo");

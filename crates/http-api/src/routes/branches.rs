@@ -171,7 +171,7 @@ async fn show_commit(
     operation_id = "getBranchLog",
     tag = "Branches",
     security(("verification_token" = [])),
-    params(("branchName" = String, Path, description = "The branch.")),
+    params(("branchName" = api_types::BranchName, Path, description = "The branch.")),
     responses(
         (status = 200, description = "The commits, head first.", body = Vec<SnapshotDetails>),
         (status = 400, description = "An invalid branch name.", body = ApiError),
@@ -197,7 +197,7 @@ async fn log(
     operation_id = "deleteBranch",
     tag = "Branches",
     security(("verification_token" = [])),
-    params(("branchName" = String, Path, description = "The branch.")),
+    params(("branchName" = api_types::BranchName, Path, description = "The branch.")),
     responses(
         (
             status = 200,
@@ -235,7 +235,7 @@ async fn delete(
     operation_id = "updateBranch",
     tag = "Branches",
     security(("verification_token" = [])),
-    params(("branchName" = String, Path, description = "The branch.")),
+    params(("branchName" = api_types::BranchName, Path, description = "The branch.")),
     request_body = ProtectionUpdateRequest,
     responses(
         (status = 200, description = "The branch's protection now.", body = BranchProtection),

@@ -39,7 +39,8 @@ pub(super) fn routes() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 struct WaitParams {
     /// Scion's extension: seconds to wait for the clone to settle before answering; longer
-    /// waits are cut to 600.
+    /// waits (`inf` too) are cut to 600.
+    #[param(minimum = 0)]
     wait: Option<f64>,
 }
 
@@ -47,12 +48,32 @@ impl WaitParams {
     fn duration(&self) -> Result<Option<Duration>, ApiFailure> {
         match self.wait {
             None => Ok(None),
-            Some(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-                Ok(Some(Duration::from_secs_f64(seconds).min(MAX_WAIT)))
+            // Cut before converting: `Duration` cannot hold 2^64 seconds and more.
+            Some(seconds) if seconds >= 0.0 => {
+                Ok(Some(Duration::from_secs_f64(seconds.min(MAX_WAIT.as_secs_f64()))))
             }
+            // Negative, or NaN.
             Some(_) => Err(ApiFailure::bad_request("wait must be a number of seconds >= 0")),
         }
     }
+}
+
+/// The longest `db.db_name`: Postgres' identifier limit (`NAMEDATALEN - 1`); it would
+/// truncate a longer one. The OpenAPI document says the same (`DatabaseRequest`).
+pub(crate) const MAX_DB_NAME_BYTES: usize = 63;
+
+/// `db.db_name`: a name Postgres can hold as it is.
+fn check_db_name(name: &str) -> Result<(), ApiFailure> {
+    if name.contains('\0') {
+        return Err(ApiFailure::bad_request("db.db_name must not contain a NUL byte"));
+    }
+    if name.len() > MAX_DB_NAME_BYTES {
+        return Err(ApiFailure::bad_request(format!(
+            "db.db_name is {} bytes; Postgres names are at most {MAX_DB_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 fn limits(state: &AppState) -> api_types::ProtectionLimits {
@@ -149,6 +170,7 @@ async fn create(
 ) -> Result<Response, ApiFailure> {
     let wait = params.duration()?;
     let db = request.db.unwrap_or_default();
+    check_db_name(&db.db_name)?;
     let request = CloneRequest {
         id: Some(request.id).filter(|id| !id.is_empty()),
         snapshot_id: request.snapshot.map(|snapshot| snapshot.id).filter(|id| !id.is_empty()),
@@ -207,7 +229,9 @@ async fn update(
 /// Destroy a clone.
 ///
 /// The clone turns `DELETING` and is removed in the background; poll `GET /clone/{id}` until it
-/// answers 404, or (Scion's extension) pass `wait` to answer once it is gone.
+/// answers 404, or (Scion's extension) pass `wait` to answer once it is gone. A deletion that
+/// outlasts the wait goes on and is answered as started (200); one that fails within it is a
+/// 500 with the clone's state.
 #[utoipa::path(
     delete,
     path = "/clone/{id}",
@@ -216,7 +240,11 @@ async fn update(
     security(("verification_token" = [])),
     params(("id" = CloneId, Path, description = "The clone ID."), WaitParams),
     responses(
-        (status = 200, description = "Deletion started; the body is empty, as in DBLab."),
+        (
+            status = 200,
+            description = "Deletion started (or, with `wait`, done or still going on); the body \
+                is empty, as in DBLab."
+        ),
         (
             status = 400,
             description = "The clone is protected, or busy with another operation.",
@@ -236,15 +264,18 @@ async fn destroy(
     state.engine.destroy_clone(&id).await?;
     if let Some(wait) = wait
         && let Some(still) = state.engine.wait_settled(&id, wait).await?
+        && still.record.state != engine::CloneState::Deleting
     {
-        // Destroying failed (the clone is FATAL with the reason) or outlasted the wait.
-        return Err(ApiFailure::from(engine::Error::Refused(format!(
+        // The deletion ended and left the clone behind (FATAL, with the reason): the engine
+        // failed, not the request.
+        return Err(ApiFailure::internal(format!(
             "clone {id:?} was not destroyed: {} {}",
             still.record.state.code(),
             still.record.state_message
-        ))));
+        )));
     }
-    // DBLab answers 200 with an empty body.
+    // Gone, or still DELETING when the wait ran out: the deletion started, and DBLab answers
+    // that with 200 and an empty body.
     Ok(StatusCode::OK)
 }
 
@@ -266,9 +297,9 @@ async fn destroy(
     responses(
         (
             status = 200,
-            description = "Reset started: the body is empty, as in DBLab. With `wait`, the clone \
-                once settled (or when the wait is over).",
-            body = api_types::Clone
+            description = "Reset started: the body is empty, as in DBLab. Only with `wait` (Scion's \
+                extension) the body is the clone as JSON (`Clone`), once settled or when the wait \
+                is over."
         ),
         (
             status = 400,

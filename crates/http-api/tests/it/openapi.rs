@@ -55,3 +55,60 @@ fn openapi_error_responses_carry_the_error_object() {
     }
     assert!(errors > 20, "only {errors} error responses found");
 }
+
+/// Follows a `$ref` into `components/schemas`.
+fn resolve<'a>(
+    document: &'a serde_json::Value,
+    schema: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            &document["components"]["schemas"]
+                [reference.trim_start_matches("#/components/schemas/")]
+        }
+        None => schema,
+    }
+}
+
+#[test]
+fn openapi_ids_carry_their_patterns_and_are_required() {
+    let document = serde_json::to_value(http_api::openapi()).expect("the document as JSON");
+    let mut checked = 0;
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] != "path" {
+                    continue;
+                }
+                let schema = resolve(&document, &parameter["schema"]);
+                assert!(
+                    schema["pattern"].is_string(),
+                    "{method} {path}: {parameter} has no pattern"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 11, "only {checked} path parameters");
+    for (schema, field) in [
+        ("CommitRequest", "cloneID"),
+        ("SnapshotCloneRequest", "cloneID"),
+        ("CreateBranchRequest", "branchName"),
+    ] {
+        let object = &document["components"]["schemas"][schema];
+        let required = object["required"].as_array().expect("required fields");
+        assert!(required.iter().any(|name| name == field), "{schema}.{field} is not required");
+        let property = resolve(&document, &object["properties"][field]);
+        assert!(property["pattern"].is_string(), "{schema}.{field} has no pattern: {property}");
+    }
+}
+
+#[test]
+fn openapi_reset_without_wait_promises_the_empty_body_it_sends() {
+    let document = serde_json::to_value(http_api::openapi()).expect("the document as JSON");
+    for (path, method) in [("/clone/{id}/reset", "post"), ("/clone/{id}", "delete")] {
+        let ok = &document["paths"][path][method]["responses"]["200"];
+        assert!(ok.is_object(), "{method} {path} documents no 200");
+        assert!(ok["content"].is_null(), "{method} {path}: DBLab's 200 has an empty body: {ok}");
+    }
+}

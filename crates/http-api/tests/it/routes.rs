@@ -163,3 +163,23 @@ async fn openapi_matches_the_router() {
     assert!(checked >= 14, "only {checked} operations checked");
     engine.shutdown(Duration::from_secs(30)).await;
 }
+
+/// A state directory that cannot be made is the engine's failure (an I/O error, a 500 at the
+/// edge), not bad input from a caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_directory_that_cannot_be_made_is_an_io_error() {
+    let pool = TestPool::new(PoolKind::Btrfs, 512).await;
+    let blocker = pool.scratch("scratch").join("a-file");
+    std::fs::write(&blocker, b"not a directory").expect("write the blocking file");
+    let deps = EngineDeps {
+        pool: Pool::new(POOL_NAME, pool.open().await).expect("open the pool"),
+        state_dir: blocker.join("state"),
+        events: Arc::new(NoEvents),
+        version: "test".to_owned(),
+    };
+    let error = Engine::start(EngineConfig::default(), deps).await.expect_err("no state directory");
+    assert!(matches!(error, engine::Error::Io { .. }), "{error:?}");
+    assert!(error.to_string().contains("a-file"), "the message names the path: {error}");
+    let failure = http_api::ApiFailure::from(error);
+    assert_eq!(failure.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}

@@ -109,6 +109,10 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    pub(crate) fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     pub(crate) fn pool_dir(&self) -> PathBuf {
         self.state_dir.join("pool")
     }

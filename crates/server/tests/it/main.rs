@@ -8,8 +8,12 @@
 
 mod api;
 mod branches;
+mod files;
+mod fuzz;
 mod harness;
 mod lifecycle;
+mod monitoring;
 mod refresh;
+mod requests;
 mod resilience;
 mod webhooks;
