@@ -28,6 +28,7 @@ use crate::source::Source;
 pub use crate::target::{DEFAULT_ADMIN_ROLE, Target};
 use crate::target::{STOP_STEP, start_target, target_error};
 
+/// The outcome of a successful run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     /// When the data was read from the source: the start of the first dump (for existing dumps,
@@ -76,6 +77,7 @@ pub struct Pipeline {
     progress: watch::Sender<Progress>,
 }
 
+/// State that outlives a failing stage: what must be cleaned up.
 #[derive(Debug, Default)]
 struct RunState {
     instance: Option<Instance>,
