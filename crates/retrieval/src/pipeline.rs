@@ -3,7 +3,7 @@
 //! vacuum (freeze, analyze); rename; checkpoint; stop cleanly.
 //!
 //! This module decides the order of the stages and what outlives a failing one; the tools are
-//! in [`crate::logical`] and the temporary target server in [`crate::target`]. The run stops the
+//! in `logical` and the temporary target server in `target`. The run stops the
 //! target on every path out, cleanly on success (then the data directory is synced once) and
 //! immediately on failure. On failure the data directory is left as it is for the engine to
 //! discard: it must never be snapshotted.
