@@ -5,10 +5,10 @@
 //! leases). Writes are single transactions, so a crash leaves either the old or the new record.
 //! Passwords are kept only as SCRAM verifiers.
 //!
-//! This module opens the database (private to root: it holds verifiers), owns the connection
-//! and the key-value `meta` table; each table family has its own module: `migrations` (the
-//! schema), `clones`, `warm` (the warm pool), `catalog` (snapshots and branches) and
-//! `deliveries` (webhook delivery records).
+//! This module opens the database (readable by its owner only: it holds verifiers) and owns
+//! the connection and the key-value `meta` table; each table family has its own module:
+//! `migrations` (the schema), `clones`, `warm` (the warm pool), `catalog` (snapshots and
+//! branches) and `deliveries` (webhook delivery records).
 
 mod catalog;
 mod clones;
@@ -89,7 +89,7 @@ impl Store {
         Ok(store)
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back), so a poisoned lock is safe to keep using.
         self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -145,7 +145,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub(super) fn conflict_on_unique(
+fn conflict_on_unique(
     result: rusqlite::Result<usize>,
     what: impl FnOnce() -> String,
 ) -> Result<usize, StoreError> {
@@ -159,24 +159,24 @@ pub(super) fn conflict_on_unique(
     }
 }
 
-pub(super) fn format_time(time: DateTime<Utc>) -> String {
+fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-pub(super) fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
         .map_err(|error| StoreError::Corrupt(format!("time {text:?}: {error}")))
 }
 
-pub(super) fn parse_optional_time(text: Option<&str>) -> Result<Option<DateTime<Utc>>, StoreError> {
+fn parse_optional_time(text: Option<&str>) -> Result<Option<DateTime<Utc>>, StoreError> {
     text.map(parse_time).transpose()
 }
 
-pub(super) type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
+type RowResult<T> = rusqlite::Result<Result<T, StoreError>>;
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     //! Records for the table families' tests, and the tests of opening the database.
 
     use std::os::unix::fs::PermissionsExt;

@@ -30,6 +30,7 @@ pub(crate) struct Logical<'a> {
     pub(crate) search: &'a BinarySearch,
 }
 
+/// One database to restore, and how.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     /// The database name in the source (or dump).
@@ -65,6 +66,7 @@ impl Job {
     }
 }
 
+/// The client tools of one major.
 #[derive(Debug, Clone)]
 pub(crate) struct Tools {
     pub(crate) binaries: PgBinaries,

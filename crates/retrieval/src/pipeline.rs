@@ -3,7 +3,7 @@
 //! vacuum (freeze, analyze); rename; checkpoint; stop cleanly.
 //!
 //! This module decides the order of the stages and what outlives a failing one; the tools are
-//! in [`crate::logical`] and the temporary target server in [`crate::target`]. The run stops the
+//! in `logical` and the temporary target server in `target`. The run stops the
 //! target on every path out, cleanly on success (then the data directory is synced once) and
 //! immediately on failure. On failure the data directory is left as it is for the engine to
 //! discard: it must never be snapshotted.
@@ -28,6 +28,7 @@ use crate::source::Source;
 pub use crate::target::{DEFAULT_ADMIN_ROLE, Target};
 use crate::target::{STOP_STEP, start_target, target_error};
 
+/// The outcome of a successful run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     /// When the data was read from the source: the start of the first dump (for existing dumps,
@@ -76,6 +77,7 @@ pub struct Pipeline {
     progress: watch::Sender<Progress>,
 }
 
+/// State that outlives a failing stage: what must be cleaned up.
 #[derive(Debug, Default)]
 struct RunState {
     instance: Option<Instance>,

@@ -36,7 +36,7 @@ pub fn kib_field(text: &str, key: &str) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// `Pss` from /proc/<pid>/smaps_rollup, in KiB (0 when the process is gone).
+/// `Pss` from `/proc/<pid>/smaps_rollup`, in KiB (0 when the process is gone).
 pub fn pss_kib(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     kib_field(&text, "Pss:").unwrap_or(0)

@@ -9,7 +9,7 @@ use super::{RowResult, Store, StoreError, format_time, parse_optional_time, pars
 const MAX_DELIVERIES: i64 = 10_000;
 
 impl Store {
-    /// Records a webhook delivery, keeping the newest [`MAX_DELIVERIES`].
+    /// Records a webhook delivery, keeping the newest `MAX_DELIVERIES` (10,000).
     pub fn insert_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
         self.insert_delivery_keeping(record, MAX_DELIVERIES)
     }

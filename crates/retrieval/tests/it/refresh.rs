@@ -127,7 +127,7 @@ async fn newer_target_major_than_the_source_without_policies() {
     assert_eq!(summary.source_major, Some(14));
     assert_eq!(summary.target_major, 17);
     assert_eq!(summary.tools_major, 17, "dumped with the newer major's pg_dump");
-    assert_eq!(std::fs::read_to_string(target.data_dir.join("PG_VERSION")).unwrap().trim(), "17");
+    assert_eq!(postgres::PgMajor::of_data_dir(&target.data_dir).unwrap().number(), 17);
 
     let inspect = Inspect::start(&sandbox, &target, 17).await;
     assert_same_data(&source, &inspect, &[("app", "app"), ("shop", "shop")]).await;
