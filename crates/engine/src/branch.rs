@@ -18,6 +18,7 @@ use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::lease::Protection;
 use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 use crate::pool::Pool;
@@ -183,20 +184,28 @@ impl Engine {
         let base_name = self.storage_name(&base)?;
         let storage = self.inner.pool.storage();
         let dataset = self.inner.pool.branch_dataset(&name)?;
+        let now = Utc::now();
+        let first = self.inner.pool.new_commit_name(&dataset, now, |_| false)?;
+        let intent = self.intend(&[&dataset, &first])?;
         match storage.clone_snapshot(&base_name, &dataset).await {
-            Ok(_) => {}
+            Ok(_) => failpoint::hit("branch.dataset_created"),
             Err(storage::Error::AlreadyExists(_)) => {
+                // Not ours: the audit must not take it for this operation's leftover.
+                intent.settle();
                 return Err(Error::AlreadyExists(format!(
                     "the pool already holds a dataset {dataset} (left from an earlier branch \
                      {name:?}?); remove it first"
                 )));
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                intent.settle();
+                return Err(error.into());
+            }
         }
-        let now = Utc::now();
-        let first = self.inner.pool.new_commit_name(&dataset, now, |_| false)?;
         if let Err(error) = storage.snapshot(&first).await {
-            self.discard(&dataset).await;
+            if self.discard(&dataset).await {
+                intent.settle();
+            }
             return Err(error.into());
         }
         let head = SnapshotRecord {
@@ -230,9 +239,12 @@ impl Engine {
             ..CatalogChange::default()
         };
         if let Err(error) = self.apply_catalog(change) {
-            self.discard(&dataset).await;
+            if self.discard(&dataset).await {
+                intent.settle();
+            }
             return Err(error);
         }
+        intent.settle();
         info!(branch = %name, base = %base.id, "branch created");
         self.inner
             .events
@@ -294,7 +306,12 @@ impl Engine {
             }
         };
         let storage = self.inner.pool.storage();
-        storage.snapshot(&name).await?;
+        let intent = self.intend(&[&name])?;
+        if let Err(error) = storage.snapshot(&name).await {
+            intent.settle();
+            return Err(error.into());
+        }
+        failpoint::hit("commit.snapshot_taken");
         let logical_size = match storage.dataset_space(&dataset).await {
             Ok(space) => space.referenced,
             Err(error) => {
@@ -332,11 +349,15 @@ impl Engine {
             ..CatalogChange::default()
         };
         if let Err(error) = self.apply_catalog(change) {
-            if let Err(cleanup) = storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
-                warn!(snapshot = %name, error = %cleanup, "failed to remove an unrecorded snapshot");
+            match storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
+                Ok(()) => intent.settle(),
+                Err(cleanup) => {
+                    warn!(snapshot = %name, error = %cleanup, "failed to remove an unrecorded snapshot")
+                }
             }
             return Err(error);
         }
+        intent.settle();
         info!(clone_id, snapshot_id = %record.id, branch = %record.branch, advance_head, "clone snapshotted");
         if !advance_head {
             // A commit is not a `snapshot_create` in DBLab; a snapshot of a clone is.

@@ -7,11 +7,14 @@
 //! exist, running processes for which clones are up. The in-memory copy of the store serves
 //! every read, so `/status` and `/clones` never wait for a subprocess.
 
+mod audit;
 mod branch;
 mod clone;
 pub mod config;
 pub mod error;
 mod events;
+mod failpoint;
+mod intent;
 mod lease;
 mod metrics;
 mod model;
@@ -188,9 +191,11 @@ impl Engine {
         config.validate().map_err(|error| Error::InvalidInput(error.to_string()))?;
         let EngineDeps { pool, state_dir, events, version } = deps;
         // Not world-readable: others may only pass through to the clone sockets. Logs: owner only.
-        for (dir, mode) in [(state_dir.clone(), 0o711), (state_dir.join("sockets"), 0o755)]
-            .into_iter()
-            .chain([(state_dir.join("logs"), 0o700), (state_dir.join(servers::SANDBOX_ROOT), 0o700)])
+        for (dir, mode) in
+            [(state_dir.clone(), 0o711), (state_dir.join("sockets"), 0o755)].into_iter().chain([
+                (state_dir.join("logs"), 0o700),
+                (state_dir.join(servers::SANDBOX_ROOT), 0o700),
+            ])
         {
             create_private_dir(&dir, mode)?;
         }
@@ -243,9 +248,10 @@ impl Engine {
         });
         let engine = Engine { inner };
         engine.inner.state.load(&engine.inner.store)?;
-        engine.ensure_data().await?;
+        let early = engine.ensure_data().await?;
         engine.discard_leftover_warm().await;
-        let reconciliation = engine.reconcile().await;
+        let mut reconciliation = engine.reconcile().await;
+        reconciliation.differences.splice(0..0, early);
         for difference in &reconciliation.differences {
             warn!(kind = difference.kind.as_str(), object = %difference.object, detail = %difference.detail, "reconciliation difference");
         }
@@ -388,20 +394,39 @@ impl Engine {
     /// Makes sure the pool has the golden-copy dataset with a cluster in it, and a first
     /// snapshot with a `main` branch, so that clones can be made from the first minute. An
     /// empty pool gets an empty cluster from `initdb`; retrieval replaces it with real data.
-    async fn ensure_data(&self) -> Result<()> {
+    /// Returns what it found of an interrupted earlier start, for the reconciliation report.
+    async fn ensure_data(&self) -> Result<Vec<Difference>> {
+        let mut found = Vec::new();
         if self.inner.pipeline.is_some() {
             // Retrieval brings the data; until its first run there is nothing to clone.
-            return Ok(());
+            return Ok(found);
         }
         let storage = self.inner.pool.storage();
         let data = self.current_data_dataset();
-        let listing = storage.list().await?;
+        let mut listing = storage.list().await?;
+        if listing.dataset(&data).is_some() && self.intents().contains(data.as_str()) {
+            // An initdb that a crash interrupted: its cluster cannot be trusted.
+            warn!(%data, "removing the half-made empty cluster of an interrupted start");
+            if self.discard(&data).await {
+                self.settle_intents(&[data.to_string()]);
+                found.push(Difference {
+                    kind: DifferenceKind::RemovedLeftover,
+                    object: data.to_string(),
+                    detail: "an interrupted start left a half-made empty cluster; removed and made again"
+                        .to_owned(),
+                });
+            }
+            listing = storage.list().await?;
+        }
         if listing.dataset(&data).is_none() {
+            let intent = self.intend(&[&data])?;
             let mountpoint = storage.create_dataset(&data).await?;
+            failpoint::hit("initdb.dataset_created");
             let pgdata = Pool::pgdata(&mountpoint);
             let major = PgMajor::new(self.inner.config.clone.initdb_major)?;
             info!(pgdata = %pgdata.display(), %major, "initialising an empty cluster in the pool");
             self.inner.servers.initdb(&pgdata, major).await?;
+            intent.settle();
         }
         if self.read_state().snapshots.is_empty() {
             let snapshots_on_disk = storage.list().await?;
@@ -409,7 +434,7 @@ impl Engine {
                 self.create_snapshot().await?;
             }
         }
-        Ok(())
+        Ok(found)
     }
 
     /// Re-reads the pool's space; called by the collector loop and after big changes.

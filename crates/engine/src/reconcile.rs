@@ -9,9 +9,10 @@
 use api_types::WebhookEvent;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
-use storage::{DatasetName, ThinStorage};
+use storage::{DatasetName, DestroyMode, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::audit;
 use crate::model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 use crate::pool::Pool;
 use crate::servers::Server;
@@ -50,8 +51,13 @@ pub enum DifferenceKind {
     /// A clone was being created, reset or deleted when the engine stopped; the operation was
     /// run again.
     InterruptedOperation,
-    /// A clone dataset exists in the pool that no clone record owns; it is kept.
+    /// A dataset exists in the pool that no record accounts for; it is kept.
     OrphanDataset,
+    /// A snapshot exists in the pool that the catalog does not record; it is kept.
+    OrphanSnapshot,
+    /// A dataset or snapshot that an interrupted operation made (the store recorded its intent
+    /// to make it); it is removed.
+    RemovedLeftover,
     /// A snapshot record whose snapshot is gone from the pool; it is removed from the catalog
     /// when no clone uses it.
     MissingSnapshot,
@@ -61,12 +67,14 @@ pub enum DifferenceKind {
 
 impl DifferenceKind {
     /// Every kind.
-    pub const ALL: [DifferenceKind; 7] = [
+    pub const ALL: [DifferenceKind; 9] = [
         DifferenceKind::ServerRestarted,
         DifferenceKind::ServerFailed,
         DifferenceKind::MissingDataset,
         DifferenceKind::InterruptedOperation,
         DifferenceKind::OrphanDataset,
+        DifferenceKind::OrphanSnapshot,
+        DifferenceKind::RemovedLeftover,
         DifferenceKind::MissingSnapshot,
         DifferenceKind::UnrecordedSnapshot,
     ];
@@ -79,6 +87,8 @@ impl DifferenceKind {
             DifferenceKind::MissingDataset => "missing_dataset",
             DifferenceKind::InterruptedOperation => "interrupted_operation",
             DifferenceKind::OrphanDataset => "orphan_dataset",
+            DifferenceKind::OrphanSnapshot => "orphan_snapshot",
+            DifferenceKind::RemovedLeftover => "removed_leftover",
             DifferenceKind::MissingSnapshot => "missing_snapshot",
             DifferenceKind::UnrecordedSnapshot => "unrecorded_snapshot",
         }
@@ -123,10 +133,8 @@ impl Engine {
         self.reconcile_snapshots(&listing, &mut report);
         let clones: Vec<CloneRecord> =
             self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
-        let mut owned = BTreeSet::new();
         let mut interrupted = Vec::new();
         for record in clones {
-            owned.insert(record.dataset.clone());
             if let Some(record) = self.reconcile_clone(record, &listing, &mut report).await {
                 interrupted.push(record);
             }
@@ -137,28 +145,112 @@ impl Engine {
         for record in interrupted {
             self.finish_interrupted(record).await;
         }
-        // A destroyed clone's dataset stays while it holds commits; those are not orphans.
-        for snapshot in &self.read_state().snapshots {
-            if let Some(dataset) = Pool::snapshot_dataset(&snapshot.storage_name) {
-                owned.insert(dataset.to_owned());
+        self.audit_pool(&mut report).await;
+        report
+    }
+
+    /// Audits the whole pool (after the interrupted operations are finished, so that their
+    /// datasets are recorded): every dataset and snapshot no record accounts for is reported,
+    /// and removed where an unfinished operation's intent names it.
+    async fn audit_pool(&self, report: &mut Reconciliation) {
+        let storage = self.inner.pool.storage();
+        let listing = match storage.list().await {
+            Ok(listing) => listing,
+            Err(error) => {
+                warn!(error = %error, "failed to list the pool for the audit");
+                return;
             }
-        }
-        for dataset in &listing.datasets {
-            let name = dataset.name.as_str();
-            if Pool::is_clone_dataset(name) && !owned.contains(name) {
-                let running =
-                    postgres::datadir::has_postmaster_pid(&Pool::pgdata(&dataset.mountpoint));
+        };
+        let known = self.known_objects();
+        let mut kept = Vec::new();
+        for leftover in audit::leftovers(&listing, &known) {
+            let object = leftover.object.clone();
+            if leftover.remove {
+                let removed = if leftover.snapshot {
+                    match object.parse::<storage::SnapshotName>() {
+                        Ok(name) => storage.destroy_snapshot(&name, DestroyMode::Refuse).await,
+                        Err(error) => Err(error),
+                    }
+                } else {
+                    match DatasetName::new(object.clone()) {
+                        Ok(name) => storage.destroy_dataset(&name, DestroyMode::Refuse).await,
+                        Err(error) => Err(error),
+                    }
+                };
+                match removed {
+                    Ok(()) | Err(storage::Error::NotFound(_)) => report.report(
+                        DifferenceKind::RemovedLeftover,
+                        &object,
+                        "an interrupted operation made it and nothing records it; removed",
+                    ),
+                    Err(error) => {
+                        // Its intent stays, so that the next start tries again.
+                        kept.push(object.clone());
+                        report.report(
+                        if leftover.snapshot {
+                            DifferenceKind::OrphanSnapshot
+                        } else {
+                            DifferenceKind::OrphanDataset
+                        },
+                        &object,
+                        format!(
+                            "an interrupted operation made it; removing it failed ({error}), so it is kept"
+                        ),
+                    );
+                    }
+                }
+            } else if leftover.snapshot {
+                report.report(
+                    DifferenceKind::OrphanSnapshot,
+                    &object,
+                    "no catalog record owns this snapshot; it is kept for inspection",
+                );
+            } else {
+                let running = listing
+                    .datasets
+                    .iter()
+                    .find(|dataset| dataset.name.as_str() == object)
+                    .is_some_and(|dataset| {
+                        postgres::datadir::has_postmaster_pid(&Pool::pgdata(&dataset.mountpoint))
+                    });
                 report.report(
                     DifferenceKind::OrphanDataset,
-                    name,
+                    &object,
                     format!(
-                        "no clone owns this dataset; it is kept for inspection{}",
+                        "no record owns this dataset; it is kept for inspection{}",
                         if running { " (a server may still run on it)" } else { "" }
                     ),
                 );
             }
         }
-        report
+        // Every other intent is settled now: its object is recorded or removed.
+        let intents: Vec<String> =
+            known.intents.into_iter().filter(|intent| !kept.contains(intent)).collect();
+        self.settle_intents(&intents);
+    }
+
+    /// Every dataset and snapshot the store accounts for, and the intents of unfinished
+    /// operations.
+    fn known_objects(&self) -> audit::Known {
+        let mut known = audit::Known { intents: self.intents(), ..audit::Known::default() };
+        known.datasets.insert(self.current_data_dataset().to_string());
+        let state = self.read_state();
+        for entry in state.clones.values() {
+            known.datasets.insert(entry.record.dataset.clone());
+        }
+        for snapshot in &state.snapshots {
+            known.snapshots.insert(snapshot.storage_name.clone());
+            // A destroyed clone's dataset stays while it holds commits.
+            if let Some(dataset) = Pool::snapshot_dataset(&snapshot.storage_name) {
+                known.datasets.insert(dataset.to_owned());
+            }
+        }
+        for branch in state.branches.keys().filter(|name| name.as_str() != MAIN_BRANCH) {
+            if let Ok(dataset) = self.inner.pool.branch_dataset(branch) {
+                known.datasets.insert(dataset.to_string());
+            }
+        }
+        known
     }
 
     fn reconcile_snapshots(&self, listing: &storage::Listing, report: &mut Reconciliation) {
@@ -197,8 +289,12 @@ impl Engine {
         let data = self.inner.pool.data_dataset();
         let known_names: BTreeSet<String> =
             known.iter().map(|record| record.storage_name.clone()).collect();
+        // A snapshot an interrupted operation took is the audit's to remove, not to adopt: the
+        // operation never decided where it belongs in the history.
+        let intents = self.intents();
         for snapshot in listing.snapshots_of(&data) {
-            if known_names.contains(&snapshot.name.to_string()) {
+            let name = snapshot.name.to_string();
+            if known_names.contains(&name) || intents.contains(&name) {
                 continue;
             }
             let id = self.inner.pool.snapshot_id(&snapshot.name);

@@ -15,9 +15,9 @@ use retrieval::{Pipeline, Progress, Summary, Target};
 use storage::{DatasetName, DestroyMode, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::Engine;
 use crate::error::{Error, Result};
 use crate::pool::Pool;
+use crate::{Engine, failpoint};
 
 /// The store key naming the dataset that holds the pool's current data.
 pub(crate) const CURRENT_DATA_KEY: &str = "current_data_dataset";
@@ -231,10 +231,14 @@ impl Engine {
         }
         let dataset =
             DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))?;
+        let intent = self.intend(&[&dataset])?;
         let mountpoint = storage.create_dataset(&dataset).await?;
+        failpoint::hit("refresh.dataset_created");
         let run_dir = self.inner.state_dir.join("retrieval");
         if let Err(error) = std::fs::create_dir_all(&run_dir) {
-            self.discard(&dataset).await;
+            if self.discard(&dataset).await {
+                intent.settle();
+            }
             return Err(Error::InvalidInput(format!("create {}: {error}", run_dir.display())));
         }
         let mut target = Target::new(Pool::pgdata(&mountpoint), &run_dir);
@@ -242,22 +246,28 @@ impl Engine {
         let summary = match pipeline.run(&target, &self.inner.cancel).await {
             Ok(summary) => summary,
             Err(error) => {
-                self.discard(&dataset).await;
+                if self.discard(&dataset).await {
+                    intent.settle();
+                }
                 return Err(Error::Retrieval(error));
             }
         };
+        failpoint::hit("refresh.restored");
         self.refresh_state().status = RefreshStatus::Snapshotting;
         let previous = self.current_data_dataset();
         self.inner.store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
         match self.create_snapshot_at(summary.data_state_at).await {
             Ok(snapshot) => {
+                intent.settle();
                 self.refresh_state().last_summary = Some(summary);
                 self.destroy_unused_data(&previous).await;
                 Ok(snapshot.record.id)
             }
             Err(error) => {
                 self.inner.store.set_meta(CURRENT_DATA_KEY, previous.as_str())?;
-                self.discard(&dataset).await;
+                if self.discard(&dataset).await {
+                    intent.settle();
+                }
                 Err(error)
             }
         }
@@ -265,11 +275,15 @@ impl Engine {
 
     /// Destroys, with everything under it, a dataset a failed operation (a refresh, a branch
     /// creation) made; a failure is logged, the operation's own error being the one to report.
-    pub(crate) async fn discard(&self, dataset: &DatasetName) {
-        if let Err(error) =
-            self.inner.pool.storage().destroy_dataset(dataset, DestroyMode::WithDependents).await
+    /// True when the dataset is gone.
+    pub(crate) async fn discard(&self, dataset: &DatasetName) -> bool {
+        match self.inner.pool.storage().destroy_dataset(dataset, DestroyMode::WithDependents).await
         {
-            warn!(%dataset, error = %error, "failed to discard the dataset of a failed operation");
+            Ok(()) | Err(storage::Error::NotFound(_)) => true,
+            Err(error) => {
+                warn!(%dataset, error = %error, "failed to discard the dataset of a failed operation");
+                false
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::clone::branch_or_main;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::lease::Protection;
 use crate::model::{BranchRecord, CloneState, SnapshotRecord};
 use crate::pool::Pool;
@@ -124,15 +125,20 @@ impl Engine {
                 taken.contains(self.inner.pool.snapshot_id(name).as_str())
             })?
         };
+        let intent = self.intend(&[&name])?;
         match storage.snapshot(&name).await {
-            Ok(()) => {}
+            Ok(()) => failpoint::hit("snapshot.taken"),
             Err(storage::Error::NotFound(_)) => {
+                intent.settle();
                 return Err(Error::NotFound(format!(
                     "there is no data to snapshot yet ({} does not exist): wait for retrieval",
                     name.dataset()
                 )));
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                intent.settle();
+                return Err(error.into());
+            }
         }
         let logical_size = match storage.dataset_space(&data).await {
             Ok(space) => space.referenced,
@@ -180,11 +186,15 @@ impl Engine {
         };
         if let Err(error) = self.record_snapshot(&record, &branch) {
             // Without a record the snapshot would be an orphan: take it back.
-            if let Err(cleanup) = storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
-                warn!(error = %cleanup, snapshot = %name, "failed to remove an unrecorded snapshot");
+            match storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
+                Ok(()) => intent.settle(),
+                Err(cleanup) => {
+                    warn!(error = %cleanup, snapshot = %name, "failed to remove an unrecorded snapshot")
+                }
             }
             return Err(error);
         }
+        intent.settle();
         info!(snapshot_id = %id, "snapshot created");
         self.inner
             .events

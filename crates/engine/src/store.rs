@@ -13,6 +13,7 @@
 mod catalog;
 mod clones;
 mod deliveries;
+mod intents;
 mod migrations;
 mod warm;
 

@@ -87,6 +87,13 @@ CREATE TABLE warm_clones (
     r#"
 ALTER TABLE webhook_deliveries ADD COLUMN first_attempt_at TEXT;
 "#,
+    // Intents: datasets and snapshots an operation is about to create (design §5).
+    r#"
+CREATE TABLE intents (
+    object      TEXT PRIMARY KEY,
+    recorded_at TEXT NOT NULL
+);
+"#,
 ];
 
 impl Store {

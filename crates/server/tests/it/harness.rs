@@ -25,6 +25,8 @@ pub(crate) struct TestServer {
     state_dir: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
+    /// The crash point (`SCION_FAILPOINT`) the next launch runs with.
+    failpoint: Option<&'static str>,
     _dir: TestDir,
 }
 
@@ -35,6 +37,20 @@ impl TestServer {
     }
 
     pub(crate) async fn start_with_ports(extra: &str, clone_ports: u16) -> TestServer {
+        let mut server = TestServer::new(extra, clone_ports);
+        server.launch().await;
+        server
+    }
+
+    /// A server on a fresh state directory that crashes at `point` during its first start.
+    pub(crate) fn start_crashing_at(extra: &str, point: &'static str) -> TestServer {
+        let mut server = TestServer::new(extra, 20);
+        server.failpoint = Some(point);
+        server.spawn();
+        server
+    }
+
+    fn new(extra: &str, clone_ports: u16) -> TestServer {
         let dir = TestDir::new("scion-server-it-");
         let api_port = *free_port_range(1).start();
         let clones = free_port_range(clone_ports);
@@ -48,38 +64,47 @@ impl TestServer {
         );
         let config_path = dir.path().join("scion.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut server = TestServer {
+        TestServer {
             url: format!("http://127.0.0.1:{api_port}"),
             http: reqwest::Client::new(),
             log_path: dir.path().join("server.log"),
             config_path,
             state_dir,
             child: None,
+            failpoint: None,
             _dir: dir,
+        }
+    }
+
+    /// Stops this server as a crash would and starts it again set to abort at `point`: the
+    /// next request that reaches that step crashes it there.
+    pub(crate) async fn relaunch_crashing_at(&mut self, point: &'static str) {
+        self.kill();
+        self.failpoint = Some(point);
+        self.launch().await;
+    }
+
+    /// Waits for the server to crash at its failpoint, then starts it again without one.
+    pub(crate) async fn recover_from_crash(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let child = self.child.as_mut().expect("a running server");
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the server never reached its failpoint");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        server.launch().await;
-        server
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(6), "not the failpoint's abort: {status}\n{}", self.log());
+        self.child = None;
+        self.failpoint = None;
+        self.launch().await;
     }
 
     /// Starts the binary and waits until `/healthz` answers.
     pub(crate) async fn launch(&mut self) {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the test runs the real binary like a user would"
-        )]
-        let child = Command::new(env!("CARGO_BIN_EXE_scion-server"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .env("SCION_VERIFICATION_TOKEN", TOKEN)
-            .env(SOURCE_PASSWORD_ENV, SOURCE_PASSWORD)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start scion-server");
-        self.child = Some(child);
+        self.spawn();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(response) = self.http.get(format!("{}/healthz", self.url)).send().await
@@ -95,6 +120,28 @@ impl TestServer {
             assert!(Instant::now() < deadline, "scion-server did not come up:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts the binary without waiting for it.
+    fn spawn(&mut self) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the test runs the real binary like a user would"
+        )]
+        let child = Command::new(env!("CARGO_BIN_EXE_scion-server"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("SCION_VERIFICATION_TOKEN", TOKEN)
+            .env(SOURCE_PASSWORD_ENV, SOURCE_PASSWORD)
+            .env("RUST_LOG", "info")
+            .envs(self.failpoint.map(|point| ("SCION_FAILPOINT", point)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start scion-server");
+        self.child = Some(child);
     }
 
     /// Kills the server with SIGKILL, as a crash would; its clones keep running.

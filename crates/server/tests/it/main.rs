@@ -8,6 +8,7 @@
 
 mod api;
 mod branches;
+mod crashes;
 mod files;
 mod fuzz;
 mod harness;

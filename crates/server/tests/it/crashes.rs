@@ -1,0 +1,99 @@
+//! Crash injection: the real server aborts (as a `kill -9` would stop it) at each step of each
+//! operation that creates storage, between making a dataset or snapshot and recording it; the
+//! next start must remove what the crash left and report it, and the start after that must find
+//! nothing at all to report, which means the whole pool is accounted for.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestServer, connect};
+
+fn differences(status: &Value) -> Vec<(String, String)> {
+    status["reconciliation"]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|difference| {
+            (
+                difference["kind"].as_str().unwrap().to_owned(),
+                difference["object"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// After a crash: the leftover is removed and reported as such, then a clean restart reports
+/// nothing.
+async fn assert_recovered(server: &mut TestServer, point: &str, leftover: &str) {
+    server.recover_from_crash().await;
+    let (_, status) = server.get("/status").await;
+    let found = differences(&status);
+    assert!(
+        found.iter().any(|(kind, object)| kind == "removed_leftover" && object.contains(leftover)),
+        "{point}: no removed leftover like {leftover:?} in {found:?}"
+    );
+    assert!(
+        found.iter().all(|(kind, _)| kind == "removed_leftover"),
+        "{point}: something else is out of step: {found:?}"
+    );
+    server.kill();
+    server.launch().await;
+    let (_, status) = server.get("/status").await;
+    assert_eq!(differences(&status), Vec::new(), "{point}: a second start still finds differences");
+}
+
+async fn expect_crash(server: &TestServer, path: &str, body: Value) {
+    let sent = server
+        .http
+        .post(format!("{}{path}", server.url))
+        .header("Verification-Token", crate::harness::TOKEN)
+        .json(&body)
+        .send()
+        .await;
+    assert!(sent.is_err(), "{path} answered although the server should have crashed: {sent:?}");
+}
+
+#[tokio::test]
+async fn a_crash_at_any_storage_step_leaves_nothing_unreported() {
+    let mut server = TestServer::start("").await;
+    server.create_clone("base").await;
+
+    // A snapshot of the data, taken but not recorded.
+    server.relaunch_crashing_at("snapshot.taken").await;
+    expect_crash(&server, "/snapshot", json!({})).await;
+    assert_recovered(&mut server, "snapshot.taken", "data@snapshot_").await;
+
+    // A commit of a clone, taken but not recorded.
+    server.relaunch_crashing_at("commit.snapshot_taken").await;
+    expect_crash(&server, "/branch/snapshot", json!({"cloneID": "base", "message": "m"})).await;
+    assert_recovered(&mut server, "commit (branch/snapshot)", "branch/main/base/r0@").await;
+
+    // DBLab's snapshot of a clone goes the same way.
+    server.relaunch_crashing_at("commit.snapshot_taken").await;
+    expect_crash(&server, "/snapshot/clone", json!({"cloneID": "base"})).await;
+    assert_recovered(&mut server, "commit (snapshot/clone)", "branch/main/base/r0@").await;
+
+    // A branch's dataset, made from its base but not recorded.
+    server.relaunch_crashing_at("branch.dataset_created").await;
+    expect_crash(&server, "/branch", json!({"branchName": "feature", "baseBranch": "main"})).await;
+    assert_recovered(&mut server, "branch.dataset_created", "branch/feature").await;
+
+    // Every operation works afterwards, and the clone that ran through it all is intact.
+    let (status, body) = server.post("/snapshot", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        server.post("/branch/snapshot", json!({"cloneID": "base", "message": "m"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        server.post("/branch", json!({"branchName": "feature", "baseBranch": "main"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, clone) = server.get("/clone/base").await;
+    connect(&clone).await.expect("the clone survives every crash");
+}
+
+#[tokio::test]
+async fn a_crash_while_making_the_first_cluster_is_undone_at_the_next_start() {
+    let mut server = TestServer::start_crashing_at("", "initdb.dataset_created");
+    assert_recovered(&mut server, "initdb.dataset_created", "data").await;
+    let clone = server.create_clone("after").await;
+    connect(&clone).await.expect("a clone of the cluster made again");
+}
