@@ -116,6 +116,13 @@ impl Engine {
     /// everything.
     pub(crate) async fn reconcile(&self) -> Reconciliation {
         let mut report = Reconciliation { at: Some(Utc::now()), differences: Vec::new() };
+        if let Some(dump) = self.remove_partial_dump() {
+            report.report(
+                DifferenceKind::RemovedLeftover,
+                dump.display().to_string(),
+                "the dump of an interrupted refresh; removed",
+            );
+        }
         let listing = match self.inner.pool.storage().list().await {
             Ok(listing) => listing,
             Err(error) => {

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::{Engine, failpoint};
 
+/// The intent a refresh records for its dumps, which live outside the pool.
+const PARTIAL_DUMP_INTENT: &str = "retrieval dump";
+
 /// The store key naming the dataset that holds the pool's current data.
 pub(crate) const CURRENT_DATA_KEY: &str = "current_data_dataset";
 
@@ -231,10 +234,12 @@ impl Engine {
         }
         let dataset =
             DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))?;
-        let intent = self.intend(&[&dataset])?;
+        // The run's dump (in its own directory unless the configuration names another) is part
+        // of what an interrupted refresh leaves.
+        let intent = self.intend(&[&dataset, &PARTIAL_DUMP_INTENT])?;
         let mountpoint = storage.create_dataset(&dataset).await?;
         failpoint::hit("refresh.dataset_created");
-        let run_dir = self.inner.state_dir.join("retrieval");
+        let run_dir = self.retrieval_run_dir();
         if let Err(error) = std::fs::create_dir_all(&run_dir) {
             if self.discard(&dataset).await {
                 intent.settle();
@@ -271,6 +276,32 @@ impl Engine {
                 Err(error)
             }
         }
+    }
+
+    /// The private directory of a refresh's run: the temporary server's socket and log, and the
+    /// dumps unless the configuration puts them elsewhere.
+    pub(crate) fn retrieval_run_dir(&self) -> std::path::PathBuf {
+        self.inner.state_dir.join("retrieval")
+    }
+
+    /// Removes the dumps of a refresh that a crash interrupted (named by the intent it recorded),
+    /// from the run's own directory; returns what it removed.
+    pub(crate) fn remove_partial_dump(&self) -> Option<std::path::PathBuf> {
+        if !self.intents().contains(PARTIAL_DUMP_INTENT) {
+            return None;
+        }
+        let target = retrieval::Target::new(std::path::PathBuf::new(), self.retrieval_run_dir());
+        let dump = target.dump_dir();
+        let removed = match std::fs::remove_dir_all(&dump) {
+            Ok(()) => Some(dump),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                warn!(dir = %dump.display(), error = %error, "failed to remove an interrupted refresh's dump");
+                return None;
+            }
+        };
+        self.settle_intents(&[PARTIAL_DUMP_INTENT.to_owned()]);
+        removed
     }
 
     /// Destroys, with everything under it, a dataset a failed operation (a refresh, a branch

@@ -591,8 +591,10 @@ pub fn remove_stale_pid_file(data_dir: &Path) -> Result<bool> {
 /// True when `pid` is a live postgres process whose working directory is `data_dir` (the
 /// postmaster and its children chdir into the data directory).
 ///
-/// The directories are compared by device and inode, not by path: a sandboxed server's working
-/// directory is a bind mount in a mount namespace of its own, whose path the host cannot name.
+/// The path is compared first, without touching any file system (a sandboxed server sees its
+/// data directory at the host's path, and a `stat` of some other process's working directory
+/// could wait on a slow FUSE mount); then device and inode, so that a directory a clone made
+/// under the same name in its private `/tmp` is not taken for the real one.
 pub fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -601,11 +603,20 @@ pub fn is_postmaster_of(pid: u32, data_dir: &Path) -> bool {
         .file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with("postgres") || name.starts_with("postmaster"));
-    let (Ok(cwd), Ok(dir)) = (std::fs::metadata(proc_dir.join("cwd")), std::fs::metadata(data_dir))
+    if !is_postgres {
+        return false;
+    }
+    let Ok(cwd_path) = std::fs::read_link(proc_dir.join("cwd")) else { return false };
+    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if cwd_path != data_dir {
+        return false;
+    }
+    let (Ok(cwd), Ok(dir)) =
+        (std::fs::metadata(proc_dir.join("cwd")), std::fs::metadata(&data_dir))
     else {
         return false;
     };
-    is_postgres && cwd.dev() == dir.dev() && cwd.ino() == dir.ino()
+    cwd.dev() == dir.dev() && cwd.ino() == dir.ino()
 }
 
 /// The host PID of the postmaster serving `data_dir`, if one runs. `pid_in_file` (what

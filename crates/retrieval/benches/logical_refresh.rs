@@ -152,7 +152,7 @@ async fn main() {
     config.dump.parallel_jobs = args.jobs;
     config.restore.parallel_jobs = args.jobs;
     config.restore.analyze = false;
-    config.dump.location = root.join("scion-dump");
+    config.dump.location = Some(root.join("scion-dump"));
     let settings_for_targets = config.restore_settings();
     let pipeline = Pipeline::new(config, BinarySearch::default(), user.clone()).unwrap();
 

@@ -17,8 +17,6 @@ use crate::error::{Error, Result};
 
 /// The default target major, when the configuration names none.
 pub const DEFAULT_TARGET_MAJOR: u8 = 17;
-/// The default directory dumps are written to (one sub-directory per database).
-pub const DEFAULT_DUMP_LOCATION: &str = "/var/lib/scion/dump";
 /// The default `pg_dump`/`pg_restore` jobs (DBLab's default).
 pub const DEFAULT_PARALLEL_JOBS: u32 = 1;
 /// The default number of SQL files of one preprocessing sub-directory run at once (DBLab's).
@@ -142,8 +140,10 @@ pub struct DumpConfig {
     pub parallel_jobs: u32,
     /// Extra pg_dump options, appended as given (e.g. `--no-comments`).
     pub custom_options: Vec<String>,
-    /// The directory dumps are written to, `<location>/<database>` each.
-    pub location: PathBuf,
+    /// The directory dumps are written to, `<location>/<database>` each; unset, `dump` in the
+    /// run's own directory ([`crate::Target::dump_dir`]), which the engine keeps under its state
+    /// directory, so two engines never share one.
+    pub location: Option<PathBuf>,
     /// Stream `pg_dump -Fc` into `pg_restore` with no dump on disk. Single job only: a parallel
     /// restore needs a seekable archive.
     pub immediate_restore: bool,
@@ -160,7 +160,7 @@ impl Default for DumpConfig {
         DumpConfig {
             parallel_jobs: DEFAULT_PARALLEL_JOBS,
             custom_options: Vec::new(),
-            location: PathBuf::from(DEFAULT_DUMP_LOCATION),
+            location: None,
             immediate_restore: false,
             keep: false,
             roles: true,
@@ -321,11 +321,10 @@ impl RetrievalConfig {
             RESTORE_OWNED_OPTIONS,
             &mut problems,
         );
-        if !self.dump.location.is_absolute() {
-            problems.push(format!(
-                "dump.location {} must be an absolute path",
-                self.dump.location.display()
-            ));
+        if let Some(location) = &self.dump.location
+            && !location.is_absolute()
+        {
+            problems.push(format!("dump.location {} must be an absolute path", location.display()));
         }
         for (name, value) in &self.restore.configs {
             if name.is_empty() || value.chars().any(char::is_control) {
@@ -717,7 +716,7 @@ mod tests {
         config.timetable = Some("0 0 * *".into());
         config.database_rename = renames(&[("a", "a")]);
         config.preprocessing.query_path = Some("/nonexistent-scion".into());
-        config.dump.location = "relative".into();
+        config.dump.location = Some("relative".into());
         let found = problems(&config);
         for needle in [
             "dump.parallel_jobs = 0",
@@ -771,7 +770,7 @@ tables = ["public.events", "reporting.*"]
 
 [dump]
 parallel_jobs = 4
-location = "/var/lib/scion/dump"
+location = "/srv/scion-dump"
 custom_options = ["--no-comments"]
 
 [restore]

@@ -51,6 +51,12 @@ impl Target {
         }
     }
 
+    /// Where dumps go when the configuration names no `dump.location`: inside the run's own
+    /// directory.
+    pub fn dump_dir(&self) -> PathBuf {
+        self.run_dir.join("dump")
+    }
+
     pub(crate) fn socket_dir(&self) -> PathBuf {
         self.run_dir.join("sock")
     }

@@ -69,6 +69,20 @@ impl TestEngine {
         view
     }
 
+    /// Stops every server and the engine, then destroys `clone`'s dataset behind its back.
+    pub(crate) async fn lose_dataset(&mut self, clone: &CloneView) {
+        test_support::stop_postmasters_under(self.pool.mountpoint());
+        self.engine.shutdown(Duration::from_secs(10)).await;
+        let storage = self.pool.open().await;
+        storage::ThinStorage::destroy_dataset(
+            &storage,
+            &storage::DatasetName::new(clone.record.dataset.clone()).unwrap(),
+            storage::DestroyMode::Refuse,
+        )
+        .await
+        .unwrap();
+    }
+
     pub(crate) async fn wait_gone(&self, id: &str) {
         let gone = self.engine.wait_settled(id, READY_TIMEOUT).await.expect("wait for clone");
         assert!(gone.is_none(), "clone {id} still exists: {gone:?}");

@@ -12,16 +12,7 @@ use crate::warm::{wait_warm, warm_config};
 /// Stops every server and destroys the clone's dataset behind the engine's back, then starts
 /// the engine again: the clone is recorded, FATAL, and nothing listens on its port.
 async fn lose_dataset_and_restart(test: &mut TestEngine, clone: &CloneView) {
-    test_support::stop_postmasters_under(test.pool.mountpoint());
-    test.engine.shutdown(Duration::from_secs(10)).await;
-    let storage = test.pool.open().await;
-    storage::ThinStorage::destroy_dataset(
-        &storage,
-        &storage::DatasetName::new(clone.record.dataset.clone()).unwrap(),
-        storage::DestroyMode::Refuse,
-    )
-    .await
-    .unwrap();
+    test.lose_dataset(clone).await;
     test.restart().await;
     let fatal = test.engine.clone_view(&clone.record.id).unwrap();
     assert_eq!(fatal.record.state, CloneState::Fatal, "{}", fatal.record.state_message);

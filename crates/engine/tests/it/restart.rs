@@ -63,17 +63,8 @@ async fn clones_come_back_after_a_host_reboot() {
 async fn orphans_and_missing_datasets_are_reported() {
     let mut test = TestEngine::start(config(5)).await;
     let clone = test.create("doomed").await;
-    test_support::stop_postmasters_under(test.pool.mountpoint());
-    // The dataset disappears behind the engine's back.
-    test.engine.shutdown(std::time::Duration::from_secs(10)).await;
+    test.lose_dataset(&clone).await;
     let storage = test.pool.open().await;
-    storage::ThinStorage::destroy_dataset(
-        &storage,
-        &storage::DatasetName::new(clone.record.dataset.clone()).unwrap(),
-        storage::DestroyMode::Refuse,
-    )
-    .await
-    .unwrap();
     // And a clone dataset appears that no record owns.
     let snapshot: storage::SnapshotName =
         clone.snapshot.as_ref().unwrap().record.storage_name.parse().unwrap();

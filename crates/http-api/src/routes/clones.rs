@@ -263,11 +263,11 @@ async fn destroy(
     let wait = params.duration()?;
     state.engine.destroy_clone(&id).await?;
     if let Some(wait) = wait
-        && let Some(still) = state.engine.wait_settled(&id, wait).await?
+        && let Some(still) = state.engine.wait_destroyed(&id, wait).await?
         && still.record.state != engine::CloneState::Deleting
     {
         // The deletion ended and left the clone behind (FATAL, with the reason): the engine
-        // failed, not the request.
+        // failed, not the request. (A storage failure comes back above as its own error.)
         return Err(ApiFailure::internal(format!(
             "clone {id:?} was not destroyed: {} {}",
             still.record.state.code(),

@@ -59,7 +59,8 @@ impl Logical<'_> {
         created: &mut Vec<PathBuf>,
     ) -> Result<()> {
         let Step { tools, target, reporter, cancel } = *step;
-        let location = &self.config.dump.location;
+        let location = self.config.dump.location.clone().unwrap_or_else(|| target.dump_dir());
+        let location = &location;
         std::fs::create_dir_all(location)
             .map_err(|error| Error::io("create dump location", location, error))?;
         let dir = location.join(&job.name);

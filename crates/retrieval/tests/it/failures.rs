@@ -22,7 +22,7 @@ async fn invalid_rename_maps_are_refused_before_any_work() {
         }),
         ..Default::default()
     };
-    config.dump.location = sandbox.path().join("dump");
+    config.dump.location = Some(sandbox.path().join("dump"));
     for (renames, needle) in [
         (vec![("a", "b"), ("b", "c")], "chained rename"),
         (vec![("a", "x"), ("b", "x")], "both renamed to"),

@@ -310,7 +310,7 @@ pub(crate) fn live_config(
         target_major,
         ..RetrievalConfig::default()
     };
-    config.dump.location = sandbox.path().join("dump");
+    config.dump.location = Some(sandbox.path().join("dump"));
     config
 }
 

@@ -23,7 +23,7 @@ fn differences(status: &Value) -> Vec<(String, String)> {
 
 /// After a crash: the leftover is removed and reported as such, then a clean restart reports
 /// nothing.
-async fn assert_recovered(server: &mut TestServer, point: &str, leftover: &str) {
+pub(crate) async fn assert_recovered(server: &mut TestServer, point: &str, leftover: &str) {
     server.recover_from_crash().await;
     let (_, status) = server.get("/status").await;
     let found = differences(&status);

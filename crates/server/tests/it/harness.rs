@@ -211,7 +211,11 @@ impl TestServer {
             if metric(&metrics, "scion_warm_pool_clones") == Some(count) {
                 return;
             }
-            assert!(Instant::now() < deadline, "no {count} warm clones:\n{metrics}");
+            assert!(
+                Instant::now() < deadline,
+                "no {count} warm clones:\n{metrics}\nserver log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

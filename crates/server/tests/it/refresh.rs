@@ -176,3 +176,40 @@ async fn refresh_brings_new_data_without_touching_running_clones() {
         .collect();
     assert!(data_dirs.len() <= 2, "the failed run's dataset was left behind: {data_dirs:?}");
 }
+
+#[tokio::test]
+async fn a_refresh_interrupted_by_a_crash_leaves_nothing_behind() {
+    let source = Source::start().await;
+    // Dumps kept after a restore, so that the crash finds one on disk.
+    let config = format!("{}[retrieval.dump]\nkeep = true\n", source.config());
+    let mut server = TestServer::start(&config).await;
+    let first =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(first["status"], "finished", "{first}\n{}", server.log());
+    let dump = server.state_dir().join("engine/retrieval/dump");
+    assert!(
+        dump.exists(),
+        "the first refresh kept no dump in the state directory: {:?}\n{}",
+        std::fs::read_dir(server.state_dir().join("engine/retrieval"))
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect::<Vec<_>>()),
+        server.log()
+    );
+
+    // The crash comes after the restore into the new dataset, before its snapshot.
+    server.relaunch_crashing_at("refresh.restored").await;
+    let (status, started) = server.post("/full-refresh", Value::Null).await;
+    assert_eq!(status, 200, "{started}");
+    crate::crashes::assert_recovered(&mut server, "refresh.restored", "data_").await;
+    assert!(!dump.exists(), "the interrupted refresh's dump is still there");
+
+    // The data is the first refresh's, and the next refresh works.
+    let clone = server.create_clone("after-crash").await;
+    assert_eq!(order_count(&clone).await, 1000);
+    let (status, started) = server.post("/full-refresh", Value::Null).await;
+    assert_eq!(status, 200, "{started}");
+    let second = wait_refresh(&server, |r| {
+        r["status"] == "finished" && r["lastRefresh"] != first["lastRefresh"]
+    })
+    .await;
+    assert_eq!(second["status"], "finished", "{second}");
+}
