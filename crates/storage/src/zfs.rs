@@ -260,6 +260,10 @@ impl ThinStorage for Zfs {
         Ok(PoolSpace { total: used + free, free, used })
     }
 
+    async fn settle_freed_space(&self) -> Result<()> {
+        self.sync(&self.mountpoint).await
+    }
+
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
         let full = self.full(name.as_str())?;
         self.sync(&self.mountpoint(name)).await?;

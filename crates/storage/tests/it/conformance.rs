@@ -221,6 +221,12 @@ async fn space_accounting(env: Env) {
     assert!(end.used >= before.used + 20 * MIB, "{before:?} -> {end:?}");
     assert!(end.free < before.free, "{before:?} -> {end:?}");
 
+    // Space freed by removing a file counts once settled, without waiting for the filesystem.
+    std::fs::remove_file(clone.join("new")).unwrap();
+    backend.settle_freed_space().await.unwrap();
+    let freed = backend.pool_space().await.unwrap();
+    assert!(freed.free >= end.free + 6 * MIB, "{end:?} -> {freed:?}");
+
     let error = backend.dataset_space(&ds("missing")).await.unwrap_err();
     assert!(matches!(error, Error::NotFound(_)), "{error:?}");
 }
