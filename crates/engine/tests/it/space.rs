@@ -6,6 +6,7 @@ use engine::{CloneState, Error, InstanceHealth, MinFreeSpace, ResetTarget};
 use test_support::PoolKind;
 
 use crate::harness::{TestEngine, config, connect, request};
+use crate::warm::{wait_warm, warm_config};
 
 const MIB: u64 = 1 << 20;
 /// The pool's minimum in these tests; "low" is below twice that.
@@ -15,15 +16,17 @@ fn health(test: &TestEngine) -> InstanceHealth {
     InstanceHealth::of(&test.engine.status(), &test.engine.retrieval())
 }
 
-fn status_code_metric(test: &TestEngine) -> String {
+/// The line of metric `name` in the engine's exposition.
+fn metric(test: &TestEngine, name: &str) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     test.engine.register_metrics(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    text.lines()
-        .find(|line| line.starts_with("dblab_instance_status_code"))
-        .expect("the gauge is exported")
-        .to_owned()
+    text.lines().find(|line| line.starts_with(name)).expect("the metric is exported").to_owned()
+}
+
+fn status_code_metric(test: &TestEngine) -> String {
+    metric(test, "dblab_instance_status_code")
 }
 
 fn assert_no_space(result: Result<impl std::fmt::Debug, Error>, operation: &str) {
@@ -89,4 +92,28 @@ async fn a_full_pool_refuses_writes_keeps_clones_running_and_recovers() {
     test.engine.create_branch("dev", Some("main"), None).await.unwrap();
     assert!(health(&test).is_ok(), "{:?}", health(&test));
     assert!(status_code_metric(&test).ends_with(" 0"), "{}", status_code_metric(&test));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_warm_pool_waits_for_space_without_failing() {
+    let mut test = TestEngine::start_sized(
+        PoolKind::Btrfs,
+        512,
+        MinFreeSpace::Bytes(MIN_FREE),
+        warm_config(4, 1),
+    )
+    .await;
+    wait_warm(&test, 1).await;
+    let filler = test.pool.fill(MIN_FREE / 4);
+    // The restart discards the warm clone; the new engine must not make one on a full pool.
+    test.restart().await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(test.engine.warm_clones(), 0);
+    assert!(metric(&test, "scion_warm_pool_failures").ends_with(" 0"), "a refusal is no failure");
+    assert_no_space(test.engine.create_clone(request("late")).await, "create clone");
+
+    filler.remove();
+    test.create("late").await;
+    wait_warm(&test, 1).await;
+    assert!(metric(&test, "scion_warm_pool_failures").ends_with(" 0"));
 }
