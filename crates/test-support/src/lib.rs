@@ -110,36 +110,46 @@ impl TestPool {
 }
 
 impl TestPool {
-    /// The bytes still free in the pool, from statvfs after a sync, so that what was just
-    /// written or removed counts.
+    /// The bytes still free in the pool; see [`free_bytes`].
     pub fn free_bytes(&self) -> u64 {
-        let root = std::fs::File::open(self.mountpoint()).expect("open the pool's mountpoint");
-        nix::unistd::syncfs(&root).expect("sync the pool");
-        let stat = nix::sys::statvfs::fstatvfs(&root).expect("statvfs the pool");
-        stat.blocks_available() * stat.fragment_size()
+        free_bytes(self.mountpoint())
     }
 
-    /// Fills the pool with real, allocated files next to its datasets until less than `leave`
-    /// bytes are free; they are removed when the [`Filler`] is removed or dropped.
+    /// Fills the pool until less than `leave` bytes are free; see [`fill`].
     pub fn fill(&self, leave: u64) -> Filler {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let mut filler = Filler { files: Vec::new() };
-        for _ in 0..8 {
-            let free = self.free_bytes();
-            if free < leave {
-                return filler;
-            }
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = self.mountpoint().join(format!("scion-test-filler-{n}"));
-            let file = std::fs::File::create_new(&path).expect("create a filler file");
-            filler.files.push(path);
-            // A little over what is asked: metadata takes some of what statvfs calls free.
-            let length = i64::try_from(free - leave + (4 << 20)).expect("a file length");
-            nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, length)
-                .expect("allocate the filler");
-        }
-        panic!("the pool still has {} bytes free after 8 fillers", self.free_bytes());
+        fill(self.mountpoint(), leave)
     }
+}
+
+/// The bytes still free on the filesystem of `dir`, from statvfs after a sync, so that what
+/// was just written or removed counts.
+pub fn free_bytes(dir: &Path) -> u64 {
+    let root = std::fs::File::open(dir).expect("open the directory");
+    nix::unistd::syncfs(&root).expect("sync the filesystem");
+    let stat = nix::sys::statvfs::fstatvfs(&root).expect("statvfs the filesystem");
+    stat.blocks_available() * stat.fragment_size()
+}
+
+/// Fills the filesystem of `dir` with real, allocated files in `dir` until less than `leave`
+/// bytes are free; they are removed when the [`Filler`] is removed or dropped.
+pub fn fill(dir: &Path, leave: u64) -> Filler {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut filler = Filler { files: Vec::new() };
+    for _ in 0..8 {
+        let free = free_bytes(dir);
+        if free < leave {
+            return filler;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("scion-test-filler-{n}"));
+        let file = std::fs::File::create_new(&path).expect("create a filler file");
+        filler.files.push(path);
+        // A little over what is asked: metadata takes some of what statvfs calls free.
+        let length = i64::try_from(free - leave + (4 << 20)).expect("a file length");
+        nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, length)
+            .expect("allocate the filler");
+    }
+    panic!("{} still has {} bytes free after 8 fillers", dir.display(), free_bytes(dir));
 }
 
 /// Files that take a pool's space, for tests of a full pool; removed on drop.
