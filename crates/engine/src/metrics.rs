@@ -64,7 +64,7 @@ impl InstanceHealth {
     pub fn message(&self) -> String {
         let mut message = format!("Subsystems that need attention: {}", self.attention.join(", "));
         if let Some(pool_space) = &self.pool_space {
-            message.push_str(". Pool: ");
+            message.push_str(". ");
             message.push_str(pool_space);
         }
         message

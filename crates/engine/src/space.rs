@@ -59,15 +59,15 @@ pub(crate) fn describe(space: PoolSpace, min_free: MinFreeSpace) -> Option<Strin
     match SpaceLevel::of(space, min_free) {
         SpaceLevel::Enough => None,
         SpaceLevel::Low => Some(format!(
-            "the pool is low on free space ({free} free of {total}); below {floor} new clones, \
+            "The pool is low on free space ({free} free of {total}); below {floor} new clones, \
              resets, snapshots, commits and branches are refused"
         )),
         SpaceLevel::Exhausted if space.free == 0 => Some(format!(
-            "the pool has no free space left (0 of {total}); new clones, resets, snapshots, \
+            "The pool has no free space left (0 of {total}); new clones, resets, snapshots, \
              commits and branches are refused until space is freed"
         )),
         SpaceLevel::Exhausted => Some(format!(
-            "the pool is out of space ({free} free of {total}, below the minimum of {floor}); \
+            "The pool is out of space ({free} free of {total}, below the minimum of {floor}); \
              new clones, resets, snapshots, commits and branches are refused until space is freed"
         )),
     }
@@ -165,13 +165,13 @@ mod tests {
         assert_eq!(describe(space(500 * MIB), min), None);
         let low = describe(space(15 * MIB), min).unwrap();
         assert!(
-            low.starts_with("the pool is low on free space (15.0 MiB free of 1000.0 MiB)"),
+            low.starts_with("The pool is low on free space (15.0 MiB free of 1000.0 MiB)"),
             "{low}"
         );
         let out = describe(space(5 * MIB), min).unwrap();
         assert!(out.contains("out of space (5.0 MiB free") && out.contains("10.0 MiB"), "{out}");
         let none = describe(space(0), min).unwrap();
-        assert!(none.starts_with("the pool has no free space left"), "{none}");
+        assert!(none.starts_with("The pool has no free space left"), "{none}");
         assert_eq!(human(512), "512 B");
         assert_eq!(human(3 << 30), "3.0 GiB");
     }
