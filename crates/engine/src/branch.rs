@@ -182,6 +182,7 @@ impl Engine {
             other => other,
         })?;
         let base_name = self.storage_name(&base)?;
+        self.ensure_space("create branch").await?;
         let storage = self.inner.pool.storage();
         let dataset = self.inner.pool.branch_dataset(&name)?;
         let now = Utc::now();
@@ -279,6 +280,10 @@ impl Engine {
                 clone.state.code()
             )));
         }
+        // The CHECKPOINT below writes the clone's dirty buffers: on a full pool it PANICs the
+        // clone's server.
+        let operation = if advance_head { "commit clone" } else { "snapshot clone" };
+        self.ensure_space(operation).await?;
         let _serial = self.inner.snapshot_lock.lock().await;
         let branch = self.read_state().branches.get(&clone.branch).cloned().ok_or_else(|| {
             Error::InvalidInput(format!(

@@ -147,6 +147,7 @@ impl Engine {
         .map_err(|error| Error::InvalidInput(error.to_string()))?;
         let snapshot =
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
+        self.ensure_space("create clone").await?;
         let now = Utc::now();
         let protection = lease::grant(request.protection, &self.inner.config.cloning, now);
         // SCRAM hashing is CPU work: off the async workers, so that creates do not stall the API.
@@ -332,6 +333,8 @@ impl Engine {
             ResetTarget::Latest => self.latest_snapshot()?,
             ResetTarget::Snapshot(snapshot_id) => self.snapshot_record(&snapshot_id)?,
         };
+        // Before the clone changes state: a refused reset leaves it running as it was.
+        self.ensure_space("reset clone").await?;
         let record = self.transition(id, state::SETTLED, |record| {
             record.state = CloneState::Resetting;
             record.state_message = "Clone is being reset.".to_owned();

@@ -23,9 +23,13 @@ pub enum Error {
     /// busy with another operation.
     #[error("{0}")]
     Refused(String),
-    /// No port or space is left for another clone.
+    /// No port is left for another clone.
     #[error("{0}")]
     NoCapacity(String),
+    /// The pool's free space is below its minimum: the operation would write to it and was
+    /// refused before it started, so nothing changed.
+    #[error("{0}")]
+    NoSpace(String),
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     ShuttingDown,

@@ -28,6 +28,7 @@ mod refresh;
 mod scheduler;
 mod servers;
 mod snapshot;
+mod space;
 mod state;
 pub mod store;
 mod sweeper;
@@ -56,11 +57,12 @@ pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
 pub use metrics::InstanceHealth;
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
-pub use pool::Pool;
+pub use pool::{MinFreeSpace, Pool};
 pub use protection::ProtectionUpdate;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use snapshot::SnapshotView;
+pub use space::SpaceLevel;
 pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
@@ -140,8 +142,10 @@ pub struct EngineStatus {
     pub pool_mode: String,
     /// Whether the pool's snapshots and clones share blocks.
     pub pool_thin: bool,
-    /// The pool's space, from the last collection.
+    /// The pool's space, from the last collection or the last operation's check.
     pub pool_space: Option<PoolSpace>,
+    /// The free space the pool keeps: operations that write to it are refused below it.
+    pub pool_min_free: MinFreeSpace,
     /// The newest snapshot's data time.
     pub data_state_at: Option<DateTime<Utc>>,
     /// The newest snapshot's logical size.
@@ -333,6 +337,7 @@ impl Engine {
             pool_mode: self.inner.pool.storage().kind().to_string(),
             pool_thin: capabilities.thin,
             pool_space: *read(&self.inner.space),
+            pool_min_free: self.inner.pool.min_free(),
             data_state_at: state.snapshots.first().map(|snapshot| snapshot.data_state_at),
             data_size: state.snapshots.first().map_or(0, |snapshot| snapshot.logical_size),
             clones,
@@ -435,15 +440,5 @@ impl Engine {
             }
         }
         Ok(found)
-    }
-
-    /// Re-reads the pool's space; called by the collector loop and after big changes.
-    async fn refresh_space(&self) {
-        match self.inner.pool.storage().pool_space().await {
-            Ok(space) => {
-                *write(&self.inner.space) = Some(space);
-            }
-            Err(error) => warn!(error = %error, "failed to read pool space"),
-        }
     }
 }

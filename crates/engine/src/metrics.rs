@@ -31,13 +31,16 @@ use crate::{Engine, EngineStatus};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceHealth {
     /// The subsystems that need attention, in the order `/status` names them (`retrieving`,
-    /// `reconciliation`); empty when the instance is ready.
+    /// `reconciliation`, `pool`); empty when the instance is ready.
     pub attention: Vec<&'static str>,
+    /// What is wrong with the pool's space (low, or below its minimum), if anything.
+    pub pool_space: Option<String>,
 }
 
 impl InstanceHealth {
-    /// The health of an instance with this status and retrieval: a failed refresh, or a clone
-    /// server that failed or lost its dataset (reconciliation), needs attention.
+    /// The health of an instance with this status and retrieval: a failed refresh, a clone
+    /// server that failed or lost its dataset (reconciliation), or a pool low on free space
+    /// needs attention.
     pub fn of(status: &EngineStatus, retrieval: &RetrievalView) -> InstanceHealth {
         let mut attention = Vec::new();
         if retrieval.status == RefreshStatus::Failed {
@@ -48,7 +51,23 @@ impl InstanceHealth {
         }) {
             attention.push("reconciliation");
         }
-        InstanceHealth { attention }
+        let pool_space =
+            status.pool_space.and_then(|space| crate::space::describe(space, status.pool_min_free));
+        if pool_space.is_some() {
+            attention.push("pool");
+        }
+        InstanceHealth { attention, pool_space }
+    }
+
+    /// `/status`' message when something needs attention: DBLab's sentence, then what is
+    /// wrong with the pool's space, which DBLab's UI shows with the warning.
+    pub fn message(&self) -> String {
+        let mut message = format!("Subsystems that need attention: {}", self.attention.join(", "));
+        if let Some(pool_space) = &self.pool_space {
+            message.push_str(". ");
+            message.push_str(pool_space);
+        }
+        message
     }
 
     /// Whether nothing needs attention (`/status` says `OK`).

@@ -26,11 +26,44 @@ const BRANCHES_DIR: &str = "branch";
 /// Where PGDATA sits inside a dataset's mountpoint.
 const PGDATA_DIR: &str = "data";
 
+/// The free space the pool keeps by default: 5 % of its size.
+pub(crate) const DEFAULT_MIN_FREE_PERCENT: f64 = 5.0;
+
+/// The free space below which operations that write to the pool are refused, so that a clone's
+/// `CHECKPOINT`, a snapshot or a new clone's start never meets a full pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFreeSpace {
+    /// A share of the pool's size, in percent (0 to 100).
+    Percent(f64),
+    /// A fixed number of bytes.
+    Bytes(u64),
+}
+
+impl Default for MinFreeSpace {
+    fn default() -> Self {
+        MinFreeSpace::Percent(DEFAULT_MIN_FREE_PERCENT)
+    }
+}
+
+impl MinFreeSpace {
+    /// The bytes to keep free in a pool of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            MinFreeSpace::Bytes(bytes) => bytes,
+            // Float precision is plenty for a threshold.
+            MinFreeSpace::Percent(percent) => {
+                (total as f64 * percent.clamp(0.0, 100.0) / 100.0) as u64
+            }
+        }
+    }
+}
+
 /// A pool and its layout.
 #[derive(Debug)]
 pub struct Pool {
     name: String,
     storage: StorageBackend,
+    min_free: MinFreeSpace,
 }
 
 impl Pool {
@@ -46,7 +79,17 @@ impl Pool {
         if name.contains('/') {
             return Err(Error::InvalidInput(format!("pool name {name:?} must not contain '/'")));
         }
-        Ok(Pool { name, storage })
+        Ok(Pool { name, storage, min_free: MinFreeSpace::default() })
+    }
+
+    /// The same pool keeping `min_free` free instead of [`MinFreeSpace::default`].
+    pub fn with_min_free(self, min_free: MinFreeSpace) -> Pool {
+        Pool { min_free, ..self }
+    }
+
+    /// The free space below which writing operations are refused.
+    pub fn min_free(&self) -> MinFreeSpace {
+        self.min_free
     }
 
     /// The pool's name.

@@ -114,6 +114,7 @@ impl Engine {
     /// Takes a snapshot of the pool's data, whose contents reflect `data_state_at`.
     pub async fn create_snapshot_at(&self, data_state_at: DateTime<Utc>) -> Result<SnapshotView> {
         let _serial = self.inner.snapshot_lock.lock().await;
+        self.ensure_space("create snapshot").await?;
         let storage = self.inner.pool.storage();
         let data = self.current_data_dataset();
         let now = Utc::now();

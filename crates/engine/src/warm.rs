@@ -164,6 +164,11 @@ impl Engine {
                     debug!(%reason, "warm pool not filled: no free port");
                     return;
                 }
+                // Nothing failed: the pool keeps its space for clones that were asked for.
+                Err(Error::NoSpace(reason)) => {
+                    debug!(%reason, "warm pool not filled: the pool is out of space");
+                    return;
+                }
                 Err(error) => {
                     warn!(error = %error, "failed to make a warm clone; retrying later");
                     self.inner.metrics.warm_failures.inc();
@@ -174,6 +179,7 @@ impl Engine {
     }
 
     async fn make_warm(&self, snapshot: &SnapshotRecord) -> Result<WarmClone> {
+        self.ensure_space("make warm clone").await?;
         let id = crate::clone::generate_id();
         let (_, dataset) = self.free_clone_dataset(&snapshot.branch, &id, 0)?;
         let port = self.inner.ports.reserve()?;

@@ -89,6 +89,15 @@ impl From<engine::Error> for ApiFailure {
                 ErrorCode::Other("NO_CAPACITY".to_owned()),
                 message,
             ),
+            // 507 Insufficient Storage (RFC 4918): the server cannot store what the operation
+            // needs. A 5xx, as DBLab's clients expect of a server-side condition, and not 503,
+            // which tells clients and proxies to retry soon, while space only returns when
+            // someone frees it.
+            Error::NoSpace(message) => ApiFailure::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::Other("INSUFFICIENT_STORAGE".to_owned()),
+                message,
+            ),
             Error::ShuttingDown => ApiFailure::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Other("SHUTTING_DOWN".to_owned()),

@@ -35,7 +35,9 @@ const SECURITY_SCHEME: &str = "verification_token";
             `REQUEST_HEADER_FIELDS_TOO_LARGE`); the field limits are in the schemas.\n\n\
             Scion's extensions: `wait` on `POST /clone`, `POST /clone/{id}/reset` and \
             `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
-            `SnapshotDetails`, and the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503).",
+            `SnapshotDetails`, the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503), and \
+            `INSUFFICIENT_STORAGE` (507) for an operation refused because the pool's free space \
+            is below its minimum (`[pool] min_free_space`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -67,7 +69,7 @@ const SECURITY_SCHEME: &str = "verification_token";
     ),
     components(
         schemas(ApiError, CloneId, SnapshotId),
-        responses(Unauthorized, InternalError, Unavailable)
+        responses(Unauthorized, InternalError, Unavailable, InsufficientStorage)
     ),
     modifiers(&SecuritySchemes, &UniqueOperationIds, &OptionalBodies),
     tags(
@@ -165,6 +167,19 @@ error_response!(
      (`SHUTTING_DOWN`).",
     "NO_CAPACITY",
     "no free port in 6000..=6099: all 100 are taken by clones or other programs"
+);
+
+error_response!(
+    /// 507: the pool's free space is below its minimum; the operation was refused before it
+    /// changed anything.
+    InsufficientStorage,
+    "The pool's free space is below its minimum (`[pool] min_free_space`): the operation, which \
+     writes to the pool, was refused before it changed anything. Free space (destroy clones, \
+     delete snapshots or branches) and try again.",
+    "INSUFFICIENT_STORAGE",
+    "create clone: refused, the pool is out of space (12.0 MiB free of 512.0 MiB, below the \
+     minimum of 25.6 MiB kept free); free space (destroy clones, delete snapshots or branches) \
+     and try again"
 );
 
 /// Declares the `Verification-Token` header as an API-key scheme.

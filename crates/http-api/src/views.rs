@@ -186,10 +186,7 @@ pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Inst
     let instance_status = if health.is_ok() {
         Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
     } else {
-        Status::new(
-            StatusCode::Warning,
-            format!("Subsystems that need attention: {}", health.attention.join(", ")),
-        )
+        Status::new(StatusCode::Warning, health.message())
     };
     let space = status.pool_space;
     let pool = PoolEntry {

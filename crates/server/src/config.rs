@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use engine::EngineConfig;
 use engine::config::{CloneServerConfig, CloningConfig, RetentionConfig, SnapshotsConfig};
+use engine::{EngineConfig, MinFreeSpace};
 use serde::Deserialize;
 use storage::BackendConfig;
 use webhooks::WebhooksConfig;
@@ -24,6 +24,9 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/scion";
 pub(crate) const DEFAULT_POOL_NAME: &str = "dblab_pool";
 /// The embedded pool image's size; the file is sparse, so this is a ceiling.
 pub(crate) const DEFAULT_IMAGE_SIZE: &str = "20GiB";
+/// The free space kept in the pool: 5 % leaves room for clones' checkpoints and WAL on pools
+/// from a test image to a large disk; the engine's own default.
+const DEFAULT_MIN_FREE_SPACE: &str = "5%";
 
 /// The environment variable holding the API token.
 pub(crate) const TOKEN_ENV: &str = "SCION_VERIFICATION_TOKEN";
@@ -90,6 +93,9 @@ pub(crate) struct PoolSection {
     /// Whether the embedded btrfs image flushes to disk at every commit; `false` trades crash
     /// safety for snapshots and clones several times faster.
     pub image_flush: bool,
+    /// The free space kept in the pool, "5%" or "2GiB": below it, operations that write to
+    /// the pool (clone create and reset, snapshots, commits, branches) are refused.
+    pub min_free_space: String,
 }
 
 impl Default for PoolSection {
@@ -99,6 +105,7 @@ impl Default for PoolSection {
             backend: None,
             image_size: DEFAULT_IMAGE_SIZE.to_owned(),
             image_flush: true,
+            min_free_space: DEFAULT_MIN_FREE_SPACE.to_owned(),
         }
     }
 }
@@ -122,6 +129,8 @@ pub(crate) struct Config {
     pub image_size: u64,
     /// Whether the embedded image flushes at every commit.
     pub image_flush: bool,
+    /// The free space kept in the pool.
+    pub min_free: MinFreeSpace,
     /// The engine's part.
     pub engine: EngineConfig,
     /// Webhooks.
@@ -193,6 +202,12 @@ impl Config {
         let image_size = parse_size(&pool.image_size).with_context(|| {
             format!("pool.image_size: {:?} is not a size like \"20GiB\"", pool.image_size)
         })?;
+        let min_free = parse_min_free(&pool.min_free_space).with_context(|| {
+            format!(
+                "pool.min_free_space: {:?} is not a share like \"5%\" or a size like \"2GiB\"",
+                pool.min_free_space
+            )
+        })?;
         Ok(Config {
             host,
             port,
@@ -202,6 +217,7 @@ impl Config {
             backend: pool.backend,
             image_size,
             image_flush: pool.image_flush,
+            min_free,
             engine,
             webhooks,
         })
@@ -229,8 +245,29 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Parses "20GiB", "512MiB", "1TB", "1048576".
+/// Parses an image size: "20GiB", "512MiB", "1TB", "1048576"; at least 64 MiB.
 fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let bytes = parse_bytes(text)?;
+    if bytes < 64 << 20 {
+        bail!("at least 64MiB");
+    }
+    Ok(bytes)
+}
+
+/// Parses `[pool] min_free_space`: a share of the pool ("5%") or a size ("2GiB", "0").
+fn parse_min_free(text: &str) -> anyhow::Result<MinFreeSpace> {
+    if let Some(percent) = text.trim().strip_suffix('%') {
+        let percent: f64 = percent.trim().parse().context("no number before %")?;
+        if !(0.0..100.0).contains(&percent) {
+            bail!("a share from 0% to below 100%");
+        }
+        return Ok(MinFreeSpace::Percent(percent));
+    }
+    Ok(MinFreeSpace::Bytes(parse_bytes(text)?))
+}
+
+/// Parses "20GiB", "512MiB", "1TB", "1048576".
+fn parse_bytes(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -248,8 +285,8 @@ fn parse_size(text: &str) -> anyhow::Result<u64> {
         other => bail!("unknown unit {other:?}"),
     };
     let bytes = number * factor;
-    if !bytes.is_finite() || bytes < (64 << 20) as f64 {
-        bail!("at least 64MiB");
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        bail!("too large");
     }
     Ok(bytes as u64)
 }
@@ -314,6 +351,22 @@ mod tests {
         assert_eq!(config.token.as_deref(), Some("from-env"));
         let config = Config::resolve(file, &args(&["--port", "3333"]), &env).unwrap();
         assert_eq!(config.port, 3333);
+    }
+
+    #[test]
+    fn min_free_space_parses() {
+        assert_eq!(parse_min_free("5%").unwrap(), MinFreeSpace::Percent(5.0));
+        assert_eq!(parse_min_free(" 0.5 %").unwrap(), MinFreeSpace::Percent(0.5));
+        assert_eq!(parse_min_free("2GiB").unwrap(), MinFreeSpace::Bytes(2 << 30));
+        assert_eq!(parse_min_free("0").unwrap(), MinFreeSpace::Bytes(0));
+        assert!(parse_min_free("100%").is_err());
+        assert!(parse_min_free("-1%").is_err());
+        assert!(parse_min_free("lots").is_err());
+        let file = parse("[pool]\nmin_free_space = \"half\"\n").unwrap();
+        let error = Config::resolve(file, &args(&[]), &FakeEnv(HashMap::new())).unwrap_err();
+        assert!(format!("{error:#}").contains("pool.min_free_space"), "{error:#}");
+        let default = Config::resolve(ConfigFile::default(), &args(&[]), &FakeEnv(HashMap::new()));
+        assert_eq!(default.unwrap().min_free, MinFreeSpace::default());
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Server> {
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("set permissions of {}", config.state_dir.display()))?;
     let backend = open_pool(config).await?;
-    let pool = Pool::new(&config.pool_name, backend).context("open pool")?;
+    let pool =
+        Pool::new(&config.pool_name, backend).context("open pool")?.with_min_free(config.min_free);
 
     let (records, record_rx) = mpsc::channel(DELIVERY_RECORD_QUEUE);
     let dispatcher = Arc::new(

@@ -403,6 +403,18 @@ impl ThinStorage for Btrfs {
         statvfs_space(&self.root)
     }
 
+    fn pool_space_now(&self) -> Result<PoolSpace> {
+        statvfs_space(&self.root)
+    }
+
+    async fn settle_freed_space(&self) -> Result<()> {
+        // Unlike syncfs, BTRFS_IOC_SYNC also wakes the cleaner, which returns the extents of
+        // deleted subvolumes (destroyed clones) in the background.
+        let cmd = Cmd::new("btrfs").args(["filesystem", "sync"]).arg(&self.root);
+        run_tool(cmd, &self.root.display()).await?;
+        Ok(())
+    }
+
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
         let path = self.dataset_path(name);
         if !is_subvolume(&path).await {

@@ -362,6 +362,17 @@ impl ThinStorage for Dir {
         statvfs_space(&self.root)
     }
 
+    fn pool_space_now(&self) -> Result<PoolSpace> {
+        statvfs_space(&self.root)
+    }
+
+    async fn settle_freed_space(&self) -> Result<()> {
+        // Whatever the filesystem under the directories is, a sync commits its frees.
+        let root = self.root.clone();
+        blocking(move || Ok(rustix::fs::syncfs(std::fs::File::open(&root)?)?), "sync", &self.root)
+            .await
+    }
+
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
         if !self.dataset_exists(name).await {
             return Err(Error::NotFound(name.to_string()));

@@ -289,6 +289,16 @@ pub trait ThinStorage {
     /// Space of the whole pool.
     fn pool_space(&self) -> impl Future<Output = Result<PoolSpace>> + Send;
 
+    /// Space of the whole pool as the file system says it now, without waiting for a commit
+    /// or running a tool: one `statvfs`, cheap enough for the path of every clone. It may be a
+    /// transaction behind [`ThinStorage::pool_space`].
+    fn pool_space_now(&self) -> Result<PoolSpace>;
+
+    /// Makes space that was freed count in the next [`ThinStorage::pool_space`]: btrfs returns
+    /// a removed file's extents only when a transaction commits, and ZFS when a transaction
+    /// group does. Called before an operation is refused for want of space.
+    fn settle_freed_space(&self) -> impl Future<Output = Result<()>> + Send;
+
     /// Space of one dataset.
     fn dataset_space(
         &self,
@@ -375,6 +385,14 @@ impl ThinStorage for StorageBackend {
 
     async fn pool_space(&self) -> Result<PoolSpace> {
         dispatch!(self, backend => backend.pool_space().await)
+    }
+
+    fn pool_space_now(&self) -> Result<PoolSpace> {
+        dispatch!(self, backend => backend.pool_space_now())
+    }
+
+    async fn settle_freed_space(&self) -> Result<()> {
+        dispatch!(self, backend => backend.settle_freed_space().await)
     }
 
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {

@@ -260,6 +260,15 @@ impl ThinStorage for Zfs {
         Ok(PoolSpace { total: used + free, free, used })
     }
 
+    fn pool_space_now(&self) -> Result<PoolSpace> {
+        // The root dataset's statvfs: the pool's available space, without running `zfs`.
+        crate::statvfs_space(&self.mountpoint)
+    }
+
+    async fn settle_freed_space(&self) -> Result<()> {
+        self.sync(&self.mountpoint).await
+    }
+
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
         let full = self.full(name.as_str())?;
         self.sync(&self.mountpoint(name)).await?;

@@ -109,6 +109,72 @@ impl TestPool {
     }
 }
 
+impl TestPool {
+    /// The bytes still free in the pool; see [`free_bytes`].
+    pub fn free_bytes(&self) -> u64 {
+        free_bytes(self.mountpoint())
+    }
+
+    /// Fills the pool until less than `leave` bytes are free; see [`fill`].
+    pub fn fill(&self, leave: u64) -> Filler {
+        fill(self.mountpoint(), leave)
+    }
+}
+
+/// The bytes still free on the filesystem of `dir`, from statvfs after a sync, so that what
+/// was just written or removed counts.
+pub fn free_bytes(dir: &Path) -> u64 {
+    let root = std::fs::File::open(dir).expect("open the directory");
+    nix::unistd::syncfs(&root).expect("sync the filesystem");
+    let stat = nix::sys::statvfs::fstatvfs(&root).expect("statvfs the filesystem");
+    stat.blocks_available() * stat.fragment_size()
+}
+
+/// Fills the filesystem of `dir` with real, allocated files in `dir` until less than `leave`
+/// bytes are free; they are removed when the [`Filler`] is removed or dropped.
+pub fn fill(dir: &Path, leave: u64) -> Filler {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut filler = Filler { files: Vec::new() };
+    for _ in 0..8 {
+        let free = free_bytes(dir);
+        if free < leave {
+            return filler;
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("scion-test-filler-{n}"));
+        let file = std::fs::File::create_new(&path).expect("create a filler file");
+        filler.files.push(path);
+        // A little over what is asked: metadata takes some of what statvfs calls free.
+        let length = i64::try_from(free - leave + (4 << 20)).expect("a file length");
+        nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, length)
+            .expect("allocate the filler");
+    }
+    panic!("{} still has {} bytes free after 8 fillers", dir.display(), free_bytes(dir));
+}
+
+/// Files that take a pool's space, for tests of a full pool; removed on drop.
+#[derive(Debug)]
+pub struct Filler {
+    files: Vec<PathBuf>,
+}
+
+impl Filler {
+    /// Removes the files now (the pool's filesystem frees their space at its next commit).
+    pub fn remove(mut self) {
+        for file in std::mem::take(&mut self.files) {
+            std::fs::remove_file(&file).expect("remove a filler file");
+        }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 impl Drop for TestPool {
     #[allow(clippy::print_stderr, reason = "a failed cleanup must show in the test output")]
     fn drop(&mut self) {

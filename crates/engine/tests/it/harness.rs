@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{
-    CloneRequest, CloneState, CloneView, Engine, EngineConfig, EngineDeps, Pool, RecordedEvents,
+    CloneRequest, CloneState, CloneView, Engine, EngineConfig, EngineDeps, MinFreeSpace, Pool,
+    RecordedEvents,
 };
 use test_support::{PoolKind, TestPool, free_port_range};
 use tokio_postgres::{Client, NoTls};
@@ -18,6 +19,7 @@ pub(crate) struct TestEngine {
     pub(crate) events: Arc<RecordedEvents>,
     pub(crate) config: EngineConfig,
     pub(crate) state_dir: PathBuf,
+    pub(crate) min_free: MinFreeSpace,
     // Dropped last: it stops the servers inside the pool and detaches it.
     pub(crate) pool: TestPool,
 }
@@ -38,17 +40,28 @@ impl TestEngine {
 
     /// An engine on a pool of `kind`.
     pub(crate) async fn start_on(kind: PoolKind, config: EngineConfig) -> TestEngine {
-        let pool = TestPool::new(kind, 1024).await;
+        TestEngine::start_sized(kind, 1024, MinFreeSpace::default(), config).await
+    }
+
+    /// An engine on a pool of `kind` and `size_mib` that keeps `min_free` free.
+    pub(crate) async fn start_sized(
+        kind: PoolKind,
+        size_mib: u64,
+        min_free: MinFreeSpace,
+        config: EngineConfig,
+    ) -> TestEngine {
+        let pool = TestPool::new(kind, size_mib).await;
         let state_dir = pool.scratch("state");
-        let (engine, events) = start_engine(&pool, &state_dir, config.clone()).await;
-        TestEngine { engine, events, config, state_dir, pool }
+        let (engine, events) = start_engine(&pool, &state_dir, min_free, config.clone()).await;
+        TestEngine { engine, events, config, state_dir, min_free, pool }
     }
 
     /// Stops this engine (its clone servers keep running) and starts a new one on the same
     /// pool and state directory, as after an engine restart.
     pub(crate) async fn restart(&mut self) {
         self.engine.shutdown(Duration::from_secs(30)).await;
-        let (engine, events) = start_engine(&self.pool, &self.state_dir, self.config.clone()).await;
+        let (engine, events) =
+            start_engine(&self.pool, &self.state_dir, self.min_free, self.config.clone()).await;
         self.engine = engine;
         self.events = events;
     }
@@ -92,11 +105,12 @@ impl TestEngine {
 async fn start_engine(
     pool: &TestPool,
     state_dir: &std::path::Path,
+    min_free: MinFreeSpace,
     config: EngineConfig,
 ) -> (Engine, Arc<RecordedEvents>) {
     let events = Arc::new(RecordedEvents::default());
     let deps = EngineDeps {
-        pool: Pool::new("test_pool", pool.open().await).unwrap(),
+        pool: Pool::new("test_pool", pool.open().await).unwrap().with_min_free(min_free),
         state_dir: state_dir.to_path_buf(),
         events: events.clone(),
         version: "test".to_owned(),

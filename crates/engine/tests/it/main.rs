@@ -12,4 +12,5 @@ mod lifecycle;
 mod races;
 mod recovery;
 mod restart;
+mod space;
 mod warm;

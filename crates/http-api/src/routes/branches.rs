@@ -13,7 +13,7 @@ use engine::ProtectionUpdate;
 
 use crate::error::ApiFailure;
 use crate::extract::Body;
-use crate::openapi::{InternalError, Unauthorized};
+use crate::openapi::{InsufficientStorage, InternalError, Unauthorized};
 use crate::{AppState, views};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -81,6 +81,7 @@ async fn list(State(state): State<AppState>) -> Json<Vec<api_types::BranchView>>
         ),
         (status = 401, response = Unauthorized),
         (status = 500, response = InternalError),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 async fn create(
@@ -120,6 +121,7 @@ async fn create(
         (status = 401, response = Unauthorized),
         (status = 404, description = "No clone with this ID.", body = ApiError),
         (status = 500, response = InternalError),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 async fn commit(

@@ -18,7 +18,7 @@ use utoipa::IntoParams;
 
 use crate::error::ApiFailure;
 use crate::extract::{Body, OptionalBody, Params};
-use crate::openapi::{InternalError, Unauthorized, Unavailable};
+use crate::openapi::{InsufficientStorage, InternalError, Unauthorized, Unavailable};
 use crate::{AppState, views};
 
 /// The longest `wait` a request may ask for.
@@ -160,6 +160,7 @@ async fn show(
             body = ApiError
         ),
         (status = 500, response = InternalError),
+        (status = 507, response = InsufficientStorage),
         (status = 503, response = Unavailable),
     )
 )]
@@ -314,6 +315,7 @@ async fn destroy(
             body = ApiError
         ),
         (status = 500, response = InternalError),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 async fn reset(

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use crate::error::ApiFailure;
 use crate::extract::{Body, OptionalBody, Params};
-use crate::openapi::{InternalError, Unauthorized};
+use crate::openapi::{InsufficientStorage, InternalError, Unauthorized};
 use crate::{AppState, views};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -148,6 +148,7 @@ async fn show(
         (status = 400, description = "Malformed JSON, or an unknown pool.", body = ApiError),
         (status = 401, response = Unauthorized),
         (status = 500, response = InternalError),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 async fn create(
@@ -279,6 +280,7 @@ async fn update(
         (status = 401, response = Unauthorized),
         (status = 404, description = "No clone with this ID.", body = ApiError),
         (status = 500, response = InternalError),
+        (status = 507, response = InsufficientStorage),
     )
 )]
 async fn snapshot_clone(

@@ -60,3 +60,30 @@ async fn metrics_mirror_status_after_a_failed_refresh() {
     let series = metrics.lines().filter(|line| line.starts_with("dblab_retrieval_status{")).count();
     assert_eq!(series, 1, "one series, for the current pair:\n{metrics}");
 }
+
+/// A full pool through the real binary and its default `[pool] min_free_space` (5 % of the
+/// harness' 2 GiB image): writes are refused with 507, `/status` and `/metrics` warn, and both
+/// recover once the filler is gone.
+#[tokio::test]
+async fn a_full_pool_is_a_warning_in_status_and_metrics_until_space_is_freed() {
+    let server = TestServer::start("").await;
+    let filler = test_support::fill(&server.pool_dir(), 32 << 20);
+
+    let (code, answer) = server.post("/clone", crate::harness::clone_request("late")).await;
+    assert_eq!(code, 507, "{answer}");
+    assert_eq!(answer["code"], "INSUFFICIENT_STORAGE", "{answer}");
+    let (code, answer) = server.post("/snapshot", serde_json::json!({})).await;
+    assert_eq!(code, 507, "{answer}");
+    let (_, status) = server.get("/status").await;
+    assert_eq!(status["status"]["code"], "WARNING", "{}", status["status"]);
+    let message = status["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("pool") && message.contains("out of space"), "{message}");
+    assert_eq!(metric(&server.metrics().await, "dblab_instance_status_code"), Some(1.0));
+
+    filler.remove();
+    let (code, answer) = server.post("/snapshot", serde_json::json!({})).await;
+    assert_eq!(code, 200, "{answer}");
+    let (_, status) = server.get("/status").await;
+    assert_eq!(status["status"]["code"], "OK", "{}", status["status"]);
+    assert_eq!(metric(&server.metrics().await, "dblab_instance_status_code"), Some(0.0));
+}
