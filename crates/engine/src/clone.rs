@@ -17,6 +17,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{Error, Result};
 use crate::events::clone_payload;
+use crate::failpoint;
 use crate::lease::{self, ProtectionRequest};
 use crate::model::{CloneRecord, CloneState};
 use crate::state::{self, Registration, not_found};
@@ -431,6 +432,7 @@ impl Engine {
         record: &CloneRecord,
     ) -> Result<(), (&'static str, Error)> {
         self.stop_server(record).await.map_err(|error| ("stopping its server", error))?;
+        failpoint::hit("destroy.server_stopped");
         let step = "destroying its dataset (its server is stopped)";
         let dataset = storage::DatasetName::new(record.dataset.clone())
             .map_err(|error| (step, error.into()))?;

@@ -11,12 +11,12 @@ use postgres::Instance;
 use storage::{DestroyMode, ThinStorage};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::Engine;
 use crate::error::{Error, Result};
 use crate::events::clone_payload;
 use crate::model::{CloneRecord, CloneState};
 use crate::servers::Server;
 use crate::state;
+use crate::{Engine, failpoint};
 
 impl Engine {
     /// Makes the clone's dataset from its snapshot, starts its server and sets up its role.
@@ -68,6 +68,7 @@ impl Engine {
         })?;
         let started = Instant::now();
         self.inner.pool.storage().clone_snapshot(&snapshot_name, dataset).await?;
+        failpoint::hit("clone.dataset_created");
         let cloned = started.elapsed();
         match self.inner.servers.start(server, &self.inner.pool.pgdata_of(dataset)).await {
             Ok(instance) => Ok((instance, cloned)),
@@ -127,6 +128,7 @@ impl Engine {
             Err(storage::Error::HasDependents { .. }) => revision += 1,
             Err(error) => return Err(error.into()),
         }
+        failpoint::hit("reset.dataset_destroyed");
         // A reset may also move the clone to another branch, whose directory it then lives in.
         let (revision, target) = self.free_clone_dataset(&record.branch, &record.id, revision)?;
         if target.as_str() != record.dataset {

@@ -345,6 +345,7 @@ impl Engine {
             }
             Err(error) => return Err(error.into()),
         }
+        failpoint::hit("snapshot.destroyed");
         self.forget_snapshot(record)?;
         self.destroy_unused_dataset(name.dataset()).await;
         info!(snapshot_id = %id, "snapshot deleted");

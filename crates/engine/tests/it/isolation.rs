@@ -131,3 +131,30 @@ async fn a_superuser_clone_reaches_nothing_of_another_clone_or_the_engine() {
     assert!(lines.iter().any(|line| line == "pid1=postgres"), "{lines:#?}");
     assert!(lines.iter().any(|line| line.starts_with("hidden ")), "{lines:#?}");
 }
+
+#[tokio::test]
+async fn a_claimed_warm_clone_and_a_clone_started_after_a_reboot_are_isolated_too() {
+    let mut test = TestEngine::start(crate::warm::warm_config(5, 1)).await;
+    let victim = test.create("victim").await;
+    crate::warm::wait_warm(&test, 1).await;
+    let claimed = test.create("claimed").await;
+    let victim_data = pgdata(&test, &victim);
+    let script = format!("{}echo pid1=$(cat /proc/1/comm)", probe(&victim_data));
+    let check = |lines: Vec<String>, when: &str| {
+        assert!(lines.iter().any(|line| line == "pid1=postgres"), "{when}: {lines:#?}");
+        assert!(
+            lines.iter().any(|line| line == &format!("hidden {}", victim_data.display())),
+            "{when}: {lines:#?}"
+        );
+    };
+    let client = connect(&claimed, PASSWORD).await.unwrap();
+    check(shell(&client, &script).await, "a claimed warm clone");
+    drop(client);
+
+    // A reboot ends every server; the engine starts them again with the same isolation.
+    test_support::stop_postmasters_under(test.pool.mountpoint());
+    test.restart().await;
+    let claimed = test.ready("claimed").await;
+    let client = connect(&claimed, PASSWORD).await.unwrap();
+    check(shell(&client, &script).await, "after a reboot");
+}

@@ -24,17 +24,29 @@ fn differences(status: &Value) -> Vec<(String, String)> {
 /// After a crash: the leftover is removed and reported as such, then a clean restart reports
 /// nothing.
 pub(crate) async fn assert_recovered(server: &mut TestServer, point: &str, leftover: &str) {
+    assert_recovered_as(server, point, "removed_leftover", leftover).await;
+}
+
+/// After a crash: every difference the next start reports is of `kind`, one of them about
+/// `object`; then a clean restart reports nothing.
+async fn assert_recovered_as(server: &mut TestServer, point: &str, kind: &str, object: &str) {
     server.recover_from_crash().await;
     let (_, status) = server.get("/status").await;
     let found = differences(&status);
     assert!(
-        found.iter().any(|(kind, object)| kind == "removed_leftover" && object.contains(leftover)),
-        "{point}: no removed leftover like {leftover:?} in {found:?}"
+        found
+            .iter()
+            .any(|(found_kind, found_object)| found_kind == kind && found_object.contains(object)),
+        "{point}: no {kind} like {object:?} in {found:?}"
     );
     assert!(
-        found.iter().all(|(kind, _)| kind == "removed_leftover"),
+        found.iter().all(|(found_kind, _)| found_kind == kind),
         "{point}: something else is out of step: {found:?}"
     );
+    // What the start runs again (a create, a reset, a destroy) settles before the next crash.
+    server.wait_while(object, "CREATING").await;
+    server.wait_while(object, "RESETTING").await;
+    server.wait_while(object, "DELETING").await;
     server.kill();
     server.launch().await;
     let (_, status) = server.get("/status").await;
@@ -88,6 +100,56 @@ async fn a_crash_at_any_storage_step_leaves_nothing_unreported() {
     assert_eq!(status, 200, "{body}");
     let (_, clone) = server.get("/clone/base").await;
     connect(&clone).await.expect("the clone survives every crash");
+}
+
+#[tokio::test]
+async fn a_crash_in_any_clone_operation_is_finished_at_the_next_start() {
+    let mut server = TestServer::start("").await;
+    server.create_clone("base").await;
+    server.create_clone("doomed").await;
+
+    // A create whose dataset is made but whose server never started.
+    server.relaunch_crashing_at("clone.dataset_created").await;
+    let (status, body) = server.post("/clone", crate::harness::clone_request("fresh")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_recovered_as(&mut server, "clone.dataset_created", "interrupted_operation", "fresh")
+        .await;
+    let (_, fresh) = server.get("/clone/fresh").await;
+    connect(&fresh).await.expect("the interrupted create is finished");
+
+    // A reset whose old dataset is gone and whose new one is not made yet.
+    server.relaunch_crashing_at("reset.dataset_destroyed").await;
+    let (status, body) = server.post("/clone/base/reset", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_recovered_as(&mut server, "reset.dataset_destroyed", "interrupted_operation", "base")
+        .await;
+    let (_, base) = server.get("/clone/base").await;
+    connect(&base).await.expect("the interrupted reset is finished");
+
+    // A destroy whose server is stopped and whose dataset is still there.
+    server.relaunch_crashing_at("destroy.server_stopped").await;
+    let (status, body) = server.call(reqwest::Method::DELETE, "/clone/doomed", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_recovered_as(&mut server, "destroy.server_stopped", "interrupted_operation", "doomed")
+        .await;
+    let (status, _) = server.get("/clone/doomed").await;
+    assert_eq!(status, 404, "the interrupted destroy is finished");
+
+    // A snapshot deletion whose snapshot is gone and whose record is not.
+    let (status, snapshot) = server.post("/snapshot", json!({})).await;
+    assert_eq!(status, 200, "{snapshot}");
+    let id = snapshot["id"].as_str().unwrap().to_owned();
+    server.relaunch_crashing_at("snapshot.destroyed").await;
+    let sent = server
+        .http
+        .delete(format!("{}/snapshot/{id}", server.url))
+        .header("Verification-Token", crate::harness::TOKEN)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the deletion answered although the server crashed: {sent:?}");
+    assert_recovered_as(&mut server, "snapshot.destroyed", "missing_snapshot", &id).await;
+    let (status, _) = server.get(&format!("/snapshot/{id}")).await;
+    assert_eq!(status, 404, "the interrupted deletion is finished");
 }
 
 #[tokio::test]
