@@ -3,18 +3,15 @@
 //! says so, `/status` is a WARNING that names the pool, and both return to normal once the file
 //! is removed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use engine::{
-    CloneRequest, CloneState, Engine, EngineConfig, EngineDeps, MinFreeSpace, NoEvents, Pool,
-};
-use http_api::{AppState, TOKEN_HEADER, Token};
+use engine::{CloneRequest, CloneState, MinFreeSpace};
+use http_api::TOKEN_HEADER;
 use serde_json::{Value, json};
-use test_support::{PoolKind, TestPool, free_port_range};
+use test_support::{PoolKind, TestPool};
 use tower::ServiceExt;
 
 const TOKEN: &str = "full-pool-test-token";
@@ -60,24 +57,9 @@ fn documented(path: &str, method: &Method, code: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_pool_answers_507_and_status_warns_until_space_is_freed() {
     let pool = TestPool::new(PoolKind::Btrfs, 512).await;
-    let mut config = EngineConfig::default();
-    let ports = free_port_range(3);
-    config.cloning.port_from = *ports.start();
-    config.cloning.port_to = *ports.end();
-    let deps = EngineDeps {
-        pool: Pool::new("test_pool", pool.open().await)
-            .expect("open the pool")
-            .with_min_free(MinFreeSpace::Bytes(64 * MIB)),
-        state_dir: pool.scratch("state"),
-        events: Arc::new(NoEvents),
-        version: "test".to_owned(),
-    };
-    let engine = Engine::start(config, deps).await.expect("start the engine");
-    let router = http_api::router(AppState {
-        engine: engine.clone(),
-        token: Token::new(TOKEN),
-        metrics: Vec::new(),
-    });
+    let (engine, router) =
+        crate::start_app(&pool, 3, TOKEN, |pool| pool.with_min_free(MinFreeSpace::Bytes(64 * MIB)))
+            .await;
     let request = CloneRequest {
         id: Some("busy".to_owned()),
         username: "tester".to_owned(),

@@ -12,9 +12,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use engine::{Engine, EngineConfig, EngineDeps, NoEvents, Pool};
-use http_api::{AppState, TOKEN_HEADER, Token};
+use http_api::TOKEN_HEADER;
 use serde_json::Value;
-use test_support::{PoolKind, TestPool, free_port_range};
+use test_support::{PoolKind, TestPool};
 use tower::ServiceExt;
 use utoipa::openapi::path::Operation;
 
@@ -105,22 +105,7 @@ fn openapi_documents_every_route_in_the_source() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_matches_the_router() {
     let pool = TestPool::new(PoolKind::Btrfs, 512).await;
-    let mut config = EngineConfig::default();
-    let ports = free_port_range(2);
-    config.cloning.port_from = *ports.start();
-    config.cloning.port_to = *ports.end();
-    let deps = EngineDeps {
-        pool: Pool::new(POOL_NAME, pool.open().await).expect("open the pool"),
-        state_dir: pool.scratch("state"),
-        events: Arc::new(NoEvents),
-        version: "test".to_owned(),
-    };
-    let engine = Engine::start(config, deps).await.expect("start the engine");
-    let router = http_api::router(AppState {
-        engine: engine.clone(),
-        token: Token::new(TOKEN),
-        metrics: Vec::new(),
-    });
+    let (engine, router) = crate::start_app(&pool, 2, TOKEN, |pool| pool).await;
 
     let document = http_api::openapi();
     let mut checked = 0;
