@@ -424,6 +424,18 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
             {
                 return fail(base + 3, errno());
             }
+            // Nothing the engine holds open may reach the sandbox, whoever forgot its
+            // close-on-exec flag (a library, an inherited jobserver pipe): every descriptor
+            // above the standard three closes at exec, the report pipe until then still open.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return fail(base + 3, errno());
+            }
             libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
             fail(base + 4, errno())
         }
@@ -467,7 +479,7 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
             0 => "start a session".to_owned(),
             1 => "switch to the server's user".to_owned(),
             2 => "enter the working directory".to_owned(),
-            3 => "set up standard input and output".to_owned(),
+            3 => "set up the descriptors".to_owned(),
             _ => "execute the program".to_owned(),
         },
     };

@@ -50,6 +50,10 @@ fn probe(path: &Path) -> String {
 #[tokio::test]
 async fn a_superuser_clone_reaches_nothing_of_another_clone_or_the_engine() {
     let mut test = TestEngine::start(config(5)).await;
+    // A descriptor the engine's process holds without close-on-exec (as a careless library
+    // might): no clone's server may inherit it.
+    let marker = std::fs::File::create(test.state_dir.join("leaked-marker")).unwrap();
+    nix::fcntl::fcntl(&marker, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
     let victim = test.create("victim").await;
     let attacker = test.create("attacker").await;
     let image = std::fs::read_dir(test.state_dir.parent().unwrap())
@@ -82,6 +86,7 @@ async fn a_superuser_clone_reaches_nothing_of_another_clone_or_the_engine() {
         "if kill -0 {victim_pid} 2>/dev/null; then echo signal-reached; else echo signal-blocked; fi; \
          if test -e /proc/{victim_pid}; then echo victim-process-visible; else echo victim-process-hidden; fi; \
          echo pid1=$(cat /proc/1/comm); \
+         echo fds=$(ls -l /proc/1/fd | grep -c -e scion.db -e pool.img -e victim -e leaked-marker); \
          if ls {pool} >/dev/null 2>&1; then echo pool-listed; else echo pool-hidden; fi; \
          {psql} 'host=127.0.0.1 port={victim_port} user=postgres dbname=postgres' -c 'select 1' 2>&1 | head -n 1; \
          {psql} 'host={own_socket} port={own_port} user=postgres dbname=postgres' -c 'select 1' 2>&1 | head -n 1",
@@ -109,6 +114,7 @@ async fn a_superuser_clone_reaches_nothing_of_another_clone_or_the_engine() {
         has("pid1=postgres"),
         "the clone's server is not PID 1 of its own namespace: {lines:#?}"
     );
+    assert!(has("fds=0"), "the server holds descriptors of the engine's files: {lines:#?}");
     assert!(has("pool-hidden"), "the victim's datasets are listed: {lines:#?}");
     assert!(has("pg_hba.conf rejects connection"), "the admin role over TCP: {lines:#?}");
     assert!(
