@@ -118,13 +118,19 @@ pub(crate) async fn start_target(
     settings.max_connections =
         settings.max_connections.max(jobs * 2 + 10 + u32::try_from(databases).unwrap_or(0));
     settings.extra = config.restore_settings();
-    let spec = InstanceSpec::new(
+    let mut spec = InstanceSpec::new(
         data_dir,
         settings,
         &target.admin_role,
         target.run_dir.join("target.log"),
         user.clone(),
     );
+    // Isolated as clones are (docs/adr/0002-clone-isolation.md): the server restores a
+    // source's objects, whose functions run inside it, and must see only its own files.
+    let sandbox_root = target.run_dir.join("sandbox");
+    std::fs::create_dir_all(&sandbox_root)
+        .map_err(|error| Error::io("create the sandbox root", &sandbox_root, error))?;
+    spec.sandbox_root = Some(sandbox_root);
     let mut instance = Instance::start(binaries, spec)
         .await
         .map_err(|error| target_error(Stage::Preparing, &error))?;
