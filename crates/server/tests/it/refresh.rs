@@ -212,4 +212,12 @@ async fn a_refresh_interrupted_by_a_crash_leaves_nothing_behind() {
     })
     .await;
     assert_eq!(second["status"], "finished", "{second}");
+
+    // A crash right after the new golden dataset is made, before anything is restored into it.
+    server.relaunch_crashing_at("refresh.dataset_created").await;
+    let (status, started) = server.post("/full-refresh", Value::Null).await;
+    assert_eq!(status, 200, "{started}");
+    crate::crashes::assert_recovered(&mut server, "refresh.dataset_created", "data_").await;
+    let clone = server.create_clone("after-second-crash").await;
+    assert_eq!(order_count(&clone).await, 1000);
 }
