@@ -449,20 +449,69 @@ impl Engine {
             }
             Ok(record)
         })?;
+        // A crash from here on leaves the deletion for the next start to finish: without the
+        // intent, its missing snapshots would be forgotten and the branch kept, pointing back
+        // at its base.
+        let intent_name = deleting_branch_intent(name);
+        let intent = match self.intend(&[&intent_name]) {
+            Ok(intent) => intent,
+            Err(error) => {
+                self.inner.state.restore_branch(record, owned);
+                return Err(error);
+            }
+        };
         if let Err(error) = self.destroy_branch_datasets(name).await {
             // Nothing was forgotten yet: put the branch back as it was.
             self.inner.state.restore_branch(record, owned);
+            intent.settle();
             return Err(error);
         }
+        failpoint::hit("branch.datasets_destroyed");
         let change = CatalogChange {
             delete_snapshots: owned.iter().map(|snapshot| snapshot.id.clone()).collect(),
             delete_branches: vec![name.to_owned()],
             ..CatalogChange::default()
         };
         self.apply_catalog(change)?;
+        intent.settle();
         info!(branch = %name, snapshots = owned.len(), "branch deleted");
         self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::BranchDelete, name));
         Ok(())
+    }
+
+    /// Finishes the branch deletions a crash interrupted (named by their intents): the rest of
+    /// their datasets and their rows go; returns the branches.
+    pub(crate) async fn finish_branch_deletions(&self) -> Vec<String> {
+        let mut finished = Vec::new();
+        for intent in self.intents() {
+            let Some(name) = intent.strip_prefix(DELETING_BRANCH) else { continue };
+            if let Err(error) = self.destroy_branch_datasets(name).await {
+                warn!(branch = %name, error = %error, "failed to finish an interrupted branch deletion");
+                continue;
+            }
+            let owned: Vec<String> = self
+                .read_state()
+                .snapshots
+                .iter()
+                .filter(|snapshot| snapshot.branch == name)
+                .map(|snapshot| snapshot.id.clone())
+                .collect();
+            let change = CatalogChange {
+                delete_snapshots: owned,
+                delete_branches: vec![name.to_owned()],
+                ..CatalogChange::default()
+            };
+            match self.apply_catalog(change) {
+                Ok(()) => {
+                    self.settle_intents(std::slice::from_ref(&intent));
+                    finished.push(name.to_owned());
+                }
+                Err(error) => {
+                    warn!(branch = %name, error = %error, "failed to forget a deleted branch")
+                }
+            }
+        }
+        finished
     }
 
     /// Destroys every dataset under `branch/<name>`, deepest first, with its snapshots.
@@ -527,4 +576,11 @@ fn history<'a>(state: &'a State, head: &str) -> Vec<&'a SnapshotRecord> {
 
 fn branch_not_found(name: &str) -> Error {
     Error::NotFound(format!("branch {name:?} not found"))
+}
+
+/// The intent prefix of a branch deletion in progress.
+const DELETING_BRANCH: &str = "deleting branch ";
+
+fn deleting_branch_intent(name: &str) -> String {
+    format!("{DELETING_BRANCH}{name}")
 }

@@ -116,6 +116,13 @@ impl Engine {
     /// everything.
     pub(crate) async fn reconcile(&self) -> Reconciliation {
         let mut report = Reconciliation { at: Some(Utc::now()), differences: Vec::new() };
+        for branch in self.finish_branch_deletions().await {
+            report.report(
+                DifferenceKind::InterruptedOperation,
+                &branch,
+                "a branch deletion a crash interrupted; finished",
+            );
+        }
         if let Some(dump) = self.remove_partial_dump() {
             report.report(
                 DifferenceKind::RemovedLeftover,

@@ -89,6 +89,32 @@ async fn a_crash_at_any_storage_step_leaves_nothing_unreported() {
     expect_crash(&server, "/branch", json!({"branchName": "feature", "baseBranch": "main"})).await;
     assert_recovered(&mut server, "branch.dataset_created", "branch/feature").await;
 
+    // A branch deletion whose datasets are gone and whose rows are not: the next start
+    // finishes it rather than bring the branch back.
+    let (status, body) =
+        server.post("/branch", json!({"branchName": "short-lived", "baseBranch": "main"})).await;
+    assert_eq!(status, 200, "{body}");
+    server.relaunch_crashing_at("branch.datasets_destroyed").await;
+    let sent = server
+        .http
+        .delete(format!("{}/branch/short-lived", server.url))
+        .header("Verification-Token", crate::harness::TOKEN)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the deletion answered although the server crashed: {sent:?}");
+    assert_recovered_as(
+        &mut server,
+        "branch.datasets_destroyed",
+        "interrupted_operation",
+        "short-lived",
+    )
+    .await;
+    let (_, branches) = server.get("/branches").await;
+    assert!(
+        !branches.to_string().contains("short-lived"),
+        "the deleted branch came back: {branches}"
+    );
+
     // Every operation works afterwards, and the clone that ran through it all is intact.
     let (status, body) = server.post("/snapshot", json!({})).await;
     assert_eq!(status, 200, "{body}");
