@@ -70,6 +70,11 @@ impl ApiFailure {
         ApiFailure::new(status, code, message)
     }
 
+    /// The `{code, message}` body this failure answers with.
+    pub fn body(&self) -> &ApiError {
+        &self.body
+    }
+
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
         self.status

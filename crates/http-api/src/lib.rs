@@ -14,6 +14,7 @@ mod extract;
 mod openapi;
 mod routes;
 mod views;
+mod wire;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use auth::{TOKEN_HEADER, Token};
 pub use edge::{MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use error::ApiFailure;
 pub use openapi::{openapi, openapi_json};
+pub use wire::{JsonRefusals, JsonRefusalsIo};
 
 /// Something that adds metrics to each scrape besides the engine's own (webhook delivery
 /// counts, for one).

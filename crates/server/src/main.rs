@@ -62,7 +62,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}:{}", config.host, config.port))?;
     info!(address = %listener.local_addr().context("read the listening address")?, "API listening");
-    axum::serve(listener, server.router.clone())
+    // hyper's own refusals (an oversized request line or header section) answer in JSON too.
+    axum::serve(http_api::JsonRefusals(listener), server.router.clone())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serve the API")?;

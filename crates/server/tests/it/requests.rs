@@ -35,6 +35,28 @@ async fn send(
     (status, content_type, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// Writes `request` over a plain connection and reads the answer to its end, for requests no
+/// HTTP client library would send.
+async fn send_raw(server: &TestServer, request: &str) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    // The server may answer and close before it has read everything: a failed write is fine.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, content_type, serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
+}
+
 fn assert_error(answer: &(u16, String, Value), status: u16, code: &str, what: &str) {
     let (got, content_type, body) = answer;
     assert_eq!(*got, status, "{what}: {body}");
@@ -153,6 +175,20 @@ async fn requests_refused_before_a_handler_carry_json() {
     assert_error(&answer, 413, "PAYLOAD_TOO_LARGE", "a body over the limit");
     let answer = send(&server, reqwest::Method::PUT, "/clones", &[], String::new()).await;
     assert_error(&answer, 405, "METHOD_NOT_ALLOWED", "a method the path does not take");
+    // Past hyper's own limits, which it answers itself before any layer of the router (and past
+    // what a URL library builds: these go over a raw connection).
+    let huge_path = format!("GET /clone/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let answer = send_raw(&server, &huge_path).await;
+    assert_error(&answer, 414, "URI_TOO_LONG", "a URL past hyper's limit");
+    let huge_header =
+        format!("GET /clones HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n", "h".repeat(500_000));
+    let answer = send_raw(&server, &huge_header).await;
+    assert_error(&answer, 431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "headers past hyper's buffer");
+    let many: String = (0..120).map(|index| format!("X-Many-{index}: v\r\n")).collect();
+    let answer = send_raw(&server, &format!("GET /clones HTTP/1.1\r\nHost: x\r\n{many}\r\n")).await;
+    assert_error(&answer, 431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "more headers than hyper takes");
+    let answer = send_raw(&server, "GET /clones HTTP/9.9\r\nHost: x\r\n\r\n").await;
+    assert_error(&answer, 400, "BAD_REQUEST", "a request hyper cannot parse");
 }
 
 /// The log without terminal colours.
