@@ -753,6 +753,37 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
+    /// glibc's setuid family waits for every thread it believes in; after clone(2) those are
+    /// the parent's, and a thread being created or ending at that moment once hung a child for
+    /// good. Threads come and go here while sandboxed daemons switch user.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sandboxed_daemons_switch_user_while_threads_come_and_go() {
+        let base = std::env::temp_dir().join(format!("scion-sandbox-churn-{}", std::process::id()));
+        let root = base.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::spawn(|| std::hint::black_box(1 + 1)).join().unwrap();
+                }
+            })
+        };
+        for _ in 0..100 {
+            let log = File::create(base.join("log")).unwrap();
+            let mut daemon = Cmd::new("/bin/true")
+                .user(65534, 65534)
+                .sandbox(Sandbox::new(&root))
+                .spawn_daemon(log)
+                .unwrap();
+            assert_eq!(daemon.exited().await, ExitInfo::Code(0));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[tokio::test]
     async fn sandbox_setup_failures_name_the_step() {
         let base = std::env::temp_dir().join(format!("scion-sandbox-fail-{}", std::process::id()));

@@ -31,6 +31,9 @@ pub struct Sandbox {
 /// Host directories every sandbox sees read-only: the system's programs, libraries, time zones,
 /// locales and user database. Merged-`/usr` links (`/bin` → `usr/bin`) are recreated as links.
 const SYSTEM_DIRS: &[&str] = &["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
+/// How long a sandboxed child may take between `clone` and `execve`: a few dozen mounts, normally
+/// well under a millisecond.
+const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Device nodes bound into the sandbox's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -403,13 +406,16 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
             }
             if let Some((uid, gid)) = user {
                 let groups = [gid];
-                if libc::setgroups(1, groups.as_ptr()) != 0 {
+                // Raw system calls: glibc's setgroups, setgid and setuid signal every thread
+                // it believes the process has and wait for each, and after clone(2) those
+                // threads are the parent's, which never answer (a hang seen in tests).
+                if libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, groups.as_ptr()) != 0 {
                     return fail(base + 1, errno());
                 }
-                if libc::setgid(gid) != 0 {
+                if libc::syscall(libc::SYS_setgid, libc::c_long::from(gid)) != 0 {
                     return fail(base + 1, errno());
                 }
-                if libc::setuid(uid) != 0 {
+                if libc::syscall(libc::SYS_setuid, libc::c_long::from(uid)) != 0 {
                     return fail(base + 1, errno());
                 }
             }
@@ -451,8 +457,29 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
     drop(report_write);
     let mut message = [0u8; 8];
     let mut read = 0;
-    // The pipe closes on execve (success) or carries 8 bytes (failure).
+    // The pipe closes on execve (success) or carries 8 bytes (failure). A child that does
+    // neither in time is stuck in its setup: it is killed rather than left to hold the caller.
+    let deadline = std::time::Instant::now() + SETUP_TIMEOUT;
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = rustix::event::Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [rustix::event::PollFd::new(&report_read, rustix::event::PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("sandbox: the setup did not finish within {SETUP_TIMEOUT:?}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
         match nix::unistd::read(report_read.as_fd(), &mut message[read..]) {
             Ok(0) => break,
             Ok(n) => {
