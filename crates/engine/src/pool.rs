@@ -113,6 +113,12 @@ impl Pool {
             .map_err(|error| Error::InvalidInput(error.to_string()))
     }
 
+    /// The datasets the layout itself makes to hold others: `branch`, and `branch/main` (main
+    /// owns no dataset of its own). A pool whose clones are all gone keeps them.
+    pub fn containers(&self) -> [String; 2] {
+        [BRANCHES_DIR.to_owned(), format!("{BRANCHES_DIR}/{}", crate::MAIN_BRANCH)]
+    }
+
     /// Whether `dataset` lies under the datasets of `branch` (its own, its clones' and its
     /// commits').
     pub fn is_in_branch(dataset: &str, branch: &str) -> bool {

@@ -248,14 +248,7 @@ impl Engine {
     fn known_objects(&self) -> audit::Known {
         let mut known = audit::Known { intents: self.intents(), ..audit::Known::default() };
         known.datasets.insert(self.current_data_dataset().to_string());
-        // `branch/main` and `branch` are the layout's own containers (main owns no dataset):
-        // a pool whose clones are all gone keeps them, and that is no leftover.
-        if let Ok(main) = self.inner.pool.branch_dataset(MAIN_BRANCH) {
-            if let Some(parent) = main.parent() {
-                known.datasets.insert(parent.to_string());
-            }
-            known.datasets.insert(main.to_string());
-        }
+        known.datasets.extend(self.inner.pool.containers());
         let state = self.read_state();
         for entry in state.clones.values() {
             known.datasets.insert(entry.record.dataset.clone());
