@@ -7,11 +7,23 @@ use postgres::PgMajor;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{Job, Logical, Tools, job};
-use crate::archive::{self};
-use crate::config::DatabaseConfig;
+use exec::Cmd;
+
+use super::{Job, Logical, Tools, job, list};
+use crate::archive::{self, DumpFile};
+use crate::config::{CONNECTION_DATABASE, DatabaseConfig};
 use crate::error::{Error, Result};
+use crate::progress::Stage;
 use crate::source::Source;
+use crate::target::{ClusterLocale, Target, check_host_locales};
+
+/// What a live source says about locales: its template1's, and the libc locales of the
+/// databases to restore.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceLocales {
+    pub(crate) template: Option<ClusterLocale>,
+    pub(crate) databases: Vec<String>,
+}
 
 impl Logical<'_> {
     /// Probes the source and decides the databases and the tools.
@@ -21,7 +33,7 @@ impl Logical<'_> {
         target_major: PgMajor,
         cancel: &CancellationToken,
         warnings: &mut Vec<String>,
-    ) -> Result<(Vec<Job>, Option<PgMajor>, Tools)> {
+    ) -> Result<(Vec<Job>, Option<PgMajor>, Tools, SourceLocales)> {
         let psql = self.newest_tool("psql")?;
         let probe = source.probe(psql, cancel).await?;
         info!(source_major = %probe.major, version = probe.version_num, "source probed");
@@ -65,7 +77,106 @@ impl Logical<'_> {
                 tools.binaries.major()
             ));
         }
-        Ok((jobs, Some(probe.major), tools))
+        let locales = SourceLocales {
+            template: probe.template.clone(),
+            databases: jobs
+                .iter()
+                .filter_map(|job: &Job| job.create.as_ref())
+                .flat_map(|database| [database.collate.clone(), database.ctype.clone()])
+                .collect(),
+        };
+        Ok((jobs, Some(probe.major), tools, locales))
+    }
+
+    /// The encoding and locale to initdb the target with: the configuration's overrides over
+    /// the source's template1's; without a live source, over what a dump's `CREATE DATABASE`
+    /// says (the `postgres` database's, else the first's), else UTF8 and `C.UTF-8`, which the
+    /// warnings say. Fails before any work when this host lacks a libc locale the target
+    /// cluster or a source database needs.
+    pub(crate) async fn target_locale(
+        &self,
+        source: SourceLocales,
+        jobs: &[Job],
+        tools: &Tools,
+        target: &Target,
+        cancel: &CancellationToken,
+        warnings: &mut Vec<String>,
+    ) -> Result<ClusterLocale> {
+        let restore = &self.config.restore;
+        let (found, origin) = match source.template {
+            Some(template) => (template, "the source's template1".to_owned()),
+            None => match self.dumped_locale(jobs, tools, target, cancel).await? {
+                Some((locale, database)) => {
+                    if !ClusterLocale::overridden(restore) {
+                        warnings.push(format!(
+                            "no live source: the target cluster takes the encoding and locale of the dump of {database} ({locale})"
+                        ));
+                    }
+                    (locale, format!("the dump of {database}"))
+                }
+                None => {
+                    let locale = ClusterLocale::fallback();
+                    if !ClusterLocale::overridden(restore) {
+                        warnings.push(format!(
+                            "no live source and no dump says its locale: the target cluster is initialized with {locale}"
+                        ));
+                    }
+                    (locale, "the default".to_owned())
+                }
+            },
+        };
+        let locale = found.with_overrides(restore);
+        let why = if ClusterLocale::overridden(restore) {
+            "the target cluster ([retrieval.restore] initdb_*)".to_owned()
+        } else {
+            format!("the target cluster (as {origin})")
+        };
+        check_host_locales(&[&locale.collate, &locale.ctype], &why).await?;
+        let databases: Vec<&str> = source.databases.iter().map(String::as_str).collect();
+        check_host_locales(&databases, "a source database").await?;
+        info!(%locale, "target cluster locale");
+        Ok(locale)
+    }
+
+    /// The locale of one dump's `CREATE DATABASE`, and the database it is of.
+    async fn dumped_locale(
+        &self,
+        jobs: &[Job],
+        tools: &Tools,
+        target: &Target,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(ClusterLocale, String)>> {
+        let dumps: Vec<&DumpFile> = jobs.iter().filter_map(|job| job.dump.as_ref()).collect();
+        let Some(dump) = dumps
+            .iter()
+            .find(|dump| dump.database == CONNECTION_DATABASE)
+            .or_else(|| dumps.first())
+        else {
+            return Ok(None);
+        };
+        let sql = if dump.format.is_archive() {
+            let pg_restore = tools.path("pg_restore")?;
+            let toc = list(&pg_restore, &dump.path, cancel).await?;
+            let Some(entry) = toc.database_entries().lines().next().map(str::to_owned) else {
+                return Ok(None);
+            };
+            let list_path = target.run_dir.join("locale.list");
+            std::fs::write(&list_path, format!("{entry}\n"))
+                .map_err(|error| Error::io("write restore list", &list_path, error))?;
+            let output = Cmd::new(pg_restore)
+                .args(["--create", "--file=-"])
+                .arg(format!("--use-list={}", list_path.display()))
+                .arg(&dump.path)
+                .cancel_on(cancel.clone())
+                .output()
+                .await
+                .map_err(|error| crate::run::spawn_error(Stage::Preparing, &error))?;
+            output.stdout_text()
+        } else {
+            archive::plain_head(&dump.path, dump.format)?
+        };
+        Ok(archive::parse_create_database(&sql)
+            .map(|create| (ClusterLocale::from_create(create), dump.database.clone())))
     }
 
     /// Finds the existing dumps to restore.
