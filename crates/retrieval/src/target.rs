@@ -407,7 +407,7 @@ pub(crate) async fn create_schemas(
 }
 
 /// The major of the cluster in `data_dir`, or `None` when it holds none (no `PG_VERSION`).
-fn existing_major(data_dir: &std::path::Path) -> Result<Option<PgMajor>> {
+pub(crate) fn existing_major(data_dir: &std::path::Path) -> Result<Option<PgMajor>> {
     match PgMajor::of_data_dir(data_dir) {
         Ok(major) => Ok(Some(major)),
         Err(postgres::Error::NotADataDir { cause, .. })

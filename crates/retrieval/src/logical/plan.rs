@@ -15,7 +15,7 @@ use crate::config::{CONNECTION_DATABASE, DatabaseConfig};
 use crate::error::{Error, Result};
 use crate::progress::Stage;
 use crate::source::Source;
-use crate::target::{ClusterLocale, Target, check_host_locales};
+use crate::target::{ClusterLocale, Target, check_host_locales, existing_major};
 
 /// What a live source says about locales: its template1's, and the libc locales of the
 /// databases to restore.
@@ -92,7 +92,8 @@ impl Logical<'_> {
     /// the source's template1's; without a live source, over what a dump's `CREATE DATABASE`
     /// says (the `postgres` database's, else the first's), else UTF8 and `C.UTF-8`, which the
     /// warnings say. Fails before any work when this host lacks a libc locale the target
-    /// cluster or a source database needs.
+    /// cluster or a source database needs. A target that holds a cluster already keeps its
+    /// own.
     pub(crate) async fn target_locale(
         &self,
         source: SourceLocales,
@@ -103,6 +104,12 @@ impl Logical<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<ClusterLocale> {
         let restore = &self.config.restore;
+        let databases: Vec<&str> = source.databases.iter().map(String::as_str).collect();
+        check_host_locales(&databases, "a source database").await?;
+        if existing_major(&target.data_dir)?.is_some() {
+            // The cluster is there already and keeps its own locale; nothing is initdb'd.
+            return Ok(ClusterLocale::fallback());
+        }
         let (found, origin) = match source.template {
             Some(template) => (template, "the source's template1".to_owned()),
             None => match self.dumped_locale(jobs, tools, target, cancel).await? {
@@ -132,8 +139,6 @@ impl Logical<'_> {
             format!("the target cluster (as {origin})")
         };
         check_host_locales(&[&locale.collate, &locale.ctype], &why).await?;
-        let databases: Vec<&str> = source.databases.iter().map(String::as_str).collect();
-        check_host_locales(&databases, "a source database").await?;
         info!(%locale, "target cluster locale");
         Ok(locale)
     }
