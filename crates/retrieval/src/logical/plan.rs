@@ -81,7 +81,7 @@ impl Logical<'_> {
             template: probe.template.clone(),
             databases: jobs
                 .iter()
-                .filter_map(|job: &Job| job.create.as_ref())
+                .filter_map(|job| job.create.as_ref())
                 .flat_map(|database| [database.collate.clone(), database.ctype.clone()])
                 .collect(),
         };
@@ -125,7 +125,7 @@ impl Logical<'_> {
                     let locale = ClusterLocale::fallback();
                     if !ClusterLocale::overridden(restore) {
                         warnings.push(format!(
-                            "no live source and no dump says its locale: the target cluster is initialized with {locale}"
+                            "neither a source's template1 nor a dump says the cluster's locale: the target cluster is initialized with {locale}"
                         ));
                     }
                     (locale, "the default".to_owned())

@@ -102,9 +102,7 @@ impl Logical<'_> {
         reporter.update(|progress| progress.bytes_done = bytes_before + job.bytes);
         Ok(())
     }
-}
 
-impl Logical<'_> {
     /// A stream is read once, so a table-filtered one cannot create its database first with
     /// the archive's database entries (see `restore_archive`): a schema-only dump of the same
     /// tables, small, brings them.

@@ -477,10 +477,17 @@ async fn a_clone_is_its_source(major_number: u8) {
                 ..Default::default()
             },
         );
+        if !immediate {
+            // The configuration's choice over the source's ICU.
+            config.restore.initdb_locale_provider = Some("libc".into());
+        }
         let target = fixture.target(if immediate { "partial-stream" } else { "partial" });
         fixture.run(config, &target).await;
         let inspect = fixture.inspect(&target).await;
         compare_database(&fixture, &inspect, "app", "app", false).await;
+        let template = database_row(&inspect.connect("postgres").await, "template1").await;
+        let provider = if immediate { ["i", "en-US"] } else { ["c", ""] };
+        assert_eq!(&template[1..6], ["UTF8", "C.UTF-8", "C.UTF-8", provider[0], provider[1]]);
         let client = inspect.connect("app").await;
         let row = client.query_one("SELECT count(*) FROM regions", &[]).await.unwrap();
         assert_eq!(row.get::<_, i64>(0), 300, "search_path of the partial clone");
