@@ -10,7 +10,7 @@ use tracing::info;
 use exec::Cmd;
 
 use super::{Job, Logical, Tools, job, list};
-use crate::archive::{self, DumpFile};
+use crate::archive;
 use crate::config::{CONNECTION_DATABASE, DatabaseConfig};
 use crate::error::{Error, Result};
 use crate::progress::Stage;
@@ -92,7 +92,7 @@ impl Logical<'_> {
     /// the source's template1's; without a live source, over what a dump's `CREATE DATABASE`
     /// says (the `postgres` database's, else the first's), else UTF8 and `C.UTF-8`, which the
     /// warnings say. Fails before any work when this host lacks a libc locale the target
-    /// cluster or a source database needs. A target that holds a cluster already keeps its
+    /// cluster or a database to restore needs. A target that holds a cluster already keeps its
     /// own.
     pub(crate) async fn target_locale(
         &self,
@@ -104,16 +104,30 @@ impl Logical<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<ClusterLocale> {
         let restore = &self.config.restore;
-        let databases: Vec<&str> = source.databases.iter().map(String::as_str).collect();
-        check_host_locales(&databases, "a source database").await?;
+        let dumped = match source.template {
+            Some(_) => Vec::new(),
+            None => self.dumped_locales(jobs, tools, target, cancel).await?,
+        };
+        let databases: Vec<&str> = source
+            .databases
+            .iter()
+            .map(String::as_str)
+            .chain(dumped.iter().flat_map(|(_, locale)| [&*locale.collate, &*locale.ctype]))
+            .collect();
+        check_host_locales(&databases, "a database to restore").await?;
         if existing_major(&target.data_dir)?.is_some() {
             // The cluster is there already and keeps its own locale; nothing is initdb'd.
             return Ok(ClusterLocale::fallback());
         }
         let (found, origin) = match source.template {
             Some(template) => (template, "the source's template1".to_owned()),
-            None => match self.dumped_locale(jobs, tools, target, cancel).await? {
-                Some((locale, database)) => {
+            None => match dumped
+                .iter()
+                .find(|(database, _)| database == CONNECTION_DATABASE)
+                .or_else(|| dumped.first())
+                .cloned()
+            {
+                Some((database, locale)) => {
                     if !ClusterLocale::overridden(restore) {
                         warnings.push(format!(
                             "no live source: the target cluster takes the encoding and locale of the dump of {database} ({locale})"
@@ -143,45 +157,45 @@ impl Logical<'_> {
         Ok(locale)
     }
 
-    /// The locale of one dump's `CREATE DATABASE`, and the database it is of.
-    async fn dumped_locale(
+    /// The database and locale of each dump's `CREATE DATABASE` (dumps without one are left
+    /// out).
+    async fn dumped_locales(
         &self,
         jobs: &[Job],
         tools: &Tools,
         target: &Target,
         cancel: &CancellationToken,
-    ) -> Result<Option<(ClusterLocale, String)>> {
-        let dumps: Vec<&DumpFile> = jobs.iter().filter_map(|job| job.dump.as_ref()).collect();
-        let Some(dump) = dumps
-            .iter()
-            .find(|dump| dump.database == CONNECTION_DATABASE)
-            .or_else(|| dumps.first())
-        else {
-            return Ok(None);
-        };
-        let sql = if dump.format.is_archive() {
-            let pg_restore = tools.path("pg_restore")?;
-            let toc = list(&pg_restore, &dump.path, cancel).await?;
-            let Some(entry) = toc.database_entries().lines().next().map(str::to_owned) else {
-                return Ok(None);
+    ) -> Result<Vec<(String, ClusterLocale)>> {
+        let mut found = Vec::new();
+        for (index, dump) in jobs.iter().filter_map(|job| job.dump.as_ref()).enumerate() {
+            let sql = if dump.format.is_archive() {
+                let pg_restore = tools.path("pg_restore")?;
+                let toc = list(&pg_restore, &dump.path, cancel).await?;
+                let Some(entry) = toc.database_entries().lines().next().map(str::to_owned) else {
+                    continue;
+                };
+                let list_path = target.run_dir.join(format!("locale-{index}.list"));
+                std::fs::write(&list_path, format!("{entry}\n"))
+                    .map_err(|error| Error::io("write restore list", &list_path, error))?;
+                let output = Cmd::new(pg_restore)
+                    .args(["--create", "--file=-"])
+                    .arg(format!("--use-list={}", list_path.display()))
+                    .arg(&dump.path)
+                    .cancel_on(cancel.clone())
+                    .output()
+                    .await
+                    .map_err(|error| crate::run::spawn_error(Stage::Preparing, &error))?;
+                output.stdout_text()
+            } else {
+                archive::plain_head(&dump.path, dump.format)?
             };
-            let list_path = target.run_dir.join("locale.list");
-            std::fs::write(&list_path, format!("{entry}\n"))
-                .map_err(|error| Error::io("write restore list", &list_path, error))?;
-            let output = Cmd::new(pg_restore)
-                .args(["--create", "--file=-"])
-                .arg(format!("--use-list={}", list_path.display()))
-                .arg(&dump.path)
-                .cancel_on(cancel.clone())
-                .output()
-                .await
-                .map_err(|error| crate::run::spawn_error(Stage::Preparing, &error))?;
-            output.stdout_text()
-        } else {
-            archive::plain_head(&dump.path, dump.format)?
-        };
-        Ok(archive::parse_create_database(&sql)
-            .map(|create| (ClusterLocale::from_create(create), dump.database.clone())))
+            if let Some(create) = archive::parse_create_database(&sql) {
+                let database =
+                    archive::plain_creates_database(&sql).unwrap_or_else(|| dump.database.clone());
+                found.push((database, ClusterLocale::from_create(create)));
+            }
+        }
+        Ok(found)
     }
 
     /// Finds the existing dumps to restore.
