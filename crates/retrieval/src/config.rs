@@ -719,6 +719,13 @@ mod tests {
         let mut config = live();
         config.restore.initdb_provider_locale = Some("en-US".into());
         assert!(problems(&config)[0].contains("only for"));
+        let parsed: RetrievalConfig = toml::from_str(
+            "[restore]\ninitdb_encoding = \"UTF8\"\ninitdb_locale = \"C.UTF-8\"\n\
+             initdb_locale_provider = \"builtin\"\ninitdb_provider_locale = \"C.UTF-8\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.restore.initdb_locale_provider.as_deref(), Some("builtin"));
+        assert_eq!(parsed.restore.initdb_provider_locale.as_deref(), Some("C.UTF-8"));
     }
 
     #[test]
