@@ -21,6 +21,15 @@ pub struct InitDbOptions {
     pub encoding: String,
     /// The locale; `None` means the C locale (`--no-locale`).
     pub locale: Option<String>,
+    /// LC_COLLATE, when it differs from `locale` (`--lc-collate`).
+    pub lc_collate: Option<String>,
+    /// LC_CTYPE, when it differs from `locale` (`--lc-ctype`).
+    pub lc_ctype: Option<String>,
+    /// The default collation provider (`--locale-provider`, 15 and later): `libc`, `icu`, or
+    /// `builtin` (17 and later); `None` keeps initdb's (libc).
+    pub locale_provider: Option<String>,
+    /// The provider's locale: `--icu-locale` for `icu`, `--builtin-locale` for `builtin`.
+    pub provider_locale: Option<String>,
     /// Data checksums on or off; `None` keeps the major's default (on from 18).
     pub data_checksums: Option<bool>,
     /// Whether initdb fsyncs its files; off is fine for throwaway clusters.
@@ -34,6 +43,10 @@ impl InitDbOptions {
             admin_role: admin_role.into(),
             encoding: "UTF8".to_owned(),
             locale: None,
+            lc_collate: None,
+            lc_ctype: None,
+            locale_provider: None,
+            provider_locale: None,
             data_checksums: None,
             sync: true,
         }
@@ -65,6 +78,21 @@ pub async fn initdb(
         Some(locale) => cmd.arg(format!("--locale={locale}")),
         None => cmd.arg("--no-locale"),
     };
+    // The categories given alone override `--locale`/`--no-locale`, as in initdb itself.
+    if let Some(collate) = &options.lc_collate {
+        cmd = cmd.arg(format!("--lc-collate={collate}"));
+    }
+    if let Some(ctype) = &options.lc_ctype {
+        cmd = cmd.arg(format!("--lc-ctype={ctype}"));
+    }
+    if let Some(provider) = &options.locale_provider {
+        cmd = cmd.arg(format!("--locale-provider={provider}"));
+        match (provider.as_str(), &options.provider_locale) {
+            ("icu", Some(locale)) => cmd = cmd.arg(format!("--icu-locale={locale}")),
+            ("builtin", Some(locale)) => cmd = cmd.arg(format!("--builtin-locale={locale}")),
+            _ => {}
+        }
+    }
     cmd = match options.data_checksums {
         Some(true) => cmd.arg("--data-checksums"),
         // Only 18 turned checksums on by default, and only 18 knows the flag to turn them off.

@@ -1,6 +1,7 @@
 //! Dump files: finding existing dumps in a directory (directory, custom and plain formats, plain
 //! optionally gzip- or bzip2-compressed) and reading an archive's table of contents
-//! (`pg_restore --list`) for table counts, schemas, the database entry and the dump time.
+//! (`pg_restore --list --create`) for table counts, schemas, the database's own entries and the
+//! dump time, and a dump's `CREATE DATABASE` statement for its encoding and locale.
 
 use std::fs::File;
 use std::io::Read;
@@ -132,7 +133,10 @@ pub(crate) fn plain_creates_database(head: &str) -> Option<String> {
     })
 }
 
-/// An archive's table of contents, as `pg_restore --list` prints it.
+/// An archive's table of contents, as `pg_restore --list --create` prints it: without
+/// `--create`, pg_restore hides the entries that belong to the database itself (`DATABASE`,
+/// `DATABASE PROPERTIES` and the `COMMENT`, `ACL` and `SECURITY LABEL` on it), which pg_dump
+/// (11 and later) always writes.
 #[derive(Debug, Clone)]
 pub(crate) struct Toc {
     text: String,
@@ -156,11 +160,27 @@ impl Toc {
             as u64
     }
 
-    /// The database the archive creates (`pg_dump --create`), if it does.
+    /// The database the archive creates, if it has its `DATABASE` entry.
     pub(crate) fn database(&self) -> Option<String> {
+        // `<id>; <class> <oid> DATABASE - <name> <owner>`; a name may hold spaces, an owner
+        // printed by pg_restore is one more token.
         self.entries()
             .find(|tokens| tokens.get(3..5) == Some(&["DATABASE", "-"][..]))
-            .and_then(|tokens| tokens.get(5).map(|name| (*name).to_owned()))
+            .filter(|tokens| tokens.len() >= 7)
+            .map(|tokens| tokens[5..tokens.len() - 1].join(" "))
+    }
+
+    /// The list of only the entries that belong to the database itself, for `pg_restore
+    /// --create --use-list` before a table-filtered restore into it.
+    pub(crate) fn database_entries(&self) -> String {
+        self.text
+            .lines()
+            .filter(|line| {
+                let tokens: Vec<&str> = line.split_whitespace().collect();
+                !line.starts_with(';') && is_database_entry(&tokens)
+            })
+            .map(|line| format!("{line}\n"))
+            .collect()
     }
 
     /// The schemas of the archive's tables other than `public`, which a table-filtered restore
@@ -198,6 +218,83 @@ impl Toc {
     }
 }
 
+/// `DATABASE`, `DATABASE PROPERTIES`, and `COMMENT`/`ACL`/`SECURITY LABEL` whose tag is
+/// `DATABASE <name>`.
+fn is_database_entry(tokens: &[&str]) -> bool {
+    matches!(
+        tokens.get(3..),
+        Some(
+            ["DATABASE", "-", ..]
+                | ["DATABASE", "PROPERTIES", "-", ..]
+                | ["COMMENT" | "ACL", "-", "DATABASE", ..]
+                | ["SECURITY", "LABEL", "-", "DATABASE", ..]
+        )
+    )
+}
+
+/// A database's encoding and locale as a `CREATE DATABASE` statement of pg_dump states them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CreateDatabase {
+    pub(crate) encoding: Option<String>,
+    pub(crate) collate: Option<String>,
+    pub(crate) ctype: Option<String>,
+    /// `libc`, `icu` or `builtin`; pg_dump before 15 writes none (libc).
+    pub(crate) provider: Option<String>,
+    /// `ICU_LOCALE` or `BUILTIN_LOCALE`.
+    pub(crate) provider_locale: Option<String>,
+}
+
+/// Reads the first `CREATE DATABASE` statement of `sql` (`WITH KEY = value …`, values quoted
+/// as pg_dump quotes literals or bare words).
+pub(crate) fn parse_create_database(sql: &str) -> Option<CreateDatabase> {
+    let line = sql.lines().find(|line| line.starts_with("CREATE DATABASE "))?;
+    let options = &line[line.find(" WITH ")? + " WITH ".len()..];
+    let mut found = CreateDatabase::default();
+    let mut rest = options.trim_start();
+    while let Some((key, after)) = rest.split_once(" = ") {
+        let key = key.trim();
+        let (value, remainder) = match after.strip_prefix('\'') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices().peekable();
+                let mut end = quoted.len();
+                while let Some((at, c)) = chars.next() {
+                    if c == '\'' {
+                        if chars.peek().map(|(_, next)| *next) == Some('\'') {
+                            chars.next();
+                            value.push('\'');
+                        } else {
+                            end = at + 1;
+                            break;
+                        }
+                    } else {
+                        value.push(c);
+                    }
+                }
+                (value, &quoted[end..])
+            }
+            None => {
+                let end = after.find([' ', ';']).unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            }
+        };
+        match key {
+            "ENCODING" => found.encoding = Some(value),
+            "LOCALE" => {
+                found.collate.get_or_insert_with(|| value.clone());
+                found.ctype.get_or_insert(value);
+            }
+            "LC_COLLATE" => found.collate = Some(value),
+            "LC_CTYPE" => found.ctype = Some(value),
+            "LOCALE_PROVIDER" => found.provider = Some(value),
+            "ICU_LOCALE" | "BUILTIN_LOCALE" => found.provider_locale = Some(value),
+            _ => {}
+        }
+        rest = remainder.trim_start().trim_start_matches(';').trim_start();
+    }
+    Some(found)
+}
+
 /// The total size of the files under `path`.
 pub(crate) fn size_of(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
@@ -212,13 +309,10 @@ pub(crate) fn size_of(path: &Path) -> u64 {
 mod tests {
     use super::*;
 
-    const TOC: &str = ";\n; Archive created at 2026-11-22 00:50:07 UTC\n;     dbname: app\n;\n\
-3383; 1262 16385 DATABASE - app postgres\n\
-215; 1259 16390 TABLE app orders owner\n\
-216; 1259 16391 TABLE public items owner\n\
-3380; 0 16390 TABLE DATA app orders owner\n\
-3381; 0 16391 TABLE DATA public items owner\n\
-3390; 3256 16400 POLICY public items own_rows owner\n";
+    /// `pg_restore --list --create` (TZ=UTC) of a real `pg_dump -Fd` (Debian's 15) of a database
+    /// `app` owned by `owner`, with a comment, an ACL, a `search_path` setting, a role setting
+    /// in it, the tables `app.orders` and `public.items` and a policy on `items`.
+    const TOC: &str = include_str!("../testdata/toc-pg15-create.list");
 
     #[test]
     fn reads_a_table_of_contents() {
@@ -228,7 +322,54 @@ mod tests {
         assert_eq!(toc.table_schemas(), vec!["app".to_owned()]);
         assert!(!toc.without_policies().contains("POLICY"));
         assert!(toc.without_policies().contains("TABLE DATA public items"));
-        assert_eq!(toc.created_at().unwrap().to_rfc3339(), "2026-11-22T00:50:07+00:00");
+        assert!(toc.without_policies().contains("DATABASE PROPERTIES - app"));
+        assert_eq!(toc.created_at().unwrap().to_rfc3339(), "2026-12-02T19:28:04+00:00");
+        let entries = toc.database_entries();
+        let entries: Vec<&str> =
+            entries.lines().map(|line| line.split_once(' ').unwrap().1).collect::<Vec<_>>();
+        assert_eq!(
+            entries,
+            [
+                "1262 16395 DATABASE - app owner",
+                "0 0 COMMENT - DATABASE app owner",
+                "0 0 ACL - DATABASE app owner",
+                "0 0 DATABASE PROPERTIES - app owner",
+            ]
+        );
+    }
+
+    /// Lines of real `pg_dump --create` output: Debian's 15 (ICU) and PostgreSQL 17 (builtin,
+    /// and libc with different collate and ctype).
+    #[test]
+    fn reads_the_locale_of_create_database() {
+        let lines: Vec<&str> = include_str!("../testdata/create-database.sql").lines().collect();
+        let icu = parse_create_database(lines[0]).unwrap();
+        assert_eq!(
+            icu,
+            CreateDatabase {
+                encoding: Some("UTF8".into()),
+                collate: Some("C.UTF-8".into()),
+                ctype: Some("C.UTF-8".into()),
+                provider: Some("icu".into()),
+                provider_locale: Some("en-US".into()),
+            }
+        );
+        let builtin = parse_create_database(lines[1]).unwrap();
+        assert_eq!(builtin.provider.as_deref(), Some("builtin"));
+        assert_eq!(builtin.provider_locale.as_deref(), Some("C.UTF-8"));
+        assert_eq!(builtin.collate.as_deref(), Some("C"));
+        let libc = parse_create_database(lines[2]).unwrap();
+        assert_eq!(libc.collate.as_deref(), Some("C"));
+        assert_eq!(libc.ctype.as_deref(), Some("C.UTF-8"));
+        assert_eq!(libc.provider.as_deref(), Some("libc"));
+        assert_eq!(libc.provider_locale, None);
+        let quoted = parse_create_database(
+            "CREATE DATABASE \"x\" WITH TEMPLATE = template0 ENCODING = 'LATIN1' LOCALE = 'it''s';",
+        )
+        .unwrap();
+        assert_eq!(quoted.encoding.as_deref(), Some("LATIN1"));
+        assert_eq!(quoted.ctype.as_deref(), Some("it's"));
+        assert_eq!(parse_create_database("CREATE TABLE t ();"), None);
     }
 
     #[test]

@@ -195,6 +195,19 @@ pub struct RestoreConfig {
     pub freeze: bool,
     /// Settings of the temporary target instance, on top of [`DEFAULT_RESTORE_SETTINGS`].
     pub configs: BTreeMap<String, String>,
+    /// The target cluster's encoding; by default the source's template1's (or, for dump
+    /// files, the dumped database's).
+    pub initdb_encoding: Option<String>,
+    /// The target cluster's LC_COLLATE and LC_CTYPE (a locale installed on this host); by
+    /// default the source's template1's.
+    pub initdb_locale: Option<String>,
+    /// The target cluster's default collation provider: `libc`, `icu` (15 and later, with
+    /// PostgreSQL built with ICU) or `builtin` (17 and later); by default the source's
+    /// template1's.
+    pub initdb_locale_provider: Option<String>,
+    /// The provider's locale (ICU locale such as `en-US`, or builtin `C` / `C.UTF-8`); required
+    /// with `initdb_locale_provider` `icu` or `builtin`.
+    pub initdb_provider_locale: Option<String>,
 }
 
 impl Default for RestoreConfig {
@@ -211,6 +224,10 @@ impl Default for RestoreConfig {
             analyze: true,
             freeze: true,
             configs: BTreeMap::new(),
+            initdb_encoding: None,
+            initdb_locale: None,
+            initdb_locale_provider: None,
+            initdb_provider_locale: None,
         }
     }
 }
@@ -333,6 +350,7 @@ impl RetrievalConfig {
             }
         }
         self.check_preprocessing(&mut problems);
+        self.check_initdb(&mut problems);
         problems.extend(rename_problems(&self.database_rename, &self.databases));
         if let Some(timetable) = &self.timetable
             && let Err(problem) = parse_timetable(timetable)
@@ -386,6 +404,53 @@ impl RetrievalConfig {
                 "dump.immediate_restore streams one custom-format archive, which pg_restore can only read with one job: set dump.parallel_jobs and restore.parallel_jobs to 1, or turn immediate_restore off"
                     .to_owned(),
             );
+        }
+    }
+
+    fn check_initdb(&self, problems: &mut Vec<String>) {
+        let restore = &self.restore;
+        for (key, value) in [
+            ("initdb_encoding", &restore.initdb_encoding),
+            ("initdb_locale", &restore.initdb_locale),
+            ("initdb_provider_locale", &restore.initdb_provider_locale),
+        ] {
+            if let Some(value) = value
+                && (value.trim().is_empty()
+                    || !value.chars().all(|c| c.is_ascii_graphic() && c != '\'' && c != '"'))
+            {
+                problems.push(format!(
+                    "restore.{key} = {value:?}: must be a non-empty name of printable ASCII characters without quotes or spaces"
+                ));
+            }
+        }
+        let provider = restore.initdb_locale_provider.as_deref();
+        let minimum = match provider {
+            None | Some("libc") => 13,
+            Some("icu") => 15,
+            Some("builtin") => 17,
+            Some(other) => {
+                problems.push(format!(
+                    "restore.initdb_locale_provider = {other:?}: must be libc, icu or builtin"
+                ));
+                13
+            }
+        };
+        if self.target_major < minimum {
+            problems.push(format!(
+                "restore.initdb_locale_provider = {:?} needs target_major {minimum} or later",
+                provider.unwrap_or_default()
+            ));
+        }
+        match (provider, &restore.initdb_provider_locale) {
+            (Some("icu" | "builtin"), None) => problems.push(format!(
+                "restore.initdb_locale_provider = {:?} needs restore.initdb_provider_locale (for example \"en-US\" for icu, \"C.UTF-8\" for builtin)",
+                provider.unwrap_or_default()
+            )),
+            (None | Some("libc"), Some(_)) => problems.push(
+                "restore.initdb_provider_locale is only for restore.initdb_locale_provider = \"icu\" or \"builtin\""
+                    .to_owned(),
+            ),
+            _ => {}
         }
     }
 
@@ -630,6 +695,37 @@ mod tests {
     #[test]
     fn a_minimal_live_config_is_valid() {
         assert_eq!(problems(&live()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn checks_the_initdb_overrides() {
+        let mut config = live();
+        config.restore.initdb_locale = Some("en_US.UTF-8".into());
+        config.restore.initdb_encoding = Some("UTF8".into());
+        config.restore.initdb_locale_provider = Some("icu".into());
+        config.restore.initdb_provider_locale = Some("en-US".into());
+        assert_eq!(problems(&config), Vec::<String>::new());
+        config.restore.initdb_locale_provider = Some("builtin".into());
+        config.target_major = 16;
+        assert!(problems(&config)[0].contains("needs target_major 17"));
+        config.restore.initdb_locale_provider = Some("glibc".into());
+        assert!(problems(&config)[0].contains("must be libc, icu or builtin"));
+        config.restore.initdb_locale_provider = Some("icu".into());
+        config.restore.initdb_provider_locale = None;
+        config.restore.initdb_locale = Some("en US".into());
+        let found = problems(&config);
+        assert!(found.iter().any(|p| p.contains("initdb_locale = \"en US\"")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("needs restore.initdb_provider_locale")));
+        let mut config = live();
+        config.restore.initdb_provider_locale = Some("en-US".into());
+        assert!(problems(&config)[0].contains("only for"));
+        let parsed: RetrievalConfig = toml::from_str(
+            "[restore]\ninitdb_encoding = \"UTF8\"\ninitdb_locale = \"C.UTF-8\"\n\
+             initdb_locale_provider = \"builtin\"\ninitdb_provider_locale = \"C.UTF-8\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.restore.initdb_locale_provider.as_deref(), Some("builtin"));
+        assert_eq!(parsed.restore.initdb_provider_locale.as_deref(), Some("C.UTF-8"));
     }
 
     #[test]

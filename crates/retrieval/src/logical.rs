@@ -23,6 +23,8 @@ use crate::run::{Finished, spawn_error};
 use crate::source::SourceDatabase;
 use crate::target::Target;
 
+pub(crate) use plan::SourceLocales;
+
 /// The logical tools bound to a run's configuration and binaries.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Logical<'a> {
@@ -144,13 +146,15 @@ pub(crate) fn check(
     Err(classify(stage, Some(database), &text))
 }
 
+/// The archive's table of contents with the database's own entries, which pg_restore lists
+/// only with `--create` (see [`Toc`]).
 pub(crate) async fn list(
     pg_restore: &Path,
     archive: &Path,
     cancel: &CancellationToken,
 ) -> Result<Toc> {
     let output = Cmd::new(pg_restore)
-        .arg("--list")
+        .args(["--list", "--create"])
         .arg(archive)
         .env("TZ", "UTC")
         .cancel_on(cancel.clone())

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::config::RetrievalConfig;
 use crate::error::{Error, Result};
-use crate::logical::{Logical, Step, dumps_created_at};
+use crate::logical::{Logical, SourceLocales, Step, dumps_created_at};
 use crate::prepare;
 use crate::progress::{Progress, Reporter, Stage, StageTiming};
 use crate::source::Source;
@@ -157,15 +157,22 @@ impl Pipeline {
                 detail: error.to_string(),
             })?;
         let source = config.source.as_ref().map(Source::new).transpose()?;
-        let (mut jobs, source_major, tools) = match &source {
+        let (mut jobs, source_major, tools, source_locales) = match &source {
             Some(source) => {
                 logical.plan_live(source, target_major, cancel, &mut state.warnings).await?
             }
-            None => logical.plan_files(target_major)?,
+            None => {
+                let (jobs, source_major, tools) = logical.plan_files(target_major)?;
+                (jobs, source_major, tools, SourceLocales::default())
+            }
         };
 
         std::fs::create_dir_all(&target.run_dir)
             .map_err(|error| Error::io("create run directory", &target.run_dir, error))?;
+        let locale = logical
+            .target_locale(source_locales, &jobs, &tools, target, cancel, &mut state.warnings)
+            .await?;
+        let locale = &locale;
         let databases = jobs.len();
         let data_state_at = match &source {
             Some(source) if !config.dump.immediate_restore => {
@@ -182,7 +189,7 @@ impl Pipeline {
                     Ok::<(), Error>(())
                 };
                 let preparing =
-                    start_target(&target_binaries, target, &self.user, config, databases);
+                    start_target(&target_binaries, target, &self.user, config, databases, locale);
                 let (dumped, started) = tokio::join!(dumping, preparing);
                 match (dumped, started) {
                     (Ok(()), Ok(instance)) => state.instance = Some(instance),
@@ -205,7 +212,8 @@ impl Pipeline {
             Some(source) => {
                 reporter.stage(Stage::Preparing);
                 state.instance = Some(
-                    start_target(&target_binaries, target, &self.user, config, databases).await?,
+                    start_target(&target_binaries, target, &self.user, config, databases, locale)
+                        .await?,
                 );
                 if config.dump.roles {
                     reporter.stage(Stage::Roles);
@@ -215,14 +223,15 @@ impl Pipeline {
                 let data_state_at = Utc::now();
                 let step = Step { tools: &tools, target, reporter, cancel };
                 for (index, job) in jobs.iter_mut().enumerate() {
-                    logical.stream(&step, source, job, index).await?;
+                    logical.stream(&step, source, job, index, &mut state.warnings).await?;
                 }
                 data_state_at
             }
             None => {
                 reporter.stage(Stage::Preparing);
                 state.instance = Some(
-                    start_target(&target_binaries, target, &self.user, config, databases).await?,
+                    start_target(&target_binaries, target, &self.user, config, databases, locale)
+                        .await?,
                 );
                 reporter.stage(Stage::Restoring);
                 let step = Step { tools: &tools, target, reporter, cancel };

@@ -15,12 +15,20 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SourceConfig;
 use crate::error::{Error, Result, classify};
 use crate::progress::Stage;
+use crate::target::ClusterLocale;
 
 /// `application_name` of Scion's sessions on the source (DBLab uses `dle_retrieval`).
 pub const SOURCE_APPLICATION_NAME: &str = "scion_retrieval";
 const CONNECT_TIMEOUT_SECONDS: &str = "10";
 const FIELD: char = '\u{1f}';
 const RECORD: char = '\u{1e}';
+/// template1's fields, after an empty one that no database name can be: the provider and its
+/// locale through `to_jsonb`, whose keys exist only on the majors that have the columns
+/// (`datlocprovider` from 15, `daticulocale` 15–16, `datlocale` from 17).
+const TEMPLATE_LOCALE: &str = "'' || chr(31) || pg_catalog.pg_encoding_to_char(encoding) || chr(31) \
+     || datcollate || chr(31) || datctype || chr(31) \
+     || coalesce(pg_catalog.to_jsonb(d) ->> 'datlocprovider', 'c') || chr(31) \
+     || coalesce(pg_catalog.to_jsonb(d) ->> 'datlocale', pg_catalog.to_jsonb(d) ->> 'daticulocale', '')";
 
 /// A resolved source: how to connect to any of its databases.
 #[derive(Debug, Clone)]
@@ -44,6 +52,8 @@ pub(crate) struct Probe {
     pub(crate) major: PgMajor,
     pub(crate) version_num: u32,
     pub(crate) databases: Vec<SourceDatabase>,
+    /// The encoding and locale of the source's template1: the cluster's defaults.
+    pub(crate) template: Option<ClusterLocale>,
 }
 
 impl Source {
@@ -111,7 +121,9 @@ impl Source {
              SELECT 0 AS k, '' AS n, current_setting('server_version_num') AS line UNION ALL \
              SELECT 1, datname, datname || chr({field}) || pg_catalog.pg_encoding_to_char(encoding) \
              || chr({field}) || datcollate || chr({field}) || datctype FROM pg_catalog.pg_database \
-             WHERE datallowconn AND NOT datistemplate) AS probe ORDER BY k, n",
+             WHERE datallowconn AND NOT datistemplate UNION ALL \
+             SELECT 2, '', {TEMPLATE_LOCALE} FROM pg_catalog.pg_database d \
+             WHERE datname = 'template1') AS probe ORDER BY k, n",
             field = FIELD as u32
         );
         let database = self.connection_database();
@@ -146,10 +158,22 @@ impl Source {
                     ),
                 }
             })?;
+        let mut template = None;
         let databases = records
-            .map(|record| {
+            .filter_map(|record| {
                 let fields: Vec<&str> = record.split(FIELD).collect();
-                match fields.as_slice() {
+                if let ["", encoding, collate, ctype, provider, provider_locale] = fields.as_slice()
+                {
+                    template = Some(ClusterLocale::from_catalog(
+                        encoding,
+                        collate,
+                        ctype,
+                        provider,
+                        provider_locale,
+                    ));
+                    return None;
+                }
+                Some(match fields.as_slice() {
                     [name, encoding, collate, ctype] => Ok(SourceDatabase {
                         name: (*name).to_owned(),
                         encoding: (*encoding).to_owned(),
@@ -157,10 +181,10 @@ impl Source {
                         ctype: (*ctype).to_owned(),
                     }),
                     _ => Err(bad("database")),
-                }
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Probe { major, version_num, databases })
+        Ok(Probe { major, version_num, databases, template })
     }
 
     /// `pg_dumpall --roles-only` as SQL text.

@@ -14,7 +14,8 @@ use postgres::{
     InitDbOptions, Instance, InstanceSpec, OsUser, PgBinaries, PgMajor, ServerSettings,
 };
 
-use crate::config::RetrievalConfig;
+use crate::archive::CreateDatabase;
+use crate::config::{RestoreConfig, RetrievalConfig};
 use crate::error::{Error, Result};
 use crate::progress::Stage;
 use crate::source::{SourceDatabase, conninfo_value};
@@ -81,12 +82,195 @@ impl Target {
     }
 }
 
+/// The encoding and locale a target cluster is initdb'd with: the source's template1's, so the
+/// clone's `postgres` database, its templates and the databases created in a clone are the
+/// source's, unless `[retrieval.restore]` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClusterLocale {
+    pub(crate) encoding: String,
+    pub(crate) collate: String,
+    pub(crate) ctype: String,
+    /// `libc`, `icu` or `builtin`.
+    pub(crate) provider: String,
+    /// The ICU or builtin locale.
+    pub(crate) provider_locale: Option<String>,
+}
+
+/// The locale of a cluster when nothing says otherwise.
+pub(crate) const FALLBACK_LOCALE: &str = "C.UTF-8";
+
+impl ClusterLocale {
+    /// UTF8 and `C.UTF-8` with libc.
+    pub(crate) fn fallback() -> Self {
+        ClusterLocale {
+            encoding: "UTF8".to_owned(),
+            collate: FALLBACK_LOCALE.to_owned(),
+            ctype: FALLBACK_LOCALE.to_owned(),
+            provider: "libc".to_owned(),
+            provider_locale: None,
+        }
+    }
+
+    /// From `pg_database`'s columns (`datlocprovider` as its one-letter code).
+    pub(crate) fn from_catalog(
+        encoding: &str,
+        collate: &str,
+        ctype: &str,
+        provider: &str,
+        provider_locale: &str,
+    ) -> Self {
+        let provider = match provider {
+            "i" => "icu",
+            "b" => "builtin",
+            _ => "libc",
+        };
+        ClusterLocale {
+            encoding: encoding.to_owned(),
+            collate: collate.to_owned(),
+            ctype: ctype.to_owned(),
+            provider: provider.to_owned(),
+            provider_locale: (provider != "libc" && !provider_locale.is_empty())
+                .then(|| provider_locale.to_owned()),
+        }
+    }
+
+    /// From a dump's `CREATE DATABASE`; what it does not say is the fallback's.
+    pub(crate) fn from_create(create: CreateDatabase) -> Self {
+        let fallback = Self::fallback();
+        let provider = create.provider.unwrap_or(fallback.provider);
+        ClusterLocale {
+            encoding: create.encoding.unwrap_or(fallback.encoding),
+            collate: create.collate.unwrap_or(fallback.collate),
+            ctype: create.ctype.unwrap_or(fallback.ctype),
+            provider_locale: create.provider_locale.filter(|_| provider != "libc"),
+            provider,
+        }
+    }
+
+    /// With the `[retrieval.restore]` `initdb_*` settings applied over it.
+    pub(crate) fn with_overrides(mut self, restore: &RestoreConfig) -> Self {
+        if let Some(encoding) = &restore.initdb_encoding {
+            self.encoding.clone_from(encoding);
+        }
+        if let Some(locale) = &restore.initdb_locale {
+            self.collate.clone_from(locale);
+            self.ctype.clone_from(locale);
+        }
+        if let Some(provider) = &restore.initdb_locale_provider {
+            self.provider.clone_from(provider);
+            self.provider_locale = restore.initdb_provider_locale.clone();
+        }
+        self
+    }
+
+    /// Whether anything in `restore` overrides the source's locale.
+    pub(crate) fn overridden(restore: &RestoreConfig) -> bool {
+        restore.initdb_encoding.is_some()
+            || restore.initdb_locale.is_some()
+            || restore.initdb_locale_provider.is_some()
+    }
+
+    fn initdb_options(&self, admin_role: &str) -> InitDbOptions {
+        let mut options = InitDbOptions::new(admin_role);
+        options.encoding.clone_from(&self.encoding);
+        // The other categories stay C: messages in the server log are parsed in English.
+        options.lc_collate = Some(self.collate.clone());
+        options.lc_ctype = Some(self.ctype.clone());
+        if self.provider != "libc" {
+            options.locale_provider = Some(self.provider.clone());
+            options.provider_locale.clone_from(&self.provider_locale);
+        }
+        options
+    }
+}
+
+impl std::fmt::Display for ClusterLocale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "encoding {}, ", self.encoding)?;
+        if self.collate == self.ctype {
+            write!(f, "locale {}", self.collate)?;
+        } else {
+            write!(f, "LC_COLLATE {}, LC_CTYPE {}", self.collate, self.ctype)?;
+        }
+        write!(f, ", provider {}", self.provider)?;
+        match &self.provider_locale {
+            Some(locale) => write!(f, " ({locale})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Fails unless every libc locale in `locales` is installed on this host (`locale -a`), which
+/// initdb and `CREATE DATABASE` need; `why` says where they came from.
+pub(crate) async fn check_host_locales(locales: &[&str], why: &str) -> Result<()> {
+    let wanted: Vec<&str> =
+        locales.iter().copied().filter(|locale| !matches!(*locale, "C" | "POSIX" | "")).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let output = Cmd::new("locale")
+        .arg("-a")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .await
+        .map_err(|error| Error::ToolMissing {
+            tool: "locale".to_owned(),
+            detail: format!("listing this host's locales: {error}"),
+        })?;
+    let installed = output.stdout_text();
+    let installed: Vec<String> = installed.lines().map(normalize_locale).collect();
+    let mut missing: Vec<&str> = wanted
+        .into_iter()
+        .filter(|locale| !installed.contains(&normalize_locale(locale)))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ToolMissing {
+        tool: format!("locale {}", missing.join(", ")),
+        detail: format!(
+            "{why} needs it, and this host has only {} (`locale -a`); install it (for example with `locale-gen` or the `locales-all` package), or set [retrieval.restore] initdb_locale to one this host has",
+            installed.join(", ")
+        ),
+    })
+}
+
+/// A locale name as glibc matches it: the codeset lower-cased without dashes (`en_US.UTF-8`
+/// and `en_US.utf8` are the same locale).
+fn normalize_locale(name: &str) -> String {
+    let name = name.trim();
+    let (base, modifier) = match name.split_once('@') {
+        Some((base, modifier)) => (base, Some(modifier)),
+        None => (name, None),
+    };
+    let mut normalized = match base.split_once('.') {
+        Some((language, codeset)) => {
+            let codeset: String = codeset
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            format!("{language}.{codeset}")
+        }
+        None => base.to_owned(),
+    };
+    if let Some(modifier) = modifier {
+        normalized.push('@');
+        normalized.push_str(modifier);
+    }
+    normalized
+}
+
 pub(crate) async fn start_target(
     binaries: &PgBinaries,
     target: &Target,
     user: &OsUser,
     config: &RetrievalConfig,
     databases: usize,
+    locale: &ClusterLocale,
 ) -> Result<Instance> {
     let data_dir = &target.data_dir;
     if let Some(major) = existing_major(data_dir)? {
@@ -106,7 +290,7 @@ pub(crate) async fn start_target(
                 data_dir.display()
             )));
         }
-        let mut options = InitDbOptions::new(&target.admin_role);
+        let mut options = locale.initdb_options(&target.admin_role);
         options.sync = false;
         postgres::initdb(binaries, data_dir, user, &options)
             .await
@@ -223,7 +407,7 @@ pub(crate) async fn create_schemas(
 }
 
 /// The major of the cluster in `data_dir`, or `None` when it holds none (no `PG_VERSION`).
-fn existing_major(data_dir: &std::path::Path) -> Result<Option<PgMajor>> {
+pub(crate) fn existing_major(data_dir: &std::path::Path) -> Result<Option<PgMajor>> {
     match PgMajor::of_data_dir(data_dir) {
         Ok(major) => Ok(Some(major)),
         Err(postgres::Error::NotADataDir { cause, .. })
@@ -253,5 +437,41 @@ pub(crate) fn target_error(stage: Stage, error: &postgres::Error) -> Error {
             Error::ToolMissing { tool: "postgres".to_owned(), detail: text }
         }
         _ => Error::Failed { stage, stderr_tail: text },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_locale_names_as_glibc_does() {
+        assert_eq!(normalize_locale("en_US.UTF-8"), "en_US.utf8");
+        assert_eq!(normalize_locale("C.utf8"), "C.utf8");
+        assert_eq!(normalize_locale("de_DE.ISO-8859-1@euro"), "de_DE.iso88591@euro");
+        assert_eq!(normalize_locale("POSIX"), "POSIX");
+    }
+
+    #[test]
+    fn overrides_and_initdb_options() {
+        let icu = ClusterLocale::from_catalog("UTF8", "C.UTF-8", "C.UTF-8", "i", "en-US");
+        assert_eq!(icu.to_string(), "encoding UTF8, locale C.UTF-8, provider icu (en-US)");
+        let options = icu.initdb_options("postgres");
+        assert_eq!(options.locale_provider.as_deref(), Some("icu"));
+        assert_eq!(options.provider_locale.as_deref(), Some("en-US"));
+        assert_eq!(options.lc_collate.as_deref(), Some("C.UTF-8"));
+        let restore = RestoreConfig {
+            initdb_locale_provider: Some("libc".into()),
+            initdb_locale: Some("C".into()),
+            ..RestoreConfig::default()
+        };
+        let libc = icu.with_overrides(&restore);
+        assert_eq!(libc.to_string(), "encoding UTF8, locale C, provider libc");
+        assert_eq!(libc.initdb_options("postgres").locale_provider, None);
+        let libc = ClusterLocale::from_catalog("LATIN1", "C", "de_DE", "c", "");
+        assert_eq!(
+            libc.to_string(),
+            "encoding LATIN1, LC_COLLATE C, LC_CTYPE de_DE, provider libc"
+        );
     }
 }

@@ -7,11 +7,23 @@ use postgres::PgMajor;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{Job, Logical, Tools, job};
-use crate::archive::{self};
-use crate::config::DatabaseConfig;
+use exec::Cmd;
+
+use super::{Job, Logical, Tools, job, list};
+use crate::archive;
+use crate::config::{CONNECTION_DATABASE, DatabaseConfig};
 use crate::error::{Error, Result};
+use crate::progress::Stage;
 use crate::source::Source;
+use crate::target::{ClusterLocale, Target, check_host_locales, existing_major};
+
+/// What a live source says about locales: its template1's, and the libc locales of the
+/// databases to restore.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceLocales {
+    pub(crate) template: Option<ClusterLocale>,
+    pub(crate) databases: Vec<String>,
+}
 
 impl Logical<'_> {
     /// Probes the source and decides the databases and the tools.
@@ -21,7 +33,7 @@ impl Logical<'_> {
         target_major: PgMajor,
         cancel: &CancellationToken,
         warnings: &mut Vec<String>,
-    ) -> Result<(Vec<Job>, Option<PgMajor>, Tools)> {
+    ) -> Result<(Vec<Job>, Option<PgMajor>, Tools, SourceLocales)> {
         let psql = self.newest_tool("psql")?;
         let probe = source.probe(psql, cancel).await?;
         info!(source_major = %probe.major, version = probe.version_num, "source probed");
@@ -65,7 +77,125 @@ impl Logical<'_> {
                 tools.binaries.major()
             ));
         }
-        Ok((jobs, Some(probe.major), tools))
+        let locales = SourceLocales {
+            template: probe.template.clone(),
+            databases: jobs
+                .iter()
+                .filter_map(|job| job.create.as_ref())
+                .flat_map(|database| [database.collate.clone(), database.ctype.clone()])
+                .collect(),
+        };
+        Ok((jobs, Some(probe.major), tools, locales))
+    }
+
+    /// The encoding and locale to initdb the target with: the configuration's overrides over
+    /// the source's template1's; without a live source, over what a dump's `CREATE DATABASE`
+    /// says (the `postgres` database's, else the first's), else UTF8 and `C.UTF-8`, which the
+    /// warnings say. Fails before any work when this host lacks a libc locale the target
+    /// cluster or a database to restore needs. A target that holds a cluster already keeps its
+    /// own.
+    pub(crate) async fn target_locale(
+        &self,
+        source: SourceLocales,
+        jobs: &[Job],
+        tools: &Tools,
+        target: &Target,
+        cancel: &CancellationToken,
+        warnings: &mut Vec<String>,
+    ) -> Result<ClusterLocale> {
+        let restore = &self.config.restore;
+        let dumped = match source.template {
+            Some(_) => Vec::new(),
+            None => self.dumped_locales(jobs, tools, target, cancel).await?,
+        };
+        let databases: Vec<&str> = source
+            .databases
+            .iter()
+            .map(String::as_str)
+            .chain(dumped.iter().flat_map(|(_, locale)| [&*locale.collate, &*locale.ctype]))
+            .collect();
+        check_host_locales(&databases, "a database to restore").await?;
+        if existing_major(&target.data_dir)?.is_some() {
+            // The cluster is there already and keeps its own locale; nothing is initdb'd.
+            return Ok(ClusterLocale::fallback());
+        }
+        let (found, origin) = match source.template {
+            Some(template) => (template, "the source's template1".to_owned()),
+            None => match dumped
+                .iter()
+                .find(|(database, _)| database == CONNECTION_DATABASE)
+                .or_else(|| dumped.first())
+                .cloned()
+            {
+                Some((database, locale)) => {
+                    if !ClusterLocale::overridden(restore) {
+                        warnings.push(format!(
+                            "no live source: the target cluster takes the encoding and locale of the dump of {database} ({locale})"
+                        ));
+                    }
+                    (locale, format!("the dump of {database}"))
+                }
+                None => {
+                    let locale = ClusterLocale::fallback();
+                    if !ClusterLocale::overridden(restore) {
+                        warnings.push(format!(
+                            "neither a source's template1 nor a dump says the cluster's locale: the target cluster is initialized with {locale}"
+                        ));
+                    }
+                    (locale, "the default".to_owned())
+                }
+            },
+        };
+        let locale = found.with_overrides(restore);
+        let why = if ClusterLocale::overridden(restore) {
+            "the target cluster ([retrieval.restore] initdb_*)".to_owned()
+        } else {
+            format!("the target cluster (as {origin})")
+        };
+        check_host_locales(&[&locale.collate, &locale.ctype], &why).await?;
+        info!(%locale, "target cluster locale");
+        Ok(locale)
+    }
+
+    /// The database and locale of each dump's `CREATE DATABASE` (dumps without one are left
+    /// out).
+    async fn dumped_locales(
+        &self,
+        jobs: &[Job],
+        tools: &Tools,
+        target: &Target,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(String, ClusterLocale)>> {
+        let mut found = Vec::new();
+        for (index, dump) in jobs.iter().filter_map(|job| job.dump.as_ref()).enumerate() {
+            let sql = if dump.format.is_archive() {
+                let pg_restore = tools.path("pg_restore")?;
+                let toc = list(&pg_restore, &dump.path, cancel).await?;
+                let Some(entry) = toc.database_entries().lines().next().map(str::to_owned) else {
+                    continue;
+                };
+                let list_path = target.run_dir.join(format!("locale-{index}.list"));
+                std::fs::write(&list_path, format!("{entry}\n"))
+                    .map_err(|error| Error::io("write restore list", &list_path, error))?;
+                let output = Cmd::new(pg_restore)
+                    .args(["--create", "--file=-"])
+                    .arg(format!("--use-list={}", list_path.display()))
+                    .arg(&dump.path)
+                    .cancel_on(cancel.clone())
+                    .output()
+                    .await
+                    .map_err(|error| crate::run::spawn_error(Stage::Preparing, &error))?;
+                output.stdout_text()
+            } else {
+                archive::plain_head(&dump.path, dump.format)?
+            };
+            if let Some(create) = archive::parse_create_database(&sql) {
+                let database =
+                    archive::plain_creates_database(&sql).unwrap_or_else(|| dump.database.clone());
+                found.push((database, ClusterLocale::from_create(create)));
+            }
+        }
+        Ok(found)
     }
 
     /// Finds the existing dumps to restore.

@@ -66,9 +66,14 @@ impl Logical<'_> {
         let dump = job.dump_file()?;
         let restore = &self.config.restore;
         let filtered = !job.filter.tables.is_empty();
-        if let (Some(name), false) = (toc.database(), filtered) {
+        if let Some(name) = toc.database() {
             // The archive creates its database: restored under the archive's name.
             job.name = name;
+        }
+        if filtered && toc.database().is_some() {
+            // `--table` leaves the database's own entries in (they answer to `--create` only)
+            // but not the schemas, which must exist first: the database comes first, alone.
+            self.restore_database_entries(step, job, &dump.path, toc, index, warnings).await?;
         }
         let mut cmd = self
             .restore_command(tools, target, job, toc.database().is_some() && !filtered, None)
@@ -104,6 +109,32 @@ impl Logical<'_> {
         job.tables = toc.table_data_count();
         job.bytes = size_of(&dump.path);
         Ok(())
+    }
+
+    /// Creates the job's database from the archive's own entries only (`CREATE DATABASE` with
+    /// its encoding and locale, owner, comment, ACL, settings and role settings in it), for a
+    /// restore of some of its tables into it afterwards.
+    pub(crate) async fn restore_database_entries(
+        &self,
+        step: &Step<'_>,
+        job: &Job,
+        archive: &Path,
+        toc: &Toc,
+        index: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        let Step { tools, target, cancel, .. } = *step;
+        let list_path = target.run_dir.join(format!("database-{index}.list"));
+        std::fs::write(&list_path, toc.database_entries())
+            .map_err(|error| Error::io("write restore list", &list_path, error))?;
+        let cmd = self
+            .restore_command(tools, target, job, true, None)
+            .await?
+            .arg(format!("--use-list={}", list_path.display()))
+            .arg(archive);
+        let log = target.run_dir.join(format!("database-{index}.log"));
+        let finished = run_logged(cmd, &log, Stage::Restoring, cancel, |_| {}).await?;
+        self.check_restore(&finished, target, &job.name, warnings)
     }
 
     /// pg_restore into the target: with `--create` (connected to template1; `--clean` too when

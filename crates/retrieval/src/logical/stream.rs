@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Job, Logical, Step, check, reporter_bytes, reporter_tables};
+use super::{Job, Logical, Step, check, list, reporter_bytes, reporter_tables};
 use crate::error::{Error, Result, classify};
 use crate::pipe::{self, Input};
 use crate::progress::Stage;
@@ -19,9 +19,14 @@ impl Logical<'_> {
         source: &Source,
         job: &mut Job,
         index: usize,
+        warnings: &mut Vec<String>,
     ) -> Result<()> {
         let Step { tools, target, reporter, cancel } = *step;
         reporter.update(|progress| progress.database = Some(job.name.clone()));
+        let filtered = !job.filter.tables.is_empty();
+        if filtered {
+            self.stream_database_entries(step, source, job, index, warnings).await?;
+        }
         let fifo_in = target.run_dir.join(format!("stream-{index}.in"));
         let fifo_out = target.run_dir.join(format!("stream-{index}.out"));
         pipe::make_fifo(&fifo_in)?;
@@ -32,9 +37,8 @@ impl Logical<'_> {
             // fsync(2) on a FIFO fails with EINVAL.
             .arg("--no-sync")
             .arg(format!("--file={}", fifo_in.display()));
-        let restore =
-            self.restore_command(tools, target, job, job.is_full(), Some(&fifo_out)).await?;
-        if !job.filter.tables.is_empty() {
+        let restore = self.restore_command(tools, target, job, !filtered, Some(&fifo_out)).await?;
+        if filtered {
             // A table-filtered dump has no CREATE SCHEMA; the schemas are only known from the
             // source, so the filter's qualified names are used.
             let schemas = qualified_schemas(&job.filter.tables);
@@ -97,6 +101,37 @@ impl Logical<'_> {
         job.tables = count_table_lines(&restored.log);
         reporter.update(|progress| progress.bytes_done = bytes_before + job.bytes);
         Ok(())
+    }
+
+    /// A stream is read once, so a table-filtered one cannot create its database first with
+    /// the archive's database entries (see `restore_archive`): a schema-only dump of the same
+    /// tables, small, brings them.
+    async fn stream_database_entries(
+        &self,
+        step: &Step<'_>,
+        source: &Source,
+        job: &Job,
+        index: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        let Step { tools, target, cancel, .. } = *step;
+        let file = target.run_dir.join(format!("database-{index}.dump"));
+        let dump = self
+            .dump_command(source, tools, job)?
+            .arg("--schema-only")
+            .arg("--format=custom")
+            .arg("--no-sync")
+            .arg(format!("--file={}", file.display()));
+        let log = target.run_dir.join(format!("database-dump-{index}.log"));
+        let dumped = run_logged(dump, &log, Stage::Streaming, cancel, |_| {}).await?;
+        check(&dumped, Stage::Streaming, &job.name, None)?;
+        let toc = list(&tools.path("pg_restore")?, &file, cancel).await?;
+        let restored = match toc.database() {
+            Some(_) => self.restore_database_entries(step, job, &file, &toc, index, warnings).await,
+            None => Ok(()),
+        };
+        let _ = std::fs::remove_file(&file);
+        restored
     }
 }
 

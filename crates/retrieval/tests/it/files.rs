@@ -73,3 +73,23 @@ async fn restores_plain_gzip_bzip2_and_custom_dumps() {
     inspect.stop().await;
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_in_a_locale_this_host_lacks_is_refused_before_any_work() {
+    let sandbox = Sandbox::new();
+    let dumps = sandbox.path().join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    // What pg_dump --create writes for a database in a locale that is not installed here.
+    std::fs::write(
+        dumps.join("odd.sql"),
+        "CREATE DATABASE odd WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc LOCALE = 'xx_XX.UTF-8';\n\\connect odd\nCREATE TABLE t (id int);\n",
+    )
+    .unwrap();
+    let mut config = RetrievalConfig { target_major: 16, ..RetrievalConfig::default() };
+    config.restore.from_dump = Some(dumps);
+    let target = sandbox.target();
+    let error = pipeline(config).run(&target, &CancellationToken::new()).await.unwrap_err();
+    assert_eq!(error.kind(), "tool_missing", "{error}");
+    assert!(error.to_string().contains("locale xx_XX.UTF-8"), "{error}");
+    assert!(!target.data_dir.join("PG_VERSION").exists());
+}

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod failures;
+mod fidelity;
 mod files;
 mod refresh;
 mod support;

@@ -255,6 +255,15 @@ pub(crate) struct Inspect {
 impl Inspect {
     pub(crate) async fn start(sandbox: &Sandbox, target: &Target, major_number: u8) -> Inspect {
         let binaries = BinarySearch::default().locate(major(major_number)).unwrap();
+        Inspect::start_with(sandbox, target, &binaries).await
+    }
+
+    /// With these binaries (an ICU-capable build, say).
+    pub(crate) async fn start_with(
+        sandbox: &Sandbox,
+        target: &Target,
+        binaries: &postgres::PgBinaries,
+    ) -> Inspect {
         let port = free_port();
         let socket_dir = sandbox.path().join("isock");
         let mut settings = ServerSettings::new(port, &socket_dir);
@@ -266,8 +275,17 @@ impl Inspect {
             sandbox.path().join("inspect.log"),
             os_user(),
         );
-        let instance = Instance::start(&binaries, spec).await.unwrap();
+        let instance = Instance::start(binaries, spec).await.unwrap();
         Inspect { instance: Some(instance), socket_dir, port }
+    }
+
+    /// A libpq connection string to `database`, for client tools.
+    pub(crate) fn conninfo(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user={ADMIN} dbname={database}",
+            self.socket_dir.display(),
+            self.port
+        )
     }
 
     pub(crate) async fn connect(&self, database: &str) -> tokio_postgres::Client {
