@@ -68,8 +68,9 @@ impl InstanceHealth {
     pub fn message(&self) -> String {
         let mut message = format!("Subsystems that need attention: {}", self.attention.join(", "));
         if let Some(count) = self.retrieval_warnings {
+            let plural = if count == 1 { "" } else { "s" };
             message.push_str(&format!(
-                ". The last refresh finished with {count} warnings: see retrieving.warnings"
+                ". The last refresh finished with {count} warning{plural}: see retrieving.warnings"
             ));
         }
         if let Some(pool_space) = &self.pool_space {

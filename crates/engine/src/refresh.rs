@@ -300,12 +300,13 @@ impl Engine {
         let mut state = self.refresh_state();
         if !summary.warnings.is_empty() {
             let first = summary.warning_lines(1).join("");
+            let count = summary.warning_count;
+            let plural = if count == 1 { "" } else { "s" };
             state.alert(
                 "refresh_warnings",
                 "warning",
                 format!(
-                    "the refresh finished with {} warnings (see retrieving.warnings): {first}",
-                    summary.warning_count
+                    "the refresh finished with {count} warning{plural} (see retrieving.warnings): {first}"
                 ),
             );
         }
