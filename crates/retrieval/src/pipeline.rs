@@ -428,3 +428,48 @@ impl Pipeline {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(warnings: &[&str]) -> Summary {
+        Summary {
+            data_state_at: Utc::now(),
+            source_major: None,
+            target_major: 16,
+            tools_major: 16,
+            databases: Vec::new(),
+            tables: 0,
+            bytes: 0,
+            stages: Vec::new(),
+            total: Duration::ZERO,
+            warnings: warnings.iter().map(|warning| (*warning).to_owned()).collect(),
+            warning_count: 0,
+        }
+    }
+
+    #[test]
+    fn each_ignored_restore_error_counts_once() {
+        let warnings = summary(&[
+            "shop: restore errors ignored: pg_restore: error: COPY failed for table \"a\"\n\
+             pg_restore: error: could not execute query\npg_restore: warning: errors ignored on restore: 3",
+            "tablespace archive is not carried (--no-tablespaces)",
+            "roles: ERROR: role \"x\" already exists",
+        ])
+        .warnings;
+        assert_eq!(count_warnings(&warnings), 5);
+        assert_eq!(count_warnings(&[]), 0);
+    }
+
+    #[test]
+    fn warning_lines_are_the_first_lines_cut_to_length() {
+        let long = format!("{}é", "x".repeat(WARNING_LINE_BYTES - 1));
+        let summary = summary(&["a\n\n  b  ", &long, "c\nd"]);
+        let lines = summary.warning_lines(4);
+        assert_eq!(lines[..2], ["a", "b"]);
+        assert_eq!(lines[2], format!("{}…", "x".repeat(WARNING_LINE_BYTES - 1)));
+        assert_eq!(lines[3], "c");
+        assert_eq!(summary.warning_lines(10).len(), 5);
+    }
+}

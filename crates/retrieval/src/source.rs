@@ -446,6 +446,23 @@ mod tests {
     }
 
     #[test]
+    fn icu_needs_name_the_collations_and_databases() {
+        let needs = IcuNeeds {
+            collations: vec![
+                ("app".to_owned(), vec!["public.german".to_owned(), "public.\"Fr\"".to_owned()]),
+                ("shop".to_owned(), vec!["pg_catalog.\"und-x-icu\"".to_owned()]),
+            ],
+            databases: vec!["icu_db".to_owned()],
+        };
+        assert_eq!(
+            needs.describe(),
+            "ICU collations in app: public.german, public.\"Fr\"; shop: pg_catalog.\"und-x-icu\"; \
+             databases with the ICU locale provider: icu_db"
+        );
+        assert!(IcuNeeds::default().is_empty());
+    }
+
+    #[test]
     fn quotes_conninfo_values() {
         assert_eq!(conninfo_value(r"it's a \ path"), r"'it\'s a \\ path'");
     }
