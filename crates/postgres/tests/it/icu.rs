@@ -1,6 +1,7 @@
 //! ICU on every major: the installed servers create ICU collations and (15 and later) databases
-//! whose locale provider is ICU, and sort with them; the build without ICU that setup keeps is
-//! recognised as such and refuses the same collation.
+//! whose locale provider is ICU, and sort with them, and load the contrib extensions sources
+//! commonly use; the build without ICU that setup keeps is recognised as such and refuses the
+//! same collation.
 
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ async fn sorted(client: &tokio_postgres::Client, collate: &str) -> Vec<String> {
     client.query(&query, &[&words]).await.unwrap().iter().map(|row| row.get(0)).collect()
 }
 
-async fn icu_collations_and_databases(major: PgMajor) {
+async fn icu_collations_databases_and_contrib(major: PgMajor) {
     let found = binaries(major);
     assert!(found.supports_icu().unwrap(), "{} has no ICU", found.postgres().display());
     let sandbox = Sandbox::new();
@@ -62,6 +63,29 @@ async fn icu_collations_and_databases(major: PgMajor) {
         .unwrap()
         .get(0);
     assert_eq!(imported, 1);
+    // The server's own contrib modules, beside it in the same directory.
+    client
+        .batch_execute(
+            "CREATE EXTENSION hstore; CREATE EXTENSION pg_trgm; CREATE EXTENSION citext; \
+             CREATE EXTENSION pgcrypto",
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT ('a=>1'::hstore -> 'a'), similarity('word', 'words') > 0.5, \
+             'ABC'::citext = 'abc'::citext, encode(digest('x', 'sha256'), 'hex')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "1");
+    assert!(row.get::<_, bool>(1));
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(
+        row.get::<_, String>(3),
+        "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+    );
     if major.number() >= 15 {
         client
             .batch_execute(
@@ -83,7 +107,7 @@ async fn icu_collations_and_databases(major: PgMajor) {
     drop(admin);
     instance.stop(StopMode::Fast, STEP).await.unwrap();
 }
-per_major!(icu_collations_and_databases);
+per_major!(icu_collations_databases_and_contrib);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_build_without_icu_is_recognised_and_refuses_icu() {
