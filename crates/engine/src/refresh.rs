@@ -213,13 +213,10 @@ impl Engine {
                 let mut state = self.refresh_state();
                 state.status = RefreshStatus::Finished;
                 state.last_refresh = Some(Utc::now());
+                // Retrieval logged the warnings themselves, once, as a warning.
                 let warnings =
                     state.last_summary.as_ref().map_or(0, |summary| summary.warning_count);
-                if warnings > 0 {
-                    warn!(%snapshot_id, warnings, "full refresh finished with warnings");
-                } else {
-                    info!(%snapshot_id, "full refresh finished");
-                }
+                info!(%snapshot_id, warnings, "full refresh finished");
             }
             Err(error) => {
                 warn!(error = %error, "full refresh failed; earlier snapshots and clones are untouched");

@@ -222,6 +222,20 @@ async fn a_refresh_interrupted_by_a_crash_leaves_nothing_behind() {
     assert_eq!(order_count(&clone).await, 1000);
 }
 
+/// `line` without the terminal colour codes a log may carry.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// A refresh whose restore drops an object (with `ignore_errors`) and leaves a tablespace out
 /// finishes as a warning: listed in `/instance/retrieval` and `/status`, an alert, the
 /// instance's health at `WARNING`, a line in the log; and the finished run's totals stay.
@@ -302,7 +316,14 @@ async fn a_refresh_with_ignored_errors_finishes_as_a_warning() {
     let metrics = server.metrics().await;
     assert_eq!(crate::harness::metric(&metrics, "dblab_instance_status_code"), Some(1.0));
     let log = server.log();
-    assert!(log.contains("retrieval finished with warnings"), "{log}");
+    let warned: Vec<String> = log
+        .lines()
+        .filter(|line| line.contains("retrieval finished with warnings"))
+        .map(without_colours)
+        .collect();
+    assert_eq!(warned.len(), 1, "one line per run: {log}");
+    assert!(warned[0].contains("WARN") && warned[0].contains("count=2"), "{}", warned[0]);
+    assert!(warned[0].contains("tablespace archive"), "{}", warned[0]);
 
     // The clone shows what the warnings say: the rows of `guarded` did not arrive.
     let clone = server.create_clone("warned").await;
