@@ -53,8 +53,8 @@ pub use instance::{
 };
 pub use protection::{Protection, ProtectionLimits};
 pub use retrieval::{
-    Activity, Alert, AlertLevel, AlertType, PgActivityEvent, RetrievalMode, RetrievalProgress,
-    RetrievalStatus, Retrieving,
+    Activity, Alert, AlertLevel, AlertType, PgActivityEvent, RetrievalDatabase, RetrievalMode,
+    RetrievalProgress, RetrievalStatus, RetrievalWarnings, Retrieving,
 };
 pub use snapshot::{
     CreateSnapshotRequest, ProtectionUpdateRequest, Snapshot, SnapshotCloneRequest, SnapshotDetails,

@@ -46,6 +46,9 @@ wire_enum! {
         RefreshFailed = "refresh_failed",
         /// A refresh was skipped (for example, no free pool).
         RefreshSkipped = "refresh_skipped",
+        /// Scion's addition: a refresh finished with warnings (restore errors ignored, objects
+        /// skipped, tablespaces left out); `retrieving.warnings` lists them.
+        RefreshWarnings = "refresh_warnings",
     }
 }
 
@@ -89,6 +92,42 @@ pub struct Retrieving {
     /// responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<RetrievalProgress>,
+    /// Scion's extension: the warnings of the refresh that made the current data, when it had
+    /// any. Absent from DBLab's responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<RetrievalWarnings>,
+}
+
+/// Scion's list of what a refresh did not carry (`retrieving.warnings`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetrievalWarnings {
+    /// How many problems: each restore error ignored counts once.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub count: u64,
+    /// The first lines of the warnings.
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub first: Vec<String>,
+}
+
+/// One database of a finished refresh (`retrieving.progress.databases`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetrievalDatabase {
+    /// Its name in the pool (after renames).
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub name: String,
+    /// Bytes of its dump (or streamed).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub bytes: u64,
+    /// Tables with data.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub tables: u64,
 }
 
 /// Scion's progress report of a refresh (`retrieving.progress`).
@@ -121,6 +160,10 @@ pub struct RetrievalProgress {
     /// The error, once the run has failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Once the run has finished, each database's totals (the counters above are then the
+    /// run's totals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<RetrievalDatabase>,
 }
 
 /// One alert.

@@ -195,12 +195,36 @@ pub(crate) fn instance(instance: &Instance) -> String {
             ),
         ),
     ];
+    if let Some(progress) = &retrieving.progress
+        && progress.stage == "finished"
+    {
+        rows.push((
+            "Retrieved",
+            format!(
+                "{} tables, {} in {} databases",
+                progress.tables_done,
+                size(progress.bytes_done),
+                progress.databases.len()
+            ),
+        ));
+    }
+    if let Some(warnings) = &retrieving.warnings {
+        rows.push(("Warnings", format!("{} in the last refresh", warnings.count)));
+    }
     if let Some(reconciliation) = &instance.reconciliation
         && !reconciliation.differences.is_empty()
     {
         rows.push(("Reconciled", format!("{} differences", reconciliation.differences.len())));
     }
     let mut text = key_values(&rows);
+    if let Some(warnings) = &retrieving.warnings {
+        text.push_str("\nRefresh warnings (first lines):\n");
+        for line in &warnings.first {
+            text.push_str("  ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
     let pools = instance
         .pools
         .iter()

@@ -35,15 +35,19 @@ pub struct InstanceHealth {
     pub attention: Vec<&'static str>,
     /// What is wrong with the pool's space (low, or below its minimum), if anything.
     pub pool_space: Option<String>,
+    /// How many warnings the refresh that made the current data had, if any.
+    pub retrieval_warnings: Option<u64>,
 }
 
 impl InstanceHealth {
-    /// The health of an instance with this status and retrieval: a failed refresh, a clone
+    /// The health of an instance with this status and retrieval: a failed refresh, current
+    /// data from a refresh with warnings (something of the source did not arrive), a clone
     /// server that failed or lost its dataset (reconciliation), or a pool low on free space
     /// needs attention.
     pub fn of(status: &EngineStatus, retrieval: &RetrievalView) -> InstanceHealth {
         let mut attention = Vec::new();
-        if retrieval.status == RefreshStatus::Failed {
+        let retrieval_warnings = retrieval.warnings().map(|(count, _)| count);
+        if retrieval.status == RefreshStatus::Failed || retrieval_warnings.is_some() {
             attention.push("retrieving");
         }
         if status.reconciliation.differences.iter().any(|difference| {
@@ -56,13 +60,19 @@ impl InstanceHealth {
         if pool_space.is_some() {
             attention.push("pool");
         }
-        InstanceHealth { attention, pool_space }
+        InstanceHealth { attention, pool_space, retrieval_warnings }
     }
 
     /// `/status`' message when something needs attention: DBLab's sentence, then what is
     /// wrong with the pool's space, which DBLab's UI shows with the warning.
     pub fn message(&self) -> String {
         let mut message = format!("Subsystems that need attention: {}", self.attention.join(", "));
+        if let Some(count) = self.retrieval_warnings {
+            let plural = if count == 1 { "" } else { "s" };
+            message.push_str(&format!(
+                ". The last refresh finished with {count} warning{plural}: see retrieving.warnings"
+            ));
+        }
         if let Some(pool_space) = &self.pool_space {
             message.push_str(". ");
             message.push_str(pool_space);

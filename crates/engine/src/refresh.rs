@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
+use retrieval::pipeline::WARNING_LINES;
 use retrieval::{Pipeline, Progress, Summary, Target};
 use storage::{DatasetName, DestroyMode, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
@@ -92,6 +93,15 @@ impl RetrievalView {
     /// DBLab's retrieval mode: `logical` when a retrieval is configured, `unknown` otherwise.
     pub fn mode(&self) -> &'static str {
         if self.configured { "logical" } else { "unknown" }
+    }
+
+    /// The warnings of the refresh that made the current data, when it had any: how many
+    /// problems, and the first lines.
+    pub fn warnings(&self) -> Option<(u64, Vec<String>)> {
+        self.last_summary
+            .as_ref()
+            .filter(|summary| !summary.warnings.is_empty())
+            .map(|summary| (summary.warning_count, summary.warning_lines(WARNING_LINES)))
     }
 }
 
@@ -203,7 +213,10 @@ impl Engine {
                 let mut state = self.refresh_state();
                 state.status = RefreshStatus::Finished;
                 state.last_refresh = Some(Utc::now());
-                info!(%snapshot_id, "full refresh finished");
+                // Retrieval logged the warnings themselves, once, as a warning.
+                let warnings =
+                    state.last_summary.as_ref().map_or(0, |summary| summary.warning_count);
+                info!(%snapshot_id, warnings, "full refresh finished");
             }
             Err(error) => {
                 warn!(error = %error, "full refresh failed; earlier snapshots and clones are untouched");
@@ -264,7 +277,7 @@ impl Engine {
         match self.create_snapshot_at(summary.data_state_at).await {
             Ok(snapshot) => {
                 intent.settle();
-                self.refresh_state().last_summary = Some(summary);
+                self.keep_summary(summary);
                 self.destroy_unused_data(&previous).await;
                 Ok(snapshot.record.id)
             }
@@ -276,6 +289,25 @@ impl Engine {
                 Err(error)
             }
         }
+    }
+
+    /// Keeps the summary of the refresh that made the current data; its warnings, if any,
+    /// become a `refresh_warnings` alert.
+    fn keep_summary(&self, summary: Summary) {
+        let mut state = self.refresh_state();
+        if !summary.warnings.is_empty() {
+            let first = summary.warning_lines(1).join("");
+            let count = summary.warning_count;
+            let plural = if count == 1 { "" } else { "s" };
+            state.alert(
+                "refresh_warnings",
+                "warning",
+                format!(
+                    "the refresh finished with {count} warning{plural} (see retrieving.warnings): {first}"
+                ),
+            );
+        }
+        state.last_summary = Some(summary);
     }
 
     /// The private directory of a refresh's run: the temporary server's socket and log, and the

@@ -1,6 +1,8 @@
 //! Engine records turned into DBLab's JSON shapes (`api-types`).
 
-use api_types::{Alert, AlertLevel, AlertType, RetrievalProgress};
+use api_types::{
+    Alert, AlertLevel, AlertType, RetrievalDatabase, RetrievalProgress, RetrievalWarnings,
+};
 use api_types::{BranchProtection, BranchView, SnapshotDetails};
 use api_types::{
     Clone, CloneMetadata, Cloning, Database, Difference, FileSystem, Instance, LocalTime,
@@ -277,7 +279,17 @@ pub(crate) fn retrieving(view: &RetrievalView) -> Retrieving {
                 tables_total: progress.tables_total,
                 started_at: progress.started_at.map(LocalTime::from),
                 error: progress.error.clone(),
+                databases: progress
+                    .databases
+                    .iter()
+                    .map(|database| RetrievalDatabase {
+                        name: database.name.clone(),
+                        bytes: database.bytes,
+                        tables: database.tables,
+                    })
+                    .collect(),
             }
         }),
+        warnings: view.warnings().map(|(count, first)| RetrievalWarnings { count, first }),
     }
 }

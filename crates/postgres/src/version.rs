@@ -160,6 +160,24 @@ impl PgBinaries {
         )
     }
 
+    /// Whether the server was built with ICU, so that it can create and use ICU collations and
+    /// (15 and later) databases whose locale provider is ICU. Read from the server binary's
+    /// dynamic dependencies (`libicuuc`/`libicui18n`), as `ldd` would show them: the server
+    /// cannot be asked without a cluster, and `pg_config` may belong to another build than the
+    /// server it sits beside. Every build this project finds (Debian's, PGDG's, the npm
+    /// and PyPI builds) links ICU dynamically or not at all.
+    pub fn supports_icu(&self) -> Result<bool> {
+        let path = self.postgres();
+        let binary = std::fs::read(&path).map_err(|cause| Error::Io {
+            action: "read the server binary",
+            path: path.clone(),
+            cause,
+        })?;
+        Ok([b"libicuuc.so".as_slice(), b"libicui18n.so".as_slice()]
+            .iter()
+            .any(|name| binary.windows(name.len()).any(|window| window == *name)))
+    }
+
     /// Runs `postgres --version` and checks that it reports this major.
     pub async fn verify(&self) -> Result<String> {
         let path = self.postgres();

@@ -53,6 +53,17 @@ pub enum Error {
         /// What was searched, and what would make it work.
         detail: String,
     },
+    /// The source needs ICU (ICU collations, or databases whose locale provider is ICU) and the
+    /// target's server is built without it; found before any dump or restore.
+    #[error("the source needs ICU and {target} is built without it: {needs}; {remedy}")]
+    IcuMissing {
+        /// The target's server binary and major.
+        target: String,
+        /// What needs ICU: the collations per database and the databases.
+        needs: String,
+        /// What to install.
+        remedy: String,
+    },
     /// The source and target majors cannot work together.
     #[error("unsupported versions: {detail}")]
     UnsupportedVersion {
@@ -118,6 +129,7 @@ impl Error {
             Error::NoSpace { .. } => "no_space",
             Error::ToolMissing { .. } => "tool_missing",
             Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::IcuMissing { .. } => "icu_missing",
             Error::Cancelled { .. } => "cancelled",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",

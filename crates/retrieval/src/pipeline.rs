@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use exec::Cmd;
-use postgres::{BinarySearch, Instance, OsUser, PgMajor, StopMode};
+use postgres::{BinarySearch, Instance, OsUser, PgBinaries, PgMajor, StopMode};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::config::RetrievalConfig;
 use crate::error::{Error, Result};
-use crate::logical::{Logical, SourceLocales, Step, dumps_created_at};
+use crate::logical::{Job, Logical, SourceLocales, Step, Tools, dumps_created_at};
 use crate::prepare;
 use crate::progress::{Progress, Reporter, Stage, StageTiming};
 use crate::source::Source;
@@ -51,8 +51,54 @@ pub struct Summary {
     /// The whole run.
     pub total: Duration,
     /// Things that did not fail the run but deserve a look (ignored restore errors, role
-    /// statements that failed, newer tools than asked for).
+    /// statements that failed, tablespaces left out, newer tools than asked for).
     pub warnings: Vec<String>,
+    /// How many problems the warnings stand for: each restore error ignored counts once
+    /// (pg_restore's own count), every other warning once.
+    pub warning_count: u64,
+}
+
+/// How many warning lines a report shows ([`Summary::warning_lines`]).
+pub const WARNING_LINES: usize = 10;
+/// The longest warning line a report shows, in bytes; longer ones are cut.
+const WARNING_LINE_BYTES: usize = 300;
+
+impl Summary {
+    /// The first `limit` lines of the warnings, each cut to a readable length.
+    pub fn warning_lines(&self, limit: usize) -> Vec<String> {
+        self.warnings
+            .iter()
+            .flat_map(|warning| warning.lines())
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .take(limit)
+            .map(|line| {
+                if line.len() <= WARNING_LINE_BYTES {
+                    return line.to_owned();
+                }
+                let mut end = WARNING_LINE_BYTES;
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{}…", &line[..end])
+            })
+            .collect()
+    }
+}
+
+/// The problems `warnings` stand for: a restore's warning ends with pg_restore's own count of
+/// the errors it ignored ("errors ignored on restore: 3").
+fn count_warnings(warnings: &[String]) -> u64 {
+    warnings
+        .iter()
+        .map(|warning| {
+            warning
+                .rsplit_once("errors ignored on restore:")
+                .and_then(|(_, count)| count.split_whitespace().next()?.parse::<u64>().ok())
+                .filter(|count| *count > 0)
+                .unwrap_or(1)
+        })
+        .sum()
 }
 
 /// One database of a run.
@@ -122,6 +168,23 @@ impl Pipeline {
                 summary.stages = reporter.stages.clone();
                 summary.total = started.elapsed();
                 summary.warnings = state.warnings;
+                summary.warning_count = count_warnings(&summary.warnings);
+                // What the run did stays readable after it: its totals, not the last stage's.
+                reporter.update(|progress| {
+                    progress.bytes_done = summary.bytes;
+                    progress.bytes_total = Some(summary.bytes);
+                    progress.tables_done = summary.tables;
+                    progress.tables_total = Some(summary.tables);
+                    progress.database = None;
+                    progress.databases = summary.databases.clone();
+                });
+                if !summary.warnings.is_empty() {
+                    warn!(
+                        count = summary.warning_count,
+                        first = %summary.warning_lines(WARNING_LINES).join(" | "),
+                        "retrieval finished with warnings"
+                    );
+                }
                 info!(
                     databases = summary.databases.len(),
                     tables = summary.tables,
@@ -166,6 +229,18 @@ impl Pipeline {
                 (jobs, source_major, tools, SourceLocales::default())
             }
         };
+        if let (Some(source), Some(source_major)) = (&source, source_major) {
+            self.check_source(
+                source,
+                source_major,
+                &jobs,
+                &tools,
+                &target_binaries,
+                cancel,
+                &mut state.warnings,
+            )
+            .await?;
+        }
 
         std::fs::create_dir_all(&target.run_dir)
             .map_err(|error| Error::io("create run directory", &target.run_dir, error))?;
@@ -308,6 +383,102 @@ impl Pipeline {
             stages: Vec::new(),
             total: Duration::ZERO,
             warnings: Vec::new(),
+            warning_count: 0,
         })
+    }
+
+    /// What the probe adds before any dump or restore: a source that needs ICU is refused
+    /// when the target's server is built without it (the restore would fail on the first ICU
+    /// collation, after the whole dump), and the source's tablespaces that `--no-tablespaces`
+    /// leaves out become warnings.
+    #[allow(clippy::too_many_arguments, reason = "the run's parts, borrowed separately")]
+    async fn check_source(
+        &self,
+        source: &Source,
+        source_major: PgMajor,
+        jobs: &[Job],
+        tools: &Tools,
+        target_binaries: &PgBinaries,
+        cancel: &CancellationToken,
+        warnings: &mut Vec<String>,
+    ) -> Result<()> {
+        let psql = tools.path("psql")?;
+        let supports_icu = target_binaries.supports_icu().map_err(|error| Error::Failed {
+            stage: Stage::Probing,
+            stderr_tail: error.to_string(),
+        })?;
+        if !supports_icu {
+            let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
+            let needs = source.icu_needs(psql.clone(), source_major, &names, cancel).await?;
+            if !needs.is_empty() {
+                let major = target_binaries.major();
+                return Err(Error::IcuMissing {
+                    target: format!(
+                        "the target's PostgreSQL {major} ({})",
+                        target_binaries.postgres().display()
+                    ),
+                    needs: needs.describe(),
+                    remedy: format!(
+                        "install a PostgreSQL {major} server built with ICU (scripts/setup installs \
+                         them under /opt/scion/postgres; Debian's postgresql-{major} is one) and \
+                         name its directory in [clone.bin_dirs] if it is not found there"
+                    ),
+                });
+            }
+        }
+        if self.config.restore.custom_options.iter().any(|option| option == "--no-tablespaces") {
+            for tablespace in source.tablespaces(psql, cancel).await? {
+                warnings.push(format!(
+                    "tablespace {tablespace} is not carried (--no-tablespaces): what it holds on \
+                     the source is restored into the target's default tablespace"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(warnings: &[&str]) -> Summary {
+        Summary {
+            data_state_at: Utc::now(),
+            source_major: None,
+            target_major: 16,
+            tools_major: 16,
+            databases: Vec::new(),
+            tables: 0,
+            bytes: 0,
+            stages: Vec::new(),
+            total: Duration::ZERO,
+            warnings: warnings.iter().map(|warning| (*warning).to_owned()).collect(),
+            warning_count: 0,
+        }
+    }
+
+    #[test]
+    fn each_ignored_restore_error_counts_once() {
+        let warnings = summary(&[
+            "shop: restore errors ignored: pg_restore: error: COPY failed for table \"a\"\n\
+             pg_restore: error: could not execute query\npg_restore: warning: errors ignored on restore: 3",
+            "tablespace archive is not carried (--no-tablespaces)",
+            "roles: ERROR: role \"x\" already exists",
+        ])
+        .warnings;
+        assert_eq!(count_warnings(&warnings), 5);
+        assert_eq!(count_warnings(&[]), 0);
+    }
+
+    #[test]
+    fn warning_lines_are_the_first_lines_cut_to_length() {
+        let long = format!("{}é", "x".repeat(WARNING_LINE_BYTES - 1));
+        let summary = summary(&["a\n\n  b  ", &long, "c\nd"]);
+        let lines = summary.warning_lines(4);
+        assert_eq!(lines[..2], ["a", "b"]);
+        assert_eq!(lines[2], format!("{}…", "x".repeat(WARNING_LINE_BYTES - 1)));
+        assert_eq!(lines[3], "c");
+        assert_eq!(summary.warning_lines(10).len(), 5);
     }
 }

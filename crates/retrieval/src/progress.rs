@@ -94,6 +94,9 @@ pub struct Progress {
     pub stage_started_at: Option<DateTime<Utc>>,
     /// The error, once the run has failed.
     pub error: Option<String>,
+    /// Once the run has finished: each database's bytes and tables (the counters above are
+    /// then the run's totals).
+    pub databases: Vec<crate::pipeline::DatabaseSummary>,
 }
 
 impl Default for Progress {
@@ -108,6 +111,7 @@ impl Default for Progress {
             started_at: None,
             stage_started_at: None,
             error: None,
+            databases: Vec::new(),
         }
     }
 }

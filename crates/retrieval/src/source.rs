@@ -46,6 +46,42 @@ pub(crate) struct SourceDatabase {
     pub(crate) ctype: String,
 }
 
+/// What a source needs ICU for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct IcuNeeds {
+    /// Per database, the ICU collations it defines or uses.
+    pub(crate) collations: Vec<(String, Vec<String>)>,
+    /// The databases whose locale provider is ICU.
+    pub(crate) databases: Vec<String>,
+}
+
+impl IcuNeeds {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.collations.is_empty() && self.databases.is_empty()
+    }
+
+    /// What needs ICU, for a message: `ICU collations in app: public.german; databases with the
+    /// ICU locale provider: icu_db`.
+    pub(crate) fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.collations.is_empty() {
+            let per_database: Vec<String> = self
+                .collations
+                .iter()
+                .map(|(database, collations)| format!("{database}: {}", collations.join(", ")))
+                .collect();
+            parts.push(format!("ICU collations in {}", per_database.join("; ")));
+        }
+        if !self.databases.is_empty() {
+            parts.push(format!(
+                "databases with the ICU locale provider: {}",
+                self.databases.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
 /// What the probe learned.
 #[derive(Debug, Clone)]
 pub(crate) struct Probe {
@@ -185,6 +221,91 @@ impl Source {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Probe { major, version_num, databases, template })
+    }
+
+    /// What in `databases` needs a server built with ICU: the ICU collations each database
+    /// defines or uses (in a column, index or type), and (15 and later) the databases whose
+    /// locale provider is ICU. The collations initdb imports and nothing uses are not dumped, so
+    /// they need nothing.
+    pub(crate) async fn icu_needs(
+        &self,
+        psql: PathBuf,
+        major: PgMajor,
+        databases: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<IcuNeeds> {
+        let mut needs = IcuNeeds::default();
+        if major.number() >= 15 {
+            let icu_databases = self
+                .query_lines(
+                    psql.clone(),
+                    &self.connection_database(),
+                    "SELECT datname FROM pg_catalog.pg_database WHERE datlocprovider = 'i' ORDER BY 1",
+                    cancel,
+                )
+                .await?;
+            needs.databases =
+                icu_databases.into_iter().filter(|name| databases.contains(name)).collect();
+        }
+        // Objects made after initdb have OIDs from FirstNormalObjectId (16384) on.
+        const QUERY: &str = "SELECT DISTINCT quote_ident(n.nspname) || '.' || quote_ident(c.collname) \
+             FROM pg_catalog.pg_collation c JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace \
+             WHERE c.collprovider = 'i' AND (c.oid >= 16384 \
+             OR c.oid IN (SELECT a.attcollation FROM pg_catalog.pg_attribute a WHERE a.attrelid >= 16384) \
+             OR c.oid IN (SELECT t.typcollation FROM pg_catalog.pg_type t WHERE t.oid >= 16384)) \
+             ORDER BY 1";
+        for database in databases {
+            let collations = self.query_lines(psql.clone(), database, QUERY, cancel).await?;
+            if !collations.is_empty() {
+                needs.collations.push((database.clone(), collations));
+            }
+        }
+        Ok(needs)
+    }
+
+    /// The source's tablespaces other than `pg_default` and `pg_global`.
+    pub(crate) async fn tablespaces(
+        &self,
+        psql: PathBuf,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>> {
+        self.query_lines(
+            psql,
+            &self.connection_database(),
+            "SELECT spcname FROM pg_catalog.pg_tablespace \
+             WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
+            cancel,
+        )
+        .await
+    }
+
+    /// The rows of a one-column query in `database`, one per line.
+    async fn query_lines(
+        &self,
+        psql: PathBuf,
+        database: &str,
+        query: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>> {
+        let output = self
+            .command(psql, database)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!("--record-separator={RECORD}"))
+            .args(["-c", query])
+            .cancel_on(cancel.clone())
+            .output_any_status()
+            .await
+            .map_err(|error| crate::run::spawn_error(Stage::Probing, &error))?;
+        if !output.status.success() {
+            return Err(classify(Stage::Probing, Some(database), &output.stderr_text()));
+        }
+        Ok(output
+            .stdout_text()
+            .split(RECORD)
+            .map(|record| record.trim_matches('\n'))
+            .filter(|record| !record.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// `pg_dumpall --roles-only` as SQL text.
@@ -346,6 +467,23 @@ mod tests {
         assert_eq!(dbname_of("postgres://app@db/prod%2Dx?a=b").as_deref(), Some("prod-x"));
         assert_eq!(dbname_of("host=db dbname=prod").as_deref(), Some("prod"));
         assert_eq!(dbname_of("postgres://app@db"), None);
+    }
+
+    #[test]
+    fn icu_needs_name_the_collations_and_databases() {
+        let needs = IcuNeeds {
+            collations: vec![
+                ("app".to_owned(), vec!["public.german".to_owned(), "public.\"Fr\"".to_owned()]),
+                ("shop".to_owned(), vec!["pg_catalog.\"und-x-icu\"".to_owned()]),
+            ],
+            databases: vec!["icu_db".to_owned()],
+        };
+        assert_eq!(
+            needs.describe(),
+            "ICU collations in app: public.german, public.\"Fr\"; shop: pg_catalog.\"und-x-icu\"; \
+             databases with the ICU locale provider: icu_db"
+        );
+        assert!(IcuNeeds::default().is_empty());
     }
 
     #[test]

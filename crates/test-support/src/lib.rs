@@ -206,6 +206,19 @@ pub async fn require_zfs_daemon() {
     }
 }
 
+/// The `bin` directory of the PostgreSQL build without ICU that `scripts/setup` keeps for the
+/// tests of what needs ICU (`$SCION_PG_NOICU_ROOT`, default `/opt/scion/postgres-noicu`), and
+/// its major.
+pub fn non_icu_bin_dir() -> (u8, PathBuf) {
+    let root = std::env::var_os("SCION_PG_NOICU_ROOT")
+        .filter(|root| !root.is_empty())
+        .map_or_else(|| PathBuf::from("/opt/scion/postgres-noicu"), PathBuf::from);
+    (NON_ICU_MAJOR, root.join(NON_ICU_MAJOR.to_string()).join("bin"))
+}
+
+/// The major `scripts/setup` keeps a build without ICU of (its `NOICU_VERSION`).
+const NON_ICU_MAJOR: u8 = 16;
+
 /// Stops (SIGQUIT, then SIGKILL) every postmaster working in a directory under `root`, found by
 /// the working directory of its process: a server still starting has not written its
 /// `postmaster.pid` yet, but it runs in its data directory from the moment it is spawned (the

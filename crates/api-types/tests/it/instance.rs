@@ -75,6 +75,7 @@ fn status_golden() {
             alerts: BTreeMap::new(),
             activity: None,
             progress: None,
+            warnings: None,
         },
         provisioner: Provisioner::default(),
         synchronization: Some(Synchronization::not_available()),
@@ -162,7 +163,9 @@ fn retrieving_with_alerts_map_and_activity_golden() {
             tables_total: None,
             started_at: Some(at("2024-05-01T22:00:00Z")),
             error: None,
+            databases: Vec::new(),
         }),
+        warnings: None,
     };
     let golden = json!({
         "mode": "physical",
@@ -239,4 +242,69 @@ fn a_dblab_status_with_go_nulls_and_unknown_fields_decodes() {
     assert!(instance.pools.is_empty() && instance.cloning.clones.is_empty());
     assert_eq!(instance.retrieving.status, RetrievalStatus::Failed);
     assert_eq!(instance.synchronization.unwrap().status.code, StatusCode::SyncNotAvailable);
+}
+
+#[test]
+fn retrieving_after_a_refresh_with_warnings_golden() {
+    let retrieving = Retrieving {
+        mode: RetrievalMode::Logical,
+        status: RetrievalStatus::Finished,
+        last_refresh: Some(at("2024-05-01T10:00:00Z")),
+        next_refresh: None,
+        alerts: BTreeMap::from([(
+            AlertType::RefreshWarnings,
+            Alert {
+                level: AlertLevel::Warning,
+                message: "the refresh finished with 2 warnings".to_owned(),
+                last_seen: Some(at("2024-05-01T10:00:00Z")),
+                count: 1,
+            },
+        )]),
+        activity: None,
+        progress: Some(api_types::RetrievalProgress {
+            stage: "finished".to_owned(),
+            database: None,
+            bytes_done: 4096,
+            bytes_total: Some(4096),
+            tables_done: 7,
+            tables_total: Some(7),
+            started_at: Some(at("2024-05-01T09:00:00Z")),
+            error: None,
+            databases: vec![api_types::RetrievalDatabase {
+                name: "shop".to_owned(),
+                bytes: 4096,
+                tables: 7,
+            }],
+        }),
+        warnings: Some(api_types::RetrievalWarnings {
+            count: 2,
+            first: vec!["shop: restore errors ignored: …".to_owned()],
+        }),
+    };
+    let golden = json!({
+        "mode": "logical",
+        "status": "finished",
+        "progress": {
+            "stage": "finished",
+            "bytesDone": 4096,
+            "bytesTotal": 4096,
+            "tablesDone": 7,
+            "tablesTotal": 7,
+            "startedAt": wire_time("2024-05-01T09:00:00Z"),
+            "databases": [{"name": "shop", "bytes": 4096, "tables": 7}]
+        },
+        "warnings": {"count": 2, "first": ["shop: restore errors ignored: …"]},
+        "lastRefresh": wire_time("2024-05-01T10:00:00Z"),
+        "nextRefresh": null,
+        "alerts": {
+            "refresh_warnings": {
+                "level": "warning",
+                "message": "the refresh finished with 2 warnings",
+                "lastSeen": wire_time("2024-05-01T10:00:00Z"),
+                "count": 1
+            }
+        },
+        "activity": null
+    });
+    assert_golden(&retrieving, &golden);
 }

@@ -22,6 +22,10 @@ use storage::provision::{ImageFs, ImagePool};
 use test_support::{TestDir, free_port_range, stop_postmasters_under};
 use tokio::sync::OnceCell;
 
+/// The environment variable a test server reads a retrieval source's password from.
+pub(crate) const SOURCE_PASSWORD_ENV: &str = "SCION_TEST_SOURCE_PASSWORD";
+/// That password.
+pub(crate) const SOURCE_PASSWORD: &str = "S0urce-pass 'quoted'";
 /// The token every test server requires.
 pub(crate) const TOKEN: &str = "cli-test-token";
 /// A clone password the server accepts (DBLab wants 60 bits of entropy).
@@ -118,6 +122,7 @@ impl TestServer {
             .arg("--config")
             .arg(&config_path)
             .env("SCION_VERIFICATION_TOKEN", TOKEN)
+            .env(SOURCE_PASSWORD_ENV, SOURCE_PASSWORD)
             .env("RUST_LOG", "info")
             .spawn_daemon(log)
             .expect("start scion-server");

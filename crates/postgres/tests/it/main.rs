@@ -11,6 +11,7 @@ mod support;
 mod admin;
 mod adopt;
 mod controldata;
+mod icu;
 mod isolated;
 mod lifecycle;
 mod stale;

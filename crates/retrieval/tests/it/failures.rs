@@ -8,7 +8,7 @@ use retrieval::{DatabaseConfig, Error, Pipeline, Stage};
 use storage::provision::{ImageFs, ImagePool};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Sandbox, SourceDb, free_port, live_config, os_user, pipeline};
+use crate::support::{Inspect, Sandbox, SourceDb, free_port, live_config, os_user, pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_rename_maps_are_refused_before_any_work() {
@@ -139,4 +139,92 @@ async fn a_full_disk_mid_restore_is_no_space() {
         }
         other => panic!("expected NoSpace, got {other:?}"),
     }
+}
+
+/// A source with ICU collations and an ICU database is refused on a target built without ICU
+/// (the build `scripts/setup` keeps for this), before any dump: the message names what needs
+/// ICU and what to install. On the ICU build, the same collation arrives and sorts, and the
+/// finished run's totals stay in the progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_needs_icu_is_refused_on_a_target_without_it() {
+    let sandbox = Sandbox::new();
+    let (number, bin_dir) = test_support::non_icu_bin_dir();
+    let source = SourceDb::start(&sandbox, number).await;
+    for statement in [
+        "CREATE DATABASE app",
+        "CREATE DATABASE plain",
+        "CREATE DATABASE icu_db TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'und'",
+    ] {
+        source.sql("postgres", statement).await;
+    }
+    source
+        .sql(
+            "app",
+            "CREATE COLLATION german (provider = icu, locale = 'de-u-co-phonebk');
+             CREATE TABLE people (name text COLLATE german);
+             INSERT INTO people VALUES ('Müller'), ('Mueller'), ('Muff'), ('Mus');
+             CREATE TABLE tags (tag text COLLATE \"und-x-icu\");",
+        )
+        .await;
+    source.sql("plain", "CREATE TABLE t (x text)").await;
+    let cancel = CancellationToken::new();
+    let target = sandbox.target();
+
+    let mut search = postgres::BinarySearch::default();
+    search.bin_dirs.push((postgres::PgMajor::new(number).unwrap(), bin_dir.clone()));
+    let config = live_config(&sandbox, &source, number);
+    let refused = Pipeline::new(config.clone(), search, os_user()).unwrap();
+    let progress = refused.subscribe();
+    let error = refused.run(&target, &cancel).await.unwrap_err();
+    assert!(matches!(error, Error::IcuMissing { .. }), "{error:?}");
+    assert_eq!(error.kind(), "icu_missing");
+    let message = error.to_string();
+    for needle in [
+        "ICU collations in app: pg_catalog.\"und-x-icu\", public.german",
+        "databases with the ICU locale provider: icu_db",
+        &bin_dir.join("postgres").display().to_string(),
+        "server built with ICU",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in {message}");
+    }
+    assert!(!message.contains("plain"), "{message}");
+    assert_eq!(progress.borrow().stage, Stage::Failed);
+    assert!(!target.data_dir.exists(), "refused before the target was made");
+    assert!(!sandbox.path().join("dump").exists(), "refused before any dump");
+
+    // The ICU build takes the collation, which sorts as on the source.
+    let mut config = config;
+    config.databases = BTreeMap::from([("app".to_owned(), DatabaseConfig::default())]);
+    let accepted = pipeline(config);
+    let progress = accepted.subscribe();
+    let summary = accepted.run(&target, &cancel).await.unwrap();
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    let finished = progress.borrow().clone();
+    assert_eq!(finished.stage, Stage::Finished);
+    assert_eq!(finished.tables_done, summary.tables);
+    assert_eq!(finished.tables_total, Some(summary.tables));
+    assert!(finished.bytes_done > 0 && finished.bytes_done == summary.bytes, "{finished:?}");
+    assert_eq!(finished.databases, summary.databases);
+    let inspect = Inspect::start(&sandbox, &target, number).await;
+    let client = inspect.connect("app").await;
+    let sorted: Vec<String> = client
+        .query("SELECT name FROM people ORDER BY name", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let expected = source.connect("app").await;
+    let on_source: Vec<String> = expected
+        .query("SELECT name FROM people ORDER BY name", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(sorted, on_source);
+    // Phonebook German sorts "ü" as "ue"; with bytes, "Muff" would come before "Müller".
+    assert_eq!(sorted, ["Mueller", "Müller", "Muff", "Mus"]);
+    inspect.stop().await;
+    source.stop().await;
 }

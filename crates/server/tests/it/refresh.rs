@@ -221,3 +221,119 @@ async fn a_refresh_interrupted_by_a_crash_leaves_nothing_behind() {
     let clone = server.create_clone("after-second-crash").await;
     assert_eq!(order_count(&clone).await, 1000);
 }
+
+/// `line` without the terminal colour codes a log may carry.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// A refresh whose restore drops an object (with `ignore_errors`) and leaves a tablespace out
+/// finishes as a warning: listed in `/instance/retrieval` and `/status`, an alert, the
+/// instance's health at `WARNING`, a line in the log; and the finished run's totals stay.
+#[tokio::test]
+async fn a_refresh_with_ignored_errors_finishes_as_a_warning() {
+    let mut source = Source::start().await;
+    let tablespace = source._dir.path().join("tablespace");
+    std::fs::create_dir(&tablespace).unwrap();
+    let user = OsUser::lookup("postgres").unwrap();
+    std::os::unix::fs::chown(&tablespace, Some(user.uid), Some(user.gid)).unwrap();
+    let admin = postgres::Admin::connect(
+        &source.spec.settings.socket_dir,
+        source.port,
+        "postgres",
+        "postgres",
+    )
+    .await
+    .unwrap();
+    admin
+        .client()
+        .batch_execute(&format!("CREATE TABLESPACE archive LOCATION '{}'", tablespace.display()))
+        .await
+        .unwrap();
+    drop(admin);
+    // pg_restore loads table data in name order, so `guarded`'s rows meet a check whose lookup
+    // table is still empty: its COPY fails, and the table arrives without its rows.
+    source
+        .sql(
+            "CREATE TABLE zz_allowed (v int PRIMARY KEY); \
+             INSERT INTO zz_allowed SELECT generate_series(1, 10); \
+             CREATE FUNCTION is_allowed(int) RETURNS bool LANGUAGE plpgsql STABLE \
+               AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM public.zz_allowed WHERE v = $1); END $$; \
+             CREATE TABLE guarded (v int CHECK (is_allowed(v))); \
+             INSERT INTO guarded SELECT generate_series(1, 10); \
+             CREATE TABLE archived (id int) TABLESPACE archive; \
+             INSERT INTO archived SELECT generate_series(1, 5);",
+        )
+        .await;
+    let config = format!("{}[retrieval.restore]\nignore_errors = true\n", source.config());
+    let server = TestServer::start(&config).await;
+    let retrieving =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(retrieving["status"], "finished", "{retrieving}\n{}", server.log());
+
+    let warnings = &retrieving["warnings"];
+    assert_eq!(warnings["count"], 2, "one ignored restore error, one tablespace: {retrieving}");
+    let first: Vec<&str> =
+        warnings["first"].as_array().unwrap().iter().map(|line| line.as_str().unwrap()).collect();
+    assert!(first.iter().any(|line| line.contains("tablespace archive")), "{first:?}");
+    assert!(first.iter().any(|line| line.contains("shop: restore errors ignored")), "{first:?}");
+    assert!(
+        first.iter().any(|line| line.contains("is_allowed") || line.contains("guarded")),
+        "{first:?}"
+    );
+    let alert = &retrieving["alerts"]["refresh_warnings"];
+    assert_eq!(alert["level"], "warning", "{retrieving}");
+    assert!(alert["message"].as_str().unwrap().contains("2 warnings"), "{alert}");
+    assert!(retrieving["alerts"].get("refresh_failed").is_none(), "{retrieving}");
+
+    // The finished run's totals, not the last stage's zeros.
+    let progress = &retrieving["progress"];
+    assert_eq!(progress["stage"], "finished", "{progress}");
+    assert!(progress["bytesDone"].as_u64().unwrap() > 0, "{progress}");
+    assert_eq!(progress["bytesDone"], progress["bytesTotal"], "{progress}");
+    assert_eq!(progress["tablesDone"], progress["tablesTotal"], "{progress}");
+    let databases = progress["databases"].as_array().unwrap();
+    let shop = databases.iter().find(|database| database["name"] == "shop_dev").unwrap();
+    assert!(shop["bytes"].as_u64().unwrap() > 0, "{progress}");
+    let tables: u64 = databases.iter().map(|database| database["tables"].as_u64().unwrap()).sum();
+    assert_eq!(progress["tablesDone"].as_u64().unwrap(), tables, "{progress}");
+    assert!(tables >= 3, "orders, zz_allowed and archived at least: {progress}");
+
+    let (_, status) = server.get("/status").await;
+    assert_eq!(status["status"]["code"], "WARNING", "{}", status["status"]);
+    let message = status["status"]["message"].as_str().unwrap();
+    assert!(message.contains("retrieving") && message.contains("2 warnings"), "{message}");
+    assert_eq!(status["retrieving"]["warnings"], *warnings);
+    let metrics = server.metrics().await;
+    assert_eq!(crate::harness::metric(&metrics, "dblab_instance_status_code"), Some(1.0));
+    let log = server.log();
+    let warned: Vec<String> = log
+        .lines()
+        .filter(|line| line.contains("retrieval finished with warnings"))
+        .map(without_colours)
+        .collect();
+    assert_eq!(warned.len(), 1, "one line per run: {log}");
+    assert!(warned[0].contains("WARN") && warned[0].contains("count=2"), "{}", warned[0]);
+    assert!(warned[0].contains("tablespace archive"), "{}", warned[0]);
+
+    // The clone shows what the warnings say: the rows of `guarded` did not arrive.
+    let clone = server.create_clone("warned").await;
+    let mut shop = clone.clone();
+    shop["db"]["dbName"] = Value::from("shop_dev");
+    let client = connect(&shop).await.unwrap();
+    let guarded: i64 = client.query_one("SELECT count(*) FROM guarded", &[]).await.unwrap().get(0);
+    assert_eq!(guarded, 0);
+    let archived: i64 =
+        client.query_one("SELECT count(*) FROM archived", &[]).await.unwrap().get(0);
+    assert_eq!(archived, 5, "the table of the left-out tablespace arrived in the default one");
+    source.stop().await;
+}
