@@ -98,6 +98,25 @@ pub async fn configure(
     Ok(StandbyFiles { settings, primary_parameters })
 }
 
+/// Takes the standby's settings away from a copy that is to run as a primary (a promoted
+/// snapshot, its clones): removes `standby.signal` and empties [`STANDBY_CONF`], whose include
+/// line stays harmless. Idempotent.
+pub fn clear(data_dir: &Path) -> Result<()> {
+    let signal = data_dir.join(STANDBY_SIGNAL);
+    match std::fs::remove_file(&signal) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(Error::io("remove", signal, error)),
+    }
+    let conf = data_dir.join(STANDBY_CONF);
+    if conf.exists() {
+        // Truncated in place, so the file keeps its owner.
+        std::fs::write(&conf, "# Cleared by Scion: this copy no longer runs as a standby.\n")
+            .map_err(|error| Error::io("write", conf, error))?;
+    }
+    Ok(())
+}
+
 /// Whether `data_dir` is set up to start as a standby (`standby.signal` exists).
 pub fn is_standby(data_dir: &Path) -> bool {
     data_dir.join(STANDBY_SIGNAL).exists()
@@ -263,6 +282,19 @@ mod tests {
         let text = with_standby_include(&text).unwrap();
         assert!(text.find(conf::INCLUDE_LINE).unwrap() < text.find(STANDBY_INCLUDE_LINE).unwrap());
         assert_eq!(with_standby_include(&text), None);
+    }
+
+    #[test]
+    fn clear_takes_the_standby_away() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STANDBY_SIGNAL), "").unwrap();
+        std::fs::write(dir.path().join(STANDBY_CONF), "primary_conninfo = 'x'\n").unwrap();
+        assert!(is_standby(dir.path()));
+        clear(dir.path()).unwrap();
+        assert!(!is_standby(dir.path()));
+        let text = std::fs::read_to_string(dir.path().join(STANDBY_CONF)).unwrap();
+        assert!(!text.contains("primary_conninfo"), "{text}");
+        clear(dir.path()).unwrap();
     }
 
     #[test]

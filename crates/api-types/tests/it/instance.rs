@@ -154,10 +154,12 @@ fn retrieving_with_alerts_map_and_activity_golden() {
             target: Vec::new(),
         }),
         progress: Some(api_types::RetrievalProgress {
-            stage: "restoring".to_owned(),
+            stage: "copying".to_owned(),
             database: Some("shop".to_owned()),
             bytes_done: 1024,
             bytes_total: Some(4096),
+            bytes_per_second: Some(512),
+            eta_seconds: Some(6),
             tables_done: 3,
             tables_total: None,
             started_at: Some(at("2024-05-01T22:00:00Z")),
@@ -168,10 +170,12 @@ fn retrieving_with_alerts_map_and_activity_golden() {
         "mode": "physical",
         "status": "refreshing",
         "progress": {
-            "stage": "restoring",
+            "stage": "copying",
             "database": "shop",
             "bytesDone": 1024,
             "bytesTotal": 4096,
+            "bytesPerSecond": 512,
+            "etaSeconds": 6,
             "tablesDone": 3,
             "startedAt": wire_time("2024-05-01T22:00:00Z")
         },
