@@ -152,11 +152,14 @@ impl InitialCopy {
     ) -> Result<CopySummary> {
         let started = Instant::now();
         let mut reporter = Reporter::new(self.progress.clone());
-        let source = self.config.source.as_ref().map(Source::new).transpose();
-        let result = match &source {
-            Ok(source) => self.run_inner(source.as_ref(), target, cancel, &mut reporter).await,
-            Err(error) => Err(Error::invalid(error.to_string())),
+        let source = match self.config.source.as_ref().map(Source::new).transpose() {
+            Ok(source) => source,
+            Err(error) => {
+                reporter.finish(Some(error.to_string()));
+                return Err(error);
+            }
         };
+        let result = self.run_inner(source.as_ref(), target, cancel, &mut reporter).await;
         match result {
             Ok(mut summary) => {
                 reporter.finish(None);
@@ -171,7 +174,7 @@ impl InitialCopy {
                 Ok(summary)
             }
             Err(error) => {
-                if let (Ok(Some(source)), Some(slot)) = (&source, self.slot_for(&target.dataset))
+                if let (Some(source), Some(slot)) = (&source, self.slot_for(&target.dataset))
                     && let Err(drop_error) = basebackup::drop_slot(
                         &self.search,
                         source,
@@ -331,10 +334,13 @@ fn prepare_dir(data_dir: &Path, user: &OsUser) -> Result<()> {
     match std::fs::read_dir(data_dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(Error::invalid(format!(
-                    "the initial copy's target {} is not empty",
-                    data_dir.display()
-                )));
+                return Err(Error::Failed {
+                    stage: Stage::Copying,
+                    stderr_tail: format!(
+                        "the initial copy's target {} is not empty: the engine gives each copy a new dataset",
+                        data_dir.display()
+                    ),
+                });
             }
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

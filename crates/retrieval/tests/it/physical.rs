@@ -147,7 +147,9 @@ impl Standby {
 }
 
 /// pg_basebackup into a new directory: progress, the slot, the standby's replay, the drop.
-async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str) {
+/// With `refresh`, a second copy into another dataset runs while the first standby streams,
+/// as a full refresh does, each with its own slot.
+async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str, refresh: bool) {
     let search = BinarySearch::default();
     let copy = InitialCopy::new(
         physical_config(Some(source), PhysicalConfig::default()),
@@ -186,6 +188,20 @@ async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str) {
         .unwrap()
         .get(0);
     assert!(active, "the standby streams from its slot");
+    if refresh {
+        let next = copy_target(sandbox, &format!("{name}-next"));
+        let next_slot = copy.slot_for(&next.dataset).unwrap();
+        assert_ne!(next_slot, slot);
+        let summary = copy.run(&next, &cancel).await.unwrap();
+        assert_eq!(summary.slot.as_deref(), Some(next_slot.as_str()));
+        source.sql("postgres", &format!("INSERT INTO marks VALUES ('{name}-next')")).await;
+        let newer = Standby::start(sandbox, &search, &next.data_dir, &format!("{name}-next")).await;
+        standby.wait_for(&format!("{name}-next")).await;
+        newer.wait_for(&format!("{name}-next")).await;
+        newer.stop().await;
+        assert!(copy.drop_slot(&next_slot, &cancel).await.unwrap());
+        assert!(copy.slot_exists(&slot, &cancel).await.unwrap(), "the older slot stays");
+    }
     standby.stop().await;
 
     assert!(copy.drop_slot(&slot, &cancel).await.unwrap());
@@ -230,8 +246,7 @@ async fn source_for(sandbox: &Sandbox, number: u8) -> SourceDb {
 async fn physical_pg_basebackup_and_custom_from_16() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 16).await;
-    basebackup_case(&sandbox, &source, "bb16").await;
-    // A full refresh copies into a new dataset with its own slot while the first is gone.
+    basebackup_case(&sandbox, &source, "bb16", true).await;
     custom_case(&sandbox, &source).await;
     source.stop().await;
 }
@@ -240,7 +255,7 @@ async fn physical_pg_basebackup_and_custom_from_16() {
 async fn physical_pg_basebackup_from_17() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 17).await;
-    basebackup_case(&sandbox, &source, "bb17").await;
+    basebackup_case(&sandbox, &source, "bb17", false).await;
     source.stop().await;
 }
 
@@ -248,7 +263,7 @@ async fn physical_pg_basebackup_from_17() {
 async fn physical_pg_basebackup_from_14() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 14).await;
-    basebackup_case(&sandbox, &source, "bb14").await;
+    basebackup_case(&sandbox, &source, "bb14", false).await;
     source.stop().await;
 }
 
@@ -277,6 +292,17 @@ async fn physical_copy_refuses_a_non_empty_target_and_drops_its_slot_on_failure(
     let error = copy.run(&target, &cancel).await.unwrap_err();
     assert!(error.to_string().contains("already exists"), "{error}");
     assert!(!copy.slot_exists(&slot, &cancel).await.unwrap());
+
+    // A password variable that is not set fails the run before anything starts.
+    let mut config = physical_config(Some(&source), PhysicalConfig::default());
+    config.source.as_mut().unwrap().password_env = Some("SCION_TEST_NO_SUCH_PASSWORD".into());
+    let copy = InitialCopy::new(config, BinarySearch::default(), os_user()).unwrap();
+    let error = copy.run(&copy_target(&sandbox, "nopass"), &cancel).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid retrieval configuration: source.password_env names SCION_TEST_NO_SUCH_PASSWORD, which is not set in the engine's environment"
+    );
+    assert_eq!(copy.subscribe().borrow().stage, Stage::Failed);
     source.stop().await;
 }
 
