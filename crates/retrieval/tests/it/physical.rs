@@ -303,6 +303,15 @@ async fn physical_copy_refuses_a_non_empty_target_and_drops_its_slot_on_failure(
         "invalid retrieval configuration: source.password_env names SCION_TEST_NO_SUCH_PASSWORD, which is not set in the engine's environment"
     );
     assert_eq!(copy.subscribe().borrow().stage, Stage::Failed);
+
+    // Each mode has its own runner: neither takes the other's configuration.
+    let physical = physical_config(Some(&source), PhysicalConfig::default());
+    let error = retrieval::Pipeline::new(physical, BinarySearch::default(), os_user()).unwrap_err();
+    assert!(error.to_string().contains("InitialCopy"), "{error}");
+    let logical =
+        RetrievalConfig { source: Some(source.source_config()), ..RetrievalConfig::default() };
+    let error = InitialCopy::new(logical, BinarySearch::default(), os_user()).unwrap_err();
+    assert!(error.to_string().contains("needs [retrieval.physical]"), "{error}");
     source.stop().await;
 }
 
