@@ -203,7 +203,10 @@ impl InitialCopy {
         let source_major = match source {
             Some(source) => {
                 let psql = newest_tool(&self.search, "psql", None)?;
-                Some(source.probe(psql, cancel).await?.major)
+                let major = source.probe(psql, cancel).await?.major;
+                // Checked before the copy, which may take hours: the standby is that major.
+                self.server_binaries(major)?;
+                Some(major)
             }
             None => None,
         };
@@ -244,10 +247,7 @@ impl InitialCopy {
                 ),
             });
         }
-        self.search.locate(major).map_err(|error| Error::ToolMissing {
-            tool: format!("PostgreSQL {major} server"),
-            detail: error.to_string(),
-        })?;
+        self.server_binaries(major)?;
         // A custom tool may have left files of other owners; the server needs them all.
         self.user.own_data_dir(&target.data_dir).map_err(|error| postgres_error(&error))?;
 
@@ -321,6 +321,13 @@ impl InitialCopy {
         basebackup::slot_exists(&self.search, &source, slot, cancel).await
     }
 
+    fn server_binaries(&self, major: PgMajor) -> Result<PgBinaries> {
+        self.search.locate(major).map_err(|error| Error::ToolMissing {
+            tool: format!("PostgreSQL {major} server"),
+            detail: error.to_string(),
+        })
+    }
+
     fn source(&self) -> Result<Source> {
         let config = self.config.source.as_ref().ok_or_else(|| {
             Error::invalid("replication slots live on [retrieval.source], which is not set")
@@ -381,9 +388,11 @@ fn postgres_error(error: &postgres::Error) -> Error {
 }
 
 /// A tool run as the servers' OS user, with a clean environment and the engine's `PATH` (so
-/// the programs validation found are the ones that run).
+/// the programs validation found are the ones that run), in a session of its own, so that a
+/// cancelled run stops everything the tool started.
 pub(crate) fn tool_command(program: impl AsRef<Path>, user: &OsUser) -> Cmd {
     Cmd::new(program)
+        .new_session()
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned()))
         .env("TZ", "UTC")

@@ -268,7 +268,7 @@ async fn physical_pg_basebackup_from_14() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn physical_copy_refuses_a_non_empty_target_and_drops_its_slot_on_failure() {
+async fn physical_copy_failures_cancellation_and_mode_checks() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 17).await;
     let copy = InitialCopy::new(
@@ -303,6 +303,46 @@ async fn physical_copy_refuses_a_non_empty_target_and_drops_its_slot_on_failure(
         "invalid retrieval configuration: source.password_env names SCION_TEST_NO_SUCH_PASSWORD, which is not set in the engine's environment"
     );
     assert_eq!(copy.subscribe().borrow().stage, Stage::Failed);
+
+    // A cancelled copy stops its tool: a throttled pg_basebackup through the custom tool,
+    // cancelled once the directory grows.
+    let tool = BinarySearch::default().locate(major(17)).unwrap().tool("pg_basebackup").unwrap();
+    let mut physical = PhysicalConfig { tool: PhysicalTool::Custom, ..PhysicalConfig::default() };
+    physical.custom.command = format!("{} --max-rate=32k -D \"$PGDATA\"", tool.display());
+    let copy = InitialCopy::new(
+        physical_config(Some(&source), physical),
+        BinarySearch::default(),
+        os_user(),
+    )
+    .unwrap();
+    let mut progress = copy.subscribe();
+    let cancel = CancellationToken::new();
+    let cancelling = cancel.clone();
+    tokio::spawn(async move {
+        while progress.changed().await.is_ok() {
+            let copying = {
+                let now = progress.borrow_and_update();
+                now.stage == Stage::Copying && now.bytes_done > 0
+            };
+            if copying {
+                cancelling.cancel();
+                return;
+            }
+        }
+    });
+    let error = copy.run(&copy_target(&sandbox, "cancelled"), &cancel).await.unwrap_err();
+    assert!(matches!(error, retrieval::Error::Cancelled { stage: Stage::Copying }), "{error}");
+    let client = source.connect("postgres").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let senders: i64 =
+            client.query_one("SELECT count(*) FROM pg_stat_replication", &[]).await.unwrap().get(0);
+        if senders == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cancelled copy still streams");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Each mode has its own runner: neither takes the other's configuration.
     let physical = physical_config(Some(&source), PhysicalConfig::default());
