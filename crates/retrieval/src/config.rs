@@ -935,6 +935,30 @@ myapp_production = "myapp"
     }
 
     #[test]
+    fn the_physical_section_of_the_example_file_is_valid() {
+        // Commented out there (it excludes the example's logical keys): uncommented here.
+        let example = include_str!("../../../config/example.toml");
+        let start = example.find("\n# [retrieval.physical]\n").unwrap() + 1;
+        let text: String = example[start..]
+            .lines()
+            .map(|line| line.strip_prefix("# ").or_else(|| line.strip_prefix('#')).unwrap_or(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        #[derive(Deserialize)]
+        struct File {
+            retrieval: RetrievalConfig,
+        }
+        let mut config = toml::from_str::<File>(&text).unwrap().retrieval;
+        config.source = live().source;
+        assert_eq!(problems(&config), Vec::<String>::new());
+        let physical = config.physical.unwrap();
+        assert_eq!(physical.slot, "scion_standby");
+        assert_eq!(physical.pgbackrest.stanza, "main");
+        assert!(physical.custom.command.contains("$PGDATA"));
+        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
     fn physical_and_logical_keys_exclude_each_other() {
         let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
         config.dump.immediate_restore = true;
