@@ -1,6 +1,6 @@
-//! Physical mode's initial copy against real sources: pg_basebackup (PostgreSQL 16, 17 and 14),
-//! the custom tool driving pg_basebackup (16), and pgBackRest from a local repository with a
-//! real stanza (Debian's 15). Each copy is started as a standby with the `postgres` crate and
+//! Physical mode's initial copy against real sources: pg_basebackup (PostgreSQL 16, 17 and 14,
+//! and from a replica of 17), the custom tool driving pg_basebackup (16), and pgBackRest from a
+//! local repository with a real stanza (Debian's 15). Each copy is started as a standby with the `postgres` crate and
 //! must replay a row committed on the source after the copy; slots exist after the copy and are
 //! gone after the drop; progress reaches its total. One source per major serves every case.
 
@@ -99,8 +99,8 @@ impl Standby {
         let binaries = search.locate(major).unwrap();
         let port = free_port();
         let socket_dir = sandbox.path().join(format!("{name}-sock"));
-        let mut settings = ServerSettings::new(port, &socket_dir);
-        settings.listen_addresses = String::new();
+        // On loopback, so that a copy can be taken from it as from any replica.
+        let settings = ServerSettings::new(port, &socket_dir);
         let spec = InstanceSpec::new(
             data_dir,
             settings,
@@ -110,6 +110,10 @@ impl Standby {
         );
         let instance = Instance::start(&binaries, spec).await.unwrap();
         Standby { instance: Some(instance), socket_dir, port }
+    }
+
+    fn data_dir(&self) -> &Path {
+        &self.instance.as_ref().unwrap().spec().data_dir
     }
 
     async fn client(&self) -> tokio_postgres::Client {
@@ -146,10 +150,19 @@ impl Standby {
     }
 }
 
+/// What a pg_basebackup case does besides the copy, replay and slot checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Also {
+    Nothing,
+    /// A second copy into another dataset while the first standby streams, as a full refresh
+    /// does, each with its own slot.
+    Refresh,
+    /// A copy taken from the first standby (a replica), which streams from it in cascade.
+    FromReplica,
+}
+
 /// pg_basebackup into a new directory: progress, the slot, the standby's replay, the drop.
-/// With `refresh`, a second copy into another dataset runs while the first standby streams,
-/// as a full refresh does, each with its own slot.
-async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str, refresh: bool) {
+async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str, also: Also) {
     let search = BinarySearch::default();
     let copy = InitialCopy::new(
         physical_config(Some(source), PhysicalConfig::default()),
@@ -188,7 +201,10 @@ async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str, refre
         .unwrap()
         .get(0);
     assert!(active, "the standby streams from its slot");
-    if refresh {
+    if also == Also::FromReplica {
+        replica_case(sandbox, source, &standby, name).await;
+    }
+    if also == Also::Refresh {
         let next = copy_target(sandbox, &format!("{name}-next"));
         let next_slot = copy.slot_for(&next.dataset).unwrap();
         assert_ne!(next_slot, slot);
@@ -207,6 +223,41 @@ async fn basebackup_case(sandbox: &Sandbox, source: &SourceDb, name: &str, refre
     assert!(copy.drop_slot(&slot, &cancel).await.unwrap());
     assert!(!copy.slot_exists(&slot, &cancel).await.unwrap(), "the slot is gone");
     assert!(!copy.drop_slot(&slot, &cancel).await.unwrap(), "dropping again is a no-op");
+}
+
+/// pg_basebackup from a replica (`replica`, a standby of the source): the slot lives on the
+/// replica, and the copy streams from it in cascade.
+async fn replica_case(sandbox: &Sandbox, source: &SourceDb, replica: &Standby, name: &str) {
+    let hba = replica.data_dir().join("pg_hba.conf");
+    let mut text = std::fs::read_to_string(&hba).unwrap();
+    text.push_str("host replication all 127.0.0.1/32 scram-sha-256\n");
+    std::fs::write(&hba, text).unwrap();
+    replica.client().await.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let mut config = RetrievalConfig {
+        source: Some(retrieval::SourceConfig {
+            host: Some("127.0.0.1".into()),
+            port: replica.port,
+            username: crate::support::SOURCE_USER.into(),
+            password_env: Some(crate::support::PASSWORD_ENV.into()),
+            ..retrieval::SourceConfig::default()
+        }),
+        ..RetrievalConfig::default()
+    };
+    config.physical = Some(PhysicalConfig::default());
+    let search = BinarySearch::default();
+    let copy = InitialCopy::new(config, search.clone(), os_user()).unwrap();
+    let cancel = CancellationToken::new();
+    let target = copy_target(sandbox, &format!("{name}-cascade"));
+    let summary = copy.run(&target, &cancel).await.unwrap();
+    let slot = summary.slot.unwrap();
+    assert!(copy.slot_exists(&slot, &cancel).await.unwrap(), "the slot is on the replica");
+    let cascaded =
+        Standby::start(sandbox, &search, &target.data_dir, &format!("{name}-cascade")).await;
+    // Committed on the source, replayed by the replica, streamed on to the cascaded copy.
+    source.sql("postgres", &format!("INSERT INTO marks VALUES ('{name}-cascade')")).await;
+    cascaded.wait_for(&format!("{name}-cascade")).await;
+    cascaded.stop().await;
+    assert!(copy.drop_slot(&slot, &cancel).await.unwrap());
 }
 
 /// The custom tool driving the major's own pg_basebackup through the `PG*` variables.
@@ -246,16 +297,16 @@ async fn source_for(sandbox: &Sandbox, number: u8) -> SourceDb {
 async fn physical_pg_basebackup_and_custom_from_16() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 16).await;
-    basebackup_case(&sandbox, &source, "bb16", true).await;
+    basebackup_case(&sandbox, &source, "bb16", Also::Refresh).await;
     custom_case(&sandbox, &source).await;
     source.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn physical_pg_basebackup_from_17() {
+async fn physical_pg_basebackup_from_17_and_from_its_replica() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 17).await;
-    basebackup_case(&sandbox, &source, "bb17", false).await;
+    basebackup_case(&sandbox, &source, "bb17", Also::FromReplica).await;
     source.stop().await;
 }
 
@@ -263,7 +314,7 @@ async fn physical_pg_basebackup_from_17() {
 async fn physical_pg_basebackup_from_14() {
     let sandbox = Sandbox::new();
     let source = source_for(&sandbox, 14).await;
-    basebackup_case(&sandbox, &source, "bb14", false).await;
+    basebackup_case(&sandbox, &source, "bb14", Also::Nothing).await;
     source.stop().await;
 }
 
