@@ -135,7 +135,8 @@ pub struct RetrievalDatabase {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetrievalProgress {
     /// The stage: `pending`, `probing`, `preparing`, `roles`, `dumping`, `restoring`,
-    /// `streaming`, `analyzing`, `preprocessing`, `renaming`, `stopping`, `finished`, `failed`.
+    /// `streaming`, `analyzing`, `preprocessing`, `renaming`, `stopping`, `copying`,
+    /// `configuring` (physical mode), `finished`, `failed`.
     pub stage: String,
     /// The database being worked on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +148,12 @@ pub struct RetrievalProgress {
     /// Bytes expected in this stage, when known.
     #[serde(default, rename = "bytesTotal", skip_serializing_if = "Option::is_none")]
     pub bytes_total: Option<u64>,
+    /// The stage's average rate so far, bytes per second, when it counts bytes.
+    #[serde(default, rename = "bytesPerSecond", skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<u64>,
+    /// Seconds left in this stage at that rate, when the total is known.
+    #[serde(default, rename = "etaSeconds", skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
     /// Tables done in this stage.
     #[serde(default, rename = "tablesDone")]
     #[cfg_attr(feature = "openapi", schema(required))]

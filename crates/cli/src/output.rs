@@ -196,6 +196,11 @@ pub(crate) fn instance(instance: &Instance) -> String {
         ),
     ];
     if let Some(progress) = &retrieving.progress
+        && !matches!(progress.stage.as_str(), "finished" | "failed" | "pending")
+    {
+        rows.push(("Progress", retrieval_progress(progress)));
+    }
+    if let Some(progress) = &retrieving.progress
         && progress.stage == "finished"
     {
         rows.push((
@@ -304,6 +309,26 @@ pub(crate) fn time(time: Option<LocalTime>) -> String {
     }
 }
 
+/// A running refresh's stage, bytes of the total, rate and time left (a physical copy's, a
+/// dump's).
+pub(crate) fn retrieval_progress(progress: &api_types::RetrievalProgress) -> String {
+    let mut text = progress.stage.clone();
+    if progress.bytes_done > 0 || progress.bytes_total.is_some() {
+        text.push_str(&format!(": {}", size(progress.bytes_done)));
+        if let Some(total) = progress.bytes_total.filter(|total| *total > 0) {
+            let percent = progress.bytes_done.saturating_mul(100) / total;
+            text.push_str(&format!(" of {} ({percent}%)", size(total)));
+        }
+    }
+    if let Some(rate) = progress.bytes_per_second {
+        text.push_str(&format!(", {}/s", size(rate)));
+    }
+    if let Some(eta) = progress.eta_seconds {
+        text.push_str(&format!(", {eta} s left"));
+    }
+    text
+}
+
 /// Bytes in binary units, one decimal above a KiB.
 pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -332,6 +357,30 @@ mod tests {
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(5 << 30), "5.0 GiB");
         assert_eq!(size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn retrieval_progress_lines() {
+        let mut progress = api_types::RetrievalProgress {
+            stage: "copying".to_owned(),
+            bytes_done: 3 << 30,
+            bytes_total: Some(12 << 30),
+            bytes_per_second: Some(100 << 20),
+            eta_seconds: Some(92),
+            ..api_types::RetrievalProgress::default()
+        };
+        assert_eq!(
+            retrieval_progress(&progress),
+            "copying: 3.0 GiB of 12.0 GiB (25%), 100.0 MiB/s, 92 s left"
+        );
+        progress.bytes_total = None;
+        progress.eta_seconds = None;
+        assert_eq!(retrieval_progress(&progress), "copying: 3.0 GiB, 100.0 MiB/s");
+        let probing = api_types::RetrievalProgress {
+            stage: "probing".to_owned(),
+            ..api_types::RetrievalProgress::default()
+        };
+        assert_eq!(retrieval_progress(&probing), "probing");
     }
 
     #[test]

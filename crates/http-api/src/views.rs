@@ -275,6 +275,8 @@ pub(crate) fn retrieving(view: &RetrievalView) -> Retrieving {
                 database: progress.database.clone(),
                 bytes_done: progress.bytes_done,
                 bytes_total: progress.bytes_total,
+                bytes_per_second: progress.bytes_per_second,
+                eta_seconds: progress.eta_seconds,
                 tables_done: progress.tables_done,
                 tables_total: progress.tables_total,
                 started_at: progress.started_at.map(LocalTime::from),

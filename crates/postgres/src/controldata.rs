@@ -5,6 +5,7 @@
 //! version is the same (1300 for 13 to 16, 1700 for 17, 1800 for 18), which the output's own
 //! "pg_control version number" line and the absence of a CRC warning confirm.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -105,6 +106,10 @@ pub struct ControlData {
     pub timeline: u32,
     /// Whether data page checksums are on.
     pub data_checksums: bool,
+    /// The server settings pg_control records (the `<name> setting` lines: `max_connections`,
+    /// `max_worker_processes`, `max_wal_senders`, `max_prepared_xacts`, `max_locks_per_xact`,
+    /// `track_commit_timestamp`, `wal_level`, …), by the name pg_controldata prints.
+    pub settings: BTreeMap<String, String>,
 }
 
 impl ControlData {
@@ -144,6 +149,14 @@ impl ControlData {
             timeline: u32::try_from(parse("Latest checkpoint's TimeLineID")?)
                 .map_err(|_| bad("timeline out of range".to_owned()))?,
             data_checksums: parse("Data page checksum version")? != 0,
+            settings: output
+                .lines()
+                .filter_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    let name = key.trim().strip_suffix(" setting")?;
+                    Some((name.to_owned(), value.trim().to_owned()))
+                })
+                .collect(),
         })
     }
 }
@@ -198,6 +211,10 @@ Latest checkpoint's REDO WAL file:    000000010000000000000001
 Latest checkpoint's TimeLineID:       1
 Latest checkpoint's PrevTimeLineID:   1
 Data page checksum version:           1
+wal_level setting:                    replica
+max_connections setting:              100
+max_locks_per_xact setting:           64
+track_commit_timestamp setting:       off
 ";
 
     #[test]
@@ -212,6 +229,10 @@ Data page checksum version:           1
         assert_eq!(data.checkpoint_lsn.to_string(), "0/1701F28");
         assert_eq!(data.timeline, 1);
         assert!(data.data_checksums);
+        assert_eq!(data.settings["max_connections"], "100");
+        assert_eq!(data.settings["max_locks_per_xact"], "64");
+        assert_eq!(data.settings["track_commit_timestamp"], "off");
+        assert_eq!(data.settings.len(), 4);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`instance`] — start (fast readiness, no polling), stop modes, adopt, stale `postmaster.pid`;
 //! - [`pidfile`] — parsing `postmaster.pid`;
 //! - [`controldata`] — `pg_controldata`;
+//! - [`standby`] — what makes a physical copy start as a standby (`standby.signal`, its
+//!   settings, the primary's hot-standby parameters, the replication password file);
 //! - [`admin`] — roles, passwords, sessions, activity, CHECKPOINT over the unix socket;
 //! - [`sql`] — quoting of identifiers and literals.
 //!
@@ -21,6 +23,7 @@ pub mod initdb;
 pub mod instance;
 pub mod pidfile;
 pub mod sql;
+pub mod standby;
 pub mod user;
 pub mod version;
 

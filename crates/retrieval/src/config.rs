@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod physical;
+
+pub use physical::{
+    CustomConfig, PgBackRestConfig, PhysicalConfig, PhysicalTool, SyncConfig, slot_name,
+};
+
 /// The default target major, when the configuration names none.
 pub const DEFAULT_TARGET_MAJOR: u8 = 17;
 /// The default `pg_dump`/`pg_restore` jobs (DBLab's default).
@@ -71,6 +77,10 @@ pub struct RetrievalConfig {
     pub timetable: Option<String>,
     /// Do not refresh when the engine starts; only on the timetable or on demand.
     pub skip_start_refresh: bool,
+    /// Physical mode: a physical copy kept current by a standby (DBLab's `physicalRestore`).
+    /// Its presence chooses the mode; the logical keys (`databases`, `[dump]`, `[restore]`)
+    /// are then refused.
+    pub physical: Option<PhysicalConfig>,
 }
 
 impl Default for RetrievalConfig {
@@ -85,6 +95,7 @@ impl Default for RetrievalConfig {
             target_major: DEFAULT_TARGET_MAJOR,
             timetable: None,
             skip_start_refresh: false,
+            physical: None,
         }
     }
 }
@@ -305,6 +316,9 @@ impl RetrievalConfig {
     /// Checks everything that can be checked without running anything: names, rename rules,
     /// job counts, options, the timetable, and that configured files exist. Lists every problem.
     pub fn validate(&self) -> Result<()> {
+        if let Some(physical) = &self.physical {
+            return self.validate_physical(physical);
+        }
         let mut problems = Vec::new();
         self.check_source(&mut problems);
         if let Err(error) = postgres::PgMajor::new(self.target_major) {
@@ -358,6 +372,59 @@ impl RetrievalConfig {
             problems.push(problem);
         }
         if problems.is_empty() { Ok(()) } else { Err(Error::InvalidConfig { problems }) }
+    }
+
+    /// Whether this is physical mode (`[retrieval.physical]` is present).
+    pub fn is_physical(&self) -> bool {
+        self.physical.is_some()
+    }
+
+    /// Physical mode's checks: the section itself, the source when set, no logical key, and
+    /// what the snapshot stage shares with logical mode (preprocessing, renames, timetable).
+    fn validate_physical(&self, physical: &PhysicalConfig) -> Result<()> {
+        let mut problems = Vec::new();
+        for key in self.logical_keys() {
+            problems.push(format!(
+                "[retrieval.physical] and the logical key {key} exclude each other: physical mode copies whole clusters, so remove {key} (or remove [retrieval.physical] for logical mode)"
+            ));
+        }
+        if let Some(source) = &self.source {
+            source.check(&mut problems);
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        problems.extend(physical.problems(self.source.is_some(), &path));
+        self.check_preprocessing(&mut problems);
+        problems.extend(rename_problems(&self.database_rename, &BTreeMap::new()));
+        if let Some(timetable) = &self.timetable
+            && let Err(problem) = parse_timetable(timetable)
+        {
+            problems.push(problem);
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::InvalidConfig { problems }) }
+    }
+
+    /// The logical-mode keys set to anything but their defaults.
+    fn logical_keys(&self) -> Vec<&'static str> {
+        let (dump, restore) = (DumpConfig::default(), RestoreConfig::default());
+        let checks = [
+            ("databases", !self.databases.is_empty()),
+            ("dump.parallel_jobs", self.dump.parallel_jobs != dump.parallel_jobs),
+            ("dump.custom_options", self.dump.custom_options != dump.custom_options),
+            ("dump.location", self.dump.location != dump.location),
+            ("dump.immediate_restore", self.dump.immediate_restore != dump.immediate_restore),
+            ("dump.keep", self.dump.keep != dump.keep),
+            ("dump.roles", self.dump.roles != dump.roles),
+            ("dump.role_passwords", self.dump.role_passwords != dump.role_passwords),
+            ("restore.parallel_jobs", self.restore.parallel_jobs != restore.parallel_jobs),
+            ("restore.custom_options", self.restore.custom_options != restore.custom_options),
+            ("restore.from_dump", self.restore.from_dump != restore.from_dump),
+            ("restore.ignore_errors", self.restore.ignore_errors != restore.ignore_errors),
+            ("restore.skip_policies", self.restore.skip_policies != restore.skip_policies),
+            ("restore.analyze", self.restore.analyze != restore.analyze),
+            ("restore.freeze", self.restore.freeze != restore.freeze),
+            ("restore.configs", self.restore.configs != restore.configs),
+        ];
+        checks.into_iter().filter(|(_, set)| *set).map(|(key, _)| key).collect()
     }
 
     fn check_source(&self, problems: &mut Vec<String>) {
@@ -900,6 +967,130 @@ analytics_prod = "analytics"
         assert!(error.contains("unknown field `skip_policy`"), "{error}");
         assert!(error.contains("line"), "{error}");
         assert!(toml::from_str::<RetrievalConfig>("[source]\npassword = \"x\"").is_err());
+    }
+
+    /// Physical mode as an operator writes it.
+    const PHYSICAL: &str = r#"
+timetable = "0 3 * * 1"
+
+[source]
+host = "prod-replica.internal"
+username = "replicator"
+password_env = "SCION_SOURCE_PASSWORD"
+
+[physical]
+tool = "pg_basebackup"
+slot = "scion_standby"
+restore_command = ""
+snapshot_timetable = "0 */6 * * *"
+
+[physical.pgbackrest]
+stanza = "main"
+options = ["--repo=1"]
+
+[physical.custom]
+command = "pg_basebackup -X stream -D \"$PGDATA\""
+
+[physical.sync]
+enabled = true
+health_interval = "5s"
+configs = { shared_buffers = "1GB" }
+
+[preprocessing]
+inline = "UPDATE users SET email = md5(email) || '@example.com';"
+
+[database_rename]
+myapp_production = "myapp"
+"#;
+
+    #[test]
+    fn parses_a_physical_config() {
+        let config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
+        assert_eq!(problems(&config), Vec::<String>::new());
+        assert!(config.is_physical());
+        let physical = config.physical.as_ref().unwrap();
+        assert_eq!(physical.tool, PhysicalTool::PgBasebackup);
+        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
+        assert_eq!(physical.sync.configs["shared_buffers"], "1GB");
+        assert_eq!(physical.effective_restore_command(), None, "empty means none");
+        assert_eq!(physical.snapshot_timetable(), Some("0 */6 * * *"));
+        let error = toml::from_str::<RetrievalConfig>(&PHYSICAL.replace("slot =", "slots ="))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `slots`"), "{error}");
+        let error = toml::from_str::<RetrievalConfig>(&PHYSICAL.replace("\"5s\"", "\"often\""))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a duration"), "{error}");
+        let error = toml::from_str::<RetrievalConfig>(
+            &PHYSICAL.replace("\"pg_basebackup\"\n", "\"walg\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("walg"), "{error}");
+    }
+
+    #[test]
+    fn the_physical_section_of_the_example_file_is_valid() {
+        // Commented out there (it excludes the example's logical keys): uncommented here.
+        let example = include_str!("../../../config/example.toml");
+        let start = example.find("\n# [retrieval.physical]\n").unwrap() + 1;
+        let text: String = example[start..]
+            .lines()
+            .map(|line| line.strip_prefix("# ").or_else(|| line.strip_prefix('#')).unwrap_or(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        #[derive(Deserialize)]
+        struct File {
+            retrieval: RetrievalConfig,
+        }
+        let mut config = toml::from_str::<File>(&text).unwrap().retrieval;
+        config.source = live().source;
+        assert_eq!(problems(&config), Vec::<String>::new());
+        let physical = config.physical.unwrap();
+        assert_eq!(physical.slot, "scion_standby");
+        assert_eq!(physical.pgbackrest.stanza, "main");
+        assert!(physical.custom.command.contains("$PGDATA"));
+        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn physical_and_logical_keys_exclude_each_other() {
+        let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
+        config.dump.immediate_restore = true;
+        config.databases.insert("app".into(), DatabaseConfig::default());
+        config.restore.from_dump = Some("/tmp".into());
+        let found = problems(&config);
+        for key in ["dump.immediate_restore", "databases", "restore.from_dump"] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("[retrieval.physical] and the logical key")
+                        && p.contains(key)),
+                "{key}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn physical_problems_are_listed() {
+        let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
+        config.source = None;
+        let physical = config.physical.as_mut().unwrap();
+        physical.slot = "Bad-Slot".into();
+        physical.snapshot_timetable = Some("61 * * * *".into());
+        physical.sync.enabled = false;
+        physical.sync.configs.insert("primary_conninfo".into(), "host=x".into());
+        let found = problems(&config);
+        for needle in [
+            "copies from a live server: set [retrieval.source]",
+            "physical.slot: \"Bad-Slot\"",
+            "physical.snapshot_timetable \"61 * * * *\"",
+            "needs the sync instance",
+            "primary_conninfo is set by Scion itself",
+        ] {
+            assert!(found.iter().any(|p| p.contains(needle)), "{needle}: {found:?}");
+        }
     }
 
     #[test]

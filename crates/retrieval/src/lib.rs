@@ -1,12 +1,13 @@
-//! Logical retrieval: data from a source PostgreSQL (or existing dump files) into a fresh target
+//! Retrieval: data from a source PostgreSQL (dumps, or a physical copy) into a fresh target
 //! data directory, ready for a snapshot.
 //!
 //! - [`config`] — the `[retrieval]` configuration and its validation (rename rules, cron);
 //! - [`pipeline`] — [`Pipeline::run`], the order of the stages: probe, initdb + temporary target,
 //!   roles, dump and restore or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames,
 //!   CHECKPOINT, clean stop;
-//! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM); physical
-//!   retrieval will be its sibling;
+//! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM);
+//! - [`physical`] — physical mode's initial copy ([`InitialCopy`]: pg_basebackup, pgBackRest or
+//!   a custom tool into an empty directory, made a standby), and its replication slots;
 //! - `target` — the temporary target server ([`Target`]): initdb, start, admin SQL, its log;
 //! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
 //! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.
@@ -19,6 +20,7 @@ pub mod archive;
 pub mod config;
 pub mod error;
 mod logical;
+pub mod physical;
 mod pipe;
 pub mod pipeline;
 mod prepare;
@@ -29,9 +31,11 @@ mod target;
 
 pub use archive::DumpFormat;
 pub use config::{
-    DatabaseConfig, DumpConfig, PreprocessingConfig, RestoreConfig, RetrievalConfig, SourceConfig,
+    DatabaseConfig, DumpConfig, PhysicalConfig, PhysicalTool, PreprocessingConfig, RestoreConfig,
+    RetrievalConfig, SourceConfig,
 };
 pub use error::{Error, Result};
+pub use physical::{CopySummary, CopyTarget, InitialCopy};
 pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target};
 pub use progress::{Progress, Stage, StageTiming};
 pub use source::SOURCE_APPLICATION_NAME;

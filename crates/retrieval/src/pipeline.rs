@@ -135,6 +135,12 @@ impl Pipeline {
     /// Validates `config` and binds it to the binaries in `search`, run as `user`.
     pub fn new(config: RetrievalConfig, search: BinarySearch, user: OsUser) -> Result<Self> {
         config.validate()?;
+        if config.is_physical() {
+            // Running the logical stages on a physical configuration would dump every database.
+            return Err(Error::invalid(
+                "[retrieval.physical] is physical mode, which the logical pipeline does not run: its initial copy is retrieval::InitialCopy",
+            ));
+        }
         let (progress, _) = watch::channel(Progress::default());
         Ok(Pipeline { config, search, user, progress })
     }

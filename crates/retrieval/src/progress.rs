@@ -34,6 +34,10 @@ pub enum Stage {
     Renaming,
     /// CHECKPOINT and a clean stop of the target.
     Stopping,
+    /// Physical mode: the initial copy of the whole cluster (pg_basebackup, pgBackRest, custom).
+    Copying,
+    /// Physical mode: making the copy a standby (recovery settings, hot-standby parameters).
+    Configuring,
     /// Finished successfully.
     Finished,
     /// Finished with an error.
@@ -43,7 +47,10 @@ pub enum Stage {
 impl Stage {
     /// True for stages whose tools talk to the source, whose libpq errors mean the source.
     pub(crate) fn touches_source(self) -> bool {
-        matches!(self, Stage::Probing | Stage::Roles | Stage::Dumping | Stage::Streaming)
+        matches!(
+            self,
+            Stage::Probing | Stage::Roles | Stage::Dumping | Stage::Streaming | Stage::Copying
+        )
     }
 
     /// The name used in JSON and logs.
@@ -60,6 +67,8 @@ impl Stage {
             Stage::Preprocessing => "preprocessing",
             Stage::Renaming => "renaming",
             Stage::Stopping => "stopping",
+            Stage::Copying => "copying",
+            Stage::Configuring => "configuring",
             Stage::Finished => "finished",
             Stage::Failed => "failed",
         }
@@ -84,6 +93,10 @@ pub struct Progress {
     pub bytes_done: u64,
     /// Bytes expected in this stage, when known (the dump's size while restoring).
     pub bytes_total: Option<u64>,
+    /// The stage's average rate so far, in bytes per second, when it counts bytes.
+    pub bytes_per_second: Option<u64>,
+    /// Seconds left in this stage at that rate, when the total is known.
+    pub eta_seconds: Option<u64>,
     /// Tables whose data is done in this stage (all databases so far).
     pub tables_done: u64,
     /// Tables with data in this stage, when known (from the archive's table of contents).
@@ -106,6 +119,8 @@ impl Default for Progress {
             database: None,
             bytes_done: 0,
             bytes_total: None,
+            bytes_per_second: None,
+            eta_seconds: None,
             tables_done: 0,
             tables_total: None,
             started_at: None,
@@ -158,6 +173,8 @@ impl Reporter {
             progress.database = None;
             progress.bytes_done = 0;
             progress.bytes_total = None;
+            progress.bytes_per_second = None;
+            progress.eta_seconds = None;
             progress.tables_done = 0;
             progress.tables_total = None;
             progress.stage_started_at = Some(Utc::now());
@@ -183,6 +200,23 @@ impl Reporter {
             }
             None => self.stages.push(StageTiming { stage, duration: elapsed, bytes, tables }),
         }
+    }
+
+    /// Reports `done` of `total` bytes in the current stage, with the stage's average rate and
+    /// the time left at that rate.
+    pub(crate) fn bytes(&self, done: u64, total: Option<u64>) {
+        let elapsed = self.stage_started.elapsed().as_secs_f64();
+        let rate = (elapsed >= 0.5).then(|| (done as f64 / elapsed) as u64);
+        self.sender.send_modify(|progress| {
+            progress.bytes_done = done;
+            progress.bytes_total = total;
+            progress.bytes_per_second = rate;
+            progress.eta_seconds = match (total, rate) {
+                (Some(total), Some(rate)) if rate > 0 => Some(total.saturating_sub(done) / rate),
+                (Some(total), _) if done >= total => Some(0),
+                _ => None,
+            };
+        });
     }
 
     pub(crate) fn update(&self, change: impl FnOnce(&mut Progress)) {

@@ -45,7 +45,14 @@ impl Drop for Running {
 
 fn terminate(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let pid = Pid::from_raw(pid);
+        // A tool started in a session of its own (physical mode's `sh -c` command line) leads
+        // its process group: the group goes, or the shell's children would outlive it.
+        if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+            let _ = nix::sys::signal::killpg(pid, Signal::SIGTERM);
+        } else {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
     }
 }
 

@@ -123,6 +123,48 @@ impl Source {
         }
     }
 
+    /// The libpq connection string for `database` with more parameters (URI query parameters
+    /// or `key='value'` pairs, as the string is written).
+    pub(crate) fn conninfo_with(&self, database: &str, extra: &[(&str, &str)]) -> String {
+        let mut conninfo = self.conninfo(database);
+        let uri = uri_scheme_end(&conninfo).is_some();
+        for (key, value) in extra {
+            if uri {
+                let separator = if conninfo.contains('?') { '&' } else { '?' };
+                conninfo = format!("{conninfo}{separator}{key}={}", percent_encode(value));
+            } else {
+                conninfo = format!("{conninfo} {key}={}", conninfo_value(value));
+            }
+        }
+        conninfo
+    }
+
+    /// The password from the environment, if the configuration names one.
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// libpq's environment for a program that connects on its own (physical mode's custom
+    /// tool): `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` from the fields, or the whole
+    /// connection string in `PGDATABASE` … which libpq does not expand from the environment, so
+    /// it is also in `SCION_SOURCE_CONNINFO` for `-d "$SCION_SOURCE_CONNINFO"`. The password is
+    /// not among them: the caller adds it as a secret.
+    pub(crate) fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let database = self.connection_database();
+        let mut env = vec![
+            ("SCION_SOURCE_CONNINFO", self.conninfo(&database)),
+            ("PGAPPNAME", SOURCE_APPLICATION_NAME.to_owned()),
+            ("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS.to_owned()),
+        ];
+        if self.config.connection_string.is_none() {
+            env.push(("PGHOST", self.config.host.clone().unwrap_or_default()));
+            env.push(("PGPORT", self.config.port.to_string()));
+            env.push(("PGUSER", self.config.username.clone()));
+            env.push(("PGDATABASE", database));
+        }
+        env
+    }
+
     /// The database used for probing and `pg_dumpall`.
     pub(crate) fn connection_database(&self) -> String {
         match &self.config.connection_string {
@@ -484,6 +526,29 @@ mod tests {
              databases with the ICU locale provider: icu_db"
         );
         assert!(IcuNeeds::default().is_empty());
+    }
+
+    #[test]
+    fn adds_parameters_to_either_form() {
+        let fields = Source {
+            config: SourceConfig { host: Some("db".into()), ..SourceConfig::default() },
+            password: None,
+        };
+        assert_eq!(
+            fields.conninfo_with("postgres", &[("passfile", "/p f")]),
+            "host='db' port=5432 user='postgres' dbname='postgres' passfile='/p f'"
+        );
+        let uri = Source {
+            config: SourceConfig {
+                connection_string: Some("postgres://r@db/x?sslmode=require".into()),
+                ..SourceConfig::default()
+            },
+            password: None,
+        };
+        assert_eq!(
+            uri.conninfo_with("x", &[("passfile", "/p f"), ("application_name", "s")]),
+            "postgres://r@db/x?sslmode=require&passfile=%2Fp%20f&application_name=s"
+        );
     }
 
     #[test]

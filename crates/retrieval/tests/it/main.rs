@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL clusters: a source with several databases,
 //! schemas, roles, extensions and large objects, retrieved into a fresh target and compared
-//! table by table (row count and checksum).
+//! table by table (row count and checksum); and physical copies (pg_basebackup, pgBackRest,
+//! custom) started as standbys that replay the source's new rows.
 //!
 //! They run as root (servers run as the OS user `postgres`), each in its own temp directory under
 //! /tmp, on free loopback ports; the full-disk case mounts a small ext4 image and detaches it.
@@ -11,5 +12,6 @@
 mod failures;
 mod fidelity;
 mod files;
+mod physical;
 mod refresh;
 mod support;
