@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use exec::Cmd;
 
 use crate::error::{Error, Result};
@@ -105,6 +106,12 @@ pub struct ControlData {
     pub timeline: u32,
     /// Whether data page checksums are on.
     pub data_checksums: bool,
+    /// When the latest checkpoint was written (on a standby, the primary's checkpoint its latest
+    /// restartpoint replayed); `None` when the line is not understood.
+    pub checkpoint_time: Option<DateTime<Utc>>,
+    /// How far recovery must replay before the data is consistent ("Minimum recovery ending
+    /// location"): 0/0 for a cluster that was not in archive recovery.
+    pub min_recovery_lsn: Lsn,
 }
 
 impl ControlData {
@@ -144,8 +151,21 @@ impl ControlData {
             timeline: u32::try_from(parse("Latest checkpoint's TimeLineID")?)
                 .map_err(|_| bad("timeline out of range".to_owned()))?,
             data_checksums: parse("Data page checksum version")? != 0,
+            checkpoint_time: field("Time of latest checkpoint").ok().and_then(parse_time),
+            min_recovery_lsn: lsn("Minimum recovery ending location").unwrap_or(Lsn(0)),
         })
     }
+}
+
+/// Parses pg_controldata's `%c` time in the C locale, printed in UTC (the tool runs with
+/// `TZ=UTC`).
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(
+        &text.split_whitespace().collect::<Vec<_>>().join(" "),
+        "%a %b %d %H:%M:%S %Y",
+    )
+    .ok()
+    .map(|time| time.and_utc())
 }
 
 /// Reads the control data of `data_dir` with the `pg_controldata` of its major, or, when that
@@ -167,6 +187,7 @@ pub async fn read_control_data(search: &BinarySearch, data_dir: &Path) -> Result
         .arg(data_dir)
         .env("LC_ALL", "C")
         .env("LANG", "C")
+        .env("TZ", "UTC")
         .timeout(CONTROLDATA_TIMEOUT)
         .output()
         .await?;
@@ -197,6 +218,8 @@ Latest checkpoint's REDO location:    0/1701F28
 Latest checkpoint's REDO WAL file:    000000010000000000000001
 Latest checkpoint's TimeLineID:       1
 Latest checkpoint's PrevTimeLineID:   1
+Time of latest checkpoint:            Fri Nov  1 10:00:00 2024
+Minimum recovery ending location:     0/3000148
 Data page checksum version:           1
 ";
 
@@ -212,6 +235,11 @@ Data page checksum version:           1
         assert_eq!(data.checkpoint_lsn.to_string(), "0/1701F28");
         assert_eq!(data.timeline, 1);
         assert!(data.data_checksums);
+        assert_eq!(
+            data.checkpoint_time.map(|time| time.to_rfc3339()).as_deref(),
+            Some("2024-11-01T10:00:00+00:00")
+        );
+        assert_eq!(data.min_recovery_lsn, Lsn(0x0300_0148));
     }
 
     #[test]
