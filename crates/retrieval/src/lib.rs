@@ -5,8 +5,9 @@
 //! - [`pipeline`] — [`Pipeline::run`], the order of the stages: probe, initdb + temporary target,
 //!   roles, dump and restore or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames,
 //!   CHECKPOINT, clean stop;
-//! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM); physical
-//!   retrieval will be its sibling;
+//! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM);
+//! - [`physical`] — physical mode: [`physical::promote`] turns a crash-consistent copy of the
+//!   standby into a promoted, prepared data directory, at the latest WAL or a point in time;
 //! - `target` — the temporary target server ([`Target`]): initdb, start, admin SQL, its log;
 //! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
 //! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.
@@ -19,6 +20,7 @@ pub mod archive;
 pub mod config;
 pub mod error;
 mod logical;
+pub mod physical;
 mod pipe;
 pub mod pipeline;
 mod prepare;

@@ -10,5 +10,6 @@
 
 mod failures;
 mod files;
+mod promote;
 mod refresh;
 mod support;
