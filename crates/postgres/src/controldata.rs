@@ -112,6 +112,9 @@ pub struct ControlData {
     /// How far recovery must replay before the data is consistent ("Minimum recovery ending
     /// location"): 0/0 for a cluster that was not in archive recovery.
     pub min_recovery_lsn: Lsn,
+    /// The source's `max_prepared_transactions` as the WAL records it ("max_prepared_xacts
+    /// setting"): a server replaying that WAL needs at least as many; `None` when absent.
+    pub max_prepared_transactions: Option<u32>,
 }
 
 impl ControlData {
@@ -153,6 +156,9 @@ impl ControlData {
             data_checksums: parse("Data page checksum version")? != 0,
             checkpoint_time: field("Time of latest checkpoint").ok().and_then(parse_time),
             min_recovery_lsn: lsn("Minimum recovery ending location").unwrap_or(Lsn(0)),
+            max_prepared_transactions: field("max_prepared_xacts setting")
+                .ok()
+                .and_then(|text| text.parse().ok()),
         })
     }
 }
@@ -220,6 +226,7 @@ Latest checkpoint's TimeLineID:       1
 Latest checkpoint's PrevTimeLineID:   1
 Time of latest checkpoint:            Fri Nov  1 10:00:00 2024
 Minimum recovery ending location:     0/3000148
+max_prepared_xacts setting:           5
 Data page checksum version:           1
 ";
 
@@ -240,6 +247,7 @@ Data page checksum version:           1
             Some("2024-11-01T10:00:00+00:00")
         );
         assert_eq!(data.min_recovery_lsn, Lsn(0x0300_0148));
+        assert_eq!(data.max_prepared_transactions, Some(5));
     }
 
     #[test]

@@ -397,6 +397,10 @@ impl Promotion {
             RecoveryPlan { target: recovery, restore_command: self.config.restore_command.clone() };
         let mut settings = target.settings();
         settings.extra = plan.settings();
+        // Replaying a PREPARE TRANSACTION needs a slot for it, even without hot standby.
+        if let Some(prepared) = control.max_prepared_transactions.filter(|count| *count > 0) {
+            settings.extra.push(("max_prepared_transactions".to_owned(), prepared.to_string()));
+        }
         settings.extra.extend(self.config.settings.iter().cloned());
         let mut spec = target.spec(settings, &self.user)?;
         spec.read_only_dirs = self.config.restore_dirs.clone();

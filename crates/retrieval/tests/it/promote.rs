@@ -97,6 +97,7 @@ async fn promotes_a_copy_of_a_running_standby(major_number: u8) {
     assert_eq!(summary.data_state_source, DataStateSource::ReplayTimestamp);
     assert!(summary.data_state_at <= between_time, "{summary:?}");
     assert!(summary.lsn >= oldest.lsn, "{summary:?}");
+    assert!(!postgres::recovery::recovery_pending(&copy.target.data_dir), "no signal file left");
     let inspect = copy.inspect(&sandbox, major_number).await;
     assert_eq!(inspect.phases().await, [("before".to_owned(), 100)]);
     assert_eq!(inspect.notes().await, ["masked"]);
