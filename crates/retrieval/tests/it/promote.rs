@@ -79,13 +79,17 @@ async fn promotes_a_copy_of_a_running_standby(major_number: u8) {
     let between_lsn = source.current_lsn().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     source.sql("INSERT INTO t SELECT i, 'b', '' FROM generate_series(111, 120) i").await;
-    source.archive_current_segment().await;
+    let last_archived = source.archive_current_segment().await;
 
     let search = BinarySearch::default();
     let window = wal_window(&search, major(major_number), oldest, &archive, None).await.unwrap();
     assert_eq!(window.oldest, oldest);
     assert!(window.newest.at > between_time, "{window}");
     assert!(window.newest.lsn > between_lsn, "{window}");
+    // Bounded by the source's last archived segment (the newest here), the same window.
+    let bounded =
+        wal_window(&search, major(major_number), oldest, &archive, Some(&last_archived)).await;
+    assert_eq!(bounded.unwrap(), window);
 
     // The copy alone (no archive), at its own end, with preprocessing and a rename.
     let copy = Copy::clone(&storage, &snapshot, "latest", &sandbox).await;
@@ -235,8 +239,9 @@ impl Primary {
         row.get::<_, String>(0).parse().unwrap()
     }
 
-    /// Switches to a new segment and waits until the archiver has copied the old one.
-    async fn archive_current_segment(&self) {
+    /// Switches to a new segment and waits until the archiver has copied the old one, whose
+    /// name it returns.
+    async fn archive_current_segment(&self) -> String {
         let client = self.client().await;
         let row = client.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[]).await.unwrap();
         let segment: String = row.get(0);
@@ -248,6 +253,7 @@ impl Primary {
             row.get::<_, String>(0).as_str() >= segment.as_str()
         })
         .await;
+        segment
     }
 
     async fn stop(mut self) {
