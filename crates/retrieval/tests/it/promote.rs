@@ -152,6 +152,14 @@ async fn promotes_a_copy_of_a_running_standby(major_number: u8) {
         }
         other => panic!("expected TargetUnreachable, got {other:?}"),
     }
+    let copy = Copy::clone(&storage, &snapshot, "too-early", &sandbox).await;
+    let error = copy.promote(archive_config(&archive), RecoveryTarget::Lsn(Lsn(0x100))).await;
+    match error.unwrap_err() {
+        Error::TargetUnreachable { reason, .. } => {
+            assert!(reason.contains("consistent"), "{reason}")
+        }
+        other => panic!("expected TargetUnreachable, got {other:?}"),
+    }
 
     standby.stop().await;
     source.stop().await;
