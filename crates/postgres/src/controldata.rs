@@ -11,6 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use exec::Cmd;
 
 use crate::error::{Error, Result};
@@ -110,6 +111,15 @@ pub struct ControlData {
     /// `max_worker_processes`, `max_wal_senders`, `max_prepared_xacts`, `max_locks_per_xact`,
     /// `track_commit_timestamp`, `wal_level`, …), by the name pg_controldata prints.
     pub settings: BTreeMap<String, String>,
+    /// When the latest checkpoint was written (on a standby, the primary's checkpoint its latest
+    /// restartpoint replayed); `None` when the line is not understood.
+    pub checkpoint_time: Option<DateTime<Utc>>,
+    /// How far recovery must replay before the data is consistent ("Minimum recovery ending
+    /// location"): 0/0 for a cluster that was not in archive recovery.
+    pub min_recovery_lsn: Lsn,
+    /// The source's `max_prepared_transactions` as the WAL records it ("max_prepared_xacts
+    /// setting"): a server replaying that WAL needs at least as many; `None` when absent.
+    pub max_prepared_transactions: Option<u32>,
 }
 
 impl ControlData {
@@ -138,6 +148,14 @@ impl ControlData {
             text.parse().map_err(|()| bad(format!("{label:?} is {text:?}")))
         };
         let parse = |label: &str| -> Result<u64> { number(label, field(label)?).map_err(bad) };
+        let settings: BTreeMap<String, String> = output
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                let name = key.trim().strip_suffix(" setting")?;
+                Some((name.to_owned(), value.trim().to_owned()))
+            })
+            .collect();
         Ok(ControlData {
             control_version: u32::try_from(parse("pg_control version number")?)
                 .map_err(|_| bad("control version out of range".to_owned()))?,
@@ -149,16 +167,25 @@ impl ControlData {
             timeline: u32::try_from(parse("Latest checkpoint's TimeLineID")?)
                 .map_err(|_| bad("timeline out of range".to_owned()))?,
             data_checksums: parse("Data page checksum version")? != 0,
-            settings: output
-                .lines()
-                .filter_map(|line| {
-                    let (key, value) = line.split_once(':')?;
-                    let name = key.trim().strip_suffix(" setting")?;
-                    Some((name.to_owned(), value.trim().to_owned()))
-                })
-                .collect(),
+            checkpoint_time: field("Time of latest checkpoint").ok().and_then(parse_time),
+            min_recovery_lsn: lsn("Minimum recovery ending location").unwrap_or(Lsn(0)),
+            max_prepared_transactions: settings
+                .get("max_prepared_xacts")
+                .and_then(|text| text.parse().ok()),
+            settings,
         })
     }
+}
+
+/// Parses pg_controldata's `%c` time in the C locale, printed in UTC (the tool runs with
+/// `TZ=UTC`).
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(
+        &text.split_whitespace().collect::<Vec<_>>().join(" "),
+        "%a %b %d %H:%M:%S %Y",
+    )
+    .ok()
+    .map(|time| time.and_utc())
 }
 
 /// Reads the control data of `data_dir` with the `pg_controldata` of its major, or, when that
@@ -180,6 +207,7 @@ pub async fn read_control_data(search: &BinarySearch, data_dir: &Path) -> Result
         .arg(data_dir)
         .env("LC_ALL", "C")
         .env("LANG", "C")
+        .env("TZ", "UTC")
         .timeout(CONTROLDATA_TIMEOUT)
         .output()
         .await?;
@@ -210,6 +238,9 @@ Latest checkpoint's REDO location:    0/1701F28
 Latest checkpoint's REDO WAL file:    000000010000000000000001
 Latest checkpoint's TimeLineID:       1
 Latest checkpoint's PrevTimeLineID:   1
+Time of latest checkpoint:            Fri Nov  1 10:00:00 2024
+Minimum recovery ending location:     0/3000148
+max_prepared_xacts setting:           5
 Data page checksum version:           1
 wal_level setting:                    replica
 max_connections setting:              100
@@ -232,7 +263,13 @@ track_commit_timestamp setting:       off
         assert_eq!(data.settings["max_connections"], "100");
         assert_eq!(data.settings["max_locks_per_xact"], "64");
         assert_eq!(data.settings["track_commit_timestamp"], "off");
-        assert_eq!(data.settings.len(), 4);
+        assert_eq!(data.settings.len(), 5);
+        assert_eq!(
+            data.checkpoint_time.map(|time| time.to_rfc3339()).as_deref(),
+            Some("2024-11-01T10:00:00+00:00")
+        );
+        assert_eq!(data.min_recovery_lsn, Lsn(0x0300_0148));
+        assert_eq!(data.max_prepared_transactions, Some(5));
     }
 
     #[test]

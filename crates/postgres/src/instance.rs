@@ -69,6 +69,9 @@ pub struct InstanceSpec {
     /// isolated (its own mount, PID and IPC namespaces; only its data directory, its socket
     /// directory and the binaries in view). `None` runs it in the host's namespaces.
     pub sandbox_root: Option<PathBuf>,
+    /// Host directories a sandboxed server may read besides its own (a WAL archive its
+    /// `restore_command` copies from); ignored without `sandbox_root`.
+    pub read_only_dirs: Vec<PathBuf>,
 }
 
 impl InstanceSpec {
@@ -89,6 +92,7 @@ impl InstanceSpec {
             user,
             start_timeout: DEFAULT_START_TIMEOUT,
             sandbox_root: None,
+            read_only_dirs: Vec::new(),
         }
     }
 
@@ -218,6 +222,9 @@ impl Instance {
             // The whole installation: bin, lib (extensions) and share (catalogs, time zones).
             if let Some(prefix) = binaries.bin_dir().parent() {
                 sandbox = sandbox.read_only(prefix);
+            }
+            for dir in &spec.read_only_dirs {
+                sandbox = sandbox.read_only(dir);
             }
             command = command.sandbox(sandbox);
         }

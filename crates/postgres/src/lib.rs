@@ -8,6 +8,8 @@
 //! - [`controldata`] — `pg_controldata`;
 //! - [`standby`] — what makes a physical copy start as a standby (`standby.signal`, its
 //!   settings, the primary's hot-standby parameters, the replication password file);
+//! - [`recovery`] — the recovery settings that turn a copy of a standby into a primary;
+//! - [`wal`] — `pg_waldump`: the last commit and the end of the WAL in a directory of segments;
 //! - [`admin`] — roles, passwords, sessions, activity, CHECKPOINT over the unix socket;
 //! - [`sql`] — quoting of identifiers and literals.
 //!
@@ -22,10 +24,12 @@ mod error;
 pub mod initdb;
 pub mod instance;
 pub mod pidfile;
+pub mod recovery;
 pub mod sql;
 pub mod standby;
 pub mod user;
 pub mod version;
+pub mod wal;
 
 pub use admin::{Activity, Admin, ENGINE_APPLICATION_NAME, RoleKind};
 pub use conf::{HbaSettings, HostAuth, ServerSettings};
@@ -36,5 +40,6 @@ pub use instance::{
     Instance, InstanceSpec, StartTimings, StopMode, Stopped, remove_stale_pid_file,
 };
 pub use pidfile::{PidFile, PmStatus};
+pub use recovery::{RecoveryPlan, RecoveryTarget};
 pub use user::OsUser;
 pub use version::{BinarySearch, PgBinaries, PgMajor};

@@ -19,9 +19,10 @@ pub enum PmStatus {
     Starting,
     /// Shutting down.
     Stopping,
-    /// Accepting connections.
+    /// Accepting connections (read-only ones on a hot standby).
     Ready,
-    /// A hot standby accepting read-only connections.
+    /// In archive recovery with `hot_standby = off`: up, but accepting no connection until
+    /// recovery ends (a hot standby reports `ready` instead, once it takes read-only ones).
     Standby,
 }
 
@@ -38,7 +39,7 @@ impl PmStatus {
 
     /// True when the server takes connections.
     pub fn accepts_connections(self) -> bool {
-        matches!(self, PmStatus::Ready | PmStatus::Standby)
+        self == PmStatus::Ready
     }
 }
 
@@ -126,6 +127,7 @@ mod tests {
             assert_eq!(PidFile::parse(&file).unwrap().status, Some(status));
         }
         assert!(!PmStatus::Starting.accepts_connections());
+        assert!(!PmStatus::Standby.accepts_connections(), "a cold standby refuses connections");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub const STANDBY_CONF: &str = "postgresql.standby.conf";
 /// The line appended to `postgresql.conf`, after Scion's own include line.
 pub const STANDBY_INCLUDE_LINE: &str = "include_if_exists = 'postgresql.standby.conf'";
 /// The file whose presence starts a server (12+) as a standby.
-const STANDBY_SIGNAL: &str = "standby.signal";
+pub const STANDBY_SIGNAL: &str = "standby.signal";
 const HEADER: &str = "# Written by Scion for the physical standby: the primary's hot-standby parameters,\n# the connection to the primary and the WAL archive.\n";
 
 /// The settings a hot standby needs at least as high as its primary's (or it refuses to start,

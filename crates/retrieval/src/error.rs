@@ -76,6 +76,24 @@ pub enum Error {
         /// The stage that was running.
         stage: Stage,
     },
+    /// A point-in-time target lies outside the moments the WAL archive and the snapshots can
+    /// reach. Nothing was started.
+    #[error("{target} is outside the WAL window: {window}")]
+    OutsideWalWindow {
+        /// The target asked for.
+        target: String,
+        /// What can be reached.
+        window: crate::physical::promote::WalWindow,
+    },
+    /// Recovery could not stop at the target: the WAL ends before it, or it lies before the
+    /// moment the copy is consistent.
+    #[error("recovery target {target} cannot be reached: {reason}")]
+    TargetUnreachable {
+        /// The target asked for.
+        target: String,
+        /// Why, from the server's own words.
+        reason: String,
+    },
     /// A stage failed for another reason; the tail of the tool's output says why.
     #[error("{stage} failed: {stderr_tail}")]
     Failed {
@@ -131,6 +149,8 @@ impl Error {
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::IcuMissing { .. } => "icu_missing",
             Error::Cancelled { .. } => "cancelled",
+            Error::OutsideWalWindow { .. } => "outside_wal_window",
+            Error::TargetUnreachable { .. } => "target_unreachable",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
         }

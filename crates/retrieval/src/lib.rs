@@ -6,8 +6,10 @@
 //!   roles, dump and restore or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames,
 //!   CHECKPOINT, clean stop;
 //! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM);
-//! - [`physical`] — physical mode's initial copy ([`InitialCopy`]: pg_basebackup, pgBackRest or
-//!   a custom tool into an empty directory, made a standby), and its replication slots;
+//! - [`physical`] — physical mode: its initial copy ([`InitialCopy`]: pg_basebackup, pgBackRest
+//!   or a custom tool into an empty directory, made a standby), its replication slots, and
+//!   [`physical::promote`], which turns a crash-consistent copy of the standby into a promoted,
+//!   prepared data directory, at the latest WAL or a point in time;
 //! - `target` — the temporary target server ([`Target`]): initdb, start, admin SQL, its log;
 //! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
 //! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.

@@ -9,7 +9,9 @@
 //! - `basebackup` — `pg_basebackup -X stream -C -S <slot>` and the slot's removal;
 //! - `pgbackrest` — `pgbackrest restore --type=standby` from a repository;
 //! - `custom` — any command line with `PGDATA` and the source's `PG*` variables;
-//! - `meter` — the copy's progress: a tool's own report, or the directory's growth.
+//! - `meter` — the copy's progress: a tool's own report, or the directory's growth;
+//! - [`promote`] — a crash-consistent copy of the standby made a promoted, prepared data
+//!   directory, at the latest WAL or a point in time.
 //!
 //! Full refreshes copy into a new dataset while the previous standby keeps running, so every
 //! dataset has its own slot ([`slot_name`]). The sync instance, snapshots and promotion are
@@ -19,6 +21,7 @@ mod basebackup;
 mod custom;
 mod meter;
 mod pgbackrest;
+pub mod promote;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

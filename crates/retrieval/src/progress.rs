@@ -28,6 +28,9 @@ pub enum Stage {
     Streaming,
     /// ANALYZE of the restored databases.
     Analyzing,
+    /// Physical mode: a copy of the standby replays WAL (to a target, when given) and is
+    /// promoted.
+    Recovering,
     /// Query preprocessing and the preprocessing script.
     Preprocessing,
     /// `ALTER DATABASE … RENAME`.
@@ -64,6 +67,7 @@ impl Stage {
             Stage::Restoring => "restoring",
             Stage::Streaming => "streaming",
             Stage::Analyzing => "analyzing",
+            Stage::Recovering => "recovering",
             Stage::Preprocessing => "preprocessing",
             Stage::Renaming => "renaming",
             Stage::Stopping => "stopping",

@@ -72,6 +72,36 @@ impl Target {
         )
     }
 
+    /// The settings of the temporary server: its socket in the run directory, no TCP.
+    pub(crate) fn settings(&self) -> ServerSettings {
+        let mut settings = ServerSettings::new(self.port, self.socket_dir());
+        settings.listen_addresses = String::new();
+        settings
+    }
+
+    /// The temporary server's spec, sandboxed.
+    pub(crate) fn spec(&self, settings: ServerSettings, user: &OsUser) -> Result<InstanceSpec> {
+        let mut spec = InstanceSpec::new(
+            &self.data_dir,
+            settings,
+            &self.admin_role,
+            self.log_path(),
+            user.clone(),
+        );
+        // Isolated as clones are (docs/adr/0002-clone-isolation.md): the server holds a
+        // source's objects, whose functions run inside it, and must see only its own files.
+        let sandbox_root = self.run_dir.join("sandbox");
+        std::fs::create_dir_all(&sandbox_root)
+            .map_err(|error| Error::io("create the sandbox root", &sandbox_root, error))?;
+        spec.sandbox_root = Some(sandbox_root);
+        Ok(spec)
+    }
+
+    /// The temporary server's log.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.run_dir.join("target.log")
+    }
+
     /// A client tool run against the target.
     pub(crate) fn command(&self, tool: PathBuf) -> Cmd {
         Cmd::new(tool)
@@ -296,25 +326,12 @@ pub(crate) async fn start_target(
             .await
             .map_err(|error| target_error(Stage::Preparing, &error))?;
     }
-    let mut settings = ServerSettings::new(target.port, target.socket_dir());
-    settings.listen_addresses = String::new();
+    let mut settings = target.settings();
     let jobs = config.restore.parallel_jobs.max(config.dump.parallel_jobs);
     settings.max_connections =
         settings.max_connections.max(jobs * 2 + 10 + u32::try_from(databases).unwrap_or(0));
     settings.extra = config.restore_settings();
-    let mut spec = InstanceSpec::new(
-        data_dir,
-        settings,
-        &target.admin_role,
-        target.run_dir.join("target.log"),
-        user.clone(),
-    );
-    // Isolated as clones are (docs/adr/0002-clone-isolation.md): the server restores a
-    // source's objects, whose functions run inside it, and must see only its own files.
-    let sandbox_root = target.run_dir.join("sandbox");
-    std::fs::create_dir_all(&sandbox_root)
-        .map_err(|error| Error::io("create the sandbox root", &sandbox_root, error))?;
-    spec.sandbox_root = Some(sandbox_root);
+    let spec = target.spec(settings, user)?;
     let mut instance = Instance::start(binaries, spec)
         .await
         .map_err(|error| target_error(Stage::Preparing, &error))?;
@@ -420,7 +437,7 @@ pub(crate) fn existing_major(data_dir: &std::path::Path) -> Result<Option<PgMajo
 }
 
 pub(crate) fn server_log_tail(target: &Target) -> String {
-    let text = std::fs::read(target.run_dir.join("target.log"))
+    let text = std::fs::read(target.log_path())
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default();
     crate::error::tail_chars(&text, SERVER_LOG_TAIL)

@@ -18,6 +18,12 @@ async fn control_data(major: PgMajor) {
     assert!(fresh.data_checksums);
     assert!(fresh.checkpoint_lsn > Lsn(0));
     assert_eq!(fresh.control_version, postgres::controldata::control_version(major));
+    // Read in UTC: initdb's checkpoint was written moments ago.
+    let written = fresh.checkpoint_time.expect("the checkpoint time is understood");
+    let age = chrono::Utc::now() - written;
+    assert!(age >= chrono::Duration::seconds(-2) && age < chrono::Duration::minutes(10), "{age}");
+    assert_eq!(fresh.min_recovery_lsn, Lsn(0), "never in archive recovery");
+    assert_eq!(fresh.max_prepared_transactions, Some(0));
 
     let mut instance = Instance::start(&binaries(major), spec.clone()).await.unwrap();
     let admin = instance.admin().await.unwrap();

@@ -13,5 +13,6 @@ mod failures;
 mod fidelity;
 mod files;
 mod physical;
+mod promote;
 mod refresh;
 mod support;
