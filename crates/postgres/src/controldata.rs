@@ -105,7 +105,21 @@ pub struct ControlData {
     pub timeline: u32,
     /// Whether data page checksums are on.
     pub data_checksums: bool,
+    /// The settings a hot standby of this cluster needs at least as high as its primary's, as
+    /// (setting name, value) pairs: pg_control records the primary's values, and a standby
+    /// started with lower ones refuses to run.
+    pub hot_standby_minimums: Vec<(&'static str, u64)>,
 }
+
+/// The pg_controldata labels of the settings a hot standby needs at least as high as its
+/// primary's, with the names of the settings.
+const HOT_STANDBY_SETTINGS: [(&str, &str); 5] = [
+    ("max_connections setting", "max_connections"),
+    ("max_worker_processes setting", "max_worker_processes"),
+    ("max_wal_senders setting", "max_wal_senders"),
+    ("max_prepared_xacts setting", "max_prepared_transactions"),
+    ("max_locks_per_xact setting", "max_locks_per_transaction"),
+];
 
 impl ControlData {
     /// Parses `pg_controldata` output (C locale).
@@ -144,6 +158,10 @@ impl ControlData {
             timeline: u32::try_from(parse("Latest checkpoint's TimeLineID")?)
                 .map_err(|_| bad("timeline out of range".to_owned()))?,
             data_checksums: parse("Data page checksum version")? != 0,
+            hot_standby_minimums: HOT_STANDBY_SETTINGS
+                .iter()
+                .filter_map(|(label, name)| Some((*name, field(label).ok()?.parse().ok()?)))
+                .collect(),
         })
     }
 }
@@ -197,6 +215,11 @@ Latest checkpoint's REDO location:    0/1701F28
 Latest checkpoint's REDO WAL file:    000000010000000000000001
 Latest checkpoint's TimeLineID:       1
 Latest checkpoint's PrevTimeLineID:   1
+max_connections setting:              100
+max_worker_processes setting:         8
+max_wal_senders setting:              10
+max_prepared_xacts setting:           0
+max_locks_per_xact setting:           64
 Data page checksum version:           1
 ";
 
@@ -212,6 +235,16 @@ Data page checksum version:           1
         assert_eq!(data.checkpoint_lsn.to_string(), "0/1701F28");
         assert_eq!(data.timeline, 1);
         assert!(data.data_checksums);
+        assert_eq!(
+            data.hot_standby_minimums,
+            [
+                ("max_connections", 100),
+                ("max_worker_processes", 8),
+                ("max_wal_senders", 10),
+                ("max_prepared_transactions", 0),
+                ("max_locks_per_transaction", 64),
+            ]
+        );
     }
 
     #[test]

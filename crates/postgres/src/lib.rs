@@ -7,6 +7,7 @@
 //! - [`pidfile`] — parsing `postmaster.pid`;
 //! - [`controldata`] — `pg_controldata`;
 //! - [`admin`] — roles, passwords, sessions, activity, CHECKPOINT over the unix socket;
+//! - [`replay`] — a standby's replay positions, lag and WAL receiver;
 //! - [`sql`] — quoting of identifiers and literals.
 //!
 //! Spawning goes through `exec`; SQL through tokio-postgres (this crate is not the crates.io
@@ -20,6 +21,7 @@ mod error;
 pub mod initdb;
 pub mod instance;
 pub mod pidfile;
+pub mod replay;
 pub mod sql;
 pub mod user;
 pub mod version;
@@ -33,5 +35,6 @@ pub use instance::{
     Instance, InstanceSpec, StartTimings, StopMode, Stopped, remove_stale_pid_file,
 };
 pub use pidfile::{PidFile, PmStatus};
+pub use replay::{ReplayStatus, WalReceiver};
 pub use user::OsUser;
 pub use version::{BinarySearch, PgBinaries, PgMajor};
