@@ -64,7 +64,7 @@ pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use snapshot::SnapshotView;
 pub use space::SpaceLevel;
-pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView};
+pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView, record_sync};
 pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::Engine;
 use crate::error::{Error, Result};
 use crate::refresh::CURRENT_DATA_KEY;
+use crate::store::Store;
 use crate::sync::{read, write};
 
 /// The store key of the sync instance's record.
@@ -252,24 +253,40 @@ fn judge(status: &ReplayStatus, log: &Path) -> (SyncCode, String) {
     }
 }
 
+/// Records in `store` that the sync instance runs on `dataset` with `settings`, and makes the
+/// dataset the pool's current data: what [`Engine::start_sync`] records, for an engine that
+/// is not running (a golden dataset prepared while it was stopped); its next start runs the
+/// sync instance.
+pub fn record_sync(store: &Store, dataset: &DatasetName, settings: &SyncSettings) -> Result<()> {
+    write_record(store, dataset, settings).map(|_| ())
+}
+
+fn write_record(
+    store: &Store,
+    dataset: &DatasetName,
+    settings: &SyncSettings,
+) -> Result<SyncRecord> {
+    settings.validate()?;
+    let record = SyncRecord {
+        dataset: dataset.to_string(),
+        enabled: settings.enabled,
+        health_interval_ms: u64::try_from(settings.health_interval.as_millis()).unwrap_or(u64::MAX),
+        configs: settings.configs.clone(),
+    };
+    let text = serde_json::to_string(&record)
+        .map_err(|error| Error::InvalidInput(format!("sync settings: {error}")))?;
+    store.set_meta(SYNC_KEY, &text)?;
+    store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
+    Ok(record)
+}
+
 impl Engine {
     /// Makes `dataset` the pool's current data and runs the sync instance on it: adopts the
     /// server already running there, or starts it and waits until it accepts connections.
     /// A sync instance running on another dataset (the data a refresh replaced) is stopped
     /// first. The dataset's PGDATA must be a standby made by the copy tool.
     pub async fn start_sync(&self, dataset: &DatasetName, settings: SyncSettings) -> Result<()> {
-        settings.validate()?;
-        let record = SyncRecord {
-            dataset: dataset.to_string(),
-            enabled: settings.enabled,
-            health_interval_ms: u64::try_from(settings.health_interval.as_millis())
-                .unwrap_or(u64::MAX),
-            configs: settings.configs,
-        };
-        let text = serde_json::to_string(&record)
-            .map_err(|error| Error::InvalidInput(format!("sync settings: {error}")))?;
-        self.inner.store.set_meta(SYNC_KEY, &text)?;
-        self.inner.store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
+        let record = write_record(&self.inner.store, dataset, &settings)?;
         *write(&self.inner.standby.record) = Some(record);
         self.supervise_sync().await;
         let view = self.sync_status();
