@@ -471,3 +471,79 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use postgres::WalReceiver;
+
+    use super::*;
+
+    fn replaying() -> ReplayStatus {
+        ReplayStatus {
+            in_recovery: true,
+            receive_lsn: None,
+            replay_lsn: None,
+            last_replayed_at: None,
+            lag_seconds: 0,
+            started_at: SystemTime::UNIX_EPOCH,
+            uptime_seconds: 0,
+            streams: true,
+            receiver: Some(WalReceiver { pid: 7, status: Some("streaming".to_owned()) }),
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn judges_a_standby_by_its_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sync.log");
+        assert_eq!(judge(&replaying(), &log), (SyncCode::Ok, String::new()));
+        let paused = ReplayStatus { paused: true, ..replaying() };
+        assert_eq!(judge(&paused, &log), (SyncCode::Ok, "WAL replay is paused".to_owned()));
+        let catching_up = ReplayStatus {
+            receiver: Some(WalReceiver { pid: 7, status: Some("catchup".to_owned()) }),
+            ..replaying()
+        };
+        assert_eq!(judge(&catching_up, &log).0, SyncCode::Starting);
+        let archive_only = ReplayStatus { streams: false, receiver: None, ..replaying() };
+        assert_eq!(judge(&archive_only, &log).0, SyncCode::Ok);
+        let promoted = ReplayStatus { in_recovery: false, ..replaying() };
+        assert_eq!(judge(&promoted, &log).0, SyncCode::Error);
+
+        let cut_off = ReplayStatus { receiver: None, ..replaying() };
+        assert_eq!(
+            judge(&cut_off, &log),
+            (
+                SyncCode::Error,
+                "not streaming from the source: no WAL receiver is running".to_owned()
+            )
+        );
+        std::fs::write(
+            &log,
+            "2026-12-02 19:46:18.685 UTC [1] LOG:  database system is ready\n\
+             2026-12-02 19:46:18.706 UTC [5] FATAL:  could not connect to the primary server: \
+             connection to server at \"127.0.0.1\", port 5433 failed: Connection refused\n\
+             2026-12-02 19:46:18.712 UTC [4] LOG:  waiting for WAL to become available at 0/3000018\n",
+        )
+        .unwrap();
+        assert_eq!(
+            judge(&cut_off, &log).1,
+            "not streaming from the source: could not connect to the primary server: connection \
+             to server at \"127.0.0.1\", port 5433 failed: Connection refused"
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(SyncSettings::default().validate().is_ok());
+        let zero = SyncSettings { health_interval: Duration::ZERO, ..SyncSettings::default() };
+        assert!(zero.validate().unwrap_err().to_string().contains("health_interval"));
+        let reserved = SyncSettings {
+            configs: [("port".to_owned(), "1".to_owned())].into(),
+            ..SyncSettings::default()
+        };
+        assert!(reserved.validate().unwrap_err().to_string().contains("port"));
+    }
+}

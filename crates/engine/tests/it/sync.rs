@@ -311,10 +311,21 @@ async fn follows_the_source(major: u8) {
     })
     .await;
 
+    // Retrieval replaced: a new copy becomes the data, the old standby stops.
+    let replacement = golden_standby(&storage, &source, "data_sync2").await;
+    test.engine.start_sync(&replacement, quick_settings()).await.unwrap();
+    assert!(!postgres::datadir::has_postmaster_pid(&test.engine.pool().pgdata_of(&dataset)));
+    let view =
+        wait_sync(&test.engine, "OK on the new copy", |view| view.code == SyncCode::Ok).await;
+    assert_eq!(view.dataset.as_deref(), Some("data_sync2"));
+    source.insert("on the new copy").await;
+    wait_row(&test.state_dir, "on the new copy").await;
+
     // Stopped on request: the server goes, the data stays current.
     test.engine.stop_sync().await.unwrap();
     assert_eq!(test.engine.sync_status().code, SyncCode::NotAvailable);
-    assert!(!postgres::datadir::has_postmaster_pid(&test.engine.pool().pgdata_of(&dataset)));
+    assert_eq!(test.engine.retrieval().mode(), "unknown");
+    assert!(!postgres::datadir::has_postmaster_pid(&test.engine.pool().pgdata_of(&replacement)));
 }
 
 #[tokio::test]
