@@ -209,6 +209,23 @@ async fn wait_row(state_dir: &Path, note: &str) {
     }
 }
 
+/// kill -9 of a postmaster, waiting until it is gone.
+fn kill(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + WAIT;
+    // The postmaster may be this process's child, left a zombie until someone reaps it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while alive() {
+        assert!(Instant::now() < deadline, "{pid} outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 async fn follows_the_source(major: u8) {
     let mut source = Source::start(major).await;
     source.insert("before the copy").await;
@@ -262,11 +279,7 @@ async fn follows_the_source(major: u8) {
     .await;
 
     // kill -9 of the postmaster: the next pass starts it again, and it catches up.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(first_pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(first_pid);
     source.insert("after the crash").await;
     let view = wait_sync(&test.engine, "a new server", |view| {
         view.code == SyncCode::Ok && view.pid.is_some_and(|pid| pid != first_pid)
@@ -286,6 +299,17 @@ async fn follows_the_source(major: u8) {
         differences.iter().all(|difference| difference.object != "data_sync"),
         "{differences:?}"
     );
+
+    // A reboot: the engine down and the server gone without cleaning up (its postmaster.pid
+    // left behind); the next start runs it again.
+    test.engine.shutdown(Duration::from_secs(30)).await;
+    kill(second_pid);
+    assert!(postgres::datadir::has_postmaster_pid(&test.engine.pool().pgdata_of(&dataset)));
+    test.restart().await;
+    wait_sync(&test.engine, "a server after the reboot", |view| {
+        view.code == SyncCode::Ok && view.pid.is_some_and(|pid| pid != second_pid)
+    })
+    .await;
 
     // The source gone: an error that says why, a growing lag, and clones still working.
     source.stop().await;
