@@ -302,10 +302,22 @@ impl Engine {
     /// server on it. Used when retrieval is replaced, and on request.
     pub async fn stop_sync(&self) -> Result<()> {
         let mut running = self.inner.standby.running.lock().await;
+        let record = read(&self.inner.standby.record).clone();
         self.inner.store.delete_meta(SYNC_KEY)?;
         *write(&self.inner.standby.record) = None;
-        if let Some(held) = running.take() {
-            self.inner.servers.stop_sync(held.instance).await?;
+        let instance = match running.take() {
+            Some(held) => Some(held.instance),
+            // Not held (no pass has run since the engine started, or adopting it failed): the
+            // server found on the dataset, if one runs.
+            None => match record.and_then(|record| DatasetName::new(record.dataset).ok()) {
+                Some(dataset) => {
+                    self.inner.servers.adopt_sync(&self.inner.pool.pgdata_of(&dataset)).await
+                }
+                None => None,
+            },
+        };
+        if let Some(instance) = instance {
+            self.inner.servers.stop_sync(instance).await?;
         }
         *write(&self.inner.standby.view) = SyncView::not_available();
         Ok(())
