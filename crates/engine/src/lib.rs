@@ -29,6 +29,7 @@ mod scheduler;
 mod servers;
 mod snapshot;
 mod space;
+mod standby;
 mod state;
 pub mod store;
 mod sweeper;
@@ -63,6 +64,7 @@ pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use snapshot::SnapshotView;
 pub use space::SpaceLevel;
+pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView, record_sync};
 pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
@@ -121,6 +123,8 @@ struct Inner {
     refresh_running: AtomicBool,
     usage: Mutex<usage::UsageTracker>,
     warm: warm::WarmPool,
+    /// The sync instance of physical mode.
+    standby: standby::Standby,
     /// Why the last destroy of a clone failed, for [`Engine::wait_destroyed`].
     destroy_failures: Mutex<HashMap<String, Error>>,
     cancel: CancellationToken,
@@ -160,6 +164,8 @@ pub struct EngineStatus {
     pub protection_lease_duration_minutes: f64,
     /// See [`EngineStatus::protection_lease_duration_minutes`].
     pub protection_max_duration_minutes: f64,
+    /// The sync instance (physical mode), as its last check saw it.
+    pub synchronization: SyncView,
 }
 
 /// A clone with what the engine knows about it beyond its record.
@@ -246,12 +252,14 @@ impl Engine {
             refresh_running: AtomicBool::new(false),
             usage: Mutex::new(usage::UsageTracker::default()),
             warm: warm::WarmPool::default(),
+            standby: standby::Standby::default(),
             destroy_failures: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         let engine = Engine { inner };
         engine.inner.state.load(&engine.inner.store)?;
+        engine.load_sync_record()?;
         let early = engine.ensure_data().await?;
         engine.discard_leftover_warm().await;
         let mut reconciliation = engine.reconcile().await;
@@ -353,6 +361,7 @@ impl Engine {
                 .config
                 .cloning
                 .protection_max_duration_minutes,
+            synchronization: self.sync_status(),
         }
     }
 

@@ -2,8 +2,15 @@
 //! names and labels of DBLab's exporter (reference §8), and Scion's own `scion_*` metrics.
 //!
 //! DBLab metrics that have no meaning here are left out rather than faked: the clones' memory
-//! limit (no per-clone limits are set yet), compression ratio, space used by snapshots, and the
-//! physical-mode `dblab_sync_*` family. Clone CPU and memory come from `/proc` (see `usage`).
+//! limit (no per-clone limits are set yet), compression ratio and space used by snapshots.
+//! Clone CPU and memory come from `/proc` (see `usage`). The physical-mode `dblab_sync_*`
+//! family is exported only when a sync instance is recorded, from the supervisor's last pass.
+//!
+//! `dblab_sync_status` carries DBLab's status code as its `status` label (`OK`, `Down`,
+//! `Error`, …), as DBLab's exporter does; DBLab's own alert rule `DBLabSyncDown` matches
+//! `status="down"` and `status="error"`, which that exporter never sets. So that dashboards
+//! keyed on DBLab's values and that published rule both work unchanged, the current status is
+//! exported under both spellings (`Down` and `down`), each with value 1.
 //!
 //! The gauges that mirror `/status` are computed from the state `/status` is: the instance status
 //! through [`InstanceHealth`], shared with the HTTP view, and retrieval from the same view.
@@ -31,7 +38,7 @@ use crate::{Engine, EngineStatus};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceHealth {
     /// The subsystems that need attention, in the order `/status` names them (`retrieving`,
-    /// `reconciliation`, `pool`); empty when the instance is ready.
+    /// `synchronization`, `reconciliation`, `pool`); empty when the instance is ready.
     pub attention: Vec<&'static str>,
     /// What is wrong with the pool's space (low, or below its minimum), if anything.
     pub pool_space: Option<String>,
@@ -41,14 +48,17 @@ pub struct InstanceHealth {
 
 impl InstanceHealth {
     /// The health of an instance with this status and retrieval: a failed refresh, current
-    /// data from a refresh with warnings (something of the source did not arrive), a clone
-    /// server that failed or lost its dataset (reconciliation), or a pool low on free space
-    /// needs attention.
+    /// data from a refresh with warnings (something of the source did not arrive), a sync
+    /// instance that is down or in error, a clone server that failed or lost its dataset
+    /// (reconciliation), or a pool low on free space needs attention.
     pub fn of(status: &EngineStatus, retrieval: &RetrievalView) -> InstanceHealth {
         let mut attention = Vec::new();
         let retrieval_warnings = retrieval.warnings().map(|(count, _)| count);
         if retrieval.status == RefreshStatus::Failed || retrieval_warnings.is_some() {
             attention.push("retrieving");
+        }
+        if matches!(status.synchronization.code, crate::SyncCode::Down | crate::SyncCode::Error) {
+            attention.push("synchronization");
         }
         if status.reconciliation.differences.iter().any(|difference| {
             matches!(difference.kind, DifferenceKind::ServerFailed | DifferenceKind::MissingDataset)
@@ -201,6 +211,7 @@ struct Snapshot {
     clone_total_cpu_percent: f64,
     clone_avg_cpu_percent: f64,
     clone_total_memory: i64,
+    sync: crate::SyncView,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -292,6 +303,7 @@ impl Snapshot {
             clone_total_cpu_percent,
             clone_avg_cpu_percent,
             clone_total_memory: to_i64(clone_total_memory),
+            sync: status.synchronization.clone(),
         }
     }
 }
@@ -327,6 +339,40 @@ fn labelled(
         ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
     }
     Ok(())
+}
+
+impl Snapshot {
+    fn encode_sync(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let sync = &self.sync;
+        let code = sync.code.as_str();
+        let lower = code.to_ascii_lowercase();
+        let mut series = vec![(vec![("status", code)], 1)];
+        if lower != code {
+            series.push((vec![("status", lower.as_str())], 1));
+        }
+        labelled(e, "dblab_sync_status", "Sync instance status (1 for the current code)", &series)?;
+        gauge(
+            e,
+            "dblab_sync_wal_lag_seconds",
+            "Seconds the sync instance's replay is behind the source",
+            sync.replication_lag,
+        )?;
+        gauge(
+            e,
+            "dblab_sync_uptime_seconds",
+            "Seconds since the sync instance's server started",
+            sync.replication_uptime,
+        )?;
+        if let Some(at) = sync.last_replayed_at {
+            gauge(
+                e,
+                "dblab_sync_last_replayed_timestamp",
+                "Unix time of the last transaction the sync instance replayed",
+                at.timestamp(),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Collector for Snapshot {
@@ -389,6 +435,9 @@ impl Collector for Snapshot {
                 1,
             )],
         )?;
+        if self.sync.is_configured() {
+            self.encode_sync(e)?;
+        }
         gauge(e, "dblab_clones_total", "Clones", self.clones_total)?;
         let by_status: Vec<_> = self
             .clones_by_status

@@ -248,6 +248,8 @@ impl Engine {
     fn known_objects(&self) -> audit::Known {
         let mut known = audit::Known { intents: self.intents(), ..audit::Known::default() };
         known.datasets.insert(self.current_data_dataset().to_string());
+        // The sync instance's golden dataset, and the server running on it, are its own.
+        known.datasets.extend(self.sync_dataset());
         known.datasets.extend(self.inner.pool.containers());
         let state = self.read_state();
         for entry in state.clones.values() {

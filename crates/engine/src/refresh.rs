@@ -75,6 +75,8 @@ pub struct RefreshAlert {
 pub struct RetrievalView {
     /// Whether a retrieval is configured at all.
     pub configured: bool,
+    /// Whether the pool's data is a physical copy, kept current by a sync instance.
+    pub physical: bool,
     /// The status.
     pub status: RefreshStatus,
     /// When the last successful refresh finished.
@@ -90,9 +92,16 @@ pub struct RetrievalView {
 }
 
 impl RetrievalView {
-    /// DBLab's retrieval mode: `logical` when a retrieval is configured, `unknown` otherwise.
+    /// DBLab's retrieval mode: `physical` when a sync instance keeps the data current,
+    /// `logical` when another retrieval is configured, `unknown` otherwise.
     pub fn mode(&self) -> &'static str {
-        if self.configured { "logical" } else { "unknown" }
+        if self.physical {
+            "physical"
+        } else if self.configured {
+            "logical"
+        } else {
+            "unknown"
+        }
     }
 
     /// The warnings of the refresh that made the current data, when it had any: how many
@@ -159,6 +168,7 @@ impl Engine {
         let state = self.refresh_state();
         RetrievalView {
             configured: self.inner.pipeline.is_some(),
+            physical: self.sync_dataset().is_some(),
             status: state.status,
             last_refresh: state.last_refresh,
             next_refresh: state.next_refresh,

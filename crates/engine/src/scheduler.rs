@@ -1,5 +1,6 @@
 //! The engine's background loops: the lease checker, idle cleanup, the retention sweeper, the
-//! space collector and, when retrieval has a timetable, scheduled full refreshes.
+//! space collector, the sync instance's supervisor and, when retrieval has a timetable,
+//! scheduled full refreshes.
 //!
 //! Each loop runs on the engine's task tracker and stops when its cancellation token fires.
 //! Every pass reads its interval and whether it is enabled from the configuration, so that a
@@ -75,6 +76,33 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     {
         spawn_timetable(engine);
     }
+    spawn_sync_supervisor(engine);
+}
+
+/// Supervises the sync instance (physical mode) every `health_interval` of its settings, read
+/// at every pass like the other loops' configuration: a pass with no sync instance recorded
+/// does nothing but say so.
+fn spawn_sync_supervisor(engine: &Engine) {
+    let engine = engine.clone();
+    let cancel = engine.inner.cancel.clone();
+    engine.inner.tasks.clone().spawn(
+        async move {
+            loop {
+                let started = tokio::time::Instant::now();
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = engine.supervise_sync() => {}
+                }
+                let next = started + engine.sync_health_interval();
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep_until(next) => {}
+                }
+            }
+            debug!("loop stopped");
+        }
+        .instrument(info_span!("loop", name = "sync_supervisor")),
+    );
 }
 
 /// Runs full refreshes on the retrieval timetable.

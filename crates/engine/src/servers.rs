@@ -39,6 +39,12 @@ const CLONE_DEFAULT_SETTINGS: &[(&str, &str)] = &[("max_logical_replication_work
 
 static NO_SETTINGS: BTreeMap<String, String> = BTreeMap::new();
 
+/// The sync instance's name for its socket directory and log file.
+const SYNC_NAME: &str = "sync";
+/// The port number the sync instance's socket file is named after: it listens on no TCP port
+/// and its socket directory is its own, so the number only has to be valid.
+const SYNC_PORT: u16 = 5432;
+
 /// Which server: its port, the name its log file takes, and its own settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Server<'a> {
@@ -158,6 +164,79 @@ impl Servers {
         // Each clone in namespaces of its own (docs/adr/0002-clone-isolation.md).
         spec.sandbox_root = Some(self.state_dir.join(SANDBOX_ROOT));
         spec
+    }
+
+    /// The sync instance's spec on `pgdata`: a clone's (sandboxed, the admin path over a
+    /// private socket) with no TCP at all, no login but the engine's, the settings a standby
+    /// needs at least as high as its primary's (`minimums`, from pg_control), then the sync
+    /// instance's own `configs`. Nothing of the clones' settings: it is not a clone.
+    fn sync_spec(
+        &self,
+        pgdata: &Path,
+        configs: &BTreeMap<String, String>,
+        minimums: &[(&str, u64)],
+    ) -> InstanceSpec {
+        let server = Server { port: SYNC_PORT, log_name: SYNC_NAME, extra_conf: &NO_SETTINGS };
+        let mut spec = self.spec(server, pgdata);
+        spec.settings.socket_dir = self.state_dir.join("sockets").join(SYNC_NAME);
+        spec.settings.listen_addresses = String::new();
+        let mut extra = Vec::new();
+        for (name, value) in minimums {
+            if *name == "max_connections" {
+                let value = u32::try_from(*value).unwrap_or(u32::MAX);
+                spec.settings.max_connections = spec.settings.max_connections.max(value);
+            } else {
+                extra.push(((*name).to_owned(), value.to_string()));
+            }
+        }
+        extra.extend(configs.iter().map(|(name, value)| (name.clone(), value.clone())));
+        spec.settings.extra = extra;
+        spec.hba.host_auth = HostAuth::Reject;
+        spec.hba.host_networks = Vec::new();
+        spec
+    }
+
+    /// The sync instance's log file.
+    pub(crate) fn sync_log_file(&self) -> PathBuf {
+        self.log_file(SYNC_NAME)
+    }
+
+    /// Starts the sync instance on `pgdata` (a standby's data directory) with `configs`.
+    pub(crate) async fn start_sync(
+        &self,
+        pgdata: &Path,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Instance> {
+        let binaries = self.binaries_for(pgdata)?;
+        let control = postgres::read_control_data(&self.binaries, pgdata).await?;
+        let spec = self.sync_spec(pgdata, configs, &control.hot_standby_minimums());
+        Ok(Instance::start(&binaries, spec).await?)
+    }
+
+    /// Adopts the sync instance running on `pgdata`, if one runs.
+    pub(crate) async fn adopt_sync(&self, pgdata: &Path) -> Option<Instance> {
+        if !postgres::datadir::has_postmaster_pid(pgdata) {
+            return None;
+        }
+        let adopted = match self.binaries_for(pgdata) {
+            Ok(binaries) => Instance::adopt(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[]))
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        match adopted {
+            Ok(instance) => Some(instance),
+            Err(error) => {
+                info!(data_dir = %pgdata.display(), error = %error, "no running sync instance to adopt");
+                None
+            }
+        }
+    }
+
+    /// Stops the sync instance cleanly (a standby's fast shutdown writes a restartpoint).
+    pub(crate) async fn stop_sync(&self, instance: Instance) -> Result<()> {
+        instance.stop(postgres::StopMode::Fast, STOP_STEP_TIMEOUT).await?;
+        Ok(())
     }
 
     /// The binaries of the major the data directory was made with.

@@ -114,6 +114,12 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Removes a value from the key-value table; a missing key is no error.
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
 }
 
 /// Creates the database file with [`FILE_MODE`] if it is missing, and narrows the mode of an

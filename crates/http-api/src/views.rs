@@ -12,7 +12,7 @@ use api_types::{
 use chrono::{DateTime, Utc};
 use engine::{
     BranchRecord, CloneState, CloneView, CommitView, EngineStatus, InstanceHealth, RefreshStatus,
-    RetrievalView, SnapshotRecord, SnapshotView,
+    RetrievalView, SnapshotRecord, SnapshotView, SyncCode, SyncView,
 };
 
 /// The database a connection string names when the request named none.
@@ -220,7 +220,7 @@ pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Inst
         },
         retrieving: retrieving(retrieval),
         provisioner: Provisioner::default(),
-        synchronization: Some(Synchronization::not_available()),
+        synchronization: Some(synchronization(&status.synchronization)),
         reconciliation: Some(Reconciliation {
             checked_at: status.reconciliation.at.map(LocalTime::from),
             differences: status
@@ -234,6 +234,25 @@ pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Inst
                 })
                 .collect(),
         }),
+    }
+}
+
+/// `/status` → `synchronization`: the sync instance as its last check saw it.
+pub(crate) fn synchronization(view: &SyncView) -> Synchronization {
+    let code = match view.code {
+        SyncCode::Ok => StatusCode::Ok,
+        SyncCode::Starting => StatusCode::SyncStarting,
+        SyncCode::Down => StatusCode::SyncDown,
+        SyncCode::Error => StatusCode::SyncError,
+        SyncCode::NotAvailable => return Synchronization::not_available(),
+    };
+    Synchronization {
+        status: Status::new(code, view.message.clone()),
+        started_at: view.started_at.map(LocalTime::from),
+        last_replayed_lsn: view.last_replayed_lsn.clone().unwrap_or_default(),
+        last_replayed_lsn_at: view.last_replayed_at.map(LocalTime::from),
+        replication_lag: view.replication_lag,
+        replication_uptime: view.replication_uptime,
     }
 }
 

@@ -122,7 +122,27 @@ pub struct ControlData {
     pub max_prepared_transactions: Option<u32>,
 }
 
+/// The pg_controldata names of the settings a hot standby needs at least as high as its
+/// primary's, with the names of the settings.
+pub const HOT_STANDBY_MINIMUMS: [(&str, &str); 5] = [
+    ("max_connections", "max_connections"),
+    ("max_worker_processes", "max_worker_processes"),
+    ("max_wal_senders", "max_wal_senders"),
+    ("max_prepared_xacts", "max_prepared_transactions"),
+    ("max_locks_per_xact", "max_locks_per_transaction"),
+];
+
 impl ControlData {
+    /// The settings a hot standby of this cluster needs at least as high as its primary's, as
+    /// (setting name, value) pairs: pg_control records the primary's values, and a standby
+    /// started with lower ones refuses to run.
+    pub fn hot_standby_minimums(&self) -> Vec<(&'static str, u64)> {
+        HOT_STANDBY_MINIMUMS
+            .iter()
+            .filter_map(|(label, name)| Some((*name, self.settings.get(*label)?.parse().ok()?)))
+            .collect()
+    }
+
     /// Parses `pg_controldata` output (C locale).
     pub fn parse(data_dir: &Path, output: &str) -> Result<Self> {
         let bad = |reason: String| Error::ControlData { data_dir: data_dir.to_path_buf(), reason };
@@ -240,6 +260,8 @@ Latest checkpoint's TimeLineID:       1
 Latest checkpoint's PrevTimeLineID:   1
 Time of latest checkpoint:            Fri Nov  1 10:00:00 2024
 Minimum recovery ending location:     0/3000148
+max_worker_processes setting:         8
+max_wal_senders setting:              10
 max_prepared_xacts setting:           5
 Data page checksum version:           1
 wal_level setting:                    replica
@@ -263,13 +285,23 @@ track_commit_timestamp setting:       off
         assert_eq!(data.settings["max_connections"], "100");
         assert_eq!(data.settings["max_locks_per_xact"], "64");
         assert_eq!(data.settings["track_commit_timestamp"], "off");
-        assert_eq!(data.settings.len(), 5);
+        assert_eq!(data.settings.len(), 7);
         assert_eq!(
             data.checkpoint_time.map(|time| time.to_rfc3339()).as_deref(),
             Some("2024-11-01T10:00:00+00:00")
         );
         assert_eq!(data.min_recovery_lsn, Lsn(0x0300_0148));
         assert_eq!(data.max_prepared_transactions, Some(5));
+        assert_eq!(
+            data.hot_standby_minimums(),
+            [
+                ("max_connections", 100),
+                ("max_worker_processes", 8),
+                ("max_wal_senders", 10),
+                ("max_prepared_transactions", 5),
+                ("max_locks_per_transaction", 64),
+            ]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`recovery`] — the recovery settings that turn a copy of a standby into a primary;
 //! - [`wal`] — `pg_waldump`: the last commit and the end of the WAL in a directory of segments;
 //! - [`admin`] — roles, passwords, sessions, activity, CHECKPOINT over the unix socket;
+//! - [`replay`] — a standby's replay positions, lag and WAL receiver;
 //! - [`sql`] — quoting of identifiers and literals.
 //!
 //! Spawning goes through `exec`; SQL through tokio-postgres (this crate is not the crates.io
@@ -25,6 +26,7 @@ pub mod initdb;
 pub mod instance;
 pub mod pidfile;
 pub mod recovery;
+pub mod replay;
 pub mod sql;
 pub mod standby;
 pub mod user;
@@ -41,5 +43,6 @@ pub use instance::{
 };
 pub use pidfile::{PidFile, PmStatus};
 pub use recovery::{RecoveryPlan, RecoveryTarget};
+pub use replay::{ReplayStatus, WalReceiver};
 pub use user::OsUser;
 pub use version::{BinarySearch, PgBinaries, PgMajor};

@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::conf::{self, quote_conf_value};
-use crate::controldata::{ControlData, read_control_data};
+use crate::controldata::{ControlData, HOT_STANDBY_MINIMUMS, read_control_data};
 use crate::error::{Error, Result};
 use crate::user::OsUser;
 use crate::version::BinarySearch;
@@ -34,14 +34,7 @@ const HEADER: &str = "# Written by Scion for the physical standby: the primary's
 /// The settings a hot standby needs at least as high as its primary's (or it refuses to start,
 /// or pauses replay), with the name pg_controldata prints for each. `track_commit_timestamp` is
 /// copied too, as DBLab does, so commit timestamps replay.
-pub const HOT_STANDBY_PARAMETERS: &[(&str, &str)] = &[
-    ("max_connections", "max_connections"),
-    ("max_worker_processes", "max_worker_processes"),
-    ("max_wal_senders", "max_wal_senders"),
-    ("max_prepared_xacts", "max_prepared_transactions"),
-    ("max_locks_per_xact", "max_locks_per_transaction"),
-    ("track_commit_timestamp", "track_commit_timestamp"),
-];
+const COPIED_PARAMETERS: &[(&str, &str)] = &[("track_commit_timestamp", "track_commit_timestamp")];
 
 /// How a copy replays WAL once started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,8 +117,9 @@ pub fn is_standby(data_dir: &Path) -> bool {
 
 /// The primary's hot-standby parameters from pg_control, by GUC name.
 pub fn primary_parameters(control: &ControlData) -> BTreeMap<String, String> {
-    HOT_STANDBY_PARAMETERS
+    HOT_STANDBY_MINIMUMS
         .iter()
+        .chain(COPIED_PARAMETERS)
         .filter_map(|(label, guc)| {
             control.settings.get(*label).map(|value| ((*guc).to_owned(), value.clone()))
         })

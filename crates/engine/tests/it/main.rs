@@ -13,4 +13,5 @@ mod races;
 mod recovery;
 mod restart;
 mod space;
+mod sync;
 mod warm;

@@ -17,4 +17,5 @@ mod monitoring;
 mod refresh;
 mod requests;
 mod resilience;
+mod sync;
 mod webhooks;
