@@ -209,6 +209,10 @@ impl Servers {
     ) -> Result<Instance> {
         let binaries = self.binaries_for(pgdata)?;
         let control = postgres::read_control_data(&self.binaries, pgdata).await?;
+        let raised = postgres::standby::raise_to_primary(pgdata, &control, &self.os_user)?;
+        if !raised.is_empty() {
+            info!(settings = ?raised, "the standby's settings follow the primary's new minimums");
+        }
         let spec = self.sync_spec(pgdata, configs, &control.hot_standby_minimums());
         Ok(Instance::start(&binaries, spec).await?)
     }

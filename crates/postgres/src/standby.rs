@@ -110,6 +110,62 @@ pub fn clear(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Raises the hot-standby minimums in `data_dir`'s [`STANDBY_CONF`] to the primary's values
+/// that pg_control now records: the file holds the values of the copy's time, and it wins over
+/// Scion's settings, so a primary that raised `max_connections` since would otherwise stop the
+/// standby at its next start. Returns the settings raised; a copy without the file is left as
+/// it is.
+pub fn raise_to_primary(
+    data_dir: &Path,
+    control: &ControlData,
+    user: &OsUser,
+) -> Result<Vec<String>> {
+    let path = data_dir.join(STANDBY_CONF);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(Error::io("read", path, error)),
+    };
+    let (updated, raised) = raised_settings(&text, &control.hot_standby_minimums());
+    if !raised.is_empty() {
+        write_owned(user, &path, &updated)?;
+    }
+    Ok(raised)
+}
+
+/// `text` (a settings file as [`configure`] writes it) with each of `minimums` at least that
+/// high, and the names raised.
+fn raised_settings(text: &str, minimums: &[(&str, u64)]) -> (String, Vec<String>) {
+    let mut raised = Vec::new();
+    let mut seen = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let parsed = line.split_once('=').and_then(|(name, value)| {
+            let name = name.trim();
+            let minimum = minimums.iter().find(|(known, _)| *known == name)?.1;
+            let value: u64 = value.trim().trim_matches('\'').parse().ok()?;
+            Some((name, value, minimum))
+        });
+        if let Some((name, value, minimum)) = parsed {
+            seen.push(name.to_owned());
+            if value < minimum {
+                raised.push(name.to_owned());
+                let _ = writeln!(out, "{name} = {}", quote_conf_value(&minimum.to_string()));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for (name, minimum) in minimums {
+        if !seen.iter().any(|seen| seen == name) {
+            raised.push((*name).to_owned());
+            let _ = writeln!(out, "{name} = {}", quote_conf_value(&minimum.to_string()));
+        }
+    }
+    (out, raised)
+}
+
 /// Whether `data_dir` is set up to start as a standby (`standby.signal` exists).
 pub fn is_standby(data_dir: &Path) -> bool {
     data_dir.join(STANDBY_SIGNAL).exists()
@@ -289,6 +345,24 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(STANDBY_CONF)).unwrap();
         assert!(!text.contains("primary_conninfo"), "{text}");
         clear(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_minimums_rise_to_the_primary_s_and_never_fall() {
+        let text =
+            "# header\nmax_connections = '100'\nmax_wal_senders = '20'\nhot_standby = 'on'\n";
+        let minimums =
+            [("max_connections", 200), ("max_wal_senders", 10), ("max_worker_processes", 8)];
+        let (updated, raised) = raised_settings(text, &minimums);
+        assert_eq!(raised, ["max_connections", "max_worker_processes"]);
+        assert_eq!(
+            updated,
+            "# header\nmax_connections = '200'\nmax_wal_senders = '20'\nhot_standby = 'on'\n\
+             max_worker_processes = '8'\n"
+        );
+        let (again, none) = raised_settings(&updated, &minimums);
+        assert!(none.is_empty());
+        assert_eq!(again, updated);
     }
 
     #[test]

@@ -119,6 +119,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The refusal of a source that needs ICU (`needs` says what) on `target`, a server built
+    /// without it.
+    pub(crate) fn icu_missing(target: &postgres::PgBinaries, needs: String) -> Error {
+        let major = target.major();
+        Error::IcuMissing {
+            target: format!("the target's PostgreSQL {major} ({})", target.postgres().display()),
+            needs,
+            remedy: format!(
+                "install a PostgreSQL {major} server built with ICU (scripts/setup installs them \
+                 under /opt/scion/postgres; Debian's postgresql-{major} is one) and name its \
+                 directory in [clone.bin_dirs] if it is not found there"
+            ),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -417,19 +417,7 @@ impl Pipeline {
             let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
             let needs = source.icu_needs(psql.clone(), source_major, &names, cancel).await?;
             if !needs.is_empty() {
-                let major = target_binaries.major();
-                return Err(Error::IcuMissing {
-                    target: format!(
-                        "the target's PostgreSQL {major} ({})",
-                        target_binaries.postgres().display()
-                    ),
-                    needs: needs.describe(),
-                    remedy: format!(
-                        "install a PostgreSQL {major} server built with ICU (scripts/setup installs \
-                         them under /opt/scion/postgres; Debian's postgresql-{major} is one) and \
-                         name its directory in [clone.bin_dirs] if it is not found there"
-                    ),
-                });
+                return Err(Error::icu_missing(target_binaries, needs.describe()));
             }
         }
         if self.config.restore.custom_options.iter().any(|option| option == "--no-tablespaces") {

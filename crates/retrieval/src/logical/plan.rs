@@ -153,8 +153,27 @@ impl Logical<'_> {
             format!("the target cluster (as {origin})")
         };
         check_host_locales(&[&locale.collate, &locale.ctype], &why).await?;
+        if locale.provider == "icu" {
+            self.check_icu(&format!("{why}: the ICU locale provider"))?;
+        }
         info!(%locale, "target cluster locale");
         Ok(locale)
+    }
+
+    /// Refuses `needs` (something that takes ICU) when the target's server is built without
+    /// ICU: initdb would fail only after the dumps.
+    fn check_icu(&self, needs: &str) -> Result<()> {
+        let major = PgMajor::new(self.config.target_major)
+            .map_err(|error| Error::invalid(error.to_string()))?;
+        let binaries = self.search.locate(major).map_err(|error| Error::ToolMissing {
+            tool: format!("PostgreSQL {major} server"),
+            detail: error.to_string(),
+        })?;
+        let supports_icu = binaries.supports_icu().map_err(|error| Error::Failed {
+            stage: Stage::Probing,
+            stderr_tail: error.to_string(),
+        })?;
+        if supports_icu { Ok(()) } else { Err(Error::icu_missing(&binaries, needs.to_owned())) }
     }
 
     /// The database and locale of each dump's `CREATE DATABASE` (dumps without one are left

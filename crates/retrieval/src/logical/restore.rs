@@ -262,6 +262,15 @@ impl Logical<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<()> {
         if finished.status.success() {
+            // psql without ON_ERROR_STOP goes past a failed statement and exits 0: the errors
+            // it ignored are only in its output.
+            let ignored = psql_errors(&finished.log);
+            if ignored > 0 {
+                warnings.push(format!(
+                    "{database}: restore errors ignored: {}\npsql: errors ignored on restore: {ignored}",
+                    last_error_lines(&finished.log)
+                ));
+            }
             return Ok(());
         }
         let server_log = server_log_tail(target);
@@ -275,5 +284,29 @@ impl Logical<'_> {
             return Ok(());
         }
         Err(error)
+    }
+}
+
+/// The statements psql reported as failed in `log` (`psql:<file>:<line>: ERROR:  ...`).
+fn psql_errors(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.strip_prefix("psql:").is_some_and(|rest| rest.contains(": ERROR:")))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_statements_psql_went_past() {
+        let log = "SET\nCREATE TABLE\n\
+                   psql:/d/app.sql:12: ERROR:  relation \"gone\" does not exist\n\
+                   psql:/d/my dumps/app.sql:40: ERROR:  syntax error at or near \"x\"\n\
+                   LINE 1: x;\n\
+                   psql:/d/app.sql:41: NOTICE:  ERROR: in a notice is not one\n\
+                   COPY 3\n";
+        assert_eq!(psql_errors(log), 2);
+        assert_eq!(psql_errors("SET\nCOPY 3\n"), 0);
     }
 }

@@ -192,6 +192,24 @@ async fn a_source_that_needs_icu_is_refused_on_a_target_without_it() {
     assert!(!target.data_dir.exists(), "refused before the target was made");
     assert!(!sandbox.path().join("dump").exists(), "refused before any dump");
 
+    // A target cluster asked for with the ICU provider is refused the same way, though no
+    // database to restore needs ICU.
+    let mut icu_cluster = config.clone();
+    icu_cluster.databases = BTreeMap::from([("plain".to_owned(), DatabaseConfig::default())]);
+    icu_cluster.restore.initdb_locale_provider = Some("icu".to_owned());
+    icu_cluster.restore.initdb_provider_locale = Some("und".to_owned());
+    let mut search = postgres::BinarySearch::default();
+    search.bin_dirs.push((postgres::PgMajor::new(number).unwrap(), bin_dir.clone()));
+    let error = Pipeline::new(icu_cluster, search, os_user())
+        .unwrap()
+        .run(&target, &cancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::IcuMissing { .. }), "{error:?}");
+    assert!(error.to_string().contains("the ICU locale provider"), "{error}");
+    assert!(!target.data_dir.exists(), "refused before the target was made");
+    assert!(!sandbox.path().join("dump").exists(), "refused before any dump");
+
     // The ICU build takes the collation, which sorts as on the source.
     let mut config = config;
     config.databases = BTreeMap::from([("app".to_owned(), DatabaseConfig::default())]);

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use exec::Cmd;
-use retrieval::RetrievalConfig;
+use retrieval::{RetrievalConfig, Target};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
@@ -92,4 +92,44 @@ async fn a_dump_in_a_locale_this_host_lacks_is_refused_before_any_work() {
     assert_eq!(error.kind(), "tool_missing", "{error}");
     assert!(error.to_string().contains("locale xx_XX.UTF-8"), "{error}");
     assert!(!target.data_dir.join("PG_VERSION").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_dump_s_ignored_errors_are_warnings() {
+    let sandbox = Sandbox::new();
+    let dumps = sandbox.path().join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    // psql goes past both failed statements and exits 0; the rows still arrive.
+    std::fs::write(
+        dumps.join("app.sql"),
+        "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1), (2);\n\
+         ALTER TABLE missing ADD COLUMN x int;\nCREATE EXTENSION no_such_extension;\n",
+    )
+    .unwrap();
+    let mut config = RetrievalConfig { target_major: 16, ..RetrievalConfig::default() };
+    config.restore.from_dump = Some(dumps.clone());
+    config.restore.ignore_errors = true;
+    let target = sandbox.target();
+    let summary = pipeline(config.clone()).run(&target, &CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.warning_count, 2, "{:?}", summary.warnings);
+    let text = summary.warnings.join("\n");
+    for needle in ["app: restore errors ignored", "\"missing\" does not exist", "no_such_extension"]
+    {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+    let inspect = Inspect::start(&sandbox, &target, 16).await;
+    let rows: i64 =
+        inspect.connect("app").await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 2);
+    drop(inspect);
+
+    // Without ignore_errors the same dump fails the run.
+    config.restore.ignore_errors = false;
+    let error = pipeline(config)
+        .run(
+            &Target::new(sandbox.path().join("strict"), sandbox.path().join("run-strict")),
+            &CancellationToken::new(),
+        )
+        .await;
+    assert!(error.is_err(), "{error:?}");
 }
