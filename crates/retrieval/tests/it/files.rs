@@ -109,6 +109,8 @@ async fn a_plain_dump_s_ignored_errors_are_warnings() {
     let mut config = RetrievalConfig { target_major: 16, ..RetrievalConfig::default() };
     config.restore.from_dump = Some(dumps.clone());
     config.restore.ignore_errors = true;
+    // Named, so that the cluster's locale is no warning of its own.
+    config.restore.initdb_locale = Some("C.UTF-8".to_owned());
     let target = sandbox.target();
     let summary = pipeline(config.clone()).run(&target, &CancellationToken::new()).await.unwrap();
     assert_eq!(summary.warning_count, 2, "{:?}", summary.warnings);
