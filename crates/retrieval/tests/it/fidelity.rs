@@ -18,7 +18,7 @@
 //! - for partial retrieval, the tables and objects that were not asked for.
 //!
 //! The ICU parts need binaries built with ICU: the major is a parameter, and [`icu_binaries`]
-//! finds Debian's build (15 today) until `scripts/setup` installs ICU-capable builds of all.
+//! takes the project's build (`scripts/setup` installs ICU builds of 14 to 18), else Debian's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
