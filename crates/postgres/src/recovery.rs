@@ -33,8 +33,9 @@ pub const NO_ARCHIVE: &str = "/bin/false";
 /// Settings removed from `postgresql.auto.conf`, which is read last and would override Scion's:
 /// the standby's link to its source (`pg_basebackup -R` writes `primary_conninfo` there), any
 /// recovery setting the source or the standby had, and the source's archiving, so a promoted copy
-/// never pushes WAL into the source's archive.
-const STRIPPED: &[&str] = &[
+/// never pushes WAL into the source's archive. A promotion sets these itself, so its own
+/// settings may not name them either.
+pub const STRIPPED: &[&str] = &[
     "primary_conninfo",
     "primary_slot_name",
     "promote_trigger_file",

@@ -44,25 +44,6 @@ use crate::target::{STOP_STEP, Target, target_error};
 /// How long recovery (the replay up to the promotion) may take by default.
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Settings the promotion sets itself; [`PromotionConfig::settings`] may not name them.
-const PROMOTION_OWNED: &[&str] = &[
-    "restore_command",
-    "recovery_target",
-    "recovery_target_name",
-    "recovery_target_time",
-    "recovery_target_xid",
-    "recovery_target_lsn",
-    "recovery_target_inclusive",
-    "recovery_target_timeline",
-    "recovery_target_action",
-    "hot_standby",
-    "primary_conninfo",
-    "primary_slot_name",
-    "archive_mode",
-    "archive_command",
-    "archive_library",
-];
-
 /// What a promotion needs besides the copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromotionConfig {
@@ -128,7 +109,7 @@ impl PromotionConfig {
             }
         }
         for (name, _) in &self.settings {
-            if PROMOTION_OWNED.contains(&name.to_ascii_lowercase().as_str()) {
+            if postgres::recovery::STRIPPED.contains(&name.to_ascii_lowercase().as_str()) {
                 problems.push(format!("promotion settings: {name} is set by the promotion itself"));
             }
         }
