@@ -193,6 +193,8 @@ impl Servers {
         spec.settings.extra = extra;
         spec.hba.host_auth = HostAuth::Reject;
         spec.hba.host_networks = Vec::new();
+        // The walreceiver reads the replication password file named in primary_conninfo.
+        spec.read_only_dirs = vec![self.state_dir.join(crate::physical::PASSFILE_DIR)];
         spec
     }
 
