@@ -169,7 +169,7 @@ impl Engine {
         let state = self.refresh_state();
         RetrievalView {
             configured: self.inner.retrieval.is_some(),
-            physical: self.sync_dataset().is_some(),
+            physical: self.sync_dataset().is_some() || self.physical_retrieval().is_some(),
             status: state.status,
             last_refresh: state.last_refresh,
             next_refresh: state.next_refresh,

@@ -245,6 +245,41 @@ impl Servers {
         Ok(())
     }
 
+    /// Stops at once a server that an interrupted operation left running on `pgdata` (a
+    /// promotion's or a restore's temporary server: no record owns it), so that its dataset can
+    /// go. Returns whether one ran.
+    pub(crate) async fn stop_leftover(&self, pgdata: &Path) -> bool {
+        if !postgres::datadir::has_postmaster_pid(pgdata) {
+            return false;
+        }
+        let found = match self.binaries_for(pgdata) {
+            Ok(binaries) => {
+                Instance::find_leftover(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[]))
+                    .map_err(Error::from)
+            }
+            Err(error) => Err(error),
+        };
+        match found {
+            Ok(Some(instance)) => {
+                let pid = instance.pid();
+                match instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await {
+                    Ok(_) => {
+                        info!(data_dir = %pgdata.display(), pid, "stopped a server an interrupted operation left")
+                    }
+                    Err(error) => {
+                        warn!(data_dir = %pgdata.display(), error = %error, "failed to stop a server an interrupted operation left")
+                    }
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                warn!(data_dir = %pgdata.display(), error = %error, "failed to look for a server an interrupted operation left");
+                false
+            }
+        }
+    }
+
     /// The binaries of the major the data directory was made with.
     fn binaries_for(&self, pgdata: &Path) -> Result<PgBinaries> {
         Ok(self.binaries.locate(PgMajor::of_data_dir(pgdata)?)?)

@@ -160,3 +160,70 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
     let newest = test.engine.snapshots()[0].record.clone();
     assert!(newest.storage_name.starts_with("promoted_") && newest.id != second.id);
 }
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting for this test to reap it).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// An engine crash in the middle of a physical snapshot leaves the live standby's snapshot, the
+/// promoted copy and the promotion's server still running on it; the next start stops the
+/// server and removes both, as their intent says.
+#[tokio::test]
+async fn a_snapshot_interrupted_mid_promotion_leaves_nothing_after_a_restart() {
+    let mut test = TestEngine::start(harness::config(2)).await;
+    let snapshot: storage::SnapshotName =
+        test.engine.snapshots()[0].record.storage_name.parse().unwrap();
+    test.engine.shutdown(Duration::from_secs(10)).await;
+
+    // What the crash left: both names in the store's intents, the standby's snapshot, its
+    // clone, and a sandboxed temporary server on the clone.
+    let storage = test.pool.open().await;
+    let pre =
+        storage::SnapshotName::new(snapshot.dataset().clone(), "promote_20990101000000").unwrap();
+    let promoted = storage::DatasetName::new("promoted_20990101000000".to_owned()).unwrap();
+    let store = engine::store::Store::open(&test.state_dir.join("scion.db")).unwrap();
+    store.record_intents(&[pre.to_string(), promoted.to_string()]).unwrap();
+    drop(store);
+    storage.snapshot(&pre).await.unwrap();
+    let mountpoint = storage.clone_snapshot(&pre, &promoted).await.unwrap();
+    let pgdata = engine::Pool::pgdata(&mountpoint);
+    let run_dir = test_support::TestDir::new("scion-promotion-");
+    let user = postgres::OsUser::lookup("postgres").unwrap();
+    let port = *test_support::free_port_range(1).start();
+    let settings = postgres::ServerSettings::new(port, run_dir.path().join("sock"));
+    let mut spec = postgres::InstanceSpec::new(
+        &pgdata,
+        settings,
+        "postgres",
+        run_dir.path().join("promotion.log"),
+        user,
+    );
+    spec.sandbox_root = Some(test.state_dir.join("sandbox"));
+    let binaries = postgres::BinarySearch::default()
+        .locate(postgres::PgMajor::of_data_dir(&pgdata).unwrap())
+        .unwrap();
+    let server = postgres::Instance::start(&binaries, spec).await.unwrap();
+    let pid = server.pid();
+    drop(server);
+    assert!(alive(pid));
+
+    test.restart().await;
+    assert!(!alive(pid), "the promotion's server outlived the restart");
+    let listing = storage.list().await.unwrap();
+    assert!(listing.dataset(&promoted).is_none(), "{listing:?}");
+    assert!(listing.snapshot(&pre).is_none(), "{listing:?}");
+    let removed: Vec<String> = test
+        .engine
+        .reconciliation()
+        .differences
+        .into_iter()
+        .filter(|difference| difference.kind == engine::DifferenceKind::RemovedLeftover)
+        .map(|difference| difference.object)
+        .collect();
+    assert_eq!(removed, [promoted.to_string(), pre.to_string()]);
+    // The engine still serves clones of its snapshot.
+    test.create("after").await;
+}
