@@ -293,12 +293,16 @@ impl Engine {
                 return Err(Error::Retrieval(error));
             }
         };
-        let latest = self.read_state().snapshots.first().cloned();
+        // Snapshots are newest first; commits of branches do not count.
+        let latest = self
+            .read_state()
+            .snapshots
+            .iter()
+            .find(|snapshot| Pool::is_data_snapshot(&snapshot.storage_name))
+            .cloned();
         if skip_unchanged
-            && let Some(latest) = latest.filter(|latest| {
-                Pool::is_data_snapshot(&latest.storage_name)
-                    && latest.data_state_at == summary.data_state_at
-            })
+            && let Some(latest) =
+                latest.filter(|latest| latest.data_state_at == summary.data_state_at)
         {
             info!(
                 data_state_at = %summary.data_state_at,

@@ -151,7 +151,7 @@ fn spawn_snapshot_timetable(engine: &Engine) {
                     () = tokio::time::sleep(wait) => {}
                 }
                 match engine.create_snapshot().await {
-                    Ok(view) => info!(snapshot_id = %view.record.id, "scheduled snapshot done"),
+                    Ok(view) => info!(head = %view.record.id, "scheduled snapshot done (or skipped: no new data)"),
                     Err(error) => {
                         warn!(error = %error, "scheduled snapshot failed; earlier snapshots are untouched");
                         engine.refresh_state().alert(
