@@ -19,6 +19,7 @@ mod lease;
 mod metrics;
 mod model;
 pub mod password;
+mod physical;
 mod pool;
 mod ports;
 mod protection;
@@ -117,8 +118,9 @@ struct Inner {
     space: RwLock<Option<PoolSpace>>,
     /// Serialises snapshot creation and deletion, which read and rewrite branch heads.
     snapshot_lock: tokio::sync::Mutex<()>,
-    /// The retrieval pipeline, when a source is configured.
-    pipeline: Option<Arc<retrieval::Pipeline>>,
+    /// Retrieval, when configured: logical (a pipeline) or physical (an initial copy and
+    /// promotions).
+    retrieval: Option<physical::Retrieval>,
     refresh: Mutex<refresh::RefreshState>,
     refresh_running: AtomicBool,
     usage: Mutex<usage::UsageTracker>,
@@ -205,6 +207,8 @@ impl Engine {
             [(state_dir.clone(), 0o711), (state_dir.join("sockets"), 0o755)].into_iter().chain([
                 (state_dir.join("logs"), 0o700),
                 (state_dir.join(servers::SANDBOX_ROOT), 0o700),
+                // The servers' OS user reads its own password files there, by name only.
+                (state_dir.join(physical::PASSFILE_DIR), 0o711),
             ])
         {
             create_private_dir(&dir, mode)?;
@@ -223,12 +227,10 @@ impl Engine {
             config.cloning.port_from..=config.cloning.port_to,
             config.probe_address(),
         );
-        let pipeline = match &config.retrieval {
-            Some(retrieval) => Some(Arc::new(retrieval::Pipeline::new(
-                retrieval.clone(),
-                servers.binaries().clone(),
-                servers.os_user().clone(),
-            )?)),
+        let retrieval = match &config.retrieval {
+            Some(retrieval) => {
+                Some(physical::Retrieval::new(retrieval, servers.binaries(), servers.os_user())?)
+            }
             None => None,
         };
         let inner = Arc::new(Inner {
@@ -247,7 +249,7 @@ impl Engine {
             reconciliation: RwLock::new(Reconciliation::default()),
             space: RwLock::new(None),
             snapshot_lock: tokio::sync::Mutex::new(()),
-            pipeline,
+            retrieval,
             refresh: Mutex::new(refresh::RefreshState::default()),
             refresh_running: AtomicBool::new(false),
             usage: Mutex::new(usage::UsageTracker::default()),
@@ -411,7 +413,7 @@ impl Engine {
     /// Returns what it found of an interrupted earlier start, for the reconciliation report.
     async fn ensure_data(&self) -> Result<Vec<Difference>> {
         let mut found = Vec::new();
-        if self.inner.pipeline.is_some() {
+        if self.inner.retrieval.is_some() {
             // Retrieval brings the data; until its first run there is nothing to clone.
             return Ok(found);
         }

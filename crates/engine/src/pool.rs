@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 /// The first golden dataset: the empty cluster of a pool without retrieval (each full refresh
 /// writes a new `data_<YYYYMMDDHHMMSS>` instead).
 pub(crate) const DATA_DATASET: &str = "data";
+/// The start of a promoted copy's dataset name (physical mode's snapshots).
+pub(crate) const PROMOTED_PREFIX: &str = "promoted_";
 /// The directory of branch, clone and commit datasets.
 const BRANCHES_DIR: &str = "branch";
 /// Where PGDATA sits inside a dataset's mountpoint.
@@ -137,6 +139,12 @@ impl Pool {
             .is_none_or(|rest| !(rest.is_empty() || rest.starts_with('/')))
     }
 
+    /// Whether `dataset` is a promoted copy of the sync instance's data (physical mode's
+    /// snapshots are of these), rather than a golden dataset retrieval filled.
+    pub fn is_promoted_dataset(dataset: &str) -> bool {
+        dataset.starts_with(PROMOTED_PREFIX)
+    }
+
     /// Whether a snapshot's storage name (`<dataset>@<tag>`) is a snapshot of the data that
     /// retrieval fills, rather than a branch's or a commit.
     pub fn is_data_snapshot(storage_name: &str) -> bool {
@@ -209,6 +217,31 @@ impl Pool {
     ) -> Result<SnapshotName> {
         free_snapshot_name(dataset, &now.format("%Y%m%d%H%M%S").to_string(), taken)
     }
+}
+
+/// Physical mode: the names a snapshot of the sync instance's dataset `golden` at `now` uses,
+/// `<golden>@promote_<ts>` (the live standby's crash-consistent snapshot) and
+/// `promoted_<ts>` (its clone, promoted), each with a suffix when taken in `listing`.
+pub(crate) fn promotion_names(
+    golden: &DatasetName,
+    now: DateTime<Utc>,
+    listing: &storage::Listing,
+) -> Result<(SnapshotName, DatasetName)> {
+    let stamp = now.format("%Y%m%d%H%M%S");
+    let pre = free_snapshot_name(golden, &format!("promote_{stamp}"), |name| {
+        listing.snapshot(name).is_some()
+    })?;
+    let base = format!("{PROMOTED_PREFIX}{stamp}");
+    let mut name = base.clone();
+    for suffix in 1.. {
+        let dataset =
+            DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))?;
+        if listing.dataset(&dataset).is_none() {
+            return Ok((pre, dataset));
+        }
+        name = format!("{base}_{suffix}");
+    }
+    unreachable!("an unbounded range always yields a free name")
 }
 
 /// `dataset@base`, or `dataset@base_<n>` with the first `n` that is not taken.

@@ -187,7 +187,15 @@ impl Engine {
                     }
                 } else {
                     match DatasetName::new(object.clone()) {
-                        Ok(name) => storage.destroy_dataset(&name, DestroyMode::Refuse).await,
+                        Ok(name) => {
+                            // A temporary server (a promotion's, a restore's) outlived the
+                            // crash: it goes first, or it would keep the dataset busy.
+                            self.inner
+                                .servers
+                                .stop_leftover(&self.inner.pool.pgdata_of(&name))
+                                .await;
+                            storage.destroy_dataset(&name, DestroyMode::Refuse).await
+                        }
                         Err(error) => Err(error),
                     }
                 };

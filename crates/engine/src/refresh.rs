@@ -17,6 +17,7 @@ use storage::{DatasetName, DestroyMode, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{Error, Result};
+use crate::physical::Retrieval;
 use crate::pool::Pool;
 use crate::{Engine, failpoint};
 
@@ -137,7 +138,7 @@ impl Default for RefreshState {
 }
 
 impl RefreshState {
-    fn alert(&mut self, kind: &'static str, level: &'static str, message: String) {
+    pub(crate) fn alert(&mut self, kind: &'static str, level: &'static str, message: String) {
         let now = Utc::now();
         let entry = self.alerts.entry(kind).or_insert(RefreshAlert {
             level,
@@ -167,29 +168,25 @@ impl Engine {
     pub fn retrieval(&self) -> RetrievalView {
         let state = self.refresh_state();
         RetrievalView {
-            configured: self.inner.pipeline.is_some(),
-            physical: self.sync_dataset().is_some(),
+            configured: self.inner.retrieval.is_some(),
+            physical: self.sync_dataset().is_some() || self.physical_retrieval().is_some(),
             status: state.status,
             last_refresh: state.last_refresh,
             next_refresh: state.next_refresh,
             alerts: state.alerts.clone(),
-            progress: self
-                .inner
-                .pipeline
-                .as_ref()
-                .map(|pipeline| pipeline.subscribe().borrow().clone()),
+            progress: self.inner.retrieval.as_ref().map(Retrieval::progress),
             last_summary: state.last_summary.clone(),
         }
     }
 
-    fn refresh_state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
+    pub(crate) fn refresh_state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
         crate::sync::lock(&self.inner.refresh)
     }
 
     /// Starts a full refresh in the background. Refused when no retrieval is configured or one
     /// is already running.
     pub fn full_refresh(&self) -> Result<()> {
-        let Some(pipeline) = self.inner.pipeline.clone() else {
+        let Some(retrieval) = self.inner.retrieval.clone() else {
             return Err(Error::InvalidInput(
                 "no retrieval is configured: add a [retrieval] section with a source".to_owned(),
             ));
@@ -206,7 +203,7 @@ impl Engine {
         let engine = self.clone();
         self.inner.tasks.spawn(
             async move {
-                engine.run_refresh(&pipeline).await;
+                engine.run_refresh(&retrieval).await;
                 engine.inner.refresh_running.store(false, Ordering::SeqCst);
             }
             .instrument(info_span!("full_refresh")),
@@ -214,11 +211,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn run_refresh(&self, pipeline: &Pipeline) {
+    async fn run_refresh(&self, retrieval: &Retrieval) {
         let started = Utc::now();
         self.refresh_state().status = RefreshStatus::Refreshing;
         info!("full refresh started");
-        match self.refresh_into_new_dataset(pipeline, started).await {
+        match self.refresh_into_new_dataset(retrieval, started).await {
             Ok(snapshot_id) => {
                 let mut state = self.refresh_state();
                 state.status = RefreshStatus::Finished;
@@ -240,9 +237,18 @@ impl Engine {
 
     async fn refresh_into_new_dataset(
         &self,
-        pipeline: &Pipeline,
+        retrieval: &Retrieval,
         started: DateTime<Utc>,
     ) -> Result<String> {
+        let dataset = self.new_data_dataset(started).await?;
+        match retrieval {
+            Retrieval::Logical(pipeline) => self.logical_refresh(pipeline, dataset).await,
+            Retrieval::Physical(physical) => self.physical_refresh(physical, dataset).await,
+        }
+    }
+
+    /// A free name for a new golden dataset, `data_<ts>` (with a suffix when taken).
+    async fn new_data_dataset(&self, started: DateTime<Utc>) -> Result<DatasetName> {
         let storage = self.inner.pool.storage();
         let listing = storage.list().await?;
         let base = format!("data_{}", started.format("%Y%m%d%H%M%S"));
@@ -255,8 +261,12 @@ impl Engine {
             }
             name = format!("{base}_{suffix}");
         }
-        let dataset =
-            DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))?;
+        DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))
+    }
+
+    /// A logical full refresh into the new, still unmade golden dataset `dataset`.
+    async fn logical_refresh(&self, pipeline: &Pipeline, dataset: DatasetName) -> Result<String> {
+        let storage = self.inner.pool.storage();
         // The run's dump (in its own directory unless the configuration names another) is part
         // of what an interrupted refresh leaves.
         let intent = self.intend(&[&dataset, &PARTIAL_DUMP_INTENT])?;
@@ -364,6 +374,7 @@ impl Engine {
     pub(crate) async fn destroy_unused_data(&self, dataset: &DatasetName) {
         if *dataset != self.current_data_dataset() && self.destroy_if_no_snapshots(dataset).await {
             info!(%dataset, "old data removed: no snapshot uses it any more");
+            self.release_golden(dataset).await;
         }
     }
 
@@ -387,9 +398,9 @@ impl Engine {
     pub(crate) fn update_next_refresh(&self) {
         let next = self
             .inner
-            .pipeline
+            .retrieval
             .as_ref()
-            .and_then(|pipeline| pipeline.config().next_refresh(Utc::now()).ok().flatten());
+            .and_then(|retrieval| retrieval.config().next_refresh(Utc::now()).ok().flatten());
         self.refresh_state().next_refresh = next;
     }
 }

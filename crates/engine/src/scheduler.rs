@@ -72,9 +72,16 @@ pub(crate) fn spawn_loops(engine: &Engine) {
             engine.collect_space().await;
         },
     );
-    if engine.inner.pipeline.as_ref().is_some_and(|pipeline| pipeline.config().timetable.is_some())
+    if engine
+        .inner
+        .retrieval
+        .as_ref()
+        .is_some_and(|retrieval| retrieval.config().timetable.is_some())
     {
         spawn_timetable(engine);
+    }
+    if engine.physical_retrieval().is_some_and(|physical| physical.snapshot_timetable().is_some()) {
+        spawn_snapshot_timetable(engine);
     }
     spawn_sync_supervisor(engine);
 }
@@ -128,6 +135,37 @@ fn spawn_timetable(engine: &Engine) {
             }
         }
         .instrument(info_span!("loop", name = "refresh_timetable")),
+    );
+}
+
+/// Cuts physical snapshots from the sync instance on `[retrieval.physical] snapshot_timetable`.
+fn spawn_snapshot_timetable(engine: &Engine) {
+    let engine = engine.clone();
+    let cancel = engine.inner.cancel.clone();
+    engine.inner.tasks.clone().spawn(
+        async move {
+            while let Some(next) = engine.next_physical_snapshot(Utc::now()) {
+                let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                match engine.create_snapshot().await {
+                    Ok(view) => info!(head = %view.record.id, "scheduled snapshot done (or skipped: no new data)"),
+                    Err(error) => {
+                        warn!(error = %error, "scheduled snapshot failed; earlier snapshots are untouched");
+                        engine.refresh_state().alert(
+                            "snapshot_failed",
+                            "error",
+                            format!("a scheduled snapshot of the sync instance failed: {error}"),
+                        );
+                    }
+                }
+                // Never fire twice for the same minute.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        .instrument(info_span!("loop", name = "snapshot_timetable")),
     );
 }
 

@@ -193,6 +193,8 @@ impl Servers {
         spec.settings.extra = extra;
         spec.hba.host_auth = HostAuth::Reject;
         spec.hba.host_networks = Vec::new();
+        // The walreceiver reads the replication password file named in primary_conninfo.
+        spec.read_only_dirs = vec![self.state_dir.join(crate::physical::PASSFILE_DIR)];
         spec
     }
 
@@ -241,6 +243,41 @@ impl Servers {
     pub(crate) async fn stop_sync(&self, instance: Instance) -> Result<()> {
         instance.stop(postgres::StopMode::Fast, STOP_STEP_TIMEOUT).await?;
         Ok(())
+    }
+
+    /// Stops at once a server that an interrupted operation left running on `pgdata` (a
+    /// promotion's or a restore's temporary server: no record owns it), so that its dataset can
+    /// go. Returns whether one ran.
+    pub(crate) async fn stop_leftover(&self, pgdata: &Path) -> bool {
+        if !postgres::datadir::has_postmaster_pid(pgdata) {
+            return false;
+        }
+        let found = match self.binaries_for(pgdata) {
+            Ok(binaries) => {
+                Instance::find_leftover(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[]))
+                    .map_err(Error::from)
+            }
+            Err(error) => Err(error),
+        };
+        match found {
+            Ok(Some(instance)) => {
+                let pid = instance.pid();
+                match instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await {
+                    Ok(_) => {
+                        info!(data_dir = %pgdata.display(), pid, "stopped a server an interrupted operation left")
+                    }
+                    Err(error) => {
+                        warn!(data_dir = %pgdata.display(), error = %error, "failed to stop a server an interrupted operation left")
+                    }
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                warn!(data_dir = %pgdata.display(), error = %error, "failed to look for a server an interrupted operation left");
+                false
+            }
+        }
     }
 
     /// The binaries of the major the data directory was made with.

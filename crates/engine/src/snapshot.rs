@@ -107,7 +107,20 @@ impl Engine {
 
     /// Takes a snapshot of the pool's data now, records it as the new head of `main`, and
     /// applies retention.
+    ///
+    /// In physical mode the snapshot is cut from the sync instance's dataset and promoted
+    /// ([`Engine::create_physical_snapshot`]); it is skipped, and the latest snapshot returned,
+    /// when no commit was replayed since that one.
     pub async fn create_snapshot(&self) -> Result<SnapshotView> {
+        if let Some(physical) = self.physical_retrieval() {
+            return self
+                .create_physical_snapshot(
+                    &physical,
+                    retrieval::physical::promote::RecoveryTarget::Latest,
+                    true,
+                )
+                .await;
+        }
         self.create_snapshot_at(Utc::now()).await
     }
 
@@ -115,8 +128,18 @@ impl Engine {
     pub async fn create_snapshot_at(&self, data_state_at: DateTime<Utc>) -> Result<SnapshotView> {
         let _serial = self.inner.snapshot_lock.lock().await;
         self.ensure_space("create snapshot").await?;
+        self.snapshot_data_locked(&self.current_data_dataset(), data_state_at).await
+    }
+
+    /// Takes a snapshot of `data`, a dataset of the data (`main`'s), records it as the new head
+    /// of `main` and applies retention; the caller holds the snapshot lock.
+    pub(crate) async fn snapshot_data_locked(
+        &self,
+        data: &storage::DatasetName,
+        data_state_at: DateTime<Utc>,
+    ) -> Result<SnapshotView> {
         let storage = self.inner.pool.storage();
-        let data = self.current_data_dataset();
+        let data = data.clone();
         let now = Utc::now();
         let name = {
             let state = self.read_state();

@@ -346,6 +346,26 @@ impl Instance {
         Ok(instance)
     }
 
+    /// The server running on `spec.data_dir` whatever its port and socket, found like
+    /// [`Instance::adopt`] by its working directory, but neither waited for nor checked: for
+    /// stopping a temporary server an interrupted operation left behind (a promotion's, a
+    /// restore's). `None` when none runs there.
+    pub fn find_leftover(binaries: &PgBinaries, spec: InstanceSpec) -> Result<Option<Instance>> {
+        let Some(file) = PidFile::read(&spec.data_dir)? else { return Ok(None) };
+        let Some(pid) = find_postmaster(file.pid, &spec.data_dir) else { return Ok(None) };
+        let Ok(pidfd) = open_pidfd(pid) else { return Ok(None) };
+        Ok(Some(Instance {
+            binaries: binaries.clone(),
+            spec,
+            pid,
+            pid_in_file: namespace_pid(pid).unwrap_or(pid),
+            pidfd,
+            daemon: None,
+            admin: None,
+            timings: None,
+        }))
+    }
+
     /// Where the start's time went; `None` for an adopted instance.
     pub fn start_timings(&self) -> Option<StartTimings> {
         self.timings

@@ -305,7 +305,7 @@ impl ThinStorage for Btrfs {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { thin: true, atomic_snapshots: true }
+        Capabilities { thin: true, atomic_snapshots: true, independent_clones: true }
     }
 
     fn mountpoint(&self, name: &DatasetName) -> PathBuf {

@@ -282,7 +282,7 @@ impl ThinStorage for Dir {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { thin: self.reflink, atomic_snapshots: false }
+        Capabilities { thin: self.reflink, atomic_snapshots: false, independent_clones: true }
     }
 
     fn mountpoint(&self, name: &DatasetName) -> PathBuf {

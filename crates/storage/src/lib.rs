@@ -65,6 +65,9 @@ pub struct Capabilities {
     /// A snapshot is one point in time even while the source is being written to.
     /// `false` means the source must be quiescent (a stopped Postgres) for a consistent copy.
     pub atomic_snapshots: bool,
+    /// A clone outlives the snapshot it was made from ([`DestroyMode::KeepClones`]); `false`
+    /// (ZFS) means a snapshot goes only after its clones.
+    pub independent_clones: bool,
 }
 
 /// What to do when the object to destroy has dependents.
@@ -74,6 +77,10 @@ pub enum DestroyMode {
     Refuse,
     /// Destroy every dependent first, recursively (like `zfs destroy -R`).
     WithDependents,
+    /// A snapshot alone, leaving its clones as datasets of their own, on a backend whose
+    /// clones do not need their origin (`Capabilities::independent_clones`: btrfs, dir);
+    /// elsewhere, and for a dataset, the same as [`DestroyMode::Refuse`].
+    KeepClones,
 }
 
 /// Space of the whole pool, in bytes.
@@ -231,8 +238,11 @@ impl Listing {
         if !exists {
             return Err(Error::NotFound(object.to_string()));
         }
-        let mut plan = self.dependents(object);
-        if mode == DestroyMode::Refuse && !plan.is_empty() {
+        let mut plan = match (object, mode) {
+            (Object::Snapshot(_), DestroyMode::KeepClones) => Vec::new(),
+            _ => self.dependents(object),
+        };
+        if mode != DestroyMode::WithDependents && !plan.is_empty() {
             return Err(Error::HasDependents {
                 name: object.to_string(),
                 dependents: plan.iter().map(ToString::to_string).collect(),
@@ -515,6 +525,15 @@ mod tests {
         }
         let other = Object::Dataset("other".parse().unwrap());
         assert_eq!(names(&listing.plan_destroy(&other, DestroyMode::Refuse).unwrap()), ["other"]);
+        let s1 = Object::Snapshot("data@s1".parse().unwrap());
+        assert_eq!(
+            names(&listing.plan_destroy(&s1, DestroyMode::KeepClones).unwrap()),
+            ["data@s1"]
+        );
+        assert!(matches!(
+            listing.plan_destroy(&data, DestroyMode::KeepClones),
+            Err(Error::HasDependents { .. })
+        ));
         let missing = Object::Snapshot("data@nope".parse().unwrap());
         assert!(matches!(
             listing.plan_destroy(&missing, DestroyMode::Refuse),

@@ -150,6 +150,8 @@ impl Zfs {
     }
 
     async fn destroy(&self, object: Object, mode: DestroyMode) -> Result<()> {
+        // A ZFS clone needs its origin snapshot.
+        let mode = if mode == DestroyMode::KeepClones { DestroyMode::Refuse } else { mode };
         let plan = self.list().await?.plan_destroy(&object, mode)?;
         for object in plan {
             let full = self.full(&object.to_string())?;
@@ -174,7 +176,7 @@ impl ThinStorage for Zfs {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { thin: true, atomic_snapshots: true }
+        Capabilities { thin: true, atomic_snapshots: true, independent_clones: false }
     }
 
     fn mountpoint(&self, name: &DatasetName) -> PathBuf {

@@ -9,6 +9,7 @@ mod branches;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod physical;
 mod races;
 mod recovery;
 mod restart;

@@ -73,6 +73,19 @@ impl Source {
         self.instance = Some(instance);
     }
 
+    /// Gives the replication role `password` and makes replication logins on loopback use it,
+    /// so a standby streams only with its password file.
+    pub(crate) async fn require_password(&self, password: &str) {
+        self.sql(&format!("ALTER ROLE {REPLICATOR} PASSWORD '{password}'")).await;
+        let hba = self.spec.data_dir.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).unwrap().replace(
+            &format!("host replication {REPLICATOR} 127.0.0.1/32 trust"),
+            &format!("host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256"),
+        );
+        std::fs::write(&hba, text).unwrap();
+        self.sql("SELECT pg_reload_conf()").await;
+    }
+
     pub(crate) async fn stop(&mut self) {
         if let Some(instance) = self.instance.take() {
             instance.stop(postgres::StopMode::Fast, Duration::from_secs(30)).await.unwrap();
@@ -192,7 +205,7 @@ pub(crate) async fn wait_sync(
 }
 
 /// Waits until the sync instance has the row `note`.
-async fn wait_row(state_dir: &Path, note: &str) {
+pub(crate) async fn wait_row(state_dir: &Path, note: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         let found = connect_sync(state_dir)

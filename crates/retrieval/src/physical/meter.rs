@@ -2,43 +2,46 @@
 //! kilobytes, pgBackRest's percentage of the backup's size), or the target directory's growth
 //! for tools that report nothing; the rate and the time left come from `Reporter::bytes`.
 
-use std::cell::Cell;
+use std::sync::{Mutex, PoisonError};
 
 use crate::progress::Reporter;
 
 /// Progress of one copy; reported to from the tool's output and from the directory's size,
-/// both while the tool runs, hence the cells.
+/// both while the tool runs, hence the interior mutability (a mutex, so that the engine's
+/// task running a copy may move between threads).
 pub(crate) struct Meter<'a> {
     reporter: &'a Reporter,
-    total: Cell<Option<u64>>,
-    done: Cell<u64>,
+    /// Bytes done and the total, if known.
+    state: Mutex<(u64, Option<u64>)>,
 }
 
 impl<'a> Meter<'a> {
     /// A meter with the total known beforehand, if any.
     pub(crate) fn new(reporter: &'a Reporter, total: Option<u64>) -> Self {
         reporter.bytes(0, total);
-        Meter { reporter, total: Cell::new(total), done: Cell::new(0) }
+        Meter { reporter, state: Mutex::new((0, total)) }
     }
 
     /// A report: `done` bytes, and the tool's own total when it tells one. Totals are
     /// estimates (a backup's size before its WAL, the source's databases) that the copy may
     /// pass; then the total grows with it.
     pub(crate) fn report(&self, done: u64, total: Option<u64>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if total.is_some() {
-            self.total.set(total);
+            state.1 = total;
         }
         // Never backwards, and never past the total.
-        let done = self.done.get().max(done);
-        self.done.set(done);
-        let total = self.total.get().map(|total| total.max(done));
+        state.0 = state.0.max(done);
+        let done = state.0;
+        let total = state.1.map(|total| total.max(done));
+        drop(state);
         self.reporter.bytes(done, total);
     }
 
     /// The copy is done and `copied` bytes are in the directory: that is the total it turned
     /// out to be (estimates are before the copy, and streamed WAL is on top of them).
     pub(crate) fn finish(self, copied: u64) -> u64 {
-        let copied = copied.max(self.done.get());
+        let copied = copied.max(self.state.lock().unwrap_or_else(PoisonError::into_inner).0);
         self.reporter.bytes(copied, Some(copied));
         copied
     }

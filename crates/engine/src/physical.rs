@@ -1,0 +1,359 @@
+//! Physical mode's glue: the engine's retrieval as logical (a pipeline) or physical (an
+//! initial copy, then snapshots cut from the sync instance and promoted), the physical full
+//! refresh, physical snapshots, and what a golden dataset leaves behind when it goes (its
+//! replication slot and password file).
+//!
+//! A physical snapshot never stops the sync instance: the storage snapshot of its dataset is
+//! crash-consistent (what `retrieval::physical::promote` expects), its clone `promoted_<ts>` is
+//! recovered, promoted and prepared by a temporary server, and the snapshot of that clone is
+//! the one recorded. The live standby's snapshot goes once the clone exists; an intent names
+//! both, so a crash in between leaves nothing the next start cannot remove.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::{BinarySearch, OsUser};
+use retrieval::physical::promote::{Promotion, PromotionConfig, RecoveryTarget};
+use retrieval::{CopyTarget, InitialCopy, Pipeline, Progress, RetrievalConfig, Target};
+use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::pool::{Pool, promotion_names};
+use crate::refresh::{CURRENT_DATA_KEY, RefreshStatus};
+use crate::snapshot::SnapshotView;
+use crate::standby::SyncSettings;
+use crate::{Engine, failpoint};
+
+/// The directory under the state directory that holds each golden dataset's replication
+/// password file: outside every dataset, so no snapshot carries it, and shown read-only to the
+/// sync instance's sandbox.
+pub(crate) const PASSFILE_DIR: &str = "passfiles";
+/// How often dropping an old dataset's slot is tried: its walsender may take a moment to go
+/// after the standby stopped.
+const SLOT_DROP_ATTEMPTS: u32 = 5;
+
+/// The engine's retrieval, chosen by the configuration.
+#[derive(Debug, Clone)]
+pub(crate) enum Retrieval {
+    /// Logical mode: dump and restore into each new golden dataset.
+    Logical(Arc<Pipeline>),
+    /// Physical mode: a copy that a standby keeps current, snapshots through promotion.
+    Physical(Arc<Physical>),
+}
+
+/// Physical mode's parts.
+#[derive(Debug)]
+pub(crate) struct Physical {
+    config: RetrievalConfig,
+    copy: InitialCopy,
+    promotion: Promotion,
+}
+
+impl Physical {
+    /// The sync instance's settings, from `[retrieval.physical.sync]`.
+    fn sync_settings(&self) -> SyncSettings {
+        let sync = self.copy.physical().sync.clone();
+        SyncSettings {
+            enabled: sync.enabled,
+            health_interval: sync.health_interval,
+            configs: sync.configs,
+        }
+    }
+
+    /// The snapshot timetable, if one is set.
+    pub(crate) fn snapshot_timetable(&self) -> Option<&str> {
+        self.copy.physical().snapshot_timetable()
+    }
+}
+
+impl Retrieval {
+    /// Binds `config` to the binaries and the servers' OS user: physical mode when it has
+    /// `[retrieval.physical]`.
+    pub(crate) fn new(
+        config: &RetrievalConfig,
+        search: &BinarySearch,
+        user: &OsUser,
+    ) -> Result<Retrieval> {
+        let Some(physical) = &config.physical else {
+            let pipeline = Pipeline::new(config.clone(), search.clone(), user.clone())?;
+            return Ok(Retrieval::Logical(Arc::new(pipeline)));
+        };
+        let restore_command = physical.effective_restore_command().map(str::to_owned);
+        let promotion = Promotion::new(
+            PromotionConfig::from_retrieval(config, restore_command),
+            search.clone(),
+            user.clone(),
+        )?;
+        let copy = InitialCopy::new(config.clone(), search.clone(), user.clone())?;
+        Ok(Retrieval::Physical(Arc::new(Physical { config: config.clone(), copy, promotion })))
+    }
+
+    /// The retrieval section.
+    pub(crate) fn config(&self) -> &RetrievalConfig {
+        match self {
+            Retrieval::Logical(pipeline) => pipeline.config(),
+            Retrieval::Physical(physical) => &physical.config,
+        }
+    }
+
+    /// The running (or last) run's progress: a dump and restore, or an initial copy.
+    pub(crate) fn progress(&self) -> Progress {
+        match self {
+            Retrieval::Logical(pipeline) => pipeline.subscribe().borrow().clone(),
+            Retrieval::Physical(physical) => physical.copy.subscribe().borrow().clone(),
+        }
+    }
+}
+
+impl Engine {
+    /// Physical mode's parts, when the engine runs in physical mode.
+    pub(crate) fn physical_retrieval(&self) -> Option<Arc<Physical>> {
+        match &self.inner.retrieval {
+            Some(Retrieval::Physical(physical)) => Some(physical.clone()),
+            _ => None,
+        }
+    }
+
+    /// The replication password file of the standby on `dataset`.
+    fn passfile_of(&self, dataset: &DatasetName) -> PathBuf {
+        self.inner.state_dir.join(PASSFILE_DIR).join(dataset.as_str().replace('/', "_"))
+    }
+
+    /// A physical full refresh into the new, still unmade golden dataset `dataset`: the initial
+    /// copy, the sync instance moved onto it, and its first snapshot. On failure the previous
+    /// golden dataset and its sync instance are as they were and the new one is gone.
+    pub(crate) async fn physical_refresh(
+        &self,
+        physical: &Physical,
+        dataset: DatasetName,
+    ) -> Result<String> {
+        let storage = self.inner.pool.storage();
+        let intent = self.intend(&[&dataset])?;
+        let mountpoint = storage.create_dataset(&dataset).await?;
+        failpoint::hit("refresh.dataset_created");
+        let target = CopyTarget {
+            data_dir: Pool::pgdata(&mountpoint),
+            run_dir: self.retrieval_run_dir(),
+            dataset: dataset.to_string(),
+            passfile: Some(self.passfile_of(&dataset)),
+        };
+        if let Err(error) = physical.copy.run(&target, &self.inner.cancel).await {
+            if self.discard_golden(&dataset).await {
+                intent.settle();
+            }
+            return Err(Error::Retrieval(error));
+        }
+        failpoint::hit("refresh.restored");
+        let previous = self.current_data_dataset();
+        let previous_sync = self.sync_dataset().zip(self.sync_settings());
+        let result = match self.start_sync(&dataset, physical.sync_settings()).await {
+            Ok(()) => {
+                self.refresh_state().status = RefreshStatus::Snapshotting;
+                self.create_physical_snapshot(physical, RecoveryTarget::Latest, false).await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(snapshot) => {
+                intent.settle();
+                self.destroy_unused_data(&previous).await;
+                Ok(snapshot.record.id)
+            }
+            Err(error) => {
+                self.restore_sync(&previous, previous_sync).await;
+                if self.discard_golden(&dataset).await {
+                    intent.settle();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Puts the sync instance back on the data a failed refresh was to replace.
+    async fn restore_sync(
+        &self,
+        previous: &DatasetName,
+        previous_sync: Option<(String, SyncSettings)>,
+    ) {
+        let restored = match previous_sync {
+            Some((dataset, settings)) => match DatasetName::new(dataset) {
+                Ok(dataset) => self.start_sync(&dataset, settings).await,
+                Err(error) => Err(Error::InvalidInput(error.to_string())),
+            },
+            None => match self.stop_sync().await {
+                Ok(()) => self
+                    .inner
+                    .store
+                    .set_meta(CURRENT_DATA_KEY, previous.as_str())
+                    .map_err(Error::from),
+                Err(error) => Err(error),
+            },
+        };
+        if let Err(error) = restored {
+            warn!(error = %error, data = %previous, "failed to put the sync instance back on the previous data");
+        }
+    }
+
+    /// Destroys a golden dataset a failed refresh made, with its slot and password file; true
+    /// when the dataset is gone.
+    async fn discard_golden(&self, dataset: &DatasetName) -> bool {
+        let gone = self.discard(dataset).await;
+        self.release_golden(dataset).await;
+        gone
+    }
+
+    /// What a destroyed golden dataset of physical mode leaves outside the pool: the
+    /// replication slot its copy created on the source (dropped; a failure is logged, never
+    /// fatal) and its password file. Promoted copies have neither.
+    pub(crate) async fn release_golden(&self, dataset: &DatasetName) {
+        let Some(physical) = self.physical_retrieval() else { return };
+        if Pool::is_promoted_dataset(dataset.as_str()) {
+            return;
+        }
+        if let Some(slot) = physical.copy.slot_for(dataset.as_str()) {
+            for attempt in 1..=SLOT_DROP_ATTEMPTS {
+                match physical.copy.drop_slot(&slot, &self.inner.cancel).await {
+                    Ok(dropped) => {
+                        info!(%slot, dropped, "replication slot of old data released");
+                        break;
+                    }
+                    Err(error) if attempt == SLOT_DROP_ATTEMPTS => {
+                        warn!(%slot, error = %error, "failed to drop the replication slot of old data: drop it on the source");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+        }
+        let passfile = self.passfile_of(dataset);
+        if let Err(error) = std::fs::remove_file(&passfile)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(file = %passfile.display(), error = %error, "failed to remove a replication password file");
+        }
+    }
+
+    /// A snapshot cut from the sync instance's dataset without stopping it: a storage snapshot
+    /// of the live standby, cloned, recovered to `recovery`, promoted and prepared, then
+    /// snapshotted and recorded with the last replayed commit's time as `dataStateAt`. With
+    /// `skip_unchanged`, a promotion that finds the same `dataStateAt` as the latest snapshot's
+    /// is discarded and the latest snapshot returned.
+    pub(crate) async fn create_physical_snapshot(
+        &self,
+        physical: &Physical,
+        recovery: RecoveryTarget,
+        skip_unchanged: bool,
+    ) -> Result<SnapshotView> {
+        let _serial = self.inner.snapshot_lock.lock().await;
+        self.ensure_space("create snapshot").await?;
+        let storage = self.inner.pool.storage();
+        let capabilities = storage.capabilities();
+        if !capabilities.atomic_snapshots || !capabilities.independent_clones {
+            return Err(Error::Refused(format!(
+                "physical snapshots are cut from the running standby: they need a pool with atomic snapshots whose clones outlive their origin (btrfs), not {}",
+                storage.kind()
+            )));
+        }
+        let golden = self.current_data_dataset();
+        let listing = storage.list().await?;
+        if listing.dataset(&golden).is_none() {
+            return Err(Error::NotFound(format!(
+                "there is no data to snapshot yet ({golden} does not exist): wait for retrieval"
+            )));
+        }
+        let (pre, promoted) = promotion_names(&golden, Utc::now(), &listing)?;
+        let intent = self.intend(&[&pre, &promoted])?;
+        if let Err(error) = storage.snapshot(&pre).await {
+            intent.settle();
+            return Err(error.into());
+        }
+        failpoint::hit("physical.standby_snapshot");
+        let mountpoint = match storage.clone_snapshot(&pre, &promoted).await {
+            Ok(mountpoint) => mountpoint,
+            Err(error) => {
+                if self.remove_standby_snapshot(&pre).await {
+                    intent.settle();
+                }
+                return Err(error.into());
+            }
+        };
+        // The clone holds the copy now; the live standby's snapshot would only pin its blocks.
+        let pre_gone = self.remove_standby_snapshot(&pre).await;
+        failpoint::hit("physical.cloned");
+        let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
+        target.admin_role = self.inner.config.clone.admin_role.clone();
+        let summary = match physical.promotion.run(&target, recovery, &self.inner.cancel).await {
+            Ok(summary) => summary,
+            Err(error) => {
+                if self.discard(&promoted).await && pre_gone {
+                    intent.settle();
+                }
+                return Err(Error::Retrieval(error));
+            }
+        };
+        // Snapshots are newest first; commits of branches do not count.
+        let latest = self
+            .read_state()
+            .snapshots
+            .iter()
+            .find(|snapshot| Pool::is_data_snapshot(&snapshot.storage_name))
+            .cloned();
+        if skip_unchanged
+            && let Some(latest) =
+                latest.filter(|latest| latest.data_state_at == summary.data_state_at)
+        {
+            info!(
+                data_state_at = %summary.data_state_at,
+                latest = %latest.id,
+                "snapshot skipped: no commit replayed since the latest snapshot"
+            );
+            if self.discard(&promoted).await && pre_gone {
+                intent.settle();
+            }
+            return self.snapshot(&latest.id);
+        }
+        match self.snapshot_data_locked(&promoted, summary.data_state_at).await {
+            Ok(view) => {
+                intent.settle();
+                info!(
+                    snapshot_id = %view.record.id,
+                    data_state_at = %summary.data_state_at,
+                    wal_replayed_bytes = summary.wal_replayed_bytes,
+                    "physical snapshot created"
+                );
+                Ok(view)
+            }
+            Err(error) => {
+                if self.discard(&promoted).await && pre_gone {
+                    intent.settle();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes the live standby's snapshot, leaving its clone; true when it is gone.
+    async fn remove_standby_snapshot(&self, name: &SnapshotName) -> bool {
+        match self.inner.pool.storage().destroy_snapshot(name, DestroyMode::KeepClones).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => true,
+            Err(error) => {
+                warn!(snapshot = %name, error = %error, "failed to remove the sync instance's snapshot");
+                false
+            }
+        }
+    }
+
+    /// The private directory of a promotion's temporary server (socket, log).
+    fn promotion_run_dir(&self) -> PathBuf {
+        self.inner.state_dir.join("promotion")
+    }
+
+    /// When the physical snapshot timetable runs next, if one is set.
+    pub(crate) fn next_physical_snapshot(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let physical = self.physical_retrieval()?;
+        let cron = retrieval::config::parse_timetable(physical.snapshot_timetable()?).ok()?;
+        cron.find_next_occurrence(&after, false).ok()
+    }
+}

@@ -1,0 +1,229 @@
+//! Physical mode end to end: an engine configured with `[retrieval.physical]` (pg_basebackup
+//! with a slot, a sync instance) copies a real source at its first start, runs the standby,
+//! cuts snapshots from it through promotion, and replaces it all on a second full refresh.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use engine::{Engine, RefreshStatus, SyncCode};
+use retrieval::physical::{PhysicalConfig, SyncConfig, slot_name};
+use retrieval::{RetrievalConfig, SourceConfig, Stage};
+use storage::ThinStorage;
+
+use crate::harness::{self, TestEngine};
+use crate::sync::{REPLICATOR, Source, wait_row, wait_sync};
+
+/// The variable the source's password is read from.
+const PASSWORD_ENV: &str = "SCION_TEST_PHYSICAL_PASSWORD";
+const SOURCE_PASSWORD: &str = "phys1cal:pw";
+/// How long a refresh (a copy, a standby start, a promotion) may take on a slow machine.
+const REFRESH_WAIT: Duration = Duration::from_secs(120);
+
+fn set_password_env() {
+    #[allow(unsafe_code, reason = "test-only; every writer sets the same value")]
+    // SAFETY: only this test reads or writes the variable, always with the same value.
+    unsafe {
+        std::env::set_var(PASSWORD_ENV, SOURCE_PASSWORD);
+    }
+}
+
+fn physical_config(source: &Source) -> RetrievalConfig {
+    let physical = PhysicalConfig {
+        sync: SyncConfig { health_interval: Duration::from_millis(300), ..SyncConfig::default() },
+        ..PhysicalConfig::default()
+    };
+    RetrievalConfig {
+        source: Some(SourceConfig {
+            host: Some("127.0.0.1".into()),
+            port: source.port,
+            username: REPLICATOR.into(),
+            password_env: Some(PASSWORD_ENV.into()),
+            ..SourceConfig::default()
+        }),
+        physical: Some(physical),
+        ..RetrievalConfig::default()
+    }
+}
+
+/// Waits until a refresh that finished after `after` is reported.
+async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
+    let deadline = Instant::now() + REFRESH_WAIT;
+    loop {
+        let view = engine.retrieval();
+        assert_ne!(view.status, RefreshStatus::Failed, "the refresh failed: {:?}", view.alerts);
+        if view.status == RefreshStatus::Finished && view.last_refresh > after {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no refresh finished: {:?}", view.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn notes(view: &engine::CloneView) -> Vec<String> {
+    let client = harness::connect(view, harness::PASSWORD).await.unwrap();
+    let rows = client.query("SELECT note FROM facts ORDER BY id", &[]).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+async fn slot_exists(source: &Source, slot: &str) -> bool {
+    source
+        .connect()
+        .await
+        .query_opt("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
+    set_password_env();
+    let source = Source::start(16).await;
+    // The standby streams only with its password file, which its sandbox must show it.
+    source.require_password(SOURCE_PASSWORD).await;
+    source.insert("before the copy").await;
+    let mut config = harness::config(4);
+    config.retrieval = Some(physical_config(&source));
+
+    // The first start copies, starts the sync instance on the copy and snapshots it.
+    let test = TestEngine::start(config).await;
+    wait_refreshed(&test.engine, None).await;
+    let view = wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
+    let golden = view.dataset.clone().unwrap();
+    assert!(golden.starts_with("data_"), "{view:?}");
+    let retrieval = test.engine.retrieval();
+    assert_eq!(retrieval.mode(), "physical");
+    let progress = retrieval.progress.unwrap();
+    assert_eq!(progress.stage, Stage::Finished);
+    assert!(progress.bytes_done > 0 && progress.bytes_total == Some(progress.bytes_done));
+    let snapshots = test.engine.snapshots();
+    assert_eq!(snapshots.len(), 1);
+    let first = snapshots[0].record.clone();
+    assert!(first.storage_name.starts_with("promoted_"), "{first:?}");
+    let slot = slot_name("scion_standby", &golden);
+    assert!(slot_exists(&source, &slot).await, "{slot} missing on the source");
+
+    // A clone of it has the source's rows and takes writes.
+    let clone = test.create("first").await;
+    assert_eq!(clone.record.snapshot_id, first.id);
+    assert_eq!(notes(&clone).await, ["before the copy"]);
+    let client = harness::connect(&clone, harness::PASSWORD).await.unwrap();
+    client.batch_execute("INSERT INTO facts (note) VALUES ('in the clone')").await.unwrap();
+
+    // Rows committed on the source reach the next snapshot, cut without stopping the standby.
+    let sync_pid = test.engine.sync_status().pid;
+    source.insert("after the first snapshot").await;
+    wait_row(&test.state_dir, "after the first snapshot").await;
+    let second = test.engine.create_snapshot().await.unwrap().record;
+    assert_ne!(second.id, first.id);
+    assert!(second.data_state_at > first.data_state_at, "{first:?} {second:?}");
+    let mut request = harness::request("second");
+    request.snapshot_id = Some(second.id.clone());
+    test.engine.create_clone(request).await.unwrap();
+    let clone2 = test.ready("second").await;
+    assert_eq!(notes(&clone2).await, ["before the copy", "after the first snapshot"]);
+    assert_eq!(test.engine.sync_status().pid, sync_pid, "the sync instance was restarted");
+    // Nothing new replayed: no new snapshot.
+    let again = test.engine.create_snapshot().await.unwrap().record;
+    assert_eq!(again.id, second.id);
+
+    // A second full refresh replaces the golden dataset; the old one and its slot go, and the
+    // clones keep working on their promoted copies.
+    let last = test.engine.retrieval().last_refresh;
+    test.engine.full_refresh().unwrap();
+    wait_refreshed(&test.engine, last).await;
+    let view = wait_sync(&test.engine, "OK on the new copy", |view| {
+        view.code == SyncCode::Ok && view.dataset.as_deref() != Some(golden.as_str())
+    })
+    .await;
+    let new_golden = view.dataset.unwrap();
+    assert!(!slot_exists(&source, &slot).await, "{slot} is left on the source");
+    assert!(slot_exists(&source, &slot_name("scion_standby", &new_golden)).await);
+    let storage = test.pool.open().await;
+    let listing = storage.list().await.unwrap();
+    let datasets: Vec<String> =
+        listing.datasets.iter().map(|dataset| dataset.name.to_string()).collect();
+    assert!(!datasets.contains(&golden), "{datasets:?}");
+    assert!(datasets.contains(&new_golden), "{datasets:?}");
+    let standby_snapshots: Vec<String> = listing
+        .snapshots
+        .iter()
+        .map(|snapshot| snapshot.name.to_string())
+        .filter(|name| name.contains("@promote_"))
+        .collect();
+    assert!(standby_snapshots.is_empty(), "{standby_snapshots:?}");
+    assert_eq!(
+        notes(&clone).await,
+        ["before the copy", "in the clone"],
+        "the first clone lost its data"
+    );
+    let newest = test.engine.snapshots()[0].record.clone();
+    assert!(newest.storage_name.starts_with("promoted_") && newest.id != second.id);
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting for this test to reap it).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// An engine crash in the middle of a physical snapshot leaves the live standby's snapshot, the
+/// promoted copy and the promotion's server still running on it; the next start stops the
+/// server and removes both, as their intent says.
+#[tokio::test]
+async fn a_snapshot_interrupted_mid_promotion_leaves_nothing_after_a_restart() {
+    let mut test = TestEngine::start(harness::config(2)).await;
+    let snapshot: storage::SnapshotName =
+        test.engine.snapshots()[0].record.storage_name.parse().unwrap();
+    test.engine.shutdown(Duration::from_secs(10)).await;
+
+    // What the crash left: both names in the store's intents, the standby's snapshot, its
+    // clone, and a sandboxed temporary server on the clone.
+    let storage = test.pool.open().await;
+    let pre =
+        storage::SnapshotName::new(snapshot.dataset().clone(), "promote_20990101000000").unwrap();
+    let promoted = storage::DatasetName::new("promoted_20990101000000".to_owned()).unwrap();
+    let store = engine::store::Store::open(&test.state_dir.join("scion.db")).unwrap();
+    store.record_intents(&[pre.to_string(), promoted.to_string()]).unwrap();
+    drop(store);
+    storage.snapshot(&pre).await.unwrap();
+    let mountpoint = storage.clone_snapshot(&pre, &promoted).await.unwrap();
+    let pgdata = engine::Pool::pgdata(&mountpoint);
+    let run_dir = test_support::TestDir::new("scion-promotion-");
+    let user = postgres::OsUser::lookup("postgres").unwrap();
+    let port = *test_support::free_port_range(1).start();
+    let settings = postgres::ServerSettings::new(port, run_dir.path().join("sock"));
+    let mut spec = postgres::InstanceSpec::new(
+        &pgdata,
+        settings,
+        "postgres",
+        run_dir.path().join("promotion.log"),
+        user,
+    );
+    spec.sandbox_root = Some(test.state_dir.join("sandbox"));
+    let binaries = postgres::BinarySearch::default()
+        .locate(postgres::PgMajor::of_data_dir(&pgdata).unwrap())
+        .unwrap();
+    let server = postgres::Instance::start(&binaries, spec).await.unwrap();
+    let pid = server.pid();
+    drop(server);
+    assert!(alive(pid));
+
+    test.restart().await;
+    assert!(!alive(pid), "the promotion's server outlived the restart");
+    let listing = storage.list().await.unwrap();
+    assert!(listing.dataset(&promoted).is_none(), "{listing:?}");
+    assert!(listing.snapshot(&pre).is_none(), "{listing:?}");
+    let removed: Vec<String> = test
+        .engine
+        .reconciliation()
+        .differences
+        .into_iter()
+        .filter(|difference| difference.kind == engine::DifferenceKind::RemovedLeftover)
+        .map(|difference| difference.object)
+        .collect();
+    assert_eq!(removed, [promoted.to_string(), pre.to_string()]);
+    // The engine still serves clones of its snapshot.
+    test.create("after").await;
+}
