@@ -1,11 +1,13 @@
 //! Fixtures for Scion's integration tests and benchmarks: pools on image files that clean up
 //! after themselves, free loopback port ranges, the end of every Postgres server a test started,
-//! and what the benchmarks measure with ([`measure`]).
+//! what the benchmarks measure with ([`measure`]), and a source primary with the standby a copy
+//! tool makes of it, for physical mode ([`primary`]).
 //!
 //! Cleanup is by path and PID: a pool's guard stops only the postmasters whose data directory
 //! lies inside that pool, then detaches the pool, so tests never touch each other's resources.
 
 pub mod measure;
+pub mod primary;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::ops::RangeInclusive;

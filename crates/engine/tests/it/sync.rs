@@ -2,172 +2,25 @@
 //! `pg_basebackup` into a golden dataset, run by the engine. One source per major serves every
 //! case, in order: replay, lag while paused, a crash, an engine restart, the source gone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use engine::{Engine, SyncCode, SyncSettings, SyncView};
-use postgres::{
-    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgMajor, ServerSettings,
-};
 use storage::{DatasetName, ThinStorage};
-use test_support::TestDir;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::harness::{self, TestEngine};
 
-/// The role the standby streams as, trusted for replication on loopback only.
-pub(crate) const REPLICATOR: &str = "replicator";
-/// The engine's admin role, which a physical copy of the source has: the source's superuser.
-const ADMIN: &str = "postgres";
+pub(crate) use test_support::primary::{Primary as Source, REPLICATOR};
+
 /// How long a change may take to show, or a status to turn, on a slow shared machine.
 const WAIT: Duration = Duration::from_secs(60);
 /// The port number of the sync instance's socket file (it has no TCP port).
 const SYNC_PORT: u16 = 5432;
 
-/// A source primary on a loopback port, with a table the cases write to.
-pub(crate) struct Source {
-    pub(crate) instance: Option<Instance>,
-    pub(crate) port: u16,
-    pub(crate) binaries: postgres::PgBinaries,
-    spec: InstanceSpec,
-    dir: TestDir,
-}
-
-impl Source {
-    pub(crate) async fn start(major: u8) -> Source {
-        let dir = TestDir::new("scion-sync-source-");
-        let binaries = BinarySearch::default().locate(PgMajor::new(major).unwrap()).unwrap();
-        let user = OsUser::lookup("postgres").unwrap();
-        let data_dir = dir.path().join("data");
-        let mut options = InitDbOptions::new(ADMIN);
-        options.sync = false;
-        postgres::initdb(&binaries, &data_dir, &user, &options).await.unwrap();
-        let port = *test_support::free_port_range(1).start();
-        let mut settings = ServerSettings::new(port, dir.path().join("socket"));
-        settings.max_connections = 30;
-        settings.extra =
-            vec![("fsync".into(), "off".into()), ("wal_level".into(), "replica".into())];
-        let spec =
-            InstanceSpec::new(&data_dir, settings, ADMIN, dir.path().join("source.log"), user);
-        let mut source = Source { instance: None, port, binaries, spec, dir };
-        source.run().await;
-        source
-            .sql(&format!(
-                "CREATE ROLE {REPLICATOR} LOGIN REPLICATION; \
-                 CREATE TABLE facts (id serial PRIMARY KEY, note text NOT NULL, at timestamptz DEFAULT now())"
-            ))
-            .await;
-        source
-    }
-
-    /// Starts the server; Scion's pg_hba.conf has no replication line, so one is added for
-    /// the replication role on loopback and the file reloaded.
-    pub(crate) async fn run(&mut self) {
-        let mut instance = Instance::start(&self.binaries, self.spec.clone()).await.unwrap();
-        let hba = self.spec.data_dir.join("pg_hba.conf");
-        let mut text = std::fs::read_to_string(&hba).unwrap();
-        text.push_str(&format!("host replication {REPLICATOR} 127.0.0.1/32 trust\n"));
-        std::fs::write(&hba, text).unwrap();
-        let admin = instance.admin().await.unwrap();
-        admin.client().batch_execute("SELECT pg_reload_conf()").await.unwrap();
-        self.instance = Some(instance);
-    }
-
-    /// Gives the replication role `password` and makes replication logins on loopback use it,
-    /// so a standby streams only with its password file.
-    pub(crate) async fn require_password(&self, password: &str) {
-        self.sql(&format!("ALTER ROLE {REPLICATOR} PASSWORD '{password}'")).await;
-        let hba = self.spec.data_dir.join("pg_hba.conf");
-        let text = std::fs::read_to_string(&hba).unwrap().replace(
-            &format!("host replication {REPLICATOR} 127.0.0.1/32 trust"),
-            &format!("host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256"),
-        );
-        std::fs::write(&hba, text).unwrap();
-        self.sql("SELECT pg_reload_conf()").await;
-    }
-
-    pub(crate) async fn stop(&mut self) {
-        if let Some(instance) = self.instance.take() {
-            instance.stop(postgres::StopMode::Fast, Duration::from_secs(30)).await.unwrap();
-        }
-    }
-
-    pub(crate) async fn connect(&self) -> Client {
-        connect(self.spec.settings.socket_dir.clone(), self.port).await
-    }
-
-    pub(crate) async fn sql(&self, sql: &str) {
-        self.connect()
-            .await
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|error| panic!("{sql}: {error}"));
-    }
-
-    pub(crate) async fn insert(&self, note: &str) {
-        self.sql(&format!("INSERT INTO facts (note) VALUES ('{note}')")).await;
-    }
-
-    /// A standby of this source in `pgdata` (which must not exist), made the way the copy tool
-    /// makes one: `pg_basebackup -X stream -C -S <slot>` as the servers' OS user, then
-    /// `standby.signal` and the connection settings. Not `-R`: its `primary_conninfo` names
-    /// every option of the tool's libpq (`sslcertmode` since 16), which a server linked with
-    /// an older system libpq refuses.
-    pub(crate) async fn base_backup(&self, pgdata: &Path, slot: &str) {
-        let user = OsUser::lookup("postgres").unwrap();
-        std::fs::create_dir(pgdata).unwrap();
-        nix::unistd::chown(pgdata, Some(user.uid.into()), Some(user.gid.into())).unwrap();
-        std::fs::set_permissions(pgdata, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        exec::Cmd::new(self.binaries.tool("pg_basebackup").unwrap())
-            .arg("-D")
-            .arg(pgdata)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", REPLICATOR])
-            .args(["-X", "stream", "-C", "-S", slot, "--checkpoint=fast"])
-            .user(user.uid, user.gid)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .timeout(Duration::from_secs(120))
-            .run()
-            .await
-            .unwrap();
-        let auto_conf = pgdata.join("postgresql.auto.conf");
-        let mut text = std::fs::read_to_string(&auto_conf).unwrap_or_default();
-        text.push_str(&format!(
-            "primary_conninfo = 'host=127.0.0.1 port={} user={REPLICATOR}'\nprimary_slot_name = '{slot}'\n",
-            self.port
-        ));
-        std::fs::write(&auto_conf, text).unwrap();
-        std::fs::write(pgdata.join("standby.signal"), "").unwrap();
-        for file in [auto_conf, pgdata.join("standby.signal")] {
-            nix::unistd::chown(&file, Some(user.uid.into()), Some(user.gid.into())).unwrap();
-        }
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        test_support::stop_postmasters_under(self.dir.path());
-    }
-}
-
-/// A session over a unix socket as the admin role (peer authentication maps root to it).
-pub(crate) async fn connect(socket_dir: PathBuf, port: u16) -> Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host_path(socket_dir)
-        .port(port)
-        .user(ADMIN)
-        .dbname("postgres")
-        .connect(NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
 /// The engine's sync instance, over its own socket.
 pub(crate) async fn connect_sync(state_dir: &Path) -> Client {
-    connect(state_dir.join("sockets").join("sync"), SYNC_PORT).await
+    test_support::primary::connect(state_dir.join("sockets").join("sync"), SYNC_PORT).await
 }
 
 /// Makes a golden dataset holding a standby of `source`; returns its name.

@@ -5,106 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use postgres::{
-    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgMajor, ServerSettings,
-};
 use serde_json::Value;
 use storage::{BackendConfig, DatasetName, StorageBackend, ThinStorage};
 use test_support::TestDir;
+use test_support::primary::Primary;
 
 use crate::harness::TestServer;
 
-const REPLICATOR: &str = "replicator";
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A PostgreSQL 16 primary on a loopback port that trusts the replication role there.
-struct Source {
-    instance: Option<Instance>,
-    port: u16,
-    binaries: postgres::PgBinaries,
-    dir: TestDir,
-}
-
-impl Source {
-    async fn start() -> Source {
-        let dir = TestDir::new("scion-server-sync-");
-        let binaries = BinarySearch::default().locate(PgMajor::new(16).unwrap()).unwrap();
-        let user = OsUser::lookup("postgres").unwrap();
-        let data_dir = dir.path().join("data");
-        let mut options = InitDbOptions::new("postgres");
-        options.sync = false;
-        postgres::initdb(&binaries, &data_dir, &user, &options).await.unwrap();
-        let port = *test_support::free_port_range(1).start();
-        let mut settings = ServerSettings::new(port, dir.path().join("socket"));
-        settings.extra = vec![("fsync".into(), "off".into())];
-        let spec = InstanceSpec::new(&data_dir, settings, "postgres", dir.path().join("log"), user);
-        let mut instance = Instance::start(&binaries, spec).await.unwrap();
-        let hba = data_dir.join("pg_hba.conf");
-        let mut text = std::fs::read_to_string(&hba).unwrap();
-        text.push_str(&format!("host replication {REPLICATOR} 127.0.0.1/32 trust\n"));
-        std::fs::write(&hba, text).unwrap();
-        let admin = instance.admin().await.unwrap();
-        admin
-            .client()
-            .batch_execute(&format!(
-                "SELECT pg_reload_conf(); CREATE ROLE {REPLICATOR} LOGIN REPLICATION; \
-                 CREATE TABLE facts (note text)"
-            ))
-            .await
-            .unwrap();
-        Source { instance: Some(instance), port, binaries, dir }
-    }
-
-    async fn insert(&mut self, note: &str) {
-        let admin = self.instance.as_mut().unwrap().admin().await.unwrap();
-        admin.client().execute("INSERT INTO facts VALUES ($1)", &[&note]).await.unwrap();
-    }
-
-    async fn stop(&mut self) {
-        if let Some(instance) = self.instance.take() {
-            instance.stop(postgres::StopMode::Fast, Duration::from_secs(30)).await.unwrap();
-        }
-    }
-
-    /// A standby in `pgdata`, as the copy tool makes one: a base backup through a slot, then
-    /// `standby.signal` and the connection settings.
-    async fn standby(&self, pgdata: &Path) {
-        let user = OsUser::lookup("postgres").unwrap();
-        std::fs::create_dir(pgdata).unwrap();
-        nix::unistd::chown(pgdata, Some(user.uid.into()), Some(user.gid.into())).unwrap();
-        std::fs::set_permissions(pgdata, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        exec::Cmd::new(self.binaries.tool("pg_basebackup").unwrap())
-            .arg("-D")
-            .arg(pgdata)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", REPLICATOR])
-            .args(["-X", "stream", "-C", "-S", "scion_sync", "--checkpoint=fast"])
-            .user(user.uid, user.gid)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .timeout(Duration::from_secs(120))
-            .run()
-            .await
-            .unwrap();
-        let auto_conf = pgdata.join("postgresql.auto.conf");
-        let mut text = std::fs::read_to_string(&auto_conf).unwrap_or_default();
-        text.push_str(&format!(
-            "primary_conninfo = 'host=127.0.0.1 port={} user={REPLICATOR}'\nprimary_slot_name = 'scion_sync'\n",
-            self.port
-        ));
-        std::fs::write(&auto_conf, text).unwrap();
-        std::fs::write(pgdata.join("standby.signal"), "").unwrap();
-        for file in [auto_conf, pgdata.join("standby.signal")] {
-            nix::unistd::chown(&file, Some(user.uid.into()), Some(user.gid.into())).unwrap();
-        }
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        test_support::stop_postmasters_under(self.dir.path());
-    }
-}
 
 /// `/status` → `synchronization` once it satisfies `done`.
 async fn wait_sync(server: &TestServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -204,7 +112,7 @@ fn check_rules(dir: &Path, series: &str, sync_down: Option<&str>, high_lag: Opti
 
 #[tokio::test]
 async fn sync_instance_shows_in_status_and_metrics() {
-    let mut source = Source::start().await;
+    let mut source = Primary::start(16).await;
     let mut server = TestServer::start("").await;
     let (_, status) = server.get("/status").await;
     assert_eq!(status["synchronization"]["status"]["code"], "Not available");
@@ -218,7 +126,7 @@ async fn sync_instance_shows_in_status_and_metrics() {
             .unwrap();
     let dataset = DatasetName::new("data_physical".to_owned()).unwrap();
     let mountpoint = storage.create_dataset(&dataset).await.unwrap();
-    source.standby(&mountpoint.join("data")).await;
+    source.base_backup(&mountpoint.join("data"), "scion_sync").await;
     let store =
         engine::store::Store::open(&server.state_dir().join("engine").join("scion.db")).unwrap();
     let settings = engine::SyncSettings {

@@ -1,0 +1,168 @@
+//! A source primary for physical mode's tests: a real PostgreSQL on a loopback port that lets a
+//! replication role stream, with a table the cases write to, and the standby a copy tool makes
+//! of it (`pg_basebackup` through a slot).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use postgres::{
+    BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgMajor, ServerSettings,
+};
+use tokio_postgres::{Client, NoTls};
+
+use crate::TestDir;
+
+/// The role a standby streams as, trusted for replication on loopback only.
+pub const REPLICATOR: &str = "replicator";
+/// The source's superuser, which a physical copy of it has: the engine's admin role there.
+pub const ADMIN: &str = "postgres";
+
+/// A source primary on a loopback port, with a table the cases write to.
+#[derive(Debug)]
+pub struct Primary {
+    pub instance: Option<Instance>,
+    pub port: u16,
+    pub binaries: postgres::PgBinaries,
+    spec: InstanceSpec,
+    dir: TestDir,
+}
+
+impl Primary {
+    pub async fn start(major: u8) -> Primary {
+        let dir = TestDir::new("scion-primary-");
+        let binaries = BinarySearch::default()
+            .locate(PgMajor::new(major).expect("a major"))
+            .expect("the major's binaries");
+        let user = OsUser::lookup("postgres").expect("the postgres OS user");
+        let data_dir = dir.path().join("data");
+        let mut options = InitDbOptions::new(ADMIN);
+        options.sync = false;
+        postgres::initdb(&binaries, &data_dir, &user, &options).await.expect("initdb the primary");
+        let port = *crate::free_port_range(1).start();
+        let mut settings = ServerSettings::new(port, dir.path().join("socket"));
+        settings.max_connections = 30;
+        settings.extra =
+            vec![("fsync".into(), "off".into()), ("wal_level".into(), "replica".into())];
+        let spec =
+            InstanceSpec::new(&data_dir, settings, ADMIN, dir.path().join("source.log"), user);
+        let mut source = Primary { instance: None, port, binaries, spec, dir };
+        source.run().await;
+        source
+            .sql(&format!(
+                "CREATE ROLE {REPLICATOR} LOGIN REPLICATION; \
+                 CREATE TABLE facts (id serial PRIMARY KEY, note text NOT NULL, at timestamptz DEFAULT now())"
+            ))
+            .await;
+        source
+    }
+
+    /// Starts the server; Scion's pg_hba.conf has no replication line, so one is added for
+    /// the replication role on loopback and the file reloaded.
+    pub async fn run(&mut self) {
+        let mut instance =
+            Instance::start(&self.binaries, self.spec.clone()).await.expect("start the primary");
+        let hba = self.spec.data_dir.join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        text.push_str(&format!("host replication {REPLICATOR} 127.0.0.1/32 trust\n"));
+        std::fs::write(&hba, text).expect("write pg_hba.conf");
+        let admin = instance.admin().await.expect("the primary's admin session");
+        admin.client().batch_execute("SELECT pg_reload_conf()").await.expect("reload the primary");
+        self.instance = Some(instance);
+    }
+
+    /// Gives the replication role `password` and makes replication logins on loopback use it,
+    /// so a standby streams only with its password file.
+    pub async fn require_password(&self, password: &str) {
+        self.sql(&format!("ALTER ROLE {REPLICATOR} PASSWORD '{password}'")).await;
+        let hba = self.spec.data_dir.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf").replace(
+            &format!("host replication {REPLICATOR} 127.0.0.1/32 trust"),
+            &format!("host replication {REPLICATOR} 127.0.0.1/32 scram-sha-256"),
+        );
+        std::fs::write(&hba, text).expect("write pg_hba.conf");
+        self.sql("SELECT pg_reload_conf()").await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            instance
+                .stop(postgres::StopMode::Fast, Duration::from_secs(30))
+                .await
+                .expect("stop the primary");
+        }
+    }
+
+    pub async fn connect(&self) -> Client {
+        connect(self.spec.settings.socket_dir.clone(), self.port).await
+    }
+
+    pub async fn sql(&self, sql: &str) {
+        self.connect()
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
+    pub async fn insert(&self, note: &str) {
+        self.sql(&format!("INSERT INTO facts (note) VALUES ('{note}')")).await;
+    }
+
+    /// A standby of this source in `pgdata` (which must not exist), made the way the copy tool
+    /// makes one: `pg_basebackup -X stream -C -S <slot>` as the servers' OS user, then
+    /// `standby.signal` and the connection settings. Not `-R`: its `primary_conninfo` names
+    /// every option of the tool's libpq (`sslcertmode` since 16), which a server linked with
+    /// an older system libpq refuses.
+    pub async fn base_backup(&self, pgdata: &Path, slot: &str) {
+        let user = OsUser::lookup("postgres").expect("the postgres OS user");
+        std::fs::create_dir(pgdata).expect("create the standby directory");
+        nix::unistd::chown(pgdata, Some(user.uid.into()), Some(user.gid.into()))
+            .expect("chown the standby directory");
+        std::fs::set_permissions(pgdata, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod the standby directory");
+        exec::Cmd::new(self.binaries.tool("pg_basebackup").expect("pg_basebackup of the major"))
+            .arg("-D")
+            .arg(pgdata)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", REPLICATOR])
+            .args(["-X", "stream", "-C", "-S", slot, "--checkpoint=fast"])
+            .user(user.uid, user.gid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .timeout(Duration::from_secs(120))
+            .run()
+            .await
+            .expect("pg_basebackup");
+        let auto_conf = pgdata.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto_conf).unwrap_or_default();
+        text.push_str(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user={REPLICATOR}'\nprimary_slot_name = '{slot}'\n",
+            self.port
+        ));
+        std::fs::write(&auto_conf, text).expect("write postgresql.auto.conf");
+        std::fs::write(pgdata.join("standby.signal"), "").expect("write standby.signal");
+        for file in [auto_conf, pgdata.join("standby.signal")] {
+            nix::unistd::chown(&file, Some(user.uid.into()), Some(user.gid.into()))
+                .expect("chown the standby files");
+        }
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        crate::stop_postmasters_under(self.dir.path());
+    }
+}
+
+/// A session over a unix socket as the admin role (peer authentication maps root to it).
+pub async fn connect(socket_dir: PathBuf, port: u16) -> Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(socket_dir)
+        .port(port)
+        .user(ADMIN)
+        .dbname("postgres")
+        .connect(NoTls)
+        .await
+        .expect("connect to the primary");
+    tokio::spawn(connection);
+    client
+}
