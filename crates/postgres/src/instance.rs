@@ -304,16 +304,7 @@ impl Instance {
         })?;
         let pidfd = open_pidfd(pid)
             .map_err(|_| not_running(format!("PID {pid} is gone: postmaster.pid is stale")))?;
-        let instance = Instance {
-            binaries: binaries.clone(),
-            spec,
-            pid,
-            pid_in_file: namespace_pid(pid).unwrap_or(pid),
-            pidfd,
-            daemon: None,
-            admin: None,
-            timings: None,
-        };
+        let instance = Instance::found(binaries, spec, pid, pidfd);
         instance.wait_ready(watch, started + instance.spec.start_timeout).await.map_err(
             |wait| match wait {
                 WaitError::Exited => not_running(format!("PID {pid} exited")),
@@ -354,7 +345,17 @@ impl Instance {
         let Some(file) = PidFile::read(&spec.data_dir)? else { return Ok(None) };
         let Some(pid) = find_postmaster(file.pid, &spec.data_dir) else { return Ok(None) };
         let Ok(pidfd) = open_pidfd(pid) else { return Ok(None) };
-        Ok(Some(Instance {
+        Ok(Some(Instance::found(binaries, spec, pid, pidfd)))
+    }
+
+    /// A server this process did not start, found running as `pid`.
+    fn found(
+        binaries: &PgBinaries,
+        spec: InstanceSpec,
+        pid: u32,
+        pidfd: AsyncFd<OwnedFd>,
+    ) -> Instance {
+        Instance {
             binaries: binaries.clone(),
             spec,
             pid,
@@ -363,7 +364,7 @@ impl Instance {
             daemon: None,
             admin: None,
             timings: None,
-        }))
+        }
     }
 
     /// Where the start's time went; `None` for an adopted instance.

@@ -24,13 +24,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use exec::Cmd;
-use postgres::{BinarySearch, InitDbOptions, Instance, InstanceSpec, PgBinaries, ServerSettings};
+use postgres::{BinarySearch, InitDbOptions, PgBinaries};
 use retrieval::{Pipeline, RetrievalConfig, Summary, Target};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    Fingerprints, Inspect, SOURCE_PASSWORD, SOURCE_USER, Sandbox, SourceDb, free_port, major,
-    os_user,
+    Fingerprints, Inspect, SOURCE_PASSWORD, SOURCE_USER, Sandbox, SourceDb, major, os_user,
 };
 
 /// Words whose order differs between ICU (`de-DE`) and the C locale.
@@ -71,35 +70,12 @@ impl Fixture {
     async fn start(major_number: u8, search: BinarySearch) -> Fixture {
         let sandbox = Sandbox::new();
         let binaries = search.locate(major(major_number)).unwrap();
-        let data_dir = sandbox.path().join("source");
         let mut options = InitDbOptions::new("postgres");
         options.sync = false;
         options.locale = Some("C.UTF-8".into());
         options.locale_provider = Some("icu".into());
         options.provider_locale = Some("en-US".into());
-        postgres::initdb(&binaries, &data_dir, &os_user(), &options).await.unwrap();
-        let port = free_port();
-        let mut settings = ServerSettings::new(port, sandbox.path().join("ssock"));
-        settings.extra = vec![("fsync".into(), "off".into())];
-        let spec = InstanceSpec::new(
-            &data_dir,
-            settings,
-            "postgres",
-            sandbox.path().join("source.log"),
-            os_user(),
-        );
-        let mut instance = Instance::start(&binaries, spec).await.unwrap();
-        let admin = instance.admin().await.unwrap();
-        admin
-            .client()
-            .batch_execute(&format!(
-                "CREATE ROLE {SOURCE_USER} LOGIN SUPERUSER PASSWORD {}",
-                postgres::sql::quote_literal(SOURCE_PASSWORD)
-            ))
-            .await
-            .unwrap();
-        drop(admin);
-        let source = SourceDb { instance: Some(instance), port, major: major(major_number) };
+        let source = SourceDb::start_with(&sandbox, &binaries, &options, Vec::new()).await;
         populate(&source).await;
         Fixture { sandbox, search, binaries, source, major: major_number }
     }

@@ -87,18 +87,27 @@ impl SourceDb {
     /// initdb + start on a free loopback port, with pg_stat_statements preloaded and the
     /// retrieval role, then the standard data set.
     pub(crate) async fn start(sandbox: &Sandbox, major_number: u8) -> SourceDb {
-        let major = major(major_number);
-        let binaries = BinarySearch::default().locate(major).unwrap();
-        let data_dir = sandbox.path().join("source");
+        let binaries = BinarySearch::default().locate(major(major_number)).unwrap();
         let mut options = InitDbOptions::new(ADMIN);
         options.sync = false;
-        postgres::initdb(&binaries, &data_dir, &os_user(), &options).await.unwrap();
+        let preload = ("shared_preload_libraries".to_owned(), "pg_stat_statements".to_owned());
+        SourceDb::start_with(sandbox, &binaries, &options, vec![preload]).await
+    }
+
+    /// initdb with `options` + start with `extra` settings on a free loopback port, with the
+    /// retrieval role.
+    pub(crate) async fn start_with(
+        sandbox: &Sandbox,
+        binaries: &postgres::PgBinaries,
+        options: &InitDbOptions,
+        extra: Vec<(String, String)>,
+    ) -> SourceDb {
+        let data_dir = sandbox.path().join("source");
+        postgres::initdb(binaries, &data_dir, &os_user(), options).await.unwrap();
         let port = free_port();
         let mut settings = ServerSettings::new(port, sandbox.path().join("ssock"));
-        settings.extra = vec![
-            ("shared_preload_libraries".into(), "pg_stat_statements".into()),
-            ("fsync".into(), "off".into()),
-        ];
+        settings.extra = extra;
+        settings.extra.push(("fsync".into(), "off".into()));
         let spec = InstanceSpec::new(
             &data_dir,
             settings,
@@ -106,7 +115,7 @@ impl SourceDb {
             sandbox.path().join("source.log"),
             os_user(),
         );
-        let mut instance = Instance::start(&binaries, spec).await.unwrap();
+        let mut instance = Instance::start(binaries, spec).await.unwrap();
         let admin = instance.admin().await.unwrap();
         admin
             .client()
@@ -116,7 +125,7 @@ impl SourceDb {
             ))
             .await
             .unwrap();
-        SourceDb { instance: Some(instance), port, major }
+        SourceDb { instance: Some(instance), port, major: binaries.major() }
     }
 
     /// The source section for this cluster, password from [`PASSWORD_ENV`].
