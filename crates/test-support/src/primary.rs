@@ -73,7 +73,11 @@ impl Primary {
     /// Gives the replication role `password` and makes replication logins on loopback use it,
     /// so a standby streams only with its password file.
     pub async fn require_password(&self, password: &str) {
-        self.sql(&format!("ALTER ROLE {REPLICATOR} PASSWORD '{password}'")).await;
+        self.sql(&format!(
+            "ALTER ROLE {REPLICATOR} PASSWORD {}",
+            postgres::sql::quote_literal(password)
+        ))
+        .await;
         let hba = self.spec.data_dir.join("pg_hba.conf");
         let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf").replace(
             &format!("host replication {REPLICATOR} 127.0.0.1/32 trust"),
