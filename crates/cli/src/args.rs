@@ -10,8 +10,8 @@ use crate::protection::Protection;
 
 /// Scion's command-line client: thin, writable PostgreSQL clones in milliseconds.
 ///
-/// The server URL and token come from the flags, then `SCION_URL` / `SCION_TOKEN`, then the file
-/// `scion init` writes. Exit codes: 0 done, 1 the operation failed, 2 usage or configuration error.
+/// The server URL and token come from the flags, then `SCION_URL` / `SCION_TOKEN`, then DBLab's
+/// `DBLAB_INSTANCE_URL` / `DBLAB_VERIFICATION_TOKEN`, then the file `scion init` writes. Exit codes: 0 done, 1 the operation failed, 2 usage or configuration error.
 #[derive(Debug, Parser)]
 #[command(name = "scion", version, propagate_version = true)]
 pub(crate) struct Cli {
@@ -24,9 +24,14 @@ pub(crate) struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// The server's URL, e.g. http://127.0.0.1:2345 (a path prefix such as /api is kept).
+    /// The server's URL, e.g. http://127.0.0.1:2345 (a path prefix such as /api is kept);
+    /// DBLAB_INSTANCE_URL is read too.
     #[arg(long, global = true, env = "SCION_URL", value_name = "URL")]
     pub url: Option<String>,
+    /// The API token. Prefer SCION_TOKEN (or DBLAB_VERIFICATION_TOKEN), `scion init` or, for
+    /// init, --token-stdin: a flag value stays in the shell history and shows in `ps`.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// How to print results: a human table, or the API's JSON unchanged.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -84,10 +89,6 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
-    /// The token to save. Prefer SCION_TOKEN or --token-stdin: a flag value stays in the shell
-    /// history and shows in `ps`.
-    #[arg(long, conflicts_with = "token_stdin")]
-    pub token: Option<String>,
     /// Read the token from the first line of standard input.
     #[arg(long)]
     pub token_stdin: bool,
@@ -293,7 +294,8 @@ pub(crate) enum SnapshotCommand {
     List(SnapshotListArgs),
     /// Snapshot the pool now.
     Create(SnapshotCreateArgs),
-    /// Destroy a snapshot.
+    /// Destroy a snapshot (DBLab's `snapshot delete` works too).
+    #[command(visible_alias = "delete")]
     Destroy(SnapshotDestroyArgs),
     /// Protect a snapshot or lift its protection.
     Update(SnapshotUpdateArgs),
@@ -347,6 +349,11 @@ pub(crate) struct SnapshotDestroyArgs {
 pub(crate) enum InstanceCommand {
     /// The server's state: engine, pools, clones, retrieval (GET /status).
     Status,
+    /// The server's version and edition (GET /healthz, which needs no token).
+    Version,
+    /// Start a full refresh of the data from the source (DBLab's `instance full-refresh`; the
+    /// same as `scion full-refresh`).
+    FullRefresh,
 }
 
 #[derive(Debug, Args)]

@@ -61,7 +61,7 @@ impl From<api_client::Error> for Failure {
                 "is scion-server running there? Set the URL with --url, SCION_URL or `scion init`",
             ),
             Error::Api { status: 401, .. } => {
-                Some("set the token with SCION_TOKEN or `scion init`")
+                Some("set the token with --token, SCION_TOKEN or `scion init`")
             }
             Error::Timeout { .. } => Some("a longer --request-timeout may help"),
             Error::Api { .. } | Error::Decode { .. } => None,
@@ -110,7 +110,11 @@ impl Context {
     fn new(global: &GlobalArgs) -> Result<Context, Failure> {
         let config_path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
         let file = config::ConfigFile::load(&config_path).map_err(Failure::Usage)?;
-        let endpoint = config::resolve(global.url.as_deref(), config::env_token(), &file);
+        let endpoint = config::resolve(
+            &config::urls(global.url.as_deref()),
+            &config::tokens(global.token.as_deref()),
+            &file,
+        );
         let client =
             Client::new(&endpoint.url, endpoint.token)?.with_timeout(global.request_timeout);
         Ok(Context {

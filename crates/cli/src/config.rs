@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:2345";
 /// The environment variable holding the token.
 pub(crate) const TOKEN_ENV: &str = "SCION_TOKEN";
+/// DBLab's CLI's variables for the token and the URL, read after Scion's, so that a script
+/// written for `dblab` runs unchanged.
+pub(crate) const DBLAB_TOKEN_ENV: &str = "DBLAB_VERIFICATION_TOKEN";
+pub(crate) const DBLAB_URL_ENV: &str = "DBLAB_INSTANCE_URL";
 
 /// The file as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,21 +104,36 @@ pub(crate) struct Endpoint {
     pub token: Option<String>,
 }
 
-/// Picks the URL (flag or `SCION_URL`, then the file, then [`DEFAULT_URL`]) and the token
-/// (`SCION_TOKEN`, then the file).
-pub(crate) fn resolve(url: Option<&str>, env_token: Option<String>, file: &ConfigFile) -> Endpoint {
-    let url = url
-        .filter(|url| !url.is_empty())
-        .map(str::to_owned)
-        .or_else(|| file.url.clone())
-        .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let token = env_token.filter(|token| !token.is_empty()).or_else(|| file.token.clone());
+/// Picks the URL (flag or `SCION_URL`, then `DBLAB_INSTANCE_URL`, then the file, then
+/// [`DEFAULT_URL`]) and the token (flag, then `SCION_TOKEN`, then `DBLAB_VERIFICATION_TOKEN`,
+/// then the file). `sources` are the URL and the token from flags and the environment, first
+/// wins; an empty value counts as unset.
+pub(crate) fn resolve(
+    urls: &[Option<String>],
+    tokens: &[Option<String>],
+    file: &ConfigFile,
+) -> Endpoint {
+    let first = |values: &[Option<String>]| {
+        values.iter().flatten().find(|value| !value.is_empty()).cloned()
+    };
+    let url = first(urls).or_else(|| file.url.clone()).unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let token = first(tokens).or_else(|| file.token.clone());
     Endpoint { url, token }
 }
 
-/// `SCION_TOKEN`, when set and not empty.
-pub(crate) fn env_token() -> Option<String> {
-    std::env::var(TOKEN_ENV).ok().filter(|token| !token.is_empty())
+/// The variable `name`, when set and not empty.
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// The token from the flag, then `SCION_TOKEN`, then `DBLAB_VERIFICATION_TOKEN`.
+pub(crate) fn tokens(flag: Option<&str>) -> [Option<String>; 3] {
+    [flag.map(str::to_owned), env(TOKEN_ENV), env(DBLAB_TOKEN_ENV)]
+}
+
+/// The URL from the flag or `SCION_URL` (clap reads both), then `DBLAB_INSTANCE_URL`.
+pub(crate) fn urls(flag: Option<&str>) -> [Option<String>; 2] {
+    [flag.map(str::to_owned), env(DBLAB_URL_ENV)]
 }
 
 #[cfg(test)]
@@ -128,11 +147,14 @@ mod tests {
             token: Some("file".into()),
             current_branch: None,
         };
-        let endpoint = resolve(Some("http://flag:2"), Some("env".into()), &file);
-        assert_eq!(endpoint, Endpoint { url: "http://flag:2".into(), token: Some("env".into()) });
-        let endpoint = resolve(None, None, &file);
-        assert_eq!(endpoint, Endpoint { url: "http://file:1".into(), token: Some("file".into()) });
-        let endpoint = resolve(None, None, &ConfigFile::default());
+        let some = |value: &str| Some(value.to_owned());
+        let endpoint = resolve(&[some("http://flag:2")], &[None, some("env")], &file);
+        assert_eq!(endpoint, Endpoint { url: "http://flag:2".into(), token: some("env") });
+        let endpoint = resolve(&[None, some("http://dblab:3")], &[some(""), some("dblab")], &file);
+        assert_eq!(endpoint, Endpoint { url: "http://dblab:3".into(), token: some("dblab") });
+        let endpoint = resolve(&[None], &[None], &file);
+        assert_eq!(endpoint, Endpoint { url: "http://file:1".into(), token: some("file") });
+        let endpoint = resolve(&[], &[], &ConfigFile::default());
         assert_eq!(endpoint, Endpoint { url: DEFAULT_URL.into(), token: None });
     }
 

@@ -1,7 +1,8 @@
 //! `scion init`: saves the server URL and token in the CLI's configuration file (mode 0600).
 //!
-//! The token comes from `--token-stdin`, `--token` or `SCION_TOKEN`; `--token` exists because
-//! DBLab's `init` has it, but its value stays in the shell history, so the others are preferred.
+//! The token comes from `--token-stdin`, `--token`, `SCION_TOKEN` or `DBLAB_VERIFICATION_TOKEN`;
+//! `--token` exists because DBLab's `init` has it, but its value stays in the shell history, so
+//! the others are preferred. The URL comes from `--url`, `SCION_URL` or `DBLAB_INSTANCE_URL`.
 
 use std::io::BufRead;
 
@@ -15,11 +16,18 @@ use crate::config::{self, ConfigFile};
 pub(super) async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<(), Failure> {
     let path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
     let mut file = ConfigFile::load(&path).map_err(Failure::Usage)?;
-    let Some(url) = global.url.clone().filter(|url| !url.is_empty()) else {
+    let Some(url) =
+        config::urls(global.url.as_deref()).into_iter().flatten().find(|url| !url.is_empty())
+    else {
         return Err(Failure::Usage(anyhow::anyhow!(
             "give the server URL with --url or SCION_URL, e.g. `scion init --url http://127.0.0.1:2345`"
         )));
     };
+    if args.token_stdin && global.token.is_some() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "give the token with --token or --token-stdin, not both"
+        )));
+    }
     let token = if args.token_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -29,7 +37,10 @@ pub(super) async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<(), Fail
             .map_err(Failure::Usage)?;
         Some(line.trim().to_owned()).filter(|token| !token.is_empty())
     } else {
-        args.token.clone().filter(|token| !token.is_empty()).or_else(config::env_token)
+        config::tokens(global.token.as_deref())
+            .into_iter()
+            .flatten()
+            .find(|token| !token.is_empty())
     };
     let client = Client::new(&url, token.clone())?.with_timeout(global.request_timeout);
     if args.check {

@@ -1,4 +1,4 @@
-//! `scion instance status` and `scion full-refresh`.
+//! `scion instance status|version|full-refresh` and `scion full-refresh`.
 
 use super::{Context, Failure};
 use crate::args::InstanceCommand;
@@ -10,6 +10,13 @@ pub(super) async fn run(context: &Context, command: &InstanceCommand) -> Result<
             let instance = context.client.status().await?;
             context.print(&instance, output::instance);
         }
+        InstanceCommand::Version => {
+            let engine = context.client.healthz().await?;
+            context.print(&engine, |engine| {
+                format!("{} ({} edition)\n", engine.version, engine.edition)
+            });
+        }
+        InstanceCommand::FullRefresh => return full_refresh(context).await,
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
-//! `scion instance status`, `scion full-refresh`, and a wrong token.
+//! `scion instance status|version|full-refresh`, `scion full-refresh`, a wrong token, and DBLab's
+//! `--token`, `DBLAB_INSTANCE_URL` and `DBLAB_VERIFICATION_TOKEN`.
 
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TestServer, normalize, scion_with_env, without_volatile,
+    SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TOKEN, TestServer, normalize, scion_with_env,
+    without_volatile,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,8 +61,42 @@ Started at  <TIME>
     assert_eq!(
         run.stderr,
         "error: Check your verification token. (HTTP 401, UNAUTHORIZED)\n\
-         hint: set the token with SCION_TOKEN or `scion init`\n"
+         hint: set the token with --token, SCION_TOKEN or `scion init`\n"
     );
+
+    // DBLab's verbs and variables: `instance version`, `instance full-refresh`, --token,
+    // DBLAB_INSTANCE_URL and DBLAB_VERIFICATION_TOKEN.
+    let run = server.scion(&["instance", "version"]).await;
+    assert_eq!(normalize(run.ok(), &replacements), "<VERSION> (community edition)\n");
+    let json = server.scion(&["instance", "version", "-o", "json"]).await.json();
+    assert_eq!(json["version"], engine.version.as_str());
+    let run = server.scion(&["instance", "full-refresh"]).await;
+    run.expect_code(1);
+    let no_config = ("SCION_CLI_CONFIG", "/nonexistent/scion.toml");
+    let dblab_env = [
+        ("DBLAB_INSTANCE_URL", server.url.as_str()),
+        ("DBLAB_VERIFICATION_TOKEN", TOKEN),
+        no_config,
+    ];
+    let run = scion_with_env(&["clone", "list", "-o", "json"], &dblab_env).await;
+    assert_eq!(run.json(), serde_json::json!([]));
+    let run = scion_with_env(
+        &["clone", "list", "--token", TOKEN, "-o", "json"],
+        &[("SCION_URL", &server.url), ("SCION_TOKEN", "wrong"), no_config],
+    )
+    .await;
+    assert_eq!(run.json(), serde_json::json!([]), "the flag wins over SCION_TOKEN");
+    let run = scion_with_env(
+        &["clone", "list"],
+        &[
+            ("SCION_TOKEN", "wrong"),
+            ("DBLAB_VERIFICATION_TOKEN", TOKEN),
+            ("SCION_URL", &server.url),
+            no_config,
+        ],
+    )
+    .await;
+    run.expect_code(1);
 }
 
 /// A source cluster whose restore drops one table's rows: `guarded`'s check looks its values

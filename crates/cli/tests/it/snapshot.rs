@@ -1,4 +1,4 @@
-//! `scion snapshot list|create|destroy [--force]` in table and JSON output.
+//! `scion snapshot list|create|destroy [--force]` (and DBLab's `delete`) in table and JSON output.
 
 use crate::support::{PASSWORD, TestServer, normalize, without_volatile};
 
@@ -63,6 +63,12 @@ async fn snapshot_commands() {
     let third = client.snapshots(None).await.unwrap().remove(0).id;
     let run = server.scion(&["snapshot", "destroy", &third]).await;
     assert_eq!(run.ok(), format!("Deleted snapshot: {third}\n"));
+    // DBLab's verb for the same.
+    server.scion(&["snapshot", "create"]).await.ok();
+    let fourth = client.snapshots(None).await.unwrap().remove(0).id;
+    let run = server.scion(&["snapshot", "delete", &fourth]).await;
+    assert_eq!(run.ok(), format!("Deleted snapshot: {fourth}\n"));
+    assert!(client.snapshots(None).await.unwrap().iter().all(|snapshot| snapshot.id != fourth));
     let run = server.scion(&["snapshot", "destroy", "no-at-sign"]).await;
     run.expect_code(2);
     assert!(run.stderr.contains("no-at-sign"), "{}", run.stderr);
