@@ -83,8 +83,41 @@ pub(crate) enum Command {
     Instance(InstanceCommand),
     /// Start a full refresh of the data from the source (POST /full-refresh).
     FullRefresh,
+    /// Named environments, as DBLab's `config`: each a server URL, token and current branch,
+    /// one of them current.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script (e.g. `scion completions bash > /etc/bash_completion.d/scion`).
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Add an environment with --url (and --token, SCION_TOKEN or DBLAB_VERIFICATION_TOKEN) and
+    /// make it current.
+    Create(EnvironmentArg),
+    /// Change an environment's URL (--url) or token (--token, SCION_TOKEN, ...).
+    Update(EnvironmentArg),
+    /// Show an environment (default: the current one); the token is never printed.
+    View(OptionalEnvironmentArg),
+    /// List the environments; the current one is starred.
+    List,
+    /// Make another environment the current one.
+    Switch(EnvironmentArg),
+    /// Remove an environment (not the current one).
+    Remove(EnvironmentArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnvironmentArg {
+    /// The environment's ID (letters, digits, `-`, `_` and `.`).
+    pub environment_id: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OptionalEnvironmentArg {
+    /// The environment's ID (default: the current one).
+    pub environment_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

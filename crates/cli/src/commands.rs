@@ -4,6 +4,9 @@
 
 mod branch;
 mod clone;
+mod environment;
+
+pub(crate) use environment::EnvironmentView;
 mod init;
 mod instance;
 mod snapshot;
@@ -86,6 +89,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Log(args) => branch::log(&Context::new(global)?, args.branch.as_deref()).await,
         Command::Instance(command) => instance::run(&Context::new(global)?, &command).await,
         Command::FullRefresh => instance::full_refresh(&Context::new(global)?).await,
+        Command::Config(command) => environment::run(global, command),
         Command::Completions(args) => {
             let mut text = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "scion", &mut text);
@@ -101,15 +105,18 @@ pub(crate) struct Context {
     pub client: Client,
     pub output: Output,
     pub timeout: Duration,
-    /// The CLI's configuration file, as loaded, and where it lives (for the current branch).
-    pub config: config::ConfigFile,
+    /// The environment in use from the CLI's configuration file, as loaded, and where the file
+    /// lives (for the current branch).
+    pub config: config::Environment,
     pub config_path: PathBuf,
 }
 
 impl Context {
     fn new(global: &GlobalArgs) -> Result<Context, Failure> {
         let config_path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
-        let file = config::ConfigFile::load(&config_path).map_err(Failure::Usage)?;
+        let file = config::ConfigFile::load(&config_path)
+            .and_then(|file| file.active())
+            .map_err(Failure::Usage)?;
         let endpoint = config::resolve(
             &config::urls(global.url.as_deref()),
             &config::tokens(global.token.as_deref()),

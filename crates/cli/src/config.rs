@@ -2,6 +2,7 @@
 //! the precedence that picks the values a command uses: a flag beats the environment, which beats
 //! the file, which beats the default.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,10 +19,11 @@ pub(crate) const TOKEN_ENV: &str = "SCION_TOKEN";
 pub(crate) const DBLAB_TOKEN_ENV: &str = "DBLAB_VERIFICATION_TOKEN";
 pub(crate) const DBLAB_URL_ENV: &str = "DBLAB_INSTANCE_URL";
 
-/// The file as written.
+/// One server the CLI talks to: its URL, token and current branch. The file's top-level keys are
+/// the unnamed one; `scion config create` adds named ones (DBLab's environments).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ConfigFile {
+pub(crate) struct Environment {
     /// The server's URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -37,10 +39,63 @@ pub(crate) struct ConfigFile {
 /// The branch every pool has; the current branch until `scion switch` says otherwise.
 pub(crate) const MAIN_BRANCH: &str = "main";
 
-impl ConfigFile {
+impl Environment {
     /// The current branch.
     pub(crate) fn current_branch(&self) -> &str {
         self.current_branch.as_deref().filter(|branch| !branch.is_empty()).unwrap_or(MAIN_BRANCH)
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    /// The server's URL (of the unnamed environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The API token (of the unnamed environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The current branch (of the unnamed environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_branch: Option<String>,
+    /// The named environment commands use; the unnamed one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_environment: Option<String>,
+    /// Named environments (`scion config create|update|view|list|switch|remove`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, Environment>,
+}
+
+impl ConfigFile {
+    /// The environment commands use: the current named one, else the unnamed one.
+    pub(crate) fn active(&self) -> anyhow::Result<Environment> {
+        match &self.current_environment {
+            Some(id) => self.environments.get(id).cloned().with_context(|| {
+                format!(
+                    "the current environment {id:?} is not in the file; `scion config switch` to another one"
+                )
+            }),
+            None => Ok(Environment {
+                url: self.url.clone(),
+                token: self.token.clone(),
+                current_branch: self.current_branch.clone(),
+            }),
+        }
+    }
+
+    /// Replaces the environment commands use.
+    pub(crate) fn set_active(&mut self, environment: Environment) {
+        match &self.current_environment {
+            Some(id) => {
+                self.environments.insert(id.clone(), environment);
+            }
+            None => {
+                self.url = environment.url;
+                self.token = environment.token;
+                self.current_branch = environment.current_branch;
+            }
+        }
     }
 }
 
@@ -111,7 +166,7 @@ pub(crate) struct Endpoint {
 pub(crate) fn resolve(
     urls: &[Option<String>],
     tokens: &[Option<String>],
-    file: &ConfigFile,
+    file: &Environment,
 ) -> Endpoint {
     let first = |values: &[Option<String>]| {
         values.iter().flatten().find(|value| !value.is_empty()).cloned()
@@ -142,7 +197,7 @@ mod tests {
 
     #[test]
     fn flags_and_environment_win_over_the_file() {
-        let file = ConfigFile {
+        let file = Environment {
             url: Some("http://file:1".into()),
             token: Some("file".into()),
             current_branch: None,
@@ -154,7 +209,7 @@ mod tests {
         assert_eq!(endpoint, Endpoint { url: "http://dblab:3".into(), token: some("dblab") });
         let endpoint = resolve(&[None], &[None], &file);
         assert_eq!(endpoint, Endpoint { url: "http://file:1".into(), token: some("file") });
-        let endpoint = resolve(&[], &[], &ConfigFile::default());
+        let endpoint = resolve(&[], &[], &Environment::default());
         assert_eq!(endpoint, Endpoint { url: DEFAULT_URL.into(), token: None });
     }
 
@@ -162,13 +217,28 @@ mod tests {
     fn the_file_round_trips_with_mode_0600() {
         let dir = std::env::temp_dir().join(format!("scion-cli-config-{}", std::process::id()));
         let path = dir.join("nested").join("config.toml");
-        let file = ConfigFile {
+        let mut file = ConfigFile {
             url: Some("http://127.0.0.1:2345".into()),
             token: Some("t".into()),
             current_branch: Some("dev".into()),
+            ..ConfigFile::default()
         };
+        file.environments.insert(
+            "prod".into(),
+            Environment { url: Some("https://prod".into()), ..Environment::default() },
+        );
         file.save(&path).unwrap();
         assert_eq!(ConfigFile::load(&path).unwrap(), file);
+        assert_eq!(file.active().unwrap().current_branch(), "dev");
+        file.current_environment = Some("prod".into());
+        file.save(&path).unwrap();
+        let loaded = ConfigFile::load(&path).unwrap();
+        assert_eq!(loaded.active().unwrap().url.as_deref(), Some("https://prod"));
+        assert_eq!(loaded.active().unwrap().current_branch(), "main");
+        file.current_environment = Some("gone".into());
+        assert!(
+            format!("{:#}", file.active().unwrap_err()).contains("\"gone\" is not in the file")
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&path, "url = \"x\"\nunknown = 1\n").unwrap();

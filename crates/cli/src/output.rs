@@ -11,6 +11,8 @@ use api_types::{
 use chrono::{Local, NaiveDateTime};
 use serde::Serialize;
 
+use crate::commands::EnvironmentView;
+
 /// The API's shape, pretty-printed as DBLab does (two-space indent), with a final newline.
 pub(crate) fn json<T: Serialize>(value: &T) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|error| {
@@ -118,6 +120,33 @@ pub(crate) fn branch_list(branches: &[BranchView], current: &str) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The CLI's named environments, the current one starred.
+pub(crate) fn environment_list(environments: &[EnvironmentView]) -> String {
+    let rows: Vec<Vec<String>> = environments
+        .iter()
+        .map(|environment| {
+            vec![
+                if environment.current { "*".to_owned() } else { String::new() },
+                environment.id.clone(),
+                environment.url.clone().unwrap_or_default(),
+                environment.current_branch.clone(),
+            ]
+        })
+        .collect();
+    table(&["", "ENVIRONMENT", "URL", "BRANCH"], &rows)
+}
+
+/// One named environment; the token only as set or not.
+pub(crate) fn environment(environment: &EnvironmentView) -> String {
+    key_values(&[
+        ("Environment", environment.id.clone()),
+        ("URL", environment.url.clone().unwrap_or_default()),
+        ("Token", if environment.token { "set" } else { "not set" }.to_owned()),
+        ("Branch", environment.current_branch.clone()),
+        ("Current", if environment.current { "yes" } else { "no" }.to_owned()),
+    ])
 }
 
 /// `[protected]`, `[protected until …]` and `[auto-delete at …]`, times in RFC 3339.

@@ -112,6 +112,8 @@ fn set_current_branch(context: &Context, name: &str) -> Result<(), Failure> {
     // Re-read: the file may have changed since this command started (another `scion init`).
     let mut file =
         crate::config::ConfigFile::load(&context.config_path).map_err(Failure::Operation)?;
-    file.current_branch = Some(name.to_owned());
+    let mut environment = file.active().map_err(Failure::Operation)?;
+    environment.current_branch = Some(name.to_owned());
+    file.set_active(environment);
     file.save(&context.config_path).map_err(Failure::Operation)
 }

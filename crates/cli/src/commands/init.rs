@@ -46,22 +46,25 @@ pub(super) async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<(), Fail
     if args.check {
         client.status().await?;
     }
-    file.url = Some(url.clone());
+    let mut environment = file.active().map_err(Failure::Usage)?;
+    environment.url = Some(url.clone());
     if token.is_some() {
-        file.token = token;
+        environment.token = token;
     }
+    let has_token = environment.token.is_some();
+    file.set_active(environment);
     file.save(&path).map_err(Failure::Operation)?;
     let summary = serde_json::json!({
         "config": path.display().to_string(),
         "url": url,
-        "token": file.token.is_some(),
+        "token": has_token,
     });
     match global.output {
         Output::Json => emit(&crate::output::json(&summary)),
         Output::Table => emit(&format!(
             "Saved {} (url {url}, token {})\n",
             path.display(),
-            if file.token.is_some() { "set" } else { "not set" }
+            if has_token { "set" } else { "not set" }
         )),
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 mod branch;
 mod clone;
+mod environments;
 mod errors;
 mod init;
 mod instance;
