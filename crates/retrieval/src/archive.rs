@@ -106,18 +106,51 @@ fn strip_extensions(name: &str) -> String {
 
 /// The first part of a plain dump, decompressed.
 pub(crate) fn plain_head(path: &Path, format: DumpFormat) -> Result<String> {
-    let file = File::open(path).map_err(|error| Error::io("open dump", path, error))?;
-    let reader: Box<dyn Read> = match format {
-        DumpFormat::PlainGzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        DumpFormat::PlainBzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
-        _ => Box::new(file),
-    };
+    let reader = plain_reader(path, format)?;
     let mut head = Vec::new();
     reader
         .take(PLAIN_HEAD_BYTES)
         .read_to_end(&mut head)
         .map_err(|error| Error::io("read dump", path, error))?;
     Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// What in dump SQL needs ICU, one description per kind found: ICU collations created
+/// (`provider = icu`), databases with the ICU locale provider, and columns or indexes naming a
+/// predefined ICU collation (`"…-x-icu"`).
+pub(crate) fn icu_mentions(sql: impl std::io::BufRead) -> std::io::Result<Vec<&'static str>> {
+    let mut found = Vec::new();
+    let mut note = |what: &'static str| {
+        if !found.contains(&what) {
+            found.push(what);
+        }
+    };
+    for line in sql.split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).to_ascii_lowercase();
+        // pg_dump writes each of these statements on one line that starts with it; a row of
+        // COPY data does not start with a keyword.
+        if line.starts_with("create collation ") && line.contains("provider = icu") {
+            note("ICU collations");
+        }
+        if line.starts_with("create database ") && line.contains("locale_provider = icu") {
+            note("databases with the ICU locale provider");
+        }
+        if line.contains(" collate ") && line.contains("-x-icu\"") {
+            note("predefined ICU collations");
+        }
+    }
+    Ok(found)
+}
+
+/// A plain dump, decompressed, to read line by line.
+pub(crate) fn plain_reader(path: &Path, format: DumpFormat) -> Result<Box<dyn std::io::BufRead>> {
+    let file = File::open(path).map_err(|error| Error::io("open dump", path, error))?;
+    let reader: Box<dyn Read> = match format {
+        DumpFormat::PlainGzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        DumpFormat::PlainBzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+        _ => Box::new(file),
+    };
+    Ok(Box::new(std::io::BufReader::new(reader)))
 }
 
 /// The database a plain dump creates itself (`pg_dump --create`), if it does.
@@ -308,6 +341,25 @@ pub(crate) fn size_of(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_what_needs_icu_in_dump_sql() {
+        let sql = "CREATE DATABASE icu_db WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = icu LOCALE = 'C.UTF-8' ICU_LOCALE = 'und';\n\
+                   CREATE COLLATION public.german (provider = icu, locale = 'de-u-co-phonebk');\n\
+                   CREATE TABLE public.tags (tag text COLLATE pg_catalog.\"und-x-icu\");\n\
+                   COPY public.notes (body) FROM stdin;\n\
+                   a row: create collation (provider = icu) with locale_provider = icu\n";
+        assert_eq!(
+            icu_mentions(sql.as_bytes()).unwrap(),
+            [
+                "databases with the ICU locale provider",
+                "ICU collations",
+                "predefined ICU collations"
+            ]
+        );
+        let libc = "CREATE COLLATION public.c (provider = libc, locale = 'C');\nCOPY t (x) FROM stdin;\nprovider = icu\n";
+        assert!(icu_mentions(libc.as_bytes()).unwrap().is_empty());
+    }
 
     /// `pg_restore --list --create` (TZ=UTC) of a real `pg_dump -Fd` (Debian's 15) of a database
     /// `app` owned by `owner`, with a comment, an ACL, a `search_path` setting, a role setting

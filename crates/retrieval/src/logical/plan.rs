@@ -104,6 +104,7 @@ impl Logical<'_> {
         warnings: &mut Vec<String>,
     ) -> Result<ClusterLocale> {
         let restore = &self.config.restore;
+        self.check_dumps_need_no_icu(jobs, tools, cancel).await?;
         let dumped = match source.template {
             Some(_) => Vec::new(),
             None => self.dumped_locales(jobs, tools, target, cancel).await?,
@@ -163,6 +164,14 @@ impl Logical<'_> {
     /// Refuses `needs` (something that takes ICU) when the target's server is built without
     /// ICU: initdb would fail only after the dumps.
     fn check_icu(&self, needs: &str) -> Result<()> {
+        match self.target_without_icu()? {
+            Some(binaries) => Err(Error::icu_missing(&binaries, needs.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// The target's server binaries when they are built without ICU.
+    fn target_without_icu(&self) -> Result<Option<postgres::PgBinaries>> {
         let major = PgMajor::new(self.config.target_major)
             .map_err(|error| Error::invalid(error.to_string()))?;
         let binaries = self.search.locate(major).map_err(|error| Error::ToolMissing {
@@ -173,7 +182,43 @@ impl Logical<'_> {
             stage: Stage::Probing,
             stderr_tail: error.to_string(),
         })?;
-        if supports_icu { Ok(()) } else { Err(Error::icu_missing(&binaries, needs.to_owned())) }
+        Ok((!supports_icu).then_some(binaries))
+    }
+
+    /// Refuses dump files that need ICU when the target's server is built without it, before
+    /// any restore: the schema of each archive (`pg_restore --schema-only`) or each plain
+    /// dump is read for ICU collations and databases. Only read on such a target.
+    async fn check_dumps_need_no_icu(
+        &self,
+        jobs: &[Job],
+        tools: &Tools,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let dumps: Vec<_> = jobs.iter().filter_map(|job| job.dump.as_ref()).collect();
+        if dumps.is_empty() {
+            return Ok(());
+        }
+        let Some(binaries) = self.target_without_icu()? else { return Ok(()) };
+        let mut needs = Vec::new();
+        for dump in dumps {
+            let found = if dump.format.is_archive() {
+                let output = Cmd::new(tools.path("pg_restore")?)
+                    .args(["--schema-only", "--create", "--file=-"])
+                    .arg(&dump.path)
+                    .cancel_on(cancel.clone())
+                    .output()
+                    .await
+                    .map_err(|error| crate::run::spawn_error(Stage::Probing, &error))?;
+                archive::icu_mentions(output.stdout_text().as_bytes())
+            } else {
+                archive::icu_mentions(archive::plain_reader(&dump.path, dump.format)?)
+            }
+            .map_err(|error| Error::io("read dump", &dump.path, error))?;
+            if !found.is_empty() {
+                needs.push(format!("{} in {}", found.join(", "), dump.path.display()));
+            }
+        }
+        if needs.is_empty() { Ok(()) } else { Err(Error::icu_missing(&binaries, needs.join("; "))) }
     }
 
     /// The database and locale of each dump's `CREATE DATABASE` (dumps without one are left

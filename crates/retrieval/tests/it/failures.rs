@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use retrieval::{DatabaseConfig, Error, Pipeline, Stage};
+use retrieval::{DatabaseConfig, Error, Pipeline, RetrievalConfig, Stage};
 use storage::provision::{ImageFs, ImagePool};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Inspect, Sandbox, SourceDb, free_port, live_config, os_user, pipeline};
+use crate::support::{
+    Inspect, Sandbox, SourceDb, free_port, live_config, os_user, pg_dump, pipeline,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_rename_maps_are_refused_before_any_work() {
@@ -196,6 +198,27 @@ async fn a_source_that_needs_icu_is_refused_on_a_target_without_it() {
     assert_eq!(progress.borrow().stage, Stage::Failed);
     assert!(!target.data_dir.exists(), "refused before the target was made");
     assert!(!sandbox.path().join("dump").exists(), "refused before any dump");
+
+    // Dump files of that source are refused the same way, before any restore: an archive with
+    // the ICU collations, a plain dump of an ICU database.
+    let dumps = sandbox.path().join("icu-dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    let archive = pg_dump(&source, "app", &["--format=custom"]).await;
+    std::fs::write(dumps.join("app.dump"), archive).unwrap();
+    let plain = pg_dump(&source, "icu_db", &["--create"]).await;
+    std::fs::write(dumps.join("icu_db.sql"), plain).unwrap();
+    let mut files = RetrievalConfig { target_major: number, ..RetrievalConfig::default() };
+    files.restore.from_dump = Some(dumps);
+    let mut search = postgres::BinarySearch::default();
+    search.bin_dirs.push((postgres::PgMajor::new(number).unwrap(), bin_dir.clone()));
+    let error =
+        Pipeline::new(files, search, os_user()).unwrap().run(&target, &cancel).await.unwrap_err();
+    assert!(matches!(error, Error::IcuMissing { .. }), "{error:?}");
+    let message = error.to_string();
+    for needle in ["ICU collations in ", "app.dump", "databases with the ICU locale provider in "] {
+        assert!(message.contains(needle), "{needle:?} in {message}");
+    }
+    assert!(!target.data_dir.exists(), "refused before the target was made");
 
     // A target cluster asked for with the ICU provider is refused the same way, though no
     // database to restore needs ICU.

@@ -3,28 +3,10 @@
 
 use std::io::Write;
 
-use exec::Cmd;
 use retrieval::{RetrievalConfig, Target};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{
-    Inspect, SOURCE_PASSWORD, SOURCE_USER, Sandbox, SourceDb, assert_same_data, pipeline,
-};
-
-async fn pg_dump(source: &SourceDb, database: &str, args: &[&str]) -> Vec<u8> {
-    let binaries = postgres::BinarySearch::default().locate(source.major).unwrap();
-    Cmd::new(binaries.tool("pg_dump").unwrap())
-        .arg(format!(
-            "--dbname=host=127.0.0.1 port={} user={SOURCE_USER} dbname={database}",
-            source.port
-        ))
-        .args(args)
-        .secret_env("PGPASSWORD", SOURCE_PASSWORD)
-        .output()
-        .await
-        .unwrap()
-        .stdout
-}
+use crate::support::{Inspect, Sandbox, SourceDb, assert_same_data, pg_dump, pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_plain_gzip_bzip2_and_custom_dumps() {

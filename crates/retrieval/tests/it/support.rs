@@ -83,6 +83,22 @@ pub(crate) struct SourceDb {
     pub(crate) major: PgMajor,
 }
 
+/// `pg_dump` of `database` with `args`, as the retrieval role: the dump on stdout.
+pub(crate) async fn pg_dump(source: &SourceDb, database: &str, args: &[&str]) -> Vec<u8> {
+    let binaries = postgres::BinarySearch::default().locate(source.major).unwrap();
+    exec::Cmd::new(binaries.tool("pg_dump").unwrap())
+        .arg(format!(
+            "--dbname=host=127.0.0.1 port={} user={SOURCE_USER} dbname={database}",
+            source.port
+        ))
+        .args(args)
+        .secret_env("PGPASSWORD", SOURCE_PASSWORD)
+        .output()
+        .await
+        .unwrap()
+        .stdout
+}
+
 impl SourceDb {
     /// initdb + start on a free loopback port, with pg_stat_statements preloaded and the
     /// retrieval role, then the standard data set.
