@@ -276,6 +276,7 @@ impl Engine {
         );
         *write(&engine.inner.reconciliation) = reconciliation;
         engine.refresh_space().await;
+        engine.restore_summary();
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
         if engine.inner.config.cloning.warm_pool_size > 0 {

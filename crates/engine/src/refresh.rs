@@ -26,6 +26,16 @@ const PARTIAL_DUMP_INTENT: &str = "retrieval dump";
 
 /// The store key naming the dataset that holds the pool's current data.
 pub(crate) const CURRENT_DATA_KEY: &str = "current_data_dataset";
+/// The store's meta key for the summary of the refresh that made the current data, with that
+/// data's dataset: its warnings stay true of the data across restarts.
+const LAST_SUMMARY_KEY: &str = "last_refresh_summary";
+
+/// What [`LAST_SUMMARY_KEY`] holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KeptSummary {
+    dataset: String,
+    summary: Summary,
+}
 
 /// Where retrieval stands, as `/status` → `retrieving` shows it (DBLab's statuses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,9 +321,36 @@ impl Engine {
         }
     }
 
-    /// Keeps the summary of the refresh that made the current data; its warnings, if any,
-    /// become a `refresh_warnings` alert.
+    /// Keeps the summary of the refresh that made the current data, in memory and in the store;
+    /// its warnings, if any, become a `refresh_warnings` alert.
     fn keep_summary(&self, summary: Summary) {
+        let kept = KeptSummary { dataset: self.current_data_dataset().to_string(), summary };
+        let stored =
+            serde_json::to_string(&kept).map_err(|error| error.to_string()).and_then(|text| {
+                self.inner
+                    .store
+                    .set_meta(LAST_SUMMARY_KEY, &text)
+                    .map_err(|error| error.to_string())
+            });
+        if let Err(error) = stored {
+            warn!(%error, "the refresh's summary is not kept across restarts");
+        }
+        self.remember_summary(kept.summary);
+    }
+
+    /// Brings back, at start, the summary of the refresh that made the current data.
+    pub(crate) fn restore_summary(&self) {
+        let Ok(Some(text)) = self.inner.store.meta(LAST_SUMMARY_KEY) else { return };
+        match serde_json::from_str::<KeptSummary>(&text) {
+            Ok(kept) if kept.dataset == self.current_data_dataset().as_str() => {
+                self.remember_summary(kept.summary);
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "the last refresh's summary is unreadable; left out"),
+        }
+    }
+
+    fn remember_summary(&self, summary: Summary) {
         let mut state = self.refresh_state();
         if !summary.warnings.is_empty() {
             let first = summary.warning_lines(1).join("");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use exec::Cmd;
 use postgres::{BinarySearch, Instance, OsUser, PgBinaries, PgMajor, StopMode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -28,8 +28,8 @@ use crate::source::Source;
 pub use crate::target::{DEFAULT_ADMIN_ROLE, Target};
 use crate::target::{STOP_STEP, start_target, target_error};
 
-/// The outcome of a successful run.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of a successful run (kept by the engine across restarts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// When the data was read from the source: the start of the first dump (for existing dumps,
     /// the archive's creation time, or the file's modification time for plain SQL).
@@ -102,7 +102,7 @@ fn count_warnings(warnings: &[String]) -> u64 {
 }
 
 /// One database of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseSummary {
     /// Its name in the target (after renames).
     pub name: String,

@@ -275,7 +275,7 @@ async fn a_refresh_with_ignored_errors_finishes_as_a_warning() {
         )
         .await;
     let config = format!("{}[retrieval.restore]\nignore_errors = true\n", source.config());
-    let server = TestServer::start(&config).await;
+    let mut server = TestServer::start(&config).await;
     let retrieving =
         wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
     assert_eq!(retrieving["status"], "finished", "{retrieving}\n{}", server.log());
@@ -324,6 +324,15 @@ async fn a_refresh_with_ignored_errors_finishes_as_a_warning() {
     assert_eq!(warned.len(), 1, "one line per run: {log}");
     assert!(warned[0].contains("WARN") && warned[0].contains("count=2"), "{}", warned[0]);
     assert!(warned[0].contains("tablespace archive"), "{}", warned[0]);
+
+    // The warnings stay true of the data after a restart of the engine.
+    server.kill();
+    server.launch().await;
+    let (_, retrieving) = server.get("/instance/retrieval").await;
+    assert_eq!(retrieving["warnings"], *warnings, "{retrieving}");
+    assert_eq!(retrieving["alerts"]["refresh_warnings"]["level"], "warning", "{retrieving}");
+    let (_, status) = server.get("/status").await;
+    assert_eq!(status["status"]["code"], "WARNING", "{}", status["status"]);
 
     // The clone shows what the warnings say: the rows of `guarded` did not arrive.
     let clone = server.create_clone("warned").await;
