@@ -21,8 +21,10 @@ pub(super) async fn run(context: &Context, command: SnapshotCommand) -> Result<(
                     context.client.snapshot_clone(&request).await
                 }
                 None => {
-                    let request =
-                        CreateSnapshotRequest { pool_name: args.pool.unwrap_or_default() };
+                    let request = CreateSnapshotRequest {
+                        pool_name: args.pool.unwrap_or_default(),
+                        ..CreateSnapshotRequest::default()
+                    };
                     context.client.create_snapshot(&request).await
                 }
             };
