@@ -479,27 +479,51 @@ impl Engine {
         self.wal_window_of(&kept)
     }
 
+    /// Removes the kept standby snapshots whose snapshot is no longer in the catalog (a crash
+    /// between a snapshot's deletion and its standby snapshot's, or a snapshot gone from the
+    /// pool); returns their storage names.
+    pub(crate) async fn release_orphan_standby_snapshots(&self) -> Vec<String> {
+        let kept = match self.inner.store.standby_snapshots() {
+            Ok(kept) => kept,
+            Err(error) => {
+                warn!(error = %error, "failed to read the kept standby snapshots");
+                return Vec::new();
+            }
+        };
+        let recorded: std::collections::BTreeSet<String> =
+            self.read_state().snapshots.iter().map(|snapshot| snapshot.id.clone()).collect();
+        let mut removed = Vec::new();
+        for orphan in kept.into_iter().filter(|kept| !recorded.contains(&kept.snapshot_id)) {
+            if self.release_standby_snapshot(&orphan.snapshot_id).await {
+                removed.push(orphan.storage_name);
+            }
+        }
+        removed
+    }
+
     /// Removes the standby snapshot kept for the deleted snapshot `snapshot_id`, if any, then
     /// the old golden dataset it was of when nothing else needs it.
-    pub(crate) async fn release_standby_snapshot(&self, snapshot_id: &str) {
+    /// True when one was kept and is gone now.
+    pub(crate) async fn release_standby_snapshot(&self, snapshot_id: &str) -> bool {
         let kept = match self.inner.store.standby_snapshots() {
             Ok(kept) => kept,
             Err(error) => {
                 warn!(snapshot_id, error = %error, "failed to read the kept standby snapshots");
-                return;
+                return false;
             }
         };
         let Some(record) = kept.into_iter().find(|kept| kept.snapshot_id == snapshot_id) else {
-            return;
+            return false;
         };
-        let Ok(name) = record.storage_name.parse::<SnapshotName>() else { return };
+        let Ok(name) = record.storage_name.parse::<SnapshotName>() else { return false };
         if !self.remove_standby_snapshot(&name).await {
-            return;
+            return false;
         }
         if let Err(error) = self.inner.store.delete_standby_snapshot(snapshot_id) {
             warn!(snapshot_id, error = %error, "failed to forget a removed standby snapshot");
         }
         self.destroy_unused_data(name.dataset()).await;
+        true
     }
 
     /// Removes a promotion that is not recorded: its clone and, with it, the standby snapshot

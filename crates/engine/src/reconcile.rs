@@ -145,6 +145,13 @@ impl Engine {
             }
         };
         self.reconcile_snapshots(&listing, &mut report);
+        for name in self.release_orphan_standby_snapshots().await {
+            report.report(
+                DifferenceKind::RemovedLeftover,
+                name,
+                "the standby snapshot kept for a snapshot that is gone; removed",
+            );
+        }
         let clones: Vec<CloneRecord> =
             self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
         let mut interrupted = Vec::new();

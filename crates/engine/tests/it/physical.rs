@@ -247,14 +247,40 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].snapshot_id, first.id);
 
-    // The start-up audit knows the kept standby snapshot: no leftover, nothing adopted.
+    // The start-up audit knows the kept standby snapshot: no leftover, nothing adopted. One
+    // whose snapshot is gone (a crash between the two deletions) is removed.
+    test.engine.shutdown(Duration::from_secs(10)).await;
+    let storage = test.pool.open().await;
+    let kept_name: storage::SnapshotName = kept[0].storage_name.parse().unwrap();
+    let orphan =
+        storage::SnapshotName::new(kept_name.dataset().clone(), "promote_20990101000000").unwrap();
+    storage.snapshot(&orphan).await.unwrap();
+    let store = engine::store::Store::open(&test.state_dir.join("scion.db")).unwrap();
+    store
+        .insert_standby_snapshot(&engine::store::StandbySnapshot {
+            snapshot_id: "gone".to_owned(),
+            storage_name: orphan.to_string(),
+            data_state_at: first.data_state_at,
+            lsn: "0/1000000".to_owned(),
+        })
+        .unwrap();
+    drop(store);
     test.restart().await;
     let differences = test.engine.reconciliation().differences;
+    let about = |name: &str| {
+        differences.iter().filter(|difference| difference.object == name).collect::<Vec<_>>()
+    };
+    assert!(about(&kept[0].storage_name).is_empty(), "{differences:?}");
+    let orphan_removed = about(&orphan.to_string());
+    assert_eq!(orphan_removed.len(), 1, "{differences:?}");
+    assert_eq!(orphan_removed[0].kind, engine::DifferenceKind::RemovedLeftover);
     assert!(
-        differences.iter().all(|difference| !difference.object.contains(&kept[0].storage_name)
-            && difference.kind != engine::DifferenceKind::UnrecordedSnapshot),
+        differences.iter().all(|d| d.kind != engine::DifferenceKind::UnrecordedSnapshot),
         "{differences:?}"
     );
+    let listing = storage.list().await.unwrap();
+    assert!(listing.snapshot(&orphan).is_none(), "{listing:?}");
+    assert!(listing.snapshot(&kept_name).is_some(), "{listing:?}");
     assert!(test.engine.point_in_time_window().await.is_some());
 }
 
