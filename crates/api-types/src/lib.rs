@@ -54,10 +54,11 @@ pub use instance::{
 pub use protection::{Protection, ProtectionLimits};
 pub use retrieval::{
     Activity, Alert, AlertLevel, AlertType, PgActivityEvent, RetrievalDatabase, RetrievalMode,
-    RetrievalProgress, RetrievalStatus, RetrievalWarnings, Retrieving,
+    RetrievalProgress, RetrievalStatus, RetrievalWarnings, Retrieving, WalPoint, WalWindow,
 };
 pub use snapshot::{
-    CreateSnapshotRequest, ProtectionUpdateRequest, Snapshot, SnapshotCloneRequest, SnapshotDetails,
+    CreateSnapshotRequest, ProtectionUpdateRequest, RecoveryTargetRequest, Snapshot,
+    SnapshotCloneRequest, SnapshotDetails,
 };
 pub use status::{Status, StatusCode};
 pub use time::{LocalTime, TimeParseError};

@@ -96,6 +96,31 @@ pub struct Retrieving {
     /// any. Absent from DBLab's responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<RetrievalWarnings>,
+    /// Scion's extension, physical mode: the moments `POST /snapshot` with a `recoveryTarget`
+    /// can reach, once a snapshot was taken. Absent from DBLab's responses.
+    #[serde(default, rename = "walWindow", skip_serializing_if = "Option::is_none")]
+    pub wal_window: Option<WalWindow>,
+}
+
+/// The WAL window of points in time: both ends included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WalWindow {
+    /// The oldest reachable moment: the oldest snapshot that kept its standby copy.
+    pub oldest: WalPoint,
+    /// The newest reachable moment the engine knows of: the sync instance's last replayed
+    /// commit (the WAL archive may end earlier).
+    pub newest: WalPoint,
+}
+
+/// A moment of the WAL: a commit's time and a WAL location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WalPoint {
+    /// The commit's time.
+    pub at: LocalTime,
+    /// The WAL location (`X/Y`).
+    pub lsn: String,
 }
 
 /// Scion's list of what a refresh did not carry (`retrieving.warnings`).

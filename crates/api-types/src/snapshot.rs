@@ -100,7 +100,8 @@ pub struct SnapshotDetails {
     pub protection: Protection,
 }
 
-/// `POST /snapshot` body (optional): which pool to snapshot.
+/// `POST /snapshot` body (optional): which pool to snapshot, and (Scion, physical mode) the
+/// moment to snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSnapshotRequest {
@@ -112,6 +113,26 @@ pub struct CreateSnapshotRequest {
         skip_serializing_if = "String::is_empty"
     )]
     pub pool_name: String,
+    /// Scion, physical mode only: snapshot the data as it was at this moment of the WAL
+    /// window (the window is in `GET /instance/retrieval`) instead of now. A target outside
+    /// the window, or in logical mode, is refused with 400.
+    #[serde(default, rename = "recoveryTarget", skip_serializing_if = "Option::is_none")]
+    pub recovery_target: Option<RecoveryTargetRequest>,
+}
+
+/// A moment of the source's WAL: exactly one of `time` and `lsn`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryTargetRequest {
+    /// The last commit at or before this time (RFC 3339, e.g. `2026-12-02T10:00:00Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime, example = "2026-12-02T10:00:00Z"))]
+    pub time: Option<String>,
+    /// Up to and including the WAL record at or after this location (`X/Y`, e.g. `0/3000148`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "0/3000148"))]
+    pub lsn: Option<String>,
 }
 
 /// `POST /snapshot/clone` body: snapshot a clone's dataset.

@@ -367,6 +367,10 @@ pub(crate) struct SnapshotCreateArgs {
     /// A message for the clone's snapshot (the API ignores it, as DBLab's does).
     #[arg(long, short = 'm', requires = "clone_id")]
     pub message: Option<String>,
+    /// Physical mode: the data as it was at this moment of the WAL window, an RFC 3339 time
+    /// (2026-12-02T10:00:00Z) or a WAL location (0/3000148).
+    #[arg(long, value_name = "TIME|LSN", conflicts_with = "clone_id")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,7 @@ pub use pool::{MinFreeSpace, Pool};
 pub use protection::ProtectionUpdate;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
+pub use retrieval::physical::promote::{Lsn, RecoveryTarget, WalPoint, WalWindow};
 pub use snapshot::SnapshotView;
 pub use space::SpaceLevel;
 pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView, record_sync};

@@ -6,8 +6,11 @@
 //! A physical snapshot never stops the sync instance: the storage snapshot of its dataset is
 //! crash-consistent (what `retrieval::physical::promote` expects), its clone `promoted_<ts>` is
 //! recovered, promoted and prepared by a temporary server, and the snapshot of that clone is
-//! the one recorded. The live standby's snapshot goes once the clone exists; an intent names
-//! both, so a crash in between leaves nothing the next start cannot remove.
+//! the one recorded. The live standby's snapshot is kept beside it (recorded in the store with
+//! the moment its promotion reached) as the start of points in time: a clone of it is still a
+//! standby and replays the archive to any later target. It goes when its snapshot does; an
+//! intent names both until they are recorded, so a crash leaves nothing the next start cannot
+//! remove.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::{BinarySearch, OsUser};
-use retrieval::physical::promote::{Promotion, PromotionConfig, RecoveryTarget};
+use retrieval::physical::promote::{
+    Lsn, Promotion, PromotionConfig, RecoveryTarget, WalPoint, WalWindow,
+};
 use retrieval::{CopyTarget, InitialCopy, Pipeline, Progress, RetrievalConfig, Target};
 use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
 use tracing::{info, warn};
@@ -25,6 +30,7 @@ use crate::pool::{Pool, promotion_names};
 use crate::refresh::{CURRENT_DATA_KEY, RefreshStatus};
 use crate::snapshot::SnapshotView;
 use crate::standby::SyncSettings;
+use crate::store::StandbySnapshot;
 use crate::{Engine, failpoint};
 
 /// The directory under the state directory that holds each golden dataset's replication
@@ -83,7 +89,10 @@ impl Retrieval {
         };
         let restore_command = physical.effective_restore_command().map(str::to_owned);
         let promotion = Promotion::new(
-            PromotionConfig::from_retrieval(config, restore_command),
+            PromotionConfig {
+                restore_dirs: physical.restore_dirs.clone(),
+                ..PromotionConfig::from_retrieval(config, restore_command)
+            },
             search.clone(),
             user.clone(),
         )?;
@@ -159,6 +168,11 @@ impl Engine {
         match result {
             Ok(snapshot) => {
                 intent.settle();
+                // The old data may stay for its kept standby snapshots; its slot must not
+                // keep holding WAL on the source meanwhile.
+                if previous != dataset {
+                    self.release_golden(&previous).await;
+                }
                 self.destroy_unused_data(&previous).await;
                 Ok(snapshot.record.id)
             }
@@ -279,17 +293,13 @@ impl Engine {
                 return Err(error.into());
             }
         };
-        // The clone holds the copy now; the live standby's snapshot would only pin its blocks.
-        let pre_gone = self.remove_standby_snapshot(&pre).await;
         failpoint::hit("physical.cloned");
         let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
         target.admin_role = self.inner.config.clone.admin_role.clone();
         let summary = match physical.promotion.run(&target, recovery, &self.inner.cancel).await {
             Ok(summary) => summary,
             Err(error) => {
-                if self.discard(&promoted).await && pre_gone {
-                    intent.settle();
-                }
+                self.abandon_promotion(intent, &promoted, &pre).await;
                 return Err(Error::Retrieval(error));
             }
         };
@@ -309,14 +319,29 @@ impl Engine {
                 latest = %latest.id,
                 "snapshot skipped: no commit replayed since the latest snapshot"
             );
-            if self.discard(&promoted).await && pre_gone {
-                intent.settle();
-            }
+            self.abandon_promotion(intent, &promoted, &pre).await;
             return self.snapshot(&latest.id);
         }
         match self.snapshot_data_locked(&promoted, summary.data_state_at).await {
             Ok(view) => {
-                intent.settle();
+                // The standby snapshot stays, still a standby, as the start of points in time
+                // from this snapshot's moment on.
+                let kept = StandbySnapshot {
+                    snapshot_id: view.record.id.clone(),
+                    storage_name: pre.to_string(),
+                    data_state_at: summary.data_state_at,
+                    lsn: summary.lsn.to_string(),
+                };
+                let pre_kept = match self.inner.store.insert_standby_snapshot(&kept) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        warn!(snapshot = %pre, error = %error, "failed to record the standby snapshot for points in time; removing it");
+                        self.remove_standby_snapshot(&pre).await
+                    }
+                };
+                if pre_kept {
+                    intent.settle();
+                }
                 info!(
                     snapshot_id = %view.record.id,
                     data_state_at = %summary.data_state_at,
@@ -326,11 +351,192 @@ impl Engine {
                 Ok(view)
             }
             Err(error) => {
-                if self.discard(&promoted).await && pre_gone {
+                self.abandon_promotion(intent, &promoted, &pre).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// A snapshot of the data exactly at `at`, a time or an LSN inside the WAL window: the
+    /// newest kept standby snapshot at or before `at` is cloned, replays WAL from the archive
+    /// (`restore_command`) up to `at`, is promoted and prepared, and the result recorded with
+    /// the last replayed commit's time as `dataStateAt`. A target outside the window is
+    /// [`Error::InvalidInput`] naming the window; so is one the server cannot reach (the
+    /// archive ends before it).
+    pub async fn create_snapshot_at_point(&self, at: RecoveryTarget) -> Result<SnapshotView> {
+        let Some(physical) = self.physical_retrieval() else {
+            return Err(Error::InvalidInput(
+                "a snapshot at a point in time needs physical mode ([retrieval.physical]): logical mode has no WAL to replay".to_owned(),
+            ));
+        };
+        if at == RecoveryTarget::Latest {
+            return self.create_snapshot().await;
+        }
+        let _serial = self.inner.snapshot_lock.lock().await;
+        self.ensure_space("create snapshot").await?;
+        let storage = self.inner.pool.storage();
+        let listing = storage.list().await?;
+        let kept = self.kept_standby_snapshots(&listing)?;
+        let window = self.wal_window_of(&kept).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{at} cannot be reached: no standby snapshot is kept yet, so the WAL window is empty; take a snapshot first"
+            ))
+        })?;
+        window.check(&at).map_err(|error| Error::InvalidInput(error.to_string()))?;
+        let reaches = |point: &WalPoint| match at {
+            RecoveryTarget::Time(time) => point.at <= time,
+            RecoveryTarget::Lsn(lsn) => point.lsn <= lsn,
+            RecoveryTarget::Latest => true,
+        };
+        let Some((base, _)) = kept.iter().rev().find(|(_, point)| reaches(point)) else {
+            return Err(Error::InvalidInput(format!("{at} is outside the WAL window: {window}")));
+        };
+        let golden = self.current_data_dataset();
+        let (_, promoted) = promotion_names(&golden, Utc::now(), &listing)?;
+        let intent = self.intend(&[&promoted])?;
+        let mountpoint = match storage.clone_snapshot(base, &promoted).await {
+            Ok(mountpoint) => mountpoint,
+            Err(error) => {
+                intent.settle();
+                return Err(error.into());
+            }
+        };
+        failpoint::hit("physical.point_cloned");
+        let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
+        target.admin_role = self.inner.config.clone.admin_role.clone();
+        let result = match physical.promotion.run(&target, at, &self.inner.cancel).await {
+            Ok(summary) => {
+                self.snapshot_data_locked(&promoted, summary.data_state_at).await.inspect(|view| {
+                    info!(
+                        snapshot_id = %view.record.id,
+                        target = %at,
+                        from = %base,
+                        data_state_at = %summary.data_state_at,
+                        wal_replayed_bytes = summary.wal_replayed_bytes,
+                        "physical snapshot at a point in time created"
+                    );
+                })
+            }
+            Err(retrieval::Error::TargetUnreachable { target, reason }) => {
+                Err(Error::InvalidInput(format!(
+                    "{target} cannot be reached from the WAL archive ({reason}); {window}"
+                )))
+            }
+            Err(error) => Err(Error::Retrieval(error)),
+        };
+        match result {
+            Ok(view) => {
+                intent.settle();
+                Ok(view)
+            }
+            Err(error) => {
+                if self.discard(&promoted).await {
                     intent.settle();
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// The kept standby snapshots that exist in `listing`, each with the moment its promotion
+    /// reached, oldest first.
+    fn kept_standby_snapshots(
+        &self,
+        listing: &storage::Listing,
+    ) -> Result<Vec<(SnapshotName, WalPoint)>> {
+        let mut kept = Vec::new();
+        for record in self.inner.store.standby_snapshots()? {
+            let Ok(name) = record.storage_name.parse::<SnapshotName>() else { continue };
+            let Ok(lsn) = record.lsn.parse::<Lsn>() else { continue };
+            if listing.snapshot(&name).is_some() {
+                kept.push((name, WalPoint { at: record.data_state_at, lsn }));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The moments a point in time can name: from the oldest kept standby snapshot's to the
+    /// newest the engine knows the WAL holds (the newest kept one's, or the sync instance's
+    /// last replayed commit). The archive may end earlier; the promotion then refuses.
+    fn wal_window_of(&self, kept: &[(SnapshotName, WalPoint)]) -> Option<WalWindow> {
+        let (_, oldest) = kept.first()?;
+        let mut newest = kept.last()?.1;
+        let sync = self.sync_status();
+        if let Some(lsn) = sync.last_replayed_lsn.and_then(|lsn| lsn.parse::<Lsn>().ok()) {
+            newest.lsn = newest.lsn.max(lsn);
+        }
+        if let Some(at) = sync.last_replayed_at {
+            newest.at = newest.at.max(at);
+        }
+        Some(WalWindow { oldest: *oldest, newest })
+    }
+
+    /// The WAL window of points in time, when physical mode has kept standby snapshots.
+    pub async fn point_in_time_window(&self) -> Option<WalWindow> {
+        self.physical_retrieval()?;
+        let listing = self.inner.pool.storage().list().await.ok()?;
+        let kept = self.kept_standby_snapshots(&listing).ok()?;
+        self.wal_window_of(&kept)
+    }
+
+    /// Removes the kept standby snapshots whose snapshot is no longer in the catalog (a crash
+    /// between a snapshot's deletion and its standby snapshot's, or a snapshot gone from the
+    /// pool); returns their storage names.
+    pub(crate) async fn release_orphan_standby_snapshots(&self) -> Vec<String> {
+        let kept = match self.inner.store.standby_snapshots() {
+            Ok(kept) => kept,
+            Err(error) => {
+                warn!(error = %error, "failed to read the kept standby snapshots");
+                return Vec::new();
+            }
+        };
+        let recorded: std::collections::BTreeSet<String> =
+            self.read_state().snapshots.iter().map(|snapshot| snapshot.id.clone()).collect();
+        let mut removed = Vec::new();
+        for orphan in kept.into_iter().filter(|kept| !recorded.contains(&kept.snapshot_id)) {
+            if self.release_standby_snapshot(&orphan.snapshot_id).await {
+                removed.push(orphan.storage_name);
+            }
+        }
+        removed
+    }
+
+    /// Removes the standby snapshot kept for the deleted snapshot `snapshot_id`, if any, then
+    /// the old golden dataset it was of when nothing else needs it.
+    /// True when one was kept and is gone now.
+    pub(crate) async fn release_standby_snapshot(&self, snapshot_id: &str) -> bool {
+        let kept = match self.inner.store.standby_snapshots() {
+            Ok(kept) => kept,
+            Err(error) => {
+                warn!(snapshot_id, error = %error, "failed to read the kept standby snapshots");
+                return false;
+            }
+        };
+        let Some(record) = kept.into_iter().find(|kept| kept.snapshot_id == snapshot_id) else {
+            return false;
+        };
+        let Ok(name) = record.storage_name.parse::<SnapshotName>() else { return false };
+        if !self.remove_standby_snapshot(&name).await {
+            return false;
+        }
+        if let Err(error) = self.inner.store.delete_standby_snapshot(snapshot_id) {
+            warn!(snapshot_id, error = %error, "failed to forget a removed standby snapshot");
+        }
+        self.destroy_unused_data(name.dataset()).await;
+        true
+    }
+
+    /// Removes a promotion that is not recorded: its clone and, with it, the standby snapshot
+    /// it was cut from; the intent is settled when both are gone.
+    async fn abandon_promotion(
+        &self,
+        intent: crate::intent::Intent<'_>,
+        promoted: &DatasetName,
+        pre: &SnapshotName,
+    ) {
+        let promoted_gone = self.discard(promoted).await;
+        if self.remove_standby_snapshot(pre).await && promoted_gone {
+            intent.settle();
         }
     }
 

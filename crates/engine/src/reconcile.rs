@@ -145,6 +145,13 @@ impl Engine {
             }
         };
         self.reconcile_snapshots(&listing, &mut report);
+        for name in self.release_orphan_standby_snapshots().await {
+            report.report(
+                DifferenceKind::RemovedLeftover,
+                name,
+                "the standby snapshot kept for a snapshot that is gone; removed",
+            );
+        }
         let clones: Vec<CloneRecord> =
             self.read_state().clones.values().map(|entry| entry.record.clone()).collect();
         let mut interrupted = Vec::new();
@@ -270,6 +277,11 @@ impl Engine {
                 known.datasets.insert(dataset.to_owned());
             }
         }
+        // Physical mode keeps the standby snapshot each snapshot was cut from (points in time).
+        match self.inner.store.standby_snapshots() {
+            Ok(kept) => known.snapshots.extend(kept.into_iter().map(|kept| kept.storage_name)),
+            Err(error) => warn!(error = %error, "failed to read the kept standby snapshots"),
+        }
         for branch in state.branches.keys().filter(|name| name.as_str() != MAIN_BRANCH) {
             if let Ok(dataset) = self.inner.pool.branch_dataset(branch) {
                 known.datasets.insert(dataset.to_string());
@@ -317,9 +329,16 @@ impl Engine {
         // A snapshot an interrupted operation took is the audit's to remove, not to adopt: the
         // operation never decided where it belongs in the history.
         let intents = self.intents();
+        // Physical mode's kept standby snapshots are not snapshots of the data users clone.
+        let standby: BTreeSet<String> = self
+            .inner
+            .store
+            .standby_snapshots()
+            .map(|kept| kept.into_iter().map(|kept| kept.storage_name).collect())
+            .unwrap_or_default();
         for snapshot in listing.snapshots_of(&data) {
             let name = snapshot.name.to_string();
-            if known_names.contains(&name) || intents.contains(&name) {
+            if known_names.contains(&name) || intents.contains(&name) || standby.contains(&name) {
                 continue;
             }
             let id = self.inner.pool.snapshot_id(&snapshot.name);

@@ -370,6 +370,7 @@ impl Engine {
         }
         failpoint::hit("snapshot.destroyed");
         self.forget_snapshot(record)?;
+        self.release_standby_snapshot(id).await;
         self.destroy_unused_dataset(name.dataset()).await;
         info!(snapshot_id = %id, "snapshot deleted");
         self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotDelete, id));

@@ -8,13 +8,15 @@
 //! This module opens the database (readable by its owner only: it holds verifiers) and owns
 //! the connection and the key-value `meta` table; each table family has its own module:
 //! `migrations` (the schema), `clones`, `warm` (the warm pool), `catalog` (snapshots and
-//! branches) and `deliveries` (webhook delivery records).
+//! branches), `standby` (physical mode's kept standby snapshots) and `deliveries` (webhook
+//! delivery records).
 
 mod catalog;
 mod clones;
 mod deliveries;
 mod intents;
 mod migrations;
+mod standby;
 mod warm;
 
 use std::fs::{OpenOptions, Permissions};
@@ -26,6 +28,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension};
 
 pub use catalog::CatalogChange;
+pub use standby::StandbySnapshot;
 
 /// An error from the engine's database.
 #[derive(Debug, thiserror::Error)]

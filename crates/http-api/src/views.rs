@@ -282,6 +282,7 @@ pub(crate) fn retrieving(view: &RetrievalView) -> Retrieving {
         RefreshStatus::Failed => RetrievalStatus::Failed,
     };
     Retrieving {
+        wal_window: None,
         mode: RetrievalMode::from_wire(view.mode()),
         status,
         last_refresh: view.last_refresh.map(LocalTime::from),
@@ -313,4 +314,13 @@ pub(crate) fn retrieving(view: &RetrievalView) -> Retrieving {
         }),
         warnings: view.warnings().map(|(count, first)| RetrievalWarnings { count, first }),
     }
+}
+
+/// The WAL window of points in time, as `/instance/retrieval` shows it.
+pub(crate) fn wal_window(window: &engine::WalWindow) -> api_types::WalWindow {
+    let point = |point: &engine::WalPoint| api_types::WalPoint {
+        at: LocalTime::from(point.at),
+        lsn: point.lsn.to_string(),
+    };
+    api_types::WalWindow { oldest: point(&window.oldest), newest: point(&window.newest) }
 }

@@ -29,6 +29,20 @@ pub struct Primary {
 
 impl Primary {
     pub async fn start(major: u8) -> Primary {
+        Primary::start_with(major, Vec::new()).await
+    }
+
+    /// A primary that archives each finished WAL segment into `archive` with `cp` (the
+    /// directory must be writable by the servers' OS user).
+    pub async fn start_archiving(major: u8, archive: &Path) -> Primary {
+        let settings = vec![
+            ("archive_mode".into(), "on".into()),
+            ("archive_command".into(), format!("cp %p {}/%f", archive.display())),
+        ];
+        Primary::start_with(major, settings).await
+    }
+
+    async fn start_with(major: u8, more_settings: Vec<(String, String)>) -> Primary {
         let dir = TestDir::new("scion-primary-");
         let binaries = BinarySearch::default()
             .locate(PgMajor::new(major).expect("a major"))
@@ -43,6 +57,7 @@ impl Primary {
         settings.max_connections = 30;
         settings.extra =
             vec![("fsync".into(), "off".into()), ("wal_level".into(), "replica".into())];
+        settings.extra.extend(more_settings);
         let spec =
             InstanceSpec::new(&data_dir, settings, ADMIN, dir.path().join("source.log"), user);
         let mut source = Primary { instance: None, port, binaries, spec, dir };
@@ -106,6 +121,53 @@ impl Primary {
             .batch_execute(sql)
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
+    /// The source's clock, after every commit so far, in RFC 3339 (UTC, microseconds).
+    pub async fn clock(&self) -> String {
+        let row = self
+            .connect()
+            .await
+            .query_one(
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                &[],
+            )
+            .await
+            .expect("read the primary's clock");
+        row.get(0)
+    }
+
+    /// The current WAL write location, as PostgreSQL prints it.
+    pub async fn current_lsn(&self) -> String {
+        let row = self
+            .connect()
+            .await
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .expect("read the primary's WAL location");
+        row.get(0)
+    }
+
+    /// Switches to a new WAL segment and waits until the archiver has copied the old one.
+    pub async fn archive_current_segment(&self) {
+        let client = self.connect().await;
+        let row = client
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .expect("switch WAL");
+        let segment: String = row.get(0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let row = client
+                .query_one("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", &[])
+                .await
+                .expect("read pg_stat_archiver");
+            if row.get::<_, String>(0).as_str() >= segment.as_str() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{segment} was never archived");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn insert(&self, note: &str) {

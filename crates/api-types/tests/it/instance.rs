@@ -74,6 +74,7 @@ fn status_golden() {
             next_refresh: None,
             alerts: BTreeMap::new(),
             activity: None,
+            wal_window: None,
             progress: None,
             warnings: None,
         },
@@ -168,10 +169,24 @@ fn retrieving_with_alerts_map_and_activity_golden() {
             databases: Vec::new(),
         }),
         warnings: None,
+        wal_window: Some(api_types::WalWindow {
+            oldest: api_types::WalPoint {
+                at: at("2024-05-01T20:00:00Z"),
+                lsn: "0/3000148".to_owned(),
+            },
+            newest: api_types::WalPoint {
+                at: at("2024-05-01T22:30:00Z"),
+                lsn: "0/5000060".to_owned(),
+            },
+        }),
     };
     let golden = json!({
         "mode": "physical",
         "status": "refreshing",
+        "walWindow": {
+            "oldest": {"at": wire_time("2024-05-01T20:00:00Z"), "lsn": "0/3000148"},
+            "newest": {"at": wire_time("2024-05-01T22:30:00Z"), "lsn": "0/5000060"}
+        },
         "progress": {
             "stage": "copying",
             "database": "shop",
@@ -265,6 +280,7 @@ fn retrieving_after_a_refresh_with_warnings_golden() {
             },
         )]),
         activity: None,
+        wal_window: None,
         progress: Some(api_types::RetrievalProgress {
             stage: "finished".to_owned(),
             database: None,

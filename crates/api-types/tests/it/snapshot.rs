@@ -93,8 +93,18 @@ fn snapshot_details_golden() {
 #[test]
 fn snapshot_requests() {
     assert_golden(
-        &CreateSnapshotRequest { pool_name: "pool2".to_owned() },
+        &CreateSnapshotRequest { pool_name: "pool2".to_owned(), ..Default::default() },
         &json!({"poolName": "pool2"}),
+    );
+    assert_golden(
+        &CreateSnapshotRequest {
+            pool_name: String::new(),
+            recovery_target: Some(api_types::RecoveryTargetRequest {
+                time: None,
+                lsn: Some("0/3000148".to_owned()),
+            }),
+        },
+        &json!({"recoveryTarget": {"lsn": "0/3000148"}}),
     );
     assert_eq!(serde_json::from_str::<CreateSnapshotRequest>("{}").unwrap().pool_name, "");
     assert_golden(

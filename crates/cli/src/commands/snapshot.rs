@@ -1,6 +1,6 @@
 //! `scion snapshot list|create|destroy|update`.
 
-use api_types::{CreateSnapshotRequest, SnapshotCloneRequest};
+use api_types::{CreateSnapshotRequest, RecoveryTargetRequest, SnapshotCloneRequest};
 
 use super::{Context, Failure, spinner};
 use crate::args::SnapshotCommand;
@@ -21,8 +21,10 @@ pub(super) async fn run(context: &Context, command: SnapshotCommand) -> Result<(
                     context.client.snapshot_clone(&request).await
                 }
                 None => {
-                    let request =
-                        CreateSnapshotRequest { pool_name: args.pool.unwrap_or_default() };
+                    let request = CreateSnapshotRequest {
+                        pool_name: args.pool.unwrap_or_default(),
+                        recovery_target: args.at.as_deref().map(recovery_target),
+                    };
                     context.client.create_snapshot(&request).await
                 }
             };
@@ -42,4 +44,28 @@ pub(super) async fn run(context: &Context, command: SnapshotCommand) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `--at`: a WAL location when it has the `X/Y` form (a time never has a `/`), else a time;
+/// the server checks either and names the WAL window when it is outside.
+fn recovery_target(at: &str) -> RecoveryTargetRequest {
+    let at = at.trim().to_owned();
+    if at.contains('/') {
+        RecoveryTargetRequest { time: None, lsn: Some(at) }
+    } else {
+        RecoveryTargetRequest { time: Some(at), lsn: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_is_a_time_or_a_wal_location() {
+        let lsn = recovery_target(" 0/3000148");
+        assert_eq!((lsn.time, lsn.lsn.as_deref()), (None, Some("0/3000148")));
+        let time = recovery_target("2026-12-02T10:00:00Z");
+        assert_eq!((time.time.as_deref(), time.lsn), (Some("2026-12-02T10:00:00Z"), None));
+    }
 }

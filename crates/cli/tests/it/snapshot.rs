@@ -1,4 +1,5 @@
-//! `scion snapshot list|create|destroy [--force]` (and DBLab's `delete`) in table and JSON output.
+//! `scion snapshot list|create [--at]|destroy [--force]` (and DBLab's `delete`) in table and JSON
+//! output.
 
 use crate::support::{PASSWORD, TestServer, normalize, without_volatile};
 
@@ -72,5 +73,12 @@ async fn snapshot_commands() {
     let run = server.scion(&["snapshot", "destroy", "no-at-sign"]).await;
     run.expect_code(2);
     assert!(run.stderr.contains("no-at-sign"), "{}", run.stderr);
+
+    // A point in time reaches the server, which refuses it in logical mode.
+    for at in ["2026-12-02T10:00:00Z", "0/3000148"] {
+        let run = server.scion(&["snapshot", "create", "--at", at]).await;
+        run.expect_code(1);
+        assert!(run.stderr.contains("needs physical mode"), "{}", run.stderr);
+    }
     server.destroy_all_clones().await;
 }

@@ -94,6 +94,16 @@ CREATE TABLE intents (
     recorded_at TEXT NOT NULL
 );
 "#,
+    // Physical mode: the standby snapshot each physical snapshot was cut from, kept for points
+    // in time.
+    r#"
+CREATE TABLE standby_snapshots (
+    snapshot_id   TEXT PRIMARY KEY,
+    storage_name  TEXT NOT NULL UNIQUE,
+    data_state_at TEXT NOT NULL,
+    lsn           TEXT NOT NULL
+);
+"#,
 ];
 
 impl Store {

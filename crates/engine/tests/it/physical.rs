@@ -143,15 +143,16 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
     let listing = storage.list().await.unwrap();
     let datasets: Vec<String> =
         listing.datasets.iter().map(|dataset| dataset.name.to_string()).collect();
-    assert!(!datasets.contains(&golden), "{datasets:?}");
     assert!(datasets.contains(&new_golden), "{datasets:?}");
-    let standby_snapshots: Vec<String> = listing
-        .snapshots
-        .iter()
-        .map(|snapshot| snapshot.name.to_string())
-        .filter(|name| name.contains("@promote_"))
-        .collect();
-    assert!(standby_snapshots.is_empty(), "{standby_snapshots:?}");
+    // The old data stays for the standby snapshots kept for points in time (its slot is
+    // released already); the skipped snapshot kept none.
+    let standby_of = |listing: &storage::Listing, dataset: &str| -> usize {
+        let prefix = format!("{dataset}@promote_");
+        listing.snapshots.iter().filter(|s| s.name.to_string().starts_with(&prefix)).count()
+    };
+    assert!(datasets.contains(&golden), "{datasets:?}");
+    assert_eq!(standby_of(&listing, &golden), 2, "{listing:?}");
+    assert_eq!(standby_of(&listing, &new_golden), 1, "{listing:?}");
     assert_eq!(
         notes(&clone).await,
         ["before the copy", "in the clone"],
@@ -159,6 +160,128 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
     );
     let newest = test.engine.snapshots()[0].record.clone();
     assert!(newest.storage_name.starts_with("promoted_") && newest.id != second.id);
+
+    // Their snapshots deleted, the kept standby snapshots go, and the old data with the last.
+    test.engine.delete_snapshot(&first.id, true).await.unwrap();
+    let listing = storage.list().await.unwrap();
+    assert_eq!(standby_of(&listing, &golden), 1, "{listing:?}");
+    test.engine.delete_snapshot(&second.id, true).await.unwrap();
+    let listing = storage.list().await.unwrap();
+    assert_eq!(standby_of(&listing, &golden), 0, "{listing:?}");
+    let golden_name = storage::DatasetName::new(golden.clone()).unwrap();
+    assert!(listing.dataset(&golden_name).is_none(), "{listing:?}");
+    assert_eq!(standby_of(&listing, &new_golden), 1, "{listing:?}");
+}
+
+/// A snapshot at a point in time: the newest kept standby snapshot before the target replays
+/// the source's WAL archive up to it, for a time and for an LSN; a target outside the WAL
+/// window is refused with the window in the message.
+#[tokio::test]
+async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
+    set_password_env();
+    let archive = test_support::TestDir::new("scion-archive-");
+    let user = postgres::OsUser::lookup("postgres").unwrap();
+    std::os::unix::fs::chown(archive.path(), Some(user.uid), Some(user.gid)).unwrap();
+    let source = Source::start_archiving(16, archive.path()).await;
+    source.require_password(SOURCE_PASSWORD).await;
+    source.insert("before the copy").await;
+    let mut config = harness::config(4);
+    let mut retrieval = physical_config(&source);
+    if let Some(physical) = retrieval.physical.as_mut() {
+        physical.restore_command = Some(format!("cp {}/%f %p", archive.path().display()));
+        physical.restore_dirs = vec![archive.path().to_path_buf()];
+    }
+    config.retrieval = Some(retrieval);
+    let mut test = TestEngine::start(config).await;
+    wait_refreshed(&test.engine, None).await;
+    wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
+    let first = test.engine.snapshots()[0].record.clone();
+    let window = test.engine.point_in_time_window().await.expect("a window");
+    assert_eq!(window.oldest.at, first.data_state_at);
+
+    // Two commits the targets fall between, archived and replayed by the sync instance.
+    source.insert("early").await;
+    let between_time: DateTime<Utc> = source.clock().await.parse().unwrap();
+    let between_lsn: engine::Lsn = source.current_lsn().await.parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    source.insert("late").await;
+    source.archive_current_segment().await;
+    wait_sync(&test.engine, "the late commit replayed", |view| {
+        view.last_replayed_at.is_some_and(|at| at > between_time)
+    })
+    .await;
+    let window = test.engine.point_in_time_window().await.expect("a window");
+    assert!(window.newest.at > between_time, "{window}");
+
+    for (name, target) in [
+        ("at-time", engine::RecoveryTarget::Time(between_time)),
+        ("at-lsn", engine::RecoveryTarget::Lsn(between_lsn)),
+    ] {
+        let snapshot = test.engine.create_snapshot_at_point(target).await.unwrap().record;
+        assert!(snapshot.storage_name.starts_with("promoted_"), "{snapshot:?}");
+        assert!(snapshot.data_state_at <= between_time, "{snapshot:?}");
+        assert!(snapshot.data_state_at > first.data_state_at, "{snapshot:?}");
+        let mut request = harness::request(name);
+        request.snapshot_id = Some(snapshot.id.clone());
+        test.engine.create_clone(request).await.unwrap();
+        let clone = test.ready(name).await;
+        assert_eq!(notes(&clone).await, ["before the copy", "early"], "{name}");
+    }
+
+    // Before the oldest kept moment, or after the newest: refused, naming the window.
+    for target in [
+        engine::RecoveryTarget::Time(first.data_state_at - chrono::Duration::hours(1)),
+        engine::RecoveryTarget::Time(Utc::now() + chrono::Duration::days(1)),
+    ] {
+        let error = test.engine.create_snapshot_at_point(target).await.unwrap_err();
+        assert!(matches!(error, engine::Error::InvalidInput(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("outside the WAL window"), "{message}");
+        assert!(message.contains("the oldest reachable moment is"), "{message}");
+    }
+    // The two point-in-time snapshots kept no standby snapshot of their own.
+    let kept = engine::store::Store::open(&test.state_dir.join("scion.db"))
+        .unwrap()
+        .standby_snapshots()
+        .unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].snapshot_id, first.id);
+
+    // The start-up audit knows the kept standby snapshot: no leftover, nothing adopted. One
+    // whose snapshot is gone (a crash between the two deletions) is removed.
+    test.engine.shutdown(Duration::from_secs(10)).await;
+    let storage = test.pool.open().await;
+    let kept_name: storage::SnapshotName = kept[0].storage_name.parse().unwrap();
+    let orphan =
+        storage::SnapshotName::new(kept_name.dataset().clone(), "promote_20990101000000").unwrap();
+    storage.snapshot(&orphan).await.unwrap();
+    let store = engine::store::Store::open(&test.state_dir.join("scion.db")).unwrap();
+    store
+        .insert_standby_snapshot(&engine::store::StandbySnapshot {
+            snapshot_id: "gone".to_owned(),
+            storage_name: orphan.to_string(),
+            data_state_at: first.data_state_at,
+            lsn: "0/1000000".to_owned(),
+        })
+        .unwrap();
+    drop(store);
+    test.restart().await;
+    let differences = test.engine.reconciliation().differences;
+    let about = |name: &str| {
+        differences.iter().filter(|difference| difference.object == name).collect::<Vec<_>>()
+    };
+    assert!(about(&kept[0].storage_name).is_empty(), "{differences:?}");
+    let orphan_removed = about(&orphan.to_string());
+    assert_eq!(orphan_removed.len(), 1, "{differences:?}");
+    assert_eq!(orphan_removed[0].kind, engine::DifferenceKind::RemovedLeftover);
+    assert!(
+        differences.iter().all(|d| d.kind != engine::DifferenceKind::UnrecordedSnapshot),
+        "{differences:?}"
+    );
+    let listing = storage.list().await.unwrap();
+    assert!(listing.snapshot(&orphan).is_none(), "{listing:?}");
+    assert!(listing.snapshot(&kept_name).is_some(), "{listing:?}");
+    assert!(test.engine.point_in_time_window().await.is_some());
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie waiting for this test to reap it).

@@ -14,7 +14,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/full-refresh", post(full_refresh).fallback(super::method_not_allowed))
 }
 
-/// Retrieval status, alerts and (Scion's extension) the running refresh's progress.
+/// Retrieval status, alerts and (Scion's extensions) the running refresh's progress and, in
+/// physical mode, the WAL window of points in time.
 #[utoipa::path(
     get,
     path = "/instance/retrieval",
@@ -27,7 +28,10 @@ pub(crate) fn routes() -> Router<AppState> {
     )
 )]
 pub(crate) async fn show(State(state): State<AppState>) -> Json<Retrieving> {
-    Json(views::retrieving(&state.engine.retrieval()))
+    let mut retrieving = views::retrieving(&state.engine.retrieval());
+    retrieving.wal_window =
+        state.engine.point_in_time_window().await.map(|w| views::wal_window(&w));
+    Json(retrieving)
 }
 
 /// Starts a full refresh into a new dataset; clones keep running meanwhile.

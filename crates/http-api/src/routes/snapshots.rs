@@ -130,9 +130,11 @@ async fn show(
     Ok(Json(views::snapshot(&view)))
 }
 
-/// Snapshot the pool's data now.
+/// Snapshot the pool's data now, or (physical mode) at a moment of the WAL window.
 ///
-/// The new snapshot becomes the head of `main`; retention then applies.
+/// The new snapshot becomes the head of `main`; retention then applies. With
+/// `recoveryTarget` (Scion, physical mode), the snapshot holds the data as it was at that time
+/// or WAL location: a copy of the standby from before it replays the WAL archive up to it.
 #[utoipa::path(
     post,
     path = "/snapshot",
@@ -141,11 +143,13 @@ async fn show(
     security(("verification_token" = [])),
     request_body(
         content = Option<CreateSnapshotRequest>,
-        description = "Which pool; may be empty (the engine's pool)."
+        description = "Which pool, and the moment; may be empty (the engine's pool, now)."
     ),
     responses(
         (status = 200, description = "The new snapshot.", body = api_types::Snapshot),
-        (status = 400, description = "Malformed JSON, or an unknown pool.", body = ApiError),
+        (status = 400, description = "Malformed JSON, an unknown pool, or a recovery target \
+            that is malformed, outside the WAL window (the message names it), or given in \
+            logical mode.", body = ApiError),
         (status = 401, response = Unauthorized),
         (status = 500, response = InternalError),
         (status = 507, response = InsufficientStorage),
@@ -158,8 +162,36 @@ async fn create(
     if !request.pool_name.is_empty() && request.pool_name != state.engine.pool().name() {
         return Err(ApiFailure::bad_request(format!("pool {:?} not found", request.pool_name)));
     }
-    let view = state.engine.create_snapshot().await?;
+    let view = match request.recovery_target {
+        Some(target) => state.engine.create_snapshot_at_point(recovery_target(&target)?).await?,
+        None => state.engine.create_snapshot().await?,
+    };
     Ok(Json(views::snapshot(&view)))
+}
+
+/// The engine's target for `recoveryTarget`: exactly one of a time and an LSN.
+fn recovery_target(
+    target: &api_types::RecoveryTargetRequest,
+) -> Result<engine::RecoveryTarget, ApiFailure> {
+    match (&target.time, &target.lsn) {
+        (Some(time), None) => chrono::DateTime::parse_from_rfc3339(time)
+            .map(|time| engine::RecoveryTarget::Time(time.to_utc()))
+            .map_err(|error| {
+                ApiFailure::bad_request(format!(
+                    "recoveryTarget.time {time:?} is not an RFC 3339 time: {error}"
+                ))
+            }),
+        (None, Some(lsn)) => {
+            lsn.parse::<engine::Lsn>().map(engine::RecoveryTarget::Lsn).map_err(|()| {
+                ApiFailure::bad_request(format!(
+                    "recoveryTarget.lsn {lsn:?} is not a WAL location (X/Y, e.g. 0/3000148)"
+                ))
+            })
+        }
+        _ => Err(ApiFailure::bad_request(
+            "recoveryTarget needs exactly one of time and lsn".to_owned(),
+        )),
+    }
 }
 
 /// Delete a snapshot.

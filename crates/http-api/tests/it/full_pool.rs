@@ -1,7 +1,8 @@
 //! A full pool over HTTP, on a small real btrfs image filled with a real file: every operation
 //! that writes to the pool answers the documented 507 `INSUFFICIENT_STORAGE` with a message that
 //! says so, `/status` is a WARNING that names the pool, and both return to normal once the file
-//! is removed.
+//! is removed. Then, on this logical-mode engine, `POST /snapshot` with a `recoveryTarget`
+//! answers 400.
 
 use std::time::Duration;
 
@@ -105,6 +106,20 @@ async fn a_full_pool_answers_507_and_status_warns_until_space_is_freed() {
         send(&router, Method::POST, "/snapshot/clone", json!({"cloneID": "busy"})).await;
     assert_eq!(code, StatusCode::OK, "{answer}");
     assert_eq!(status(&router).await["code"], "OK");
+
+    // A snapshot at a point in time needs physical mode; a malformed target is refused as such.
+    for (target, needle) in [
+        (json!({"time": "2026-12-02T10:00:00Z"}), "needs physical mode"),
+        (json!({"lsn": "nowhere"}), "not a WAL location"),
+        (json!({"time": "yesterday"}), "not an RFC 3339 time"),
+        (json!({}), "exactly one of time and lsn"),
+    ] {
+        let body = json!({"recoveryTarget": target});
+        let (code, answer) = send(&router, Method::POST, "/snapshot", body).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{target}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{target}: {answer}");
+    }
     engine.wait_settled("late", Duration::from_secs(60)).await.unwrap();
     engine.shutdown(Duration::from_secs(30)).await;
 }

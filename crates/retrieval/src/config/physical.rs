@@ -59,6 +59,9 @@ pub struct PhysicalConfig {
     /// Fetches WAL from an archive (`%f`, `%p`) for the standby and for points in time; empty
     /// means none (pgBackRest then keeps its own `archive-get`).
     pub restore_command: Option<String>,
+    /// Directories `restore_command` reads (a local WAL archive), shown read-only to the
+    /// sandbox of promotions (snapshots, points in time); absolute and existing.
+    pub restore_dirs: Vec<PathBuf>,
     /// A standard 5-field cron expression (UTC) for snapshots of the sync instance.
     pub snapshot_timetable: Option<String>,
     /// pgBackRest settings.
@@ -75,6 +78,7 @@ impl Default for PhysicalConfig {
             tool: PhysicalTool::default(),
             slot: DEFAULT_SLOT.to_owned(),
             restore_command: None,
+            restore_dirs: Vec::new(),
             snapshot_timetable: None,
             pgbackrest: PgBackRestConfig::default(),
             custom: CustomConfig::default(),
@@ -159,6 +163,14 @@ impl PhysicalConfig {
     /// `PATH`).
     pub(crate) fn problems(&self, has_source: bool, path: &str) -> Vec<String> {
         let mut problems = Vec::new();
+        for dir in &self.restore_dirs {
+            if !dir.is_absolute() || !dir.is_dir() {
+                problems.push(format!(
+                    "physical.restore_dirs: {} is not an existing absolute directory",
+                    dir.display()
+                ));
+            }
+        }
         match self.tool {
             PhysicalTool::PgBasebackup => {
                 if !has_source {
@@ -386,6 +398,11 @@ mod tests {
         assert!(custom.problems(false, "/usr/bin")[0].contains("command is empty"));
         custom.custom.command = "/bin/sh -c true".into();
         assert_eq!(custom.problems(false, ""), Vec::<String>::new(), "no source is fine");
+        custom.restore_dirs = vec!["/tmp".into(), "relative".into(), "/nonexistent-scion".into()];
+        let found = custom.problems(false, "");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|p| p.starts_with("physical.restore_dirs: ")), "{found:?}");
+        custom.restore_dirs.clear();
         let mut options = pgbackrest.clone();
         options.pgbackrest.options = vec!["--pg1-path=/x".into(), "delta".into()];
         options.pgbackrest.stanza = "a b".into();

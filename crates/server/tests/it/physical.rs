@@ -92,6 +92,23 @@ async fn physical_mode_from_its_toml_configuration() {
     let clone = clone_of(&server, "first", &first[0]).await;
     assert_eq!(notes(&clone).await, ["before the copy"]);
 
+    // The snapshot kept its standby copy: the WAL window starts there, and a point in time
+    // before it is refused with the window named.
+    let (_, retrieval) = server.get("/instance/retrieval").await;
+    let first_window = retrieval["walWindow"].clone();
+    assert!(
+        first_window["oldest"]["lsn"].as_str().is_some_and(|lsn| lsn.contains('/')),
+        "{retrieval}"
+    );
+    let (status, refused) =
+        server.post("/snapshot", json!({"recoveryTarget": {"time": "2000-01-01T00:00:00Z"}})).await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("outside the WAL window: the oldest reachable moment is"),
+        "{refused}"
+    );
+
     // POST /snapshot cuts one from the running standby once it has replayed something new.
     source.insert("after the first snapshot").await;
     let deadline = Instant::now() + WAIT;
@@ -130,4 +147,7 @@ async fn physical_mode_from_its_toml_configuration() {
     let clone = clone_of(&server, "scheduled", &scheduled[0]).await;
     let seen = notes(&clone).await;
     assert_eq!(seen[..2], ["before the copy", "after the first snapshot"], "{seen:?}");
+    // Retention took the first snapshot's standby copy with it: the window starts later.
+    let (_, retrieval) = server.get("/instance/retrieval").await;
+    assert_ne!(retrieval["walWindow"]["oldest"], first_window["oldest"], "{retrieval}");
 }
