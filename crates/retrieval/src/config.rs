@@ -6,7 +6,7 @@
 //! `database_rename`, `refresh.timetable` is `timetable`. Secrets are never in the file: the
 //! source password is read from the environment variable named by `source.password_env`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod physical;
+mod rename;
 
 pub use physical::{
     CustomConfig, PgBackRestConfig, PhysicalConfig, PhysicalTool, SyncConfig, slot_name,
 };
+pub use rename::{check_rename_name, rename_problems};
 
 /// The default target major, when the configuration names none.
 pub const DEFAULT_TARGET_MAJOR: u8 = 17;
@@ -52,7 +54,7 @@ pub const DEFAULT_RESTORE_SETTINGS: &[(&str, &str)] = &[
     ("maintenance_work_mem", "256MB"),
 ];
 const MAX_JOBS: u32 = 128;
-const MAX_NAME_BYTES: usize = 63;
+pub(crate) const MAX_NAME_BYTES: usize = 63;
 
 /// The `[retrieval]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -629,22 +631,6 @@ fn check_options(key: &str, options: &[String], owned: &[&str], problems: &mut V
     }
 }
 
-/// DBLab's rule for database names in renames: `^[a-zA-Z_][a-zA-Z0-9_-]*$`, at most 63 bytes.
-pub fn check_rename_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid {
-        return Err(format!(
-            "{name:?} is not a valid database name (letters, digits, `_` and `-`, not starting with a digit or `-`)"
-        ));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!("{name:?} is longer than {MAX_NAME_BYTES} bytes"));
-    }
-    Ok(())
-}
-
 fn check_database_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('\0') || name.len() > MAX_NAME_BYTES {
         return Err(format!(
@@ -652,65 +638,6 @@ fn check_database_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Every problem of a rename map (DBLab §6.8): names, self-renames, the connection database,
-/// two sources with one target, chains; with an explicit database list, sources must be in it
-/// and targets must not collide with a database that keeps its name.
-pub fn rename_problems(
-    renames: &BTreeMap<String, String>,
-    databases: &BTreeMap<String, DatabaseConfig>,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut targets: BTreeMap<&str, &str> = BTreeMap::new();
-    for (old, new) in renames {
-        for name in [old, new] {
-            if let Err(problem) = check_rename_name(name) {
-                problems.push(format!("database_rename: {problem}"));
-            }
-        }
-        if old == new {
-            problems.push(format!("database_rename: {old:?} is renamed to itself"));
-        }
-        for name in [old, new] {
-            if name == CONNECTION_DATABASE {
-                problems.push(format!(
-                    "database_rename: {name:?} is the connection database and cannot be renamed or be a rename target"
-                ));
-            }
-        }
-        if let Some(first) = targets.insert(new, old) {
-            problems.push(format!(
-                "database_rename: {first:?} and {old:?} are both renamed to {new:?}"
-            ));
-        }
-    }
-    for (old, new) in renames {
-        if old != new
-            && let Some(next) = renames.get(new)
-        {
-            problems.push(format!(
-                "database_rename: chained rename {old:?} → {new:?} → {next:?} is not allowed ({new:?} is both a target and a source)"
-            ));
-        }
-    }
-    if !databases.is_empty() {
-        let kept: BTreeSet<&str> = databases
-            .keys()
-            .map(String::as_str)
-            .filter(|name| !renames.contains_key(*name))
-            .collect();
-        for (old, new) in renames {
-            if !databases.contains_key(old) {
-                problems
-                    .push(format!("database_rename: {old:?} is not among the retrieved databases"));
-            }
-            if kept.contains(new.as_str()) {
-                problems.push(format!("database_rename: {old:?} → {new:?} collides with the retrieved database {new:?}"));
-            }
-        }
-    }
-    problems
 }
 
 /// Parses a standard 5-field cron expression (minute hour day-of-month month day-of-week,
@@ -732,12 +659,12 @@ fn is_executable(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::TimeZone;
 
     use super::*;
 
-    fn live() -> RetrievalConfig {
+    pub(crate) fn live() -> RetrievalConfig {
         RetrievalConfig {
             source: Some(SourceConfig {
                 host: Some("db.internal".into()),
@@ -747,7 +674,7 @@ mod tests {
         }
     }
 
-    fn problems(config: &RetrievalConfig) -> Vec<String> {
+    pub(crate) fn problems(config: &RetrievalConfig) -> Vec<String> {
         match config.validate() {
             Ok(()) => Vec::new(),
             Err(Error::InvalidConfig { problems }) => problems,
@@ -755,7 +682,7 @@ mod tests {
         }
     }
 
-    fn renames(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(super) fn renames(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
     }
 
@@ -826,44 +753,6 @@ mod tests {
         source.host = None;
         source.connection_string = Some("postgres://app@db:5432/app?sslmode=require".into());
         assert_eq!(problems(&config), Vec::<String>::new());
-    }
-
-    #[test]
-    fn rename_rules() {
-        let none = BTreeMap::new();
-        assert!(
-            rename_problems(
-                &renames(&[("myapp_production", "myapp"), ("analytics_prod", "analytics")]),
-                &none
-            )
-            .is_empty()
-        );
-        let check = |pairs: &[(&str, &str)], needle: &str| {
-            let found = rename_problems(&renames(pairs), &none);
-            assert!(found.iter().any(|p| p.contains(needle)), "{pairs:?}: {found:?}");
-        };
-        check(&[("a", "a")], "renamed to itself");
-        check(&[("a", "c"), ("b", "c")], "both renamed to \"c\"");
-        check(&[("a", "b"), ("b", "c")], "chained rename \"a\" → \"b\" → \"c\"");
-        check(&[("postgres", "main")], "connection database");
-        check(&[("app", "postgres")], "connection database");
-        check(&[("1abc", "x")], "not a valid database name");
-        check(&[("a b", "x")], "not a valid database name");
-        check(&[("a", "")], "not a valid database name");
-        check(&[("a", &"x".repeat(64))], "longer than 63");
-        // Hyphens are allowed, as in DBLab.
-        assert!(rename_problems(&renames(&[("my-app_prod", "my-app")]), &none).is_empty());
-    }
-
-    #[test]
-    fn renames_against_an_explicit_database_list() {
-        let databases: BTreeMap<String, DatabaseConfig> = ["app", "shop"]
-            .iter()
-            .map(|name| ((*name).to_owned(), DatabaseConfig::default()))
-            .collect();
-        let found = rename_problems(&renames(&[("other", "x"), ("app", "shop")]), &databases);
-        assert!(found.iter().any(|p| p.contains("\"other\" is not among")), "{found:?}");
-        assert!(found.iter().any(|p| p.contains("collides")), "{found:?}");
     }
 
     #[test]
@@ -970,134 +859,6 @@ analytics_prod = "analytics"
     }
 
     /// Physical mode as an operator writes it.
-    const PHYSICAL: &str = r#"
-timetable = "0 3 * * 1"
-
-[source]
-host = "prod-replica.internal"
-username = "replicator"
-password_env = "SCION_SOURCE_PASSWORD"
-
-[physical]
-tool = "pg_basebackup"
-slot = "scion_standby"
-restore_command = ""
-snapshot_timetable = "0 */6 * * *"
-
-[physical.pgbackrest]
-stanza = "main"
-options = ["--repo=1"]
-
-[physical.custom]
-command = "pg_basebackup -X stream -D \"$PGDATA\""
-
-[physical.sync]
-enabled = true
-health_interval = "5s"
-configs = { shared_buffers = "1GB" }
-
-[preprocessing]
-inline = "UPDATE users SET email = md5(email) || '@example.com';"
-
-[database_rename]
-myapp_production = "myapp"
-"#;
-
-    #[test]
-    fn parses_a_physical_config() {
-        let config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
-        assert_eq!(problems(&config), Vec::<String>::new());
-        assert!(config.is_physical());
-        let physical = config.physical.as_ref().unwrap();
-        assert_eq!(physical.tool, PhysicalTool::PgBasebackup);
-        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
-        assert_eq!(physical.sync.configs["shared_buffers"], "1GB");
-        assert_eq!(physical.effective_restore_command(), None, "empty means none");
-        assert_eq!(physical.snapshot_timetable(), Some("0 */6 * * *"));
-        let error = toml::from_str::<RetrievalConfig>(&PHYSICAL.replace("slot =", "slots ="))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("unknown field `slots`"), "{error}");
-        let error = toml::from_str::<RetrievalConfig>(&PHYSICAL.replace("\"5s\"", "\"often\""))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("not a duration"), "{error}");
-        let error = toml::from_str::<RetrievalConfig>(
-            &PHYSICAL.replace("\"pg_basebackup\"\n", "\"walg\"\n"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("walg"), "{error}");
-    }
-
-    #[test]
-    fn the_physical_section_of_the_example_file_is_valid() {
-        // Commented out there (it excludes the example's logical keys): uncommented here.
-        let example = include_str!("../../../config/example.toml");
-        let start = example.find("\n# [retrieval.physical]\n").unwrap() + 1;
-        let text: String = example[start..]
-            .lines()
-            .map(|line| line.strip_prefix("# ").or_else(|| line.strip_prefix('#')).unwrap_or(line))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        #[derive(Deserialize)]
-        struct File {
-            retrieval: RetrievalConfig,
-        }
-        let mut config = toml::from_str::<File>(&text).unwrap().retrieval;
-        config.source = live().source;
-        // The example's archive directory need not exist on this host: validation checks that
-        // it does, so it is checked apart.
-        let physical = config.physical.as_mut().unwrap();
-        assert_eq!(physical.restore_dirs, [std::path::PathBuf::from("/var/lib/wal-archive")]);
-        physical.restore_dirs.clear();
-        assert_eq!(problems(&config), Vec::<String>::new());
-        let physical = config.physical.unwrap();
-        assert_eq!(physical.slot, "scion_standby");
-        assert_eq!(physical.pgbackrest.stanza, "main");
-        assert!(physical.custom.command.contains("$PGDATA"));
-        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
-    }
-
-    #[test]
-    fn physical_and_logical_keys_exclude_each_other() {
-        let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
-        config.dump.immediate_restore = true;
-        config.databases.insert("app".into(), DatabaseConfig::default());
-        config.restore.from_dump = Some("/tmp".into());
-        let found = problems(&config);
-        for key in ["dump.immediate_restore", "databases", "restore.from_dump"] {
-            assert!(
-                found
-                    .iter()
-                    .any(|p| p.contains("[retrieval.physical] and the logical key")
-                        && p.contains(key)),
-                "{key}: {found:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn physical_problems_are_listed() {
-        let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
-        config.source = None;
-        let physical = config.physical.as_mut().unwrap();
-        physical.slot = "Bad-Slot".into();
-        physical.snapshot_timetable = Some("61 * * * *".into());
-        physical.sync.enabled = false;
-        physical.sync.configs.insert("primary_conninfo".into(), "host=x".into());
-        let found = problems(&config);
-        for needle in [
-            "copies from a live server: set [retrieval.source]",
-            "physical.slot: \"Bad-Slot\"",
-            "physical.snapshot_timetable \"61 * * * *\"",
-            "needs the sync instance",
-            "primary_conninfo is set by Scion itself",
-        ] {
-            assert!(found.iter().any(|p| p.contains(needle)), "{needle}: {found:?}");
-        }
-    }
-
     #[test]
     fn user_settings_override_the_restore_defaults() {
         let mut config = live();

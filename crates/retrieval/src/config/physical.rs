@@ -358,7 +358,139 @@ mod duration_text {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
+    use crate::config::tests::{live, problems};
+    use crate::config::{DatabaseConfig, RetrievalConfig};
+
+    const PHYSICAL: &str = r#"
+timetable = "0 3 * * 1"
+
+[source]
+host = "prod-replica.internal"
+username = "replicator"
+password_env = "SCION_SOURCE_PASSWORD"
+
+[physical]
+tool = "pg_basebackup"
+slot = "scion_standby"
+restore_command = ""
+snapshot_timetable = "0 */6 * * *"
+
+[physical.pgbackrest]
+stanza = "main"
+options = ["--repo=1"]
+
+[physical.custom]
+command = "pg_basebackup -X stream -D \"$PGDATA\""
+
+[physical.sync]
+enabled = true
+health_interval = "5s"
+configs = { shared_buffers = "1GB" }
+
+[preprocessing]
+inline = "UPDATE users SET email = md5(email) || '@example.com';"
+
+[database_rename]
+myapp_production = "myapp"
+"#;
+
+    #[test]
+    fn parses_a_physical_config() {
+        let config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
+        assert_eq!(problems(&config), Vec::<String>::new());
+        assert!(config.is_physical());
+        let physical = config.physical.as_ref().unwrap();
+        assert_eq!(physical.tool, PhysicalTool::PgBasebackup);
+        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
+        assert_eq!(physical.sync.configs["shared_buffers"], "1GB");
+        assert_eq!(physical.effective_restore_command(), None, "empty means none");
+        assert_eq!(physical.snapshot_timetable(), Some("0 */6 * * *"));
+        let error = toml::from_str::<RetrievalConfig>(&PHYSICAL.replace("slot =", "slots ="))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `slots`"), "{error}");
+        let error = toml::from_str::<RetrievalConfig>(&PHYSICAL.replace("\"5s\"", "\"often\""))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not a duration"), "{error}");
+        let error = toml::from_str::<RetrievalConfig>(
+            &PHYSICAL.replace("\"pg_basebackup\"\n", "\"walg\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("walg"), "{error}");
+    }
+
+    #[test]
+    fn the_physical_section_of_the_example_file_is_valid() {
+        // Commented out there (it excludes the example's logical keys): uncommented here.
+        let example = include_str!("../../../../config/example.toml");
+        let start = example.find("\n# [retrieval.physical]\n").unwrap() + 1;
+        let text: String = example[start..]
+            .lines()
+            .map(|line| line.strip_prefix("# ").or_else(|| line.strip_prefix('#')).unwrap_or(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        #[derive(Deserialize)]
+        struct File {
+            retrieval: RetrievalConfig,
+        }
+        let mut config = toml::from_str::<File>(&text).unwrap().retrieval;
+        config.source = live().source;
+        // The example's archive directory need not exist on this host: validation checks that
+        // it does, so it is checked apart.
+        let physical = config.physical.as_mut().unwrap();
+        assert_eq!(physical.restore_dirs, [std::path::PathBuf::from("/var/lib/wal-archive")]);
+        physical.restore_dirs.clear();
+        assert_eq!(problems(&config), Vec::<String>::new());
+        let physical = config.physical.unwrap();
+        assert_eq!(physical.slot, "scion_standby");
+        assert_eq!(physical.pgbackrest.stanza, "main");
+        assert!(physical.custom.command.contains("$PGDATA"));
+        assert_eq!(physical.sync.health_interval, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn physical_and_logical_keys_exclude_each_other() {
+        let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
+        config.dump.immediate_restore = true;
+        config.databases.insert("app".into(), DatabaseConfig::default());
+        config.restore.from_dump = Some("/tmp".into());
+        let found = problems(&config);
+        for key in ["dump.immediate_restore", "databases", "restore.from_dump"] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("[retrieval.physical] and the logical key")
+                        && p.contains(key)),
+                "{key}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn physical_problems_are_listed() {
+        let mut config: RetrievalConfig = toml::from_str(PHYSICAL).unwrap();
+        config.source = None;
+        let physical = config.physical.as_mut().unwrap();
+        physical.slot = "Bad-Slot".into();
+        physical.snapshot_timetable = Some("61 * * * *".into());
+        physical.sync.enabled = false;
+        physical.sync.configs.insert("primary_conninfo".into(), "host=x".into());
+        let found = problems(&config);
+        for needle in [
+            "copies from a live server: set [retrieval.source]",
+            "physical.slot: \"Bad-Slot\"",
+            "physical.snapshot_timetable \"61 * * * *\"",
+            "needs the sync instance",
+            "primary_conninfo is set by Scion itself",
+        ] {
+            assert!(found.iter().any(|p| p.contains(needle)), "{needle}: {found:?}");
+        }
+    }
 
     #[test]
     fn slot_names_are_distinct_per_dataset_and_fit() {
