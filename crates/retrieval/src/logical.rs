@@ -23,7 +23,7 @@ use crate::run::{Finished, spawn_error};
 use crate::source::SourceDatabase;
 use crate::target::Target;
 
-pub(crate) use plan::SourceLocales;
+pub(crate) use plan::{SourceLocales, lacks_icu};
 
 /// The logical tools bound to a run's configuration and binaries.
 #[derive(Debug, Clone, Copy)]

@@ -409,11 +409,7 @@ impl Pipeline {
         warnings: &mut Vec<String>,
     ) -> Result<()> {
         let psql = tools.path("psql")?;
-        let supports_icu = target_binaries.supports_icu().map_err(|error| Error::Failed {
-            stage: Stage::Probing,
-            stderr_tail: error.to_string(),
-        })?;
-        if !supports_icu {
+        if crate::logical::lacks_icu(target_binaries)? {
             let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
             let needs = source.icu_needs(psql.clone(), source_major, &names, cancel).await?;
             if !needs.is_empty() {

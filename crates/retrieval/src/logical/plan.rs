@@ -178,11 +178,7 @@ impl Logical<'_> {
             tool: format!("PostgreSQL {major} server"),
             detail: error.to_string(),
         })?;
-        let supports_icu = binaries.supports_icu().map_err(|error| Error::Failed {
-            stage: Stage::Probing,
-            stderr_tail: error.to_string(),
-        })?;
-        Ok((!supports_icu).then_some(binaries))
+        Ok(lacks_icu(&binaries)?.then_some(binaries))
     }
 
     /// Refuses dump files that need ICU when the target's server is built without it, before
@@ -328,4 +324,12 @@ impl Logical<'_> {
                     .to_owned(),
             })
     }
+}
+
+/// Whether the server of `binaries` is built without ICU.
+pub(crate) fn lacks_icu(binaries: &postgres::PgBinaries) -> Result<bool> {
+    let supports = binaries
+        .supports_icu()
+        .map_err(|error| Error::Failed { stage: Stage::Probing, stderr_tail: error.to_string() })?;
+    Ok(!supports)
 }
