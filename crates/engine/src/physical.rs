@@ -126,6 +126,14 @@ impl Engine {
         }
     }
 
+    /// The directories the sync instance's `restore_command` reads (`[retrieval.physical]
+    /// restore_dirs`), shown read-only in its sandbox.
+    pub(crate) fn sync_restore_dirs(&self) -> Vec<PathBuf> {
+        self.physical_retrieval()
+            .map(|physical| physical.copy.physical().restore_dirs.clone())
+            .unwrap_or_default()
+    }
+
     /// The replication password file of the standby on `dataset`.
     fn passfile_of(&self, dataset: &DatasetName) -> PathBuf {
         self.inner.state_dir.join(PASSFILE_DIR).join(dataset.as_str().replace('/', "_"))

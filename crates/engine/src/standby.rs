@@ -412,7 +412,13 @@ impl Engine {
                     );
                     view.replication_lag = self.sync_status().replication_lag;
                     self.set_sync_view(view);
-                    match self.inner.servers.start_sync(&pgdata, &record.configs).await {
+                    let restore_dirs = self.sync_restore_dirs();
+                    match self
+                        .inner
+                        .servers
+                        .start_sync(&pgdata, &record.configs, &restore_dirs)
+                        .await
+                    {
                         Ok(instance) => {
                             info!(pid = instance.pid(), %dataset, "sync instance started");
                             instance

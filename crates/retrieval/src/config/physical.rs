@@ -59,8 +59,9 @@ pub struct PhysicalConfig {
     /// Fetches WAL from an archive (`%f`, `%p`) for the standby and for points in time; empty
     /// means none (pgBackRest then keeps its own `archive-get`).
     pub restore_command: Option<String>,
-    /// Directories `restore_command` reads (a local WAL archive), shown read-only to the
-    /// sandbox of promotions (snapshots, points in time); absolute and existing.
+    /// Directories `restore_command` reads (a local WAL archive, a backup tool's configuration
+    /// and repository), shown read-only to the sandbox of the sync instance and of promotions
+    /// (snapshots, points in time); absolute and existing.
     pub restore_dirs: Vec<PathBuf>,
     /// A standard 5-field cron expression (UTC) for snapshots of the sync instance.
     pub snapshot_timetable: Option<String>,
