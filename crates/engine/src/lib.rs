@@ -20,6 +20,7 @@ mod metrics;
 mod model;
 pub mod password;
 mod physical;
+mod point_in_time;
 mod pool;
 mod ports;
 mod protection;

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::{BinarySearch, OsUser};
-use retrieval::physical::promote::{
-    Lsn, Promotion, PromotionConfig, RecoveryTarget, WalPoint, WalWindow,
-};
+use retrieval::physical::promote::{Promotion, PromotionConfig, RecoveryTarget};
 use retrieval::{CopyTarget, InitialCopy, Pipeline, Progress, RetrievalConfig, Target};
 use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
 use tracing::{info, warn};
@@ -67,6 +65,11 @@ impl Physical {
             health_interval: sync.health_interval,
             configs: sync.configs,
         }
+    }
+
+    /// The promotion of copies of the standby (snapshots, points in time).
+    pub(crate) fn promotion(&self) -> &Promotion {
+        &self.promotion
     }
 
     /// The snapshot timetable, if one is set.
@@ -365,128 +368,6 @@ impl Engine {
         }
     }
 
-    /// A snapshot of the data exactly at `at`, a time or an LSN inside the WAL window: the
-    /// newest kept standby snapshot at or before `at` is cloned, replays WAL from the archive
-    /// (`restore_command`) up to `at`, is promoted and prepared, and the result recorded with
-    /// the last replayed commit's time as `dataStateAt`. A target outside the window is
-    /// [`Error::InvalidInput`] naming the window; so is one the server cannot reach (the
-    /// archive ends before it).
-    pub async fn create_snapshot_at_point(&self, at: RecoveryTarget) -> Result<SnapshotView> {
-        let Some(physical) = self.physical_retrieval() else {
-            return Err(Error::InvalidInput(
-                "a snapshot at a point in time needs physical mode ([retrieval.physical]): logical mode has no WAL to replay".to_owned(),
-            ));
-        };
-        if at == RecoveryTarget::Latest {
-            return self.create_snapshot().await;
-        }
-        let _serial = self.inner.snapshot_lock.lock().await;
-        self.ensure_space("create snapshot").await?;
-        let storage = self.inner.pool.storage();
-        let listing = storage.list().await?;
-        let kept = self.kept_standby_snapshots(&listing)?;
-        let window = self.wal_window_of(&kept).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{at} cannot be reached: no standby snapshot is kept yet, so the WAL window is empty; take a snapshot first"
-            ))
-        })?;
-        window.check(&at).map_err(|error| Error::InvalidInput(error.to_string()))?;
-        let reaches = |point: &WalPoint| match at {
-            RecoveryTarget::Time(time) => point.at <= time,
-            RecoveryTarget::Lsn(lsn) => point.lsn <= lsn,
-            RecoveryTarget::Latest => true,
-        };
-        let Some((base, _)) = kept.iter().rev().find(|(_, point)| reaches(point)) else {
-            return Err(Error::InvalidInput(format!("{at} is outside the WAL window: {window}")));
-        };
-        let golden = self.current_data_dataset();
-        let (_, promoted) = promotion_names(&golden, Utc::now(), &listing)?;
-        let intent = self.intend(&[&promoted])?;
-        let mountpoint = match storage.clone_snapshot(base, &promoted).await {
-            Ok(mountpoint) => mountpoint,
-            Err(error) => {
-                intent.settle();
-                return Err(error.into());
-            }
-        };
-        failpoint::hit("physical.point_cloned");
-        let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
-        target.admin_role = self.inner.config.clone.admin_role.clone();
-        let result = match physical.promotion.run(&target, at, &self.inner.cancel).await {
-            Ok(summary) => {
-                self.snapshot_data_locked(&promoted, summary.data_state_at).await.inspect(|view| {
-                    info!(
-                        snapshot_id = %view.record.id,
-                        target = %at,
-                        from = %base,
-                        data_state_at = %summary.data_state_at,
-                        wal_replayed_bytes = summary.wal_replayed_bytes,
-                        "physical snapshot at a point in time created"
-                    );
-                })
-            }
-            Err(retrieval::Error::TargetUnreachable { target, reason }) => {
-                Err(Error::InvalidInput(format!(
-                    "{target} cannot be reached from the WAL archive ({reason}); {window}"
-                )))
-            }
-            Err(error) => Err(Error::Retrieval(error)),
-        };
-        match result {
-            Ok(view) => {
-                intent.settle();
-                Ok(view)
-            }
-            Err(error) => {
-                if self.discard(&promoted).await {
-                    intent.settle();
-                }
-                Err(error)
-            }
-        }
-    }
-
-    /// The kept standby snapshots that exist in `listing`, each with the moment its promotion
-    /// reached, oldest first.
-    fn kept_standby_snapshots(
-        &self,
-        listing: &storage::Listing,
-    ) -> Result<Vec<(SnapshotName, WalPoint)>> {
-        let mut kept = Vec::new();
-        for record in self.inner.store.standby_snapshots()? {
-            let Ok(name) = record.storage_name.parse::<SnapshotName>() else { continue };
-            let Ok(lsn) = record.lsn.parse::<Lsn>() else { continue };
-            if listing.snapshot(&name).is_some() {
-                kept.push((name, WalPoint { at: record.data_state_at, lsn }));
-            }
-        }
-        Ok(kept)
-    }
-
-    /// The moments a point in time can name: from the oldest kept standby snapshot's to the
-    /// newest the engine knows the WAL holds (the newest kept one's, or the sync instance's
-    /// last replayed commit). The archive may end earlier; the promotion then refuses.
-    fn wal_window_of(&self, kept: &[(SnapshotName, WalPoint)]) -> Option<WalWindow> {
-        let (_, oldest) = kept.first()?;
-        let mut newest = kept.last()?.1;
-        let sync = self.sync_status();
-        if let Some(lsn) = sync.last_replayed_lsn.and_then(|lsn| lsn.parse::<Lsn>().ok()) {
-            newest.lsn = newest.lsn.max(lsn);
-        }
-        if let Some(at) = sync.last_replayed_at {
-            newest.at = newest.at.max(at);
-        }
-        Some(WalWindow { oldest: *oldest, newest })
-    }
-
-    /// The WAL window of points in time, when physical mode has kept standby snapshots.
-    pub async fn point_in_time_window(&self) -> Option<WalWindow> {
-        self.physical_retrieval()?;
-        let listing = self.inner.pool.storage().list().await.ok()?;
-        let kept = self.kept_standby_snapshots(&listing).ok()?;
-        self.wal_window_of(&kept)
-    }
-
     /// Removes the kept standby snapshots whose snapshot is no longer in the catalog (a crash
     /// between a snapshot's deletion and its standby snapshot's, or a snapshot gone from the
     /// pool); returns their storage names.
@@ -560,7 +441,7 @@ impl Engine {
     }
 
     /// The private directory of a promotion's temporary server (socket, log).
-    fn promotion_run_dir(&self) -> PathBuf {
+    pub(crate) fn promotion_run_dir(&self) -> PathBuf {
         self.inner.state_dir.join("promotion")
     }
 

@@ -216,6 +216,8 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
     let window = test.engine.point_in_time_window().await.expect("a window");
     assert!(window.newest.at > between_time, "{window}");
 
+    // Snapshots of the past sit beside the head of main, which stays the newest data.
+    let main_head = test.engine.branch("main").unwrap().head.id;
     for (name, target) in [
         ("at-time", engine::RecoveryTarget::Time(between_time)),
         ("at-lsn", engine::RecoveryTarget::Lsn(between_lsn)),
@@ -224,12 +226,48 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
         assert!(snapshot.storage_name.starts_with("promoted_"), "{snapshot:?}");
         assert!(snapshot.data_state_at <= between_time, "{snapshot:?}");
         assert!(snapshot.data_state_at > first.data_state_at, "{snapshot:?}");
+        assert_eq!(snapshot.parent_id.as_deref(), Some(first.id.as_str()), "{snapshot:?}");
+        assert_eq!(test.engine.branch("main").unwrap().head.id, main_head);
         let mut request = harness::request(name);
         request.snapshot_id = Some(snapshot.id.clone());
         test.engine.create_clone(request).await.unwrap();
         let clone = test.ready(name).await;
         assert_eq!(notes(&clone).await, ["before the copy", "early"], "{name}");
     }
+
+    // A branch at a point: its own dataset replayed from the snapshot it forks from; the head
+    // of main stays where it was.
+    let branch = test
+        .engine
+        .create_branch_at_point("before-late", engine::RecoveryTarget::Time(between_time))
+        .await
+        .unwrap();
+    assert_eq!(branch.record.base_snapshot_id.as_deref(), Some(first.id.as_str()));
+    assert_eq!(branch.head.parent_id.as_deref(), Some(first.id.as_str()));
+    assert!(branch.head.data_state_at <= between_time, "{branch:?}");
+    assert!(branch.head.data_state_at > first.data_state_at, "{branch:?}");
+    assert!(branch.head.storage_name.starts_with("branch/before-late@"), "{branch:?}");
+    assert_eq!(test.engine.branch("main").unwrap().head.id, main_head);
+    let mut request = harness::request("on-branch");
+    request.branch = Some("before-late".to_owned());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("on-branch").await;
+    assert_eq!(notes(&clone).await, ["before the copy", "early"]);
+    let error = test
+        .engine
+        .create_branch_at_point(
+            "too-late",
+            engine::RecoveryTarget::Time(Utc::now() + chrono::Duration::days(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("outside the WAL window"), "{error}");
+    assert!(test.engine.branch("too-late").is_err());
+    let listing = test.pool.open().await.list().await.unwrap();
+    assert!(
+        listing.datasets.iter().all(|dataset| !dataset.name.as_str().contains("too-late")),
+        "{listing:?}"
+    );
 
     // Before the oldest kept moment, or after the newest: refused, naming the window.
     for target in [
