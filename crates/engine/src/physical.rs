@@ -330,6 +330,22 @@ impl Engine {
                 latest = %latest.id,
                 "snapshot skipped: no commit replayed since the latest snapshot"
             );
+            // Nothing new because the standby is cut off from its source (not because the
+            // source is idle) is worth an alert with the reason.
+            let sync = self.sync_status();
+            if sync.code != crate::SyncCode::Ok {
+                self.refresh_state().alert(
+                    "snapshot_skipped",
+                    "warning",
+                    format!(
+                        "snapshot skipped: no commit replayed since snapshot {} ({}); the sync instance is {}: {}",
+                        latest.id,
+                        latest.data_state_at.to_rfc3339(),
+                        sync.code.as_str(),
+                        sync.message
+                    ),
+                );
+            }
             self.abandon_promotion(intent, &promoted, &pre).await;
             return self.snapshot(&latest.id);
         }
@@ -353,6 +369,7 @@ impl Engine {
                 if pre_kept {
                     intent.settle();
                 }
+                self.refresh_state().clear_alerts(&["snapshot_skipped", "snapshot_failed"]);
                 info!(
                     snapshot_id = %view.record.id,
                     data_state_at = %summary.data_state_at,

@@ -160,6 +160,11 @@ impl RefreshState {
         entry.last_seen = now;
         entry.count += 1;
     }
+
+    /// Drops the alerts of `kinds`: what they reported is over.
+    pub(crate) fn clear_alerts(&mut self, kinds: &[&str]) {
+        self.alerts.retain(|kind, _| !kinds.contains(kind));
+    }
 }
 
 impl Engine {

@@ -521,3 +521,72 @@ async fn the_custom_tool_brings_up_a_sync_instance_and_snapshots_under_pgbench_a
     assert!(sums.iter().all(|sum| *sum == sums[0]), "a torn transaction: {sums:?}");
     run.await.unwrap().expect("pgbench ran through the snapshot");
 }
+
+/// The pool fills up in the middle of a physical snapshot (the space check is off, so the
+/// snapshot starts): the promotion cannot write, the snapshot fails and nothing half-made stays
+/// (no promoted copy, no new standby snapshot, no new record), the earlier snapshot's clone
+/// keeps its data, and once space is freed the next snapshot is made. Then the source stops:
+/// the next snapshot is skipped with the reason in an alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_full_during_a_physical_snapshot_leaves_nothing_half_made() {
+    set_password_env();
+    let mut source = Source::start(16).await;
+    source.require_password(SOURCE_PASSWORD).await;
+    source.insert("before the copy").await;
+    let mut config = harness::config(4);
+    config.retrieval = Some(physical_config(&source));
+    let test = TestEngine::start_sized(
+        test_support::PoolKind::Btrfs,
+        1024,
+        engine::MinFreeSpace::Bytes(0),
+        config,
+    )
+    .await;
+    wait_refreshed(&test.engine, None).await;
+    wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
+    let first = test.create("first").await;
+    let snapshots = test.engine.snapshots();
+    let storage = test.pool.open().await;
+    let before = storage.list().await.unwrap();
+
+    // New rows for the snapshot to promote, then no room left for its writes.
+    source.insert("after the first snapshot").await;
+    wait_row(&test.state_dir, "after the first snapshot").await;
+    let filler = test.pool.fill(5 << 20);
+    let error = test.engine.create_snapshot().await.expect_err("a snapshot on a full pool");
+    assert!(!matches!(error, engine::Error::NoSpace(_)), "the space check is off: {error:?}");
+    assert!(error.to_string().contains("no space left on device"), "{error}");
+    assert_eq!(test.engine.snapshots(), snapshots);
+    let after = storage.list().await.unwrap();
+    let names = |listing: &storage::Listing| {
+        let mut names: Vec<String> = listing.datasets.iter().map(|d| d.name.to_string()).collect();
+        names.extend(listing.snapshots.iter().map(|s| s.name.to_string()));
+        names.sort();
+        names
+    };
+    assert_eq!(names(&after), names(&before), "a half-made snapshot stayed: {error}");
+    assert_eq!(notes(&first).await, ["before the copy"]);
+
+    // Space back: the sync instance is (again) up and the next snapshot has the new rows.
+    filler.remove();
+    wait_sync(&test.engine, "OK again", |view| view.code == SyncCode::Ok).await;
+    let second = test.engine.create_snapshot().await.unwrap().record;
+    assert_ne!(second.id, snapshots[0].record.id);
+    let mut request = harness::request("second");
+    request.snapshot_id = Some(second.id.clone());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("second").await;
+    assert_eq!(notes(&clone).await, ["before the copy", "after the first snapshot"]);
+
+    // The source stopped: nothing new can be replayed, so a snapshot is skipped, with the
+    // reason in an alert; the clones keep working.
+    source.stop().await;
+    wait_sync(&test.engine, "an error", |view| view.code == SyncCode::Error).await;
+    let skipped = test.engine.create_snapshot().await.unwrap().record;
+    assert_eq!(skipped.id, second.id);
+    let alerts = test.engine.retrieval().alerts;
+    let alert = alerts.get("snapshot_skipped").expect("a snapshot_skipped alert");
+    assert!(alert.message.contains(&second.id), "{alert:?}");
+    assert!(alert.message.contains("not streaming from the source"), "{alert:?}");
+    assert_eq!(notes(&clone).await, ["before the copy", "after the first snapshot"]);
+}
