@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{branches, clones, health, retrieval, snapshots};
+use crate::routes::{branches, clones, health, retrieval, snapshots, source};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -66,6 +66,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         branches::update,
         retrieval::show,
         retrieval::full_refresh,
+        source::test_db_source,
+        source::probe_source,
     ),
     components(
         schemas(ApiError, CloneId, SnapshotId),

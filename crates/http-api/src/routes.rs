@@ -6,6 +6,7 @@ pub(crate) mod clones;
 pub(crate) mod health;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
+pub(crate) mod source;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(branches::routes())
         .merge(health::status_routes())
         .merge(retrieval::routes())
+        .merge(source::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.

@@ -19,6 +19,7 @@
 //! Processes are spawned through `exec`; the target instance is run through `postgres`.
 
 pub mod archive;
+pub mod check;
 pub mod config;
 pub mod error;
 mod logical;

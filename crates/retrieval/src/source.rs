@@ -106,6 +106,11 @@ impl Source {
         Ok(Source { config: config.clone(), password })
     }
 
+    /// A source with `password` given, not read from the environment (a source check).
+    pub(crate) fn with_password(config: &SourceConfig, password: String) -> Self {
+        Source { config: config.clone(), password: Some(password) }
+    }
+
     /// The libpq connection string for `database`.
     pub(crate) fn conninfo(&self, database: &str) -> String {
         match &self.config.connection_string {
@@ -322,7 +327,7 @@ impl Source {
     }
 
     /// The rows of a one-column query in `database`, one per line.
-    async fn query_lines(
+    pub(crate) async fn query_lines(
         &self,
         psql: PathBuf,
         database: &str,

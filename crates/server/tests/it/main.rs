@@ -18,5 +18,6 @@ mod physical;
 mod refresh;
 mod requests;
 mod resilience;
+mod source;
 mod sync;
 mod webhooks;
