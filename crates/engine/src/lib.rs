@@ -11,6 +11,7 @@ mod audit;
 mod branch;
 mod clone;
 pub mod config;
+mod continuous;
 pub mod error;
 mod events;
 mod failpoint;
@@ -67,7 +68,9 @@ pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use retrieval::physical::promote::{Lsn, RecoveryTarget, WalPoint, WalWindow};
 pub use snapshot::SnapshotView;
 pub use space::SpaceLevel;
-pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView, record_sync};
+pub use standby::{
+    DEFAULT_HEALTH_INTERVAL, SyncCode, SyncKind, SyncSettings, SyncView, record_sync,
+};
 pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
