@@ -49,7 +49,7 @@ fn physical_config(source: &Source) -> RetrievalConfig {
 }
 
 /// Waits until a refresh that finished after `after` is reported.
-async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
+pub(crate) async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
     let deadline = Instant::now() + REFRESH_WAIT;
     loop {
         let view = engine.retrieval();
@@ -62,13 +62,13 @@ async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
     }
 }
 
-async fn notes(view: &engine::CloneView) -> Vec<String> {
+pub(crate) async fn notes(view: &engine::CloneView) -> Vec<String> {
     let client = harness::connect(view, harness::PASSWORD).await.unwrap();
     let rows = client.query("SELECT note FROM facts ORDER BY id", &[]).await.unwrap();
     rows.iter().map(|row| row.get(0)).collect()
 }
 
-async fn slot_exists(source: &Source, slot: &str) -> bool {
+pub(crate) async fn slot_exists(source: &Source, slot: &str) -> bool {
     source
         .connect()
         .await
