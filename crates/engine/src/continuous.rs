@@ -12,7 +12,12 @@ use tracing::{info, warn};
 
 use crate::Engine;
 use crate::error::Result;
-use crate::physical::{Live, SLOT_DROP_ATTEMPTS};
+use crate::physical::{Live, Retrieval, SLOT_DROP_ATTEMPTS};
+
+/// The store key (`meta`) of the golden dataset a continuous refresh is filling: set before
+/// its first slot exists, cleared once its slots are recorded with the data or dropped. Found
+/// at start, it names a refresh the engine did not live to finish, whose slots are dropped.
+pub const INTERRUPTED_REFRESH_KEY: &str = "continuous_refresh_dataset";
 
 impl Engine {
     /// A continuous full refresh into the new, still unmade golden dataset `dataset`. On
@@ -24,7 +29,22 @@ impl Engine {
         live: &Live,
         dataset: DatasetName,
     ) -> Result<String> {
-        let (summary, intent) = self.restore_into(pipeline, &dataset).await?;
+        self.inner.store.set_meta(INTERRUPTED_REFRESH_KEY, dataset.as_str())?;
+        let result = self.continuous_refresh_into(pipeline, live, &dataset).await;
+        if let Err(error) = self.inner.store.delete_meta(INTERRUPTED_REFRESH_KEY) {
+            warn!(error = %error, "failed to clear the record of a finished continuous refresh");
+        }
+        result
+    }
+
+    async fn continuous_refresh_into(
+        &self,
+        pipeline: &Pipeline,
+        live: &Live,
+        dataset: &DatasetName,
+    ) -> Result<String> {
+        // A failed run drops its own slots (a failure to is in the log).
+        let (summary, intent) = self.restore_into(pipeline, dataset).await?;
         let previous = self.current_data_dataset();
         let previous_replication = self
             .refresh_state()
@@ -32,10 +52,10 @@ impl Engine {
             .as_ref()
             .map(|summary| summary.replication.clone())
             .unwrap_or_default();
-        match self.go_live(live, &dataset, intent).await {
+        match self.go_live(live, dataset, intent).await {
             Ok(snapshot) => {
                 self.keep_summary(summary);
-                if previous != dataset {
+                if previous != *dataset {
                     // The old data's publications are the new data's too: only slots go.
                     self.release_replication(pipeline, &previous_replication, false).await;
                 }
@@ -45,6 +65,30 @@ impl Engine {
             Err(error) => {
                 self.release_replication(pipeline, &summary.replication, true).await;
                 Err(error)
+            }
+        }
+    }
+
+    /// At start: drops the slots of a continuous refresh the engine did not live to finish
+    /// (its dataset is gone by then, removed by the audit as its intent says). The record stays
+    /// when the source cannot be reached, for the next start.
+    pub(crate) async fn release_interrupted_replication(&self) {
+        let Some(Retrieval::Continuous(pipeline, _)) = &self.inner.retrieval else { return };
+        let Ok(Some(dataset)) = self.inner.store.meta(INTERRUPTED_REFRESH_KEY) else { return };
+        if dataset == self.current_data_dataset().as_str() {
+            // It went live before the crash: its slots are the current data's.
+            let _ = self.inner.store.delete_meta(INTERRUPTED_REFRESH_KEY);
+            return;
+        }
+        match pipeline.drop_interrupted_slots(&dataset).await {
+            Ok(dropped) => {
+                info!(%dataset, ?dropped, "replication slots of an interrupted refresh dropped");
+                if let Err(error) = self.inner.store.delete_meta(INTERRUPTED_REFRESH_KEY) {
+                    warn!(error = %error, "failed to clear the record of an interrupted refresh");
+                }
+            }
+            Err(error) => {
+                warn!(%dataset, error = %error, "failed to drop the replication slots of an interrupted refresh; trying again at the next start")
             }
         }
     }

@@ -56,6 +56,7 @@ use tracing::{info, warn};
 pub use branch::{BranchView, CommitView};
 pub use clone::{CloneRequest, ResetTarget};
 pub use config::EngineConfig;
+pub use continuous::INTERRUPTED_REFRESH_KEY;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
@@ -282,6 +283,7 @@ impl Engine {
         *write(&engine.inner.reconciliation) = reconciliation;
         engine.refresh_space().await;
         engine.restore_summary();
+        engine.release_interrupted_replication().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
         if engine.inner.config.cloning.warm_pool_size > 0 {

@@ -476,6 +476,26 @@ impl Pipeline {
         Ok(Some(exported))
     }
 
+    /// Drops the slots a continuous run into `dataset` created on the source, for a run that
+    /// was interrupted (the engine crashed) before its summary recorded them; returns their
+    /// names. Nothing without continuous refresh.
+    pub async fn drop_interrupted_slots(&self, dataset: &str) -> Result<Vec<String>> {
+        let (Some(continuous), Some(source)) = (&self.config.continuous, &self.config.source)
+        else {
+            return Ok(Vec::new());
+        };
+        let source = Source::new(source)?;
+        let psql = crate::physical::newest_tool(&self.search, "psql", None)?;
+        replication::drop_slots_of(
+            &source,
+            psql,
+            &continuous.slot,
+            dataset,
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
     /// Drops continuous refresh's slots on the source (a failed run's, or those of data the
     /// engine no longer keeps) and, `with_publications`, the publications their run created;
     /// returns every failure (a slot still in use fails: try again once its subscriber is

@@ -2,7 +2,8 @@
 //! real PostgreSQL 16 source (`wal_level = logical`) whose slot exported the dump's snapshot,
 //! runs the golden copy as a subscriber, and cuts snapshots from it: changes on the source
 //! appear in the next snapshot without a dump, no clone carries a subscription, the lag is
-//! reported, a full refresh drops the old slot, and an apply error (DDL is not replicated)
+//! reported, a full refresh drops the old slot, the next start drops the slot of a refresh
+//! interrupted by a crash, and an apply error (DDL is not replicated)
 //! shows in the sync status and as an alert. A source without `wal_level = logical` is refused
 //! before any work.
 
@@ -77,7 +78,7 @@ async fn changes_on_the_source_appear_in_the_next_snapshot_without_a_dump() {
     config.retrieval = Some(continuous_config(&source));
 
     // The first start dumps and restores, starts the subscriber and cuts its first snapshot.
-    let test = TestEngine::start(config).await;
+    let mut test = TestEngine::start(config).await;
     wait_refreshed(&test.engine, None).await;
     let view = wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
     let golden = view.dataset.clone().unwrap();
@@ -139,6 +140,18 @@ async fn changes_on_the_source_appear_in_the_next_snapshot_without_a_dump() {
     let new_slot = slot_name("scion_logical", &format!("{new_golden}_0"));
     assert!(slot_exists(&source, &new_slot).await, "{new_slot} missing on the source");
     assert_eq!(notes(&clone).await, ["before the dump"]);
+
+    // A refresh the engine did not live to finish leaves its record and its slot: the next
+    // start drops the slot, and the current data's stays.
+    let orphan = slot_name("scion_logical", "data_interrupted_0");
+    source.sql(&format!("SELECT pg_create_logical_replication_slot('{orphan}', 'pgoutput')")).await;
+    let store = engine::store::Store::open(&test.state_dir.join("scion.db")).unwrap();
+    store.set_meta(engine::INTERRUPTED_REFRESH_KEY, "data_interrupted").unwrap();
+    drop(store);
+    test.restart().await;
+    assert!(!slot_exists(&source, &orphan).await, "{orphan} is left on the source");
+    assert!(slot_exists(&source, &new_slot).await, "{new_slot} was dropped");
+    wait_sync(&test.engine, "OK after the restart", |view| view.code == SyncCode::Ok).await;
 
     // DDL is not replicated: a row with a column the golden copy lacks fails the apply
     // worker, which disables the subscription; the sync status and an alert say so.

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::physical::slot_name;
 use crate::error::{Error, Result, classify};
 use crate::pipe;
 use crate::progress::Stage;
@@ -311,6 +312,40 @@ pub(crate) async fn drop_replication(
         }
     }
     failures
+}
+
+/// Drops the logical slots on the source that a run into `dataset` created (named
+/// `slot_name(base, "<dataset>_<n>")`), when that run was interrupted before anything recorded
+/// them; returns their names. A slot in use cannot be dropped: the error says so.
+pub(crate) async fn drop_slots_of(
+    source: &Source,
+    psql: PathBuf,
+    base: &str,
+    dataset: &str,
+    cancel: &CancellationToken,
+) -> Result<Vec<String>> {
+    let database = source.connection_database();
+    let slots = source
+        .query_lines(
+            psql.clone(),
+            &database,
+            "SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE slot_type = 'logical'",
+            cancel,
+        )
+        .await?;
+    let ours: Vec<String> = slots
+        .into_iter()
+        .filter(|slot| {
+            slot.rsplit_once('_')
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+                .is_some_and(|n| slot_name(base, &format!("{dataset}_{n}")) == *slot)
+        })
+        .collect();
+    for slot in &ours {
+        let drop = format!("SELECT pg_catalog.pg_drop_replication_slot({})", quote_literal(slot));
+        source.query_lines(psql.clone(), &database, &drop, cancel).await?;
+    }
+    Ok(ours)
 }
 
 /// Detaches and drops every subscription of the server `client` is connected to, database by
