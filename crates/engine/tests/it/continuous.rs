@@ -15,7 +15,7 @@ use retrieval::{Pipeline, RetrievalConfig, SourceConfig, Target};
 use tokio_postgres::Client;
 
 use crate::harness::{self, TestEngine};
-use crate::physical::{notes, slot_exists, wait_refreshed};
+use crate::physical::{notes, refresh_onto_new_data, slot_exists, wait_refreshed};
 use crate::sync::{Source, wait_row, wait_sync};
 
 /// The variable the source's password is read from.
@@ -128,14 +128,7 @@ async fn changes_on_the_source_appear_in_the_next_snapshot_without_a_dump() {
 
     // A second full refresh replaces the golden copy: its slot goes from the source, the new
     // one is there, and the clones keep their data.
-    let last = test.engine.retrieval().last_refresh;
-    test.engine.full_refresh().unwrap();
-    wait_refreshed(&test.engine, last).await;
-    let view = wait_sync(&test.engine, "OK on the new copy", |view| {
-        view.code == SyncCode::Ok && view.dataset.as_deref() != Some(golden.as_str())
-    })
-    .await;
-    let new_golden = view.dataset.unwrap();
+    let new_golden = refresh_onto_new_data(&test.engine, &golden).await;
     assert!(!slot_exists(&source, &slot).await, "{slot} is left on the source");
     let new_slot = slot_name("scion_logical", &format!("{new_golden}_0"));
     assert!(slot_exists(&source, &new_slot).await, "{new_slot} missing on the source");
