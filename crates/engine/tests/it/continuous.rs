@@ -157,28 +157,42 @@ async fn changes_on_the_source_appear_in_the_next_snapshot_without_a_dump() {
     assert!(alerts.contains_key("subscription_error"), "{alerts:?}");
 }
 
-/// A source with `wal_level = replica` is refused at the probe, naming the setting, before
-/// any slot, publication or dump exists.
+/// What a run that does not finish leaves on the source: nothing. A source with
+/// `wal_level = replica` is refused at the probe, naming the setting, before any slot,
+/// publication or dump exists; a run that fails after its slot, publication and subscription
+/// exist (its preprocessing fails) drops the slot and the publication it created.
 #[tokio::test]
-async fn a_source_without_logical_wal_is_refused_before_any_work() {
+async fn runs_that_do_not_finish_leave_nothing_on_the_source() {
     set_password_env();
-    let source = source_with_role(Source::start(16).await).await;
-    let dir = test_support::TestDir::new("scion-continuous-");
     let user = postgres::OsUser::lookup("postgres").unwrap();
-    let pipeline =
-        Pipeline::new(continuous_config(&source), postgres::BinarySearch::default(), user).unwrap();
+    let replica = source_with_role(Source::start(16).await).await;
+    let dir = test_support::TestDir::new("scion-continuous-");
     let target = Target::new(dir.path().join("data"), dir.path().join("run"));
-    let error = pipeline
-        .run(&target, &tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap_err()
-        .to_string();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let pipeline =
+        Pipeline::new(continuous_config(&replica), postgres::BinarySearch::default(), user.clone())
+            .unwrap();
+    let error = pipeline.run(&target, &cancel).await.unwrap_err().to_string();
     assert!(error.contains("wal_level = logical") && error.contains("replica"), "{error}");
     assert!(!dir.path().join("data").exists(), "the target was touched");
+    assert_eq!(replication_objects(&replica).await, (0, 0));
+
+    let logical = source_with_role(Source::start_logical(16).await).await;
+    let mut config = continuous_config(&logical);
+    config.preprocessing.inline = Some("SELECT 1 / 0".into());
+    let pipeline = Pipeline::new(config, postgres::BinarySearch::default(), user).unwrap();
+    let error = pipeline.run(&target, &cancel).await.unwrap_err().to_string();
+    assert!(error.contains("division by zero"), "{error}");
+    assert_eq!(replication_objects(&logical).await, (0, 0));
+    test_support::stop_postmasters_under(dir.path());
+}
+
+/// The logical slots and the publications on `source`.
+async fn replication_objects(source: &Source) -> (i64, i64) {
     let client = source.connect().await;
     let slots: i64 =
         client.query_one("SELECT count(*) FROM pg_replication_slots", &[]).await.unwrap().get(0);
     let publications: i64 =
         client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
-    assert_eq!((slots, publications), (0, 0));
+    (slots, publications)
 }
