@@ -4,7 +4,8 @@
 //! `/status` (`synchronization`) and `/metrics` (`dblab_sync_*`) say about it.
 //!
 //! The golden dataset's PGDATA is a standby already (the copy tool wrote `standby.signal` and
-//! `primary_conninfo`); the engine only runs it, through `servers` like every clone's server:
+//! `primary_conninfo`), or a primary whose restore created its subscriptions (continuous
+//! refresh, `continuous.rs`); the engine only runs it, through `servers` like every clone's server:
 //! as the servers' OS user, sandboxed, on a socket of its own and no TCP port. Which dataset it
 //! serves and its settings are recorded in the store (`meta`), so a new start of the engine
 //! adopts the running server (found by its working directory) instead of starting another.
@@ -299,7 +300,7 @@ fn last_apply_error(log: &Path) -> Option<String> {
     Some(message)
 }
 
-/// The code, message and lag of a subscriber sync instance: OK while every subscription is
+/// The code and message of a subscriber sync instance: OK while every subscription is
 /// enabled and has its apply worker. DDL is not replicated, so a change the golden copy cannot
 /// apply fails the worker, which `disable_on_error` turns into a disabled subscription.
 fn judge_subscriber(status: &retrieval::SubscriberStatus, log: &Path) -> (SyncCode, String) {

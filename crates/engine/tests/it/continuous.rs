@@ -5,7 +5,7 @@
 //! reported, a full refresh drops the old slot, the next start drops the slot of a refresh
 //! interrupted by a crash, and an apply error (DDL is not replicated)
 //! shows in the sync status and as an alert. A source without `wal_level = logical` is refused
-//! before any work.
+//! before any work, and a run that fails leaves no slot or publication behind.
 
 use std::time::Duration;
 
