@@ -11,6 +11,7 @@ mod audit;
 mod branch;
 mod clone;
 pub mod config;
+mod continuous;
 pub mod error;
 mod events;
 mod failpoint;
@@ -56,6 +57,7 @@ use tracing::{info, warn};
 pub use branch::{BranchView, CommitView};
 pub use clone::{CloneRequest, ResetTarget};
 pub use config::EngineConfig;
+pub use continuous::INTERRUPTED_REFRESH_KEY;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
@@ -71,7 +73,9 @@ pub use retrieval::physical::promote::{Lsn, RecoveryTarget, WalPoint, WalWindow}
 pub use snapshot::SnapshotView;
 pub use source_check::{PROPOSED_PASSWORD_ENV, SourceCheckRequest, SourceProbe};
 pub use space::SpaceLevel;
-pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView, record_sync};
+pub use standby::{
+    DEFAULT_HEALTH_INTERVAL, SyncCode, SyncKind, SyncSettings, SyncView, record_sync,
+};
 pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
@@ -283,6 +287,7 @@ impl Engine {
         *write(&engine.inner.reconciliation) = reconciliation;
         engine.refresh_space().await;
         engine.restore_summary();
+        engine.release_interrupted_replication().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
         if engine.inner.config.cloning.warm_pool_size > 0 {

@@ -80,7 +80,7 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     {
         spawn_timetable(engine);
     }
-    if engine.physical_retrieval().is_some_and(|physical| physical.snapshot_timetable().is_some()) {
+    if engine.live_retrieval().is_some_and(|live| live.snapshot_timetable().is_some()) {
         spawn_snapshot_timetable(engine);
     }
     spawn_sync_supervisor(engine);
@@ -138,7 +138,8 @@ fn spawn_timetable(engine: &Engine) {
     );
 }
 
-/// Cuts physical snapshots from the sync instance on `[retrieval.physical] snapshot_timetable`.
+/// Cuts snapshots from the sync instance on `[retrieval.physical]` or `[retrieval.continuous]`
+/// `snapshot_timetable`.
 fn spawn_snapshot_timetable(engine: &Engine) {
     let engine = engine.clone();
     let cancel = engine.inner.cancel.clone();

@@ -108,14 +108,14 @@ impl Engine {
     /// Takes a snapshot of the pool's data now, records it as the new head of `main`, and
     /// applies retention.
     ///
-    /// In physical mode the snapshot is cut from the sync instance's dataset and promoted
-    /// ([`Engine::create_physical_snapshot`]); it is skipped, and the latest snapshot returned,
-    /// when no commit was replayed since that one.
+    /// In physical mode and with continuous refresh the snapshot is cut from the sync
+    /// instance's dataset and promoted ([`Engine::create_physical_snapshot`]); it is skipped,
+    /// and the latest snapshot returned, when no commit was replayed since that one.
     pub async fn create_snapshot(&self) -> Result<SnapshotView> {
-        if let Some(physical) = self.physical_retrieval() {
+        if let Some(live) = self.live_retrieval() {
             return self
                 .create_physical_snapshot(
-                    &physical,
+                    &live,
                     retrieval::physical::promote::RecoveryTarget::Latest,
                     true,
                 )

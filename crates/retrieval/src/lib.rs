@@ -34,10 +34,13 @@ mod target;
 
 pub use archive::DumpFormat;
 pub use config::{
-    DatabaseConfig, DumpConfig, PhysicalConfig, PhysicalTool, PreprocessingConfig, RestoreConfig,
-    RetrievalConfig, SourceConfig,
+    ContinuousConfig, DatabaseConfig, DumpConfig, PhysicalConfig, PhysicalTool,
+    PreprocessingConfig, RestoreConfig, RetrievalConfig, SourceConfig,
 };
 pub use error::{Error, Result};
+pub use logical::replication::{
+    MIN_SOURCE_MAJOR, Replication, SubscriberStatus, SubscriptionStatus, subscription_status,
+};
 pub use physical::{CopySummary, CopyTarget, InitialCopy};
 pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target};
 pub use progress::{Progress, Stage, StageTiming};

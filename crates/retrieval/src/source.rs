@@ -181,6 +181,12 @@ impl Source {
     /// A client tool connecting to `database`: a clean environment with the password,
     /// application name, no statement timeout and UTC timestamps.
     pub(crate) fn command(&self, tool: PathBuf, database: &str) -> Cmd {
+        self.command_to(tool, &self.conninfo(database))
+    }
+
+    /// A client tool connecting with `conninfo` (one of this source's, with more parameters),
+    /// in the same environment as [`Source::command`].
+    pub(crate) fn command_to(&self, tool: PathBuf, conninfo: &str) -> Cmd {
         let mut cmd = Cmd::new(tool)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -188,7 +194,7 @@ impl Source {
             .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS)
             .env("PGOPTIONS", "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0")
             .env("TZ", "UTC")
-            .arg(format!("--dbname={}", self.conninfo(database)));
+            .arg(format!("--dbname={conninfo}"));
         if let Some(password) = &self.password {
             cmd = cmd.secret_env("PGPASSWORD", password).redact(password.clone());
         }

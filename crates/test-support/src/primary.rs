@@ -37,6 +37,11 @@ impl Primary {
         Primary::start_with(major, Vec::new()).await
     }
 
+    /// A primary with `wal_level = logical`, a source for continuous refresh.
+    pub async fn start_logical(major: u8) -> Primary {
+        Primary::start_with(major, vec![("wal_level".into(), "logical".into())]).await
+    }
+
     /// A primary that archives each finished WAL segment into `archive` with `cp` (the
     /// directory must be writable by the servers' OS user).
     pub async fn start_archiving(major: u8, archive: &Path) -> Primary {

@@ -49,7 +49,7 @@ fn physical_config(source: &Source) -> RetrievalConfig {
 }
 
 /// Waits until a refresh that finished after `after` is reported.
-async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
+pub(crate) async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
     let deadline = Instant::now() + REFRESH_WAIT;
     loop {
         let view = engine.retrieval();
@@ -62,13 +62,26 @@ async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
     }
 }
 
-async fn notes(view: &engine::CloneView) -> Vec<String> {
+/// Runs a full refresh and waits until the sync instance is OK on the new golden dataset,
+/// which replaced `golden`; returns its name.
+pub(crate) async fn refresh_onto_new_data(engine: &Engine, golden: &str) -> String {
+    let last = engine.retrieval().last_refresh;
+    engine.full_refresh().unwrap();
+    wait_refreshed(engine, last).await;
+    let view = wait_sync(engine, "OK on the new copy", |view| {
+        view.code == SyncCode::Ok && view.dataset.as_deref() != Some(golden)
+    })
+    .await;
+    view.dataset.unwrap()
+}
+
+pub(crate) async fn notes(view: &engine::CloneView) -> Vec<String> {
     let client = harness::connect(view, harness::PASSWORD).await.unwrap();
     let rows = client.query("SELECT note FROM facts ORDER BY id", &[]).await.unwrap();
     rows.iter().map(|row| row.get(0)).collect()
 }
 
-async fn slot_exists(source: &Source, slot: &str) -> bool {
+pub(crate) async fn slot_exists(source: &Source, slot: &str) -> bool {
     source
         .connect()
         .await
@@ -132,14 +145,7 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
 
     // A second full refresh replaces the golden dataset; the old one and its slot go, and the
     // clones keep working on their promoted copies.
-    let last = test.engine.retrieval().last_refresh;
-    test.engine.full_refresh().unwrap();
-    wait_refreshed(&test.engine, last).await;
-    let view = wait_sync(&test.engine, "OK on the new copy", |view| {
-        view.code == SyncCode::Ok && view.dataset.as_deref() != Some(golden.as_str())
-    })
-    .await;
-    let new_golden = view.dataset.unwrap();
+    let new_golden = refresh_onto_new_data(&test.engine, &golden).await;
     assert!(!slot_exists(&source, &slot).await, "{slot} is left on the source");
     assert!(slot_exists(&source, &slot_name("scion_standby", &new_golden)).await);
     let storage = test.pool.open().await;
