@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{branches, clones, health, retrieval, snapshots};
+use crate::routes::{branches, clones, health, observation, retrieval, snapshots};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -66,9 +66,13 @@ const SECURITY_SCHEME: &str = "verification_token";
         branches::update,
         retrieval::show,
         retrieval::full_refresh,
+        observation::start,
+        observation::stop,
+        observation::summary,
+        observation::download,
     ),
     components(
-        schemas(ApiError, CloneId, SnapshotId),
+        schemas(ApiError, CloneId, SnapshotId, observation::SessionId),
         responses(Unauthorized, InternalError, Unavailable, InsufficientStorage)
     ),
     modifiers(&SecuritySchemes, &UniqueOperationIds, &OptionalBodies),
@@ -78,6 +82,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         (name = "Clones", description = "Thin clones: writable Postgres servers on a snapshot."),
         (name = "Branches", description = "Named lines of snapshots: create, commit a clone, \
             log, protect and delete."),
+        (name = "Observation", description = "Observation sessions: watch a clone for dangerous \
+            locks while a migration runs, then read the verdict, the summary and the artifacts."),
     )
 )]
 struct ApiDoc;
