@@ -57,12 +57,12 @@ fn example_command(file: &str) -> String {
 /// A checkout with the migrations, and the PATH a CI job has: `scion` and psql.
 fn checkout(server: &TestServer, name: &str) -> (PathBuf, String) {
     let dir = server.scratch().join(name);
-    std::fs::create_dir_all(dir.join("migrations")).unwrap();
+    std::fs::create_dir_all(dir.join("migrations")).expect("make the checkout");
     for (file, sql) in MIGRATIONS {
-        std::fs::write(dir.join("migrations").join(file), sql).unwrap();
+        std::fs::write(dir.join("migrations").join(file), sql).expect("write a migration");
     }
-    let psql = BinarySearch::default().locate(PgMajor::new(17).unwrap()).expect("psql 17");
-    let scion_dir = Path::new(scion_bin()).parent().unwrap();
+    let psql = BinarySearch::default().locate(PgMajor::new(17).expect("a major")).expect("psql 17");
+    let scion_dir = Path::new(scion_bin()).parent().expect("scion lives in a directory");
     let path = format!("{}:{}:/usr/bin:/bin", scion_dir.display(), psql.bin_dir().display());
     (dir, path)
 }
@@ -88,8 +88,8 @@ async fn job(server: &TestServer, dir: &Path, path: &str, line: &str) -> Run {
     Run { code, stdout: output.stdout_text(), stderr: output.stderr_text() }
 }
 
-fn read(path: PathBuf) -> String {
-    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,8 +103,8 @@ async fn the_ci_examples_pass_a_good_migration_and_leave_no_clone() {
     assert!(markdown.starts_with("### Scion migration check: ✅ passed"), "{markdown}");
     assert!(markdown.contains("| Commands succeeded | ✅ 1 of 1 |"), "{markdown}");
     assert!(markdown.contains("No long dangerous locks (> 10 s) | ✅ 0 of"), "{markdown}");
-    assert_eq!(read(dir.join("scion-report.md")), markdown);
-    let junit = read(dir.join("scion-report.xml"));
+    assert_eq!(read(&dir.join("scion-report.md")), markdown);
+    let junit = read(&dir.join("scion-report.xml"));
     assert!(junit.contains("failures=\"0\" skipped=\"0\""), "{junit}");
     assert!(junit.contains("name=\"no long dangerous locks\""), "{junit}");
     assert!(
@@ -118,16 +118,16 @@ async fn the_ci_examples_pass_a_good_migration_and_leave_no_clone() {
     let run = job(&server, &dir, &path, &example_command("gitlab-ci.yml")).await;
     assert_eq!(run.stdout, "", "stdout went to the JUnit file");
     run.expect_code(0);
-    let junit = read(dir.join("scion-report.xml"));
+    let junit = read(&dir.join("scion-report.xml"));
     assert!(junit.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"), "{junit}");
     let report: serde_json::Value =
-        serde_json::from_str(&read(dir.join("scion-report.json"))).unwrap();
+        serde_json::from_str(&read(&dir.join("scion-report.json"))).unwrap();
     assert_eq!(report["passed"], true, "{report}");
     assert_eq!(report["commands"][0]["success"], true);
     assert_eq!(report["session"]["result"]["status"], "passed");
     assert_eq!(report["session"]["tags"]["launched_by"], "scion ci check");
     assert_eq!(report["summary"]["db_size"]["objects_stat"]["count"], 1, "{report}");
-    assert!(read(dir.join("scion-report.md")).contains("✅ passed"));
+    assert!(read(&dir.join("scion-report.md")).contains("✅ passed"));
 
     // Without --keep, the clones are gone.
     assert!(server.client().clones().await.unwrap().is_empty());
@@ -242,7 +242,7 @@ async fn observation_verbs_work_as_dblab_s() {
         ])
         .await;
     assert!(run.ok().contains("saved to"), "{}", run.stdout);
-    let rows: serde_json::Value = serde_json::from_str(&read(file)).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&read(&file)).unwrap();
     assert_eq!(rows[0]["datname"], "postgres", "{rows}");
 
     // An unknown artifact type is the server's 400: the operation failed, exit 1.
