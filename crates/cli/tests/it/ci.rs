@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use exec::{Cmd, ExitInfo};
 use postgres::{BinarySearch, PgMajor};
 
-use crate::support::{PASSWORD, Run, TOKEN, TestServer, scion_bin};
+use crate::support::{PASSWORD, Run, TOKEN, TestServer, scion_bin, scion_with_env};
 
 /// The migrations of the pretend repository the examples check out.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -245,19 +245,20 @@ async fn observation_verbs_work_as_dblab_s() {
     let rows: serde_json::Value = serde_json::from_str(&read(&file)).unwrap();
     assert_eq!(rows[0]["datname"], "postgres", "{rows}");
 
-    // An unknown artifact type is the server's 400: the operation failed, exit 1.
-    let run = server
-        .scion(&[
-            "clone",
-            "download-artifact",
-            "--clone-id",
-            "obs",
-            "--session-id",
-            &id,
-            "--artifact-type",
-            "bogus",
-        ])
-        .await;
+    // DBLab's variables name the clone and the session; an unknown artifact type is the
+    // server's 400: the operation failed, exit 1.
+    let config = server.scratch().join("no-cli-config.toml");
+    let run = scion_with_env(
+        &["clone", "download-artifact", "--artifact-type", "bogus"],
+        &[
+            ("SCION_URL", &server.url),
+            ("SCION_TOKEN", TOKEN),
+            ("SCION_CLI_CONFIG", config.to_str().unwrap()),
+            ("DBLAB_OBSERVATION_CLONE_ID", "obs"),
+            ("DBLAB_OBSERVATION_SESSION_ID", &id),
+        ],
+    )
+    .await;
     run.expect_code(1);
     assert!(run.stderr.contains("unknown artifact type"), "{}", run.stderr);
     server.destroy_all_clones().await;
