@@ -428,6 +428,7 @@ impl Engine {
         let Some(record) = marked else {
             return Err(Error::NotFound(format!("observation session {session_id} is gone")));
         };
+        crate::failpoint::hit("observation.exporting");
         let runner = {
             let mut running = lock(&observations.running);
             match running.get(&record.clone_id) {

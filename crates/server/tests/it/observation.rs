@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 
+use crate::crashes::{differences, expect_crash};
 use crate::harness::{TestServer, connect};
 
 /// Settings that make the observer look every second and call a lock dangerous after one.
@@ -207,6 +208,40 @@ async fn sessions_survive_a_restart_and_go_with_their_clone() {
     let (status, error) = server.get(&format!("/observation/summary/kept/{session_id}")).await;
     assert_eq!((status, &error["code"]), (404, &json!("NOT_FOUND")), "{error}");
     assert!(!server.state_dir().join("observations").join("kept").exists());
+}
+
+#[tokio::test]
+async fn a_stop_a_crash_interrupted_is_finished_by_the_next_start() {
+    let mut server = TestServer::start("").await;
+    server.create_clone("exporting").await;
+    let session_id = start_session(&server, "exporting").await;
+
+    // The stop crashes the server while the clone is EXPORTING; the relaunch resumed the session.
+    server.relaunch_crashing_at("observation.exporting").await;
+    let stop = json!({"clone_id": "exporting", "overall_error": false});
+    expect_crash(&server, "/observation/stop", stop).await;
+    server.recover_from_crash().await;
+
+    // The next start makes the clone OK again, says so, and finishes the stop itself.
+    let (_, status) = server.get("/status").await;
+    assert!(
+        differences(&status)
+            .contains(&("interrupted_operation".to_owned(), "exporting".to_owned())),
+        "{status}"
+    );
+    let path = format!("/observation/summary/exporting/{session_id}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let summary = loop {
+        let (code, summary) = server.get(&path).await;
+        if code == 200 {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "the stop was not finished:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(summary["session_id"], session_id);
+    let (_, clone) = server.get("/clone/exporting").await;
+    assert_eq!(clone["status"]["code"], "OK", "{clone}");
 }
 
 #[tokio::test]
