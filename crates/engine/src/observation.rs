@@ -176,6 +176,79 @@ impl Observations {
             .find(|record| record.clone_id == clone_id && record.finished_at.is_none())
             .cloned()
     }
+
+    /// Every session that has not finished.
+    fn all_unfinished(&self) -> Vec<ObservationRecord> {
+        lock(&self.sessions)
+            .values()
+            .filter(|record| record.finished_at.is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// Takes the clone's loop slot for a session being started, so that a second start is
+    /// refused meanwhile; refused when the clone has a session running or being stopped.
+    fn reserve(&self, clone_id: &str, runner: Runner) -> Result<()> {
+        let mut running = lock(&self.running);
+        if let Some(runner) = running.get(clone_id) {
+            return Err(Error::Refused(format!(
+                "clone {clone_id:?} has a running observation session ({}); stop it first",
+                runner.session_id
+            )));
+        }
+        if self.unfinished(clone_id).is_some() {
+            return Err(Error::Refused(format!(
+                "clone {clone_id:?} has an observation session being stopped; stop it again"
+            )));
+        }
+        running.insert(clone_id.to_owned(), runner);
+        Ok(())
+    }
+
+    /// Gives a session resumed at start its loop slot.
+    fn resume(&self, clone_id: &str, runner: Runner) {
+        lock(&self.running).insert(clone_id.to_owned(), runner);
+    }
+
+    /// Names the session a reserved slot runs.
+    fn started(&self, clone_id: &str, session_id: u64) {
+        if let Some(runner) = lock(&self.running).get_mut(clone_id) {
+            runner.session_id = session_id;
+        }
+    }
+
+    /// Frees a reserved slot whose start failed.
+    fn release(&self, clone_id: &str) {
+        lock(&self.running).remove(clone_id);
+    }
+
+    /// Takes the loop of `session_id`, for its stop.
+    fn take_runner(&self, clone_id: &str, session_id: u64) -> Option<Runner> {
+        let mut running = lock(&self.running);
+        match running.get(clone_id) {
+            Some(runner) if runner.session_id == session_id => running.remove(clone_id),
+            _ => None,
+        }
+    }
+
+    /// Memory takes the store's sessions, at start.
+    fn load(&self, records: Vec<ObservationRecord>) {
+        let mut sessions = lock(&self.sessions);
+        for record in records {
+            sessions.insert(record.session_id, record);
+        }
+    }
+
+    /// Stops the clone's loop and forgets its sessions, store first.
+    fn forget(&self, store: &Store, clone_id: &str) -> Result<()> {
+        if let Some(runner) = lock(&self.running).remove(clone_id) {
+            runner.stop.cancel();
+        }
+        let mut sessions = lock(&self.sessions);
+        store.delete_observations(clone_id)?;
+        sessions.retain(|_, record| record.clone_id != clone_id);
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -212,42 +285,20 @@ impl Engine {
             .find(|name| !name.is_empty())
             .unwrap_or(DEFAULT_DB_NAME)
             .to_owned();
+        let observations = &self.inner.observations;
         let stop = self.inner.cancel.child_token();
         let (done_tx, done_rx) = oneshot::channel();
-        {
-            let mut running = lock(&self.inner.observations.running);
-            if let Some(runner) = running.get(&clone.id) {
-                return Err(Error::Refused(format!(
-                    "clone {:?} has a running observation session ({}); stop it first",
-                    clone.id, runner.session_id
-                )));
-            }
-            if self.inner.observations.unfinished(&clone.id).is_some() {
-                return Err(Error::Refused(format!(
-                    "clone {:?} has an observation session being stopped; stop it again",
-                    clone.id
-                )));
-            }
-            // Held from here, so that a second start for the clone is refused meanwhile.
-            running.insert(
-                clone.id.clone(),
-                Runner { session_id: 0, stop: stop.clone(), done: done_rx },
-            );
-        }
-        let started = self.begin_session(&clone, &db_name, config, request.tags).await;
-        let mut running = lock(&self.inner.observations.running);
-        match started {
+        observations
+            .reserve(&clone.id, Runner { session_id: 0, stop: stop.clone(), done: done_rx })?;
+        match self.begin_session(&clone, &db_name, config, request.tags).await {
             Ok(record) => {
-                if let Some(runner) = running.get_mut(&clone.id) {
-                    runner.session_id = record.session_id;
-                }
-                drop(running);
+                observations.started(&clone.id, record.session_id);
                 info!(clone_id = %clone.id, session_id = record.session_id, "observation started");
                 self.spawn_session_loop(&record, stop, done_tx);
                 Ok(record)
             }
             Err(error) => {
-                running.remove(&clone.id);
+                observations.release(&clone.id);
                 Err(error)
             }
         }
@@ -429,14 +480,7 @@ impl Engine {
             return Err(Error::NotFound(format!("observation session {session_id} is gone")));
         };
         crate::failpoint::hit("observation.exporting");
-        let runner = {
-            let mut running = lock(&observations.running);
-            match running.get(&record.clone_id) {
-                Some(runner) if runner.session_id == session_id => running.remove(&record.clone_id),
-                _ => None,
-            }
-        };
-        if let Some(runner) = runner {
+        if let Some(runner) = observations.take_runner(&record.clone_id, session_id) {
             runner.stop.cancel();
             let _ = runner.done.await;
         }
@@ -579,26 +623,20 @@ impl Engine {
     /// Loads the recorded sessions at start: sessions of clones that are gone are forgotten,
     /// running ones resume their loop, and a stop a restart interrupted is finished.
     pub(crate) fn resume_observations(&self) -> Result<()> {
-        let records = self.inner.store.observations()?;
-        let mut gone = Vec::new();
-        for record in records {
-            let exists = self.read_state().clones.contains_key(&record.clone_id);
-            if !exists {
-                gone.push(record.clone_id.clone());
-                continue;
-            }
-            lock(&self.inner.observations.sessions).insert(record.session_id, record);
-        }
+        let observations = &self.inner.observations;
+        let (kept, gone): (Vec<_>, Vec<_>) = self
+            .inner
+            .store
+            .observations()?
+            .into_iter()
+            .partition(|record| self.read_state().clones.contains_key(&record.clone_id));
+        observations.load(kept);
+        let mut gone: Vec<String> = gone.into_iter().map(|record| record.clone_id).collect();
         gone.dedup();
         for clone_id in gone {
             self.forget_observations(&clone_id);
         }
-        let unfinished: Vec<ObservationRecord> = lock(&self.inner.observations.sessions)
-            .values()
-            .filter(|record| record.finished_at.is_none())
-            .cloned()
-            .collect();
-        for record in unfinished {
+        for record in observations.all_unfinished() {
             if record.stopping {
                 info!(clone_id = %record.clone_id, session_id = record.session_id, "finishing an interrupted observation stop");
                 let engine = self.clone();
@@ -618,10 +656,9 @@ impl Engine {
             info!(clone_id = %record.clone_id, session_id = record.session_id, "resuming an observation session");
             let stop = self.inner.cancel.child_token();
             let (done_tx, done_rx) = oneshot::channel();
-            lock(&self.inner.observations.running).insert(
-                record.clone_id.clone(),
-                Runner { session_id: record.session_id, stop: stop.clone(), done: done_rx },
-            );
+            let runner =
+                Runner { session_id: record.session_id, stop: stop.clone(), done: done_rx };
+            observations.resume(&record.clone_id, runner);
             self.spawn_session_loop(&record, stop, done_tx);
         }
         Ok(())
@@ -629,16 +666,9 @@ impl Engine {
 
     /// Forgets a destroyed clone's sessions: their loop, records and files.
     pub(crate) fn forget_observations(&self, clone_id: &str) {
-        if let Some(runner) = lock(&self.inner.observations.running).remove(clone_id) {
-            runner.stop.cancel();
-        }
-        {
-            let mut sessions = lock(&self.inner.observations.sessions);
-            if let Err(error) = self.inner.store.delete_observations(clone_id) {
-                warn!(clone_id, error = %error, "failed to forget a clone's observation sessions");
-                return;
-            }
-            sessions.retain(|_, record| record.clone_id != clone_id);
+        if let Err(error) = self.inner.observations.forget(&self.inner.store, clone_id) {
+            warn!(clone_id, error = %error, "failed to forget a clone's observation sessions");
+            return;
         }
         let dir = self.observations_dir().join(clone_id);
         if let Err(error) = std::fs::remove_dir_all(&dir)
