@@ -490,10 +490,11 @@ impl Engine {
         let clone = self.clone_record(&record.clone_id)?;
         let dir = self.session_dir(&clone.id, session_id);
         let artifacts_dir = dir.join("artifacts");
+        // The log is read first, so that nothing the collection itself might log counts.
+        let log_text = self.read_log_since(&clone, record.log_offset);
         let admin = self.inner.servers.admin_session_in(&clone, &record.db_name).await?;
         let mut collected = observer::collect(&admin, &artifacts_dir).await?;
         drop(admin);
-        let log_text = self.read_log_since(&clone, record.log_offset);
         let log_errors = observer::log_errors(&log_text);
         let log_json = serde_json::to_vec(&log_errors).unwrap_or_else(|_| b"[]".to_vec());
         observer::write_artifact(&artifacts_dir, "log_errors", &log_json)?;
