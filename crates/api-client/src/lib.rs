@@ -17,8 +17,9 @@ use std::time::Duration;
 use api_types::{
     BranchName, BranchProtection, BranchView, CloneId, CommitRequest, CommitResponse,
     CreateBranchRequest, CreateBranchResponse, CreateCloneRequest, CreateSnapshotRequest,
-    PatchCloneRequest, ProtectionUpdateRequest, ResetCloneRequest, Response, SnapshotCloneRequest,
-    SnapshotDetails, SnapshotId, StatusCode,
+    ObservationSession, PatchCloneRequest, ProtectionUpdateRequest, ResetCloneRequest, Response,
+    SnapshotCloneRequest, SnapshotDetails, SnapshotId, StartObservationRequest, StatusCode,
+    StopObservationRequest, SummaryArtifact,
 };
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -282,6 +283,54 @@ impl Client {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_POLL_INTERVAL);
         }
+    }
+
+    /// `POST /observation/start`: start watching a clone for dangerous locks.
+    pub async fn start_observation(
+        &self,
+        request: &StartObservationRequest,
+    ) -> Result<ObservationSession, Error> {
+        clone_id(&request.clone_id)?;
+        let path = ["observation", "start"];
+        self.json(Method::POST, &path, &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `POST /observation/stop`: stop the clone's session; the answer carries the verdict.
+    pub async fn stop_observation(
+        &self,
+        request: &StopObservationRequest,
+    ) -> Result<ObservationSession, Error> {
+        clone_id(&request.clone_id)?;
+        let path = ["observation", "stop"];
+        self.json(Method::POST, &path, &[], Some(request), Duration::ZERO).await
+    }
+
+    /// `GET /observation/summary/{clone_id}/{session_id}`: a stopped session's summary.
+    pub async fn observation_summary(
+        &self,
+        clone: &str,
+        session_id: u64,
+    ) -> Result<SummaryArtifact, Error> {
+        let session = session_id.to_string();
+        self.get(&["observation", "summary", clone_id(clone)?, &session], &[]).await
+    }
+
+    /// `GET /observation/download`: one artifact of a stopped session, as the server sent it
+    /// (a JSON array of rows).
+    pub async fn download_artifact(
+        &self,
+        clone: &str,
+        session_id: u64,
+        artifact_type: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let query = [
+            ("artifact_type", artifact_type.to_owned()),
+            ("clone_id", clone_id(clone)?.to_owned()),
+            ("session_id", session_id.to_string()),
+        ];
+        let path = ["observation", "download"];
+        let answer = self.send(Method::GET, &path, &query, None::<&()>, Duration::ZERO).await?;
+        Ok(answer.bytes)
     }
 
     /// `POST /full-refresh`: start a new retrieval run in the background.

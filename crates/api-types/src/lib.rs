@@ -24,6 +24,7 @@ mod delivery;
 mod error;
 mod ids;
 mod instance;
+mod observation;
 #[cfg(feature = "openapi")]
 mod openapi;
 mod protection;
@@ -51,6 +52,12 @@ pub use ids::{
 pub use instance::{
     Cloning, Difference, Engine, FileSystem, Instance, PoolEntry, PoolStatus, Provisioner,
     Reconciliation, Synchronization,
+};
+pub use observation::{
+    ARTIFACT_TYPES, Checklist, ObjectsStat, ObservationConfig, ObservationInterval,
+    ObservationResult, ObservationSession, ObservationSummary, STATUS_FAILED, STATUS_PASSED,
+    StartObservationRequest, StopObservationRequest, SummaryArtifact, SummaryDbSize,
+    SummaryDuration, SummaryLocks, SummaryLogErrors,
 };
 pub use protection::{Protection, ProtectionLimits};
 pub use retrieval::{

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::{ci, observation};
 use crate::protection::Protection;
 
 /// Scion's command-line client: thin, writable PostgreSQL clones in milliseconds.
@@ -89,6 +90,9 @@ pub(crate) enum Command {
     Config(ConfigCommand),
     /// Print a shell completion script (e.g. `scion completions bash > /etc/bash_completion.d/scion`).
     Completions(CompletionsArgs),
+    /// Checks for CI: a migration on a fresh clone, observed for dangerous locks.
+    #[command(subcommand)]
+    Ci(ci::CiCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +148,14 @@ pub(crate) enum CloneCommand {
     Reset(CloneResetArgs),
     /// Destroy a clone and wait until it is gone (unless --async).
     Destroy(CloneDestroyArgs),
+    /// Start watching a clone for dangerous locks while a migration runs.
+    StartObservation(observation::StartArgs),
+    /// Stop the clone's observation session and print its verdict.
+    StopObservation(observation::StopArgs),
+    /// Print a stopped observation session's summary (JSON).
+    SummaryObservation(observation::SummaryArgs),
+    /// Download an artifact of a stopped observation session.
+    DownloadArtifact(observation::DownloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -403,7 +415,7 @@ pub(crate) struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_owned(), value.to_owned()))

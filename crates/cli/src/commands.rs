@@ -3,12 +3,14 @@
 //! operations (exit 1).
 
 mod branch;
+pub(crate) mod ci;
 mod clone;
 mod environment;
 
 pub(crate) use environment::EnvironmentView;
 mod init;
 mod instance;
+pub(crate) mod observation;
 mod snapshot;
 
 use std::fmt;
@@ -90,6 +92,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Instance(command) => instance::run(&Context::new(global)?, &command).await,
         Command::FullRefresh => instance::full_refresh(&Context::new(global)?).await,
         Command::Config(command) => environment::run(global, command),
+        Command::Ci(command) => ci::run(&Context::new(global)?, command).await,
         Command::Completions(args) => {
             let mut text = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "scion", &mut text);

@@ -414,6 +414,7 @@ impl Engine {
             return Err(error);
         }
         self.inner.state.forget(&self.inner.store, &record.id, state::DELETING)?;
+        self.forget_observations(&record.id);
         self.inner.ports.release(record.port);
         // The freed port may be what the warm pool was short of.
         self.inner.warm.wake();

@@ -19,6 +19,8 @@ mod intent;
 mod lease;
 mod metrics;
 mod model;
+mod observation;
+mod observer;
 pub mod password;
 mod physical;
 mod point_in_time;
@@ -63,6 +65,7 @@ pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
 pub use metrics::InstanceHealth;
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
+pub use observation::{ObservationRecord, SessionResult};
 pub use pool::{MinFreeSpace, Pool};
 pub use protection::ProtectionUpdate;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
@@ -137,6 +140,8 @@ struct Inner {
     warm: warm::WarmPool,
     /// The sync instance of physical mode.
     standby: standby::Standby,
+    /// Observation sessions and their loops.
+    observations: observation::Observations,
     /// Why the last destroy of a clone failed, for [`Engine::wait_destroyed`].
     destroy_failures: Mutex<HashMap<String, Error>>,
     cancel: CancellationToken,
@@ -265,6 +270,7 @@ impl Engine {
             usage: Mutex::new(usage::UsageTracker::default()),
             warm: warm::WarmPool::default(),
             standby: standby::Standby::default(),
+            observations: observation::Observations::default(),
             destroy_failures: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -285,6 +291,7 @@ impl Engine {
             "engine state reconciled"
         );
         *write(&engine.inner.reconciliation) = reconciliation;
+        engine.resume_observations()?;
         engine.refresh_space().await;
         engine.restore_summary();
         engine.release_interrupted_replication().await;

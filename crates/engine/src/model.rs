@@ -17,17 +17,20 @@ pub enum CloneState {
     Resetting,
     /// The clone is being destroyed.
     Deleting,
+    /// An observation's stop is collecting the clone's statistics (DBLab's `EXPORTING`).
+    Exporting,
     /// Creating, resetting or running the clone failed; the message says why.
     Fatal,
 }
 
 impl CloneState {
     /// Every state, in lifecycle order.
-    pub const ALL: [CloneState; 5] = [
+    pub const ALL: [CloneState; 6] = [
         CloneState::Creating,
         CloneState::Ok,
         CloneState::Resetting,
         CloneState::Deleting,
+        CloneState::Exporting,
         CloneState::Fatal,
     ];
 
@@ -38,6 +41,7 @@ impl CloneState {
             CloneState::Ok => "OK",
             CloneState::Resetting => "RESETTING",
             CloneState::Deleting => "DELETING",
+            CloneState::Exporting => "EXPORTING",
             CloneState::Fatal => "FATAL",
         }
     }

@@ -432,6 +432,29 @@ impl Engine {
         let dataset_exists = DatasetName::new(record.dataset.clone())
             .ok()
             .is_some_and(|name| listing.dataset(&name).is_some());
+        // An observation's stop was interrupted: the clone itself is unchanged, so it is OK
+        // again, and the observation component finishes the stop once the clone is up.
+        let record = if record.state == CloneState::Exporting {
+            report.report(
+                DifferenceKind::InterruptedOperation,
+                &id,
+                "an observation's export was interrupted; the clone is OK again",
+            );
+            let settled = self.transition(&id, &[CloneState::Exporting], |stored| {
+                stored.state = CloneState::Ok;
+                stored.state_message = "Clone is ready to accept Postgres connections.".to_owned();
+                Ok(())
+            });
+            match settled {
+                Ok(record) => record,
+                Err(error) => {
+                    warn!(clone_id = %id, error = %error, "failed to settle an exporting clone");
+                    return None;
+                }
+            }
+        } else {
+            record
+        };
         match record.state {
             CloneState::Deleting => {
                 report.report(
@@ -449,7 +472,7 @@ impl Engine {
                 );
                 return Some(record);
             }
-            CloneState::Fatal => {}
+            CloneState::Fatal | CloneState::Exporting => {}
             CloneState::Ok if !dataset_exists => {
                 report.report(
                     DifferenceKind::MissingDataset,

@@ -316,7 +316,10 @@ impl Engine {
                     now - last_active >= max_idle
                 }
                 CloneState::Fatal => now - record.created_at >= max_idle,
-                CloneState::Creating | CloneState::Resetting | CloneState::Deleting => false,
+                CloneState::Creating
+                | CloneState::Resetting
+                | CloneState::Deleting
+                | CloneState::Exporting => false,
             };
             if !idle {
                 continue;

@@ -398,13 +398,28 @@ impl Servers {
         &self,
         record: &CloneRecord,
     ) -> Result<Admin, postgres::Error> {
+        self.admin_session_in(record, "postgres").await
+    }
+
+    /// A new admin session to a running clone in `database` (an observation reads the
+    /// statistics of the database it watches).
+    pub(crate) async fn admin_session_in(
+        &self,
+        record: &CloneRecord,
+        database: &str,
+    ) -> Result<Admin, postgres::Error> {
         Admin::connect(
             &self.socket_dir(record.port),
             record.port,
             &self.config.admin_role,
-            "postgres",
+            database,
         )
         .await
+    }
+
+    /// A user clone's log file.
+    pub(crate) fn clone_log_file(&self, record: &CloneRecord) -> PathBuf {
+        self.log_file(&record.id)
     }
 
     /// What every new server gets whoever it is for: the source's passwords removed (unless

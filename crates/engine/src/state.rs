@@ -295,7 +295,10 @@ pub(crate) fn not_found(id: &str) -> Error {
 /// Why a clone cannot make a transition: busy with another task's operation, or not in a
 /// state the transition starts from.
 fn not_in(record: &CloneRecord, from: &[CloneState]) -> Error {
-    if matches!(record.state, CloneState::Creating | CloneState::Resetting | CloneState::Deleting) {
+    if matches!(
+        record.state,
+        CloneState::Creating | CloneState::Resetting | CloneState::Deleting | CloneState::Exporting
+    ) {
         return Error::Refused(format!(
             "clone {:?} is busy ({}); try again when it is OK",
             record.id,

@@ -8,14 +8,15 @@
 //! This module opens the database (readable by its owner only: it holds verifiers) and owns
 //! the connection and the key-value `meta` table; each table family has its own module:
 //! `migrations` (the schema), `clones`, `warm` (the warm pool), `catalog` (snapshots and
-//! branches), `standby` (physical mode's kept standby snapshots) and `deliveries` (webhook
-//! delivery records).
+//! branches), `standby` (physical mode's kept standby snapshots), `observations` (observation
+//! sessions) and `deliveries` (webhook delivery records).
 
 mod catalog;
 mod clones;
 mod deliveries;
 mod intents;
 mod migrations;
+mod observations;
 mod standby;
 mod warm;
 

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{branches, clones, health, retrieval, snapshots, source};
+use crate::routes::{branches, clones, health, observation, retrieval, snapshots, source};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -68,9 +68,13 @@ const SECURITY_SCHEME: &str = "verification_token";
         retrieval::full_refresh,
         source::test_db_source,
         source::probe_source,
+        observation::start,
+        observation::stop,
+        observation::summary,
+        observation::download,
     ),
     components(
-        schemas(ApiError, CloneId, SnapshotId),
+        schemas(ApiError, CloneId, SnapshotId, observation::SessionId),
         responses(Unauthorized, InternalError, Unavailable, InsufficientStorage)
     ),
     modifiers(&SecuritySchemes, &UniqueOperationIds, &OptionalBodies),
@@ -80,6 +84,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         (name = "Clones", description = "Thin clones: writable Postgres servers on a snapshot."),
         (name = "Branches", description = "Named lines of snapshots: create, commit a clone, \
             log, protect and delete."),
+        (name = "Observation", description = "Observation sessions: watch a clone for dangerous \
+            locks while a migration runs, then read the verdict, the summary and the artifacts."),
     )
 )]
 struct ApiDoc;

@@ -4,6 +4,7 @@
 pub(crate) mod branches;
 pub(crate) mod clones;
 pub(crate) mod health;
+pub(crate) mod observation;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
 pub(crate) mod source;
@@ -30,6 +31,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(health::status_routes())
         .merge(retrieval::routes())
         .merge(source::routes())
+        .merge(observation::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.

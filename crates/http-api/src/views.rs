@@ -24,6 +24,7 @@ fn status_code(state: CloneState) -> StatusCode {
         CloneState::Ok => StatusCode::Ok,
         CloneState::Resetting => StatusCode::Resetting,
         CloneState::Deleting => StatusCode::Deleting,
+        CloneState::Exporting => StatusCode::Exporting,
         CloneState::Fatal => StatusCode::Fatal,
     }
 }

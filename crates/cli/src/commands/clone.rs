@@ -1,4 +1,5 @@
-//! `scion clone create|list|status|update|reset|destroy`.
+//! `scion clone create|list|status|update|reset|destroy`; the observation verbs are in
+//! `observation.rs`.
 
 use api_types::{
     CreateCloneRequest, DatabaseRequest, PatchCloneRequest, ResetCloneRequest, SnapshotRef,
@@ -28,6 +29,10 @@ pub(super) async fn run(context: &Context, command: CloneCommand) -> Result<(), 
         CloneCommand::Update(args) => update(context, &args).await,
         CloneCommand::Reset(args) => reset(context, args).await,
         CloneCommand::Destroy(args) => destroy(context, &args).await,
+        CloneCommand::StartObservation(args) => super::observation::start(context, args).await,
+        CloneCommand::StopObservation(args) => super::observation::stop(context, args).await,
+        CloneCommand::SummaryObservation(args) => super::observation::summary(context, &args).await,
+        CloneCommand::DownloadArtifact(args) => super::observation::download(context, args).await,
     }
 }
 

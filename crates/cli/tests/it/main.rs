@@ -2,6 +2,7 @@
 //! btrfs pool (see `support` for how the server is built, started and cleaned up).
 
 mod branch;
+mod ci;
 mod clone;
 mod environments;
 mod errors;

@@ -104,6 +104,16 @@ CREATE TABLE standby_snapshots (
     lsn           TEXT NOT NULL
 );
 "#,
+    // Observation sessions (DBLab keeps them in memory only): each session's record as JSON
+    // beside the keys it is found by; its artifacts are files under the state directory.
+    r#"
+CREATE TABLE observation_sessions (
+    session_id INTEGER PRIMARY KEY,
+    clone_id   TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX observation_sessions_clone ON observation_sessions (clone_id);
+"#,
 ];
 
 impl Store {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{TestServer, connect};
 
-fn differences(status: &Value) -> Vec<(String, String)> {
+pub(crate) fn differences(status: &Value) -> Vec<(String, String)> {
     status["reconciliation"]["differences"]
         .as_array()
         .unwrap()
@@ -53,7 +53,7 @@ async fn assert_recovered_as(server: &mut TestServer, point: &str, kind: &str, o
     assert_eq!(differences(&status), Vec::new(), "{point}: a second start still finds differences");
 }
 
-async fn expect_crash(server: &TestServer, path: &str, body: Value) {
+pub(crate) async fn expect_crash(server: &TestServer, path: &str, body: Value) {
     let sent = server
         .http
         .post(format!("{}{path}", server.url))

@@ -14,6 +14,7 @@ mod fuzz;
 mod harness;
 mod lifecycle;
 mod monitoring;
+mod observation;
 mod physical;
 mod refresh;
 mod requests;

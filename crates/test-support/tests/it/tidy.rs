@@ -25,7 +25,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("http-api", &["api-types", "engine"]),
     ("server", &["api-types", "engine", "http-api", "retrieval", "storage", "webhooks"]),
     ("api-client", &["api-types"]),
-    ("cli", &["api-client", "api-types"]),
+    ("cli", &["api-client", "api-types", "exec"]),
     ("test-support", &["exec", "postgres", "storage"]),
     ("bench", &["api-client", "api-types", "exec", "postgres", "storage", "test-support"]),
 ];
