@@ -391,12 +391,14 @@ impl Engine {
                 return Err(Error::Retrieval(error));
             }
         };
-        // Snapshots are newest first; commits of branches do not count.
+        // The snapshot of the data with the newest data: by dataStateAt, not by creation, so a
+        // snapshot of the past (a point in time) made since does not count; commits do not.
         let latest = self
             .read_state()
             .snapshots
             .iter()
-            .find(|snapshot| Pool::is_data_snapshot(&snapshot.storage_name))
+            .filter(|snapshot| Pool::is_data_snapshot(&snapshot.storage_name))
+            .max_by_key(|snapshot| (snapshot.data_state_at, snapshot.created_at))
             .cloned();
         if skip_unchanged
             && let Some(latest) =

@@ -294,6 +294,12 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].snapshot_id, first.id);
 
+    // A snapshot of the past made after the newest snapshot does not hide it from the check
+    // that skips a snapshot of unchanged data.
+    let newest = test.engine.create_snapshot().await.unwrap().record;
+    test.engine.create_snapshot_at_point(engine::RecoveryTarget::Time(between_time)).await.unwrap();
+    assert_eq!(test.engine.create_snapshot().await.unwrap().record.id, newest.id);
+
     // The start-up audit knows the kept standby snapshot: no leftover, nothing adopted. One
     // whose snapshot is gone (a crash between the two deletions) is removed.
     test.engine.shutdown(Duration::from_secs(10)).await;
