@@ -352,12 +352,15 @@ impl Engine {
         self.ensure_space("create snapshot").await?;
         let storage = self.inner.pool.storage();
         let capabilities = storage.capabilities();
-        if !capabilities.atomic_snapshots || !capabilities.independent_clones {
+        if !capabilities.atomic_snapshots {
             return Err(Error::Refused(format!(
-                "snapshots cut from the running sync instance need a pool with atomic snapshots whose clones outlive their origin (btrfs), not {}",
+                "snapshots cut from the running sync instance need a pool with atomic snapshots (btrfs, ZFS), not {}",
                 storage.kind()
             )));
         }
+        // Where a clone needs its origin (ZFS), the live server's snapshot stays as long as
+        // the promoted copy cloned from it: recorded with it, and removed with it.
+        let keep_standby = live.keeps_standby_snapshots || !capabilities.independent_clones;
         let golden = self.current_data_dataset();
         let listing = storage.list().await?;
         if listing.dataset(&golden).is_none() {
@@ -429,7 +432,7 @@ impl Engine {
             return self.snapshot(&latest.id);
         }
         match self.snapshot_data_locked(&promoted, summary.data_state_at).await {
-            Ok(view) if !live.keeps_standby_snapshots => {
+            Ok(view) if !keep_standby => {
                 if self.remove_standby_snapshot(&pre).await {
                     intent.settle();
                 }
@@ -537,10 +540,15 @@ impl Engine {
         }
     }
 
-    /// Removes the live standby's snapshot, leaving its clone; true when it is gone.
+    /// Removes the live standby's snapshot, leaving its clones where they outlive it (btrfs);
+    /// true when it is gone. Where they do not (ZFS), it stays while one exists.
     async fn remove_standby_snapshot(&self, name: &SnapshotName) -> bool {
         match self.inner.pool.storage().destroy_snapshot(name, DestroyMode::KeepClones).await {
             Ok(()) | Err(storage::Error::NotFound(_)) => true,
+            Err(storage::Error::HasDependents { dependents, .. }) => {
+                info!(snapshot = %name, ?dependents, "the sync instance's snapshot stays while copies cloned from it exist");
+                false
+            }
             Err(error) => {
                 warn!(snapshot = %name, error = %error, "failed to remove the sync instance's snapshot");
                 false

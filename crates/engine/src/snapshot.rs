@@ -399,8 +399,9 @@ impl Engine {
         }
         failpoint::hit("snapshot.destroyed");
         self.forget_snapshot(record)?;
-        self.release_standby_snapshot(id).await;
+        // The promoted copy first: on ZFS it is a clone of the kept standby snapshot.
         self.destroy_unused_dataset(name.dataset()).await;
+        self.release_standby_snapshot(id).await;
         info!(snapshot_id = %id, "snapshot deleted");
         self.inner.events.emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotDelete, id));
         Ok(())

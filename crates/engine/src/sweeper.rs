@@ -156,6 +156,11 @@ impl Engine {
                 }
             }
         }
+        // On ZFS a kept standby snapshot outlives its snapshot while a copy replayed from it
+        // (a point in time, a branch at one) still exists; it goes once that copy has.
+        for name in self.release_orphan_standby_snapshots().await {
+            info!(snapshot = %name, "kept standby snapshot released: nothing is cloned from it any more");
+        }
         report
     }
 }

@@ -93,6 +93,17 @@ pub(crate) async fn slot_exists(source: &Source, slot: &str) -> bool {
 
 #[tokio::test]
 async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
+    refresh_and_snapshots(test_support::PoolKind::Btrfs).await;
+}
+
+/// The same on ZFS, where a clone needs its origin: the sync instance's snapshot stays as long
+/// as the promoted copy cloned from it, and both go with their snapshot.
+#[tokio::test]
+async fn physical_refresh_and_snapshots_on_zfs() {
+    refresh_and_snapshots(test_support::PoolKind::Zfs).await;
+}
+
+async fn refresh_and_snapshots(kind: test_support::PoolKind) {
     set_password_env();
     let source = Source::start(16).await;
     // The standby streams only with its password file, which its sandbox must show it.
@@ -102,7 +113,7 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
     config.retrieval = Some(physical_config(&source));
 
     // The first start copies, starts the sync instance on the copy and snapshots it.
-    let test = TestEngine::start(config).await;
+    let test = TestEngine::start_on(kind, config).await;
     wait_refreshed(&test.engine, None).await;
     let view = wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
     let golden = view.dataset.clone().unwrap();
@@ -187,6 +198,16 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
 /// window is refused with the window in the message.
 #[tokio::test]
 async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
+    point_in_time(test_support::PoolKind::Btrfs).await;
+}
+
+/// The same on ZFS, where the copies replayed from a kept standby snapshot are its clones.
+#[tokio::test]
+async fn points_in_time_on_zfs() {
+    point_in_time(test_support::PoolKind::Zfs).await;
+}
+
+async fn point_in_time(kind: test_support::PoolKind) {
     set_password_env();
     let archive = test_support::TestDir::new("scion-archive-");
     let user = postgres::OsUser::lookup("postgres").unwrap();
@@ -201,7 +222,7 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
         physical.restore_dirs = vec![archive.path().to_path_buf()];
     }
     config.retrieval = Some(retrieval);
-    let mut test = TestEngine::start(config).await;
+    let mut test = TestEngine::start_on(kind, config).await;
     wait_refreshed(&test.engine, None).await;
     wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
     let first = test.engine.snapshots()[0].record.clone();
