@@ -106,17 +106,7 @@ impl Primary {
     /// Runs pgBackRest on the stanza as the servers' OS user, which connects over the socket.
     pub async fn pgbackrest(&mut self, args: &[&str]) {
         let conf = self.pgbackrest.clone().expect("a primary made with pgBackRest");
-        let user = OsUser::lookup("postgres").expect("the postgres OS user");
-        exec::Cmd::new(PGBACKREST)
-            .arg(format!("--config={}", conf.display()))
-            .arg("--stanza=main")
-            .args(args)
-            .user(user.uid, user.gid)
-            .current_dir("/")
-            .timeout(Duration::from_secs(120))
-            .output()
-            .await
-            .unwrap_or_else(|error| panic!("pgbackrest {args:?}: {error}"));
+        pgbackrest(&conf, args).await;
     }
 
     async fn start_with(major: u8, more_settings: Vec<(String, String)>) -> Primary {
@@ -315,6 +305,21 @@ impl Primary {
                 .expect("chown the standby files");
         }
     }
+}
+
+/// Runs pgBackRest with the configuration `conf` on its stanza `main` as the servers' OS user.
+pub async fn pgbackrest(conf: &Path, args: &[&str]) {
+    let user = OsUser::lookup("postgres").expect("the postgres OS user");
+    exec::Cmd::new(PGBACKREST)
+        .arg(format!("--config={}", conf.display()))
+        .arg("--stanza=main")
+        .args(args)
+        .user(user.uid, user.gid)
+        .current_dir("/")
+        .timeout(Duration::from_secs(120))
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("pgbackrest {args:?}: {error}"));
 }
 
 impl Drop for Primary {

@@ -514,27 +514,16 @@ async fn the_custom_tool_brings_up_a_sync_instance_and_snapshots_under_pgbench_a
     source.insert("after the copy").await;
     pgbench(&source, &["-i", "-s", "1", "-q"]).run().await.unwrap();
     let tool = source.binaries.tool("pg_basebackup").unwrap();
-    let physical = PhysicalConfig {
-        tool: PhysicalTool::Custom,
-        custom: CustomConfig {
+    let mut retrieval = physical_config(&source);
+    if let Some(physical) = retrieval.physical.as_mut() {
+        physical.tool = PhysicalTool::Custom;
+        physical.custom = CustomConfig {
             command: format!("{} -X stream --checkpoint=fast -D \"$PGDATA\"", tool.display()),
             restore_command: None,
-        },
-        sync: SyncConfig { health_interval: Duration::from_millis(300), ..SyncConfig::default() },
-        ..PhysicalConfig::default()
-    };
+        };
+    }
     let mut config = harness::config(4);
-    config.retrieval = Some(RetrievalConfig {
-        source: Some(SourceConfig {
-            host: Some("127.0.0.1".into()),
-            port: source.port,
-            username: REPLICATOR.into(),
-            password_env: Some(PASSWORD_ENV.into()),
-            ..SourceConfig::default()
-        }),
-        physical: Some(physical),
-        ..RetrievalConfig::default()
-    });
+    config.retrieval = Some(retrieval);
     let test = TestEngine::start(config).await;
     let clone = snapshot_has_rows_committed_after_the_copy(&test, &source, false).await;
     let (_, sums) = pgbench_sums(&harness::connect(&clone, harness::PASSWORD).await.unwrap()).await;

@@ -13,6 +13,7 @@ use retrieval::{Progress, RetrievalConfig, Stage};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Sandbox, SourceDb, connect, free_port, major, os_user};
+use test_support::primary::pgbackrest;
 
 const STOP: Duration = Duration::from_secs(30);
 /// How long a standby may take to replay a row (a safety net, not a measurement).
@@ -413,21 +414,6 @@ fn debian_search() -> BinarySearch {
     let mut search = BinarySearch::default();
     search.bin_dirs.push((major(15), PathBuf::from(DEBIAN_15)));
     search
-}
-
-/// Runs pgbackrest as the `postgres` OS user.
-async fn pgbackrest(conf: &Path, args: &[&str]) {
-    let user = os_user();
-    exec::Cmd::new("/usr/bin/pgbackrest")
-        .arg(format!("--config={}", conf.display()))
-        .arg("--stanza=main")
-        .args(args)
-        .user(user.uid, user.gid)
-        .current_dir("/")
-        .timeout(Duration::from_secs(120))
-        .output()
-        .await
-        .unwrap_or_else(|error| panic!("pgbackrest {args:?}: {error}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
