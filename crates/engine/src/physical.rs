@@ -120,7 +120,7 @@ impl Retrieval {
 impl Engine {
     /// Physical mode's parts, when the engine runs in physical mode.
     pub(crate) fn physical_retrieval(&self) -> Option<Arc<Physical>> {
-        match &self.inner.retrieval {
+        match self.retrieval_setup() {
             Some(Retrieval::Physical(physical)) => Some(physical.clone()),
             _ => None,
         }
@@ -295,7 +295,7 @@ impl Engine {
         };
         failpoint::hit("physical.cloned");
         let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
-        target.admin_role = self.inner.config.clone.admin_role.clone();
+        target.admin_role = self.config().clone.admin_role.clone();
         let summary = match physical.promotion.run(&target, recovery, &self.inner.cancel).await {
             Ok(summary) => summary,
             Err(error) => {
@@ -403,7 +403,7 @@ impl Engine {
         };
         failpoint::hit("physical.point_cloned");
         let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
-        target.admin_role = self.inner.config.clone.admin_role.clone();
+        target.admin_role = self.config().clone.admin_role.clone();
         let result = match physical.promotion.run(&target, at, &self.inner.cancel).await {
             Ok(summary) => {
                 self.snapshot_data_locked(&promoted, summary.data_state_at).await.inspect(|view| {
