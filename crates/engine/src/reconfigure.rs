@@ -30,8 +30,8 @@ pub struct Reconfigured {
 ///
 /// Restart-only: the servers' OS user, the admin role, the binaries' directories, the initdb
 /// major (the engine looked them up or made clusters with them at start), the warm pool's size
-/// (its loop starts with the engine), and the retrieval's mode (none, logical or physical;
-/// physical mode's whole section, which the sync instance runs on).
+/// (its loop starts with the engine), and physical mode's whole `[retrieval]` section, which
+/// the sync instance runs on (to or from physical mode, too).
 pub fn split(running: &EngineConfig, new: &EngineConfig) -> (EngineConfig, Vec<&'static str>) {
     let mut applied = new.clone();
     let mut pinned = Vec::new();
@@ -58,11 +58,12 @@ pub fn split(running: &EngineConfig, new: &EngineConfig) -> (EngineConfig, Vec<&
         "cloning.warm_pool_size",
         &mut || applied.cloning.warm_pool_size = running.cloning.warm_pool_size,
     );
-    let mode = |config: &EngineConfig| {
-        config.retrieval.as_ref().map(|retrieval| retrieval.physical.is_some())
+    // Logical retrieval is only settings until its next run, so it may come, change or go;
+    // physical mode's sync instance runs on its section all the time.
+    let physical = |config: &EngineConfig| {
+        config.retrieval.as_ref().is_some_and(|retrieval| retrieval.physical.is_some())
     };
-    let physical_changed = mode(running) == Some(true) && running.retrieval != new.retrieval;
-    if mode(running) != mode(new) || physical_changed {
+    if (physical(running) || physical(new)) && running.retrieval != new.retrieval {
         pinned.push("retrieval");
         applied.retrieval = running.retrieval.clone();
     }
@@ -160,17 +161,22 @@ mod tests {
     }
 
     #[test]
-    fn retrieval_changes_within_logical_mode_apply_but_a_mode_change_waits() {
+    fn logical_retrieval_changes_apply_but_physical_mode_waits_for_a_restart() {
         let logical = retrieval::RetrievalConfig::default();
         let running = EngineConfig { retrieval: Some(logical.clone()), ..Default::default() };
         let mut new = running.clone();
-        new.retrieval.as_mut().map(|retrieval| retrieval.dump.parallel_jobs = 4);
-        let (applied, pinned) = split(&running, &new);
-        assert_eq!(applied, new);
-        assert!(pinned.is_empty());
+        if let Some(retrieval) = new.retrieval.as_mut() {
+            retrieval.dump.parallel_jobs = 4;
+        }
+        assert_eq!(split(&running, &new), (new.clone(), vec![]));
         let none = EngineConfig::default();
-        let (applied, pinned) = split(&running, &none);
-        assert_eq!(applied.retrieval, Some(logical));
-        assert_eq!(pinned, vec!["retrieval"]);
+        assert_eq!(split(&running, &none), (none.clone(), vec![]));
+        assert_eq!(split(&none, &running), (running.clone(), vec![]));
+        let mut physical = running.clone();
+        if let Some(retrieval) = physical.retrieval.as_mut() {
+            retrieval.physical = Some(retrieval::PhysicalConfig::default());
+        }
+        assert_eq!(split(&running, &physical), (running.clone(), vec!["retrieval"]));
+        assert_eq!(split(&physical, &none), (physical.clone(), vec!["retrieval"]));
     }
 }

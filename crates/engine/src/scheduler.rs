@@ -72,10 +72,8 @@ pub(crate) fn spawn_loops(engine: &Engine) {
             engine.collect_space().await;
         },
     );
-    // Always with retrieval: a reload may set or change the timetable.
-    if engine.retrieval_setup().is_some() {
-        spawn_timetable(engine);
-    }
+    // Always: a reload may add retrieval or set its timetable.
+    spawn_timetable(engine);
     if engine.physical_retrieval().is_some_and(|physical| physical.snapshot_timetable().is_some()) {
         spawn_snapshot_timetable(engine);
     }

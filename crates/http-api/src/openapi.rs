@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{branches, clones, health, retrieval, snapshots};
+use crate::routes::{admin, branches, clones, health, logs, retrieval, snapshots};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -37,7 +37,7 @@ const SECURITY_SCHEME: &str = "verification_token";
             `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
             `SnapshotDetails`, the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503), and \
             `INSUFFICIENT_STORAGE` (507) for an operation refused because the pool's free space \
-            is below its minimum (`[pool] min_free_space`).",
+            is below its minimum (`[pool] min_free_space`), and `GET /clone/{id}/logs`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -66,9 +66,15 @@ const SECURITY_SCHEME: &str = "verification_token";
         branches::update,
         retrieval::show,
         retrieval::full_refresh,
+        admin::show,
+        admin::apply,
+        admin::yaml,
+        admin::ws_auth,
+        logs::instance_logs,
+        logs::clone_logs,
     ),
     components(
-        schemas(ApiError, CloneId, SnapshotId),
+        schemas(ApiError, CloneId, SnapshotId, admin::WsToken),
         responses(Unauthorized, InternalError, Unavailable, InsufficientStorage)
     ),
     modifiers(&SecuritySchemes, &UniqueOperationIds, &OptionalBodies),
@@ -78,6 +84,7 @@ const SECURITY_SCHEME: &str = "verification_token";
         (name = "Clones", description = "Thin clones: writable Postgres servers on a snapshot."),
         (name = "Branches", description = "Named lines of snapshots: create, commit a clone, \
             log, protect and delete."),
+        (name = "Admin", description = "The configuration, changed live, and the engine's log."),
     )
 )]
 struct ApiDoc;
@@ -191,10 +198,13 @@ impl Modify for SecuritySchemes {
             TOKEN_HEADER,
             "The server's shared token; every request passes when none is configured.",
         ));
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(SECURITY_SCHEME, SecurityScheme::ApiKey(scheme));
+        let ws_token = ApiKey::Query(ApiKeyValue::with_description(
+            "token",
+            "A one-time token from `/admin/ws-auth`, good for one connection within a minute.",
+        ));
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(SECURITY_SCHEME, SecurityScheme::ApiKey(scheme));
+        components.add_security_scheme("ws_token", SecurityScheme::ApiKey(ws_token));
     }
 }
 

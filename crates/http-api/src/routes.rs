@@ -1,9 +1,11 @@
 //! The routes, one module per resource; each handler parses, calls one engine method and
 //! returns a view.
 
+pub(crate) mod admin;
 pub(crate) mod branches;
 pub(crate) mod clones;
 pub(crate) mod health;
+pub(crate) mod logs;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
 
@@ -14,9 +16,11 @@ use axum::routing::get;
 use crate::AppState;
 use crate::error::ApiFailure;
 
-/// Routes that need no token: `/healthz`, `/metrics` and the OpenAPI document.
+/// Routes that need no token: `/healthz`, `/metrics`, the OpenAPI document, and the log
+/// websocket, which checks its one-time token itself.
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
+        .merge(logs::public_routes())
         .route("/api/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
 }
 
@@ -28,6 +32,8 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(branches::routes())
         .merge(health::status_routes())
         .merge(retrieval::routes())
+        .merge(admin::routes())
+        .merge(logs::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.
