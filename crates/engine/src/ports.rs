@@ -58,7 +58,9 @@ impl PortPool {
         PortPool {
             inner: Arc::new(Inner {
                 range: std::sync::RwLock::new(range),
-                probe_address, taken: Mutex::new(BTreeSet::new()) }),
+                probe_address,
+                taken: Mutex::new(BTreeSet::new()),
+            }),
         }
     }
 
@@ -90,11 +92,7 @@ impl PortPool {
             taken.insert(port);
             return Ok(PortReservation { pool: self.clone(), port, kept: false });
         }
-        Err(PortError::Exhausted {
-            from: *range.start(),
-            to: *range.end(),
-            count: range.len(),
-        })
+        Err(PortError::Exhausted { from: *range.start(), to: *range.end(), count: range.len() })
     }
 
     /// Takes a specific port, as a clone restored after a restart must keep its own.
@@ -103,11 +101,7 @@ impl PortPool {
     pub(crate) fn claim(&self, port: u16) -> Result<PortReservation, PortError> {
         let range = self.range();
         if !range.contains(&port) {
-            return Err(PortError::OutOfRange {
-                port,
-                from: *range.start(),
-                to: *range.end(),
-            });
+            return Err(PortError::OutOfRange { port, from: *range.start(), to: *range.end() });
         }
         if !self.taken().insert(port) {
             return Err(PortError::Taken(port));

@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
+use crate::Engine;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::physical::Retrieval;
 use crate::sync::write;
-use crate::Engine;
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,10 +82,10 @@ impl Engine {
     ///
     /// Refused, with nothing changed, when `new` is invalid, or when it changes retrieval
     /// while a refresh runs.
-    pub fn reconfigure(&self, new: EngineConfig) -> Result<Reconfigured> {
+    pub fn reconfigure(&self, new: &EngineConfig) -> Result<Reconfigured> {
         new.validate().map_err(|error| Error::InvalidInput(error.to_string()))?;
         let running = self.config();
-        let (applied, restart_needed) = split(&running, &new);
+        let (applied, restart_needed) = split(&running, new);
         for key in &restart_needed {
             warn!(key, "configuration change needs a restart; the running value is kept");
         }

@@ -94,9 +94,7 @@ impl WsTokens {
 
     /// Uses up `token`: true once, for a token issued within the last minute.
     pub(crate) fn redeem(&self, token: &str) -> bool {
-        self.issued()
-            .remove(token)
-            .is_some_and(|at| at.elapsed() < WS_TOKEN_LIFETIME)
+        self.issued().remove(token).is_some_and(|at| at.elapsed() < WS_TOKEN_LIFETIME)
     }
 }
 
@@ -108,9 +106,10 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 fn config_admin(state: &AppState) -> Result<Arc<dyn ConfigAdmin>, ApiFailure> {
-    state.config.clone().ok_or_else(|| {
-        ApiFailure::bad_request("this server does not manage a configuration file")
-    })
+    state
+        .config
+        .clone()
+        .ok_or_else(|| ApiFailure::bad_request("this server does not manage a configuration file"))
 }
 
 /// DBLab's projection of the configuration: the fields its UI edits (`databaseConfigs`,
@@ -127,7 +126,9 @@ fn config_admin(state: &AppState) -> Result<Arc<dyn ConfigAdmin>, ApiFailure> {
         (status = 401, response = Unauthorized),
     )
 )]
-pub(crate) async fn show(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiFailure> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
     Ok(Json(config_admin(&state)?.projection()))
 }
 
@@ -159,9 +160,10 @@ pub(crate) async fn apply(
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let admin = config_admin(&state)?;
     // Writes a file and builds retrieval: off the async workers.
-    let applied = tokio::task::spawn_blocking(move || admin.apply(projection))
-        .await
-        .map_err(|error| ApiFailure::internal(format!("the configuration change stopped: {error}")))??;
+    let applied =
+        tokio::task::spawn_blocking(move || admin.apply(projection)).await.map_err(|error| {
+            ApiFailure::internal(format!("the configuration change stopped: {error}"))
+        })??;
     Ok(Json(applied))
 }
 
