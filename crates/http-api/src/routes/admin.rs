@@ -123,6 +123,7 @@ fn config_admin(state: &AppState) -> Result<Arc<dyn ConfigAdmin>, ApiFailure> {
     security(("verification_token" = [])),
     responses(
         (status = 200, description = "The projection of the running configuration.", body = Object),
+        (status = 400, description = "The server manages no configuration file.", body = api_types::ApiError),
         (status = 401, response = Unauthorized),
     )
 )]
@@ -176,6 +177,7 @@ pub(crate) async fn apply(
     security(("verification_token" = [])),
     responses(
         (status = 200, description = "The configuration.", content_type = "application/yaml", body = String),
+        (status = 400, description = "The server manages no configuration file.", body = api_types::ApiError),
         (status = 401, response = Unauthorized),
     )
 )]

@@ -127,7 +127,7 @@ pub(crate) struct LogQuery {
     operation_id = "cloneLogs",
     tag = "Clones",
     security(("verification_token" = [])),
-    params(("id" = String, Path, description = "The clone's ID."), LogQuery),
+    params(("id" = api_types::CloneId, Path, description = "The clone ID."), LogQuery),
     responses(
         (status = 200, description = "The log.", content_type = "text/plain", body = String),
         (status = 400, description = "A bad query parameter.", body = api_types::ApiError),
