@@ -176,7 +176,7 @@ pub(crate) async fn apply(
     tag = "Admin",
     security(("verification_token" = [])),
     responses(
-        (status = 200, description = "The configuration.", content_type = "application/yaml", body = String),
+        (status = 200, description = "The configuration.", content_type = "application/yaml", body = Object),
         (status = 400, description = "The server manages no configuration file.", body = api_types::ApiError),
         (status = 401, response = Unauthorized),
     )
