@@ -144,6 +144,20 @@ pub(crate) enum CloneCommand {
     Reset(CloneResetArgs),
     /// Destroy a clone and wait until it is gone (unless --async).
     Destroy(CloneDestroyArgs),
+    /// Print a clone's Postgres log (Scion's); --follow keeps printing what it writes next.
+    Logs(CloneLogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CloneLogsArgs {
+    /// The clone's ID.
+    pub clone_id: String,
+    /// Keep printing what the server writes next, until the clone is gone or Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `scion clone create|list|status|update|reset|destroy`.
+//! `scion clone create|list|status|update|reset|destroy|logs`.
 
 use api_types::{
     CreateCloneRequest, DatabaseRequest, PatchCloneRequest, ResetCloneRequest, SnapshotRef,
@@ -7,7 +7,8 @@ use api_types::{
 
 use super::{Context, Failure, emit, spinner};
 use crate::args::{
-    CloneCommand, CloneCreateArgs, CloneDestroyArgs, CloneResetArgs, CloneUpdateArgs, Output,
+    CloneCommand, CloneCreateArgs, CloneDestroyArgs, CloneLogsArgs, CloneResetArgs,
+    CloneUpdateArgs, Output,
 };
 use crate::output;
 use crate::protection::Protection;
@@ -28,7 +29,21 @@ pub(super) async fn run(context: &Context, command: CloneCommand) -> Result<(), 
         CloneCommand::Update(args) => update(context, &args).await,
         CloneCommand::Reset(args) => reset(context, args).await,
         CloneCommand::Destroy(args) => destroy(context, &args).await,
+        CloneCommand::Logs(args) => logs(context, &args).await,
     }
+}
+
+/// The log is text whatever `--output` says: it is the server's own lines.
+async fn logs(context: &Context, args: &CloneLogsArgs) -> Result<(), Failure> {
+    if !args.follow {
+        emit(&context.client.clone_logs(&args.clone_id, args.tail).await?);
+        return Ok(());
+    }
+    let mut log = context.client.follow_clone_logs(&args.clone_id, args.tail).await?;
+    while let Some(text) = log.next().await? {
+        emit(&text);
+    }
+    Ok(())
 }
 
 async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure> {
