@@ -27,6 +27,17 @@ fn backups(config: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// `GET <path>` with the token, the answer unread (for its headers, or a body that is not JSON).
+async fn get_raw(server: &TestServer, path: &str) -> reqwest::Response {
+    server
+        .http
+        .get(format!("{}{path}", server.url))
+        .header("Verification-Token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn show(clone: &Value, setting: &str) -> String {
     let client = connect(clone).await.unwrap();
     client.query_one(&format!("SHOW {setting}"), &[]).await.unwrap().get(0)
@@ -45,13 +56,7 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
     assert_eq!(projection["retrievalMode"], "unknown");
     assert_eq!(projection["databaseConfigs"]["configs"], json!({}));
 
-    let response = server
-        .http
-        .get(format!("{}/admin/config.yaml", server.url))
-        .header("Verification-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = get_raw(&server, "/admin/config.yaml").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/yaml; charset=utf-8");
     let yaml = response.text().await.unwrap();
@@ -224,24 +229,12 @@ async fn logs_stream_live_with_one_time_tokens_and_clone_logs_follow() {
     }
 
     // The clone's own log: its tail, then what it writes next.
-    let tail = server
-        .http
-        .get(format!("{}/clone/logged/logs?tail=2", server.url))
-        .header("Verification-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let tail = get_raw(&server, "/clone/logged/logs?tail=2").await;
     assert_eq!(tail.status(), 200);
     assert_eq!(tail.headers()["content-type"], "text/plain; charset=utf-8");
     let text = tail.text().await.unwrap();
     assert!(!text.is_empty() && text.lines().count() <= 2, "{text:?}");
-    let mut follow = server
-        .http
-        .get(format!("{}/clone/logged/logs?tail=1&follow=true", server.url))
-        .header("Verification-Token", TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let mut follow = get_raw(&server, "/clone/logged/logs?tail=1&follow=true").await;
     assert_eq!(follow.status(), 200);
     let client = connect(&clone).await.unwrap();
     client.batch_execute("DO $$ BEGIN RAISE LOG 'scion-follow-marker'; END $$").await.unwrap();
