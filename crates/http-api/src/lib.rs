@@ -55,6 +55,13 @@ pub struct AppState {
     pub ws_tokens: WsTokens,
 }
 
+impl AppState {
+    /// Whether `POST /admin/config` is refused: no configuration file, or changes disabled.
+    pub(crate) fn config_locked(&self) -> bool {
+        self.config.as_ref().is_none_or(|config| config.modification_disabled())
+    }
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let protected = routes::protected()

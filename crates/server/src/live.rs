@@ -181,6 +181,11 @@ impl LiveConfig {
 }
 
 impl ConfigAdmin for LiveConfig {
+    fn modification_disabled(&self) -> bool {
+        let current = lock(&self.current);
+        current.disable_config_modification || current.path.is_none()
+    }
+
     fn projection(&self) -> serde_json::Value {
         projection::project(&self.engine.config())
     }

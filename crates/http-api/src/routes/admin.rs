@@ -32,6 +32,9 @@ pub trait ConfigAdmin: Send + Sync + fmt::Debug {
     fn projection(&self) -> serde_json::Value;
     /// The whole running configuration as YAML, every secret masked.
     fn yaml(&self) -> String;
+    /// Whether changes through the API are refused (no file, or
+    /// `[server] disable_config_modification`): `/status` → `engine.disableConfigModification`.
+    fn modification_disabled(&self) -> bool;
     /// Applies a projection: validates it, writes the file (keeping the previous one) and
     /// reloads; answers with the new projection. Nothing changes when it fails.
     fn apply(&self, projection: serde_json::Value) -> Result<serde_json::Value, ConfigRefusal>;

@@ -51,6 +51,8 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
     .await;
     let before = server.create_clone("before-change").await;
 
+    let (_, instance) = server.get("/status").await;
+    assert_eq!(instance["engine"]["disableConfigModification"], false, "{instance}");
     let (status, projection) = server.get("/admin/config").await;
     assert_eq!(status, 200, "{projection}");
     assert_eq!(projection["retrievalMode"], "unknown");
@@ -118,6 +120,8 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
         .await;
     assert_eq!(status, 400, "{error}");
     assert!(error["message"].as_str().unwrap().contains("disable_config_modification"), "{error}");
+    let (_, instance) = server.get("/status").await;
+    assert_eq!(instance["engine"]["disableConfigModification"], true, "{instance}");
     assert!(!server.log().contains(HOOK_SECRET));
 }
 
