@@ -203,15 +203,7 @@ pub(crate) fn apply(
             "physical mode's settings are edited in [retrieval.physical] of the configuration file",
         );
     }
-    let logical = [&DUMP[..], &RESTORE[..], &["retrieval", "refresh"]];
-    if physical {
-        for path in logical {
-            if at(projection, path).is_some() {
-                problems.add(&field(path), "the engine runs in physical mode");
-            }
-        }
-        return finish(problems);
-    }
+    // The clones' settings, in either mode.
     if let Some(configs) = at(projection, &["databaseConfigs", "configs"]) {
         match configs.as_object() {
             Some(configs) => {
@@ -237,6 +229,15 @@ pub(crate) fn apply(
             }
             None => problems.add("databaseConfigs.configs", "must be an object"),
         }
+    }
+    let logical = [&DUMP[..], &RESTORE[..], &["retrieval", "refresh"]];
+    if physical {
+        for path in logical {
+            if at(projection, path).is_some() {
+                problems.add(&field(path), "the engine runs in physical mode");
+            }
+        }
+        return finish(problems);
     }
     let timetable = ["retrieval", "refresh", "timetable"];
     match string_at(projection, &timetable, &mut problems).as_deref() {
