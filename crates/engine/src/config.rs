@@ -275,6 +275,12 @@ impl EngineConfig {
         if cloning.access_host.trim().is_empty() {
             return Err(invalid("cloning.access_host", "must not be empty"));
         }
+        // The settings go into every clone's postgresql.conf: checked like a request's
+        // extra_conf, since the API (POST /admin/config) writes them too.
+        postgres::conf::check_settings(
+            self.clone.settings.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .map_err(|error| invalid("clone.settings", error.to_string()))?;
         for (key, minutes) in [
             ("cloning.max_idle_minutes", cloning.max_idle_minutes),
             (
@@ -411,6 +417,12 @@ mod tests {
         let mut config = EngineConfig::default();
         config.cloning.max_idle_minutes = -1.0;
         assert_eq!(config.validate().unwrap_err().key, "cloning.max_idle_minutes");
+
+        for (name, value) in [("port", "7000"), ("bad\nname", "1"), ("work_mem", "1\n")] {
+            let mut config = EngineConfig::default();
+            config.clone.settings.insert(name.to_owned(), value.to_owned());
+            assert_eq!(config.validate().unwrap_err().key, "clone.settings", "{name}");
+        }
 
         // The warm pool must leave a port for clones, and stay a pool, not a fleet.
         let mut config = EngineConfig::default();

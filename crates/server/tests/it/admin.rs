@@ -85,6 +85,12 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("logicalDump.options.parallelJobs"), "{message}");
     assert!(message.contains("source.connection.password"), "{message}");
+    // A setting Scion controls itself would break every later clone: refused.
+    let (status, error) = server
+        .post("/admin/config", json!({ "databaseConfigs": { "configs": { "port": "1" } } }))
+        .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("clone.settings"), "{error}");
     assert_eq!(std::fs::read_to_string(server.config_path()).unwrap(), file_before);
     assert!(backups(server.config_path()).is_empty());
     let (status, unchanged) = server.get("/admin/config").await;
