@@ -75,6 +75,12 @@ pub struct CreateBranchRequest {
         skip_serializing_if = "String::is_empty"
     )]
     pub snapshot_id: String,
+    /// Scion's addition (physical mode): fork the branch from the data exactly at this time or
+    /// LSN inside the WAL window (`GET /instance/retrieval` shows it), replayed from the newest
+    /// snapshot at or before it, instead of from a base branch or snapshot. A target outside
+    /// the window, or in logical mode, is refused with 400.
+    #[serde(default, rename = "recoveryTarget", skip_serializing_if = "Option::is_none")]
+    pub recovery_target: Option<crate::RecoveryTargetRequest>,
 }
 
 /// `POST /branch` answer: `{"name": "<branchName>"}`.

@@ -29,6 +29,7 @@ mod openapi;
 mod protection;
 mod retrieval;
 mod snapshot;
+mod source;
 mod status;
 mod time;
 mod webhook;
@@ -59,6 +60,10 @@ pub use retrieval::{
 pub use snapshot::{
     CreateSnapshotRequest, ProtectionUpdateRequest, RecoveryTargetRequest, Snapshot,
     SnapshotCloneRequest, SnapshotDetails,
+};
+pub use source::{
+    DbSourceResponse, ProbeSourceRequest, ProposedConfig, ProposedSource, SourceDatabase,
+    SourceProblem, SourceReport, TestDbSourceRequest,
 };
 pub use status::{Status, StatusCode};
 pub use time::{LocalTime, TimeParseError};

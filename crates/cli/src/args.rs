@@ -285,6 +285,10 @@ pub(crate) struct BranchBase {
     /// Fork from this snapshot.
     #[arg(long)]
     pub snapshot_id: Option<String>,
+    /// Physical mode: fork from the data as it was at this moment of the WAL window, an RFC
+    /// 3339 time (2026-12-02T10:00:00Z) or a WAL location (0/3000148).
+    #[arg(long, value_name = "TIME|LSN", conflicts_with_all = ["parent_branch", "snapshot_id"])]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,6 +30,28 @@ use crate::{Engine, MAIN_BRANCH, State};
 /// could not be deleted or patched over HTTP.
 const RESERVED_BRANCH_NAME: &str = "snapshot";
 
+/// A branch being created: its checked name, its dataset (made) and first snapshot (not yet),
+/// and the intent that names both.
+pub(crate) struct NewBranch<'a> {
+    pub(crate) name: String,
+    pub(crate) dataset: DatasetName,
+    pub(crate) first: SnapshotName,
+    pub(crate) intent: crate::intent::Intent<'a>,
+}
+
+/// A new branch's name, checked: valid, and not the commit endpoint's.
+pub(crate) fn new_branch_name(name: &str) -> Result<String> {
+    let name = BranchName::parse(name)
+        .map_err(|error| Error::InvalidInput(error.to_string()))?
+        .into_string();
+    if name == RESERVED_BRANCH_NAME {
+        return Err(Error::InvalidInput(format!(
+            "{name:?} is reserved: /branch/{name} is the commit endpoint"
+        )));
+    }
+    Ok(name)
+}
+
 /// A branch with what is derived from the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BranchView {
@@ -142,6 +164,14 @@ impl Engine {
         }
     }
 
+    /// Refuses a branch name that is taken; call under the snapshot lock.
+    pub(crate) fn ensure_no_branch(&self, name: &str) -> Result<()> {
+        if self.read_state().branches.contains_key(name) {
+            return Err(Error::AlreadyExists(format!("branch {name:?} already exists")));
+        }
+        Ok(())
+    }
+
     /// Creates branch `name` from the head of `base_branch` or from `snapshot_id` (which wins):
     /// a writable copy of that snapshot and a first snapshot of it, which becomes the head.
     pub async fn create_branch(
@@ -150,14 +180,7 @@ impl Engine {
         base_branch: Option<&str>,
         snapshot_id: Option<&str>,
     ) -> Result<BranchView> {
-        let name = BranchName::parse(name)
-            .map_err(|error| Error::InvalidInput(error.to_string()))?
-            .into_string();
-        if name == RESERVED_BRANCH_NAME {
-            return Err(Error::InvalidInput(format!(
-                "{name:?} is reserved: /branch/{name} is the commit endpoint"
-            )));
-        }
+        let name = new_branch_name(name)?;
         let base_branch = base_branch.filter(|base| !base.is_empty());
         let snapshot_id = snapshot_id.filter(|id| !id.is_empty());
         if base_branch == Some(name.as_str()) {
@@ -166,9 +189,7 @@ impl Engine {
             )));
         }
         let _serial = self.inner.snapshot_lock.lock().await;
-        if self.read_state().branches.contains_key(&name) {
-            return Err(Error::AlreadyExists(format!("branch {name:?} already exists")));
-        }
+        self.ensure_no_branch(&name)?;
         // The base is named in the body, not the path: a missing one is a bad request.
         let base = if let Some(id) = snapshot_id {
             self.snapshot_record(id)
@@ -203,6 +224,24 @@ impl Engine {
                 return Err(error.into());
             }
         }
+        // The branch starts with exactly the data of its base.
+        let new = NewBranch { name, dataset, first, intent };
+        self.finish_branch(new, &base, base.data_state_at, base.logical_size).await
+    }
+
+    /// A new branch's dataset exists: its first snapshot is taken and recorded as its head,
+    /// with `base` as its parent and fork point and `data_state_at` as its data's moment, in
+    /// one catalog change. On failure the dataset goes and the intent settles.
+    pub(crate) async fn finish_branch(
+        &self,
+        new: NewBranch<'_>,
+        base: &SnapshotRecord,
+        data_state_at: DateTime<Utc>,
+        logical_size: u64,
+    ) -> Result<BranchView> {
+        let NewBranch { name, dataset, first, intent } = new;
+        let storage = self.inner.pool.storage();
+        let now = Utc::now();
         if let Err(error) = storage.snapshot(&first).await {
             if self.discard(&dataset).await {
                 intent.settle();
@@ -217,10 +256,9 @@ impl Engine {
             parent_id: Some(base.id.clone()),
             message: String::new(),
             created_at: now,
-            // The branch starts with exactly the data of its base.
-            data_state_at: base.data_state_at,
+            data_state_at,
             physical_size: 0,
-            logical_size: base.logical_size,
+            logical_size,
             protected: false,
             protected_till: None,
             delete_at: None,

@@ -11,6 +11,7 @@ mod audit;
 mod branch;
 mod clone;
 pub mod config;
+mod continuous;
 pub mod error;
 mod events;
 mod failpoint;
@@ -21,6 +22,7 @@ mod metrics;
 mod model;
 pub mod password;
 mod physical;
+mod point_in_time;
 mod pool;
 mod ports;
 mod protection;
@@ -31,6 +33,7 @@ mod refresh;
 mod scheduler;
 mod servers;
 mod snapshot;
+mod source_check;
 mod space;
 mod standby;
 mod state;
@@ -56,6 +59,7 @@ use tracing::{info, warn};
 pub use branch::{BranchView, CommitView};
 pub use clone::{CloneRequest, ResetTarget};
 pub use config::EngineConfig;
+pub use continuous::INTERRUPTED_REFRESH_KEY;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
@@ -67,10 +71,15 @@ pub use protection::ProtectionUpdate;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use reconfigure::{Reconfigured, split as split_reconfiguration};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
+pub use retrieval::Error as RetrievalError;
+pub use retrieval::check::{Problem, ProblemKind, SourceReport as SourceCheckReport};
 pub use retrieval::physical::promote::{Lsn, RecoveryTarget, WalPoint, WalWindow};
 pub use snapshot::SnapshotView;
+pub use source_check::{PROPOSED_PASSWORD_ENV, SourceCheckRequest, SourceProbe};
 pub use space::SpaceLevel;
-pub use standby::{DEFAULT_HEALTH_INTERVAL, SyncCode, SyncSettings, SyncView, record_sync};
+pub use standby::{
+    DEFAULT_HEALTH_INTERVAL, SyncCode, SyncKind, SyncSettings, SyncView, record_sync,
+};
 pub use sweeper::SweepReport;
 
 use crate::metrics::EngineMetrics;
@@ -288,6 +297,7 @@ impl Engine {
         *write(&engine.inner.reconciliation) = reconciliation;
         engine.refresh_space().await;
         engine.restore_summary();
+        engine.release_interrupted_replication().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
         if engine.config().cloning.warm_pool_size > 0 {

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::{BinarySearch, OsUser};
-use retrieval::physical::promote::{
-    Lsn, Promotion, PromotionConfig, RecoveryTarget, WalPoint, WalWindow,
-};
+use retrieval::physical::promote::{Promotion, PromotionConfig, RecoveryTarget};
 use retrieval::{CopyTarget, InitialCopy, Pipeline, Progress, RetrievalConfig, Target};
 use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
 use tracing::{info, warn};
@@ -29,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::pool::{Pool, promotion_names};
 use crate::refresh::{CURRENT_DATA_KEY, RefreshStatus};
 use crate::snapshot::SnapshotView;
-use crate::standby::SyncSettings;
+use crate::standby::{SyncKind, SyncSettings};
 use crate::store::StandbySnapshot;
 use crate::{Engine, failpoint};
 
@@ -39,13 +37,16 @@ use crate::{Engine, failpoint};
 pub(crate) const PASSFILE_DIR: &str = "passfiles";
 /// How often dropping an old dataset's slot is tried: its walsender may take a moment to go
 /// after the standby stopped.
-const SLOT_DROP_ATTEMPTS: u32 = 5;
+pub(crate) const SLOT_DROP_ATTEMPTS: u32 = 5;
 
 /// The engine's retrieval, chosen by the configuration.
 #[derive(Debug, Clone)]
 pub(crate) enum Retrieval {
     /// Logical mode: dump and restore into each new golden dataset.
     Logical(Arc<Pipeline>),
+    /// Logical mode with continuous refresh: dump and restore, then a sync instance that
+    /// subscribes to the source; snapshots cut from it.
+    Continuous(Arc<Pipeline>, Arc<Live>),
     /// Physical mode: a copy that a standby keeps current, snapshots through promotion.
     Physical(Arc<Physical>),
 }
@@ -55,23 +56,41 @@ pub(crate) enum Retrieval {
 pub(crate) struct Physical {
     config: RetrievalConfig,
     copy: InitialCopy,
+    live: Arc<Live>,
+}
+
+/// What the modes with a sync instance share: its settings, and snapshots cut from it.
+#[derive(Debug)]
+pub(crate) struct Live {
     promotion: Promotion,
+    sync: SyncSettings,
+    snapshot_timetable: Option<String>,
+    /// Physical mode keeps each snapshot's standby snapshot for points in time; a
+    /// subscriber's copy has no WAL archive to replay, so continuous mode keeps none.
+    keeps_standby_snapshots: bool,
 }
 
 impl Physical {
-    /// The sync instance's settings, from `[retrieval.physical.sync]`.
-    fn sync_settings(&self) -> SyncSettings {
-        let sync = self.copy.physical().sync.clone();
-        SyncSettings {
-            enabled: sync.enabled,
-            health_interval: sync.health_interval,
-            configs: sync.configs,
-        }
+    /// The promotion of copies of the standby (snapshots, points in time).
+    pub(crate) fn promotion(&self) -> &Promotion {
+        &self.live.promotion
     }
+}
 
+impl Live {
     /// The snapshot timetable, if one is set.
     pub(crate) fn snapshot_timetable(&self) -> Option<&str> {
-        self.copy.physical().snapshot_timetable()
+        self.snapshot_timetable.as_deref()
+    }
+}
+
+/// The sync instance's settings from a `sync` section.
+fn sync_settings(sync: &retrieval::config::SyncConfig, kind: SyncKind) -> SyncSettings {
+    SyncSettings {
+        enabled: sync.enabled,
+        health_interval: sync.health_interval,
+        configs: sync.configs.clone(),
+        kind,
     }
 }
 
@@ -84,8 +103,28 @@ impl Retrieval {
         user: &OsUser,
     ) -> Result<Retrieval> {
         let Some(physical) = &config.physical else {
-            let pipeline = Pipeline::new(config.clone(), search.clone(), user.clone())?;
-            return Ok(Retrieval::Logical(Arc::new(pipeline)));
+            let pipeline = Arc::new(Pipeline::new(config.clone(), search.clone(), user.clone())?);
+            let Some(continuous) = config.continuous.as_ref() else {
+                return Ok(Retrieval::Logical(pipeline));
+            };
+            // Renames were made in the golden copy by its restore; preprocessing runs again on
+            // each snapshot, for the rows replicated since.
+            let promotion = Promotion::new(
+                PromotionConfig {
+                    preprocessing: config.preprocessing.clone(),
+                    detach_subscriptions: true,
+                    ..PromotionConfig::default()
+                },
+                search.clone(),
+                user.clone(),
+            )?;
+            let live = Live {
+                promotion,
+                sync: sync_settings(&continuous.sync, SyncKind::Subscriber),
+                snapshot_timetable: continuous.snapshot_timetable().map(str::to_owned),
+                keeps_standby_snapshots: false,
+            };
+            return Ok(Retrieval::Continuous(pipeline, Arc::new(live)));
         };
         let restore_command = physical.effective_restore_command().map(str::to_owned);
         let promotion = Promotion::new(
@@ -97,13 +136,23 @@ impl Retrieval {
             user.clone(),
         )?;
         let copy = InitialCopy::new(config.clone(), search.clone(), user.clone())?;
-        Ok(Retrieval::Physical(Arc::new(Physical { config: config.clone(), copy, promotion })))
+        let live = Live {
+            promotion,
+            sync: sync_settings(&physical.sync, SyncKind::Standby),
+            snapshot_timetable: physical.snapshot_timetable().map(str::to_owned),
+            keeps_standby_snapshots: true,
+        };
+        Ok(Retrieval::Physical(Arc::new(Physical {
+            config: config.clone(),
+            copy,
+            live: Arc::new(live),
+        })))
     }
 
     /// The retrieval section.
     pub(crate) fn config(&self) -> &RetrievalConfig {
         match self {
-            Retrieval::Logical(pipeline) => pipeline.config(),
+            Retrieval::Logical(pipeline) | Retrieval::Continuous(pipeline, _) => pipeline.config(),
             Retrieval::Physical(physical) => &physical.config,
         }
     }
@@ -111,8 +160,19 @@ impl Retrieval {
     /// The running (or last) run's progress: a dump and restore, or an initial copy.
     pub(crate) fn progress(&self) -> Progress {
         match self {
-            Retrieval::Logical(pipeline) => pipeline.subscribe().borrow().clone(),
+            Retrieval::Logical(pipeline) | Retrieval::Continuous(pipeline, _) => {
+                pipeline.subscribe().borrow().clone()
+            }
             Retrieval::Physical(physical) => physical.copy.subscribe().borrow().clone(),
+        }
+    }
+
+    /// The sync instance's parts, in the modes that have one.
+    pub(crate) fn live(&self) -> Option<Arc<Live>> {
+        match self {
+            Retrieval::Logical(_) => None,
+            Retrieval::Continuous(_, live) => Some(live.clone()),
+            Retrieval::Physical(physical) => Some(physical.live.clone()),
         }
     }
 }
@@ -121,9 +181,22 @@ impl Engine {
     /// Physical mode's parts, when the engine runs in physical mode.
     pub(crate) fn physical_retrieval(&self) -> Option<Arc<Physical>> {
         match self.retrieval_setup() {
-            Some(Retrieval::Physical(physical)) => Some(physical.clone()),
+            Some(Retrieval::Physical(physical)) => Some(physical),
             _ => None,
         }
+    }
+
+    /// The directories the sync instance's `restore_command` reads (`[retrieval.physical]
+    /// restore_dirs`), shown read-only in its sandbox.
+    pub(crate) fn sync_restore_dirs(&self) -> Vec<PathBuf> {
+        self.physical_retrieval()
+            .map(|physical| physical.copy.physical().restore_dirs.clone())
+            .unwrap_or_default()
+    }
+
+    /// The sync instance's parts, when the mode has one (physical, continuous).
+    pub(crate) fn live_retrieval(&self) -> Option<Arc<Live>> {
+        self.retrieval_setup().as_ref().and_then(Retrieval::live)
     }
 
     /// The replication password file of the standby on `dataset`.
@@ -157,28 +230,43 @@ impl Engine {
         }
         failpoint::hit("refresh.restored");
         let previous = self.current_data_dataset();
+        let snapshot = self.go_live(&physical.live, &dataset, intent).await?;
+        // The old data may stay for its kept standby snapshots; its slot must not keep
+        // holding WAL on the source meanwhile.
+        if previous != dataset {
+            self.release_golden(&previous).await;
+        }
+        self.destroy_unused_data(&previous).await;
+        Ok(snapshot)
+    }
+
+    /// The second half of a refresh with a sync instance: the sync instance moved onto the
+    /// filled golden dataset `dataset`, and the first snapshot cut from it; returns the
+    /// snapshot's ID. On failure the sync instance is back on the previous data and `dataset`
+    /// is gone (with what `release_golden` releases); `intent` names `dataset`.
+    pub(crate) async fn go_live(
+        &self,
+        live: &Live,
+        dataset: &DatasetName,
+        intent: crate::intent::Intent<'_>,
+    ) -> Result<String> {
+        let previous = self.current_data_dataset();
         let previous_sync = self.sync_dataset().zip(self.sync_settings());
-        let result = match self.start_sync(&dataset, physical.sync_settings()).await {
+        let result = match self.start_sync(dataset, live.sync.clone()).await {
             Ok(()) => {
                 self.refresh_state().status = RefreshStatus::Snapshotting;
-                self.create_physical_snapshot(physical, RecoveryTarget::Latest, false).await
+                self.create_physical_snapshot(live, RecoveryTarget::Latest, false).await
             }
             Err(error) => Err(error),
         };
         match result {
             Ok(snapshot) => {
                 intent.settle();
-                // The old data may stay for its kept standby snapshots; its slot must not
-                // keep holding WAL on the source meanwhile.
-                if previous != dataset {
-                    self.release_golden(&previous).await;
-                }
-                self.destroy_unused_data(&previous).await;
                 Ok(snapshot.record.id)
             }
             Err(error) => {
                 self.restore_sync(&previous, previous_sync).await;
-                if self.discard_golden(&dataset).await {
+                if self.discard_golden(dataset).await {
                     intent.settle();
                 }
                 Err(error)
@@ -256,7 +344,7 @@ impl Engine {
     /// is discarded and the latest snapshot returned.
     pub(crate) async fn create_physical_snapshot(
         &self,
-        physical: &Physical,
+        live: &Live,
         recovery: RecoveryTarget,
         skip_unchanged: bool,
     ) -> Result<SnapshotView> {
@@ -266,7 +354,7 @@ impl Engine {
         let capabilities = storage.capabilities();
         if !capabilities.atomic_snapshots || !capabilities.independent_clones {
             return Err(Error::Refused(format!(
-                "physical snapshots are cut from the running standby: they need a pool with atomic snapshots whose clones outlive their origin (btrfs), not {}",
+                "snapshots cut from the running sync instance need a pool with atomic snapshots whose clones outlive their origin (btrfs), not {}",
                 storage.kind()
             )));
         }
@@ -296,7 +384,7 @@ impl Engine {
         failpoint::hit("physical.cloned");
         let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
         target.admin_role = self.config().clone.admin_role.clone();
-        let summary = match physical.promotion.run(&target, recovery, &self.inner.cancel).await {
+        let summary = match live.promotion.run(&target, recovery, &self.inner.cancel).await {
             Ok(summary) => summary,
             Err(error) => {
                 self.abandon_promotion(intent, &promoted, &pre).await;
@@ -319,10 +407,38 @@ impl Engine {
                 latest = %latest.id,
                 "snapshot skipped: no commit replayed since the latest snapshot"
             );
+            // Nothing new because the standby is cut off from its source (not because the
+            // source is idle) is worth an alert with the reason.
+            let sync = self.sync_status();
+            if sync.code != crate::SyncCode::Ok {
+                self.refresh_state().alert(
+                    "snapshot_skipped",
+                    "warning",
+                    format!(
+                        "snapshot skipped: no commit replayed since snapshot {} ({}); the sync instance is {}: {}",
+                        latest.id,
+                        latest.data_state_at.to_rfc3339(),
+                        sync.code.as_str(),
+                        sync.message
+                    ),
+                );
+            }
             self.abandon_promotion(intent, &promoted, &pre).await;
             return self.snapshot(&latest.id);
         }
         match self.snapshot_data_locked(&promoted, summary.data_state_at).await {
+            Ok(view) if !live.keeps_standby_snapshots => {
+                if self.remove_standby_snapshot(&pre).await {
+                    intent.settle();
+                }
+                self.refresh_state().clear_alerts(&["snapshot_skipped", "snapshot_failed"]);
+                info!(
+                    snapshot_id = %view.record.id,
+                    data_state_at = %summary.data_state_at,
+                    "snapshot of the subscriber created"
+                );
+                Ok(view)
+            }
             Ok(view) => {
                 // The standby snapshot stays, still a standby, as the start of points in time
                 // from this snapshot's moment on.
@@ -342,6 +458,7 @@ impl Engine {
                 if pre_kept {
                     intent.settle();
                 }
+                self.refresh_state().clear_alerts(&["snapshot_skipped", "snapshot_failed"]);
                 info!(
                     snapshot_id = %view.record.id,
                     data_state_at = %summary.data_state_at,
@@ -355,128 +472,6 @@ impl Engine {
                 Err(error)
             }
         }
-    }
-
-    /// A snapshot of the data exactly at `at`, a time or an LSN inside the WAL window: the
-    /// newest kept standby snapshot at or before `at` is cloned, replays WAL from the archive
-    /// (`restore_command`) up to `at`, is promoted and prepared, and the result recorded with
-    /// the last replayed commit's time as `dataStateAt`. A target outside the window is
-    /// [`Error::InvalidInput`] naming the window; so is one the server cannot reach (the
-    /// archive ends before it).
-    pub async fn create_snapshot_at_point(&self, at: RecoveryTarget) -> Result<SnapshotView> {
-        let Some(physical) = self.physical_retrieval() else {
-            return Err(Error::InvalidInput(
-                "a snapshot at a point in time needs physical mode ([retrieval.physical]): logical mode has no WAL to replay".to_owned(),
-            ));
-        };
-        if at == RecoveryTarget::Latest {
-            return self.create_snapshot().await;
-        }
-        let _serial = self.inner.snapshot_lock.lock().await;
-        self.ensure_space("create snapshot").await?;
-        let storage = self.inner.pool.storage();
-        let listing = storage.list().await?;
-        let kept = self.kept_standby_snapshots(&listing)?;
-        let window = self.wal_window_of(&kept).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{at} cannot be reached: no standby snapshot is kept yet, so the WAL window is empty; take a snapshot first"
-            ))
-        })?;
-        window.check(&at).map_err(|error| Error::InvalidInput(error.to_string()))?;
-        let reaches = |point: &WalPoint| match at {
-            RecoveryTarget::Time(time) => point.at <= time,
-            RecoveryTarget::Lsn(lsn) => point.lsn <= lsn,
-            RecoveryTarget::Latest => true,
-        };
-        let Some((base, _)) = kept.iter().rev().find(|(_, point)| reaches(point)) else {
-            return Err(Error::InvalidInput(format!("{at} is outside the WAL window: {window}")));
-        };
-        let golden = self.current_data_dataset();
-        let (_, promoted) = promotion_names(&golden, Utc::now(), &listing)?;
-        let intent = self.intend(&[&promoted])?;
-        let mountpoint = match storage.clone_snapshot(base, &promoted).await {
-            Ok(mountpoint) => mountpoint,
-            Err(error) => {
-                intent.settle();
-                return Err(error.into());
-            }
-        };
-        failpoint::hit("physical.point_cloned");
-        let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
-        target.admin_role = self.config().clone.admin_role.clone();
-        let result = match physical.promotion.run(&target, at, &self.inner.cancel).await {
-            Ok(summary) => {
-                self.snapshot_data_locked(&promoted, summary.data_state_at).await.inspect(|view| {
-                    info!(
-                        snapshot_id = %view.record.id,
-                        target = %at,
-                        from = %base,
-                        data_state_at = %summary.data_state_at,
-                        wal_replayed_bytes = summary.wal_replayed_bytes,
-                        "physical snapshot at a point in time created"
-                    );
-                })
-            }
-            Err(retrieval::Error::TargetUnreachable { target, reason }) => {
-                Err(Error::InvalidInput(format!(
-                    "{target} cannot be reached from the WAL archive ({reason}); {window}"
-                )))
-            }
-            Err(error) => Err(Error::Retrieval(error)),
-        };
-        match result {
-            Ok(view) => {
-                intent.settle();
-                Ok(view)
-            }
-            Err(error) => {
-                if self.discard(&promoted).await {
-                    intent.settle();
-                }
-                Err(error)
-            }
-        }
-    }
-
-    /// The kept standby snapshots that exist in `listing`, each with the moment its promotion
-    /// reached, oldest first.
-    fn kept_standby_snapshots(
-        &self,
-        listing: &storage::Listing,
-    ) -> Result<Vec<(SnapshotName, WalPoint)>> {
-        let mut kept = Vec::new();
-        for record in self.inner.store.standby_snapshots()? {
-            let Ok(name) = record.storage_name.parse::<SnapshotName>() else { continue };
-            let Ok(lsn) = record.lsn.parse::<Lsn>() else { continue };
-            if listing.snapshot(&name).is_some() {
-                kept.push((name, WalPoint { at: record.data_state_at, lsn }));
-            }
-        }
-        Ok(kept)
-    }
-
-    /// The moments a point in time can name: from the oldest kept standby snapshot's to the
-    /// newest the engine knows the WAL holds (the newest kept one's, or the sync instance's
-    /// last replayed commit). The archive may end earlier; the promotion then refuses.
-    fn wal_window_of(&self, kept: &[(SnapshotName, WalPoint)]) -> Option<WalWindow> {
-        let (_, oldest) = kept.first()?;
-        let mut newest = kept.last()?.1;
-        let sync = self.sync_status();
-        if let Some(lsn) = sync.last_replayed_lsn.and_then(|lsn| lsn.parse::<Lsn>().ok()) {
-            newest.lsn = newest.lsn.max(lsn);
-        }
-        if let Some(at) = sync.last_replayed_at {
-            newest.at = newest.at.max(at);
-        }
-        Some(WalWindow { oldest: *oldest, newest })
-    }
-
-    /// The WAL window of points in time, when physical mode has kept standby snapshots.
-    pub async fn point_in_time_window(&self) -> Option<WalWindow> {
-        self.physical_retrieval()?;
-        let listing = self.inner.pool.storage().list().await.ok()?;
-        let kept = self.kept_standby_snapshots(&listing).ok()?;
-        self.wal_window_of(&kept)
     }
 
     /// Removes the kept standby snapshots whose snapshot is no longer in the catalog (a crash
@@ -552,14 +547,14 @@ impl Engine {
     }
 
     /// The private directory of a promotion's temporary server (socket, log).
-    fn promotion_run_dir(&self) -> PathBuf {
+    pub(crate) fn promotion_run_dir(&self) -> PathBuf {
         self.inner.state_dir.join("promotion")
     }
 
     /// When the physical snapshot timetable runs next, if one is set.
     pub(crate) fn next_physical_snapshot(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let physical = self.physical_retrieval()?;
-        let cron = retrieval::config::parse_timetable(physical.snapshot_timetable()?).ok()?;
+        let live = self.live_retrieval()?;
+        let cron = retrieval::config::parse_timetable(live.snapshot_timetable()?).ok()?;
         cron.find_next_occurrence(&after, false).ok()
     }
 }

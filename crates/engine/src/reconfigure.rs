@@ -30,8 +30,8 @@ pub struct Reconfigured {
 ///
 /// Restart-only: the servers' OS user, the admin role, the binaries' directories, the initdb
 /// major (the engine looked them up or made clusters with them at start), the warm pool's size
-/// (its loop starts with the engine), and physical mode's whole `[retrieval]` section, which
-/// the sync instance runs on (to or from physical mode, too).
+/// (its loop starts with the engine), and the whole `[retrieval]` section in physical mode or
+/// with continuous refresh, which the sync instance runs on (to or from those modes, too).
 pub fn split(running: &EngineConfig, new: &EngineConfig) -> (EngineConfig, Vec<&'static str>) {
     let mut applied = new.clone();
     let mut pinned = Vec::new();
@@ -59,11 +59,15 @@ pub fn split(running: &EngineConfig, new: &EngineConfig) -> (EngineConfig, Vec<&
         &mut || applied.cloning.warm_pool_size = running.cloning.warm_pool_size,
     );
     // Logical retrieval is only settings until its next run, so it may come, change or go;
-    // physical mode's sync instance runs on its section all the time.
-    let physical = |config: &EngineConfig| {
-        config.retrieval.as_ref().is_some_and(|retrieval| retrieval.physical.is_some())
+    // the sync instance of physical mode and of continuous refresh runs on the section all
+    // the time.
+    let live = |config: &EngineConfig| {
+        config
+            .retrieval
+            .as_ref()
+            .is_some_and(|retrieval| retrieval.physical.is_some() || retrieval.continuous.is_some())
     };
-    if (physical(running) || physical(new)) && running.retrieval != new.retrieval {
+    if (live(running) || live(new)) && running.retrieval != new.retrieval {
         pinned.push("retrieval");
         applied.retrieval = running.retrieval.clone();
     }

@@ -160,6 +160,11 @@ impl RefreshState {
         entry.last_seen = now;
         entry.count += 1;
     }
+
+    /// Drops the alerts of `kinds`: what they reported is over.
+    pub(crate) fn clear_alerts(&mut self, kinds: &[&str]) {
+        self.alerts.retain(|kind, _| !kinds.contains(kind));
+    }
 }
 
 impl Engine {
@@ -179,7 +184,10 @@ impl Engine {
         let state = self.refresh_state();
         RetrievalView {
             configured: self.retrieval_setup().is_some(),
-            physical: self.sync_dataset().is_some() || self.physical_retrieval().is_some(),
+            physical: self.physical_retrieval().is_some()
+                || self
+                    .sync_settings()
+                    .is_some_and(|settings| settings.kind == crate::standby::SyncKind::Standby),
             status: state.status,
             last_refresh: state.last_refresh,
             next_refresh: state.next_refresh,
@@ -253,6 +261,9 @@ impl Engine {
         let dataset = self.new_data_dataset(started).await?;
         match retrieval {
             Retrieval::Logical(pipeline) => self.logical_refresh(pipeline, dataset).await,
+            Retrieval::Continuous(pipeline, live) => {
+                self.continuous_refresh(pipeline, live, dataset).await
+            }
             Retrieval::Physical(physical) => self.physical_refresh(physical, dataset).await,
         }
     }
@@ -274,33 +285,46 @@ impl Engine {
         DatasetName::new(name).map_err(|error| Error::InvalidInput(error.to_string()))
     }
 
-    /// A logical full refresh into the new, still unmade golden dataset `dataset`.
-    async fn logical_refresh(&self, pipeline: &Pipeline, dataset: DatasetName) -> Result<String> {
+    /// A logical run into the new golden dataset `dataset`, which it makes; on failure the
+    /// dataset is gone again. The intent it returns names the dataset (and the run's dump).
+    pub(crate) async fn restore_into(
+        &self,
+        pipeline: &Pipeline,
+        dataset: &DatasetName,
+    ) -> Result<(Summary, crate::intent::Intent<'_>)> {
         let storage = self.inner.pool.storage();
         // The run's dump (in its own directory unless the configuration names another) is part
         // of what an interrupted refresh leaves.
-        let intent = self.intend(&[&dataset, &PARTIAL_DUMP_INTENT])?;
-        let mountpoint = storage.create_dataset(&dataset).await?;
+        let intent = self.intend(&[dataset, &PARTIAL_DUMP_INTENT])?;
+        let mountpoint = storage.create_dataset(dataset).await?;
         failpoint::hit("refresh.dataset_created");
         let run_dir = self.retrieval_run_dir();
         if let Err(error) = std::fs::create_dir_all(&run_dir) {
-            if self.discard(&dataset).await {
+            if self.discard(dataset).await {
                 intent.settle();
             }
             return Err(Error::InvalidInput(format!("create {}: {error}", run_dir.display())));
         }
         let mut target = Target::new(Pool::pgdata(&mountpoint), &run_dir);
         target.admin_role = self.config().clone.admin_role.clone();
-        let summary = match pipeline.run(&target, &self.inner.cancel).await {
-            Ok(summary) => summary,
+        target.dataset = Some(dataset.to_string());
+        match pipeline.run(&target, &self.inner.cancel).await {
+            Ok(summary) => {
+                failpoint::hit("refresh.restored");
+                Ok((summary, intent))
+            }
             Err(error) => {
-                if self.discard(&dataset).await {
+                if self.discard(dataset).await {
                     intent.settle();
                 }
-                return Err(Error::Retrieval(error));
+                Err(Error::Retrieval(error))
             }
-        };
-        failpoint::hit("refresh.restored");
+        }
+    }
+
+    /// A logical full refresh into the new, still unmade golden dataset `dataset`.
+    async fn logical_refresh(&self, pipeline: &Pipeline, dataset: DatasetName) -> Result<String> {
+        let (summary, intent) = self.restore_into(pipeline, &dataset).await?;
         self.refresh_state().status = RefreshStatus::Snapshotting;
         let previous = self.current_data_dataset();
         self.inner.store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
@@ -323,7 +347,7 @@ impl Engine {
 
     /// Keeps the summary of the refresh that made the current data, in memory and in the store;
     /// its warnings, if any, become a `refresh_warnings` alert.
-    fn keep_summary(&self, summary: Summary) {
+    pub(crate) fn keep_summary(&self, summary: Summary) {
         let kept = KeptSummary { dataset: self.current_data_dataset().to_string(), summary };
         let stored =
             serde_json::to_string(&kept).map_err(|error| error.to_string()).and_then(|text| {

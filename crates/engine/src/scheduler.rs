@@ -74,7 +74,7 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     );
     // Always: a reload may add retrieval or set its timetable.
     spawn_timetable(engine);
-    if engine.physical_retrieval().is_some_and(|physical| physical.snapshot_timetable().is_some()) {
+    if engine.live_retrieval().is_some_and(|live| live.snapshot_timetable().is_some()) {
         spawn_snapshot_timetable(engine);
     }
     spawn_sync_supervisor(engine);
@@ -139,7 +139,8 @@ fn spawn_timetable(engine: &Engine) {
     );
 }
 
-/// Cuts physical snapshots from the sync instance on `[retrieval.physical] snapshot_timetable`.
+/// Cuts snapshots from the sync instance on `[retrieval.physical]` or `[retrieval.continuous]`
+/// `snapshot_timetable`.
 fn spawn_snapshot_timetable(engine: &Engine) {
     let engine = engine.clone();
     let cancel = engine.inner.cancel.clone();
@@ -226,8 +227,7 @@ impl Engine {
     /// request may have renewed or lifted the protection since the list was read.
     pub(crate) fn check_leases(&self) {
         let now = Utc::now();
-        let config = self.config();
-        let config = &config.cloning;
+        let config = &self.config().cloning;
         // A first look on a copy picks the clones that may need something, so that the write
         // lock is taken only for them.
         let ids: Vec<String> = self

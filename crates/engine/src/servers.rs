@@ -187,12 +187,16 @@ impl Servers {
     /// The sync instance's spec on `pgdata`: a clone's (sandboxed, the admin path over a
     /// private socket) with no TCP at all, no login but the engine's, the settings a standby
     /// needs at least as high as its primary's (`minimums`, from pg_control), then the sync
-    /// instance's own `configs`. Nothing of the clones' settings: it is not a clone.
+    /// instance's own `configs`. Nothing of the clones' settings: it is not a clone. Its
+    /// sandbox shows the replication password files and `restore_dirs` (what its
+    /// `restore_command` reads: a WAL archive, a backup tool's configuration and repository),
+    /// read-only.
     fn sync_spec(
         &self,
         pgdata: &Path,
         configs: &BTreeMap<String, String>,
         minimums: &[(&str, u64)],
+        restore_dirs: &[PathBuf],
     ) -> InstanceSpec {
         let server = Server { port: SYNC_PORT, log_name: SYNC_NAME, extra_conf: &NO_SETTINGS };
         let mut spec = self.spec(server, pgdata);
@@ -213,6 +217,7 @@ impl Servers {
         spec.hba.host_networks = Vec::new();
         // The walreceiver reads the replication password file named in primary_conninfo.
         spec.read_only_dirs = vec![self.state_dir.join(crate::physical::PASSFILE_DIR)];
+        spec.read_only_dirs.extend(restore_dirs.iter().cloned());
         spec
     }
 
@@ -221,11 +226,13 @@ impl Servers {
         self.log_file(SYNC_NAME)
     }
 
-    /// Starts the sync instance on `pgdata` (a standby's data directory) with `configs`.
+    /// Starts the sync instance on `pgdata` (a standby's data directory) with `configs`,
+    /// showing it `restore_dirs`.
     pub(crate) async fn start_sync(
         &self,
         pgdata: &Path,
         configs: &BTreeMap<String, String>,
+        restore_dirs: &[PathBuf],
     ) -> Result<Instance> {
         let binaries = self.binaries_for(pgdata)?;
         let control = postgres::read_control_data(&self.binaries, pgdata).await?;
@@ -233,7 +240,7 @@ impl Servers {
         if !raised.is_empty() {
             info!(settings = ?raised, "the standby's settings follow the primary's new minimums");
         }
-        let spec = self.sync_spec(pgdata, configs, &control.hot_standby_minimums());
+        let spec = self.sync_spec(pgdata, configs, &control.hot_standby_minimums(), restore_dirs);
         Ok(Instance::start(&binaries, spec).await?)
     }
 
@@ -243,9 +250,11 @@ impl Servers {
             return None;
         }
         let adopted = match self.binaries_for(pgdata) {
-            Ok(binaries) => Instance::adopt(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[]))
-                .await
-                .map_err(Error::from),
+            Ok(binaries) => {
+                Instance::adopt(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[], &[]))
+                    .await
+                    .map_err(Error::from)
+            }
             Err(error) => Err(error),
         };
         match adopted {
@@ -272,7 +281,7 @@ impl Servers {
         }
         let found = match self.binaries_for(pgdata) {
             Ok(binaries) => {
-                Instance::find_leftover(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[]))
+                Instance::find_leftover(&binaries, self.sync_spec(pgdata, &NO_SETTINGS, &[], &[]))
                     .map_err(Error::from)
             }
             Err(error) => Err(error),

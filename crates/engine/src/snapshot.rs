@@ -108,14 +108,14 @@ impl Engine {
     /// Takes a snapshot of the pool's data now, records it as the new head of `main`, and
     /// applies retention.
     ///
-    /// In physical mode the snapshot is cut from the sync instance's dataset and promoted
-    /// ([`Engine::create_physical_snapshot`]); it is skipped, and the latest snapshot returned,
-    /// when no commit was replayed since that one.
+    /// In physical mode and with continuous refresh the snapshot is cut from the sync
+    /// instance's dataset and promoted ([`Engine::create_physical_snapshot`]); it is skipped,
+    /// and the latest snapshot returned, when no commit was replayed since that one.
     pub async fn create_snapshot(&self) -> Result<SnapshotView> {
-        if let Some(physical) = self.physical_retrieval() {
+        if let Some(live) = self.live_retrieval() {
             return self
                 .create_physical_snapshot(
-                    &physical,
+                    &live,
                     retrieval::physical::promote::RecoveryTarget::Latest,
                     true,
                 )
@@ -137,6 +137,30 @@ impl Engine {
         &self,
         data: &storage::DatasetName,
         data_state_at: DateTime<Utc>,
+    ) -> Result<SnapshotView> {
+        self.snapshot_of_data(data, data_state_at, None).await
+    }
+
+    /// Takes a snapshot of `data` holding the data of a past moment (a point in time), records
+    /// it on `main` as a child of `parent` (the snapshot its data was replayed from) and applies
+    /// retention. The head of `main` stays: clones that name no snapshot keep getting the
+    /// newest data. The caller holds the snapshot lock.
+    pub(crate) async fn snapshot_past_locked(
+        &self,
+        data: &storage::DatasetName,
+        data_state_at: DateTime<Utc>,
+        parent: &str,
+    ) -> Result<SnapshotView> {
+        self.snapshot_of_data(data, data_state_at, Some(parent)).await
+    }
+
+    /// A snapshot of `data` recorded on `main`: its new head with the old head as parent, or,
+    /// with `past_of`, beside the head as a child of that snapshot.
+    async fn snapshot_of_data(
+        &self,
+        data: &storage::DatasetName,
+        data_state_at: DateTime<Utc>,
+        past_of: Option<&str>,
     ) -> Result<SnapshotView> {
         let storage = self.inner.pool.storage();
         let data = data.clone();
@@ -172,11 +196,15 @@ impl Engine {
             }
         };
         let id = self.inner.pool.snapshot_id(&name);
-        let parent_id = self
+        let head_id = self
             .read_state()
             .branches
             .get(MAIN_BRANCH)
             .map(|branch| branch.head_snapshot_id.clone());
+        let parent_id = match past_of {
+            Some(parent) => Some(parent.to_owned()),
+            None => head_id,
+        };
         let record = SnapshotRecord {
             id: id.clone(),
             pool: self.inner.pool.name().to_owned(),
@@ -196,6 +224,7 @@ impl Engine {
         let branch = {
             let state = self.read_state();
             match state.branches.get(MAIN_BRANCH) {
+                Some(branch) if past_of.is_some() => branch.clone(),
                 Some(branch) => BranchRecord { head_snapshot_id: id.clone(), ..branch.clone() },
                 None => BranchRecord {
                     name: MAIN_BRANCH.to_owned(),

@@ -1,9 +1,11 @@
-//! The sync instance (physical mode): a standby server on the golden dataset that keeps
-//! replaying WAL from the source, its supervision, and what `/status` (`synchronization`) and
-//! `/metrics` (`dblab_sync_*`) say about it.
+//! The sync instance: the server on the golden dataset that keeps it current — in physical
+//! mode a standby replaying WAL from the source, with continuous refresh (logical mode) a
+//! primary whose subscriptions apply the source's changes — its supervision, and what
+//! `/status` (`synchronization`) and `/metrics` (`dblab_sync_*`) say about it.
 //!
 //! The golden dataset's PGDATA is a standby already (the copy tool wrote `standby.signal` and
-//! `primary_conninfo`); the engine only runs it, through `servers` like every clone's server:
+//! `primary_conninfo`), or a primary whose restore created its subscriptions (continuous
+//! refresh, `continuous.rs`); the engine only runs it, through `servers` like every clone's server:
 //! as the servers' OS user, sandboxed, on a socket of its own and no TCP port. Which dataset it
 //! serves and its settings are recorded in the store (`meta`), so a new start of the engine
 //! adopts the running server (found by its working directory) instead of starting another.
@@ -34,18 +36,33 @@ use crate::sync::{read, write};
 const SYNC_KEY: &str = "sync_instance";
 /// DBLab's default health check interval of the sync container.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// The retrieval alert of a subscription that fails (continuous refresh).
+const SUBSCRIPTION_ALERT: &str = "subscription_error";
 /// How much of the sync instance's log is searched for why it does not stream.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
 
-/// How the sync instance runs: `[retrieval.physical.sync]`.
+/// What the sync instance is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncKind {
+    /// Physical mode: a standby; its replay status is read.
+    #[default]
+    Standby,
+    /// Continuous refresh: a primary with subscriptions; their apply workers are read.
+    Subscriber,
+}
+
+/// How the sync instance runs: `[retrieval.physical.sync]` or `[retrieval.continuous.sync]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncSettings {
     /// Whether the engine runs the sync instance at all.
     pub enabled: bool,
     /// How often it is checked (restarted when down) and its replay status read.
     pub health_interval: Duration,
-    /// Settings of the standby server (e.g. `shared_buffers`), applied after Scion's.
+    /// Settings of the server (e.g. `shared_buffers`), applied after Scion's.
     pub configs: BTreeMap<String, String>,
+    /// A standby or a subscriber.
+    pub kind: SyncKind,
 }
 
 impl Default for SyncSettings {
@@ -54,6 +71,7 @@ impl Default for SyncSettings {
             enabled: true,
             health_interval: DEFAULT_HEALTH_INTERVAL,
             configs: BTreeMap::new(),
+            kind: SyncKind::Standby,
         }
     }
 }
@@ -80,6 +98,9 @@ struct SyncRecord {
     enabled: bool,
     health_interval_ms: u64,
     configs: BTreeMap<String, String>,
+    /// Absent in records written before continuous refresh existed: a standby.
+    #[serde(default)]
+    kind: SyncKind,
 }
 
 impl SyncRecord {
@@ -88,6 +109,7 @@ impl SyncRecord {
             enabled: self.enabled,
             health_interval: Duration::from_millis(self.health_interval_ms),
             configs: self.configs.clone(),
+            kind: self.kind,
         }
     }
 }
@@ -204,15 +226,21 @@ fn to_utc(time: std::time::SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(time)
 }
 
-/// Why a standby that should stream does not: the last connection error in its log.
-fn last_receiver_error(log: &Path) -> Option<String> {
+/// The last [`LOG_TAIL_BYTES`] of the sync instance's log, where the reason it does not follow
+/// the source is.
+fn log_tail(log: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(log).ok()?;
     let len = file.metadata().ok()?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES))).ok()?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Why a standby that should stream does not: the last connection error in its log.
+fn last_receiver_error(log: &Path) -> Option<String> {
+    let text = log_tail(log)?;
     let line = text.lines().rev().find(|line| {
         line.contains("could not connect to the primary server")
             || line.contains("replication terminated by primary")
@@ -253,6 +281,63 @@ fn judge(status: &ReplayStatus, log: &Path) -> (SyncCode, String) {
     }
 }
 
+/// The last apply error of a subscription in the sync instance's log, if any.
+fn last_apply_error(log: &Path) -> Option<String> {
+    let text = log_tail(log)?;
+    let lines: Vec<&str> = text.lines().collect();
+    // The ERROR line of a logical replication worker, and its CONTEXT (which names the
+    // subscription and the change) when one follows.
+    let at = lines.iter().rposition(|line| {
+        line.contains("ERROR:")
+            && (line.contains("logical replication")
+                || line.contains("could not connect to the publisher"))
+    })?;
+    let mut message =
+        lines[at].split_once("ERROR:").map_or(lines[at], |(_, rest)| rest).trim().to_owned();
+    if let Some(context) = lines.get(at + 1).and_then(|line| line.split_once("CONTEXT:")) {
+        message = format!("{message} ({})", context.1.trim());
+    }
+    Some(message)
+}
+
+/// The code and message of a subscriber sync instance: OK while every subscription is
+/// enabled and has its apply worker. DDL is not replicated, so a change the golden copy cannot
+/// apply fails the worker, which `disable_on_error` turns into a disabled subscription.
+fn judge_subscriber(status: &retrieval::SubscriberStatus, log: &Path) -> (SyncCode, String) {
+    if status.subscriptions.is_empty() {
+        return (
+            SyncCode::Error,
+            "the golden copy has no subscription: it does not follow the source".to_owned(),
+        );
+    }
+    let why = || last_apply_error(log).map(|error| format!(": {error}")).unwrap_or_default();
+    for subscription in &status.subscriptions {
+        if !subscription.enabled {
+            return (
+                SyncCode::Error,
+                format!(
+                    "subscription {} is disabled (an apply error disables it; a full refresh starts over){}",
+                    subscription.name,
+                    why()
+                ),
+            );
+        }
+    }
+    for subscription in &status.subscriptions {
+        if subscription.worker_pid.is_none() {
+            return (
+                SyncCode::Error,
+                format!(
+                    "the apply worker of subscription {} is not running{}",
+                    subscription.name,
+                    why()
+                ),
+            );
+        }
+    }
+    (SyncCode::Ok, String::new())
+}
+
 /// Records in `store` that the sync instance runs on `dataset` with `settings`, and makes the
 /// dataset the pool's current data: what [`Engine::start_sync`] records, for an engine that
 /// is not running (a golden dataset prepared while it was stopped); its next start runs the
@@ -272,6 +357,7 @@ fn write_record(
         enabled: settings.enabled,
         health_interval_ms: u64::try_from(settings.health_interval.as_millis()).unwrap_or(u64::MAX),
         configs: settings.configs.clone(),
+        kind: settings.kind,
     };
     let text = serde_json::to_string(&record)
         .map_err(|error| Error::InvalidInput(format!("sync settings: {error}")))?;
@@ -412,7 +498,13 @@ impl Engine {
                     );
                     view.replication_lag = self.sync_status().replication_lag;
                     self.set_sync_view(view);
-                    match self.inner.servers.start_sync(&pgdata, &record.configs).await {
+                    let restore_dirs = self.sync_restore_dirs();
+                    match self
+                        .inner
+                        .servers
+                        .start_sync(&pgdata, &record.configs, &restore_dirs)
+                        .await
+                    {
                         Ok(instance) => {
                             info!(pid = instance.pid(), %dataset, "sync instance started");
                             instance
@@ -432,7 +524,7 @@ impl Engine {
             *running = Some(Running { instance, admin: None });
         }
         let Some(held) = running.as_mut() else { return };
-        let view = self.read_sync(held, &record.dataset).await;
+        let view = self.read_sync(held, &record.dataset, record.kind).await;
         self.set_sync_view(view);
     }
 
@@ -440,13 +532,26 @@ impl Engine {
         *write(&self.inner.standby.view) = view;
     }
 
-    async fn read_sync(&self, held: &mut Running, dataset: &str) -> SyncView {
+    async fn read_sync(&self, held: &mut Running, dataset: &str, kind: SyncKind) -> SyncView {
         let pid = held.instance.pid();
-        let status = match held.admin.take().filter(|admin| !admin.is_closed()) {
+        let admin = match held.admin.take().filter(|admin| !admin.is_closed()) {
             Some(admin) => Ok(admin),
             None => held.instance.admin().await,
         };
-        let status = match status {
+        if kind == SyncKind::Subscriber {
+            let status = match admin {
+                Ok(admin) => {
+                    let status = retrieval::subscription_status(admin.client())
+                        .await
+                        .map_err(|error| error.to_string());
+                    held.admin = Some(admin);
+                    status
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            return self.subscriber_view(status, pid, dataset, held);
+        }
+        let status = match admin {
             Ok(admin) => {
                 let status = admin.replay_status().await;
                 held.admin = Some(admin);
@@ -470,16 +575,70 @@ impl Engine {
                     checked_at: Some(Utc::now()),
                 }
             }
-            Err(error) => {
-                held.admin = None;
-                let mut view = SyncView::with(
-                    SyncCode::Error,
-                    format!("the sync instance does not answer: {error}"),
-                    Some(dataset.to_owned()),
-                );
-                view.pid = Some(pid);
-                view
+            Err(error) => self.unanswered(&error.to_string(), pid, dataset, held),
+        }
+    }
+
+    /// The view of a sync instance that did not answer its status query.
+    fn unanswered(&self, error: &str, pid: u32, dataset: &str, held: &mut Running) -> SyncView {
+        held.admin = None;
+        let mut view = SyncView::with(
+            SyncCode::Error,
+            format!("the sync instance does not answer: {error}"),
+            Some(dataset.to_owned()),
+        );
+        view.pid = Some(pid);
+        view
+    }
+
+    /// The view of a subscriber sync instance; a failing subscription is also the retrieval
+    /// alert `subscription_error` until it is well again.
+    fn subscriber_view(
+        &self,
+        status: std::result::Result<retrieval::SubscriberStatus, String>,
+        pid: u32,
+        dataset: &str,
+        held: &mut Running,
+    ) -> SyncView {
+        let status = match status {
+            Ok(status) => status,
+            Err(error) => return self.unanswered(&error, pid, dataset, held),
+        };
+        let (code, message) = judge_subscriber(&status, &self.inner.servers.sync_log_file());
+        {
+            let mut refresh = self.refresh_state();
+            if code == SyncCode::Error {
+                refresh.alert(SUBSCRIPTION_ALERT, "error", message.clone());
+            } else {
+                refresh.alerts.remove(SUBSCRIPTION_ALERT);
             }
+        }
+        let subscriptions = &status.subscriptions;
+        let now = Utc::now();
+        SyncView {
+            code,
+            message,
+            dataset: Some(dataset.to_owned()),
+            pid: Some(pid),
+            started_at: Some(status.started_at),
+            // The least advanced subscription is how far the golden copy is.
+            last_replayed_lsn: subscriptions
+                .iter()
+                .filter_map(|subscription| subscription.received_lsn.as_deref())
+                .filter_map(|lsn| lsn.parse::<postgres::Lsn>().ok())
+                .min()
+                .map(|lsn| lsn.to_string()),
+            last_replayed_at: subscriptions
+                .iter()
+                .filter_map(|subscription| subscription.last_message_sent_at)
+                .min(),
+            replication_lag: subscriptions
+                .iter()
+                .map(retrieval::SubscriptionStatus::lag_seconds)
+                .max()
+                .unwrap_or(0),
+            replication_uptime: (now - status.started_at).num_seconds().max(0),
+            checked_at: Some(now),
         }
     }
 }
@@ -545,6 +704,67 @@ mod tests {
             "not streaming from the source: could not connect to the primary server: connection \
              to server at \"127.0.0.1\", port 5433 failed: Connection refused"
         );
+    }
+
+    fn subscription(
+        name: &str,
+        enabled: bool,
+        worker: Option<i32>,
+    ) -> retrieval::SubscriptionStatus {
+        retrieval::SubscriptionStatus {
+            name: name.to_owned(),
+            enabled,
+            worker_pid: worker,
+            received_lsn: Some("0/3000060".to_owned()),
+            last_message_sent_at: None,
+            last_message_received_at: None,
+        }
+    }
+
+    #[test]
+    fn judges_a_subscriber_by_its_subscriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sync.log");
+        let status =
+            |subscriptions| retrieval::SubscriberStatus { started_at: Utc::now(), subscriptions };
+        let well = status(vec![subscription("a", true, Some(7)), subscription("b", true, Some(8))]);
+        assert_eq!(judge_subscriber(&well, &log), (SyncCode::Ok, String::new()));
+        assert_eq!(judge_subscriber(&status(Vec::new()), &log).0, SyncCode::Error);
+        let stopped = status(vec![subscription("a", true, Some(7)), subscription("b", true, None)]);
+        assert_eq!(
+            judge_subscriber(&stopped, &log),
+            (SyncCode::Error, "the apply worker of subscription b is not running".to_owned())
+        );
+        std::fs::write(
+            &log,
+            "2026-12-03 04:10:00.000 UTC [9] LOG:  logical replication apply worker for subscription \"a\" has started\n\
+             2026-12-03 04:10:01.000 UTC [9] ERROR:  logical replication target relation \"public.facts\" is missing replicated column: \"extra\"\n\
+             2026-12-03 04:10:01.000 UTC [9] CONTEXT:  processing remote data for replication origin \"pg_16390\" during message type \"INSERT\"\n\
+             2026-12-03 04:10:01.000 UTC [9] LOG:  subscription \"a\" has been disabled because of an error\n",
+        )
+        .unwrap();
+        let disabled = status(vec![subscription("a", false, None)]);
+        let (code, message) = judge_subscriber(&disabled, &log);
+        assert_eq!(code, SyncCode::Error);
+        assert!(message.starts_with("subscription a is disabled"), "{message}");
+        assert!(
+            message.ends_with(
+                ": logical replication target relation \"public.facts\" is missing replicated column: \"extra\" (processing remote data for replication origin \"pg_16390\" during message type \"INSERT\")"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_subscriptions_lag_is_the_stream_behind_the_worker() {
+        let sent = Utc::now();
+        let mut lagging = subscription("a", true, Some(7));
+        assert_eq!(lagging.lag_seconds(), 0);
+        lagging.last_message_sent_at = Some(sent);
+        lagging.last_message_received_at = Some(sent + chrono::Duration::seconds(12));
+        assert_eq!(lagging.lag_seconds(), 12);
+        lagging.last_message_received_at = Some(sent - chrono::Duration::seconds(3));
+        assert_eq!(lagging.lag_seconds(), 0, "a clock ahead on the source is no lag");
     }
 
     #[test]

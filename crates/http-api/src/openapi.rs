@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{admin, branches, clones, health, logs, retrieval, snapshots};
+use crate::routes::{admin, branches, clones, health, logs, retrieval, snapshots, source};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -72,6 +72,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         admin::ws_auth,
         logs::instance_logs,
         logs::clone_logs,
+        source::test_db_source,
+        source::probe_source,
     ),
     components(
         schemas(ApiError, CloneId, SnapshotId, admin::WsToken),

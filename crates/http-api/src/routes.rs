@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod logs;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
+pub(crate) mod source;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
@@ -34,6 +35,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(retrieval::routes())
         .merge(admin::routes())
         .merge(logs::routes())
+        .merge(source::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.

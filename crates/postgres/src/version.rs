@@ -178,6 +178,40 @@ impl PgBinaries {
             .any(|name| binary.windows(name.len()).any(|window| window == *name)))
     }
 
+    /// The extensions this server can create: the `*.control` files of its extension
+    /// directory. The server finds that directory relative to its own binary with paths fixed
+    /// when it was built, which no tool beside it reports reliably (`pg_config` may come from
+    /// another build), so the candidates are the layouts this project meets, in order:
+    /// `<bin>/../share/postgresql/extension` (the npm and PGDG-style builds), `<bin>/../share/
+    /// extension` (PyPI's), `/usr/share/postgresql/<major>/extension` (Debian's); the first
+    /// that holds `plpgsql.control`, which every server has, is the server's.
+    pub fn available_extensions(&self) -> Result<std::collections::BTreeSet<String>> {
+        let base = self.bin_dir().join("..");
+        let candidates = [
+            base.join("share/postgresql/extension"),
+            base.join("share/extension"),
+            PathBuf::from(format!("/usr/share/postgresql/{}/extension", self.major.number())),
+        ];
+        let Some(dir) = candidates.iter().find(|dir| dir.join("plpgsql.control").is_file()) else {
+            return Err(Error::Io {
+                action: "find the extension directory (plpgsql.control)",
+                path: base,
+                cause: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        let entries = std::fs::read_dir(dir).map_err(|cause| Error::Io {
+            action: "list the extension directory",
+            path: dir.clone(),
+            cause,
+        })?;
+        Ok(entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| {
+                entry.file_name().to_str()?.strip_suffix(".control").map(str::to_owned)
+            })
+            .collect())
+    }
+
     /// Runs `postgres --version` and checks that it reports this major.
     pub async fn verify(&self) -> Result<String> {
         let path = self.postgres();

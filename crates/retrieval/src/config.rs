@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod continuous;
 pub mod physical;
 mod rename;
 
+pub use continuous::ContinuousConfig;
 pub use physical::{
     CustomConfig, PgBackRestConfig, PhysicalConfig, PhysicalTool, SyncConfig, slot_name,
 };
@@ -53,6 +55,10 @@ pub const DEFAULT_RESTORE_SETTINGS: &[(&str, &str)] = &[
     ("shared_buffers", "256MB"),
     ("maintenance_work_mem", "256MB"),
 ];
+/// The setting that keeps a server from running any subscription: every server of continuous
+/// mode but the sync instance (the restore's target, promotions) runs with it, so no copy of
+/// the golden data ever connects to the source's slot.
+pub const NO_APPLY_WORKERS: (&str, &str) = ("max_logical_replication_workers", "0");
 const MAX_JOBS: u32 = 128;
 pub(crate) const MAX_NAME_BYTES: usize = 63;
 
@@ -83,6 +89,9 @@ pub struct RetrievalConfig {
     /// Its presence chooses the mode; the logical keys (`databases`, `[dump]`, `[restore]`)
     /// are then refused.
     pub physical: Option<PhysicalConfig>,
+    /// Logical mode's continuous refresh: after the restore, logical replication from the
+    /// source keeps the golden copy current, and snapshots are cut from it.
+    pub continuous: Option<ContinuousConfig>,
 }
 
 impl Default for RetrievalConfig {
@@ -98,6 +107,7 @@ impl Default for RetrievalConfig {
             timetable: None,
             skip_start_refresh: false,
             physical: None,
+            continuous: None,
         }
     }
 }
@@ -323,6 +333,9 @@ impl RetrievalConfig {
         }
         let mut problems = Vec::new();
         self.check_source(&mut problems);
+        if let Some(continuous) = &self.continuous {
+            problems.extend(continuous.problems(self));
+        }
         if let Err(error) = postgres::PgMajor::new(self.target_major) {
             problems.push(format!("target_major: {error}"));
         }
@@ -376,6 +389,11 @@ impl RetrievalConfig {
         if problems.is_empty() { Ok(()) } else { Err(Error::InvalidConfig { problems }) }
     }
 
+    /// Whether logical mode's continuous refresh is on (`[retrieval.continuous]` is present).
+    pub fn is_continuous(&self) -> bool {
+        self.continuous.is_some() && self.physical.is_none()
+    }
+
     /// Whether this is physical mode (`[retrieval.physical]` is present).
     pub fn is_physical(&self) -> bool {
         self.physical.is_some()
@@ -395,6 +413,9 @@ impl RetrievalConfig {
         }
         let path = std::env::var("PATH").unwrap_or_default();
         problems.extend(physical.problems(self.source.is_some(), &path));
+        if let Some(continuous) = &self.continuous {
+            problems.extend(continuous.problems(self));
+        }
         self.check_preprocessing(&mut problems);
         problems.extend(rename_problems(&self.database_rename, &BTreeMap::new()));
         if let Some(timetable) = &self.timetable
@@ -560,6 +581,10 @@ impl RetrievalConfig {
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect();
         settings.extend(self.restore.configs.clone());
+        if self.is_continuous() {
+            // The restore creates enabled subscriptions: only the sync instance may run them.
+            settings.insert(NO_APPLY_WORKERS.0.to_owned(), NO_APPLY_WORKERS.1.to_owned());
+        }
         settings.into_iter().collect()
     }
 }

@@ -19,6 +19,7 @@
 //! Processes are spawned through `exec`; the target instance is run through `postgres`.
 
 pub mod archive;
+pub mod check;
 pub mod config;
 pub mod error;
 mod logical;
@@ -33,10 +34,13 @@ mod target;
 
 pub use archive::DumpFormat;
 pub use config::{
-    DatabaseConfig, DumpConfig, PhysicalConfig, PhysicalTool, PreprocessingConfig, RestoreConfig,
-    RetrievalConfig, SourceConfig,
+    ContinuousConfig, DatabaseConfig, DumpConfig, PhysicalConfig, PhysicalTool,
+    PreprocessingConfig, RestoreConfig, RetrievalConfig, SourceConfig,
 };
 pub use error::{Error, Result};
+pub use logical::replication::{
+    MIN_SOURCE_MAJOR, Replication, SubscriberStatus, SubscriptionStatus, subscription_status,
+};
 pub use physical::{CopySummary, CopyTarget, InitialCopy};
 pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target};
 pub use progress::{Progress, Stage, StageTiming};

@@ -5,6 +5,7 @@
 
 mod dump;
 mod plan;
+pub(crate) mod replication;
 mod restore;
 mod stream;
 
@@ -44,6 +45,8 @@ pub(crate) struct Job {
     pub(crate) dump: Option<DumpFile>,
     pub(crate) tables: u64,
     pub(crate) bytes: u64,
+    /// The snapshot a continuous refresh's slot exported, which the dump reads.
+    pub(crate) snapshot: Option<String>,
 }
 
 /// What the per-database steps of one stage share.
@@ -118,7 +121,7 @@ impl Logical<'_> {
 }
 
 pub(crate) fn job(name: &str, filter: DatabaseConfig, create: Option<SourceDatabase>) -> Job {
-    Job { name: name.to_owned(), filter, create, dump: None, tables: 0, bytes: 0 }
+    Job { name: name.to_owned(), filter, create, dump: None, tables: 0, bytes: 0, snapshot: None }
 }
 
 pub(crate) fn reporter_tables(reporter: &Reporter) -> u64 {

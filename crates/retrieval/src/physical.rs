@@ -364,7 +364,11 @@ fn prepare_dir(data_dir: &Path, user: &OsUser) -> Result<()> {
 
 /// The client tool `name` of `major` when installed, else of the newest installed major at
 /// least as new (client tools read older servers).
-fn newest_tool(search: &BinarySearch, name: &str, major: Option<PgMajor>) -> Result<PathBuf> {
+pub(crate) fn newest_tool(
+    search: &BinarySearch,
+    name: &str,
+    major: Option<PgMajor>,
+) -> Result<PathBuf> {
     let installed: Vec<PgBinaries> = search.installed();
     let own = major
         .and_then(|major| installed.iter().find(|binaries| binaries.major() == major))

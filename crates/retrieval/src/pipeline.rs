@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::RetrievalConfig;
+use crate::config::physical::slot_name;
 use crate::error::{Error, Result};
+use crate::logical::replication::{self, ExportedSlot, Replication};
 use crate::logical::{Job, Logical, SourceLocales, Step, Tools, dumps_created_at};
 use crate::prepare;
 use crate::progress::{Progress, Reporter, Stage, StageTiming};
@@ -53,6 +55,10 @@ pub struct Summary {
     /// Things that did not fail the run but deserve a look (ignored restore errors, role
     /// statements that failed, tablespaces left out, newer tools than asked for).
     pub warnings: Vec<String>,
+    /// Continuous refresh: each database's slot on the source and publication, which the
+    /// engine drops with the data.
+    #[serde(default)]
+    pub replication: Vec<Replication>,
     /// How many problems the warnings stand for: each restore error ignored counts once
     /// (pg_restore's own count), every other warning once.
     pub warning_count: u64,
@@ -129,6 +135,9 @@ struct RunState {
     instance: Option<Instance>,
     warnings: Vec<String>,
     created_dumps: Vec<PathBuf>,
+    /// Continuous refresh's slots (and publications) on the source, named before they are
+    /// made: a failed run drops them.
+    replication: Vec<Replication>,
 }
 
 impl Pipeline {
@@ -168,9 +177,15 @@ impl Pipeline {
                 warn!(%error, "stop the temporary target after a failure");
             }
         }
+        if result.is_err() && !state.replication.is_empty() {
+            for error in self.drop_replication(&state.replication, true).await {
+                warn!(%error, "drop a failed run's replication slot or publication on the source");
+            }
+        }
         match result {
             Ok(mut summary) => {
                 reporter.finish(None);
+                summary.replication = std::mem::take(&mut state.replication);
                 summary.stages = reporter.stages.clone();
                 summary.total = started.elapsed();
                 summary.warnings = state.warnings;
@@ -235,6 +250,12 @@ impl Pipeline {
                 (jobs, source_major, tools, SourceLocales::default())
             }
         };
+        if let (Some(source), Some(source_major)) = (&source, source_major)
+            && config.is_continuous()
+        {
+            replication::check_source(source, tools.path("psql")?, source_major.number(), cancel)
+                .await?;
+        }
         if let (Some(source), Some(source_major)) = (&source, source_major) {
             self.check_source(
                 source,
@@ -263,9 +284,13 @@ impl Pipeline {
                 let data_state_at = Utc::now();
                 let step = Step { tools: &tools, target, reporter, cancel };
                 let created = &mut state.created_dumps;
+                let replications = &mut state.replication;
                 let dumping = async {
                     for (index, job) in jobs.iter_mut().enumerate() {
-                        logical.dump(&step, source, job, index, created).await?;
+                        let slot =
+                            self.begin_replication(&step, source, job, index, replications).await?;
+                        let dumped = logical.dump(&step, source, job, index, created).await;
+                        ExportedSlot::released(slot, dumped).await?;
                     }
                     Ok::<(), Error>(())
                 };
@@ -304,7 +329,12 @@ impl Pipeline {
                 let data_state_at = Utc::now();
                 let step = Step { tools: &tools, target, reporter, cancel };
                 for (index, job) in jobs.iter_mut().enumerate() {
-                    logical.stream(&step, source, job, index, &mut state.warnings).await?;
+                    let slot = self
+                        .begin_replication(&step, source, job, index, &mut state.replication)
+                        .await?;
+                    let streamed =
+                        logical.stream(&step, source, job, index, &mut state.warnings).await;
+                    ExportedSlot::released(slot, streamed).await?;
                 }
                 data_state_at
             }
@@ -320,6 +350,20 @@ impl Pipeline {
                 dumps_created_at(&jobs, &tocs)
             }
         };
+
+        if let Some(source) = &source {
+            for replication in &state.replication {
+                replication::create_subscription(
+                    source,
+                    tools.path("psql")?,
+                    target,
+                    replication,
+                    target_major.number(),
+                    cancel,
+                )
+                .await?;
+            }
+        }
 
         let preprocessing = &config.preprocessing;
         if preprocessing.query_path.is_some()
@@ -390,7 +434,94 @@ impl Pipeline {
             total: Duration::ZERO,
             warnings: Vec::new(),
             warning_count: 0,
+            replication: Vec::new(),
         })
+    }
+
+    /// Continuous refresh, before `job`'s dump: its publication on the source, and its slot
+    /// created with an exported snapshot that the dump then reads (`job.snapshot`). The slot is
+    /// named in `replications` before it exists. `None` without continuous refresh.
+    async fn begin_replication(
+        &self,
+        step: &Step<'_>,
+        source: &Source,
+        job: &mut Job,
+        index: usize,
+        replications: &mut Vec<Replication>,
+    ) -> Result<Option<ExportedSlot>> {
+        let Step { tools, target, cancel, .. } = *step;
+        let Some(continuous) =
+            self.config.continuous.as_ref().filter(|_| self.config.is_continuous())
+        else {
+            return Ok(None);
+        };
+        let psql = tools.path("psql")?;
+        let publication = continuous.publication();
+        let created =
+            replication::ensure_publication(source, psql.clone(), &job.name, publication, cancel)
+                .await?;
+        let dataset = target.dataset.as_deref().unwrap_or("data");
+        let slot = slot_name(&continuous.slot, &format!("{dataset}_{index}"));
+        replications.push(Replication {
+            database: job.name.clone(),
+            slot: slot.clone(),
+            publication: publication.0.to_owned(),
+            publication_created: created,
+        });
+        let exported =
+            ExportedSlot::create(source, psql, &job.name, &slot, (&target.run_dir, index), cancel)
+                .await?;
+        info!(database = %job.name, %slot, snapshot = %exported.snapshot, "replication slot created; the dump reads its snapshot");
+        job.snapshot = Some(exported.snapshot.clone());
+        Ok(Some(exported))
+    }
+
+    /// Drops the slots a continuous run into `dataset` created on the source, for a run that
+    /// was interrupted (the engine crashed) before its summary recorded them; returns their
+    /// names. Nothing without continuous refresh.
+    pub async fn drop_interrupted_slots(&self, dataset: &str) -> Result<Vec<String>> {
+        let (Some(continuous), Some(source)) = (&self.config.continuous, &self.config.source)
+        else {
+            return Ok(Vec::new());
+        };
+        let source = Source::new(source)?;
+        let psql = crate::physical::newest_tool(&self.search, "psql", None)?;
+        replication::drop_slots_of(
+            &source,
+            psql,
+            &continuous.slot,
+            dataset,
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// Drops continuous refresh's slots on the source (a failed run's, or those of data the
+    /// engine no longer keeps) and, `with_publications`, the publications their run created;
+    /// returns every failure (a slot still in use fails: try again once its subscriber is
+    /// gone). Not cancellable: a slot left behind would keep WAL on the source forever.
+    pub async fn drop_replication(
+        &self,
+        replications: &[Replication],
+        with_publications: bool,
+    ) -> Vec<Error> {
+        let source = match self.config.source.as_ref().map(Source::new).transpose() {
+            Ok(Some(source)) => source,
+            Ok(None) => return Vec::new(),
+            Err(error) => return vec![error],
+        };
+        let psql = match crate::physical::newest_tool(&self.search, "psql", None) {
+            Ok(psql) => psql,
+            Err(error) => return vec![error],
+        };
+        replication::drop_replication(
+            &source,
+            psql,
+            replications,
+            with_publications,
+            &CancellationToken::new(),
+        )
+        .await
     }
 
     /// What the probe adds before any dump or restore: a source that needs ICU is refused
@@ -445,6 +576,7 @@ mod tests {
             total: Duration::ZERO,
             warnings: warnings.iter().map(|warning| (*warning).to_owned()).collect(),
             warning_count: 0,
+            replication: Vec::new(),
         }
     }
 

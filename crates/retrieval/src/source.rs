@@ -106,6 +106,11 @@ impl Source {
         Ok(Source { config: config.clone(), password })
     }
 
+    /// A source with `password` given, not read from the environment (a source check).
+    pub(crate) fn with_password(config: &SourceConfig, password: String) -> Self {
+        Source { config: config.clone(), password: Some(password) }
+    }
+
     /// The libpq connection string for `database`.
     pub(crate) fn conninfo(&self, database: &str) -> String {
         match &self.config.connection_string {
@@ -176,6 +181,12 @@ impl Source {
     /// A client tool connecting to `database`: a clean environment with the password,
     /// application name, no statement timeout and UTC timestamps.
     pub(crate) fn command(&self, tool: PathBuf, database: &str) -> Cmd {
+        self.command_to(tool, &self.conninfo(database))
+    }
+
+    /// A client tool connecting with `conninfo` (one of this source's, with more parameters),
+    /// in the same environment as [`Source::command`].
+    pub(crate) fn command_to(&self, tool: PathBuf, conninfo: &str) -> Cmd {
         let mut cmd = Cmd::new(tool)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -183,7 +194,7 @@ impl Source {
             .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECONDS)
             .env("PGOPTIONS", "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0")
             .env("TZ", "UTC")
-            .arg(format!("--dbname={}", self.conninfo(database)));
+            .arg(format!("--dbname={conninfo}"));
         if let Some(password) = &self.password {
             cmd = cmd.secret_env("PGPASSWORD", password).redact(password.clone());
         }
@@ -322,7 +333,7 @@ impl Source {
     }
 
     /// The rows of a one-column query in `database`, one per line.
-    async fn query_lines(
+    pub(crate) async fn query_lines(
         &self,
         psql: PathBuf,
         database: &str,

@@ -39,6 +39,9 @@ pub struct Target {
     pub port: u16,
     /// The target's bootstrap superuser.
     pub admin_role: String,
+    /// The dataset the run fills, which names continuous mode's replication slots (one per
+    /// database, `<slot>_<dataset>_<n>`); unset, `data`.
+    pub dataset: Option<String>,
 }
 
 impl Target {
@@ -49,6 +52,7 @@ impl Target {
             run_dir: run_dir.into(),
             port: 5432,
             admin_role: DEFAULT_ADMIN_ROLE.to_owned(),
+            dataset: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! A source primary for physical mode's tests: a real PostgreSQL on a loopback port that lets a
 //! replication role stream, with a table the cases write to, and the standby a copy tool makes
-//! of it (`pg_basebackup` through a slot).
+//! of it (`pg_basebackup` through a slot); or one whose WAL pgBackRest archives into a local
+//! repository with a real stanza and a full backup.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,11 +26,20 @@ pub struct Primary {
     pub binaries: postgres::PgBinaries,
     spec: InstanceSpec,
     dir: TestDir,
+    pgbackrest: Option<PathBuf>,
 }
+
+/// Debian's pgBackRest, which supports PostgreSQL up to 15.
+pub const PGBACKREST: &str = "/usr/bin/pgbackrest";
 
 impl Primary {
     pub async fn start(major: u8) -> Primary {
         Primary::start_with(major, Vec::new()).await
+    }
+
+    /// A primary with `wal_level = logical`, a source for continuous refresh.
+    pub async fn start_logical(major: u8) -> Primary {
+        Primary::start_with(major, vec![("wal_level".into(), "logical".into())]).await
     }
 
     /// A primary that archives each finished WAL segment into `archive` with `cp` (the
@@ -42,8 +52,83 @@ impl Primary {
         Primary::start_with(major, settings).await
     }
 
-    async fn start_with(major: u8, more_settings: Vec<(String, String)>) -> Primary {
+    /// A primary (a major pgBackRest supports: up to 15) that archives through pgBackRest's
+    /// `archive-push` into a local repository under its directory, with the stanza created and
+    /// a full backup taken. Everything pgBackRest reads (its configuration and the repository)
+    /// is under [`Primary::pgbackrest_dir`]; it logs to no file, so a reader of that directory
+    /// needs it read-only.
+    pub async fn start_with_pgbackrest(major: u8) -> Primary {
         let dir = TestDir::new("scion-primary-");
+        let user = OsUser::lookup("postgres").expect("the postgres OS user");
+        let tool_dir = dir.path().join("pgbackrest");
+        for sub in ["", "repo", "lock"] {
+            user.own_dir(&tool_dir.join(sub), 0o755).expect("make pgBackRest's directories");
+        }
+        let conf = tool_dir.join("pgbackrest.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\nrepo1-path={repo}\nlock-path={lock}\nlog-level-file=off\n\
+                 start-fast=y\nrepo1-retention-full=1\n\
+                 [main]\npg1-path={data}\npg1-port={{port}}\npg1-socket-path={socket}\npg1-user={ADMIN}\n",
+                repo = tool_dir.join("repo").display(),
+                lock = tool_dir.join("lock").display(),
+                data = dir.path().join("data").display(),
+                socket = dir.path().join("socket").display(),
+            ),
+        )
+        .expect("write pgbackrest.conf");
+        let settings = vec![
+            ("archive_mode".into(), "on".into()),
+            (
+                "archive_command".into(),
+                format!("{PGBACKREST} --config={} --stanza=main archive-push %p", conf.display()),
+            ),
+        ];
+        let mut primary = Primary::start_in(dir, major, settings, Some(conf)).await;
+        primary.pgbackrest(&["stanza-create"]).await;
+        primary.pgbackrest(&["--type=full", "backup"]).await;
+        primary
+    }
+
+    /// The directory that holds pgBackRest's configuration and repository, for a primary made
+    /// by [`Primary::start_with_pgbackrest`].
+    pub fn pgbackrest_dir(&self) -> Option<&Path> {
+        self.pgbackrest.as_deref().and_then(Path::parent)
+    }
+
+    /// pgBackRest's configuration file, for a primary made by
+    /// [`Primary::start_with_pgbackrest`].
+    pub fn pgbackrest_conf(&self) -> Option<&Path> {
+        self.pgbackrest.as_deref()
+    }
+
+    /// Runs pgBackRest on the stanza as the servers' OS user, which connects over the socket.
+    pub async fn pgbackrest(&mut self, args: &[&str]) {
+        let conf = self.pgbackrest.clone().expect("a primary made with pgBackRest");
+        let user = OsUser::lookup("postgres").expect("the postgres OS user");
+        exec::Cmd::new(PGBACKREST)
+            .arg(format!("--config={}", conf.display()))
+            .arg("--stanza=main")
+            .args(args)
+            .user(user.uid, user.gid)
+            .current_dir("/")
+            .timeout(Duration::from_secs(120))
+            .output()
+            .await
+            .unwrap_or_else(|error| panic!("pgbackrest {args:?}: {error}"));
+    }
+
+    async fn start_with(major: u8, more_settings: Vec<(String, String)>) -> Primary {
+        Primary::start_in(TestDir::new("scion-primary-"), major, more_settings, None).await
+    }
+
+    async fn start_in(
+        dir: TestDir,
+        major: u8,
+        more_settings: Vec<(String, String)>,
+        pgbackrest: Option<PathBuf>,
+    ) -> Primary {
         let binaries = BinarySearch::default()
             .locate(PgMajor::new(major).expect("a major"))
             .expect("the major's binaries");
@@ -53,14 +138,28 @@ impl Primary {
         options.sync = false;
         postgres::initdb(&binaries, &data_dir, &user, &options).await.expect("initdb the primary");
         let port = *crate::free_port_range(1).start();
+        if let Some(conf) = &pgbackrest {
+            let text = std::fs::read_to_string(conf).expect("read pgbackrest.conf");
+            std::fs::write(conf, text.replace("{port}", &port.to_string()))
+                .expect("write pgbackrest.conf");
+        }
         let mut settings = ServerSettings::new(port, dir.path().join("socket"));
         settings.max_connections = 30;
         settings.extra =
             vec![("fsync".into(), "off".into()), ("wal_level".into(), "replica".into())];
         settings.extra.extend(more_settings);
-        let spec =
-            InstanceSpec::new(&data_dir, settings, ADMIN, dir.path().join("source.log"), user);
-        let mut source = Primary { instance: None, port, binaries, spec, dir };
+        let mut spec = InstanceSpec::new(
+            &data_dir,
+            settings,
+            ADMIN,
+            dir.path().join("source.log"),
+            user.clone(),
+        );
+        if pgbackrest.is_some() {
+            // pgBackRest connects as the servers' OS user over the socket.
+            spec.hba.admin_os_users.push(user.name.clone());
+        }
+        let mut source = Primary { instance: None, port, binaries, spec, dir, pgbackrest };
         source.run().await;
         source
             .sql(&format!(
@@ -109,6 +208,11 @@ impl Primary {
                 .await
                 .expect("stop the primary");
         }
+    }
+
+    /// The directory of the server's unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.spec.settings.socket_dir
     }
 
     pub async fn connect(&self) -> Client {

@@ -55,8 +55,21 @@ fn create_and_commit() {
         branch_name: "dev".to_owned(),
         base_branch: "main".to_owned(),
         snapshot_id: String::new(),
+        recovery_target: None,
     };
     assert_golden(&create, &json!({"branchName": "dev", "baseBranch": "main"}));
+    let at_point = CreateBranchRequest {
+        branch_name: "before-incident".to_owned(),
+        recovery_target: Some(api_types::RecoveryTargetRequest {
+            time: Some("2026-12-02T10:00:00Z".to_owned()),
+            lsn: None,
+        }),
+        ..CreateBranchRequest::default()
+    };
+    assert_golden(
+        &at_point,
+        &json!({"branchName": "before-incident", "recoveryTarget": {"time": "2026-12-02T10:00:00Z"}}),
+    );
     assert_golden(&CreateBranchResponse { name: "dev".to_owned() }, &json!({"name": "dev"}));
     let commit = CommitRequest { clone_id: "c1".to_owned(), message: "add index".to_owned() };
     assert_golden(&commit, &json!({"cloneID": "c1", "message": "add index"}));

@@ -3,7 +3,7 @@
 
 use api_types::{CommitRequest, CreateBranchRequest};
 
-use super::{Context, Failure, emit};
+use super::{Context, Failure, emit, spinner};
 use crate::args::{BranchArgs, BranchBase, BranchCommand, CommitArgs, Output};
 use crate::config::MAIN_BRANCH;
 use crate::output;
@@ -44,14 +44,21 @@ async fn list(context: &Context) -> Result<(), Failure> {
 async fn create(context: &Context, name: &str, base: &BranchBase) -> Result<(), Failure> {
     let request = CreateBranchRequest {
         branch_name: name.to_owned(),
-        base_branch: match (&base.parent_branch, &base.snapshot_id) {
-            (Some(parent), _) => parent.clone(),
-            (None, Some(_)) => String::new(),
-            (None, None) => context.config.current_branch().to_owned(),
+        base_branch: match (&base.parent_branch, &base.snapshot_id, &base.at) {
+            (Some(parent), _, _) => parent.clone(),
+            (None, None, None) => context.config.current_branch().to_owned(),
+            (None, _, _) => String::new(),
         },
         snapshot_id: base.snapshot_id.clone().unwrap_or_default(),
+        recovery_target: base.at.as_deref().map(super::snapshot::recovery_target),
     };
-    let created = context.client.create_branch(&request).await?;
+    // A branch at a point in time replays WAL first: say so while it does.
+    let waiting = base.at.as_ref().map(|at| spinner(format!("replaying WAL to {at}")));
+    let created = context.client.create_branch(&request).await;
+    if let Some(waiting) = waiting {
+        waiting.finish_and_clear();
+    }
+    let created = created?;
     set_current_branch(context, &created.name)?;
     context.print(&created, |created| format!("Switched to new branch '{}'\n", created.name));
     Ok(())

@@ -48,7 +48,7 @@ pub(super) async fn run(context: &Context, command: SnapshotCommand) -> Result<(
 
 /// `--at`: a WAL location when it has the `X/Y` form (a time never has a `/`), else a time;
 /// the server checks either and names the WAL window when it is outside.
-fn recovery_target(at: &str) -> RecoveryTargetRequest {
+pub(super) fn recovery_target(at: &str) -> RecoveryTargetRequest {
     let at = at.trim().to_owned();
     if at.contains('/') {
         RecoveryTargetRequest { time: None, lsn: Some(at) }

@@ -2,11 +2,14 @@
 //! with a slot, a sync instance) copies a real source at its first start, runs the standby,
 //! cuts snapshots from it through promotion, and replaces it all on a second full refresh.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use engine::{Engine, RefreshStatus, SyncCode};
-use retrieval::physical::{PhysicalConfig, SyncConfig, slot_name};
+use retrieval::physical::{
+    CustomConfig, PgBackRestConfig, PhysicalConfig, PhysicalTool, SyncConfig, slot_name,
+};
 use retrieval::{RetrievalConfig, SourceConfig, Stage};
 use storage::ThinStorage;
 
@@ -46,7 +49,7 @@ fn physical_config(source: &Source) -> RetrievalConfig {
 }
 
 /// Waits until a refresh that finished after `after` is reported.
-async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
+pub(crate) async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
     let deadline = Instant::now() + REFRESH_WAIT;
     loop {
         let view = engine.retrieval();
@@ -59,13 +62,26 @@ async fn wait_refreshed(engine: &Engine, after: Option<DateTime<Utc>>) {
     }
 }
 
-async fn notes(view: &engine::CloneView) -> Vec<String> {
+/// Runs a full refresh and waits until the sync instance is OK on the new golden dataset,
+/// which replaced `golden`; returns its name.
+pub(crate) async fn refresh_onto_new_data(engine: &Engine, golden: &str) -> String {
+    let last = engine.retrieval().last_refresh;
+    engine.full_refresh().unwrap();
+    wait_refreshed(engine, last).await;
+    let view = wait_sync(engine, "OK on the new copy", |view| {
+        view.code == SyncCode::Ok && view.dataset.as_deref() != Some(golden)
+    })
+    .await;
+    view.dataset.unwrap()
+}
+
+pub(crate) async fn notes(view: &engine::CloneView) -> Vec<String> {
     let client = harness::connect(view, harness::PASSWORD).await.unwrap();
     let rows = client.query("SELECT note FROM facts ORDER BY id", &[]).await.unwrap();
     rows.iter().map(|row| row.get(0)).collect()
 }
 
-async fn slot_exists(source: &Source, slot: &str) -> bool {
+pub(crate) async fn slot_exists(source: &Source, slot: &str) -> bool {
     source
         .connect()
         .await
@@ -129,14 +145,7 @@ async fn physical_refresh_and_snapshots_follow_a_pg16_source() {
 
     // A second full refresh replaces the golden dataset; the old one and its slot go, and the
     // clones keep working on their promoted copies.
-    let last = test.engine.retrieval().last_refresh;
-    test.engine.full_refresh().unwrap();
-    wait_refreshed(&test.engine, last).await;
-    let view = wait_sync(&test.engine, "OK on the new copy", |view| {
-        view.code == SyncCode::Ok && view.dataset.as_deref() != Some(golden.as_str())
-    })
-    .await;
-    let new_golden = view.dataset.unwrap();
+    let new_golden = refresh_onto_new_data(&test.engine, &golden).await;
     assert!(!slot_exists(&source, &slot).await, "{slot} is left on the source");
     assert!(slot_exists(&source, &slot_name("scion_standby", &new_golden)).await);
     let storage = test.pool.open().await;
@@ -213,6 +222,8 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
     let window = test.engine.point_in_time_window().await.expect("a window");
     assert!(window.newest.at > between_time, "{window}");
 
+    // Snapshots of the past sit beside the head of main, which stays the newest data.
+    let main_head = test.engine.branch("main").unwrap().head.id;
     for (name, target) in [
         ("at-time", engine::RecoveryTarget::Time(between_time)),
         ("at-lsn", engine::RecoveryTarget::Lsn(between_lsn)),
@@ -221,12 +232,48 @@ async fn a_snapshot_at_a_point_in_time_has_the_commits_before_it_only() {
         assert!(snapshot.storage_name.starts_with("promoted_"), "{snapshot:?}");
         assert!(snapshot.data_state_at <= between_time, "{snapshot:?}");
         assert!(snapshot.data_state_at > first.data_state_at, "{snapshot:?}");
+        assert_eq!(snapshot.parent_id.as_deref(), Some(first.id.as_str()), "{snapshot:?}");
+        assert_eq!(test.engine.branch("main").unwrap().head.id, main_head);
         let mut request = harness::request(name);
         request.snapshot_id = Some(snapshot.id.clone());
         test.engine.create_clone(request).await.unwrap();
         let clone = test.ready(name).await;
         assert_eq!(notes(&clone).await, ["before the copy", "early"], "{name}");
     }
+
+    // A branch at a point: its own dataset replayed from the snapshot it forks from; the head
+    // of main stays where it was.
+    let branch = test
+        .engine
+        .create_branch_at_point("before-late", engine::RecoveryTarget::Time(between_time))
+        .await
+        .unwrap();
+    assert_eq!(branch.record.base_snapshot_id.as_deref(), Some(first.id.as_str()));
+    assert_eq!(branch.head.parent_id.as_deref(), Some(first.id.as_str()));
+    assert!(branch.head.data_state_at <= between_time, "{branch:?}");
+    assert!(branch.head.data_state_at > first.data_state_at, "{branch:?}");
+    assert!(branch.head.storage_name.starts_with("branch/before-late@"), "{branch:?}");
+    assert_eq!(test.engine.branch("main").unwrap().head.id, main_head);
+    let mut request = harness::request("on-branch");
+    request.branch = Some("before-late".to_owned());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("on-branch").await;
+    assert_eq!(notes(&clone).await, ["before the copy", "early"]);
+    let error = test
+        .engine
+        .create_branch_at_point(
+            "too-late",
+            engine::RecoveryTarget::Time(Utc::now() + chrono::Duration::days(1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("outside the WAL window"), "{error}");
+    assert!(test.engine.branch("too-late").is_err());
+    let listing = test.pool.open().await.list().await.unwrap();
+    assert!(
+        listing.datasets.iter().all(|dataset| !dataset.name.as_str().contains("too-late")),
+        "{listing:?}"
+    );
 
     // Before the oldest kept moment, or after the newest: refused, naming the window.
     for target in [
@@ -349,4 +396,203 @@ async fn a_snapshot_interrupted_mid_promotion_leaves_nothing_after_a_restart() {
     assert_eq!(removed, [promoted.to_string(), pre.to_string()]);
     // The engine still serves clones of its snapshot.
     test.create("after").await;
+}
+
+/// A source rows are committed to after the copy, and where they must show.
+async fn snapshot_has_rows_committed_after_the_copy(
+    test: &TestEngine,
+    source: &Source,
+    archived: bool,
+) -> engine::CloneView {
+    wait_refreshed(&test.engine, None).await;
+    wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
+    let first = test.create("first").await;
+    assert_eq!(notes(&first).await, ["after the copy"]);
+    source.insert("after the first snapshot").await;
+    if archived {
+        source.archive_current_segment().await;
+    }
+    wait_row(&test.state_dir, "after the first snapshot").await;
+    let second = test.engine.create_snapshot().await.unwrap().record;
+    let mut request = harness::request("second");
+    request.snapshot_id = Some(second.id.clone());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("second").await;
+    assert_eq!(notes(&clone).await, ["after the copy", "after the first snapshot"]);
+    clone
+}
+
+/// pgBackRest through the engine: the copy restores the stanza's backup, and the sync instance
+/// replays only from the repository, through the `archive-get` pgBackRest wrote as its
+/// `restore_command`, which reads the configuration and the repository from `restore_dirs`
+/// inside its sandbox. Debian's pgBackRest supports PostgreSQL up to 15.
+#[tokio::test]
+async fn pgbackrest_brings_up_a_sync_instance_replaying_its_repository() {
+    let source = Source::start_with_pgbackrest(15).await;
+    source.insert("after the copy").await;
+    source.archive_current_segment().await;
+    let physical = PhysicalConfig {
+        tool: PhysicalTool::PgBackRest,
+        pgbackrest: PgBackRestConfig {
+            config: source.pgbackrest_conf().map(Path::to_path_buf),
+            ..PgBackRestConfig::default()
+        },
+        restore_dirs: source.pgbackrest_dir().map(Path::to_path_buf).into_iter().collect(),
+        sync: SyncConfig { health_interval: Duration::from_millis(300), ..SyncConfig::default() },
+        ..PhysicalConfig::default()
+    };
+    let mut config = harness::config(4);
+    config.retrieval =
+        Some(RetrievalConfig { physical: Some(physical), ..RetrievalConfig::default() });
+    let test = TestEngine::start(config).await;
+    snapshot_has_rows_committed_after_the_copy(&test, &source, true).await;
+}
+
+/// The TPC-B invariant of pgbench's tables: every committed transaction added its delta to one
+/// account, one teller, one branch and the history, so in a consistent copy the four sums agree.
+async fn pgbench_sums(client: &tokio_postgres::Client) -> (i64, [i64; 4]) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgbench_history),
+                    (SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts)::int8,
+                    (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers)::int8,
+                    (SELECT coalesce(sum(bbalance), 0) FROM pgbench_branches)::int8,
+                    (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::int8",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), [row.get(1), row.get(2), row.get(3), row.get(4)])
+}
+
+/// Runs pgbench against the source over its socket as the admin role.
+fn pgbench(source: &Source, args: &[&str]) -> exec::Cmd {
+    exec::Cmd::new(source.binaries.tool("pgbench").unwrap())
+        .arg("-h")
+        .arg(source.socket_dir())
+        .args(["-p", &source.port.to_string(), "-U", test_support::primary::ADMIN, "-n"])
+        .args(args)
+        .arg("postgres")
+        .timeout(Duration::from_secs(120))
+}
+
+/// The custom tool through the engine, driving PostgreSQL 17's pg_basebackup with the source's
+/// `PG*` variables; the sync instance streams. A snapshot cut while pgbench writes to the
+/// source is consistent: its clone holds whole transactions only.
+#[tokio::test]
+async fn the_custom_tool_brings_up_a_sync_instance_and_snapshots_under_pgbench_are_consistent() {
+    set_password_env();
+    let source = Source::start(17).await;
+    source.require_password(SOURCE_PASSWORD).await;
+    source.insert("after the copy").await;
+    pgbench(&source, &["-i", "-s", "1", "-q"]).run().await.unwrap();
+    let tool = source.binaries.tool("pg_basebackup").unwrap();
+    let physical = PhysicalConfig {
+        tool: PhysicalTool::Custom,
+        custom: CustomConfig {
+            command: format!("{} -X stream --checkpoint=fast -D \"$PGDATA\"", tool.display()),
+            restore_command: None,
+        },
+        sync: SyncConfig { health_interval: Duration::from_millis(300), ..SyncConfig::default() },
+        ..PhysicalConfig::default()
+    };
+    let mut config = harness::config(4);
+    config.retrieval = Some(RetrievalConfig {
+        source: Some(SourceConfig {
+            host: Some("127.0.0.1".into()),
+            port: source.port,
+            username: REPLICATOR.into(),
+            password_env: Some(PASSWORD_ENV.into()),
+            ..SourceConfig::default()
+        }),
+        physical: Some(physical),
+        ..RetrievalConfig::default()
+    });
+    let test = TestEngine::start(config).await;
+    let clone = snapshot_has_rows_committed_after_the_copy(&test, &source, false).await;
+    let (_, sums) = pgbench_sums(&harness::connect(&clone, harness::PASSWORD).await.unwrap()).await;
+    assert!(sums.iter().all(|sum| *sum == 0), "no pgbench run yet: {sums:?}");
+
+    // A snapshot cut in the middle of a pgbench run.
+    let run = tokio::spawn(pgbench(&source, &["-c", "2", "-T", "8"]).output());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = test.engine.create_snapshot().await.unwrap().record;
+    let mut request = harness::request("during");
+    request.snapshot_id = Some(during.id.clone());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("during").await;
+    let (transactions, sums) =
+        pgbench_sums(&harness::connect(&clone, harness::PASSWORD).await.unwrap()).await;
+    assert!(transactions > 0, "the snapshot was cut before pgbench committed anything");
+    assert!(sums.iter().all(|sum| *sum == sums[0]), "a torn transaction: {sums:?}");
+    run.await.unwrap().expect("pgbench ran through the snapshot");
+}
+
+/// The pool fills up in the middle of a physical snapshot (the space check is off, so the
+/// snapshot starts): the promotion cannot write, the snapshot fails and nothing half-made stays
+/// (no promoted copy, no new standby snapshot, no new record), the earlier snapshot's clone
+/// keeps its data, and once space is freed the next snapshot is made. Then the source stops:
+/// the next snapshot is skipped with the reason in an alert.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_full_during_a_physical_snapshot_leaves_nothing_half_made() {
+    set_password_env();
+    let mut source = Source::start(16).await;
+    source.require_password(SOURCE_PASSWORD).await;
+    source.insert("before the copy").await;
+    let mut config = harness::config(4);
+    config.retrieval = Some(physical_config(&source));
+    let test = TestEngine::start_sized(
+        test_support::PoolKind::Btrfs,
+        1024,
+        engine::MinFreeSpace::Bytes(0),
+        config,
+    )
+    .await;
+    wait_refreshed(&test.engine, None).await;
+    wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
+    let first = test.create("first").await;
+    let snapshots = test.engine.snapshots();
+    let storage = test.pool.open().await;
+    let before = storage.list().await.unwrap();
+
+    // New rows for the snapshot to promote, then no room left for its writes.
+    source.insert("after the first snapshot").await;
+    wait_row(&test.state_dir, "after the first snapshot").await;
+    let filler = test.pool.fill(5 << 20);
+    let error = test.engine.create_snapshot().await.expect_err("a snapshot on a full pool");
+    assert!(!matches!(error, engine::Error::NoSpace(_)), "the space check is off: {error:?}");
+    assert!(error.to_string().contains("no space left on device"), "{error}");
+    assert_eq!(test.engine.snapshots(), snapshots);
+    let after = storage.list().await.unwrap();
+    let names = |listing: &storage::Listing| {
+        let mut names: Vec<String> = listing.datasets.iter().map(|d| d.name.to_string()).collect();
+        names.extend(listing.snapshots.iter().map(|s| s.name.to_string()));
+        names.sort();
+        names
+    };
+    assert_eq!(names(&after), names(&before), "a half-made snapshot stayed: {error}");
+    assert_eq!(notes(&first).await, ["before the copy"]);
+
+    // Space back: the sync instance is (again) up and the next snapshot has the new rows.
+    filler.remove();
+    wait_sync(&test.engine, "OK again", |view| view.code == SyncCode::Ok).await;
+    let second = test.engine.create_snapshot().await.unwrap().record;
+    assert_ne!(second.id, snapshots[0].record.id);
+    let mut request = harness::request("second");
+    request.snapshot_id = Some(second.id.clone());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("second").await;
+    assert_eq!(notes(&clone).await, ["before the copy", "after the first snapshot"]);
+
+    // The source stopped: nothing new can be replayed, so a snapshot is skipped, with the
+    // reason in an alert; the clones keep working.
+    source.stop().await;
+    wait_sync(&test.engine, "an error", |view| view.code == SyncCode::Error).await;
+    let skipped = test.engine.create_snapshot().await.unwrap().record;
+    assert_eq!(skipped.id, second.id);
+    let alerts = test.engine.retrieval().alerts;
+    let alert = alerts.get("snapshot_skipped").expect("a snapshot_skipped alert");
+    assert!(alert.message.contains(&second.id), "{alert:?}");
+    assert!(alert.message.contains("not streaming from the source"), "{alert:?}");
+    assert_eq!(notes(&clone).await, ["before the copy", "after the first snapshot"]);
 }

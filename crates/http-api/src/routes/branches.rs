@@ -60,10 +60,12 @@ async fn list(State(state): State<AppState>) -> Json<Vec<api_types::BranchView>>
     Json(state.engine.branches().iter().map(views::branch).collect())
 }
 
-/// Create a branch from the head of a branch or from a snapshot.
+/// Create a branch from the head of a branch, from a snapshot, or at a point in time.
 ///
 /// The new branch starts with one snapshot holding exactly the data of its base; clones made
-/// on it (`"branch"` in `POST /clone`) start from its head. Emits the `branch_create` webhook.
+/// on it (`"branch"` in `POST /clone`) start from its head. With `recoveryTarget` (Scion,
+/// physical mode) its base is the data exactly at that time or LSN, replayed from the newest
+/// snapshot at or before it, which is its fork point. Emits the `branch_create` webhook.
 #[utoipa::path(
     post,
     path = "/branch",
@@ -76,7 +78,8 @@ async fn list(State(state): State<AppState>) -> Json<Vec<api_types::BranchView>>
         (
             status = 400,
             description = "Malformed JSON, an invalid or taken name, neither `baseBranch` nor \
-                `snapshotID`, or an unknown base.",
+                `snapshotID`, an unknown base, or a `recoveryTarget` outside the WAL window \
+                (named in the message), with a base, or in logical mode.",
             body = ApiError
         ),
         (status = 401, response = Unauthorized),
@@ -88,14 +91,27 @@ async fn create(
     State(state): State<AppState>,
     Body(request): Body<CreateBranchRequest>,
 ) -> Result<Json<CreateBranchResponse>, ApiFailure> {
-    let view = state
-        .engine
-        .create_branch(
-            &request.branch_name,
-            Some(request.base_branch.as_str()),
-            Some(request.snapshot_id.as_str()),
-        )
-        .await?;
+    let view = match &request.recovery_target {
+        Some(_) if !request.base_branch.is_empty() || !request.snapshot_id.is_empty() => {
+            return Err(ApiFailure::bad_request(
+                "recoveryTarget picks its own base (the newest snapshot at or before it): leave baseBranch and snapshotID out".to_owned(),
+            ));
+        }
+        Some(target) => {
+            let at = super::snapshots::recovery_target(target)?;
+            state.engine.create_branch_at_point(&request.branch_name, at).await?
+        }
+        None => {
+            state
+                .engine
+                .create_branch(
+                    &request.branch_name,
+                    Some(request.base_branch.as_str()),
+                    Some(request.snapshot_id.as_str()),
+                )
+                .await?
+        }
+    };
     Ok(Json(CreateBranchResponse { name: view.record.name }))
 }
 

@@ -170,7 +170,7 @@ async fn create(
 }
 
 /// The engine's target for `recoveryTarget`: exactly one of a time and an LSN.
-fn recovery_target(
+pub(super) fn recovery_target(
     target: &api_types::RecoveryTargetRequest,
 ) -> Result<engine::RecoveryTarget, ApiFailure> {
     match (&target.time, &target.lsn) {

@@ -1,7 +1,7 @@
 //! ICU on every major: the installed servers create ICU collations and (15 and later) databases
 //! whose locale provider is ICU, and sort with them, and load the contrib extensions sources
-//! commonly use; the build without ICU that setup keeps is recognised as such and refuses the
-//! same collation.
+//! commonly use, and list the extensions [`postgres::PgBinaries::available_extensions`] finds;
+//! the build without ICU that setup keeps is recognised as such and refuses the same collation.
 
 use std::time::Duration;
 
@@ -50,6 +50,10 @@ async fn icu_collations_databases_and_contrib(major: PgMajor) {
     let admin = instance.admin().await.unwrap();
     admin.create_or_replace_role("icu_tester", "icu secret", RoleKind::Superuser).await.unwrap();
     let client = connect(port, "postgres").await;
+    // The extension directory found beside the binary is the one the server reads.
+    let rows = client.query("SELECT name FROM pg_available_extensions", &[]).await.unwrap();
+    let served: std::collections::BTreeSet<String> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(found.available_extensions().unwrap(), served);
     client
         .batch_execute("CREATE COLLATION root_icu (provider = icu, locale = 'und')")
         .await

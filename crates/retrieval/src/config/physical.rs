@@ -59,8 +59,9 @@ pub struct PhysicalConfig {
     /// Fetches WAL from an archive (`%f`, `%p`) for the standby and for points in time; empty
     /// means none (pgBackRest then keeps its own `archive-get`).
     pub restore_command: Option<String>,
-    /// Directories `restore_command` reads (a local WAL archive), shown read-only to the
-    /// sandbox of promotions (snapshots, points in time); absolute and existing.
+    /// Directories `restore_command` reads (a local WAL archive, a backup tool's configuration
+    /// and repository), shown read-only to the sandbox of the sync instance and of promotions
+    /// (snapshots, points in time); absolute and existing.
     pub restore_dirs: Vec<PathBuf>,
     /// A standard 5-field cron expression (UTC) for snapshots of the sync instance.
     pub snapshot_timetable: Option<String>,
@@ -245,31 +246,40 @@ impl PhysicalConfig {
                 problems.push(format!("{key} has control characters"));
             }
         }
-        if let Some(timetable) = self.snapshot_timetable() {
-            if let Err(problem) = super::parse_timetable(timetable) {
-                problems.push(format!("physical.snapshot_{problem}"));
-            }
-            if !self.sync.enabled {
-                problems.push(
-                    "physical.snapshot_timetable needs the sync instance: snapshots are cut from it, so set physical.sync.enabled = true or remove the timetable"
-                        .to_owned(),
-                );
-            }
-        }
-        if self.sync.health_interval.is_zero() {
-            problems.push("physical.sync.health_interval must be more than 0".to_owned());
-        }
-        if let Err(error) = postgres::conf::check_settings(
-            self.sync.configs.iter().map(|(name, value)| (name.as_str(), value.as_str())),
-        ) {
-            problems.push(format!("physical.sync.configs: {error}"));
-        }
+        problems.extend(self.sync.problems("physical", self.snapshot_timetable()));
         for owned in ["primary_conninfo", "primary_slot_name", "restore_command", "hot_standby"] {
             if self.sync.configs.contains_key(owned) {
                 problems.push(format!(
                     "physical.sync.configs: {owned} is set by Scion itself (see physical.restore_command and [retrieval.source])"
                 ));
             }
+        }
+        problems
+    }
+}
+
+impl SyncConfig {
+    /// The problems of a section's sync instance and its snapshot timetable, each named
+    /// `<section>.…`.
+    pub(crate) fn problems(&self, section: &str, snapshot_timetable: Option<&str>) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(timetable) = snapshot_timetable {
+            if let Err(problem) = super::parse_timetable(timetable) {
+                problems.push(format!("{section}.snapshot_{problem}"));
+            }
+            if !self.enabled {
+                problems.push(format!(
+                    "{section}.snapshot_timetable needs the sync instance: snapshots are cut from it, so set {section}.sync.enabled = true or remove the timetable"
+                ));
+            }
+        }
+        if self.health_interval.is_zero() {
+            problems.push(format!("{section}.sync.health_interval must be more than 0"));
+        }
+        if let Err(error) = postgres::conf::check_settings(
+            self.configs.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+        ) {
+            problems.push(format!("{section}.sync.configs: {error}"));
         }
         problems
     }
@@ -298,7 +308,7 @@ pub fn slot_name(base: &str, dataset: &str) -> String {
 }
 
 /// A slot base name: lower-case letters, digits and `_`, leaving room for a dataset suffix.
-fn check_slot_base(base: &str) -> Result<(), String> {
+pub(crate) fn check_slot_base(base: &str) -> Result<(), String> {
     if base.is_empty()
         || !base.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {

@@ -107,6 +107,9 @@ impl Logical<'_> {
         if job.is_full() {
             cmd = cmd.arg("--create");
         }
+        if let Some(snapshot) = &job.snapshot {
+            cmd = cmd.arg(format!("--snapshot={snapshot}"));
+        }
         for table in &job.filter.tables {
             cmd = cmd.arg(format!("--table={table}"));
         }

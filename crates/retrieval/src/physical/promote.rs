@@ -62,6 +62,10 @@ pub struct PromotionConfig {
     pub settings: Vec<(String, String)>,
     /// How long the replay up to the promotion may take.
     pub recovery_timeout: Duration,
+    /// A copy of continuous refresh's golden data (a primary with subscriptions): the server
+    /// runs with no apply worker, and the subscriptions are detached and dropped before the
+    /// snapshot, so no clone ever connects to the source.
+    pub detach_subscriptions: bool,
 }
 
 impl Default for PromotionConfig {
@@ -73,6 +77,7 @@ impl Default for PromotionConfig {
             database_rename: BTreeMap::new(),
             settings: Vec::new(),
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            detach_subscriptions: false,
         }
     }
 }
@@ -383,6 +388,10 @@ impl Promotion {
             settings.extra.push(("max_prepared_transactions".to_owned(), prepared.to_string()));
         }
         settings.extra.extend(self.config.settings.iter().cloned());
+        if self.config.detach_subscriptions {
+            let (name, value) = crate::config::NO_APPLY_WORKERS;
+            settings.extra.push((name.to_owned(), value.to_owned()));
+        }
         let mut spec = target.spec(settings, &self.user)?;
         spec.read_only_dirs = self.config.restore_dirs.clone();
         spec.start_timeout = self.config.recovery_timeout;
@@ -432,6 +441,13 @@ impl Promotion {
                 stderr_tail: "no replayed commit, commit timestamp, WAL commit record or checkpoint time tells the data's time".to_owned(),
             })?;
         info!(%data_state_at, source = ?data_state_source, %lsn, "copy promoted");
+        if self.config.detach_subscriptions {
+            let psql = psql(&self.search, &binaries)?;
+            let detached =
+                crate::logical::replication::detach_subscriptions(client, &psql, target, cancel)
+                    .await?;
+            info!(?detached, "subscriptions detached from the copy and dropped");
+        }
 
         let preprocessing = &self.config.preprocessing;
         if preprocessing.query_path.is_some()

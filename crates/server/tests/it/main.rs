@@ -19,5 +19,6 @@ mod physical;
 mod refresh;
 mod requests;
 mod resilience;
+mod source;
 mod sync;
 mod webhooks;

@@ -108,6 +108,26 @@ async fn physical_mode_from_its_toml_configuration() {
         message.contains("outside the WAL window: the oldest reachable moment is"),
         "{refused}"
     );
+    // So is a branch there; a branch at a point picks its own base.
+    let at_2000 = json!({"time": "2000-01-01T00:00:00Z"});
+    for (body, expected) in [
+        (json!({"branchName": "old", "recoveryTarget": at_2000}), "outside the WAL window"),
+        (
+            json!({"branchName": "old", "baseBranch": "main", "recoveryTarget": at_2000}),
+            "leave baseBranch and snapshotID out",
+        ),
+        (
+            json!({"branchName": "old", "recoveryTarget": {"lsn": "nowhere"}}),
+            "is not a WAL location",
+        ),
+    ] {
+        let (status, refused) = server.post("/branch", body).await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["code"], "BAD_REQUEST", "{refused}");
+        assert!(refused["message"].as_str().unwrap_or_default().contains(expected), "{refused}");
+    }
+    let (_, branches) = server.get("/branches").await;
+    assert_eq!(branches.as_array().map(Vec::len), Some(1), "{branches}");
 
     // POST /snapshot cuts one from the running standby once it has replayed something new.
     source.insert("after the first snapshot").await;
