@@ -333,6 +333,30 @@ impl Client {
         Ok(answer.bytes)
     }
 
+    /// `GET /clone/{id}/logs` (Scion's): the last `tail` lines of the clone server's log, or all of
+    /// its last MiB without a count.
+    pub async fn clone_logs(&self, id: &str, tail: Option<usize>) -> Result<String, Error> {
+        let path = ["clone", clone_id(id)?, "logs"];
+        let query = tail_query(tail);
+        let answer = self.send(Method::GET, &path, &query, None::<&()>, Duration::ZERO).await?;
+        Ok(String::from_utf8_lossy(&answer.bytes).into_owned())
+    }
+
+    /// `GET /clone/{id}/logs?follow=true` (Scion's): the tail, then what the clone's server writes
+    /// next, read with [`LogFollow::next`] until the clone is gone. No timeout applies once the
+    /// answer has started.
+    pub async fn follow_clone_logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+    ) -> Result<LogFollow, Error> {
+        let path = ["clone", clone_id(id)?, "logs"];
+        let mut query = tail_query(tail);
+        query.push(("follow", "true".to_owned()));
+        let (url, response) = self.respond(Method::GET, &path, &query, None::<&()>, None).await?;
+        Ok(LogFollow { url, response })
+    }
+
     /// `POST /full-refresh`: start a new retrieval run in the background.
     pub async fn full_refresh(&self) -> Result<Response, Error> {
         self.json(Method::POST, &["full-refresh"], &[], None::<&()>, Duration::ZERO).await
@@ -366,28 +390,41 @@ impl Client {
         body: Option<&impl Serialize>,
         wait: Duration,
     ) -> Result<Answer, Error> {
-        let url = self.url(path, query);
         let timeout = self.timeout + wait;
-        let mut request = self.http.request(method, url.clone()).timeout(timeout);
+        let (url, response) = self.respond(method, path, query, body, Some(timeout)).await?;
+        let bytes = response.bytes().await.map_err(|error| network_error(&url, timeout, &error))?;
+        Ok(Answer { url, bytes: bytes.to_vec() })
+    }
+
+    /// Sends one request and returns a 2xx answer before its body is read; other answers become
+    /// [`Error::Api`]. `timeout` bounds the whole exchange, body included; `None` leaves it open.
+    async fn respond(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, String)],
+        body: Option<&impl Serialize>,
+        timeout: Option<Duration>,
+    ) -> Result<(Url, reqwest::Response), Error> {
+        let url = self.url(path, query);
+        let mut request = self.http.request(method, url.clone());
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token);
         }
         if let Some(body) = body {
             request = request.json(body);
         }
-        let network = |error: reqwest::Error| {
-            if error.is_timeout() {
-                Error::Timeout { url: url.to_string(), seconds: timeout.as_secs_f64() }
-            } else {
-                Error::Unreachable { url: url.to_string(), reason: error_chain(&error) }
-            }
-        };
-        let response = request.send().await.map_err(network)?;
+        let timeout = timeout.unwrap_or(self.timeout);
+        let response =
+            request.send().await.map_err(|error| network_error(&url, timeout, &error))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(network)?;
         if status.is_success() {
-            return Ok(Answer { url, bytes: bytes.to_vec() });
+            return Ok((url, response));
         }
+        let bytes = response.bytes().await.map_err(|error| network_error(&url, timeout, &error))?;
         Err(api_error(status, &bytes))
     }
 
@@ -402,6 +439,33 @@ impl Client {
             url.query_pairs_mut().extend_pairs(query);
         }
         url
+    }
+}
+
+/// A timed-out or failed exchange with `url`.
+fn network_error(url: &Url, timeout: Duration, error: &reqwest::Error) -> Error {
+    if error.is_timeout() {
+        Error::Timeout { url: url.to_string(), seconds: timeout.as_secs_f64() }
+    } else {
+        Error::Unreachable { url: url.to_string(), reason: error_chain(error) }
+    }
+}
+
+/// A followed clone log: read it chunk by chunk with [`LogFollow::next`].
+#[derive(Debug)]
+pub struct LogFollow {
+    url: Url,
+    response: reqwest::Response,
+}
+
+impl LogFollow {
+    /// The next text the server sent; `None` once the log ends (the clone is gone).
+    pub async fn next(&mut self) -> Result<Option<String>, Error> {
+        let chunk = self.response.chunk().await.map_err(|error| Error::Unreachable {
+            url: self.url.to_string(),
+            reason: error_chain(&error),
+        })?;
+        Ok(chunk.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
@@ -447,6 +511,10 @@ fn branch_name(name: &str) -> Result<&str, Error> {
 fn clone_id(id: &str) -> Result<&str, Error> {
     CloneId::parse(id).map_err(|source| Error::InvalidId { id: id.to_owned(), source })?;
     Ok(id)
+}
+
+fn tail_query(tail: Option<usize>) -> Vec<(&'static str, String)> {
+    tail.map(|lines| ("tail", lines.to_string())).into_iter().collect()
 }
 
 fn wait_query(wait: Option<Duration>) -> Vec<(&'static str, String)> {

@@ -27,7 +27,7 @@ pub struct Instance {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub provisioner: Provisioner,
-    /// The physical-mode synchronization instance; `{"status":{"code":"Not available"}}` in logical mode.
+    /// The physical-mode synchronization instance; `{"status":{"code":"Not available","message":""}}` in logical mode.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub synchronization: Option<Synchronization>,
@@ -253,7 +253,7 @@ pub struct Synchronization {
 }
 
 impl Synchronization {
-    /// What logical mode reports: `{"status":{"code":"Not available"}}`.
+    /// What logical mode reports: `{"status":{"code":"Not available","message":""}}`.
     pub fn not_available() -> Self {
         Self { status: Status::new(crate::StatusCode::SyncNotAvailable, ""), ..Self::default() }
     }

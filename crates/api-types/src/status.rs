@@ -54,18 +54,17 @@ impl StatusCode {
     }
 }
 
-/// A status object: `{"code": "...", "message": "..."}`; the message is omitted when empty, as in DBLab.
+/// A status object: `{"code": "...", "message": "..."}`. The message is always sent, empty or not, as
+/// DBLab's `models.Status` does (no `omitempty`): `synchronization.status` outside physical mode is
+/// `{"code": "Not available", "message": ""}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// The status code.
     pub code: StatusCode,
     /// A human-readable explanation (for `FATAL`, the error text).
-    #[serde(
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub message: String,
 }
 

@@ -156,6 +156,20 @@ pub(crate) enum CloneCommand {
     SummaryObservation(observation::SummaryArgs),
     /// Download an artifact of a stopped observation session.
     DownloadArtifact(observation::DownloadArgs),
+    /// Print a clone's Postgres log (Scion's); --follow keeps printing what it writes next.
+    Logs(CloneLogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CloneLogsArgs {
+    /// The clone's ID.
+    pub clone_id: String,
+    /// Keep printing what the server writes next, until the clone is gone or Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -94,6 +94,13 @@ impl Engine {
         Ok(self.view(&state, entry))
     }
 
+    /// The log file of clone `id`'s server (`<state>/logs/<id>.log`); it may not exist yet.
+    pub fn clone_log_path(&self, id: &str) -> Result<std::path::PathBuf> {
+        let state = self.read_state();
+        let entry = state.clones.get(id).ok_or_else(|| not_found(id))?;
+        Ok(self.inner.servers.log_path(&entry.record.id))
+    }
+
     fn view(&self, state: &crate::State, entry: &CloneEntry) -> CloneView {
         let snapshot = state
             .snapshots
@@ -104,8 +111,8 @@ impl Engine {
             record: entry.record.clone(),
             snapshot,
             diff_size: entry.diff_size,
-            access_host: self.inner.config.cloning.access_host.clone(),
-            max_idle_minutes: self.inner.config.cloning.max_idle_minutes,
+            access_host: self.config().cloning.access_host.clone(),
+            max_idle_minutes: self.config().cloning.max_idle_minutes,
         }
     }
 
@@ -135,7 +142,7 @@ impl Engine {
         }
         postgres::sql::check_role_name(&request.username)
             .map_err(|error| Error::InvalidInput(error.to_string()))?;
-        if request.username == self.inner.config.clone.admin_role {
+        if request.username == self.config().clone.admin_role {
             return Err(Error::InvalidInput(format!(
                 "{:?} is the engine's admin role; choose another username",
                 request.username
@@ -150,7 +157,7 @@ impl Engine {
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
         self.ensure_space("create clone").await?;
         let now = Utc::now();
-        let protection = lease::grant(request.protection, &self.inner.config.cloning, now);
+        let protection = lease::grant(request.protection, &self.config().cloning, now);
         // SCRAM hashing is CPU work: off the async workers, so that creates do not stall the API.
         // Joining fails only when the runtime is going away.
         let password_verifier = {
@@ -164,7 +171,7 @@ impl Engine {
         let cold_id = requested_id.clone().unwrap_or_else(generate_id);
         let (cold_revision, cold_dataset) =
             self.free_clone_dataset(&snapshot.branch, &cold_id, 0)?;
-        let warm_enabled = self.inner.config.cloning.warm_pool_size > 0;
+        let warm_enabled = self.config().cloning.warm_pool_size > 0;
         // A warm clone still being made holds a port no create can take yet: when the range is
         // otherwise full, wait for it to be ready (and then take its port) rather than fail.
         let mut waits_left = 3;
@@ -251,7 +258,7 @@ impl Engine {
                 // The range is full but a warm clone in the making will free a port.
                 None => {
                     waits_left -= 1;
-                    let wait = self.inner.config.clone.start_timeout;
+                    let wait = self.config().clone.start_timeout;
                     let _ = tokio::time::timeout(wait, settled).await;
                 }
             }
@@ -315,7 +322,7 @@ impl Engine {
 
     /// Sets or lifts protection, under the lease rules.
     pub async fn update_clone(&self, id: &str, request: ProtectionRequest) -> Result<CloneView> {
-        let protection = lease::grant(request, &self.inner.config.cloning, Utc::now());
+        let protection = lease::grant(request, &self.config().cloning, Utc::now());
         self.transition(id, state::ANY, |record| {
             record.protected = protection.protected;
             record.protected_till = protection.till;
@@ -421,7 +428,7 @@ impl Engine {
         self.inner.events.emit(&clone_payload(
             WebhookEvent::CloneDelete,
             record,
-            &self.inner.config.cloning.access_host,
+            &self.config().cloning.access_host,
         ));
         info!(clone_id = %record.id, "clone destroyed");
         Ok(())

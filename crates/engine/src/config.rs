@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The default protection lease when a request asks for protection without a duration:
 /// 24 hours, as in DBLab's example configuration.
@@ -37,7 +37,7 @@ pub const DEFAULT_ADMIN_ROLE: &str = "postgres";
 pub const DEFAULT_INITDB_MAJOR: u8 = 17;
 
 /// The engine's configuration.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Clones: ports, leases, idle cleanup.
@@ -53,7 +53,7 @@ pub struct EngineConfig {
 }
 
 /// `[cloning]`: how clones are made, protected and cleaned up.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CloningConfig {
     /// The host name or address clients use to reach clones; shown in connection strings.
@@ -104,7 +104,7 @@ impl Default for CloningConfig {
 }
 
 /// How TCP logins to clones authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostAuthMethod {
     /// SCRAM-SHA-256 (the default).
@@ -118,7 +118,7 @@ pub enum HostAuthMethod {
 }
 
 /// `[clone]`: the Postgres server of each clone.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CloneServerConfig {
     /// The OS user servers run as; never root.
@@ -182,7 +182,7 @@ impl CloneServerConfig {
 }
 
 /// `[snapshots]`: retention.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotsConfig {
     /// Keep at most this many snapshots; older ones without clones and not protected are
@@ -204,7 +204,7 @@ pub const DEFAULT_MAX_DELETIONS_PER_TICK: usize = 50;
 ///
 /// The sweeper always deletes what a user scheduled (`deleteAt`) once it is safe; it schedules
 /// unused snapshots and branches itself only when their minutes are above 0.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// A commit that nothing uses (no clone, no child, no branch) is scheduled for deletion
@@ -275,6 +275,12 @@ impl EngineConfig {
         if cloning.access_host.trim().is_empty() {
             return Err(invalid("cloning.access_host", "must not be empty"));
         }
+        // The settings go into every clone's postgresql.conf: checked like a request's
+        // extra_conf, since the API (POST /admin/config) writes them too.
+        postgres::conf::check_settings(
+            self.clone.settings.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+        .map_err(|error| invalid("clone.settings", error.to_string()))?;
         for (key, minutes) in [
             ("cloning.max_idle_minutes", cloning.max_idle_minutes),
             (
@@ -361,7 +367,14 @@ pub fn minutes(minutes: f64) -> Duration {
 mod humantime_serde_compat {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -404,6 +417,12 @@ mod tests {
         let mut config = EngineConfig::default();
         config.cloning.max_idle_minutes = -1.0;
         assert_eq!(config.validate().unwrap_err().key, "cloning.max_idle_minutes");
+
+        for (name, value) in [("port", "7000"), ("bad\nname", "1"), ("work_mem", "1\n")] {
+            let mut config = EngineConfig::default();
+            config.clone.settings.insert(name.to_owned(), value.to_owned());
+            assert_eq!(config.validate().unwrap_err().key, "clone.settings", "{name}");
+        }
 
         // The warm pool must leave a port for clones, and stay a pool, not a fleet.
         let mut config = EngineConfig::default();

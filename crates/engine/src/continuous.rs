@@ -73,7 +73,7 @@ impl Engine {
     /// (its dataset is gone by then, removed by the audit as its intent says). The record stays
     /// when the source cannot be reached, for the next start.
     pub(crate) async fn release_interrupted_replication(&self) {
-        let Some(Retrieval::Continuous(pipeline, _)) = &self.inner.retrieval else { return };
+        let Some(Retrieval::Continuous(pipeline, _)) = self.retrieval_setup() else { return };
         let Ok(Some(dataset)) = self.inner.store.meta(INTERRUPTED_REFRESH_KEY) else { return };
         if dataset == self.current_data_dataset().as_str() {
             // It went live before the crash: its slots are the current data's.

@@ -17,6 +17,7 @@ mod events;
 mod failpoint;
 mod intent;
 mod lease;
+mod logs;
 mod metrics;
 mod model;
 mod observation;
@@ -29,6 +30,7 @@ mod ports;
 mod protection;
 mod provision;
 mod reconcile;
+mod reconfigure;
 mod refresh;
 mod scheduler;
 mod servers;
@@ -63,12 +65,14 @@ pub use continuous::INTERRUPTED_REFRESH_KEY;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use lease::{Protection, ProtectionRequest};
+pub use logs::{LogChunk, MAX_TAIL_BYTES};
 pub use metrics::InstanceHealth;
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use observation::{ObservationRecord, SessionResult};
 pub use pool::{MinFreeSpace, Pool};
 pub use protection::ProtectionUpdate;
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
+pub use reconfigure::{Reconfigured, split as split_reconfiguration};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use retrieval::Error as RetrievalError;
 pub use retrieval::check::{Problem, ProblemKind, SourceReport as SourceCheckReport};
@@ -113,7 +117,12 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    config: EngineConfig,
+    /// The live configuration, replaced whole by [`Engine::reconfigure`]; readers take a
+    /// snapshot through [`Engine::config`]. What needs a restart stays as at the start there.
+    config: RwLock<Arc<EngineConfig>>,
+    /// Woken by a reload, for loops that wait on something the configuration sets (the refresh
+    /// timetable).
+    reconfigured: tokio::sync::Notify,
     pool: Pool,
     store: Store,
     ports: PortPool,
@@ -133,7 +142,7 @@ struct Inner {
     snapshot_lock: tokio::sync::Mutex<()>,
     /// Retrieval, when configured: logical (a pipeline) or physical (an initial copy and
     /// promotions).
-    retrieval: Option<physical::Retrieval>,
+    retrieval: RwLock<Option<physical::Retrieval>>,
     refresh: Mutex<refresh::RefreshState>,
     refresh_running: AtomicBool,
     usage: Mutex<usage::UsageTracker>,
@@ -249,7 +258,8 @@ impl Engine {
             None => None,
         };
         let inner = Arc::new(Inner {
-            config,
+            config: RwLock::new(Arc::new(config)),
+            reconfigured: tokio::sync::Notify::new(),
             pool,
             store,
             ports,
@@ -264,7 +274,7 @@ impl Engine {
             reconciliation: RwLock::new(Reconciliation::default()),
             space: RwLock::new(None),
             snapshot_lock: tokio::sync::Mutex::new(()),
-            retrieval,
+            retrieval: RwLock::new(retrieval),
             refresh: Mutex::new(refresh::RefreshState::default()),
             refresh_running: AtomicBool::new(false),
             usage: Mutex::new(usage::UsageTracker::default()),
@@ -297,10 +307,10 @@ impl Engine {
         engine.release_interrupted_replication().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
-        if engine.inner.config.cloning.warm_pool_size > 0 {
+        if engine.config().cloning.warm_pool_size > 0 {
             engine.spawn_warm_pool();
         }
-        let refresh_at_start = engine.inner.config.retrieval.as_ref().is_some_and(|retrieval| {
+        let refresh_at_start = engine.config().retrieval.as_ref().is_some_and(|retrieval| {
             !retrieval.skip_start_refresh && engine.read_state().snapshots.is_empty()
         });
         if refresh_at_start {
@@ -319,9 +329,15 @@ impl Engine {
         }
     }
 
-    /// The configuration the engine runs with.
-    pub fn config(&self) -> &EngineConfig {
-        &self.inner.config
+    /// The configuration the engine runs with now: a snapshot, which a reload replaces and
+    /// never changes.
+    pub fn config(&self) -> Arc<EngineConfig> {
+        read(&self.inner.config).clone()
+    }
+
+    /// The retrieval the engine runs with now (a reload may replace it between refreshes).
+    pub(crate) fn retrieval_setup(&self) -> Option<physical::Retrieval> {
+        read(&self.inner.retrieval).clone()
     }
 
     /// The engine's instance ID.
@@ -351,6 +367,7 @@ impl Engine {
 
     /// A view of the whole engine for `/status`, from memory only.
     pub fn status(&self) -> EngineStatus {
+        let config = self.config();
         let clones = self.clones();
         let times: Vec<f64> =
             clones.iter().filter_map(|clone| clone.record.cloning_time_seconds).collect();
@@ -372,16 +389,8 @@ impl Engine {
             clones,
             expected_cloning_time,
             reconciliation: self.reconciliation(),
-            protection_lease_duration_minutes: self
-                .inner
-                .config
-                .cloning
-                .protection_lease_duration_minutes,
-            protection_max_duration_minutes: self
-                .inner
-                .config
-                .cloning
-                .protection_max_duration_minutes,
+            protection_lease_duration_minutes: config.cloning.protection_lease_duration_minutes,
+            protection_max_duration_minutes: config.cloning.protection_max_duration_minutes,
             synchronization: self.sync_status(),
         }
     }
@@ -432,7 +441,7 @@ impl Engine {
     /// Returns what it found of an interrupted earlier start, for the reconciliation report.
     async fn ensure_data(&self) -> Result<Vec<Difference>> {
         let mut found = Vec::new();
-        if self.inner.retrieval.is_some() {
+        if self.retrieval_setup().is_some() {
             // Retrieval brings the data; until its first run there is nothing to clone.
             return Ok(found);
         }
@@ -458,7 +467,7 @@ impl Engine {
             let mountpoint = storage.create_dataset(&data).await?;
             failpoint::hit("initdb.dataset_created");
             let pgdata = Pool::pgdata(&mountpoint);
-            let major = PgMajor::new(self.inner.config.clone.initdb_major)?;
+            let major = PgMajor::new(self.config().clone.initdb_major)?;
             info!(pgdata = %pgdata.display(), %major, "initialising an empty cluster in the pool");
             self.inner.servers.initdb(&pgdata, major).await?;
             intent.settle();

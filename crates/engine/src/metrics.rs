@@ -296,8 +296,8 @@ impl Snapshot {
                 .map(|kind| (kind.as_str(), reconciliation.count(kind) as i64))
                 .collect(),
             ports_in_use: engine.inner.ports.in_use() as i64,
-            ports_total: i64::from(engine.inner.config.cloning.port_to)
-                - i64::from(engine.inner.config.cloning.port_from)
+            ports_total: i64::from(engine.config().cloning.port_to)
+                - i64::from(engine.config().cloning.port_from)
                 + 1,
             warm_pool_clones: engine.inner.warm.len() as i64,
             clone_total_cpu_percent,

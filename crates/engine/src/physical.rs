@@ -180,8 +180,8 @@ impl Retrieval {
 impl Engine {
     /// Physical mode's parts, when the engine runs in physical mode.
     pub(crate) fn physical_retrieval(&self) -> Option<Arc<Physical>> {
-        match &self.inner.retrieval {
-            Some(Retrieval::Physical(physical)) => Some(physical.clone()),
+        match self.retrieval_setup() {
+            Some(Retrieval::Physical(physical)) => Some(physical),
             _ => None,
         }
     }
@@ -196,7 +196,7 @@ impl Engine {
 
     /// The sync instance's parts, when the mode has one (physical, continuous).
     pub(crate) fn live_retrieval(&self) -> Option<Arc<Live>> {
-        self.inner.retrieval.as_ref().and_then(Retrieval::live)
+        self.retrieval_setup().as_ref().and_then(Retrieval::live)
     }
 
     /// The replication password file of the standby on `dataset`.
@@ -386,7 +386,7 @@ impl Engine {
         };
         failpoint::hit("physical.cloned");
         let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
-        target.admin_role = self.inner.config.clone.admin_role.clone();
+        target.admin_role = self.config().clone.admin_role.clone();
         let summary = match live.promotion.run(&target, recovery, &self.inner.cancel).await {
             Ok(summary) => summary,
             Err(error) => {

@@ -180,7 +180,7 @@ impl Engine {
         let mountpoint = self.inner.pool.storage().clone_snapshot(base, into).await?;
         failpoint::hit("physical.point_cloned");
         let mut target = Target::new(Pool::pgdata(&mountpoint), self.promotion_run_dir());
-        target.admin_role = self.inner.config.clone.admin_role.clone();
+        target.admin_role = self.config().clone.admin_role.clone();
         match physical.promotion().run(&target, at, &self.inner.cancel).await {
             Ok(summary) => Ok(Replayed { base_snapshot_id: base_snapshot_id.clone(), summary }),
             Err(retrieval::Error::TargetUnreachable { target, reason }) => {

@@ -45,7 +45,8 @@ pub(crate) struct PortPool {
 
 #[derive(Debug)]
 struct Inner {
-    range: RangeInclusive<u16>,
+    /// Swapped whole by a configuration reload; ports already taken stay taken.
+    range: std::sync::RwLock<RangeInclusive<u16>>,
     probe_address: IpAddr,
     taken: Mutex<BTreeSet<u16>>,
 }
@@ -55,8 +56,23 @@ impl PortPool {
     /// that other programs use.
     pub(crate) fn new(range: RangeInclusive<u16>, probe_address: IpAddr) -> PortPool {
         PortPool {
-            inner: Arc::new(Inner { range, probe_address, taken: Mutex::new(BTreeSet::new()) }),
+            inner: Arc::new(Inner {
+                range: std::sync::RwLock::new(range),
+                probe_address,
+                taken: Mutex::new(BTreeSet::new()),
+            }),
         }
+    }
+
+    /// The range new clones take ports from.
+    pub(crate) fn range(&self) -> RangeInclusive<u16> {
+        crate::sync::read(&self.inner.range).clone()
+    }
+
+    /// Moves the range new clones take ports from. Ports clones hold keep being held, inside
+    /// the new range or not, until their clones release them: a running clone never moves.
+    pub(crate) fn set_range(&self, range: RangeInclusive<u16>) {
+        *crate::sync::write(&self.inner.range) = range;
     }
 
     fn taken(&self) -> MutexGuard<'_, BTreeSet<u16>> {
@@ -67,31 +83,25 @@ impl PortPool {
 
     /// Takes the lowest free port that no other program listens on.
     pub(crate) fn reserve(&self) -> Result<PortReservation, PortError> {
+        let range = self.range();
         let mut taken = self.taken();
-        for port in self.inner.range.clone() {
+        for port in range.clone() {
             if taken.contains(&port) || !self.bindable(port) {
                 continue;
             }
             taken.insert(port);
             return Ok(PortReservation { pool: self.clone(), port, kept: false });
         }
-        Err(PortError::Exhausted {
-            from: *self.inner.range.start(),
-            to: *self.inner.range.end(),
-            count: self.inner.range.len(),
-        })
+        Err(PortError::Exhausted { from: *range.start(), to: *range.end(), count: range.len() })
     }
 
     /// Takes a specific port, as a clone restored after a restart must keep its own.
     ///
     /// No bind probe is made: the clone's own server may be the one listening on it.
     pub(crate) fn claim(&self, port: u16) -> Result<PortReservation, PortError> {
-        if !self.inner.range.contains(&port) {
-            return Err(PortError::OutOfRange {
-                port,
-                from: *self.inner.range.start(),
-                to: *self.inner.range.end(),
-            });
+        let range = self.range();
+        if !range.contains(&port) {
+            return Err(PortError::OutOfRange { port, from: *range.start(), to: *range.end() });
         }
         if !self.taken().insert(port) {
             return Err(PortError::Taken(port));

@@ -62,7 +62,7 @@ impl ProtectionUpdate {
 impl Engine {
     /// Sets or lifts a branch's protection, or schedules its deletion.
     pub fn update_branch(&self, name: &str, update: ProtectionUpdate) -> Result<BranchView> {
-        let cap = self.inner.config.retention.protection_max_duration_minutes;
+        let cap = self.config().retention.protection_max_duration_minutes;
         let mut record = self.branch(name)?.record;
         let guard = update.apply(record.guard(), cap, Utc::now())?;
         record.set_guard(guard);
@@ -76,7 +76,7 @@ impl Engine {
 
     /// Sets or lifts a snapshot's protection, or schedules its deletion.
     pub fn update_snapshot(&self, id: &str, update: ProtectionUpdate) -> Result<SnapshotView> {
-        let cap = self.inner.config.retention.protection_max_duration_minutes;
+        let cap = self.config().retention.protection_max_duration_minutes;
         let mut record = self.snapshot_record(id)?;
         let guard = update.apply(record.guard(), cap, Utc::now())?;
         record.set_guard(guard);

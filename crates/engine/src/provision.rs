@@ -198,7 +198,7 @@ impl Engine {
                         self.inner.events.emit(&clone_payload(
                             event,
                             &record,
-                            &self.inner.config.cloning.access_host,
+                            &self.config().cloning.access_host,
                         ));
                     }
                     Err(error) => {

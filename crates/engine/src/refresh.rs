@@ -183,7 +183,7 @@ impl Engine {
     pub fn retrieval(&self) -> RetrievalView {
         let state = self.refresh_state();
         RetrievalView {
-            configured: self.inner.retrieval.is_some(),
+            configured: self.retrieval_setup().is_some(),
             physical: self.physical_retrieval().is_some()
                 || self
                     .sync_settings()
@@ -192,7 +192,7 @@ impl Engine {
             last_refresh: state.last_refresh,
             next_refresh: state.next_refresh,
             alerts: state.alerts.clone(),
-            progress: self.inner.retrieval.as_ref().map(Retrieval::progress),
+            progress: self.retrieval_setup().as_ref().map(Retrieval::progress),
             last_summary: state.last_summary.clone(),
         }
     }
@@ -204,7 +204,7 @@ impl Engine {
     /// Starts a full refresh in the background. Refused when no retrieval is configured or one
     /// is already running.
     pub fn full_refresh(&self) -> Result<()> {
-        let Some(retrieval) = self.inner.retrieval.clone() else {
+        let Some(retrieval) = self.retrieval_setup() else {
             return Err(Error::InvalidInput(
                 "no retrieval is configured: add a [retrieval] section with a source".to_owned(),
             ));
@@ -306,7 +306,7 @@ impl Engine {
             return Err(Error::InvalidInput(format!("create {}: {error}", run_dir.display())));
         }
         let mut target = Target::new(Pool::pgdata(&mountpoint), &run_dir);
-        target.admin_role = self.inner.config.clone.admin_role.clone();
+        target.admin_role = self.config().clone.admin_role.clone();
         target.dataset = Some(dataset.to_string());
         match pipeline.run(&target, &self.inner.cancel).await {
             Ok(summary) => {
@@ -458,8 +458,7 @@ impl Engine {
     /// Recomputes when the timetable runs next.
     pub(crate) fn update_next_refresh(&self) {
         let next = self
-            .inner
-            .retrieval
+            .retrieval_setup()
             .as_ref()
             .and_then(|retrieval| retrieval.config().next_refresh(Utc::now()).ok().flatten());
         self.refresh_state().next_refresh = next;

@@ -72,14 +72,8 @@ pub(crate) fn spawn_loops(engine: &Engine) {
             engine.collect_space().await;
         },
     );
-    if engine
-        .inner
-        .retrieval
-        .as_ref()
-        .is_some_and(|retrieval| retrieval.config().timetable.is_some())
-    {
-        spawn_timetable(engine);
-    }
+    // Always: a reload may add retrieval or set its timetable.
+    spawn_timetable(engine);
     if engine.live_retrieval().is_some_and(|live| live.snapshot_timetable().is_some()) {
         spawn_snapshot_timetable(engine);
     }
@@ -120,10 +114,17 @@ fn spawn_timetable(engine: &Engine) {
         async move {
             loop {
                 engine.update_next_refresh();
-                let Some(next) = engine.retrieval().next_refresh else { break };
+                let Some(next) = engine.retrieval().next_refresh else {
+                    // No timetable: wait for a reload that may set one.
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = engine.inner.reconfigured.notified() => continue,
+                    }
+                };
                 let wait = (next - Utc::now()).to_std().unwrap_or_default();
                 tokio::select! {
                     () = cancel.cancelled() => break,
+                    () = engine.inner.reconfigured.notified() => continue,
                     () = tokio::time::sleep(wait) => {}
                 }
                 match engine.full_refresh() {
@@ -200,7 +201,7 @@ fn spawn_every<F, Fut>(
             let engine = engine_for_loop;
             let mut next = match first {
                 FirstRun::AtStart => tokio::time::Instant::now(),
-                FirstRun::AfterInterval => tokio::time::Instant::now() + interval(engine.config()),
+                FirstRun::AfterInterval => tokio::time::Instant::now() + interval(&engine.config()),
             };
             loop {
                 tokio::select! {
@@ -208,10 +209,10 @@ fn spawn_every<F, Fut>(
                     () = tokio::time::sleep_until(next) => {}
                 }
                 let started = tokio::time::Instant::now();
-                if enabled(engine.config()) {
+                if enabled(&engine.config()) {
                     work(engine.clone()).await;
                 }
-                next = started + interval(engine.config());
+                next = started + interval(&engine.config());
             }
             debug!("loop stopped");
         }
@@ -226,7 +227,7 @@ impl Engine {
     /// request may have renewed or lifted the protection since the list was read.
     pub(crate) fn check_leases(&self) {
         let now = Utc::now();
-        let config = &self.inner.config.cloning;
+        let config = &self.config().cloning;
         // A first look on a copy picks the clones that may need something, so that the write
         // lock is taken only for them.
         let ids: Vec<String> = self
@@ -295,7 +296,7 @@ impl Engine {
     /// One pass of idle cleanup: a clone with no sessions and no activity for
     /// `max_idle_minutes`, not protected, is destroyed (a `FATAL` one once it is that old).
     pub(crate) async fn clean_up_idle(&self) {
-        let max_idle = minutes(self.inner.config.cloning.max_idle_minutes);
+        let max_idle = minutes(self.config().cloning.max_idle_minutes);
         let Ok(max_idle) = chrono::Duration::from_std(max_idle) else { return };
         let candidates: Vec<(CloneRecord, DateTime<Utc>)> = self
             .read_state()

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use postgres::{
@@ -69,8 +70,9 @@ impl<'a> Server<'a> {
 /// The clone servers.
 #[derive(Debug)]
 pub(crate) struct Servers {
-    config: CloneServerConfig,
-    keep_user_passwords: bool,
+    /// Replaced whole by a configuration reload: the next start of any server renders it.
+    config: RwLock<Arc<CloneServerConfig>>,
+    keep_user_passwords: AtomicBool,
     binaries: BinarySearch,
     os_user: OsUser,
     state_dir: PathBuf,
@@ -90,13 +92,29 @@ impl Servers {
             binaries.bin_dirs.push((major, dir));
         }
         Ok(Servers {
-            config: config.clone.clone(),
-            keep_user_passwords: config.cloning.keep_user_passwords,
+            config: RwLock::new(Arc::new(config.clone.clone())),
+            keep_user_passwords: AtomicBool::new(config.cloning.keep_user_passwords),
             binaries,
             os_user,
             state_dir: state_dir.to_path_buf(),
             running: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Takes the settings of a reloaded configuration, for the next server started. The OS
+    /// user and the binaries' directories stay those of the start (the reload keeps them).
+    pub(crate) fn reconfigure(&self, config: &EngineConfig) {
+        *crate::sync::write(&self.config) = Arc::new(config.clone.clone());
+        self.keep_user_passwords.store(config.cloning.keep_user_passwords, Ordering::Relaxed);
+    }
+
+    fn config(&self) -> Arc<CloneServerConfig> {
+        crate::sync::read(&self.config).clone()
+    }
+
+    /// The log file of the server named `log_name` (a clone's ID, `sync`).
+    pub(crate) fn log_path(&self, log_name: &str) -> PathBuf {
+        self.log_file(log_name)
     }
 
     /// Where every major's binaries are looked up.
@@ -112,7 +130,7 @@ impl Servers {
     /// Makes an empty cluster of `major` in `pgdata`, owned by the servers' user.
     pub(crate) async fn initdb(&self, pgdata: &Path, major: PgMajor) -> Result<()> {
         let binaries = self.binaries.locate(major)?;
-        let mut options = postgres::InitDbOptions::new(&self.config.admin_role);
+        let mut options = postgres::InitDbOptions::new(&self.config().admin_role);
         options.sync = true;
         postgres::initdb(&binaries, pgdata, &self.os_user, &options).await?;
         Ok(())
@@ -128,7 +146,7 @@ impl Servers {
 
     /// The spec of `server` on `pgdata`: the only place a spec is built.
     fn spec(&self, server: Server<'_>, pgdata: &Path) -> InstanceSpec {
-        let config = &self.config;
+        let config = self.config();
         let mut settings = ServerSettings::new(server.port, self.socket_dir(server.port));
         settings.listen_addresses = config.listen_addresses.clone();
         settings.shared_buffers = config.shared_buffers.clone();
@@ -411,7 +429,7 @@ impl Servers {
         Admin::connect(
             &self.socket_dir(record.port),
             record.port,
-            &self.config.admin_role,
+            &self.config().admin_role,
             database,
         )
         .await
@@ -425,7 +443,7 @@ impl Servers {
     /// What every new server gets whoever it is for: the source's passwords removed (unless
     /// kept), except `keep`'s.
     pub(crate) async fn reset_passwords(&self, admin: &Admin, keep: &[&str]) -> Result<()> {
-        if !self.keep_user_passwords {
+        if !self.keep_user_passwords.load(Ordering::Relaxed) {
             admin.reset_passwords(keep).await?;
         }
         Ok(())

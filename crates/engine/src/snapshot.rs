@@ -463,7 +463,7 @@ impl Engine {
     /// Keeps at most `retention_limit` snapshots of the data, deleting the oldest ones that are
     /// safe to delete: no clones, not protected, not a branch head or fork point.
     async fn apply_retention(&self) {
-        let limit = self.inner.config.snapshots.retention_limit;
+        let limit = self.config().snapshots.retention_limit;
         if limit == 0 {
             return;
         }

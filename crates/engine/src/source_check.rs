@@ -47,7 +47,8 @@ impl Engine {
     /// over it. Refused in physical mode, whose source is a replication connection that
     /// `pg_dump` never uses.
     pub async fn check_source(&self, request: SourceCheckRequest) -> Result<SourceReport> {
-        let configured = self.inner.config.retrieval.as_ref();
+        let config = self.config();
+        let configured = config.retrieval.as_ref();
         if configured.is_some_and(|retrieval| retrieval.physical.is_some()) {
             return Err(Error::InvalidInput(
                 "test-db-source checks a source for a dump (logical mode); this engine runs in physical mode".to_owned(),

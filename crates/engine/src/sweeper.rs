@@ -96,7 +96,8 @@ impl Engine {
     /// `retention.max_deletions_per_tick`), and schedules or clears the others.
     pub async fn sweep(&self) -> SweepReport {
         let _serial = self.inner.snapshot_lock.lock().await;
-        let config = &self.inner.config.retention;
+        let config = self.config();
+        let config = &config.retention;
         let now = Utc::now();
         let mut report = SweepReport::default();
         let mut change = CatalogChange::default();

@@ -133,7 +133,7 @@ impl Engine {
     /// Discards warm clones that are not on the head of `main`, then makes new ones until the
     /// pool is full, the ports run out, or one fails.
     async fn fill_warm_pool(&self) {
-        let size = self.inner.config.cloning.warm_pool_size;
+        let size = self.config().cloning.warm_pool_size;
         let target = self.resolve_snapshot(None, None).ok();
         let target_id = target.as_ref().map(|snapshot| snapshot.id.clone());
         self.discard_warm_where(|warm| {

@@ -27,6 +27,8 @@ pub use auth::{TOKEN_HEADER, Token};
 pub use edge::{MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use error::ApiFailure;
 pub use openapi::{openapi, openapi_json};
+pub use routes::admin::{ConfigAdmin, ConfigRefusal, WsTokens, YAML_CONTENT_TYPE};
+pub use routes::logs::LogSource;
 pub use wire::{JsonRefusals, JsonRefusalsIo};
 
 /// Something that adds metrics to each scrape besides the engine's own (webhook delivery
@@ -45,6 +47,19 @@ pub struct AppState {
     pub token: Option<Token>,
     /// Extra metrics for `/metrics`.
     pub metrics: Vec<Arc<dyn MetricsSource>>,
+    /// The configuration file behind `/admin/config`; `None` answers those with a 400.
+    pub config: Option<Arc<dyn ConfigAdmin>>,
+    /// The engine's log for `/instance/logs`; `None` refuses the websocket.
+    pub logs: Option<Arc<dyn LogSource>>,
+    /// The one-time tokens `/admin/ws-auth` issues and `/instance/logs` takes.
+    pub ws_tokens: WsTokens,
+}
+
+impl AppState {
+    /// Whether `POST /admin/config` is refused: no configuration file, or changes disabled.
+    pub(crate) fn config_locked(&self) -> bool {
+        self.config.as_ref().is_none_or(|config| config.modification_disabled())
+    }
 }
 
 /// The whole API.

@@ -14,7 +14,9 @@ use utoipa::{Modify, OpenApi, ToResponse};
 
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
-use crate::routes::{branches, clones, health, observation, retrieval, snapshots, source};
+use crate::routes::{
+    admin, branches, clones, health, logs, observation, retrieval, snapshots, source,
+};
 
 /// The name the protected operations' `security` refers to.
 const SECURITY_SCHEME: &str = "verification_token";
@@ -37,7 +39,7 @@ const SECURITY_SCHEME: &str = "verification_token";
             `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
             `SnapshotDetails`, the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503), and \
             `INSUFFICIENT_STORAGE` (507) for an operation refused because the pool's free space \
-            is below its minimum (`[pool] min_free_space`).",
+            is below its minimum (`[pool] min_free_space`), and `GET /clone/{id}/logs`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -66,6 +68,12 @@ const SECURITY_SCHEME: &str = "verification_token";
         branches::update,
         retrieval::show,
         retrieval::full_refresh,
+        admin::show,
+        admin::apply,
+        admin::yaml,
+        admin::ws_auth,
+        logs::instance_logs,
+        logs::clone_logs,
         source::test_db_source,
         source::probe_source,
         observation::start,
@@ -74,7 +82,7 @@ const SECURITY_SCHEME: &str = "verification_token";
         observation::download,
     ),
     components(
-        schemas(ApiError, CloneId, SnapshotId, observation::SessionId),
+        schemas(ApiError, CloneId, SnapshotId, observation::SessionId, admin::WsToken),
         responses(Unauthorized, InternalError, Unavailable, InsufficientStorage)
     ),
     modifiers(&SecuritySchemes, &UniqueOperationIds, &OptionalBodies),
@@ -86,6 +94,7 @@ const SECURITY_SCHEME: &str = "verification_token";
             log, protect and delete."),
         (name = "Observation", description = "Observation sessions: watch a clone for dangerous \
             locks while a migration runs, then read the verdict, the summary and the artifacts."),
+        (name = "Admin", description = "The configuration, changed live, and the engine's log."),
     )
 )]
 struct ApiDoc;
@@ -199,10 +208,13 @@ impl Modify for SecuritySchemes {
             TOKEN_HEADER,
             "The server's shared token; every request passes when none is configured.",
         ));
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(SECURITY_SCHEME, SecurityScheme::ApiKey(scheme));
+        let ws_token = ApiKey::Query(ApiKeyValue::with_description(
+            "token",
+            "A one-time token from `/admin/ws-auth`, good for one connection within a minute.",
+        ));
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(SECURITY_SCHEME, SecurityScheme::ApiKey(scheme));
+        components.add_security_scheme("ws_token", SecurityScheme::ApiKey(ws_token));
     }
 }
 

@@ -1,9 +1,11 @@
 //! The routes, one module per resource; each handler parses, calls one engine method and
 //! returns a view.
 
+pub(crate) mod admin;
 pub(crate) mod branches;
 pub(crate) mod clones;
 pub(crate) mod health;
+pub(crate) mod logs;
 pub(crate) mod observation;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
@@ -16,9 +18,11 @@ use axum::routing::get;
 use crate::AppState;
 use crate::error::ApiFailure;
 
-/// Routes that need no token: `/healthz`, `/metrics` and the OpenAPI document.
+/// Routes that need no token: `/healthz`, `/metrics`, the OpenAPI document, and the log
+/// websocket, which checks its one-time token itself.
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
+        .merge(logs::public_routes())
         .route("/api/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
 }
 
@@ -30,6 +34,8 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(branches::routes())
         .merge(health::status_routes())
         .merge(retrieval::routes())
+        .merge(admin::routes())
+        .merge(logs::routes())
         .merge(source::routes())
         .merge(observation::routes())
 }

@@ -167,7 +167,9 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
     }
 }
 
-pub(crate) fn engine_info(status: &EngineStatus) -> api_types::Engine {
+/// `config_locked`: whether `POST /admin/config` is refused (no file, or
+/// `[server] disable_config_modification`), which DBLab's UI reads to lock its configuration tab.
+pub(crate) fn engine_info(status: &EngineStatus, config_locked: bool) -> api_types::Engine {
     api_types::Engine {
         version: status.version.clone(),
         edition: "community".to_owned(),
@@ -175,11 +177,15 @@ pub(crate) fn engine_info(status: &EngineStatus) -> api_types::Engine {
         instance_id: status.instance_id.clone(),
         started_at: Some(LocalTime::from(status.started_at)),
         telemetry: None,
-        disable_config_modification: Some(true),
+        disable_config_modification: Some(config_locked),
     }
 }
 
-pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Instance {
+pub(crate) fn instance(
+    status: &EngineStatus,
+    retrieval: &RetrievalView,
+    config_locked: bool,
+) -> Instance {
     let limits = protection_limits(
         status.protection_lease_duration_minutes,
         status.protection_max_duration_minutes,
@@ -211,7 +217,7 @@ pub(crate) fn instance(status: &EngineStatus, retrieval: &RetrievalView) -> Inst
     };
     Instance {
         status: instance_status,
-        engine: engine_info(status),
+        engine: engine_info(status, config_locked),
         pools: vec![pool],
         cloning: Cloning {
             expected_cloning_time: status.expected_cloning_time,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use engine::config::{CloneServerConfig, CloningConfig, RetentionConfig, SnapshotsConfig};
 use engine::{EngineConfig, MinFreeSpace};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use storage::BackendConfig;
 use webhooks::WebhooksConfig;
 
@@ -32,7 +32,7 @@ const DEFAULT_MIN_FREE_SPACE: &str = "5%";
 pub(crate) const TOKEN_ENV: &str = "SCION_VERIFICATION_TOKEN";
 
 /// The file as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ConfigFile {
     /// `[server]`.
@@ -55,7 +55,7 @@ pub(crate) struct ConfigFile {
 }
 
 /// `[server]`: the API listener and the state directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ServerSection {
     /// The address the API listens on.
@@ -66,6 +66,8 @@ pub(crate) struct ServerSection {
     pub verification_token_file: Option<PathBuf>,
     /// The engine's state directory.
     pub state_dir: PathBuf,
+    /// Refuse `POST /admin/config` (changes through the API); the file and SIGHUP still work.
+    pub disable_config_modification: bool,
 }
 
 impl Default for ServerSection {
@@ -75,12 +77,13 @@ impl Default for ServerSection {
             port: DEFAULT_PORT,
             verification_token_file: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            disable_config_modification: false,
         }
     }
 }
 
 /// `[pool]`: where clones live.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct PoolSection {
     /// The pool's name, the first part of every snapshot ID.
@@ -113,6 +116,12 @@ impl Default for PoolSection {
 /// The configuration the server runs with, after every source is applied and checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The file it was read from, if any: `POST /admin/config` and SIGHUP use it.
+    pub path: Option<PathBuf>,
+    /// The file as parsed (defaults filled in), for `/admin/config.yaml`.
+    pub file: ConfigFile,
+    /// Refuse changes through the API.
+    pub disable_config_modification: bool,
     /// The API address.
     pub host: IpAddr,
     /// The API port.
@@ -162,11 +171,14 @@ impl Config {
             Some(path) => read_file(path)?,
             None => ConfigFile::default(),
         };
-        Config::resolve(file, args, env)
+        let mut config = Config::resolve(file, args, env)?;
+        config.path = path;
+        Ok(config)
     }
 
     /// Applies the environment and the flags to a parsed file, and checks the result.
     pub(crate) fn resolve(file: ConfigFile, args: &Args, env: &dyn Env) -> anyhow::Result<Config> {
+        let parsed = file.clone();
         let ConfigFile { server, pool, cloning, clone, snapshots, retention, webhooks, retrieval } =
             file;
         let mut host = server.host;
@@ -209,6 +221,9 @@ impl Config {
             )
         })?;
         Ok(Config {
+            path: None,
+            file: parsed,
+            disable_config_modification: server.disable_config_modification,
             host,
             port,
             token,
@@ -224,7 +239,7 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<ConfigFile> {
+pub(crate) fn read_file(path: &Path) -> anyhow::Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read configuration file {}", path.display()))?;
     parse(&text).with_context(|| format!("parse configuration file {}", path.display()))

@@ -1,9 +1,14 @@
 //! `scion-server`: parse flags, load the configuration, start the engine and serve the API
-//! until SIGINT or SIGTERM. Clone servers keep running across a restart of this process.
+//! until SIGINT or SIGTERM; SIGHUP reloads the configuration file. Clone servers keep running
+//! across a restart of this process.
 
 mod args;
 mod config;
+mod live;
+mod logbuf;
+mod projection;
 mod wiring;
+mod yaml;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,8 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::args::Args;
 use crate::config::{Config, ProcessEnv};
@@ -22,11 +29,12 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    // The log goes to stderr and, for `/instance/logs`, to a ring of recent lines.
+    let log = logbuf::LogRing::default();
+    tracing_subscriber::registry()
+        .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(log.clone())
         .init();
     let config = match Config::load(&args, &ProcessEnv) {
         Ok(config) => config,
@@ -47,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, args, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             error!("failed to {failure:#}");
@@ -56,8 +64,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let server = wiring::build(&config).await?;
+async fn run(config: Config, args: Args, log: logbuf::LogRing) -> anyhow::Result<()> {
+    let server = wiring::build(&config, args, log).await?;
+    tokio::spawn(reload_on_hangup(server.live.clone()));
     let listener = TcpListener::bind((config.host, config.port))
         .await
         .with_context(|| format!("listen on {}:{}", config.host, config.port))?;
@@ -85,5 +94,27 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = terminate.recv() => info!("SIGTERM received"),
         _ = interrupt.recv() => info!("SIGINT received"),
+    }
+}
+
+/// Reloads the configuration file at every SIGHUP; a bad file leaves the running one.
+async fn reload_on_hangup(live: std::sync::Arc<live::LiveConfig>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        error!(
+            "failed to install the SIGHUP handler; the configuration reloads through the API only"
+        );
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP received: reloading the configuration file");
+        let live = live.clone();
+        match tokio::task::spawn_blocking(move || live.reload_file()).await {
+            Ok(Ok(restart_needed)) => info!(?restart_needed, "configuration reloaded"),
+            Ok(Err(failure)) => {
+                warn!("failed to {failure:#}; the running configuration stays");
+            }
+            Err(failure) => error!("the reload stopped: {failure}"),
+        }
     }
 }

@@ -17,7 +17,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use webhooks::{DeliveryRecord, DeliverySink, Dispatcher};
 
+use crate::args::Args;
 use crate::config::Config;
+use crate::live::LiveConfig;
+use crate::logbuf::LogRing;
 
 /// Delivery records waiting to be written; beyond this they are logged and dropped rather than
 /// slowing delivery.
@@ -32,10 +35,12 @@ pub(crate) struct Server {
     pub dispatcher: Arc<Dispatcher>,
     /// The HTTP API.
     pub router: axum::Router,
+    /// The configuration, reloadable.
+    pub live: Arc<LiveConfig>,
 }
 
 /// Makes the state directory, opens or creates the pool, and starts everything.
-pub(crate) async fn build(config: &Config) -> anyhow::Result<Server> {
+pub(crate) async fn build(config: &Config, args: Args, log: LogRing) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create state directory {}", config.state_dir.display()))?;
     // The Postgres user must reach clone sockets and data under it, but nobody else may list
@@ -71,12 +76,16 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Server> {
             "no verification token is set: the API accepts every request (set SCION_VERIFICATION_TOKEN)"
         );
     }
+    let live = Arc::new(LiveConfig::new(args, engine.clone(), log.clone(), config.clone()));
     let router = http_api::router(AppState {
         engine: engine.clone(),
         token,
         metrics: vec![Arc::new(WebhookMetrics { dispatcher: dispatcher.clone() })],
+        config: Some(live.clone()),
+        logs: Some(Arc::new(log)),
+        ws_tokens: http_api::WsTokens::default(),
     });
-    Ok(Server { engine, dispatcher, router })
+    Ok(Server { engine, dispatcher, router, live })
 }
 
 /// The configured pool, or the embedded default: a btrfs image under the state directory

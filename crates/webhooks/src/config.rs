@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use api_types::WebhookEvent;
 use reqwest::Url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Time allowed for one attempt, from connecting to receiving the response status.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +35,7 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 ///
 /// Durations are humantime strings (`"250ms"`, `"10s"`, `"1m"`). Unknown keys and unknown event names are
 /// errors. A hook with an empty `trigger` list receives nothing, as in DBLab.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// The receivers.
@@ -88,7 +88,7 @@ fn default_queue_capacity() -> usize {
 }
 
 /// One receiver (`[[webhooks.hooks]]`), as in DBLab's `webhooks.hooks`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HookConfig {
     /// Where to POST; `http` or `https` with a host.
@@ -191,7 +191,14 @@ fn parse_url(index: usize, url: &str) -> Result<Url, ConfigError> {
 mod duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,

@@ -1,4 +1,4 @@
-//! `scion clone create|list|status|update|reset|destroy`; the observation verbs are in
+//! `scion clone create|list|status|update|reset|destroy|logs`; the observation verbs are in
 //! `observation.rs`.
 
 use api_types::{
@@ -8,7 +8,8 @@ use api_types::{
 
 use super::{Context, Failure, emit, spinner};
 use crate::args::{
-    CloneCommand, CloneCreateArgs, CloneDestroyArgs, CloneResetArgs, CloneUpdateArgs, Output,
+    CloneCommand, CloneCreateArgs, CloneDestroyArgs, CloneLogsArgs, CloneResetArgs,
+    CloneUpdateArgs, Output,
 };
 use crate::output;
 use crate::protection::Protection;
@@ -33,7 +34,21 @@ pub(super) async fn run(context: &Context, command: CloneCommand) -> Result<(), 
         CloneCommand::StopObservation(args) => super::observation::stop(context, args).await,
         CloneCommand::SummaryObservation(args) => super::observation::summary(context, &args).await,
         CloneCommand::DownloadArtifact(args) => super::observation::download(context, args).await,
+        CloneCommand::Logs(args) => logs(context, &args).await,
     }
+}
+
+/// The log is text whatever `--output` says: it is the server's own lines.
+async fn logs(context: &Context, args: &CloneLogsArgs) -> Result<(), Failure> {
+    if !args.follow {
+        emit(&context.client.clone_logs(&args.clone_id, args.tail).await?);
+        return Ok(());
+    }
+    let mut log = context.client.follow_clone_logs(&args.clone_id, args.tail).await?;
+    while let Some(text) = log.next().await? {
+        emit(&text);
+    }
+    Ok(())
 }
 
 async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure> {

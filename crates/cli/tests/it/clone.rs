@@ -1,9 +1,21 @@
-//! `scion clone create|list|status|update|reset|destroy` in table and JSON output, and a real
+//! `scion clone create|list|status|update|reset|destroy|logs` in table and JSON output, and a real
 //! connection through the printed connection string.
 
 use std::time::Duration;
 
 use crate::support::{PASSWORD, TestServer, normalize, without_volatile};
+
+/// Runs `sql` in `clone` through its printed connection string and the test's password.
+async fn run_in_clone(clone: &api_types::Clone, sql: &str) {
+    let conn_str = format!("{} password={PASSWORD}", clone.db.conn_str);
+    let (db, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the clone");
+    let connection = tokio::spawn(connection);
+    db.batch_execute(sql).await.expect("run the SQL in the clone");
+    drop(db);
+    connection.await.expect("the connection task").expect("the connection closes cleanly");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clone_lifecycle() {
@@ -38,12 +50,8 @@ Idle limit  120 min
     assert_eq!(normalize(run.ok(), &replacements), expected);
 
     // The printed connection string works with the password given.
+    run_in_clone(&created, "CREATE TABLE written_in_clone (id int)").await;
     let conn_str = format!("{} password={PASSWORD}", created.db.conn_str);
-    let (db, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await.unwrap();
-    let connection = tokio::spawn(connection);
-    db.batch_execute("CREATE TABLE written_in_clone (id int)").await.unwrap();
-    drop(db);
-    connection.await.unwrap().unwrap();
 
     // List and status, as tables and as the API's JSON.
     let run = server.scion(&["clone", "list"]).await;
@@ -144,4 +152,44 @@ async fn wait_ok(server: &TestServer, id: &str) {
         }
     }
     panic!("clone {id} did not become ready");
+}
+
+/// `scion clone logs` prints the clone server's log; following (the client call it makes) reads
+/// what the server writes next and ends when the clone is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_logs_tail_and_follow() {
+    let server = TestServer::start("").await;
+    let client = server.client();
+    server
+        .scion(&["clone", "create", "--id", "logs1", "--username", "alice", "--password", PASSWORD])
+        .await
+        .ok();
+
+    let run = server.scion(&["clone", "logs", "logs1", "--tail", "2"]).await;
+    let tail = run.ok();
+    assert!(!tail.is_empty() && tail.lines().count() <= 2, "{tail:?}");
+    let whole = server.scion(&["clone", "logs", "logs1"]).await;
+    assert!(whole.ok().ends_with(tail), "{tail:?} is not the end of the log");
+    server.scion(&["clone", "logs", "no-such-clone"]).await.expect_code(1);
+
+    let mut follow = client.follow_clone_logs("logs1", Some(1)).await.unwrap();
+    let created = client.clone_status("logs1").await.unwrap();
+    run_in_clone(&created, "DO $$ BEGIN RAISE LOG 'scion-cli-follow-marker'; END $$").await;
+    let mut seen = String::new();
+    while !seen.contains("scion-cli-follow-marker") {
+        let chunk = tokio::time::timeout(Duration::from_secs(60), follow.next())
+            .await
+            .unwrap_or_else(|_| panic!("the marker never came: {seen:?}"))
+            .unwrap()
+            .expect("the log stays open while the clone exists");
+        seen.push_str(&chunk);
+    }
+    server.scion(&["clone", "destroy", "logs1"]).await.ok();
+    // Gone: the followed log ends.
+    while tokio::time::timeout(Duration::from_secs(60), follow.next())
+        .await
+        .expect("the followed log ends once the clone is gone")
+        .unwrap()
+        .is_some()
+    {}
 }

@@ -77,7 +77,8 @@ fn check_db_name(name: &str) -> Result<(), ApiFailure> {
 }
 
 fn limits(state: &AppState) -> api_types::ProtectionLimits {
-    let cloning = &state.engine.config().cloning;
+    let config = state.engine.config();
+    let cloning = &config.cloning;
     views::protection_limits(
         cloning.protection_lease_duration_minutes,
         cloning.protection_max_duration_minutes,

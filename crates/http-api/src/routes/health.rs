@@ -33,7 +33,7 @@ pub(super) fn status_routes() -> Router<AppState> {
     responses((status = 200, description = "The engine is up.", body = api_types::Engine))
 )]
 async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
-    Json(views::engine_info(&state.engine.status()))
+    Json(views::engine_info(&state.engine.status(), state.config_locked()))
 }
 
 /// The instance's full status: pool, clones, retrieval, and Scion's reconciliation report.
@@ -51,7 +51,7 @@ async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
     )
 )]
 async fn status(State(state): State<AppState>) -> Json<api_types::Instance> {
-    Json(views::instance(&state.engine.status(), &state.engine.retrieval()))
+    Json(views::instance(&state.engine.status(), &state.engine.retrieval(), state.config_locked()))
 }
 
 /// Prometheus metrics in the OpenMetrics text format: DBLab's `dblab_*` and Scion's `scion_*`;

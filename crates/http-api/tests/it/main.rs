@@ -35,6 +35,9 @@ pub(crate) async fn start_app(
         engine: engine.clone(),
         token: Token::new(token),
         metrics: Vec::new(),
+        config: None,
+        logs: None,
+        ws_tokens: http_api::WsTokens::default(),
     });
     (engine, router)
 }

@@ -45,6 +45,9 @@ async fn the_server_answers_as_its_openapi_document_says() {
                 "not_a_server_error,status_code_conformance,content_type_conformance,\
                  response_schema_conformance",
             ])
+            // `follow=true` streams a clone's log until the clone is gone: a request that never
+            // ends, by design (admin.rs tests it).
+            .args(["--exclude-operation-id", "cloneLogs"])
             .args(["--max-examples", MAX_EXAMPLES])
             .args(["--seed", "18"])
             // One worker: CPython 3.11 fails compiling in threads side by side ("AST constructor

@@ -156,6 +156,27 @@ impl TestServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The configuration file the server was started with.
+    pub(crate) fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Sends SIGHUP, which reloads the configuration file.
+    pub(crate) fn hangup(&self) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+
+    /// Waits until the server's log has `count` lines containing `text`.
+    pub(crate) async fn wait_log(&self, text: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log().matches(text).count() < count {
+            assert!(Instant::now() < deadline, "no {count}× {text:?} in the log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub(crate) fn state_dir(&self) -> &Path {
         &self.state_dir
     }

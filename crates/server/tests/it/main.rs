@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
 
+mod admin;
 mod api;
 mod branches;
 mod crashes;

@@ -346,3 +346,47 @@ async fn a_refresh_with_ignored_errors_finishes_as_a_warning() {
     assert_eq!(archived, 5, "the table of the left-out tablespace arrived in the default one");
     source.stop().await;
 }
+
+/// DBLab's UI and `dblab local-install` set the source through `POST /admin/config`: the change
+/// is applied without a restart, and the next refresh uses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_changed_through_the_api_is_used_by_the_next_refresh() {
+    let source = Source::start().await;
+    let unused_port = *free_port_range(1).start();
+    let config = source
+        .config()
+        .replacen("target_major = 16\n", "target_major = 16\nskip_start_refresh = true\n", 1)
+        .replacen(&format!("port = {}\n", source.port), &format!("port = {unused_port}\n"), 1);
+    let server = TestServer::start(&config).await;
+    let (status, projection) = server.get("/admin/config").await;
+    assert_eq!(status, 200, "{projection}");
+    assert_eq!(projection["retrievalMode"], "logical");
+    let connection =
+        &projection["retrieval"]["spec"]["logicalDump"]["options"]["source"]["connection"];
+    assert_eq!(connection["port"], unused_port);
+
+    let (status, applied) = server
+        .post(
+            "/admin/config",
+            serde_json::json!({
+                "retrievalMode": "logical",
+                "retrieval": { "spec": { "logicalDump": { "options": {
+                    "source": { "connection": { "port": source.port } },
+                    "databases": { "shop": {} },
+                } } } },
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    let options = &applied["retrieval"]["spec"]["logicalDump"]["options"];
+    assert_eq!(options["source"]["connection"]["port"], source.port);
+    assert_eq!(options["databases"], serde_json::json!({ "shop": {} }));
+
+    let (status, started) = server.post("/full-refresh", Value::Null).await;
+    assert_eq!(status, 200, "{started}");
+    let done =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    let clone = server.create_clone("from-new-source").await;
+    assert_eq!(order_count(&clone).await, 1000);
+}

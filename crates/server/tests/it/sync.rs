@@ -116,6 +116,8 @@ async fn sync_instance_shows_in_status_and_metrics() {
     let mut server = TestServer::start("").await;
     let (_, status) = server.get("/status").await;
     assert_eq!(status["synchronization"]["status"]["code"], "Not available");
+    // As DBLab sends it: the message is there, empty.
+    assert_eq!(status["synchronization"]["status"]["message"], "");
     assert!(samples(&server.metrics().await, "dblab_sync_status").is_empty());
 
     // A golden dataset prepared while the server is down, recorded for its next start.
