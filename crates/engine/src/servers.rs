@@ -74,6 +74,9 @@ pub(crate) struct Servers {
     binaries: BinarySearch,
     os_user: OsUser,
     state_dir: PathBuf,
+    /// `[retrieval.physical] restore_dirs`: the sync instance's `restore_command` reads them
+    /// (a local WAL archive), so its sandbox shows them read-only, as a promotion's does.
+    restore_dirs: Vec<PathBuf>,
     /// The servers of user clones, by clone ID (warm clones hold their own).
     running: Mutex<HashMap<String, Instance>>,
 }
@@ -95,6 +98,12 @@ impl Servers {
             binaries,
             os_user,
             state_dir: state_dir.to_path_buf(),
+            restore_dirs: config
+                .retrieval
+                .as_ref()
+                .and_then(|retrieval| retrieval.physical.as_ref())
+                .map(|physical| physical.restore_dirs.clone())
+                .unwrap_or_default(),
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -193,8 +202,10 @@ impl Servers {
         spec.settings.extra = extra;
         spec.hba.host_auth = HostAuth::Reject;
         spec.hba.host_networks = Vec::new();
-        // The walreceiver reads the replication password file named in primary_conninfo.
+        // The walreceiver reads the replication password file named in primary_conninfo;
+        // restore_command reads the archive's directories.
         spec.read_only_dirs = vec![self.state_dir.join(crate::physical::PASSFILE_DIR)];
+        spec.read_only_dirs.extend(self.restore_dirs.iter().cloned());
         spec
     }
 
