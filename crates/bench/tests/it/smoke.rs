@@ -88,7 +88,7 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
 }
 
 /// The first table row starting with `prefix`, split into cells (index 0 is empty).
-fn row(report: &str, prefix: &str) -> Vec<String> {
+pub(crate) fn row(report: &str, prefix: &str) -> Vec<String> {
     report
         .lines()
         .find(|line| line.starts_with(prefix))
@@ -96,19 +96,19 @@ fn row(report: &str, prefix: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no row starting {prefix:?}:\n{report}"))
 }
 
-fn cells(line: &str) -> Vec<String> {
+pub(crate) fn cells(line: &str) -> Vec<String> {
     line.split('|').map(|cell| cell.trim().to_owned()).collect()
 }
 
 /// "12.3 ms" or "1.2 s" in milliseconds.
-fn millis(cell: &str) -> f64 {
+pub(crate) fn millis(cell: &str) -> f64 {
     if let Some(seconds) = cell.strip_suffix(" s") {
         return number(seconds, "") * 1000.0;
     }
     number(cell, "ms")
 }
 
-fn number(cell: &str, unit: &str) -> f64 {
+pub(crate) fn number(cell: &str, unit: &str) -> f64 {
     cell.trim()
         .trim_end_matches(unit)
         .trim()
@@ -118,7 +118,7 @@ fn number(cell: &str, unit: &str) -> f64 {
 
 /// The `scion-server` binary: `SCION_SERVER_BIN` (scripts/test sets it), or built once into
 /// this test's target directory.
-async fn server_bin() -> PathBuf {
+pub(crate) async fn server_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("SCION_SERVER_BIN") {
         return PathBuf::from(path);
     }
