@@ -284,6 +284,33 @@ async fn until_refreshed(server: &Server) -> Result<f64> {
     }
 }
 
+/// Runs `body` against a server started with `config` (its first copy's time given) on a new
+/// btrfs pool of `pool_bytes`; then stops the server, tears the pool down (with the sync
+/// instance and clones on it) and removes the server's state, whatever `body` returned.
+async fn on_server<T>(
+    ctx: &SizeCtx<'_>,
+    name: &str,
+    pool_bytes: u64,
+    config: &str,
+    body: impl AsyncFnOnce(&Server, &Pool, f64) -> Result<T>,
+) -> Result<T> {
+    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_bytes).await?;
+    let outcome = async {
+        sync_all().await?;
+        let (server, copy_ms) = start_server(ctx, &pool, name, config).await?;
+        let measured = body(&server, &pool, copy_ms).await;
+        let measured = measured.map_err(|error| error.context(server.log_tail()));
+        server.stop().await;
+        measured
+    }
+    .await;
+    let teardown = pool.teardown().await;
+    std::fs::remove_dir_all(ctx.dir.join(format!("state-{name}"))).ok();
+    let value = outcome?;
+    teardown?;
+    Ok(value)
+}
+
 /// The streaming sync instance: the initial copies, freshness, cuts under load, points in time.
 async fn streaming_phase(
     ctx: &SizeCtx<'_>,
@@ -292,32 +319,32 @@ async fn streaming_phase(
     result: &mut PhysicalResult,
 ) -> Result<()> {
     let args = ctx.args;
-    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size) * 2).await?;
-    let outcome = async {
-        // A bare copy first, then Scion's at the server's start; then the two alternate.
-        let raw_dir = pool.mountpoint().join("raw");
-        sync_all().await?;
-        progress("initial copy: bare pg_basebackup");
-        result.copy_raw.push(raw_basebackup(source, &raw_dir).await?);
-        sync_all().await?;
-        progress("initial copy: scion-server's first refresh (streaming sync instance)");
-        let (server, copy_ms) =
-            start_server(ctx, &pool, "streaming", &streaming_config(source, archive)).await?;
-        result.copy_scion.push(copy_ms);
-        let measured = async {
-            for n in 1..args.copy_runs {
+    progress("scion-server with a streaming sync instance: its first refresh is a timed copy");
+    let config = streaming_config(source, archive);
+    let outcome = on_server(
+        ctx,
+        "streaming",
+        pool_size(ctx.size) * 2,
+        &config,
+        async |server: &Server, pool: &Pool, copy_ms: f64| {
+            // Scion's copy (the server's first refresh), then a bare one, in turn.
+            result.copy_scion.push(copy_ms);
+            let raw_dir = pool.mountpoint().join("raw");
+            for n in 0..args.copy_runs {
                 sync_all().await?;
                 progress(&format!("initial copy {}: bare pg_basebackup", n + 1));
                 result.copy_raw.push(raw_basebackup(source, &raw_dir).await?);
-                sync_all().await?;
-                progress(&format!("initial copy {}: POST /full-refresh", n + 1));
-                server.api.full_refresh().await?;
-                result.copy_scion.push(until_refreshed(&server).await?);
+                if n + 1 < args.copy_runs {
+                    sync_all().await?;
+                    progress(&format!("initial copy {}: POST /full-refresh", n + 2));
+                    server.api.full_refresh().await?;
+                    result.copy_scion.push(until_refreshed(server).await?);
+                }
             }
-            let api = long_client(&server)?;
+            let api = long_client(server)?;
             progress(&format!("freshness, streaming: {} commits", args.physical_runs));
             result.fresh_streaming =
-                freshness(&server, &api, source, "streaming", args.physical_runs).await?;
+                freshness(server, &api, source, "streaming", args.physical_runs).await?;
             progress(&format!("{} snapshot cuts under a write load", args.physical_runs));
             let (cuts, lag) =
                 cuts_under_load(&api, source, result.scale, args.physical_runs).await?;
@@ -325,21 +352,14 @@ async fn streaming_phase(
             result.lag = lag;
             progress("points in time");
             result.pitr =
-                points_in_time(&server, &api, source, &args.pitr_wal, result.scale).await?;
-            Ok::<_, anyhow::Error>(())
-        }
-        .await;
-        let measured = measured.map_err(|error| error.context(server.log_tail()));
-        server.stop().await;
-        measured
-    }
+                points_in_time(server, &api, source, &args.pitr_wal, result.scale).await?;
+            Ok(())
+        },
+    )
     .await;
-    let teardown = pool.teardown().await;
-    std::fs::remove_dir_all(ctx.dir.join("state-streaming")).ok();
     // The stopped standby's slot would keep the source's WAL for the rest of the run.
     drop_inactive_slots(source).await;
-    outcome?;
-    teardown
+    outcome
 }
 
 /// The archive-only sync instance: freshness with the source's `archive_timeout`.
@@ -352,27 +372,21 @@ async fn archive_phase(
     let args = ctx.args;
     source.sql(&format!("ALTER SYSTEM SET archive_timeout = '{}s'", args.archive_timeout)).await;
     source.sql("SELECT pg_reload_conf()").await;
-    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size)).await?;
-    let outcome = async {
-        progress("scion-server with an archive-only sync instance");
-        let (server, _) =
-            start_server(ctx, &pool, "archive", &archive_only_config(source, archive)?).await?;
-        let measured = async {
-            let api = long_client(&server)?;
+    progress("scion-server with an archive-only sync instance");
+    let config = archive_only_config(source, archive)?;
+    result.fresh_archive = on_server(
+        ctx,
+        "archive",
+        pool_size(ctx.size),
+        &config,
+        async |server: &Server, _: &Pool, _| {
+            let api = long_client(server)?;
             progress(&format!("freshness, archive only: {} commits", args.physical_runs));
-            freshness(&server, &api, source, "archive", args.physical_runs).await
-        }
-        .await;
-        let measured = measured.map_err(|error| error.context(server.log_tail()));
-        server.stop().await;
-        result.fresh_archive = measured?;
-        Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    let teardown = pool.teardown().await;
-    std::fs::remove_dir_all(ctx.dir.join("state-archive")).ok();
-    outcome?;
-    teardown
+            freshness(server, &api, source, "archive", args.physical_runs).await
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// A client whose calls may wait as long as a promotion at 10 GB can take.
@@ -551,6 +565,24 @@ async fn cuts_under_load(
     Ok((timed?, lag))
 }
 
+/// Waits until `/status` says the sync instance has replayed up to `lsn`.
+async fn wait_replayed(server: &Server, lsn: u64) -> Result<()> {
+    let deadline = Instant::now() + FRESH_TIMEOUT;
+    loop {
+        let status = server.api.status().await?;
+        let replayed = status.synchronization.map(|sync| sync.last_replayed_lsn);
+        if let Some(replayed) = replayed.filter(|text| !text.is_empty())
+            && parse_lsn(&replayed)? >= lsn
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the sync instance did not replay up to the targets in {FRESH_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Parses an LSN as PostgreSQL prints it (`X/Y`).
 fn parse_lsn(text: &str) -> Result<u64> {
     let (high, low) = text.split_once('/').with_context(|| format!("LSN {text:?}"))?;
@@ -594,6 +626,10 @@ async fn points_in_time(
     }
     source.insert(&format!("pitr-{}", marks.len())).await;
     source.archive_current_segment().await;
+    // The engine refuses a target past the newest moment it knows the sync instance reached.
+    if let Some((_, lsn)) = targets.last() {
+        wait_replayed(server, parse_lsn(lsn)?).await?;
+    }
     let mut points = Vec::with_capacity(targets.len());
     for (k, (wal_bytes, lsn)) in targets.into_iter().enumerate() {
         let started = Instant::now();
@@ -619,7 +655,7 @@ async fn points_in_time(
 /// The physical tables of the report.
 pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
     out.push_str(
-        "\n#### Initial copy\n\nScion's copy is the refresh's stage `copying` as `GET /instance/retrieval` shows it (polled every 20 ms: Scion's `pg_basebackup --wal-method=stream --create-slot --checkpoint=fast --progress` with its metering, into a new btrfs dataset); the bare copy is the same `pg_basebackup` command as the servers' OS user into a directory on the same pool. The two alternate: bare, Scion (the server's first start), then bare and `POST /full-refresh` in turn.\n\n",
+        "\n#### Initial copy\n\nScion's copy is the refresh's stage `copying` as `GET /instance/retrieval` shows it (polled every 20 ms: Scion's `pg_basebackup --wal-method=stream --create-slot --checkpoint=fast --progress` with its metering, into a new btrfs dataset); the bare copy is the same `pg_basebackup` command as the servers' OS user into a directory on the same pool. The two alternate: Scion (the server's first start), bare, then `POST /full-refresh` and bare in turn.\n\n",
     );
     out.push_str(
         "| source database | method | runs | median | p95 | min | max | × bare (median) |\n",

@@ -4,35 +4,32 @@
 //! points in time in the order of their WAL) and that nothing is left mounted; no timing
 //! asserts.
 
-use std::path::PathBuf;
+use test_support::TestDir;
 
-use test_support::{TestDir, free_port_range};
-
-use crate::smoke::{cells, millis, server_bin};
+use crate::smoke::{assert_cleaned_up, cells, millis, run_bench};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_physical_run_reports_every_table_and_cleans_up() {
     let dir = TestDir::new("scion-bench-phys-");
-    let ports = free_port_range(16);
-    let server = server_bin().await;
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the test runs the harness binary like a user would"
-    )]
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scion-bench"))
-        .args(["--physical", "--sizes", "10MB", "--major", "16", "--physical-runs", "2"])
-        .args(["--copy-runs", "1", "--pitr-wal", "1MB,4MB", "--archive-timeout", "1"])
-        .arg("--port-from")
-        .arg(ports.start().to_string())
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--server-bin")
-        .arg(&server)
-        .output()
-        .expect("run scion-bench");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "scion-bench failed:\n{stderr}\n{report}");
+    let report = run_bench(
+        &dir,
+        &[
+            "--physical",
+            "--sizes",
+            "10MB",
+            "--major",
+            "16",
+            "--physical-runs",
+            "2",
+            "--copy-runs",
+            "1",
+            "--pitr-wal",
+            "1MB,4MB",
+            "--archive-timeout",
+            "1",
+        ],
+    )
+    .await;
 
     let bare = row_with(&report, "| bare `pg_basebackup` |");
     let scion = row_with(&report, "| Scion's initial copy |");
@@ -66,12 +63,7 @@ async fn tiny_physical_run_reports_every_table_and_cleans_up() {
     }
     assert!(report.contains("load average"), "{report}");
 
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let root = dir.path().to_string_lossy().into_owned();
-    assert!(!mounts.contains(&root), "still mounted:\n{mounts}");
-    let left: Vec<PathBuf> =
-        std::fs::read_dir(dir.path()).unwrap().map(|entry| entry.unwrap().path()).collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_cleaned_up(&dir);
 }
 
 /// The data rows of the first table after the heading `heading`.

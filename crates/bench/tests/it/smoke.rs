@@ -11,26 +11,26 @@ use test_support::{TestDir, free_port_range};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_run_reports_every_row_and_cleans_up() {
     let dir = TestDir::new("scion-bench-it-");
-    let ports = free_port_range(16);
-    let server = server_bin().await;
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the test runs the harness binary like a user would"
-    )]
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scion-bench"))
-        .args(["--sizes", "10MB", "--backends", "btrfs", "--clones", "2", "--density", "3"])
-        .args(["--api-requests", "5", "--alt-runs", "1", "--major", "18"])
-        .arg("--port-from")
-        .arg(ports.start().to_string())
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--server-bin")
-        .arg(&server)
-        .output()
-        .expect("run scion-bench");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "scion-bench failed:\n{stderr}\n{report}");
+    let report = run_bench(
+        &dir,
+        &[
+            "--sizes",
+            "10MB",
+            "--backends",
+            "btrfs",
+            "--clones",
+            "2",
+            "--density",
+            "3",
+            "--api-requests",
+            "5",
+            "--alt-runs",
+            "1",
+            "--major",
+            "18",
+        ],
+    )
+    .await;
 
     let latency = row(&report, "| btrfs | ");
     assert_eq!(latency[3], "2", "{report}");
@@ -78,12 +78,42 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
     }
     assert!(report.contains("load average"), "{report}");
 
-    // Nothing left behind: no mount under the directory, and the run's temp dir removed.
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert_cleaned_up(&dir);
+}
+
+/// Runs `scion-bench` with `args` on free ports in `dir`; its report, once it succeeded.
+pub(crate) async fn run_bench(dir: &TestDir, args: &[&str]) -> String {
+    let ports = free_port_range(16);
+    let server = server_bin().await;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test runs the harness binary like a user would"
+    )]
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scion-bench"))
+        .args(args)
+        .arg("--port-from")
+        .arg(ports.start().to_string())
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--server-bin")
+        .arg(&server)
+        .output()
+        .expect("run scion-bench");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "scion-bench failed:\n{stderr}\n{report}");
+    report
+}
+
+/// Nothing left behind: no mount under the directory, and the run's temp dir removed.
+pub(crate) fn assert_cleaned_up(dir: &TestDir) {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
     let root = dir.path().to_string_lossy().into_owned();
     assert!(!mounts.contains(&root), "still mounted:\n{mounts}");
-    let left: Vec<PathBuf> =
-        std::fs::read_dir(dir.path()).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("read the run's directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -118,7 +148,7 @@ pub(crate) fn number(cell: &str, unit: &str) -> f64 {
 
 /// The `scion-server` binary: `SCION_SERVER_BIN` (scripts/test sets it), or built once into
 /// this test's target directory.
-pub(crate) async fn server_bin() -> PathBuf {
+async fn server_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("SCION_SERVER_BIN") {
         return PathBuf::from(path);
     }
