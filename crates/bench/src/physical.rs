@@ -741,9 +741,9 @@ pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
         for point in &result.pitr {
             let _ = writeln!(
                 out,
-                "| {} | {:.0} MiB | {} | {} | {} |",
+                "| {} | {:.0} MB | {} | {} | {} |",
                 source_label(result),
-                point.wal_bytes as f64 / (1 << 20) as f64,
+                point.wal_bytes as f64 / 1e6,
                 ms(point.snapshot_ms),
                 ms(point.clone_ms),
                 ms(point.snapshot_ms + point.clone_ms),

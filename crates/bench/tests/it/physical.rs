@@ -56,7 +56,7 @@ async fn tiny_physical_run_reports_every_table_and_cleans_up() {
     let points = rows_after(&report, "#### A snapshot at a point in time");
     assert_eq!(points.len(), 2, "{report}");
     let wal: Vec<f64> =
-        points.iter().map(|p| p[2].trim_end_matches(" MiB").parse().unwrap()).collect();
+        points.iter().map(|p| p[2].trim_end_matches(" MB").parse().unwrap()).collect();
     assert!(wal[0] >= 1.0 && wal[1] >= 4.0, "WAL per point: {wal:?}");
     for point in &points {
         assert!(millis(&point[3]) > 0.0 && millis(&point[4]) > 0.0, "{point:?}");
