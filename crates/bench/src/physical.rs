@@ -154,6 +154,9 @@ async fn load(source: &Primary, scale: u32) -> Result<u64> {
         .run()
         .await
         .context("pgbench -i on the source")?;
+    // The default max_wal_size again, so the checkpoint removes the load's WAL.
+    source.sql("ALTER SYSTEM RESET max_wal_size").await;
+    source.sql("SELECT pg_reload_conf()").await;
     source.sql("CHECKPOINT").await;
     source.sql("ALTER SYSTEM RESET archive_command").await;
     source.sql("SELECT pg_reload_conf()").await;
@@ -339,6 +342,7 @@ async fn streaming_phase(
                     progress(&format!("initial copy {}: POST /full-refresh", n + 2));
                     server.api.full_refresh().await?;
                     result.copy_scion.push(until_refreshed(server).await?);
+                    drop_older_snapshots(server).await?;
                 }
             }
             let api = long_client(server)?;
@@ -386,6 +390,20 @@ async fn archive_phase(
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Deletes every snapshot but the newest: their kept standby snapshots go with them, and with
+/// the last of those the previous refresh's golden dataset, so refreshes at 10 GB do not pile
+/// up copies on the disk.
+async fn drop_older_snapshots(server: &Server) -> Result<()> {
+    for snapshot in server.api.snapshots(None).await?.iter().skip(1) {
+        server
+            .api
+            .delete_snapshot(&snapshot.id, false)
+            .await
+            .with_context(|| format!("delete snapshot {}", snapshot.id))?;
+    }
     Ok(())
 }
 
