@@ -675,17 +675,19 @@ pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
     out.push_str(
         "\n#### Initial copy\n\nScion's copy is the refresh's stage `copying` as `GET /instance/retrieval` shows it (polled every 20 ms: Scion's `pg_basebackup --wal-method=stream --create-slot --checkpoint=fast --progress` with its metering, into a new btrfs dataset); the bare copy is the same `pg_basebackup` command as the servers' OS user into a directory on the same pool. The two alternate: Scion (the server's first start), bare, then `POST /full-refresh` and bare in turn.\n\n",
     );
-    out.push_str(
-        "| source database | method | runs | median | p95 | min | max | × bare (median) |\n",
-    );
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| source database | method | runs | median | p95 | min | max | × bare (median) | in run order |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for result in results {
         let raw = Summary::of(&result.copy_raw);
         let scion = Summary::of(&result.copy_scion);
-        for (label, summary) in [("bare `pg_basebackup`", raw), ("Scion's initial copy", scion)] {
+        for (label, summary, samples) in [
+            ("bare `pg_basebackup`", raw, &result.copy_raw),
+            ("Scion's initial copy", scion, &result.copy_scion),
+        ] {
+            let in_order: Vec<String> = samples.iter().map(|&sample| ms(sample)).collect();
             let _ = writeln!(
                 out,
-                "| {} | {label} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {label} | {} | {} | {} | {} | {} | {} | {} |",
                 source_label(result),
                 summary.n,
                 ms(summary.median),
@@ -693,6 +695,7 @@ pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
                 ms(summary.min),
                 ms(summary.max),
                 ratio(summary.median, raw.median),
+                in_order.join(", "),
             );
         }
     }
