@@ -3,12 +3,15 @@
 //! clone-ready latency, the alternatives on the same data in the same run, clones per host and
 //! API latency, then prints Markdown tables for BENCHMARKS.md. Must run as root.
 //!
+//! With `--physical` it measures physical mode instead (issue #12, `physical.rs`).
+//!
 //! `scripts/bench` builds it in release mode and runs it; see `--help` for the flags.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark reports on stdout")]
 
 mod alternatives;
 mod cluster;
+mod physical;
 mod report;
 mod scion;
 mod server;
@@ -85,6 +88,26 @@ struct Args {
     /// Also write the Markdown report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure physical mode (issue #12) at each of --sizes instead: freshness, snapshot cuts
+    /// and the sync instance's lag, points in time, the initial copy against pg_basebackup.
+    /// Of the other flags only --sizes, --major, --dir, --port-from, --server-bin and --out
+    /// apply.
+    #[arg(long)]
+    physical: bool,
+    /// Physical: freshness samples per sync mode, and snapshot cuts under write load.
+    #[arg(long, default_value_t = 10)]
+    physical_runs: usize,
+    /// Physical: initial copies timed per method (Scion's and a bare pg_basebackup, alternated).
+    #[arg(long, default_value_t = 3)]
+    copy_runs: usize,
+    /// Physical: the amounts of WAL after a kept standby snapshot at which points in time are
+    /// snapshotted and cloned.
+    #[arg(long, value_delimiter = ',', default_value = "16MB,128MB,512MB", value_parser = parse_size)]
+    pitr_wal: Vec<u64>,
+    /// Physical: the source's `archive_timeout` in seconds during the archive-only freshness
+    /// runs (an idle source archives nothing without it).
+    #[arg(long, default_value_t = 10)]
+    archive_timeout: u32,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -210,7 +233,11 @@ async fn run(args: &Args) -> Result<Report> {
             local_port,
             density: size == density_size && args.density > 0,
         };
-        let result = run_size(&ctx, &mut report).await;
+        let result = if args.physical {
+            physical::run_size(&ctx, &mut report).await
+        } else {
+            run_size(&ctx, &mut report).await
+        };
         std::fs::remove_dir_all(&dir).ok();
         if let Err(error) = result {
             // Keep what the earlier sizes measured: a long run should not be lost to one failure.
@@ -373,6 +400,7 @@ async fn scion_server_phase(
         ctx.api_port,
         ctx.clone_ports,
         warm_pool,
+        server::Extra::default(),
     )
     .await?;
     let outcome = async {

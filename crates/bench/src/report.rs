@@ -82,6 +82,8 @@ pub(crate) struct Report {
     load_after: String,
     command: String,
     pub(crate) sizes: Vec<SizeResult>,
+    /// Physical mode's results (`--physical`), one per size.
+    pub(crate) physical: Vec<crate::physical::PhysicalResult>,
     /// Why the run stopped early, if it did.
     pub(crate) failure: Option<String>,
 }
@@ -110,6 +112,7 @@ impl Report {
             load_after: String::new(),
             command: format!("sudo scripts/bench {}", args.join(" ")).trim_end().to_owned(),
             sizes: Vec::new(),
+            physical: Vec::new(),
             failure: None,
         }
     }
@@ -122,9 +125,13 @@ impl Report {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.machine(&mut out);
-        self.latency(&mut out);
-        self.alternatives(&mut out);
-        self.density(&mut out);
+        if self.physical.is_empty() {
+            self.latency(&mut out);
+            self.alternatives(&mut out);
+            self.density(&mut out);
+        } else {
+            crate::physical::render(&self.physical, &mut out);
+        }
         let notes: Vec<&String> =
             self.sizes.iter().flat_map(|size| &size.notes).chain(&self.failure).collect();
         if !notes.is_empty() {
@@ -168,12 +175,21 @@ impl Report {
             total_kib as f64 / (1 << 20) as f64,
             kernel.trim()
         );
-        let _ = writeln!(
-            out,
-            "- Pools: sparse image files under `{}` (btrfs loop-mounted; ZFS on zfs-fuse with the image as its file vdev); the golden copy is PostgreSQL {} filled by `pgbench -i`.",
-            self.dir.display(),
-            self.major
-        );
+        if self.physical.is_empty() {
+            let _ = writeln!(
+                out,
+                "- Pools: sparse image files under `{}` (btrfs loop-mounted; ZFS on zfs-fuse with the image as its file vdev); the golden copy is PostgreSQL {} filled by `pgbench -i`.",
+                self.dir.display(),
+                self.major
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "- Physical mode: a PostgreSQL {} source primary (`fsync = off`, archiving with `cp` into a local directory) filled by `pgbench -i -I dtGvp`; each `scion-server` on a btrfs pool of its own (a sparse image file under `{}`, loop-mounted); everything on this one machine, over loopback.",
+                self.major,
+                self.dir.display()
+            );
+        }
     }
 
     fn latency(&self, out: &mut String) {
@@ -307,7 +323,7 @@ fn source_label(size: &SizeResult) -> String {
 }
 
 /// Milliseconds, or seconds from 10 s on.
-fn ms(value: f64) -> String {
+pub(crate) fn ms(value: f64) -> String {
     if value >= 10_000.0 { format!("{:.1} s", value / 1000.0) } else { format!("{value:.1} ms") }
 }
 

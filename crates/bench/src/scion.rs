@@ -4,15 +4,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use api_types::{CreateCloneRequest, DatabaseRequest, StatusCode};
+use api_types::{CreateCloneRequest, DatabaseRequest, SnapshotRef, StatusCode};
 
 use crate::cluster::{self, Pool};
 use crate::server::{Server, TOKEN};
 use crate::stats::{self, Summary, millis};
 
 /// The clone user every benchmark clone gets.
-const CLONE_USER: &str = "bench_user";
-const CLONE_PASSWORD: &str = "Cl0ne-bench-pass!";
+pub(crate) const CLONE_USER: &str = "bench_user";
+pub(crate) const CLONE_PASSWORD: &str = "Cl0ne-bench-pass!";
 /// How long the server may take to answer `POST /clone?wait=`.
 const CREATE_WAIT: Duration = Duration::from_secs(120);
 /// How long a clone the server called ready may refuse connections before it counts as a failure.
@@ -24,7 +24,7 @@ const FRESH_CLONES: usize = 10;
 const MEMORY_RESERVE_KIB: u64 = 1 << 20;
 
 /// One timed clone.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Timed {
     /// POST → SELECT 1 succeeded, ms.
     pub(crate) ready_ms: f64,
@@ -32,6 +32,9 @@ pub(crate) struct Timed {
     pub(crate) server_ms: f64,
     /// Connection attempts refused after the server had answered OK.
     pub(crate) retries: u32,
+    /// The clone's port and database, for queries after the timed `SELECT 1`.
+    pub(crate) port: u16,
+    pub(crate) db: String,
 }
 
 /// Clone-ready latency over `count` clones (plus one untimed warm-up), each destroyed (untimed)
@@ -47,7 +50,7 @@ pub(crate) async fn clone_latency(
             server.wait_warm_pool(warm_pool).await?;
         }
         let id = if n == 0 { "warmup".to_owned() } else { format!("lat{n}") };
-        let clone = create_ready(server, &id).await?;
+        let clone = create_ready(server, &id, None).await?;
         if n > 0 {
             timed.push(clone);
         }
@@ -56,10 +59,16 @@ pub(crate) async fn clone_latency(
     Ok(timed)
 }
 
-/// Creates clone `id` and times it from the POST to the first successful `SELECT 1`.
-async fn create_ready(server: &Server, id: &str) -> Result<Timed> {
+/// Creates clone `id` (of `snapshot`, or of the newest) and times it from the POST to the
+/// first successful `SELECT 1`.
+pub(crate) async fn create_ready(
+    server: &Server,
+    id: &str,
+    snapshot: Option<&str>,
+) -> Result<Timed> {
     let request = CreateCloneRequest {
         id: id.to_owned(),
+        snapshot: snapshot.map(|id| SnapshotRef { id: id.to_owned() }),
         db: Some(DatabaseRequest {
             username: CLONE_USER.to_owned(),
             password: CLONE_PASSWORD.to_owned(),
@@ -90,10 +99,12 @@ async fn create_ready(server: &Server, id: &str) -> Result<Timed> {
         ready_ms: millis(started),
         server_ms: clone.metadata.cloning_time * 1000.0,
         retries,
+        port,
+        db: db.to_owned(),
     })
 }
 
-async fn destroy(server: &Server, id: &str) -> Result<()> {
+pub(crate) async fn destroy(server: &Server, id: &str) -> Result<()> {
     server.api.destroy_clone(id).await?;
     if let Some(left) = server.api.wait_clone_gone(id, Duration::from_secs(120)).await? {
         bail!("clone {id} was not destroyed: {:?}", left.status);
@@ -151,7 +162,7 @@ pub(crate) async fn density(
                 Some(format!("MemAvailable fell to {} MiB after {n} clones", available / 1024));
             break;
         }
-        match create_ready(server, &format!("dens{n}")).await {
+        match create_ready(server, &format!("dens{n}"), None).await {
             Ok(timed) => {
                 ready.push(timed.ready_ms);
                 if ready.len() == FRESH_CLONES {

@@ -14,6 +14,15 @@ pub(crate) const TOKEN: &str = "bench-token-9c2e";
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a server gets beyond the pool, the ports and the warm pool.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Extra<'a> {
+    /// TOML sections appended to the configuration.
+    pub(crate) config: &'a str,
+    /// Environment variables the server gets, kept out of logs.
+    pub(crate) secrets: &'a [(&'a str, &'a str)],
+}
+
 /// A running `scion-server`.
 pub(crate) struct Server {
     daemon: Daemon,
@@ -24,7 +33,8 @@ pub(crate) struct Server {
 
 impl Server {
     /// Writes a configuration for `backend` with its state in `state_dir`, the API on
-    /// `api_port` and clones on `clone_ports`, starts the binary, and waits for `/healthz`.
+    /// `api_port` and clones on `clone_ports`, then `extra`'s sections, starts the binary with
+    /// `extra`'s secrets in its environment, and waits for `/healthz`.
     pub(crate) async fn start(
         bin: &Path,
         state_dir: &Path,
@@ -32,6 +42,7 @@ impl Server {
         api_port: u16,
         clone_ports: (u16, u16),
         warm_pool: usize,
+        extra: Extra<'_>,
     ) -> Result<Server> {
         std::fs::create_dir_all(state_dir)?;
         let backend = match backend {
@@ -47,22 +58,26 @@ impl Server {
         let config = format!(
             "[server]\nport = {api_port}\nstate_dir = \"{}\"\n\n[pool]\nbackend = {backend}\n\n\
              [cloning]\nport_from = {}\nport_to = {}\nmax_idle_minutes = 0\n\
-             warm_pool_size = {warm_pool}\n",
+             warm_pool_size = {warm_pool}\n\n{}",
             state_dir.display(),
             clone_ports.0,
             clone_ports.1,
+            extra.config,
         );
         let config_path = state_dir.join("scion.toml");
         std::fs::write(&config_path, config)?;
         let log = state_dir.join("server.log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let daemon = Cmd::new(bin)
+        let mut command = Cmd::new(bin)
             .arg("--config")
             .arg(&config_path)
             .secret_env("SCION_VERIFICATION_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .spawn_daemon(log_file)
-            .with_context(|| format!("start {}", bin.display()))?;
+            .env("RUST_LOG", "warn");
+        for (key, value) in extra.secrets {
+            command = command.secret_env(key, value);
+        }
+        let daemon =
+            command.spawn_daemon(log_file).with_context(|| format!("start {}", bin.display()))?;
         let url = format!("http://127.0.0.1:{api_port}");
         let api = api_client::Client::new(&url, Some(TOKEN.to_owned()))?
             .with_timeout(Duration::from_secs(120));

@@ -11,26 +11,26 @@ use test_support::{TestDir, free_port_range};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_run_reports_every_row_and_cleans_up() {
     let dir = TestDir::new("scion-bench-it-");
-    let ports = free_port_range(16);
-    let server = server_bin().await;
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the test runs the harness binary like a user would"
-    )]
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scion-bench"))
-        .args(["--sizes", "10MB", "--backends", "btrfs", "--clones", "2", "--density", "3"])
-        .args(["--api-requests", "5", "--alt-runs", "1", "--major", "18"])
-        .arg("--port-from")
-        .arg(ports.start().to_string())
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--server-bin")
-        .arg(&server)
-        .output()
-        .expect("run scion-bench");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "scion-bench failed:\n{stderr}\n{report}");
+    let report = run_bench(
+        &dir,
+        &[
+            "--sizes",
+            "10MB",
+            "--backends",
+            "btrfs",
+            "--clones",
+            "2",
+            "--density",
+            "3",
+            "--api-requests",
+            "5",
+            "--alt-runs",
+            "1",
+            "--major",
+            "18",
+        ],
+    )
+    .await;
 
     let latency = row(&report, "| btrfs | ");
     assert_eq!(latency[3], "2", "{report}");
@@ -78,17 +78,47 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
     }
     assert!(report.contains("load average"), "{report}");
 
-    // Nothing left behind: no mount under the directory, and the run's temp dir removed.
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert_cleaned_up(&dir);
+}
+
+/// Runs `scion-bench` with `args` on free ports in `dir`; its report, once it succeeded.
+pub(crate) async fn run_bench(dir: &TestDir, args: &[&str]) -> String {
+    let ports = free_port_range(16);
+    let server = server_bin().await;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test runs the harness binary like a user would"
+    )]
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_scion-bench"))
+        .args(args)
+        .arg("--port-from")
+        .arg(ports.start().to_string())
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--server-bin")
+        .arg(&server)
+        .output()
+        .expect("run scion-bench");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "scion-bench failed:\n{stderr}\n{report}");
+    report
+}
+
+/// Nothing left behind: no mount under the directory, and the run's temp dir removed.
+pub(crate) fn assert_cleaned_up(dir: &TestDir) {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
     let root = dir.path().to_string_lossy().into_owned();
     assert!(!mounts.contains(&root), "still mounted:\n{mounts}");
-    let left: Vec<PathBuf> =
-        std::fs::read_dir(dir.path()).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("read the run's directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// The first table row starting with `prefix`, split into cells (index 0 is empty).
-fn row(report: &str, prefix: &str) -> Vec<String> {
+pub(crate) fn row(report: &str, prefix: &str) -> Vec<String> {
     report
         .lines()
         .find(|line| line.starts_with(prefix))
@@ -96,19 +126,19 @@ fn row(report: &str, prefix: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no row starting {prefix:?}:\n{report}"))
 }
 
-fn cells(line: &str) -> Vec<String> {
+pub(crate) fn cells(line: &str) -> Vec<String> {
     line.split('|').map(|cell| cell.trim().to_owned()).collect()
 }
 
 /// "12.3 ms" or "1.2 s" in milliseconds.
-fn millis(cell: &str) -> f64 {
+pub(crate) fn millis(cell: &str) -> f64 {
     if let Some(seconds) = cell.strip_suffix(" s") {
         return number(seconds, "") * 1000.0;
     }
     number(cell, "ms")
 }
 
-fn number(cell: &str, unit: &str) -> f64 {
+pub(crate) fn number(cell: &str, unit: &str) -> f64 {
     cell.trim()
         .trim_end_matches(unit)
         .trim()
