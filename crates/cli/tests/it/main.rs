@@ -5,6 +5,7 @@ mod branch;
 mod clone;
 mod environments;
 mod errors;
+mod forwarding;
 mod init;
 mod instance;
 mod protection;
