@@ -75,6 +75,10 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
     let identity = sshd.client_key.to_str().expect("a UTF-8 path");
     let api_local_text = api_local.to_string();
     let through_ssh = ["--forwarding-server-url", &forwarding_url, "--identity-file", identity];
+    // A home of the test's own: the host key check reads ~/.ssh/known_hosts.
+    let home = server.scratch().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let home_env = [("HOME", home.to_str().expect("a UTF-8 path"))];
 
     // A command through the tunnel: the requests go to the tunnel's local port.
     let mut args = through_ssh.to_vec();
@@ -117,15 +121,32 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
     let mut args = vec!["--forwarding-server-url", &forwarding_url, "--identity-file"];
     let stranger = sshd.stranger_key.to_str().expect("a UTF-8 path");
     args.extend([stranger, "clone", "list"]);
-    let run = server.scion(&args).await;
+    let run = server.scion_with(&args, &home_env).await;
     run.expect_code(1);
     assert!(run.stderr.contains("refused the key"), "{}", run.stderr);
+    // A host key in known_hosts must match: another one is refused, the right one accepted.
+    let known_hosts = home.join(".ssh/known_hosts");
+    let mut list = through_ssh.to_vec();
+    list.extend(["clone", "list"]);
+    let recorded = |key: &Path| {
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{ssh_port} {public}")).unwrap();
+    };
+    recorded(&sshd.stranger_key);
+    let run = server.scion_with(&list, &home_env).await;
+    run.expect_code(1);
+    assert!(run.stderr.contains("differs from the one in known_hosts (line 1)"), "{}", run.stderr);
+    recorded(&sshd.host_key);
+    let run = server.scion_with(&list, &home_env).await;
+    run.ok();
+    assert_eq!(run.stderr, "");
 
     // port-forward: a local port to the clone's port, until stopped.
     let clone_port = server.client().clone_status("c1").await.unwrap().db.port;
     let log_path = server.scratch().join("port-forward.log");
     let mut command = Cmd::new(scion_bin()).env_clear().env("PATH", "/usr/bin:/bin");
-    for (key, value) in server.scion_env() {
+    for (key, value) in server.scion_env().into_iter().chain([("HOME", home.display().to_string())])
+    {
         command = command.env(key, value);
     }
     let forward = command
@@ -202,6 +223,7 @@ async fn tls_proxy(backend_port: u16) -> TlsProxy {
 /// with one key generated here; stopped by PID on drop.
 struct Sshd {
     daemon: Daemon,
+    host_key: PathBuf,
     client_key: PathBuf,
     stranger_key: PathBuf,
 }
@@ -258,7 +280,7 @@ impl Sshd {
             assert!(started.elapsed() < READY_DEADLINE, "sshd not listening; its log:\n{}", log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Sshd { daemon, client_key, stranger_key }
+        Sshd { daemon, host_key, client_key, stranger_key }
     }
 }
 
