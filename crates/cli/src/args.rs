@@ -73,8 +73,9 @@ pub(crate) struct ConnectionArgs {
     /// [default: any free port]. Also SCION_FORWARDING_LOCAL_PORT or DBLAB_CLI_FORWARDING_LOCAL_PORT.
     #[arg(long, global = true, value_name = "PORT")]
     pub forwarding_local_port: Option<u16>,
-    /// The SSH private key (OpenSSH format, no passphrase) [default: ~/.ssh/id_ed25519, id_ecdsa,
-    /// id_rsa]. Also SCION_IDENTITY_FILE or DBLAB_CLI_IDENTITY_FILE.
+    /// The SSH private key (OpenSSH format, no passphrase) [default: ssh-agent's keys when
+    /// SSH_AUTH_SOCK is set, else ~/.ssh/id_ed25519, id_ecdsa or id_rsa]. Also SCION_IDENTITY_FILE
+    /// or DBLAB_CLI_IDENTITY_FILE.
     #[arg(long, global = true, value_name = "FILE")]
     pub identity_file: Option<PathBuf>,
 }

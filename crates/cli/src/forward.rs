@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
 use russh::client;
+use russh::keys::agent::client::AgentClient;
 use russh::keys::{self, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The SSH port when the URL gives none.
 const DEFAULT_SSH_PORT: u16 = 22;
-/// Keys tried in this order when no `--identity-file` is given, as `ssh` does.
+/// Keys tried in this order when neither `--identity-file` nor ssh-agent is there, as `ssh` does.
 const DEFAULT_IDENTITIES: [&str; 3] = [".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa"];
 
 /// Where debug lines go (`--debug`); `None` keeps the tunnel quiet.
@@ -123,20 +124,29 @@ impl std::fmt::Debug for Ssh {
 }
 
 impl Ssh {
-    /// Connects and authenticates with `identity` (else the first of `~/.ssh/id_ed25519`,
-    /// `id_ecdsa`, `id_rsa` that exists). Passphrase-protected keys and ssh-agent are not supported.
+    /// Connects and authenticates, as `ssh` and DBLab's CLI do: with `identity`; else with the
+    /// keys of ssh-agent when `SSH_AUTH_SOCK` is set; else with the first of `~/.ssh/id_ed25519`,
+    /// `id_ecdsa`, `id_rsa` that exists. Passphrase-protected key files are not supported (the
+    /// agent is the way to use one).
     pub(crate) async fn connect(
         server: &ForwardingServer,
         identity: Option<&Path>,
         debug: Debug,
     ) -> anyhow::Result<Ssh> {
-        let identity = match identity {
-            Some(path) => path.to_owned(),
-            None => default_identity()?,
+        let agent = std::env::var_os("SSH_AUTH_SOCK").filter(|socket| !socket.is_empty());
+        let identity = match (identity, &agent) {
+            (Some(path), _) => Some(path.to_owned()),
+            (None, Some(_)) => None,
+            (None, None) => Some(default_identity()?),
         };
-        let key = keys::load_secret_key(&identity, None)
-            .with_context(|| format!("read the SSH key {}", identity.display()))?;
-        log(&debug, &format!("ssh: connecting to {server} with the key {}", identity.display()));
+        let key = identity
+            .as_ref()
+            .map(|path| {
+                keys::load_secret_key(path, None)
+                    .with_context(|| format!("read the SSH key {}", path.display()))
+            })
+            .transpose()?;
+        log(&debug, &format!("ssh: connecting to {server}"));
         let handler =
             HostKeys { host: server.host.clone(), port: server.port, debug: debug.clone() };
         let config = Arc::new(client::Config::default());
@@ -144,14 +154,25 @@ impl Ssh {
             .await
             .with_context(|| format!("connect to the SSH server {server}"))?;
         let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
-        let auth = handle
-            .authenticate_publickey(&server.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
-            .await
-            .with_context(|| format!("authenticate to {server}"))?;
-        if !auth.success() {
-            bail!("{server} refused the key {} for user {}", identity.display(), server.user);
+        match (key, identity) {
+            (Some(key), Some(path)) => {
+                let auth = handle
+                    .authenticate_publickey(
+                        &server.user,
+                        PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                    )
+                    .await
+                    .with_context(|| format!("authenticate to {server}"))?;
+                if !auth.success() {
+                    bail!("{server} refused the key {} for user {}", path.display(), server.user);
+                }
+                log(
+                    &debug,
+                    &format!("ssh: authenticated to {server} with the key {}", path.display()),
+                );
+            }
+            _ => authenticate_with_agent(&mut handle, server, hash, &debug).await?,
         }
-        log(&debug, &format!("ssh: authenticated to {server}"));
         Ok(Ssh { handle: Arc::new(handle), debug })
     }
 
@@ -195,6 +216,35 @@ impl Ssh {
         });
         Ok(Tunnel { local, task })
     }
+}
+
+/// Tries each key ssh-agent holds until the server accepts one.
+async fn authenticate_with_agent(
+    handle: &mut client::Handle<HostKeys>,
+    server: &ForwardingServer,
+    rsa_hash: Option<keys::HashAlg>,
+    debug: &Debug,
+) -> anyhow::Result<()> {
+    let mut agent =
+        AgentClient::connect_env().await.context("connect to ssh-agent (SSH_AUTH_SOCK)")?;
+    let identities = agent.request_identities().await.context("list the keys of ssh-agent")?;
+    for identity in &identities {
+        let key = identity.public_key().into_owned();
+        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+        let comment = identity.comment().to_owned();
+        match handle.authenticate_publickey_with(&server.user, key, hash, &mut agent).await {
+            Ok(auth) if auth.success() => {
+                log(
+                    debug,
+                    &format!("ssh: authenticated to {server} with ssh-agent's key {comment}"),
+                );
+                return Ok(());
+            }
+            Ok(_) => log(debug, &format!("ssh: {server} refused ssh-agent's key {comment}")),
+            Err(error) => log(debug, &format!("ssh: ssh-agent's key {comment}: {error}")),
+        }
+    }
+    bail!("{server} refused all {} keys of ssh-agent for user {}", identities.len(), server.user)
 }
 
 /// One connection through the tunnel: a `direct-tcpip` channel, copied both ways until either

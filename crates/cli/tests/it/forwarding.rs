@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::support::{PASSWORD, TOKEN, TestServer, scion_bin, stop};
+use crate::support::{PASSWORD, StopOnDrop, TOKEN, TestServer, scion_bin};
 
 /// Where Debian's openssh-server puts sshd (`scripts/setup` installs it).
 const SSHD: &str = "/usr/sbin/sshd";
@@ -141,6 +141,38 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
     run.ok();
     assert_eq!(run.stderr, "");
 
+    // Without --identity-file, ssh-agent's keys (SSH_AUTH_SOCK), as with dblab.
+    let socket = home.join("agent.sock");
+    let agent = StopOnDrop(
+        Cmd::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .spawn_daemon(File::create(server.scratch().join("ssh-agent.log")).unwrap())
+            .unwrap(),
+    );
+    let started = Instant::now();
+    // The socket file appears at bind, before the agent listens: wait until it takes a connection.
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        assert!(
+            agent.0.exit_status().is_none() && started.elapsed() < READY_DEADLINE,
+            "no ssh-agent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let socket = socket.to_str().expect("a UTF-8 path");
+    Cmd::new("ssh-add").arg(&sshd.client_key).env("SSH_AUTH_SOCK", socket).output().await.unwrap();
+    let run = server
+        .scion_with(
+            &["--forwarding-server-url", &forwarding_url, "--debug", "clone", "list"],
+            &[home_env[0], ("SSH_AUTH_SOCK", socket)],
+        )
+        .await;
+    run.ok();
+    let expected =
+        format!("ssh: authenticated to {forwarding_url} with ssh-agent's key scion-test");
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    drop(agent);
+
     // port-forward: a local port to the clone's port, until stopped.
     let clone_port = server.client().clone_status("c1").await.unwrap().db.port;
     let log_path = server.scratch().join("port-forward.log");
@@ -149,12 +181,14 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
     {
         command = command.env(key, value);
     }
-    let forward = command
-        .args(through_ssh)
-        .args(["--forwarding-local-port", &clone_local.to_string(), "port-forward", "c1"])
-        .spawn_daemon(File::create(&log_path).unwrap())
-        .unwrap();
-    let output = wait_for_line(&forward, &log_path, "Press Ctrl-C to stop.").await;
+    let forward = StopOnDrop(
+        command
+            .args(through_ssh)
+            .args(["--forwarding-local-port", &clone_local.to_string(), "port-forward", "c1"])
+            .spawn_daemon(File::create(&log_path).unwrap())
+            .unwrap(),
+    );
+    let output = wait_for_line(&forward.0, &log_path, "Press Ctrl-C to stop.").await;
     assert_eq!(
         output,
         format!(
@@ -172,7 +206,7 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
     assert_eq!(row.get::<_, Option<i32>>(0).map(|port| port.to_string()), Some(clone_port));
     drop(db);
     connection.await.unwrap().unwrap();
-    stop(&forward);
+    drop(forward);
 
     server.destroy_all_clones().await;
     drop(sshd);
@@ -222,7 +256,7 @@ async fn tls_proxy(backend_port: u16) -> TlsProxy {
 /// A real OpenSSH sshd on `127.0.0.1:port` with its own host key and config, letting root in
 /// with one key generated here; stopped by PID on drop.
 struct Sshd {
-    daemon: Daemon,
+    _daemon: StopOnDrop,
     host_key: PathBuf,
     client_key: PathBuf,
     stranger_key: PathBuf,
@@ -280,13 +314,7 @@ impl Sshd {
             assert!(started.elapsed() < READY_DEADLINE, "sshd not listening; its log:\n{}", log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Sshd { daemon, host_key, client_key, stranger_key }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        stop(&self.daemon);
+        Sshd { _daemon: StopOnDrop(daemon), host_key, client_key, stranger_key }
     }
 }
 

@@ -242,7 +242,7 @@ impl Drop for TestServer {
 }
 
 /// Stops a process the test started: SIGTERM by its PID, SIGKILL if it is still there after 30 s.
-pub(crate) fn stop(daemon: &Daemon) {
+fn stop(daemon: &Daemon) {
     let pid = Pid::from_raw(i32::try_from(daemon.pid()).expect("a PID fits in i32"));
     let _ = kill(pid, Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -251,6 +251,16 @@ pub(crate) fn stop(daemon: &Daemon) {
     }
     if is_running(pid) {
         let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// A process the test started, stopped by [`stop`] when dropped, also when the test fails.
+#[derive(Debug)]
+pub(crate) struct StopOnDrop(pub(crate) Daemon);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        stop(&self.0);
     }
 }
 
