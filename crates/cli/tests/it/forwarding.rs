@@ -175,19 +175,10 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
 
     // port-forward: a local port to the clone's port, until stopped.
     let clone_port = server.client().clone_status("c1").await.unwrap().db.port;
-    let log_path = server.scratch().join("port-forward.log");
-    let mut command = Cmd::new(scion_bin()).env_clear().env("PATH", "/usr/bin:/bin");
-    for (key, value) in server.scion_env().into_iter().chain([("HOME", home.display().to_string())])
-    {
-        command = command.env(key, value);
-    }
-    let forward = StopOnDrop(
-        command
-            .args(through_ssh)
-            .args(["--forwarding-local-port", &clone_local.to_string(), "port-forward", "c1"])
-            .spawn_daemon(File::create(&log_path).unwrap())
-            .unwrap(),
-    );
+    let clone_local_text = clone_local.to_string();
+    let mut args = through_ssh.to_vec();
+    args.extend(["--forwarding-local-port", &clone_local_text, "port-forward", "c1"]);
+    let (forward, log_path) = spawn_scion(&server, &home, &args, "port-forward-clone.log");
     let output = wait_for_line(&forward.0, &log_path, "Press Ctrl-C to stop.").await;
     assert_eq!(
         output,
@@ -208,8 +199,47 @@ async fn ssh_forwarding_reaches_the_api_and_a_clone() {
     connection.await.unwrap().unwrap();
     drop(forward);
 
+    // Without CLONE_ID, dblab's top-level port-forward: the API on --forwarding-local-port.
+    let mut args = through_ssh.to_vec();
+    args.extend(["--forwarding-local-port", &api_local_text, "port-forward"]);
+    let (forward, log_path) = spawn_scion(&server, &home, &args, "port-forward-api.log");
+    let output = wait_for_line(&forward.0, &log_path, "Press Ctrl-C to stop.").await;
+    let api_url = format!("http://127.0.0.1:{api_local}/");
+    assert_eq!(
+        output,
+        format!(
+            "Forwarding 127.0.0.1:{api_local} to the API at 127.0.0.1:{} through {forwarding_url}\n\
+             URL: {api_url}\nPress Ctrl-C to stop.\n",
+            server_port(&server)
+        )
+    );
+    let through_tunnel = api_client::Client::new(&api_url, Some(TOKEN.to_owned())).unwrap();
+    assert_eq!(through_tunnel.clones().await.unwrap().len(), 1);
+    drop(forward);
+
     server.destroy_all_clones().await;
     drop(sshd);
+}
+
+/// Starts `scion ARGS` against `server` with `home` as HOME, its output to `log_name` in the
+/// server's scratch directory; for the commands that run until stopped.
+fn spawn_scion(
+    server: &TestServer,
+    home: &Path,
+    args: &[&str],
+    log_name: &str,
+) -> (StopOnDrop, PathBuf) {
+    let log_path = server.scratch().join(log_name);
+    let mut command =
+        Cmd::new(scion_bin()).env_clear().env("PATH", "/usr/bin:/bin").env("HOME", home);
+    for (key, value) in server.scion_env() {
+        command = command.env(key, value);
+    }
+    let log = File::create(&log_path).expect("create the log");
+    (
+        StopOnDrop(command.args(args.iter().copied()).spawn_daemon(log).expect("start scion")),
+        log_path,
+    )
 }
 
 /// The test server's port.
