@@ -5,14 +5,20 @@
 //! ready), never a fixed polling interval. The one exception is [`Client::wait_clone_gone`]: the server
 //! has no signal for "destroyed", so it polls with a short, growing backoff.
 //!
-//! What is deliberately not here: configuration files, retries of failed requests and any output
-//! formatting; those belong to the caller (the `scion` CLI).
+//! Two switches for the caller: [`Tls::AcceptInvalid`] talks to a server whose certificate does not
+//! verify (a self-signed one), and [`Client::with_debug`] hands a line per request and per answer to
+//! a sink, with the token masked and request bodies (which may hold passwords) left out.
+//!
+//! What is deliberately not here: configuration files, retries of failed requests, SSH tunnels (the
+//! CLI points the client at its tunnel's local end) and any output formatting; those belong to the
+//! caller (the `scion` CLI).
 #![warn(missing_docs)]
 
 mod error;
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use api_types::{
     BranchName, BranchProtection, BranchView, CloneId, CommitRequest, CommitResponse,
@@ -38,6 +44,23 @@ const FIRST_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// The longest pause of [`Client::wait_clone_gone`].
 const MAX_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// What the token looks like in debug lines.
+const MASKED_TOKEN: &str = "********";
+
+/// Whether the server's TLS certificate must verify against the system's roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tls {
+    /// Refuse a certificate that does not verify (the default).
+    #[default]
+    Verify,
+    /// Accept any certificate, e.g. a self-signed one (DBLab's `--insecure`); the connection is
+    /// still encrypted but its peer is not authenticated.
+    AcceptInvalid,
+}
+
+/// Receives the client's debug lines (see [`Client::with_debug`]).
+pub type DebugSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A connection to one Scion (or DBLab) server: base URL, token and timeout.
 ///
 /// Cheap to clone; clones share the connection pool.
@@ -47,6 +70,7 @@ pub struct Client {
     base: Url,
     token: Option<String>,
     timeout: Duration,
+    debug: Option<DebugSink>,
 }
 
 impl fmt::Debug for Client {
@@ -56,6 +80,7 @@ impl fmt::Debug for Client {
             .field("base", &self.base.as_str())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("debug", &self.debug.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +89,11 @@ impl Client {
     /// A client for the server at `base_url` (`http://host:port`, optionally with a path prefix such as
     /// `/api`), sending `token` in the `Verification-Token` header when given.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, Error> {
+        Client::with_tls(base_url, token, Tls::Verify)
+    }
+
+    /// [`Client::new`] with a choice about the server's TLS certificate.
+    pub fn with_tls(base_url: &str, token: Option<String>, tls: Tls) -> Result<Client, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: base_url.to_owned(),
             reason: reason.to_owned(),
@@ -80,10 +110,19 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("scion-api-client/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(tls == Tls::AcceptInvalid)
             .build()
             .map_err(|error| invalid(&error_chain(&error)))?;
         let token = token.filter(|token| !token.is_empty());
-        Ok(Client { http, base, token, timeout: DEFAULT_TIMEOUT })
+        Ok(Client { http, base, token, timeout: DEFAULT_TIMEOUT, debug: None })
+    }
+
+    /// The same client, handing `sink` one line before each request (method, URL, whether a token
+    /// is sent, masked) and one after it (status and time taken, the body of an error answer, or
+    /// the network error). Request bodies are never shown: a clone's password travels in one.
+    pub fn with_debug(mut self, sink: DebugSink) -> Client {
+        self.debug = Some(sink);
+        self
     }
 
     /// The same client with another per-request timeout (a waiting request gets its wait on top).
@@ -398,6 +437,7 @@ impl Client {
 
     /// Sends one request and returns a 2xx answer before its body is read; other answers become
     /// [`Error::Api`]. `timeout` bounds the whole exchange, body included; `None` leaves it open.
+    /// With a debug sink, a line goes to it for the request and one for the answer's status.
     async fn respond(
         &self,
         method: Method,
@@ -407,6 +447,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<(Url, reqwest::Response), Error> {
         let url = self.url(path, query);
+        let line = format!("{method} {url}");
         let mut request = self.http.request(method, url.clone());
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
@@ -417,15 +458,41 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.log(|| {
+            let token = if self.token.is_some() {
+                format!(" {TOKEN_HEADER}: {MASKED_TOKEN}")
+            } else {
+                String::new()
+            };
+            let body = if body.is_some() { " (JSON body not shown)" } else { "" };
+            format!("> {line}{token}{body}")
+        });
+        let started = Instant::now();
         let timeout = timeout.unwrap_or(self.timeout);
-        let response =
-            request.send().await.map_err(|error| network_error(&url, timeout, &error))?;
+        let network = |error: reqwest::Error| {
+            let error = network_error(&url, timeout, &error);
+            self.log(|| format!("< {line}: {error}"));
+            error
+        };
+        let response = request.send().await.map_err(network)?;
         let status = response.status();
+        let elapsed = started.elapsed().as_millis();
         if status.is_success() {
+            self.log(|| format!("< {status} {line} ({elapsed} ms)"));
             return Ok((url, response));
         }
-        let bytes = response.bytes().await.map_err(|error| network_error(&url, timeout, &error))?;
+        let bytes = response.bytes().await.map_err(network)?;
+        self.log(|| {
+            format!("< {status} {line} ({elapsed} ms): {}", String::from_utf8_lossy(&bytes).trim())
+        });
         Err(api_error(status, &bytes))
+    }
+
+    /// Hands a debug line to the sink, if there is one; the line is only built then.
+    fn log(&self, line: impl FnOnce() -> String) {
+        if let Some(sink) = &self.debug {
+            sink(&line());
+        }
     }
 
     fn url(&self, path: &[&str], query: &[(&str, String)]) -> Url {

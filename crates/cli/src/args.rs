@@ -49,6 +49,36 @@ pub(crate) struct GlobalArgs {
     /// The CLI's configuration file [default: $XDG_CONFIG_HOME/scion/config.toml].
     #[arg(long, global = true, env = "SCION_CLI_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// How to reach the server: TLS checking, SSH forwarding and debug output (DBLab's flags). The
+/// environment variables are read after the flags: Scion's first, then DBLab's.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionArgs {
+    /// Accept the server's TLS certificate even if it does not verify (self-signed); the
+    /// connection stays encrypted. Also SCION_INSECURE or DBLAB_INSECURE_SKIP_VERIFY=true.
+    #[arg(long, short = 'k', global = true)]
+    pub insecure: bool,
+    /// Log each request and answer (status, time; the token masked) and the SSH tunnel's steps
+    /// to stderr. Also SCION_DEBUG or DBLAB_CLI_DEBUG=true.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Reach the API through an SSH tunnel via this server, ssh://user@host[:port]; the URL's
+    /// host and port are then as seen from there. Also SCION_FORWARDING_SERVER_URL or
+    /// DBLAB_CLI_FORWARDING_SERVER_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub forwarding_server_url: Option<String>,
+    /// The local port of the API tunnel (of the clone's with `port-forward CLONE_ID`)
+    /// [default: any free port]. Also SCION_FORWARDING_LOCAL_PORT or DBLAB_CLI_FORWARDING_LOCAL_PORT.
+    #[arg(long, global = true, value_name = "PORT")]
+    pub forwarding_local_port: Option<u16>,
+    /// The SSH private key (OpenSSH format, no passphrase) [default: ssh-agent's keys when
+    /// SSH_AUTH_SOCK is set, else ~/.ssh/id_ed25519, id_ecdsa or id_rsa]. Also SCION_IDENTITY_FILE
+    /// or DBLAB_CLI_IDENTITY_FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
 }
 
 /// Output format.
@@ -88,6 +118,9 @@ pub(crate) enum Command {
     /// one of them current.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Forward a local port through the SSH server of --forwarding-server-url, to a clone's
+    /// Postgres port (or, without CLONE_ID, to the API), until Ctrl-C.
+    PortForward(PortForwardArgs),
     /// Print a shell completion script (e.g. `scion completions bash > /etc/bash_completion.d/scion`).
     Completions(CompletionsArgs),
     /// Checks for CI: a migration on a fresh clone, observed for dangerous locks.
@@ -421,6 +454,12 @@ pub(crate) enum InstanceCommand {
     /// Start a full refresh of the data from the source (DBLab's `instance full-refresh`; the
     /// same as `scion full-refresh`).
     FullRefresh,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PortForwardArgs {
+    /// The clone whose port to forward (default: forward the API).
+    pub clone_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

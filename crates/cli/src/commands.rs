@@ -11,6 +11,7 @@ pub(crate) use environment::EnvironmentView;
 mod init;
 mod instance;
 pub(crate) mod observation;
+mod port_forward;
 mod snapshot;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::{Cli, Command, GlobalArgs, Output};
 use crate::config;
+use crate::connection::{Connection, Forwarding};
 
 /// Why a command failed, which decides the exit code.
 #[derive(Debug)]
@@ -62,6 +64,9 @@ impl From<api_client::Error> for Failure {
             Error::InvalidUrl { .. } | Error::InvalidId { .. } => {
                 return Failure::Usage(error.into());
             }
+            Error::Unreachable { reason, .. } if reason.contains("certificate") => Some(
+                "the server's TLS certificate does not verify; --insecure (-k) accepts a self-signed one",
+            ),
             Error::Unreachable { .. } => Some(
                 "is scion-server running there? Set the URL with --url, SCION_URL or `scion init`",
             ),
@@ -83,16 +88,19 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
         Command::Init(args) => init::run(global, &args).await,
-        Command::Clone(command) => clone::run(&Context::new(global)?, command).await,
-        Command::Snapshot(command) => snapshot::run(&Context::new(global)?, command).await,
-        Command::Branch(args) => branch::run(&Context::new(global)?, args).await,
-        Command::Switch(args) => branch::switch(&Context::new(global)?, &args.name).await,
-        Command::Commit(args) => branch::commit(&Context::new(global)?, args).await,
-        Command::Log(args) => branch::log(&Context::new(global)?, args.branch.as_deref()).await,
-        Command::Instance(command) => instance::run(&Context::new(global)?, &command).await,
-        Command::FullRefresh => instance::full_refresh(&Context::new(global)?).await,
+        Command::Clone(command) => clone::run(&Context::new(global).await?, command).await,
+        Command::Snapshot(command) => snapshot::run(&Context::new(global).await?, command).await,
+        Command::Branch(args) => branch::run(&Context::new(global).await?, args).await,
+        Command::Switch(args) => branch::switch(&Context::new(global).await?, &args.name).await,
+        Command::Commit(args) => branch::commit(&Context::new(global).await?, args).await,
+        Command::Log(args) => {
+            branch::log(&Context::new(global).await?, args.branch.as_deref()).await
+        }
+        Command::Instance(command) => instance::run(&Context::new(global).await?, &command).await,
+        Command::FullRefresh => instance::full_refresh(&Context::new(global).await?).await,
         Command::Config(command) => environment::run(global, command),
-        Command::Ci(command) => ci::run(&Context::new(global)?, command).await,
+        Command::Ci(command) => ci::run(&Context::new(global).await?, command).await,
+        Command::PortForward(args) => port_forward::run(global, &args).await,
         Command::Completions(args) => {
             let mut text = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "scion", &mut text);
@@ -112,10 +120,22 @@ pub(crate) struct Context {
     /// lives (for the current branch).
     pub config: config::Environment,
     pub config_path: PathBuf,
+    /// The SSH session and API tunnel with `--forwarding-server-url`; the client talks through it.
+    pub forwarding: Option<Forwarding>,
 }
 
 impl Context {
-    fn new(global: &GlobalArgs) -> Result<Context, Failure> {
+    async fn new(global: &GlobalArgs) -> Result<Context, Failure> {
+        let connection = Connection::resolve(&global.connection)?;
+        Context::with_connection(global, &connection, connection.local_port).await
+    }
+
+    /// A context whose API tunnel (if any) listens on `api_port` (0: any free port).
+    async fn with_connection(
+        global: &GlobalArgs,
+        connection: &Connection,
+        api_port: Option<u16>,
+    ) -> Result<Context, Failure> {
         let config_path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
         let file = config::ConfigFile::load(&config_path)
             .and_then(|file| file.active())
@@ -125,14 +145,15 @@ impl Context {
             &config::tokens(global.token.as_deref()),
             &file,
         );
-        let client =
-            Client::new(&endpoint.url, endpoint.token)?.with_timeout(global.request_timeout);
+        let (client, forwarding) =
+            connection.client(&endpoint.url, endpoint.token, api_port).await?;
         Ok(Context {
-            client,
+            client: client.with_timeout(global.request_timeout),
             output: global.output,
             timeout: global.request_timeout,
             config: file,
             config_path,
+            forwarding,
         })
     }
 

@@ -6,6 +6,8 @@
 mod args;
 mod commands;
 mod config;
+mod connection;
+mod forward;
 mod output;
 mod protection;
 

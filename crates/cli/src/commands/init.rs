@@ -6,12 +6,11 @@
 
 use std::io::BufRead;
 
-use anyhow::Context as _;
-use api_client::Client;
-
 use super::{Failure, emit};
 use crate::args::{GlobalArgs, InitArgs, Output};
 use crate::config::{self, ConfigFile};
+use crate::connection::Connection;
+use anyhow::Context as _;
 
 pub(super) async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<(), Failure> {
     let path = config::path(global.config.as_deref()).map_err(Failure::Usage)?;
@@ -42,9 +41,11 @@ pub(super) async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<(), Fail
             .flatten()
             .find(|token| !token.is_empty())
     };
-    let client = Client::new(&url, token.clone())?.with_timeout(global.request_timeout);
     if args.check {
-        client.status().await?;
+        let connection = Connection::resolve(&global.connection)?;
+        let (client, _tunnel) =
+            connection.client(&url, token.clone(), connection.local_port).await?;
+        client.with_timeout(global.request_timeout).status().await?;
     }
     let mut environment = file.active().map_err(Failure::Usage)?;
     environment.url = Some(url.clone());

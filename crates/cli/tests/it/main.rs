@@ -6,6 +6,7 @@ mod ci;
 mod clone;
 mod environments;
 mod errors;
+mod forwarding;
 mod init;
 mod instance;
 mod protection;

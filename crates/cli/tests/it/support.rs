@@ -160,13 +160,27 @@ impl TestServer {
 
     /// Runs `scion` against this server: URL and token from the environment, no config file.
     pub(crate) async fn scion(&self, args: &[&str]) -> Run {
+        self.scion_with(args, &[]).await
+    }
+
+    /// [`TestServer::scion`] with more environment variables.
+    pub(crate) async fn scion_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Run {
+        let base = self.scion_env();
+        let mut env: Vec<(&str, &str)> =
+            base.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        env.extend_from_slice(extra);
+        scion_with_env(args, &env).await
+    }
+
+    /// The environment [`TestServer::scion`] runs `scion` with: this server's URL and token, no
+    /// config file.
+    pub(crate) fn scion_env(&self) -> [(&'static str, String); 3] {
         let config = self.dir.path().join("no-cli-config.toml");
-        let config = config.to_str().expect("a UTF-8 temp path");
-        scion_with_env(
-            args,
-            &[("SCION_URL", &self.url), ("SCION_TOKEN", TOKEN), ("SCION_CLI_CONFIG", config)],
-        )
-        .await
+        [
+            ("SCION_URL", self.url.clone()),
+            ("SCION_TOKEN", TOKEN.to_owned()),
+            ("SCION_CLI_CONFIG", config.to_string_lossy().into_owned()),
+        ]
     }
 
     /// `GET <path>` on the server as raw JSON, to compare with what `scion -o json` printed.
@@ -204,15 +218,7 @@ impl TestServer {
 impl Drop for TestServer {
     #[allow(clippy::print_stderr, reason = "a failed cleanup must show in the test output")]
     fn drop(&mut self) {
-        let pid = Pid::from_raw(i32::try_from(self.daemon.pid()).expect("a PID fits in i32"));
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while is_running(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if is_running(pid) {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
+        stop(&self.daemon);
         let state = self.dir.path().join("state");
         // Clone servers outlive the engine by design; a test that failed early may leave some.
         stop_postmasters_under(&state);
@@ -232,6 +238,29 @@ impl Drop for TestServer {
             Ok(Err(error)) => eprintln!("test pool teardown failed: {error}"),
             Err(_) => eprintln!("test pool teardown panicked"),
         }
+    }
+}
+
+/// Stops a process the test started: SIGTERM by its PID, SIGKILL if it is still there after 30 s.
+fn stop(daemon: &Daemon) {
+    let pid = Pid::from_raw(i32::try_from(daemon.pid()).expect("a PID fits in i32"));
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while is_running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if is_running(pid) {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// A process the test started, stopped by [`stop`] when dropped, also when the test fails.
+#[derive(Debug)]
+pub(crate) struct StopOnDrop(pub(crate) Daemon);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        stop(&self.0);
     }
 }
 
