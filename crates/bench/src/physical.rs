@@ -731,7 +731,7 @@ pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
         }
     }
     out.push_str(
-        "\n#### Snapshot cut from the sync instance, and the sync instance's lag\n\n`POST /snapshot` (storage snapshot of the live standby, its clone, the promotion: replay to the end of its `pg_wal`, `CHECKPOINT`, stop, the snapshot of the result) while a writer updates one `pgbench_accounts` row every 5 ms on the source. Lag: `pg_current_wal_lsn() - replay_lsn` of the standby's walsender on the source, sampled every 100 ms, during the cuts and outside them (3 s before the first cut, 1 s after each).\n\n",
+        "\n#### Snapshot cut from the sync instance, and the sync instance's lag\n\n`POST /snapshot` (storage snapshot of the live standby, its clone, the promotion: replay to the end of the WAL it holds, `CHECKPOINT`, stop, the snapshot of the result) while a writer updates one `pgbench_accounts` row every 5 ms on the source. Lag: `pg_current_wal_lsn() - replay_lsn` of the standby's walsender on the source, sampled every 100 ms, during the cuts and outside them (3 s before the first cut, 1 s after each).\n\n",
     );
     out.push_str("| source database | cuts | median | p95 | min | max | lag outside cuts median / p95 / max | lag during cuts median / p95 / max |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");

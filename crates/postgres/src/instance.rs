@@ -244,8 +244,20 @@ impl Instance {
             .spawn_daemon(log)?;
         let spawned = started.elapsed();
         let pid = daemon.pid();
-        let pidfd =
-            open_pidfd(pid).map_err(|error| Error::io("open pidfd of", &spec.data_dir, error))?;
+        let pidfd = match open_pidfd(pid) {
+            Ok(pidfd) => pidfd,
+            // Exited, and reaped by the daemon's waiter, before its pidfd could be opened: a
+            // start that failed at once (a bad setting, a locked data directory).
+            Err(error) if error.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) => {
+                let mut daemon = daemon;
+                return Err(Error::StartFailed {
+                    data_dir: spec.data_dir.clone(),
+                    status: daemon.exited().await,
+                    log_tail: log_tail(&spec.log_file, log_offset),
+                });
+            }
+            Err(error) => return Err(Error::io("open pidfd of", &spec.data_dir, error)),
+        };
         let mut instance = Instance {
             binaries: binaries.clone(),
             spec,
