@@ -129,6 +129,10 @@ pub struct SourceConfig {
     pub username: String,
     /// The environment variable holding the password (e.g. `SCION_SOURCE_PASSWORD`).
     pub password_env: Option<String>,
+    /// Or a file whose first line is the password, readable only by the engine (mode 0600);
+    /// `POST /admin/config` writes one under the state directory when DBLab's UI sends a
+    /// password. Read again at every retrieval run.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -140,6 +144,7 @@ impl Default for SourceConfig {
             dbname: DEFAULT_SOURCE_USER.to_owned(),
             username: DEFAULT_SOURCE_USER.to_owned(),
             password_env: None,
+            password_file: None,
         }
     }
 }
@@ -613,6 +618,17 @@ impl SourceConfig {
         }
         if self.username.is_empty() || self.dbname.is_empty() {
             problems.push("source.username and source.dbname must not be empty".to_owned());
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            problems.push("source: set password_env or password_file, not both".to_owned());
+        }
+        if let Some(file) = &self.password_file
+            && !file.is_absolute()
+        {
+            problems.push(format!(
+                "source.password_file = {:?} must be an absolute path",
+                file.display()
+            ));
         }
         if let Some(variable) = &self.password_env {
             let mut chars = variable.chars();

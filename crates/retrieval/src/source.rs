@@ -93,15 +93,24 @@ pub(crate) struct Probe {
 }
 
 impl Source {
-    /// Reads the password from the environment variable the configuration names.
+    /// Reads the password from the environment variable or the file the configuration names.
     pub(crate) fn new(config: &SourceConfig) -> Result<Self> {
-        let password = match &config.password_env {
-            Some(variable) => Some(std::env::var(variable).map_err(|_| {
+        let password = match (&config.password_env, &config.password_file) {
+            (Some(variable), _) => Some(std::env::var(variable).map_err(|_| {
                 Error::invalid(format!(
                     "source.password_env names {variable}, which is not set in the engine's environment"
                 ))
             })?),
-            None => None,
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|error| {
+                    Error::invalid(format!(
+                        "source.password_file {}: cannot be read: {error}",
+                        file.display()
+                    ))
+                })?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            (None, None) => None,
         };
         Ok(Source { config: config.clone(), password })
     }

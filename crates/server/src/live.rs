@@ -45,15 +45,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) fn secrets(config: &Config) -> Vec<String> {
     let mut secrets: Vec<String> = config.token.iter().cloned().collect();
     secrets.extend(config.webhooks.hooks.iter().map(|hook| hook.secret.clone()));
-    let password_env = config
-        .engine
-        .retrieval
-        .as_ref()
-        .and_then(|retrieval| retrieval.source.as_ref())
-        .and_then(|source| source.password_env.as_deref());
-    if let Some(password) = password_env.and_then(|name| std::env::var(name).ok()) {
-        secrets.push(password);
-    }
+    let source = config.engine.retrieval.as_ref().and_then(|retrieval| retrieval.source.as_ref());
+    let from_env = source
+        .and_then(|source| source.password_env.as_deref())
+        .and_then(|name| std::env::var(name).ok());
+    let from_file = source
+        .and_then(|source| source.password_file.as_deref())
+        .and_then(|file| std::fs::read_to_string(file).ok())
+        .and_then(|text| text.lines().next().map(str::to_owned));
+    secrets.extend(from_env.into_iter().chain(from_file).filter(|secret| !secret.is_empty()));
     secrets
 }
 
@@ -120,9 +120,9 @@ impl LiveConfig {
 
     fn change(&self, projection: &serde_json::Value) -> Result<(), ConfigRefusal> {
         let _serial = lock(&self.serial);
-        let (path, disabled) = {
+        let (path, disabled, state_dir) = {
             let current = lock(&self.current);
-            (current.path.clone(), current.disable_config_modification)
+            (current.path.clone(), current.disable_config_modification, current.state_dir.clone())
         };
         if disabled {
             return Err(ConfigRefusal::Refused(
@@ -150,7 +150,8 @@ impl LiveConfig {
             .retrieval
             .as_ref()
             .is_some_and(|retrieval| retrieval.physical.is_some());
-        projection::apply(&mut table, projection, physical)
+        let password_file = state_dir.join(SOURCE_PASSWORD_FILE);
+        projection::apply(&mut table, projection, physical, &password_file)
             .map_err(|problems| ConfigRefusal::Invalid(problems.join("; ")))?;
         let new_text = toml::to_string(&table)
             .map_err(|error| ConfigRefusal::Failed(format!("write the configuration: {error}")))?;
@@ -159,15 +160,42 @@ impl LiveConfig {
         let new = Config::resolve(file, &self.args, &ProcessEnv)
             .context("invalid configuration")
             .map_err(invalid)?;
+        // The password first, so the configuration naming its file never runs without it; the
+        // previous one comes back if the engine refuses the change.
+        let previous_password = std::fs::read_to_string(&password_file).ok();
+        let password = projection::source_password(projection);
+        if let Some(password) = &password {
+            write_secret(&password_file, password).map_err(failed)?;
+        }
+        let restore_password = || {
+            let restored = match &previous_password {
+                Some(previous) => write_secret(&password_file, previous),
+                None => std::fs::remove_file(&password_file).map_err(anyhow::Error::from),
+            };
+            if let Err(error) = restored {
+                warn!(error = %format!("{error:#}"), "failed to put the previous source password back");
+            }
+        };
         if new_text == text {
             return Ok(());
         }
-        let backup = write_with_backup(&path, &new_text).map_err(failed)?;
+        let backup = match write_with_backup(&path, &new_text) {
+            Ok(backup) => backup,
+            Err(error) => {
+                if password.is_some() {
+                    restore_password();
+                }
+                return Err(failed(error));
+            }
+        };
         info!(backup = %backup.display(), "configuration file written; the previous one kept");
         if let Err(error) = self.apply_config(new, path.clone()) {
             // The engine refused: the file goes back to what runs.
             if let Err(restore) = write_atomically(&path, &text) {
                 warn!(error = %format!("{restore:#}"), "failed to restore the configuration file; the previous one is in its backup");
+            }
+            if password.is_some() {
+                restore_password();
             }
             return Err(match error {
                 engine::Error::InvalidInput(message) | engine::Error::Refused(message) => {
@@ -235,6 +263,38 @@ fn write_with_backup(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
     write_atomically(path, text)?;
     prune_backups(path);
     Ok(backup)
+}
+
+/// Where `POST /admin/config` keeps a source password DBLab's UI sends, under the state
+/// directory; the configuration file names it as `[retrieval.source] password_file`.
+const SOURCE_PASSWORD_FILE: &str = "secrets/source-password";
+
+/// Writes `secret` to `path` atomically, readable by root only (the directory too).
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("set the mode of {}", dir.display()))?;
+    }
+    let temporary = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("create {}", temporary.display()))?;
+    file.write_all(secret.as_bytes()).with_context(|| format!("write {}", temporary.display()))?;
+    file.write_all(b"\n").with_context(|| format!("write {}", temporary.display()))?;
+    file.sync_all().with_context(|| format!("sync {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("replace {} with {}", path.display(), temporary.display()))
 }
 
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -181,11 +181,14 @@ fn options_at(projection: &Value, path: &[&str], problems: &mut Problems) -> Opt
 
 /// Writes the fields `projection` sets into `table` (the configuration file), leaving every
 /// other key as it is. `physical` says the engine runs in physical mode, whose section this
-/// projection does not edit. Fails with every problem, each naming its field.
+/// projection does not edit. A source password is never written to the file: the file names
+/// `password_file` instead, where the caller keeps [`source_password`]. Fails with every
+/// problem, each naming its field.
 pub(crate) fn apply(
     table: &mut toml::Table,
     projection: &Value,
     physical: bool,
+    password_file: &std::path::Path,
 ) -> Result<(), Vec<String>> {
     let mut problems = Problems(Vec::new());
     match at(projection, &["retrievalMode"]).map(Value::as_str) {
@@ -265,12 +268,15 @@ pub(crate) fn apply(
         }
     }
     let password_path = [&connection[..], &["password"]].concat();
-    if string_at(projection, &password_path, &mut problems).is_some_and(|text| !text.is_empty()) {
-        problems.add(
-            &field(&password_path),
-            "Scion never writes the source password to its file; set it in the environment \
-             variable named by [retrieval.source] password_env",
-        );
+    if let Some(password) =
+        string_at(projection, &password_path, &mut problems).filter(|text| !text.is_empty())
+    {
+        if password.contains(['\n', '\r']) {
+            problems.add(&field(&password_path), "must be one line");
+        }
+        let file = password_file.display().to_string();
+        set(table, &["retrieval", "source", "password_file"], toml::Value::String(file));
+        remove(table, &["retrieval", "source", "password_env"]);
     }
     let databases_path = [&DUMP[..], &["databases"]].concat();
     if let Some(databases) = at(projection, &databases_path) {
@@ -340,6 +346,13 @@ fn options_like_tables(
     names.map(toml::Value::Array)
 }
 
+/// The source password a projection sends, if any (DBLab's UI sends one when the user types
+/// it): kept in its own file, never in the configuration file.
+pub(crate) fn source_password(projection: &Value) -> Option<String> {
+    let path = [&DUMP[..], &["source", "connection", "password"]].concat();
+    at(projection, &path).and_then(Value::as_str).filter(|text| !text.is_empty()).map(str::to_owned)
+}
+
 fn finish(problems: Problems) -> Result<(), Vec<String>> {
     if problems.0.is_empty() { Ok(()) } else { Err(problems.0) }
 }
@@ -371,7 +384,13 @@ mod tests {
                 },
             },
         });
-        apply(&mut table, &projection, false).unwrap();
+        apply(
+            &mut table,
+            &projection,
+            false,
+            std::path::Path::new("/state/secrets/source-password"),
+        )
+        .unwrap();
         let file: crate::config::ConfigFile = toml::from_str(&toml::to_string(&table).unwrap())
             .expect("the written table is a valid file");
         let config = EngineConfig {
@@ -396,16 +415,46 @@ mod tests {
     }
 
     #[test]
+    fn a_password_goes_to_its_own_file_never_to_the_configuration() {
+        let mut table: toml::Table =
+            toml::from_str("[retrieval.source]\nhost = \"db\"\npassword_env = \"PW\"\n").unwrap();
+        let projection = json!({
+            "retrieval": { "spec": { "logicalDump": { "options": {
+                "source": { "connection": { "password": "s3cret" } },
+            } } } },
+        });
+        let file = std::path::Path::new("/state/secrets/source-password");
+        apply(&mut table, &projection, false, file).unwrap();
+        let text = toml::to_string(&table).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(
+            table["retrieval"]["source"]["password_file"].as_str(),
+            Some("/state/secrets/source-password")
+        );
+        assert!(table["retrieval"]["source"].get("password_env").is_none(), "{text}");
+        assert_eq!(source_password(&projection).as_deref(), Some("s3cret"));
+        let empty = json!({ "retrieval": { "spec": { "logicalDump": { "options": {
+            "source": { "connection": { "password": "" } } } } } } });
+        assert_eq!(source_password(&empty), None);
+    }
+
+    #[test]
     fn every_bad_field_is_named() {
         let mut table = toml::Table::new();
         let projection = json!({
             "retrieval": { "spec": { "logicalDump": { "options": {
-                "source": { "connection": { "port": 70000, "password": "secret" } },
+                "source": { "connection": { "port": 70000, "password": "two\nlines" } },
                 "parallelJobs": 0,
                 "customOptions": ["--ok", "; rm -rf /"],
             } } } },
         });
-        let problems = apply(&mut table, &projection, false).unwrap_err();
+        let problems = apply(
+            &mut table,
+            &projection,
+            false,
+            std::path::Path::new("/state/secrets/source-password"),
+        )
+        .unwrap_err();
         let text = problems.join("\n");
         for field in [
             "logicalDump.options.source.connection.port",
@@ -420,6 +469,7 @@ mod tests {
             &json!({ "retrieval": { "refresh": {
             "timetable": "* * * * *" } } }),
             true,
+            std::path::Path::new("/state/secrets/source-password"),
         )
         .unwrap_err();
         assert_eq!(problems, vec!["retrieval.refresh: the engine runs in physical mode"]);

@@ -356,7 +356,9 @@ async fn a_source_changed_through_the_api_is_used_by_the_next_refresh() {
     let config = source
         .config()
         .replacen("target_major = 16\n", "target_major = 16\nskip_start_refresh = true\n", 1)
-        .replacen(&format!("port = {}\n", source.port), &format!("port = {unused_port}\n"), 1);
+        .replacen(&format!("port = {}\n", source.port), &format!("port = {unused_port}\n"), 1)
+        // DBLab's UI sends the password with the source; it goes to a file of its own.
+        .replacen(&format!("password_env = \"{SOURCE_PASSWORD_ENV}\"\n"), "", 1);
     let server = TestServer::start(&config).await;
     let (status, projection) = server.get("/admin/config").await;
     assert_eq!(status, 200, "{projection}");
@@ -371,7 +373,7 @@ async fn a_source_changed_through_the_api_is_used_by_the_next_refresh() {
             serde_json::json!({
                 "retrievalMode": "logical",
                 "retrieval": { "spec": { "logicalDump": { "options": {
-                    "source": { "connection": { "port": source.port } },
+                    "source": { "connection": { "port": source.port, "password": SOURCE_PASSWORD } },
                     "databases": { "shop": {} },
                 } } } },
             }),
@@ -381,6 +383,14 @@ async fn a_source_changed_through_the_api_is_used_by_the_next_refresh() {
     let options = &applied["retrieval"]["spec"]["logicalDump"]["options"];
     assert_eq!(options["source"]["connection"]["port"], source.port);
     assert_eq!(options["databases"], serde_json::json!({ "shop": {} }));
+    assert!(options["source"]["connection"].get("password").is_none(), "{applied}");
+    let file = std::fs::read_to_string(server.config_path()).unwrap();
+    assert!(!file.contains(SOURCE_PASSWORD), "{file}");
+    let secret = server.state_dir().join("secrets/source-password");
+    assert!(file.contains(&format!("password_file = \"{}\"", secret.display())), "{file}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
 
     let (status, started) = server.post("/full-refresh", Value::Null).await;
     assert_eq!(status, 200, "{started}");
