@@ -75,7 +75,7 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
                 "databaseConfigs": { "configs": { "work_mem": "9MB" } },
                 "retrieval": { "spec": { "logicalDump": { "options": {
                     "parallelJobs": 0,
-                    "source": { "connection": { "password": "not-in-files" } },
+                    "source": { "connection": { "password": "two\nlines" } },
                 } } } },
             }),
         )
@@ -84,7 +84,8 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
     assert_eq!(error["code"], "BAD_REQUEST");
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("logicalDump.options.parallelJobs"), "{message}");
-    assert!(message.contains("source.connection.password"), "{message}");
+    assert!(message.contains("source.connection.password: must be one line"), "{message}");
+    assert!(!server.state_dir().join("secrets").exists(), "a refused change wrote a password");
     // A setting Scion controls itself would break every later clone: refused.
     let (status, error) = server
         .post("/admin/config", json!({ "databaseConfigs": { "configs": { "port": "1" } } }))
