@@ -114,7 +114,8 @@ pub async fn check_source(
         Some(password) => Source::with_password(config, password),
         None => Source::new(config)?,
     };
-    let psql = newest_psql(search)?;
+    // The newest psql talks to every older server.
+    let psql = crate::physical::newest_tool(search, "psql", None)?;
     let probe = source.probe(psql.clone(), cancel).await?;
     let target_major = target_major.unwrap_or(probe.major);
     let target = search.locate(target_major).map_err(|error| Error::ToolMissing {
@@ -397,20 +398,6 @@ pub fn source_from_url(url: &str) -> Result<SourceConfig> {
         parsed.get_user().ok_or_else(|| Error::invalid("url names no user".to_owned()))?.to_owned();
     let dbname = parsed.get_dbname().unwrap_or("postgres").to_owned();
     Ok(SourceConfig { host: Some(host), port, dbname, username, ..SourceConfig::default() })
-}
-
-/// The newest installed `psql`: it talks to every older server.
-fn newest_psql(search: &BinarySearch) -> Result<std::path::PathBuf> {
-    let majors: Vec<PgMajor> = PgMajor::all().collect();
-    majors
-        .iter()
-        .rev()
-        .filter_map(|major| search.locate(*major).ok())
-        .find_map(|binaries| binaries.tool("psql").ok())
-        .ok_or_else(|| Error::ToolMissing {
-            tool: "psql".to_owned(),
-            detail: "no installed PostgreSQL major has it".to_owned(),
-        })
 }
 
 /// One query per database: its size, its extensions, the tables and sequences the user cannot

@@ -643,6 +643,12 @@ impl SourceConfig {
     }
 }
 
+/// The password in `source.password_file`: its first line.
+pub fn read_password_file(file: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
 /// True when a libpq URI carries `user:password@` or a `password` parameter.
 fn connection_string_has_password(connection: &str) -> bool {
     let lower = connection.to_ascii_lowercase();

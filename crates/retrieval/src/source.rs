@@ -101,15 +101,12 @@ impl Source {
                     "source.password_env names {variable}, which is not set in the engine's environment"
                 ))
             })?),
-            (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|error| {
-                    Error::invalid(format!(
-                        "source.password_file {}: cannot be read: {error}",
-                        file.display()
-                    ))
-                })?;
-                Some(text.lines().next().unwrap_or_default().to_owned())
-            }
+            (None, Some(file)) => Some(crate::config::read_password_file(file).map_err(|error| {
+                Error::invalid(format!(
+                    "source.password_file {}: cannot be read: {error}",
+                    file.display()
+                ))
+            })?),
             (None, None) => None,
         };
         Ok(Source { config: config.clone(), password })

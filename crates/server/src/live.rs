@@ -51,8 +51,7 @@ pub(crate) fn secrets(config: &Config) -> Vec<String> {
         .and_then(|name| std::env::var(name).ok());
     let from_file = source
         .and_then(|source| source.password_file.as_deref())
-        .and_then(|file| std::fs::read_to_string(file).ok())
-        .and_then(|text| text.lines().next().map(str::to_owned));
+        .and_then(|file| retrieval::config::read_password_file(file).ok());
     secrets.extend(from_env.into_iter().chain(from_file).filter(|secret| !secret.is_empty()));
     secrets
 }
