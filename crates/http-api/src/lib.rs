@@ -60,6 +60,19 @@ impl AppState {
     pub(crate) fn config_locked(&self) -> bool {
         self.config.as_ref().is_none_or(|config| config.modification_disabled())
     }
+
+    /// The refusal of a source check when DBLab would refuse one: configuration changes are
+    /// disabled.
+    pub(crate) fn source_checks_allowed(&self) -> Result<(), error::ApiFailure> {
+        if self.config.as_ref().is_some_and(|config| config.changes_disabled()) {
+            return Err(error::ApiFailure::bad_request(
+                "source checks are disabled with configuration changes \
+                 ([server] disable_config_modification = true)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The whole API.

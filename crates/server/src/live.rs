@@ -208,6 +208,10 @@ impl LiveConfig {
 }
 
 impl ConfigAdmin for LiveConfig {
+    fn changes_disabled(&self) -> bool {
+        lock(&self.current).disable_config_modification
+    }
+
     fn modification_disabled(&self) -> bool {
         let current = lock(&self.current);
         current.disable_config_modification || current.path.is_none()

@@ -35,6 +35,10 @@ pub trait ConfigAdmin: Send + Sync + fmt::Debug {
     /// Whether changes through the API are refused (no file, or
     /// `[server] disable_config_modification`): `/status` → `engine.disableConfigModification`.
     fn modification_disabled(&self) -> bool;
+    /// Whether `[server] disable_config_modification` is set, which in DBLab also refuses the
+    /// source checks (`/admin/test-db-source`, `/admin/probe-source`); a server without a file
+    /// still checks sources.
+    fn changes_disabled(&self) -> bool;
     /// Applies a projection: validates it, writes the file (keeping the previous one) and
     /// reloads; answers with the new projection. Nothing changes when it fails.
     fn apply(&self, projection: serde_json::Value) -> Result<serde_json::Value, ConfigRefusal>;

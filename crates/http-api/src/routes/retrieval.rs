@@ -29,8 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
 )]
 pub(crate) async fn show(State(state): State<AppState>) -> Json<Retrieving> {
     let mut retrieving = views::retrieving(&state.engine.retrieval());
-    retrieving.wal_window =
-        state.engine.point_in_time_window().await.map(|w| views::wal_window(&w));
+    retrieving.wal_window = state.engine.point_in_time_window().map(|w| views::wal_window(&w));
     Json(retrieving)
 }
 

@@ -38,8 +38,9 @@ pub(crate) fn routes() -> Router<AppState> {
         (status = 200, description = "What was found.", body = DbSourceResponse),
         (
             status = 400,
-            description = "Malformed JSON, a port that is not a number, no source to check, or \
-                an engine in physical mode.",
+            description = "Malformed JSON, a port that is not a number, no source to check, \
+                an engine in physical mode, or source checks disabled with configuration changes \
+                (`[server] disable_config_modification`).",
             body = api_types::ApiError
         ),
         (status = 401, response = crate::openapi::Unauthorized),
@@ -49,6 +50,7 @@ pub(crate) async fn test_db_source(
     State(state): State<AppState>,
     Body(request): Body<TestDbSourceRequest>,
 ) -> Result<Json<DbSourceResponse>, ApiFailure> {
+    state.source_checks_allowed()?;
     let port =
         match request.port.trim() {
             "" => None,
@@ -101,8 +103,9 @@ pub(crate) async fn test_db_source(
         (status = 200, description = "The proposed configuration.", body = ProposedConfig),
         (
             status = 400,
-            description = "Malformed JSON, a URL with a password or several hosts, or a source \
-                that cannot be reached (the message says why).",
+            description = "Malformed JSON, a URL with a password or several hosts, a source \
+                that cannot be reached (the message says why), or source checks disabled with \
+                configuration changes (`[server] disable_config_modification`).",
             body = api_types::ApiError
         ),
         (status = 401, response = crate::openapi::Unauthorized),
@@ -112,6 +115,7 @@ pub(crate) async fn probe_source(
     State(state): State<AppState>,
     Body(request): Body<ProbeSourceRequest>,
 ) -> Result<Json<ProposedConfig>, ApiFailure> {
+    state.source_checks_allowed()?;
     if request.url.trim().is_empty() {
         return Err(ApiFailure::bad_request("url is required".to_owned()));
     }

@@ -129,6 +129,16 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
     assert!(error["message"].as_str().unwrap().contains("disable_config_modification"), "{error}");
     let (_, instance) = server.get("/status").await;
     assert_eq!(instance["engine"]["disableConfigModification"], true, "{instance}");
+    // DBLab refuses the source checks with it.
+    for (path, body) in [
+        ("/admin/test-db-source", json!({ "host": "127.0.0.1", "port": "5432" })),
+        ("/admin/probe-source", json!({ "url": "postgres://u@127.0.0.1:5432/postgres" })),
+    ] {
+        let (status, error) = server.post(path, body).await;
+        assert_eq!(status, 400, "{path}: {error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("disable_config_modification"), "{path}: {error}");
+    }
     assert!(!server.log().contains(HOOK_SECRET));
 }
 
