@@ -72,7 +72,12 @@ impl Server {
             .arg("--config")
             .arg(&config_path)
             .secret_env("SCION_VERIFICATION_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn");
+            // `SCION_BENCH_SERVER_LOG` (a `RUST_LOG` filter) shows where a figure's time went,
+            // e.g. `warn,exec=debug` times every command the server runs.
+            .env(
+                "RUST_LOG",
+                std::env::var("SCION_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            );
         for (key, value) in extra.secrets {
             command = command.secret_env(key, value);
         }

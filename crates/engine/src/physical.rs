@@ -13,12 +13,12 @@
 //! remove.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::{BinarySearch, OsUser};
-use retrieval::physical::promote::{Promotion, PromotionConfig, RecoveryTarget};
+use retrieval::physical::promote::{Promotion, PromotionConfig, RecoveryTarget, WalPoint};
 use retrieval::{CopyTarget, InitialCopy, Pipeline, Progress, RetrievalConfig, Target};
 use storage::{DatasetName, DestroyMode, SnapshotName, ThinStorage};
 use tracing::{info, warn};
@@ -57,6 +57,9 @@ pub(crate) struct Physical {
     config: RetrievalConfig,
     copy: InitialCopy,
     live: Arc<Live>,
+    /// The kept standby snapshots' oldest and newest points (`point_in_time.rs`), once read
+    /// from the store; `None` until then and after each change to their records.
+    pub(crate) kept_span: Mutex<Option<Option<(WalPoint, WalPoint)>>>,
 }
 
 /// What the modes with a sync instance share: its settings, and snapshots cut from it.
@@ -146,6 +149,7 @@ impl Retrieval {
             config: config.clone(),
             copy,
             live: Arc::new(live),
+            kept_span: Mutex::new(None),
         })))
     }
 
@@ -454,7 +458,10 @@ impl Engine {
                     lsn: summary.lsn.to_string(),
                 };
                 let pre_kept = match self.inner.store.insert_standby_snapshot(&kept) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        self.kept_standby_snapshots_changed();
+                        true
+                    }
                     Err(error) => {
                         warn!(snapshot = %pre, error = %error, "failed to record the standby snapshot for points in time; removing it");
                         self.remove_standby_snapshot(&pre).await
@@ -522,6 +529,7 @@ impl Engine {
         if let Err(error) = self.inner.store.delete_standby_snapshot(snapshot_id) {
             warn!(snapshot_id, error = %error, "failed to forget a removed standby snapshot");
         }
+        self.kept_standby_snapshots_changed();
         self.destroy_unused_data(name.dataset()).await;
         true
     }

@@ -13,13 +13,14 @@ use chrono::Utc;
 use retrieval::Target;
 use retrieval::physical::promote::{Lsn, PromotionSummary, RecoveryTarget, WalPoint, WalWindow};
 use storage::{DatasetName, SnapshotName, ThinStorage};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::branch::{BranchView, NewBranch, new_branch_name};
 use crate::error::{Error, Result};
 use crate::physical::Physical;
 use crate::pool::{Pool, promotion_names};
 use crate::snapshot::SnapshotView;
+use crate::sync::lock;
 use crate::{Engine, failpoint};
 
 /// What a replay to a point made: the kept standby snapshot's physical snapshot it started
@@ -214,7 +215,13 @@ impl Engine {
     /// last replayed commit). The archive may end earlier; the promotion then refuses.
     fn wal_window_of(&self, kept: &[(SnapshotName, WalPoint, String)]) -> Option<WalWindow> {
         let (_, oldest, _) = kept.first()?;
-        let mut newest = kept.last()?.1;
+        let (_, newest, _) = kept.last()?;
+        Some(self.wal_window_from((*oldest, *newest)))
+    }
+
+    /// The window from the oldest and newest kept standby snapshots' points, extended to what
+    /// the sync instance replayed since.
+    fn wal_window_from(&self, (oldest, mut newest): (WalPoint, WalPoint)) -> WalWindow {
         let sync = self.sync_status();
         if let Some(lsn) = sync.last_replayed_lsn.and_then(|lsn| lsn.parse::<Lsn>().ok()) {
             newest.lsn = newest.lsn.max(lsn);
@@ -222,14 +229,56 @@ impl Engine {
         if let Some(at) = sync.last_replayed_at {
             newest.at = newest.at.max(at);
         }
-        Some(WalWindow { oldest: *oldest, newest })
+        WalWindow { oldest, newest }
     }
 
     /// The WAL window of points in time, when physical mode has kept standby snapshots.
-    pub async fn point_in_time_window(&self) -> Option<WalWindow> {
-        self.physical_retrieval()?;
-        let listing = self.inner.pool.storage().list().await.ok()?;
-        let kept = self.kept_standby_snapshots(&listing).ok()?;
-        self.wal_window_of(&kept)
+    ///
+    /// Read from memory, as every read the API serves: `GET /instance/retrieval` shows it and
+    /// UIs poll that path, so a listing of the pool here ran a `btrfs subvolume list` per
+    /// request and slowed the initial copy it was polled during. The kept snapshots' span is
+    /// read from the store once after each change ([`Engine::kept_standby_snapshots_changed`]);
+    /// a point in time itself still checks each kept snapshot against the pool.
+    pub fn point_in_time_window(&self) -> Option<WalWindow> {
+        let physical = self.physical_retrieval()?;
+        let span = {
+            let mut cached = lock(&physical.kept_span);
+            match *cached {
+                Some(span) => span,
+                None => {
+                    let span = self.kept_span_from_store()?;
+                    *cached = Some(span);
+                    span
+                }
+            }
+        }?;
+        Some(self.wal_window_from(span))
+    }
+
+    /// Forgets the cached span of the kept standby snapshots: the store's records changed.
+    pub(crate) fn kept_standby_snapshots_changed(&self) {
+        if let Some(physical) = self.physical_retrieval() {
+            *lock(&physical.kept_span) = None;
+        }
+    }
+
+    /// The oldest and newest kept standby snapshots' points as the store records them (none
+    /// kept: `Some(None)`); `None` when the store cannot be read, which is not cached.
+    fn kept_span_from_store(&self) -> Option<Option<(WalPoint, WalPoint)>> {
+        let records = match self.inner.store.standby_snapshots() {
+            Ok(records) => records,
+            Err(error) => {
+                warn!(error = %error, "failed to read the kept standby snapshots");
+                return None;
+            }
+        };
+        let points: Vec<WalPoint> = records
+            .iter()
+            .filter_map(|record| {
+                let lsn = record.lsn.parse::<Lsn>().ok()?;
+                Some(WalPoint { at: record.data_state_at, lsn })
+            })
+            .collect();
+        Some(points.first().copied().zip(points.last().copied()))
     }
 }

@@ -226,7 +226,7 @@ async fn point_in_time(kind: test_support::PoolKind) {
     wait_refreshed(&test.engine, None).await;
     wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
     let first = test.engine.snapshots()[0].record.clone();
-    let window = test.engine.point_in_time_window().await.expect("a window");
+    let window = test.engine.point_in_time_window().expect("a window");
     assert_eq!(window.oldest.at, first.data_state_at);
 
     // Two commits the targets fall between, archived and replayed by the sync instance.
@@ -240,7 +240,7 @@ async fn point_in_time(kind: test_support::PoolKind) {
         view.last_replayed_at.is_some_and(|at| at > between_time)
     })
     .await;
-    let window = test.engine.point_in_time_window().await.expect("a window");
+    let window = test.engine.point_in_time_window().expect("a window");
     assert!(window.newest.at > between_time, "{window}");
 
     // Snapshots of the past sit beside the head of main, which stays the newest data.
@@ -355,7 +355,7 @@ async fn point_in_time(kind: test_support::PoolKind) {
     let listing = storage.list().await.unwrap();
     assert!(listing.snapshot(&orphan).is_none(), "{listing:?}");
     assert!(listing.snapshot(&kept_name).is_some(), "{listing:?}");
-    assert!(test.engine.point_in_time_window().await.is_some());
+    assert!(test.engine.point_in_time_window().is_some());
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie waiting for this test to reap it).
