@@ -17,6 +17,7 @@ mod lifecycle;
 mod monitoring;
 mod observation;
 mod physical;
+mod prometheus;
 mod refresh;
 mod requests;
 mod resilience;
