@@ -197,3 +197,24 @@ async fn a_preload_library_the_target_lacks_is_reported_and_the_others_carried()
     assert_eq!(row.get::<_, String>(0), "250ms");
     source.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_physical_copy_is_refused_before_it_starts_when_the_target_lacks_an_extension() {
+    let sandbox = Sandbox::new();
+    let source = debian_source(&sandbox, "", &[]).await;
+    source.sql("postgres", "CREATE DATABASE geo").await;
+    source.sql("geo", "CREATE EXTENSION postgis").await;
+    let config = crate::physical::physical_config(
+        Some(&source),
+        retrieval::physical::PhysicalConfig::default(),
+    );
+    // Scion's own 15 comes first by default: the standby would have no PostGIS.
+    let copy = retrieval::InitialCopy::new(config, BinarySearch::default(), os_user()).unwrap();
+    let target = crate::physical::copy_target(&sandbox, "copy");
+    let error = copy.run(&target, &CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(error, Error::ExtensionsMissing { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("(database geo; package postgresql-15-postgis-3)"), "{message}");
+    assert!(!target.data_dir.exists(), "refused before the copy");
+    source.stop().await;
+}

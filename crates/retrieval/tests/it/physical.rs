@@ -36,7 +36,10 @@ async fn prepare_source(source: &SourceDb, sandbox: &Sandbox) {
         .await;
 }
 
-fn physical_config(source: Option<&SourceDb>, physical: PhysicalConfig) -> RetrievalConfig {
+pub(crate) fn physical_config(
+    source: Option<&SourceDb>,
+    physical: PhysicalConfig,
+) -> RetrievalConfig {
     RetrievalConfig {
         source: source.map(SourceDb::source_config),
         physical: Some(physical),
@@ -44,7 +47,7 @@ fn physical_config(source: Option<&SourceDb>, physical: PhysicalConfig) -> Retri
     }
 }
 
-fn copy_target(sandbox: &Sandbox, name: &str) -> CopyTarget {
+pub(crate) fn copy_target(sandbox: &Sandbox, name: &str) -> CopyTarget {
     CopyTarget {
         data_dir: sandbox.path().join(name).join("data"),
         run_dir: sandbox.path().join(format!("{name}-run")),
