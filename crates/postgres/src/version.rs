@@ -319,6 +319,62 @@ mod tests {
         );
     }
 
+    /// A fake install under `root`: `<root>/<major>/bin/postgres` and `<root>/<major>/lib`
+    /// with `plpgsql.so` and `libraries`.
+    fn fake_install(root: &Path, major: &str, libraries: &[&str]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = root.join(major).join("bin");
+        let lib = root.join(major).join("lib");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(bin.join("postgres"), "").unwrap();
+        std::fs::set_permissions(bin.join("postgres"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        for library in ["plpgsql.so"].iter().chain(libraries) {
+            std::fs::write(lib.join(library), "").unwrap();
+        }
+        bin
+    }
+
+    #[test]
+    fn libraries_are_found_as_preload_settings_name_them() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = fake_install(root.path(), "15", &["pg_cron.so", "plain"]);
+        let search = BinarySearch { bin_dirs: vec![], roots: vec![root.path().to_path_buf()] };
+        let binaries = search.locate(PgMajor::new(15).unwrap()).unwrap();
+        assert_eq!(binaries.library_dir().unwrap(), bin.join("../lib"));
+        for (library, found) in [
+            ("pg_cron", true),
+            ("\"pg_cron\"", true),
+            ("$libdir/pg_cron", true),
+            ("plain", true),
+            ("pgaudit", false),
+            ("$libdir/plugins/pgaudit", false),
+        ] {
+            assert_eq!(binaries.has_library(library).unwrap(), found, "{library}");
+        }
+        let absolute = bin.join("../lib/pg_cron");
+        assert!(binaries.has_library(&absolute.display().to_string()).unwrap());
+    }
+
+    #[test]
+    fn installs_are_listed_once_in_the_order_locate_prefers() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        fake_install(first.path(), "15", &[]);
+        let other = fake_install(second.path(), "15", &[]);
+        let major = PgMajor::new(15).unwrap();
+        let search = BinarySearch {
+            // Configured, and also under the second root: one install.
+            bin_dirs: vec![(major, other.clone())],
+            roots: vec![first.path().to_path_buf(), second.path().to_path_buf()],
+        };
+        let installs: Vec<PathBuf> =
+            search.installs(major).iter().map(|install| install.bin_dir().to_path_buf()).collect();
+        assert_eq!(installs, [other.clone(), first.path().join("15/bin")]);
+        assert_eq!(search.locate(major).unwrap().bin_dir(), other);
+    }
+
     #[test]
     fn missing_major_names_where_it_looked() {
         let search = BinarySearch { bin_dirs: vec![], roots: vec!["/nonexistent-scion".into()] };
