@@ -35,6 +35,26 @@ pub struct Instance {
     /// database, the pool and the running servers. Absent from DBLab's responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciliation: Option<Reconciliation>,
+    /// Scion's extension: the extensions each PostgreSQL major installed here can create, from
+    /// the install clones of that major use. Absent from DBLab's responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<MajorExtensions>>,
+}
+
+/// The extensions one installed major offers (`/status` → `extensions`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MajorExtensions {
+    /// The major, e.g. 16.
+    pub major: u8,
+    /// The directory of the server binaries clones of this major run
+    /// (`[clone.bin_dirs]`, else Scion's install, else Debian's).
+    #[serde(rename = "binDir")]
+    pub bin_dir: String,
+    /// The extensions its extension directory has a control file for, sorted.
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub extensions: Vec<String>,
 }
 
 /// Scion's report of start-up reconciliation (`/status` → `reconciliation`).

@@ -50,8 +50,8 @@ pub use ids::{
     MAX_SNAPSHOT_ID_LEN, SnapshotId,
 };
 pub use instance::{
-    Cloning, Difference, Engine, FileSystem, Instance, PoolEntry, PoolStatus, Provisioner,
-    Reconciliation, Synchronization,
+    Cloning, Difference, Engine, FileSystem, Instance, MajorExtensions, PoolEntry, PoolStatus,
+    Provisioner, Reconciliation, Synchronization,
 };
 pub use observation::{
     ARTIFACT_TYPES, Checklist, ObjectsStat, ObservationConfig, ObservationInterval,

@@ -77,6 +77,7 @@ pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
 pub use retrieval::Error as RetrievalError;
 pub use retrieval::check::{Problem, ProblemKind, SourceReport as SourceCheckReport};
 pub use retrieval::physical::promote::{Lsn, RecoveryTarget, WalPoint, WalWindow};
+pub use servers::MajorExtensions;
 pub use snapshot::SnapshotView;
 pub use source_check::{PROPOSED_PASSWORD_ENV, SourceCheckRequest, SourceProbe};
 pub use space::SpaceLevel;
@@ -192,6 +193,8 @@ pub struct EngineStatus {
     pub protection_max_duration_minutes: f64,
     /// The sync instance (physical mode), as its last check saw it.
     pub synchronization: SyncView,
+    /// The extensions each installed major can create.
+    pub extensions: Vec<MajorExtensions>,
 }
 
 /// A clone with what the engine knows about it beyond its record.
@@ -303,6 +306,7 @@ impl Engine {
         *write(&engine.inner.reconciliation) = reconciliation;
         engine.resume_observations()?;
         engine.refresh_space().await;
+        engine.inner.servers.refresh_extensions();
         engine.restore_summary();
         engine.release_interrupted_replication().await;
         engine.update_next_refresh();
@@ -392,6 +396,7 @@ impl Engine {
             protection_lease_duration_minutes: config.cloning.protection_lease_duration_minutes,
             protection_max_duration_minutes: config.cloning.protection_max_duration_minutes,
             synchronization: self.sync_status(),
+            extensions: self.inner.servers.extensions(),
         }
     }
 

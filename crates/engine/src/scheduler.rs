@@ -378,6 +378,7 @@ impl Engine {
         let started = Instant::now();
         let mut errors = 0;
         self.refresh_space().await;
+        self.inner.servers.refresh_extensions();
         let clones: Vec<(String, String)> = self
             .read_state()
             .clones

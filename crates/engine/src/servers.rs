@@ -67,6 +67,17 @@ impl<'a> Server<'a> {
     }
 }
 
+/// The extensions one installed major offers, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MajorExtensions {
+    /// The major.
+    pub major: PgMajor,
+    /// The server binaries' directory the engine uses for it.
+    pub bin_dir: PathBuf,
+    /// The extensions it can create, sorted.
+    pub extensions: Vec<String>,
+}
+
 /// The clone servers.
 #[derive(Debug)]
 pub(crate) struct Servers {
@@ -78,6 +89,8 @@ pub(crate) struct Servers {
     state_dir: PathBuf,
     /// The servers of user clones, by clone ID (warm clones hold their own).
     running: Mutex<HashMap<String, Instance>>,
+    /// What each installed major offers, as the last [`Servers::refresh_extensions`] read it.
+    extensions: RwLock<Vec<MajorExtensions>>,
 }
 
 impl Servers {
@@ -98,7 +111,36 @@ impl Servers {
             os_user,
             state_dir: state_dir.to_path_buf(),
             running: Mutex::new(HashMap::new()),
+            extensions: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Re-reads the extensions each installed major can create (its extension directory), for
+    /// `/status`; called at start and by the collector loop, so a package installed while the
+    /// engine runs shows up without a restart.
+    pub(crate) fn refresh_extensions(&self) {
+        let found = self
+            .binaries
+            .installed()
+            .into_iter()
+            .map(|binaries| {
+                let extensions = binaries.available_extensions().unwrap_or_else(|error| {
+                    warn!(major = %binaries.major(), %error, "cannot list the extensions");
+                    Default::default()
+                });
+                MajorExtensions {
+                    major: binaries.major(),
+                    bin_dir: binaries.bin_dir().to_path_buf(),
+                    extensions: extensions.into_iter().collect(),
+                }
+            })
+            .collect();
+        *crate::sync::write(&self.extensions) = found;
+    }
+
+    /// The extensions of every installed major, as last read.
+    pub(crate) fn extensions(&self) -> Vec<MajorExtensions> {
+        crate::sync::read(&self.extensions).clone()
     }
 
     /// Takes the settings of a reloaded configuration, for the next server started. The OS

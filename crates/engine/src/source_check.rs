@@ -116,12 +116,11 @@ impl Engine {
             .map_err(|error| Error::InvalidInput(error.to_string()))?;
         let binaries =
             search.locate(major).map_err(|error| Error::InvalidInput(error.to_string()))?;
-        let available = binaries.available_extensions().unwrap_or_default();
         let proposal = retrieval::check::propose(
             &source,
             PROPOSED_PASSWORD_ENV,
             &report,
-            &available,
+            &report.available_extensions,
             retrieval::check::host_memory(),
         );
         Ok(SourceProbe {

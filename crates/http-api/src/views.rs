@@ -6,8 +6,9 @@ use api_types::{
 use api_types::{BranchProtection, BranchView, SnapshotDetails};
 use api_types::{
     Clone, CloneMetadata, Cloning, Database, Difference, FileSystem, Instance, LocalTime,
-    PoolEntry, PoolStatus, Protection, ProtectionLimits, Provisioner, Reconciliation,
-    RetrievalMode, RetrievalStatus, Retrieving, Snapshot, Status, StatusCode, Synchronization,
+    MajorExtensions, PoolEntry, PoolStatus, Protection, ProtectionLimits, Provisioner,
+    Reconciliation, RetrievalMode, RetrievalStatus, Retrieving, Snapshot, Status, StatusCode,
+    Synchronization,
 };
 use chrono::{DateTime, Utc};
 use engine::{
@@ -241,6 +242,17 @@ pub(crate) fn instance(
                 })
                 .collect(),
         }),
+        extensions: Some(
+            status
+                .extensions
+                .iter()
+                .map(|major| MajorExtensions {
+                    major: major.major.number(),
+                    bin_dir: major.bin_dir.display().to_string(),
+                    extensions: major.extensions.clone(),
+                })
+                .collect(),
+        ),
     }
 }
 

@@ -223,6 +223,24 @@ impl ServerSettings {
         Ok(entries)
     }
 
+    /// These settings over a data directory that carries the source's settings
+    /// ([`crate::carried`]): a preload list set here is merged with the carried one, so that a
+    /// configured `shared_preload_libraries` adds to the source's libraries instead of
+    /// dropping them. Other carried settings need nothing: this file comes after theirs.
+    pub fn with_carried(&self, carried: &[(String, String)]) -> ServerSettings {
+        let mut settings = self.clone();
+        for (name, value) in &mut settings.extra {
+            let lower = name.to_ascii_lowercase();
+            if !crate::carried::PRELOAD_SETTINGS.contains(&lower.as_str()) {
+                continue;
+            }
+            if let Some((_, from_source)) = carried.iter().find(|(carried, _)| *carried == lower) {
+                *value = crate::carried::merge_libraries(from_source, value);
+            }
+        }
+        settings
+    }
+
     /// Renders `postgresql.scion.conf` for the instance on `data_dir`.
     pub fn render(&self, data_dir: &Path) -> Result<String> {
         let mut text = String::from(HEADER);
@@ -252,6 +270,13 @@ pub fn with_include_line(conf: &str) -> Option<String> {
 /// configuration lexer expects.
 pub fn quote_conf_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The value [`quote_conf_value`] quoted.
+pub fn unquote_conf_value(quoted: &str) -> String {
+    let inner =
+        quoted.strip_prefix('\'').and_then(|rest| rest.strip_suffix('\'')).unwrap_or(quoted);
+    inner.replace("''", "'").replace("\\\\", "\\")
 }
 
 /// Checks settings a user supplies (a clone request's `extra_conf`, the configuration file):
@@ -352,6 +377,23 @@ search_path = '''$user'', it''s \\ public'
 pg_stat_statements.track = 'all'
 "#;
         assert_eq!(settings.render(Path::new("/data/c1")).unwrap(), expected);
+    }
+
+    #[test]
+    fn configured_preload_lists_add_to_the_carried_ones() {
+        let mut settings = ServerSettings::new(6001, "/s");
+        settings.extra = vec![
+            ("shared_preload_libraries".into(), "pg_stat_statements".into()),
+            ("cron.database_name".into(), "mine".into()),
+        ];
+        let carried = vec![
+            ("shared_preload_libraries".to_owned(), "pg_cron,pg_stat_statements".to_owned()),
+            ("cron.database_name".to_owned(), "app".to_owned()),
+        ];
+        let merged = settings.with_carried(&carried);
+        assert_eq!(merged.extra[0].1, "pg_cron,pg_stat_statements");
+        assert_eq!(merged.extra[1].1, "mine");
+        assert_eq!(settings.with_carried(&[]), settings);
     }
 
     #[test]

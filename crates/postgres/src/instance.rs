@@ -106,7 +106,8 @@ impl InstanceSpec {
             return Err(Error::SocketPathTooLong { path: socket_path, len });
         }
         self.user.own_data_dir(&self.data_dir)?;
-        self.write_owned(&self.data_dir.join(SCION_CONF), &self.settings.render(&self.data_dir)?)?;
+        let settings = self.settings.with_carried(&crate::carried::read(&self.data_dir)?);
+        self.write_owned(&self.data_dir.join(SCION_CONF), &settings.render(&self.data_dir)?)?;
         self.write_owned(&self.data_dir.join("pg_hba.conf"), &self.hba.render()?)?;
         self.write_owned(&self.data_dir.join("pg_ident.conf"), &self.hba.render_ident()?)?;
         let main_conf = self.data_dir.join("postgresql.conf");

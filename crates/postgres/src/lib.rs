@@ -3,6 +3,7 @@
 //! - [`version`] — majors, `PG_VERSION`, and where each major's binaries are;
 //! - [`initdb`] — new clusters;
 //! - [`conf`] — the settings and pg_hba.conf Scion writes before every start;
+//! - [`carried`] — the source's preload libraries and their settings, carried into a copy;
 //! - [`instance`] — start (fast readiness, no polling), stop modes, adopt, stale `postmaster.pid`;
 //! - [`pidfile`] — parsing `postmaster.pid`;
 //! - [`controldata`] — `pg_controldata`;
@@ -18,6 +19,7 @@
 //! `postgres` crate, which the workspace never uses).
 
 pub mod admin;
+pub mod carried;
 pub mod conf;
 pub mod controldata;
 pub mod datadir;

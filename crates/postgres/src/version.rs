@@ -118,6 +118,24 @@ impl BinarySearch {
         Ok(PgBinaries { major, dirs })
     }
 
+    /// Every install of `major` here, in the order [`BinarySearch::locate`] prefers them: one
+    /// per candidate directory with a `postgres` binary. [`BinarySearch::locate`] uses the
+    /// first; the others are what an operator could name in `[clone.bin_dirs]` instead.
+    pub fn installs(&self, major: PgMajor) -> Vec<PgBinaries> {
+        let candidates = self.candidates(major);
+        let mut seen = Vec::new();
+        let mut installs = Vec::new();
+        for (position, dir) in candidates.iter().enumerate() {
+            // A configured directory may also be one under a root: one install, listed once.
+            let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            if is_executable(&dir.join("postgres")) && !seen.contains(&real) {
+                seen.push(real);
+                installs.push(PgBinaries { major, dirs: candidates[position..].to_vec() });
+            }
+        }
+        installs
+    }
+
     /// Every supported major that has a server binary here.
     pub fn installed(&self) -> Vec<PgBinaries> {
         PgMajor::all().filter_map(|major| self.locate(major).ok()).collect()
@@ -179,27 +197,10 @@ impl PgBinaries {
     }
 
     /// The extensions this server can create: the `*.control` files of its extension
-    /// directory. The server finds that directory relative to its own binary with paths fixed
-    /// when it was built, which no tool beside it reports reliably (`pg_config` may come from
-    /// another build), so the candidates are the layouts this project meets, in order:
-    /// `<bin>/../share/postgresql/extension` (the npm and PGDG-style builds), `<bin>/../share/
-    /// extension` (PyPI's), `/usr/share/postgresql/<major>/extension` (Debian's); the first
-    /// that holds `plpgsql.control`, which every server has, is the server's.
+    /// directory ([`PgBinaries::extension_dir`]).
     pub fn available_extensions(&self) -> Result<std::collections::BTreeSet<String>> {
-        let base = self.bin_dir().join("..");
-        let candidates = [
-            base.join("share/postgresql/extension"),
-            base.join("share/extension"),
-            PathBuf::from(format!("/usr/share/postgresql/{}/extension", self.major.number())),
-        ];
-        let Some(dir) = candidates.iter().find(|dir| dir.join("plpgsql.control").is_file()) else {
-            return Err(Error::Io {
-                action: "find the extension directory (plpgsql.control)",
-                path: base,
-                cause: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
-        };
-        let entries = std::fs::read_dir(dir).map_err(|cause| Error::Io {
+        let dir = self.extension_dir()?;
+        let entries = std::fs::read_dir(&dir).map_err(|cause| Error::Io {
             action: "list the extension directory",
             path: dir.clone(),
             cause,
@@ -210,6 +211,60 @@ impl PgBinaries {
                 entry.file_name().to_str()?.strip_suffix(".control").map(str::to_owned)
             })
             .collect())
+    }
+
+    /// The server's extension directory. The server finds it relative to its own binary with
+    /// paths fixed when it was built, which no tool beside it reports reliably (`pg_config`
+    /// may come from another build), so the candidates are the layouts this project meets, in
+    /// order: `<bin>/../share/postgresql/extension` (the npm and PGDG-style builds),
+    /// `<bin>/../share/extension` (PyPI's), `/usr/share/postgresql/<major>/extension`
+    /// (Debian's); the first that holds `plpgsql.control`, which every server has, is the
+    /// server's.
+    pub fn extension_dir(&self) -> Result<PathBuf> {
+        let base = self.bin_dir().join("..");
+        let candidates = [
+            base.join("share/postgresql/extension"),
+            base.join("share/extension"),
+            PathBuf::from(format!("/usr/share/postgresql/{}/extension", self.major.number())),
+        ];
+        candidates.into_iter().find(|dir| dir.join("plpgsql.control").is_file()).ok_or_else(|| {
+            Error::Io {
+                action: "find the extension directory (plpgsql.control)",
+                path: base,
+                cause: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }
+        })
+    }
+
+    /// The server's library directory (`$libdir`, where `shared_preload_libraries` are
+    /// looked up): `<bin>/../lib/postgresql` (PGDG-style builds), else `<bin>/../lib` (Debian's
+    /// `/usr/lib/postgresql/<major>/lib`, the npm and PyPI builds); the first that holds
+    /// `plpgsql.so`, which every server has.
+    pub fn library_dir(&self) -> Result<PathBuf> {
+        let base = self.bin_dir().join("..");
+        [base.join("lib/postgresql"), base.join("lib")]
+            .into_iter()
+            .find(|dir| dir.join("plpgsql.so").is_file())
+            .ok_or_else(|| Error::Io {
+                action: "find the library directory (plpgsql.so)",
+                path: base,
+                cause: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+    }
+
+    /// Whether the server can load `library` as a preload setting names it (`pg_cron`,
+    /// `$libdir/pg_cron`, `$libdir/plugins/x`, an absolute path), as the server would: the
+    /// name as given, else with `.so`, inside `$libdir` unless it is a path.
+    pub fn has_library(&self, library: &str) -> Result<bool> {
+        let library = library.trim().trim_matches('"');
+        let path = match library.strip_prefix("$libdir/") {
+            Some(rest) => self.library_dir()?.join(rest),
+            None if library.contains('/') => PathBuf::from(library),
+            None => self.library_dir()?.join(library),
+        };
+        let mut with_suffix = path.clone().into_os_string();
+        with_suffix.push(".so");
+        Ok(path.is_file() || Path::new(&with_suffix).is_file())
     }
 
     /// Runs `postgres --version` and checks that it reports this major.
@@ -262,6 +317,62 @@ mod tests {
             search.candidates(major),
             vec![PathBuf::from("/custom/16"), "/r1/16/bin".into(), "/r2/16/bin".into()]
         );
+    }
+
+    /// A fake install under `root`: `<root>/<major>/bin/postgres` and `<root>/<major>/lib`
+    /// with `plpgsql.so` and `libraries`.
+    fn fake_install(root: &Path, major: &str, libraries: &[&str]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = root.join(major).join("bin");
+        let lib = root.join(major).join("lib");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(bin.join("postgres"), "").unwrap();
+        std::fs::set_permissions(bin.join("postgres"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        for library in ["plpgsql.so"].iter().chain(libraries) {
+            std::fs::write(lib.join(library), "").unwrap();
+        }
+        bin
+    }
+
+    #[test]
+    fn libraries_are_found_as_preload_settings_name_them() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = fake_install(root.path(), "15", &["pg_cron.so", "plain"]);
+        let search = BinarySearch { bin_dirs: vec![], roots: vec![root.path().to_path_buf()] };
+        let binaries = search.locate(PgMajor::new(15).unwrap()).unwrap();
+        assert_eq!(binaries.library_dir().unwrap(), bin.join("../lib"));
+        for (library, found) in [
+            ("pg_cron", true),
+            ("\"pg_cron\"", true),
+            ("$libdir/pg_cron", true),
+            ("plain", true),
+            ("pgaudit", false),
+            ("$libdir/plugins/pgaudit", false),
+        ] {
+            assert_eq!(binaries.has_library(library).unwrap(), found, "{library}");
+        }
+        let absolute = bin.join("../lib/pg_cron");
+        assert!(binaries.has_library(&absolute.display().to_string()).unwrap());
+    }
+
+    #[test]
+    fn installs_are_listed_once_in_the_order_locate_prefers() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        fake_install(first.path(), "15", &[]);
+        let other = fake_install(second.path(), "15", &[]);
+        let major = PgMajor::new(15).unwrap();
+        let search = BinarySearch {
+            // Configured, and also under the second root: one install.
+            bin_dirs: vec![(major, other.clone())],
+            roots: vec![first.path().to_path_buf(), second.path().to_path_buf()],
+        };
+        let installs: Vec<PathBuf> =
+            search.installs(major).iter().map(|install| install.bin_dir().to_path_buf()).collect();
+        assert_eq!(installs, [other.clone(), first.path().join("15/bin")]);
+        assert_eq!(search.locate(major).unwrap().bin_dir(), other);
     }
 
     #[test]

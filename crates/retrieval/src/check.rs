@@ -50,6 +50,10 @@ pub struct SourceReport {
     pub settings: BTreeMap<String, String>,
     /// What a dump would miss; empty when nothing.
     pub problems: Vec<Problem>,
+    /// The extensions the target's install can create, read once for the report and for a
+    /// proposal made from it.
+    #[serde(skip)]
+    pub available_extensions: std::collections::BTreeSet<String>,
 }
 
 /// One database of the source.
@@ -156,12 +160,17 @@ pub async fn check_source(
                 detail: privilege_detail(config, &facts),
             });
         }
-        for (name, version) in missing_extensions(&facts.extensions, &available) {
+        let used = BTreeMap::from([(database.name.clone(), facts.extensions.clone())]);
+        for missing in crate::extensions::missing_extensions(&used, &available) {
             problems.push(Problem {
                 kind: ProblemKind::MissingExtension,
                 database: Some(database.name.clone()),
                 detail: format!(
-                    "extension {name} {version} is not installed for PostgreSQL {target_major} on this host (its extension directory has no {name}.control): install it, or leave {:?} out",
+                    "extension {} {} is not installed for PostgreSQL {target_major} on this host ({}; its extension directory has no {}.control): install it, name a PostgreSQL {target_major} that has it in [clone.bin_dirs], or leave {:?} out",
+                    missing.name,
+                    missing.versions.join("/"),
+                    crate::extensions::provider(&missing.name, target_major.number()),
+                    missing.name,
                     database.name
                 ),
             });
@@ -246,6 +255,7 @@ pub async fn check_source(
         databases: reports,
         settings,
         problems,
+        available_extensions: available,
     })
 }
 
@@ -447,17 +457,6 @@ impl DatabaseFacts {
     }
 }
 
-/// The extensions of `used` that `available` lacks; `plpgsql` is part of every server.
-fn missing_extensions<'a>(
-    used: &'a BTreeMap<String, String>,
-    available: &std::collections::BTreeSet<String>,
-) -> Vec<(&'a str, &'a str)> {
-    used.iter()
-        .filter(|(name, _)| name.as_str() != "plpgsql" && !available.contains(name.as_str()))
-        .map(|(name, version)| (name.as_str(), version.as_str()))
-        .collect()
-}
-
 fn privilege_detail(config: &SourceConfig, facts: &DatabaseFacts) -> String {
     let mut parts = Vec::new();
     if !facts.unusable_schemas.is_empty() {
@@ -525,6 +524,7 @@ mod tests {
             }],
             settings: [("shared_preload_libraries".to_owned(), preload.to_owned())].into(),
             problems: Vec::new(),
+            available_extensions: Default::default(),
         }
     }
 
@@ -598,16 +598,5 @@ mod tests {
             let error = source_from_url(url).unwrap_err().to_string();
             assert!(error.contains(expected), "{url}: {error}");
         }
-    }
-
-    #[test]
-    fn missing_extensions_skip_plpgsql_and_the_available() {
-        let used: BTreeMap<String, String> =
-            [("plpgsql", "1.0"), ("hstore", "1.8"), ("postgis", "3.4.2")]
-                .into_iter()
-                .map(|(name, version)| (name.to_owned(), version.to_owned()))
-                .collect();
-        let available = ["hstore".to_owned()].into_iter().collect();
-        assert_eq!(missing_extensions(&used, &available), [("postgis", "3.4.2")]);
     }
 }

@@ -64,6 +64,15 @@ pub enum Error {
         /// What to install.
         remedy: String,
     },
+    /// The source uses extensions the target's install of its major lacks; found before any
+    /// dump, restore or copy.
+    #[error("the source uses extensions that {target} cannot load: {detail}")]
+    ExtensionsMissing {
+        /// The target's major and binaries.
+        target: String,
+        /// Every missing extension with its versions, databases and package, and what to do.
+        detail: String,
+    },
     /// The source and target majors cannot work together.
     #[error("unsupported versions: {detail}")]
     UnsupportedVersion {
@@ -163,6 +172,7 @@ impl Error {
             Error::ToolMissing { .. } => "tool_missing",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::IcuMissing { .. } => "icu_missing",
+            Error::ExtensionsMissing { .. } => "extensions_missing",
             Error::Cancelled { .. } => "cancelled",
             Error::OutsideWalWindow { .. } => "outside_wal_window",
             Error::TargetUnreachable { .. } => "target_unreachable",

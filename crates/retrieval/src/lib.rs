@@ -10,6 +10,8 @@
 //!   or a custom tool into an empty directory, made a standby), its replication slots, and
 //!   [`physical::promote`], which turns a crash-consistent copy of the standby into a promoted,
 //!   prepared data directory, at the latest WAL or a point in time;
+//! - [`extensions`] — the source's extensions and preload libraries against the target's
+//!   install, checked before any dump, restore or copy; the preload settings a copy carries;
 //! - `target` — the temporary target server ([`Target`]): initdb, start, admin SQL, its log;
 //! - [`progress`] — [`Progress`] through a `tokio::sync::watch` channel;
 //! - [`error`] — [`Error`], with pg_dump/pg_restore/libpq messages mapped to variants.
@@ -22,6 +24,7 @@ pub mod archive;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod extensions;
 mod logical;
 pub mod physical;
 mod pipe;

@@ -206,10 +206,31 @@ impl InitialCopy {
         let source_major = match source {
             Some(source) => {
                 let psql = newest_tool(&self.search, "psql", None)?;
-                let major = source.probe(psql, cancel).await?.major;
-                // Checked before the copy, which may take hours: the standby is that major.
-                self.server_binaries(major)?;
-                Some(major)
+                let probe = source.probe(psql.clone(), cancel).await?;
+                // Checked before the copy, which may take hours: the standby is that major, and
+                // it needs every extension's files the source's databases use.
+                let binaries = self.server_binaries(probe.major)?;
+                let databases: Vec<String> =
+                    probe.databases.iter().map(|database| database.name.clone()).collect();
+                match crate::extensions::preflight(
+                    source,
+                    psql,
+                    &databases,
+                    &self.search,
+                    &binaries,
+                    cancel,
+                )
+                .await
+                {
+                    Ok(_) => {}
+                    Err(error @ (Error::ExtensionsMissing { .. } | Error::Cancelled { .. })) => {
+                        return Err(error);
+                    }
+                    // A replication role may not read every database: the copy does not need
+                    // to, so the check gives way rather than the copy.
+                    Err(error) => warn!(%error, "the source's extensions could not be checked"),
+                }
+                Some(probe.major)
             }
             None => None,
         };

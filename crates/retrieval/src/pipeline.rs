@@ -256,18 +256,21 @@ impl Pipeline {
             replication::check_source(source, tools.path("psql")?, source_major.number(), cancel)
                 .await?;
         }
+        let mut carried = Vec::new();
         if let (Some(source), Some(source_major)) = (&source, source_major) {
-            self.check_source(
-                source,
-                source_major,
-                &jobs,
-                &tools,
-                &target_binaries,
-                cancel,
-                &mut state.warnings,
-            )
-            .await?;
+            carried = self
+                .check_source(
+                    source,
+                    source_major,
+                    &jobs,
+                    &tools,
+                    &target_binaries,
+                    cancel,
+                    &mut state.warnings,
+                )
+                .await?;
         }
+        let carried = &carried;
 
         std::fs::create_dir_all(&target.run_dir)
             .map_err(|error| Error::io("create run directory", &target.run_dir, error))?;
@@ -294,8 +297,15 @@ impl Pipeline {
                     }
                     Ok::<(), Error>(())
                 };
-                let preparing =
-                    start_target(&target_binaries, target, &self.user, config, databases, locale);
+                let preparing = start_target(
+                    &target_binaries,
+                    target,
+                    &self.user,
+                    config,
+                    databases,
+                    locale,
+                    carried,
+                );
                 let (dumped, started) = tokio::join!(dumping, preparing);
                 match (dumped, started) {
                     (Ok(()), Ok(instance)) => state.instance = Some(instance),
@@ -318,8 +328,16 @@ impl Pipeline {
             Some(source) => {
                 reporter.stage(Stage::Preparing);
                 state.instance = Some(
-                    start_target(&target_binaries, target, &self.user, config, databases, locale)
-                        .await?,
+                    start_target(
+                        &target_binaries,
+                        target,
+                        &self.user,
+                        config,
+                        databases,
+                        locale,
+                        carried,
+                    )
+                    .await?,
                 );
                 if config.dump.roles {
                     reporter.stage(Stage::Roles);
@@ -341,8 +359,16 @@ impl Pipeline {
             None => {
                 reporter.stage(Stage::Preparing);
                 state.instance = Some(
-                    start_target(&target_binaries, target, &self.user, config, databases, locale)
-                        .await?,
+                    start_target(
+                        &target_binaries,
+                        target,
+                        &self.user,
+                        config,
+                        databases,
+                        locale,
+                        carried,
+                    )
+                    .await?,
                 );
                 reporter.stage(Stage::Restoring);
                 let step = Step { tools: &tools, target, reporter, cancel };
@@ -524,10 +550,12 @@ impl Pipeline {
         .await
     }
 
-    /// What the probe adds before any dump or restore: a source that needs ICU is refused
+    /// What the probe adds before any dump or restore: a source that uses an extension the
+    /// target's install lacks is refused ([`crate::extensions`]), and so is one that needs ICU
     /// when the target's server is built without it (the restore would fail on the first ICU
-    /// collation, after the whole dump), and the source's tablespaces that `--no-tablespaces`
-    /// leaves out become warnings.
+    /// collation, after the whole dump); the source's tablespaces that `--no-tablespaces`
+    /// leaves out and its preload libraries the target lacks become warnings. Returns the
+    /// preload settings the target carries.
     #[allow(clippy::too_many_arguments, reason = "the run's parts, borrowed separately")]
     async fn check_source(
         &self,
@@ -538,10 +566,20 @@ impl Pipeline {
         target_binaries: &PgBinaries,
         cancel: &CancellationToken,
         warnings: &mut Vec<String>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, String)>> {
         let psql = tools.path("psql")?;
+        let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
+        let preload = crate::extensions::preflight(
+            source,
+            psql.clone(),
+            &names,
+            &self.search,
+            target_binaries,
+            cancel,
+        )
+        .await?;
+        warnings.extend(preload.warnings(target_binaries));
         if crate::logical::lacks_icu(target_binaries)? {
-            let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
             let needs = source.icu_needs(psql.clone(), source_major, &names, cancel).await?;
             if !needs.is_empty() {
                 return Err(Error::icu_missing(target_binaries, needs.describe()));
@@ -555,7 +593,7 @@ impl Pipeline {
                 ));
             }
         }
-        Ok(())
+        Ok(preload.carried)
     }
 }
 

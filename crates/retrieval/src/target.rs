@@ -298,6 +298,10 @@ fn normalize_locale(name: &str) -> String {
     normalized
 }
 
+/// initdb's the target unless it holds a cluster already, writes the source's `carried`
+/// preload settings into it (for the restore, which creates their extensions, and for every
+/// copy of it), and starts it.
+#[allow(clippy::too_many_arguments, reason = "the run's parts, borrowed separately")]
 pub(crate) async fn start_target(
     binaries: &PgBinaries,
     target: &Target,
@@ -305,6 +309,7 @@ pub(crate) async fn start_target(
     config: &RetrievalConfig,
     databases: usize,
     locale: &ClusterLocale,
+    carried: &[(String, String)],
 ) -> Result<Instance> {
     let data_dir = &target.data_dir;
     if let Some(major) = existing_major(data_dir)? {
@@ -328,6 +333,10 @@ pub(crate) async fn start_target(
         options.sync = false;
         postgres::initdb(binaries, data_dir, user, &options)
             .await
+            .map_err(|error| target_error(Stage::Preparing, &error))?;
+    }
+    if !carried.is_empty() {
+        postgres::carried::write(data_dir, user, carried)
             .map_err(|error| target_error(Stage::Preparing, &error))?;
     }
     let mut settings = target.settings();

@@ -81,6 +81,7 @@ fn status_golden() {
         provisioner: Provisioner::default(),
         synchronization: Some(Synchronization::not_available()),
         reconciliation: None,
+        extensions: None,
     };
     let golden = json!({
         "status": {"code": "OK", "message": "Instance is ready"},

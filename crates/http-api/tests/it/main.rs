@@ -8,6 +8,7 @@ use engine::{Engine, EngineConfig, EngineDeps, NoEvents, Pool};
 use http_api::{AppState, Token};
 use test_support::{TestPool, free_port_range};
 
+mod extensions;
 mod full_pool;
 mod openapi;
 mod routes;
@@ -20,7 +21,17 @@ pub(crate) async fn start_app(
     token: &str,
     pool_setup: impl FnOnce(Pool) -> Pool,
 ) -> (Engine, Router) {
-    let mut config = EngineConfig::default();
+    start_app_with(pool, ports, token, pool_setup, EngineConfig::default()).await
+}
+
+/// [`start_app`] with `config` (its clone ports replaced).
+pub(crate) async fn start_app_with(
+    pool: &TestPool,
+    ports: u16,
+    token: &str,
+    pool_setup: impl FnOnce(Pool) -> Pool,
+    mut config: EngineConfig,
+) -> (Engine, Router) {
     let range = free_port_range(ports);
     config.cloning.port_from = *range.start();
     config.cloning.port_to = *range.end();

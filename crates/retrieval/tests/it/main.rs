@@ -9,6 +9,7 @@
 // The helpers are not `#[test]` functions, which clippy's allow-unwrap-in-tests would cover.
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
+mod extensions;
 mod failures;
 mod fidelity;
 mod files;

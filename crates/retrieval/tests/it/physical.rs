@@ -12,7 +12,9 @@ use retrieval::physical::{CopyTarget, InitialCopy, PhysicalConfig, PhysicalTool,
 use retrieval::{Progress, RetrievalConfig, Stage};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Sandbox, SourceDb, connect, free_port, major, os_user};
+use crate::support::{
+    DEBIAN_15, Sandbox, SourceDb, connect, debian_search, free_port, major, os_user,
+};
 use test_support::primary::pgbackrest;
 
 const STOP: Duration = Duration::from_secs(30);
@@ -34,7 +36,10 @@ async fn prepare_source(source: &SourceDb, sandbox: &Sandbox) {
         .await;
 }
 
-fn physical_config(source: Option<&SourceDb>, physical: PhysicalConfig) -> RetrievalConfig {
+pub(crate) fn physical_config(
+    source: Option<&SourceDb>,
+    physical: PhysicalConfig,
+) -> RetrievalConfig {
     RetrievalConfig {
         source: source.map(SourceDb::source_config),
         physical: Some(physical),
@@ -42,7 +47,7 @@ fn physical_config(source: Option<&SourceDb>, physical: PhysicalConfig) -> Retri
     }
 }
 
-fn copy_target(sandbox: &Sandbox, name: &str) -> CopyTarget {
+pub(crate) fn copy_target(sandbox: &Sandbox, name: &str) -> CopyTarget {
     CopyTarget {
         data_dir: sandbox.path().join(name).join("data"),
         run_dir: sandbox.path().join(format!("{name}-run")),
@@ -407,15 +412,7 @@ async fn physical_copy_failures_cancellation_and_mode_checks() {
     source.stop().await;
 }
 
-/// Debian's PostgreSQL 15, which Debian's pgBackRest 2.45 supports.
-const DEBIAN_15: &str = "/usr/lib/postgresql/15/bin";
-
-fn debian_search() -> BinarySearch {
-    let mut search = BinarySearch::default();
-    search.bin_dirs.push((major(15), PathBuf::from(DEBIAN_15)));
-    search
-}
-
+// Debian's PostgreSQL 15 ([`DEBIAN_15`]) is the one Debian's pgBackRest 2.45 supports.
 #[tokio::test(flavor = "multi_thread")]
 async fn physical_pgbackrest_restore_from_a_local_repository() {
     let sandbox = Sandbox::new();

@@ -24,6 +24,16 @@ pub(crate) fn major(number: u8) -> PgMajor {
     PgMajor::new(number).unwrap()
 }
 
+/// Debian's PostgreSQL 15, with the extension packages `scripts/setup` installs beside it.
+pub(crate) const DEBIAN_15: &str = "/usr/lib/postgresql/15/bin";
+
+/// The default search with Debian's 15 configured first, as `[clone.bin_dirs]` would.
+pub(crate) fn debian_search() -> BinarySearch {
+    let mut search = BinarySearch::default();
+    search.bin_dirs.push((major(15), PathBuf::from(DEBIAN_15)));
+    search
+}
+
 pub(crate) fn os_user() -> OsUser {
     OsUser::lookup("postgres").unwrap()
 }
@@ -289,10 +299,21 @@ impl Inspect {
         target: &Target,
         binaries: &postgres::PgBinaries,
     ) -> Inspect {
+        Inspect::start_configured(sandbox, target, binaries, Vec::new()).await
+    }
+
+    /// With these binaries and `extra` settings, as a clone's configuration gives them.
+    pub(crate) async fn start_configured(
+        sandbox: &Sandbox,
+        target: &Target,
+        binaries: &postgres::PgBinaries,
+        extra: Vec<(String, String)>,
+    ) -> Inspect {
         let port = free_port();
         let socket_dir = sandbox.path().join("isock");
         let mut settings = ServerSettings::new(port, &socket_dir);
         settings.listen_addresses = String::new();
+        settings.extra = extra;
         let spec = InstanceSpec::new(
             &target.data_dir,
             settings,
