@@ -289,6 +289,34 @@ impl CgroupTree {
         self.memory.iter().chain(self.cpu.iter()).map(PathBuf::as_path).collect()
     }
 
+    /// Refuses `limits` that need a controller this tree lacks, before anything is made.
+    pub fn supports(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let wanted = [("memory", limits.memory.is_some()), ("cpu", limits.cpu.is_some())];
+        for (controller, needed) in wanted {
+            let offered = match self.version {
+                CgroupVersion::V1 => match controller {
+                    "memory" => self.memory.is_some(),
+                    _ => self.cpu.is_some(),
+                },
+                // What the tree's parent offers is what the tree can enable for its groups.
+                CgroupVersion::V2 => self
+                    .memory
+                    .as_ref()
+                    .and_then(|dir| dir.parent())
+                    .and_then(|parent| {
+                        std::fs::read_to_string(parent.join("cgroup.controllers")).ok()
+                    })
+                    .is_some_and(|offered| {
+                        offered.split_whitespace().any(|name| name == controller)
+                    }),
+            };
+            if needed && !offered {
+                return Err(CgroupError::NoController { version: self.version, controller });
+            }
+        }
+        Ok(())
+    }
+
     /// The group `name` of this tree (nothing is made until [`Cgroup::create`]).
     pub fn group(&self, name: &str) -> Result<Cgroup, CgroupError> {
         check_name(name)?;
@@ -686,6 +714,7 @@ mod tests {
         let tree = TestTree::new(CgroupVersion::V1, "v1");
         let group = tree.0.group("g").unwrap();
         let limits = Limits { cpu: Some(0.5), memory: Some(64 << 20) };
+        tree.0.supports(&limits).unwrap();
         group.create(&tree.0, &limits).unwrap();
         assert_eq!(group.limits().unwrap(), limits);
         let (status, output) = run_in(&group, "cat /proc/self/cgroup").await;
@@ -740,6 +769,7 @@ mod tests {
             assert_eq!(status, crate::ExitInfo::Signal(9));
             assert!(group.usage().oom_kills.unwrap() >= 1);
         } else {
+            assert!(tree.0.supports(&limits).is_err());
             let error = group.set_limits(&limits).unwrap_err();
             assert!(
                 matches!(error, CgroupError::NoController { version: CgroupVersion::V2, .. }),
