@@ -184,6 +184,7 @@ async fn snapshots_health_and_metrics() {
         "dblab_snapshot_max_data_lag_seconds ",
         "dblab_clone_protected_count ",
         "dblab_clone_total_memory_usage_bytes ",
+        "dblab_clone_total_memory_limit_bytes ",
         "dblab_clone_total_cpu_usage_percent ",
         "scion_clone_ready_seconds_bucket",
         "scion_webhook_deliveries_total",
