@@ -202,32 +202,18 @@ pub(crate) async fn run(ctx: &SizeCtx<'_>) -> Result<String> {
             for index in 0..CALM_CLONES {
                 calm.push(create(&server, &format!("calm-{index}"), None).await?);
             }
-            let limited = create(&server, "runaway-limited", Some(LIMITS)).await?;
             let seconds = args.runaway_seconds;
             let major = args.major;
             let mut scenarios = vec![scenario("no runaway", &calm, None, seconds, major).await?];
-            scenarios.push(
-                scenario(
-                    "runaway with cpu 0.25, memory 256 MiB",
-                    &calm,
-                    Some((&server, "runaway-limited", limited)),
-                    seconds,
-                    major,
-                )
-                .await?,
-            );
-            server.api.destroy_clone("runaway-limited").await?;
-            let free = create(&server, "runaway-free", None).await?;
-            scenarios.push(
-                scenario(
-                    "runaway without limits",
-                    &calm,
-                    Some((&server, "runaway-free", free)),
-                    seconds,
-                    major,
-                )
-                .await?,
-            );
+            for (label, id, limits) in [
+                ("runaway with cpu 0.25, memory 256 MiB", "runaway-limited", Some(LIMITS)),
+                ("runaway without limits", "runaway-free", None),
+            ] {
+                let port = create(&server, id, limits).await?;
+                let runaway = Some((&server, id, port));
+                scenarios.push(scenario(label, &calm, runaway, seconds, major).await?);
+                server.api.destroy_clone(id).await?;
+            }
             Ok::<_, anyhow::Error>(scenarios)
         }
         .await;

@@ -695,6 +695,17 @@ mod tests {
         (status, output)
     }
 
+    /// Runs a program that allocates 256 MiB in `group` (limited to 64 MiB) and checks that the
+    /// kernel killed it, counted in the group's usage.
+    async fn assert_killed_at_limit(group: &Cgroup) {
+        let script = "exec /usr/bin/perl -e '$x = \"x\" x (256 * 1024 * 1024); print length $x'";
+        let (status, output) = run_in(group, script).await;
+        assert_eq!(status, crate::ExitInfo::Signal(9), "{output}");
+        let usage = group.usage();
+        assert!(usage.oom_kills.unwrap() >= 1, "{usage:?}");
+        assert!(usage.memory_peak_bytes.unwrap() <= 64 << 20, "{usage:?}");
+    }
+
     /// The group's path as `/proc/<pid>/cgroup` names it in the hierarchy of `dir`.
     fn proc_path(dir: &Path) -> String {
         let mount = parse_mounts(&std::fs::read_to_string("/proc/self/mountinfo").unwrap())
@@ -726,15 +737,7 @@ mod tests {
                 "{expected} in:\n{output}"
             );
         }
-        let (status, output) = run_in(
-            &group,
-            "exec /usr/bin/perl -e '$x = \"x\" x (256 * 1024 * 1024); print length $x'",
-        )
-        .await;
-        assert_eq!(status, crate::ExitInfo::Signal(9), "{output}");
-        let usage = group.usage();
-        assert!(usage.oom_kills.unwrap() >= 1, "{usage:?}");
-        assert!(usage.memory_peak_bytes.unwrap() <= 64 << 20, "{usage:?}");
+        assert_killed_at_limit(&group).await;
         // Lifting the limits is writing them back as unlimited.
         group.set_limits(&Limits::default()).unwrap();
         assert_eq!(group.limits().unwrap(), Limits::default());
@@ -761,13 +764,7 @@ mod tests {
         if offered.split_whitespace().any(|name| name == "memory") {
             group.set_limits(&limits).unwrap();
             assert_eq!(group.limits().unwrap(), limits);
-            let (status, _) = run_in(
-                &group,
-                "exec /usr/bin/perl -e '$x = \"x\" x (256 * 1024 * 1024); print length $x'",
-            )
-            .await;
-            assert_eq!(status, crate::ExitInfo::Signal(9));
-            assert!(group.usage().oom_kills.unwrap() >= 1);
+            assert_killed_at_limit(&group).await;
         } else {
             assert!(tree.0.supports(&limits).is_err());
             let error = group.set_limits(&limits).unwrap_err();
