@@ -49,6 +49,49 @@ pub struct Clone {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub metadata: CloneMetadata,
+    /// The CPU and memory limits the clone's server runs with (Scion's addition; omitted when
+    /// it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<CloneLimits>,
+    /// What the clone's server has used, as its control group counts (Scion's addition;
+    /// omitted for a clone without limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<CloneUsage>,
+}
+
+/// A clone's CPU and memory limits (`Clone.limits`, `CreateCloneRequest.limits`); an absent
+/// field is unlimited (in a request: the server's default).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CloneLimits {
+    /// CPU time in cores (`1.5`: one and a half cores' worth per period), at least 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Memory in bytes, at least 16 MiB; a backend past it is killed and the server recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+}
+
+/// What a limited clone's server has used (`Clone.usage`); a counter the host does not keep
+/// is omitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CloneUsage {
+    /// Memory charged to the clone now, page cache included, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// The most memory charged at once, in bytes.
+    #[serde(default, rename = "memoryPeak", skip_serializing_if = "Option::is_none")]
+    pub memory_peak: Option<u64>,
+    /// Processes the kernel killed for the memory limit.
+    #[serde(default, rename = "oomKills", skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
+    /// CPU time used, in microseconds.
+    #[serde(default, rename = "cpuUsageMicros", skip_serializing_if = "Option::is_none")]
+    pub cpu_usage_micros: Option<u64>,
+    /// Periods in which the CPU limit held the clone back.
+    #[serde(default, rename = "cpuThrottledPeriods", skip_serializing_if = "Option::is_none")]
+    pub cpu_throttled_periods: Option<u64>,
 }
 
 /// How to connect to a clone (`Clone.db`).
@@ -120,7 +163,7 @@ pub struct CloneMetadata {
 ///
 /// Every field may be absent or `null`; unknown fields are ignored. The server checks that `db`, `db.username`
 /// and `db.password` are present and that `id`, when not empty, is a valid [`CloneId`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateCloneRequest {
     /// Requested clone ID; empty means "generate one".
@@ -162,6 +205,10 @@ pub struct CreateCloneRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(required, nullable = false))]
     pub db: Option<DatabaseRequest>,
+    /// CPU and memory limits for this clone, each over the server's `[clone]` default
+    /// (Scion's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<CloneLimits>,
 }
 
 impl CreateCloneRequest {

@@ -13,6 +13,7 @@ mod alternatives;
 mod cluster;
 mod physical;
 mod report;
+mod runaway;
 mod scion;
 mod server;
 mod stats;
@@ -94,6 +95,15 @@ struct Args {
     /// apply.
     #[arg(long)]
     physical: bool,
+    /// Measure per-clone limits (issue #16) at the first of --sizes instead: ten clones running
+    /// pgbench with no runaway clone, next to one under a CPU and memory limit, and next to
+    /// one without limits. Of the other flags only --sizes, --major, --dir, --port-from,
+    /// --server-bin, --out and --runaway-seconds apply.
+    #[arg(long)]
+    runaway: bool,
+    /// Runaway: seconds of pgbench per scenario.
+    #[arg(long, default_value_t = 20)]
+    runaway_seconds: u64,
     /// Physical: freshness samples per sync mode, and snapshot cuts under write load.
     #[arg(long, default_value_t = 10)]
     physical_runs: usize,
@@ -233,7 +243,9 @@ async fn run(args: &Args) -> Result<Report> {
             local_port,
             density: size == density_size && args.density > 0,
         };
-        let result = if args.physical {
+        let result = if args.runaway {
+            runaway::run(&ctx).await.map(|section| report.runaway = Some(section))
+        } else if args.physical {
             physical::run_size(&ctx, &mut report).await
         } else {
             run_size(&ctx, &mut report).await

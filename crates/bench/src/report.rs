@@ -84,6 +84,8 @@ pub(crate) struct Report {
     pub(crate) sizes: Vec<SizeResult>,
     /// Physical mode's results (`--physical`), one per size.
     pub(crate) physical: Vec<crate::physical::PhysicalResult>,
+    /// The runaway section (`--runaway`), rendered.
+    pub(crate) runaway: Option<String>,
     /// Why the run stopped early, if it did.
     pub(crate) failure: Option<String>,
 }
@@ -113,6 +115,7 @@ impl Report {
             command: format!("sudo scripts/bench {}", args.join(" ")).trim_end().to_owned(),
             sizes: Vec::new(),
             physical: Vec::new(),
+            runaway: None,
             failure: None,
         }
     }
@@ -125,7 +128,9 @@ impl Report {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.machine(&mut out);
-        if self.physical.is_empty() {
+        if let Some(section) = &self.runaway {
+            out.push_str(section);
+        } else if self.physical.is_empty() {
             self.latency(&mut out);
             self.alternatives(&mut out);
             self.density(&mut out);

@@ -45,6 +45,8 @@ pub struct CloneRequest {
     pub db_name: Option<String>,
     /// Postgres settings for this clone only.
     pub extra_conf: BTreeMap<String, String>,
+    /// CPU and memory limits for this clone only, over the configuration's.
+    pub limits: crate::quota::CloneLimits,
 }
 
 /// Which snapshot a reset moves a clone to.
@@ -107,9 +109,13 @@ impl Engine {
             .iter()
             .find(|snapshot| snapshot.id == entry.record.snapshot_id)
             .map(|snapshot| self.snapshot_view_in(state, snapshot));
+        let servers = &self.inner.servers;
         CloneView {
             record: entry.record.clone(),
             snapshot,
+            limits: servers.limits_of(entry.record.limits),
+            // A few small files of the cgroup file system, only for a limited clone.
+            usage: servers.quotas().usage(entry.record.port),
             diff_size: entry.diff_size,
             access_host: self.config().cloning.access_host.clone(),
             max_idle_minutes: self.config().cloning.max_idle_minutes,
@@ -153,6 +159,8 @@ impl Engine {
             request.extra_conf.iter().map(|(name, value)| (name.as_str(), value.as_str())),
         )
         .map_err(|error| Error::InvalidInput(error.to_string()))?;
+        let servers = &self.inner.servers;
+        servers.quotas().check(&servers.limits_of(request.limits))?;
         let snapshot =
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
         self.ensure_space("create clone").await?;
@@ -191,7 +199,11 @@ impl Engine {
                             snapshot.id
                         )));
                     }
-                    let warm = if warm_enabled && request.extra_conf.is_empty() {
+                    // A warm clone runs with the configuration's settings and limits only.
+                    let warm = if warm_enabled
+                        && request.extra_conf.is_empty()
+                        && request.limits.is_empty()
+                    {
                         self.inner.warm.take(&snapshot.id)
                     } else {
                         None
@@ -237,6 +249,7 @@ impl Engine {
                         created_at: now,
                         cloning_time_seconds: None,
                         extra_conf: request.extra_conf.clone(),
+                        limits: request.limits,
                     };
                     // An evicted warm clone keeps its record until its server is gone, so that a crash
                     // in between leaves it to be removed at the next start, before the clone is redone.
@@ -456,6 +469,7 @@ impl Engine {
             Err(error) => return Err((step, error.into())),
         }
         self.inner.servers.remove_socket_dir(record.port);
+        self.inner.servers.quotas().remove(record.port);
         Ok(())
     }
 

@@ -143,6 +143,14 @@ pub struct CloneServerConfig {
     /// How long a clone's server may take to start, crash recovery included.
     #[serde(with = "humantime_serde_compat")]
     pub start_timeout: Duration,
+    /// The CPU limit of each clone, in cores (`1.5`), unless its request sets one; none by
+    /// default (docs/quotas.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// The memory limit of each clone (`"512MB"`, binary units), unless its request sets one;
+    /// none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 impl Default for CloneServerConfig {
@@ -158,11 +166,28 @@ impl Default for CloneServerConfig {
             initdb_major: DEFAULT_INITDB_MAJOR,
             settings: BTreeMap::new(),
             start_timeout: Duration::from_secs(120),
+            cpu: None,
+            memory: None,
         }
     }
 }
 
 impl CloneServerConfig {
+    /// The limits of a clone whose request sets none (`cpu`, `memory`).
+    pub fn default_limits(&self) -> Result<crate::quota::CloneLimits, InvalidConfig> {
+        let memory = self
+            .memory
+            .as_deref()
+            .map(crate::quota::parse_bytes)
+            .transpose()
+            .map_err(|message| invalid("clone.memory", message))?;
+        let limits = crate::quota::CloneLimits { cpu: self.cpu, memory };
+        limits.check().map_err(|message| {
+            invalid(if message.starts_with("cpu") { "clone.cpu" } else { "clone.memory" }, message)
+        })?;
+        Ok(limits)
+    }
+
     /// The configured binary directories with their majors checked.
     pub fn bin_dirs(&self) -> Result<Vec<(postgres::PgMajor, PathBuf)>, InvalidConfig> {
         self.bin_dirs
@@ -330,6 +355,7 @@ impl EngineConfig {
             return Err(invalid("clone.max_connections", "must be at least 1"));
         }
         clone.bin_dirs()?;
+        clone.default_limits()?;
         if let Some(retrieval) = &self.retrieval {
             retrieval.validate().map_err(|error| invalid("retrieval", error.to_string()))?;
         }
@@ -413,6 +439,18 @@ mod tests {
         let mut config = EngineConfig::default();
         config.clone.listen_addresses = "127.0.0.1, nonsense".to_owned();
         assert_eq!(config.validate().unwrap_err().key, "clone.listen_addresses");
+
+        let mut config = EngineConfig::default();
+        config.clone.memory = Some("lots".to_owned());
+        assert_eq!(config.validate().unwrap_err().key, "clone.memory");
+        config.clone.memory = Some("512MB".to_owned());
+        config.clone.cpu = Some(0.0);
+        assert_eq!(config.validate().unwrap_err().key, "clone.cpu");
+        config.clone.cpu = Some(1.5);
+        assert_eq!(
+            config.clone.default_limits().unwrap(),
+            crate::quota::CloneLimits { cpu: Some(1.5), memory: Some(512 << 20) }
+        );
 
         let mut config = EngineConfig::default();
         config.cloning.max_idle_minutes = -1.0;

@@ -29,6 +29,7 @@ mod pool;
 mod ports;
 mod protection;
 mod provision;
+mod quota;
 mod reconcile;
 mod reconfigure;
 mod refresh;
@@ -64,6 +65,7 @@ pub use config::EngineConfig;
 pub use continuous::INTERRUPTED_REFRESH_KEY;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
+pub use exec::Usage as CgroupUsage;
 pub use lease::{Protection, ProtectionRequest};
 pub use logs::{LogChunk, MAX_TAIL_BYTES};
 pub use metrics::InstanceHealth;
@@ -71,6 +73,7 @@ pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use observation::{ObservationRecord, SessionResult};
 pub use pool::{MinFreeSpace, Pool};
 pub use protection::ProtectionUpdate;
+pub use quota::{CloneLimits, parse_bytes};
 pub use reconcile::{Difference, DifferenceKind, Reconciliation};
 pub use reconfigure::{Reconfigured, split as split_reconfiguration};
 pub use refresh::{RefreshAlert, RefreshStatus, RetrievalView};
@@ -204,6 +207,10 @@ pub struct CloneView {
     pub record: CloneRecord,
     /// The snapshot it runs on, if it still exists.
     pub snapshot: Option<SnapshotView>,
+    /// The CPU and memory limits its server runs with (its own over the configuration's).
+    pub limits: CloneLimits,
+    /// What its server has used, as its control group counts (a limited clone only).
+    pub usage: Option<CgroupUsage>,
     /// Bytes written since it was made, as of the last collection.
     pub diff_size: u64,
     /// The host clients connect to.

@@ -194,6 +194,7 @@ struct Snapshot {
     clone_total_diff: i64,
     clone_total_logical: i64,
     clone_protected: i64,
+    clone_total_memory_limit: i64,
     snapshots_total: i64,
     snapshot_max_age_seconds: i64,
     snapshot_total_physical: i64,
@@ -267,6 +268,11 @@ impl Snapshot {
                 .map(|clone| to_i64(logical_of(&clone.record.snapshot_id)))
                 .sum(),
             clone_protected: clones.iter().filter(|clone| clone.record.protected).count() as i64,
+            clone_total_memory_limit: clones
+                .iter()
+                .filter_map(|clone| clone.limits.memory)
+                .map(to_i64)
+                .fold(0, i64::saturating_add),
             snapshots_total: snapshots.len() as i64,
             snapshot_max_age_seconds: snapshots
                 .iter()
@@ -464,6 +470,12 @@ impl Collector for Snapshot {
             self.clone_total_logical,
         )?;
         gauge(e, "dblab_clone_protected_count", "Protected clones", self.clone_protected)?;
+        gauge(
+            e,
+            "dblab_clone_total_memory_limit_bytes",
+            "Sum of the clones' memory limits (clones without one count 0)",
+            self.clone_total_memory_limit,
+        )?;
         gauge_f64(
             e,
             "dblab_clone_total_cpu_usage_percent",

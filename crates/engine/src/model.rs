@@ -93,6 +93,9 @@ pub struct CloneRecord {
     pub cloning_time_seconds: Option<f64>,
     /// Postgres settings the request asked for; applied at every start of the clone.
     pub extra_conf: BTreeMap<String, String>,
+    /// The CPU and memory limits the request asked for, over the configuration's at every
+    /// start of the clone.
+    pub limits: crate::quota::CloneLimits,
 }
 
 /// A clone of the warm pool: a dataset and a running server made ahead of demand, not yet any

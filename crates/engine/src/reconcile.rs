@@ -63,11 +63,14 @@ pub enum DifferenceKind {
     MissingSnapshot,
     /// A snapshot of the data in the pool that the catalog did not know; it is added.
     UnrecordedSnapshot,
+    /// The control group of a clone that no longer exists; it is removed unless a process
+    /// still runs in it.
+    LeftoverCgroup,
 }
 
 impl DifferenceKind {
     /// Every kind.
-    pub const ALL: [DifferenceKind; 9] = [
+    pub const ALL: [DifferenceKind; 10] = [
         DifferenceKind::ServerRestarted,
         DifferenceKind::ServerFailed,
         DifferenceKind::MissingDataset,
@@ -77,6 +80,7 @@ impl DifferenceKind {
         DifferenceKind::RemovedLeftover,
         DifferenceKind::MissingSnapshot,
         DifferenceKind::UnrecordedSnapshot,
+        DifferenceKind::LeftoverCgroup,
     ];
 
     /// The stable name.
@@ -91,6 +95,7 @@ impl DifferenceKind {
             DifferenceKind::RemovedLeftover => "removed_leftover",
             DifferenceKind::MissingSnapshot => "missing_snapshot",
             DifferenceKind::UnrecordedSnapshot => "unrecorded_snapshot",
+            DifferenceKind::LeftoverCgroup => "leftover_cgroup",
         }
     }
 }
@@ -165,6 +170,13 @@ impl Engine {
         // pool, which could otherwise collide with them.
         for record in interrupted {
             self.finish_interrupted(record).await;
+        }
+        // The warm pool's leftovers are gone by now: every group a port no clone holds is left
+        // by a crash between a server's end and its group's removal.
+        let held: BTreeSet<u16> =
+            self.read_state().clones.values().map(|entry| entry.record.port).collect();
+        for (group, detail) in self.inner.servers.quotas().remove_leftovers(&held) {
+            report.report(DifferenceKind::LeftoverCgroup, group, detail);
         }
         self.audit_pool(&mut report).await;
         report

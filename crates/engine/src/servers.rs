@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::config::{CloneServerConfig, EngineConfig, HostAuthMethod};
 use crate::error::{Error, Result};
 use crate::model::{CloneRecord, WarmRecord};
+use crate::quota::{CloneLimits, Quotas};
 use crate::sync::lock;
 
 /// How long a server gets to stop cleanly before it is stopped harder.
@@ -52,18 +53,30 @@ pub(crate) struct Server<'a> {
     port: u16,
     log_name: &'a str,
     extra_conf: &'a BTreeMap<String, String>,
+    /// The clone's own limits, over the configuration's.
+    limits: CloneLimits,
 }
 
 impl<'a> Server<'a> {
     /// A user clone's server: always derived from its record, so a restart after a reboot
     /// gets the same port, socket and settings.
     pub(crate) fn of_clone(record: &'a CloneRecord) -> Server<'a> {
-        Server { port: record.port, log_name: &record.id, extra_conf: &record.extra_conf }
+        Server {
+            port: record.port,
+            log_name: &record.id,
+            extra_conf: &record.extra_conf,
+            limits: record.limits,
+        }
     }
 
     /// A warm clone's server, with no settings of its own.
     pub(crate) fn of_warm(record: &'a WarmRecord) -> Server<'a> {
-        Server { port: record.port, log_name: &record.id, extra_conf: &NO_SETTINGS }
+        Server {
+            port: record.port,
+            log_name: &record.id,
+            extra_conf: &NO_SETTINGS,
+            limits: CloneLimits::default(),
+        }
     }
 }
 
@@ -91,6 +104,8 @@ pub(crate) struct Servers {
     running: Mutex<HashMap<String, Instance>>,
     /// What each installed major offers, as the last [`Servers::refresh_extensions`] read it.
     extensions: RwLock<Vec<MajorExtensions>>,
+    /// The control groups limited servers run in.
+    quotas: Quotas,
 }
 
 impl Servers {
@@ -112,6 +127,7 @@ impl Servers {
             state_dir: state_dir.to_path_buf(),
             running: Mutex::new(HashMap::new()),
             extensions: RwLock::new(Vec::new()),
+            quotas: Quotas::new(state_dir),
         })
     }
 
@@ -162,6 +178,17 @@ impl Servers {
     /// Where every major's binaries are looked up.
     pub(crate) fn binaries(&self) -> &BinarySearch {
         &self.binaries
+    }
+
+    /// The control groups of limited clones.
+    pub(crate) fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// What `server` runs with: its own limits over the configuration's (as checked when the
+    /// configuration was loaded).
+    pub(crate) fn limits_of(&self, own: CloneLimits) -> CloneLimits {
+        own.over(self.config().default_limits().unwrap_or_default())
     }
 
     /// The OS user servers (and retrieval's tools) run as.
@@ -240,7 +267,12 @@ impl Servers {
         minimums: &[(&str, u64)],
         restore_dirs: &[PathBuf],
     ) -> InstanceSpec {
-        let server = Server { port: SYNC_PORT, log_name: SYNC_NAME, extra_conf: &NO_SETTINGS };
+        let server = Server {
+            port: SYNC_PORT,
+            log_name: SYNC_NAME,
+            extra_conf: &NO_SETTINGS,
+            limits: CloneLimits::default(),
+        };
         let mut spec = self.spec(server, pgdata);
         spec.settings.socket_dir = self.state_dir.join("sockets").join(SYNC_NAME);
         spec.settings.listen_addresses = String::new();
@@ -354,10 +386,12 @@ impl Servers {
         Ok(self.binaries.locate(PgMajor::of_data_dir(pgdata)?)?)
     }
 
-    /// Starts `server` on `pgdata`.
+    /// Starts `server` on `pgdata`, in a control group with its limits when it has any.
     pub(crate) async fn start(&self, server: Server<'_>, pgdata: &Path) -> Result<Instance> {
         let binaries = self.binaries_for(pgdata)?;
-        Ok(Instance::start(&binaries, self.spec(server, pgdata)).await?)
+        let mut spec = self.spec(server, pgdata);
+        spec.cgroup = self.quotas.prepare(server.port, &self.limits_of(server.limits))?;
+        Ok(Instance::start(&binaries, spec).await?)
     }
 
     /// Adopts `server` running on `pgdata` (started by an earlier run of the engine).

@@ -303,6 +303,7 @@ impl Engine {
             None => self.destroy_clone_dataset(&dataset).await,
         }
         self.inner.servers.remove_log(&record.id);
+        self.inner.servers.quotas().remove(record.port);
     }
 
     fn forget_warm(&self, record: &WarmRecord) {

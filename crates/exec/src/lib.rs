@@ -6,8 +6,10 @@
 //! It does not know what the programs mean; callers interpret their output.
 //! A daemon may be started in a [`Sandbox`]: namespaces and a private root of its own.
 
+pub mod cgroup;
 mod sandbox;
 
+pub use cgroup::{Cgroup, CgroupError, CgroupTree, CgroupVersion, Limits, Usage};
 pub use sandbox::Sandbox;
 
 use std::ffi::OsString;

@@ -26,6 +26,7 @@ pub struct Sandbox {
     root: PathBuf,
     read_only: Vec<PathBuf>,
     writable: Vec<PathBuf>,
+    cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 /// Host directories every sandbox sees read-only: the system's programs, libraries, time zones,
@@ -42,7 +43,7 @@ impl Sandbox {
     /// exists on the host. The tmpfs is mounted on it only inside the sandbox's own mount
     /// namespace, so one directory serves any number of sandboxes.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Sandbox { root: root.into(), read_only: Vec::new(), writable: Vec::new() }
+        Sandbox { root: root.into(), read_only: Vec::new(), writable: Vec::new(), cgroup: None }
     }
 
     /// Shows the host directory `path` at the same path, read-only.
@@ -54,6 +55,13 @@ impl Sandbox {
     /// Shows the host directory `path` at the same path, writable.
     pub fn writable(mut self, path: impl Into<PathBuf>) -> Self {
         self.writable.push(path.into());
+        self
+    }
+
+    /// Starts the program in `cgroup`, which must exist: the child enters it before anything
+    /// else, so not one instruction of the program runs outside the group's limits.
+    pub fn cgroup(mut self, cgroup: crate::cgroup::Cgroup) -> Self {
+        self.cgroup = Some(cgroup);
         self
     }
 
@@ -374,6 +382,22 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
     let report_fd = report_write.as_raw_fd();
     let user = launch.user;
     let new_session = launch.new_session;
+    // Opened here, written in the child: the files of the cgroup file system are not reachable
+    // once the child has pivoted, and opening them there would be more work between clone and
+    // execve than one write.
+    let cgroup_files = match &sandbox.cgroup {
+        Some(cgroup) => cgroup
+            .procs_files()
+            .iter()
+            .map(|path| {
+                std::fs::OpenOptions::new().write(true).open(path).map_err(|error| {
+                    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let cgroup_fds: Vec<i32> = cgroup_files.iter().map(AsRawFd::as_raw_fd).collect();
     let child = Box::new(move || -> isize {
         // From here to execve: system calls only. A failure is reported through the pipe as
         // (step, errno) and ends the child.
@@ -388,6 +412,14 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
                 libc::_exit(127)
             }
         };
+        // The cgroup first: everything after, the setup included, is charged to the group.
+        // Writing "0" moves the writing process, whatever its PID in its new namespace.
+        for fd in &cgroup_fds {
+            // SAFETY: writes one byte from a static buffer to a descriptor opened above.
+            if unsafe { libc::write(*fd, c"0".as_ptr().cast(), 1) } != 1 {
+                return fail(steps.len() + 5, errno());
+            }
+        }
         for (index, step) in steps.iter().enumerate() {
             if let Err(code) = step.run() {
                 return fail(index, code);
@@ -455,6 +487,7 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .map_err(std::io::Error::from)?;
     drop(report_write);
+    drop(cgroup_files);
     let mut message = [0u8; 8];
     let mut read = 0;
     // The pipe closes on execve (success) or carries 8 bytes (failure). A child that does
@@ -507,6 +540,7 @@ pub(crate) fn spawn(sandbox: &Sandbox, launch: &Launch<'_>) -> std::io::Result<u
             1 => "switch to the server's user".to_owned(),
             2 => "enter the working directory".to_owned(),
             3 => "set up the descriptors".to_owned(),
+            5 => "enter the cgroup".to_owned(),
             _ => "execute the program".to_owned(),
         },
     };

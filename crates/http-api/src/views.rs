@@ -165,6 +165,15 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
             max_idle_minutes: whole_minutes(view.max_idle_minutes),
             protection_limits: limits,
         },
+        limits: (!view.limits.is_empty())
+            .then_some(api_types::CloneLimits { cpu: view.limits.cpu, memory: view.limits.memory }),
+        usage: view.usage.map(|usage| api_types::CloneUsage {
+            memory: usage.memory_bytes,
+            memory_peak: usage.memory_peak_bytes,
+            oom_kills: usage.oom_kills,
+            cpu_usage_micros: usage.cpu_usage_us,
+            cpu_throttled_periods: usage.cpu_throttled_periods,
+        }),
     }
 }
 

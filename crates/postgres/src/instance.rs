@@ -72,6 +72,10 @@ pub struct InstanceSpec {
     /// Host directories a sandboxed server may read besides its own (a WAL archive its
     /// `restore_command` copies from); ignored without `sandbox_root`.
     pub read_only_dirs: Vec<PathBuf>,
+    /// The control group a sandboxed server starts in, made beforehand with its limits; the
+    /// postmaster enters it before it executes, and every backend it forks stays there.
+    /// Ignored without `sandbox_root`.
+    pub cgroup: Option<exec::Cgroup>,
 }
 
 impl InstanceSpec {
@@ -93,6 +97,7 @@ impl InstanceSpec {
             start_timeout: DEFAULT_START_TIMEOUT,
             sandbox_root: None,
             read_only_dirs: Vec::new(),
+            cgroup: None,
         }
     }
 
@@ -226,6 +231,9 @@ impl Instance {
             }
             for dir in &spec.read_only_dirs {
                 sandbox = sandbox.read_only(dir);
+            }
+            if let Some(cgroup) = &spec.cgroup {
+                sandbox = sandbox.cgroup(cgroup.clone());
             }
             command = command.sandbox(sandbox);
         }

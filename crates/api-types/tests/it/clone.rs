@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use api_types::{
-    Clone, CloneId, CloneMetadata, CreateCloneRequest, Database, DatabaseRequest,
-    PatchCloneRequest, Protection, ProtectionLimits, ResetCloneRequest, Snapshot, SnapshotRef,
-    Status, StatusCode,
+    Clone, CloneId, CloneLimits, CloneMetadata, CloneUsage, CreateCloneRequest, Database,
+    DatabaseRequest, PatchCloneRequest, Protection, ProtectionLimits, ResetCloneRequest, Snapshot,
+    SnapshotRef, Status, StatusCode,
 };
 use serde_json::json;
 
@@ -57,6 +57,8 @@ fn ready_clone() -> Clone {
                 max_duration_minutes: 10080,
             },
         },
+        limits: None,
+        usage: None,
     }
 }
 
@@ -142,6 +144,35 @@ fn creating_clone_golden_omits_empty_optionals() {
     assert_golden(&clone, &golden);
 }
 
+/// Scion's additions: a limited clone shows its limits and usage; a request may carry limits.
+#[test]
+fn limits_and_usage_are_additive_fields() {
+    let clone = Clone {
+        limits: Some(CloneLimits { cpu: Some(1.5), memory: Some(268435456) }),
+        usage: Some(CloneUsage {
+            memory: Some(1024),
+            oom_kills: Some(1),
+            cpu_usage_micros: Some(7),
+            ..CloneUsage::default()
+        }),
+        ..ready_clone()
+    };
+    let value = serde_json::to_value(&clone).unwrap();
+    assert_eq!(value["limits"], json!({"cpu": 1.5, "memory": 268435456}));
+    assert_eq!(value["usage"], json!({"memory": 1024, "oomKills": 1, "cpuUsageMicros": 7}));
+    assert_eq!(serde_json::from_value::<Clone>(value).unwrap(), clone);
+    let request: CreateCloneRequest = serde_json::from_value(json!({
+        "db": {"username": "u", "password": "p"},
+        "limits": {"memory": 134217728}
+    }))
+    .unwrap();
+    assert_eq!(request.limits, Some(CloneLimits { cpu: None, memory: Some(134217728) }));
+    let request: CreateCloneRequest =
+        serde_json::from_value(json!({"db": {"username": "u", "password": "p"}, "limits": null}))
+            .unwrap();
+    assert_eq!(request.limits, None);
+}
+
 #[test]
 fn fatal_status_keeps_the_error_text_and_unknown_codes_round_trip() {
     let fatal = Status::new(StatusCode::Fatal, "start postgres: exited with 1");
@@ -176,6 +207,7 @@ fn create_request_from_the_seed_post() {
                 restricted: false,
                 db_name: String::new(),
             }),
+            limits: None,
         }
     );
     assert_eq!(request.clone_id().unwrap(), Some(CloneId::parse("my-clone").unwrap()));
@@ -196,6 +228,7 @@ fn create_request_full_shape_golden() {
             restricted: true,
             db_name: "app".to_owned(),
         }),
+        limits: None,
     };
     let golden = json!({
         "id": "c1",

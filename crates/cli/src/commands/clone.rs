@@ -67,6 +67,7 @@ async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure>
             restricted: args.restricted,
             db_name: args.db_name.unwrap_or_default(),
         }),
+        limits: None,
     };
     if args.no_wait {
         let clone = context.client.create_clone(&request, None).await?;

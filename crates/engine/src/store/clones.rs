@@ -27,8 +27,11 @@ impl Store {
     /// Records a new clone; fails with [`StoreError::Conflict`] when its ID, port or dataset is
     /// taken.
     pub fn insert_clone(&self, clone: &CloneRecord) -> Result<(), StoreError> {
-        let result = execute_clone(&self.lock(), INSERT_CLONE, clone);
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        let result = execute_clone(&transaction, INSERT_CLONE, clone);
         conflict_on_unique(result, || format!("clone {} (port {})", clone.id, clone.port))?;
+        transaction.commit()?;
         Ok(())
     }
 
@@ -44,7 +47,11 @@ impl Store {
 
     /// Forgets a clone. Forgetting one that is not there is not an error.
     pub fn delete_clone(&self, id: &str) -> Result<(), StoreError> {
-        self.lock().execute("DELETE FROM clones WHERE id = ?1", [id])?;
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute("DELETE FROM clones WHERE id = ?1", [id])?;
+        super::limits::delete_limits(&transaction, id)?;
+        transaction.commit()?;
         Ok(())
     }
 
@@ -62,12 +69,29 @@ impl Store {
         for row in rows {
             clones.push(row??);
         }
+        let mut limits = super::limits::all_limits(&connection)?;
+        for clone in &mut clones {
+            clone.limits = limits.remove(&clone.id).unwrap_or_default();
+        }
         Ok(clones)
     }
 }
 
-/// Runs `sql` with a clone's fields as `?1` to `?19`, in the columns' order.
+/// Runs `sql` with a clone's fields as `?1` to `?19`, in the columns' order, and writes the
+/// clone's limits (in the caller's transaction, where it holds one).
 pub(super) fn execute_clone(
+    connection: &Connection,
+    sql: &str,
+    clone: &CloneRecord,
+) -> rusqlite::Result<usize> {
+    let changed = execute_clone_row(connection, sql, clone)?;
+    if changed > 0 {
+        super::limits::write_limits(connection, &clone.id, &clone.limits)?;
+    }
+    Ok(changed)
+}
+
+fn execute_clone_row(
     connection: &Connection,
     sql: &str,
     clone: &CloneRecord,
@@ -131,6 +155,7 @@ fn clone_from_row(row: &Row<'_>) -> RowResult<CloneRecord> {
             extra_conf: serde_json::from_str(&extra_conf).map_err(|error| {
                 StoreError::Corrupt(format!("extra_conf {extra_conf:?}: {error}"))
             })?,
+            limits: Default::default(),
         })
     })();
     Ok(record)
@@ -147,6 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scion.db");
         let mut clone = clone_record("c1", 6000);
+        clone.limits = crate::quota::CloneLimits { cpu: Some(1.5), memory: Some(256 << 20) };
         {
             let store = Store::open(&path).unwrap();
             store.insert_clone(&clone).unwrap();
@@ -155,7 +181,18 @@ mod tests {
             store.update_clone(&clone).unwrap();
         }
         let store = Store::open(&path).unwrap();
+        assert_eq!(store.clones().unwrap(), vec![clone.clone()]);
+        // Lifting the limits removes their row; forgetting the clone removes everything.
+        clone.limits = crate::quota::CloneLimits::default();
+        store.update_clone(&clone).unwrap();
         assert_eq!(store.clones().unwrap(), vec![clone]);
+        store.delete_clone("c1").unwrap();
+        assert!(store.clones().unwrap().is_empty());
+        let rows: i64 = store
+            .lock()
+            .query_row("SELECT count(*) FROM clone_limits", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
     }
 
     #[test]

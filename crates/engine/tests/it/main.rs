@@ -11,6 +11,7 @@ mod harness;
 mod isolation;
 mod lifecycle;
 mod physical;
+mod quotas;
 mod races;
 mod recovery;
 mod restart;

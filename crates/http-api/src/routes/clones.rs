@@ -186,6 +186,10 @@ async fn create(
         restricted: db.restricted,
         db_name: Some(db.db_name).filter(|name| !name.is_empty()),
         extra_conf: request.extra_conf,
+        limits: request
+            .limits
+            .map(|limits| engine::CloneLimits { cpu: limits.cpu, memory: limits.memory })
+            .unwrap_or_default(),
     };
     let mut view = state.engine.create_clone(request).await?;
     if let Some(wait) = wait

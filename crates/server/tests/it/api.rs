@@ -184,10 +184,47 @@ async fn snapshots_health_and_metrics() {
         "dblab_snapshot_max_data_lag_seconds ",
         "dblab_clone_protected_count ",
         "dblab_clone_total_memory_usage_bytes ",
+        "dblab_clone_total_memory_limit_bytes ",
         "dblab_clone_total_cpu_usage_percent ",
         "scion_clone_ready_seconds_bucket",
         "scion_webhook_deliveries_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+}
+
+/// Per-clone limits over HTTP (docs/quotas.md): the request's field over `[clone]`'s default,
+/// shown with the kernel's usage, summed in the metric; a clone without limits shows neither.
+#[tokio::test]
+async fn a_clone_created_with_limits_shows_them_and_its_usage() {
+    let server = TestServer::start("[clone]\ncpu = 0.5\n").await;
+    let mut request = clone_request("limited");
+    request["limits"] = json!({"memory": 268435456});
+    let (status, clone) = server.post("/clone?wait=120", request).await;
+    assert_eq!(status, 201, "{clone}");
+    assert_eq!(clone["status"]["code"], "OK", "{clone}\n{}", server.log());
+    assert_eq!(clone["limits"], json!({"cpu": 0.5, "memory": 268435456}));
+    let (_, clone) = server.get("/clone/limited").await;
+    assert!(clone["usage"]["memory"].as_u64().unwrap() > 0, "{clone}");
+    assert_eq!(clone["usage"]["oomKills"], 0, "{clone}");
+    let metrics = server.metrics().await;
+    assert_eq!(
+        crate::harness::metric(&metrics, "dblab_clone_total_memory_limit_bytes"),
+        Some(268435456.0)
+    );
+
+    let mut refused = clone_request("refused");
+    refused["limits"] = json!({"cpu": 0});
+    let (status, body) = server.post("/clone", refused).await;
+    assert_eq!(status, 400, "{body}");
+
+    // The configuration's CPU limit applies to every clone: this one has a group too.
+    let plain = server.create_clone("plain").await;
+    assert_eq!(plain["limits"], json!({"cpu": 0.5}));
+    for id in ["limited", "plain"] {
+        let (status, body) =
+            server.call(reqwest::Method::DELETE, &format!("/clone/{id}"), None).await;
+        assert!(status < 300, "{status} {body}");
+        assert!(server.wait_while(id, "DELETING").await.is_none());
     }
 }

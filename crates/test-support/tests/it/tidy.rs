@@ -21,7 +21,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("postgres", &["exec"]),
     ("retrieval", &["exec", "postgres"]),
     ("webhooks", &["api-types"]),
-    ("engine", &["api-types", "postgres", "retrieval", "storage"]),
+    ("engine", &["api-types", "exec", "postgres", "retrieval", "storage"]),
     ("http-api", &["api-types", "engine"]),
     ("server", &["api-types", "engine", "http-api", "retrieval", "storage", "webhooks"]),
     ("api-client", &["api-types"]),
