@@ -108,13 +108,15 @@ impl Retrieval {
                 return Ok(Retrieval::Logical(pipeline));
             };
             // Renames were made in the golden copy by its restore; preprocessing runs again on
-            // each snapshot, for the rows replicated since.
+            // each snapshot, for the rows replicated since, and masking runs there only (the
+            // golden copy keeps replicating original rows).
             let promotion = Promotion::new(
                 PromotionConfig {
                     preprocessing: config.preprocessing.clone(),
                     detach_subscriptions: true,
                     ..PromotionConfig::default()
-                },
+                }
+                .with_masking(config),
                 search.clone(),
                 user.clone(),
             )?;

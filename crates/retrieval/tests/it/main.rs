@@ -12,6 +12,7 @@
 mod failures;
 mod fidelity;
 mod files;
+mod masking;
 mod physical;
 mod promote;
 mod refresh;
