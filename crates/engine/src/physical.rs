@@ -433,7 +433,10 @@ impl Engine {
             self.abandon_promotion(intent, &promoted, &pre).await;
             return self.snapshot(&latest.id);
         }
-        match self.snapshot_data_locked(&promoted, summary.data_state_at).await {
+        match self
+            .snapshot_data_locked(&promoted, summary.data_state_at, summary.masking.is_some())
+            .await
+        {
             Ok(view) if !keep_standby => {
                 if self.remove_standby_snapshot(&pre).await {
                     intent.settle();

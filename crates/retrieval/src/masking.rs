@@ -164,20 +164,27 @@ impl Rule {
         }
     }
 
-    /// Whether the rule reads the key.
-    pub fn is_keyed(&self) -> bool {
-        matches!(
-            self,
+    /// The type category (`pg_type.typcategory`) the rule needs, and its description;
+    /// `None` for rules that fit any type.
+    pub fn category(&self) -> Option<(char, &'static str)> {
+        match self {
             Rule::Hash { .. }
-                | Rule::Email
-                | Rule::Name
-                | Rule::FirstName
-                | Rule::LastName
-                | Rule::Phone
-                | Rule::Address
-                | Rule::DateShift { .. }
-                | Rule::Number { .. }
-        )
+            | Rule::Email
+            | Rule::Name
+            | Rule::FirstName
+            | Rule::LastName
+            | Rule::Phone
+            | Rule::Address
+            | Rule::Partial { .. } => Some(('S', "a text")),
+            Rule::DateShift { .. } => Some(('D', "a date or timestamp")),
+            Rule::Number { .. } => Some(('N', "a numeric")),
+            Rule::Keep | Rule::Null | Rule::Constant { .. } | Rule::Sql { .. } => None,
+        }
+    }
+
+    /// Whether the rule reads the key: every rule of a type category but `partial`.
+    pub fn is_keyed(&self) -> bool {
+        self.category().is_some() && !matches!(self, Rule::Partial { .. })
     }
 
     /// Whether distinct inputs keep distinct outputs (up to a 2^-64 chance), so the rule may

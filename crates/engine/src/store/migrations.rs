@@ -114,6 +114,10 @@ CREATE TABLE observation_sessions (
 );
 CREATE INDEX observation_sessions_clone ON observation_sessions (clone_id);
 "#,
+    // Masking: whether a snapshot's data was masked (or descends from masked data).
+    r#"
+ALTER TABLE snapshots ADD COLUMN masked INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 impl Store {

@@ -150,19 +150,7 @@ fn type_problem(rule: &Rule, column: &CatalogColumn) -> Option<String> {
     if *rule == Rule::Null && column.not_null {
         return Some("the column is NOT NULL, so the null rule cannot apply".to_owned());
     }
-    let wanted = match rule {
-        Rule::Hash { .. }
-        | Rule::Email
-        | Rule::Name
-        | Rule::FirstName
-        | Rule::LastName
-        | Rule::Phone
-        | Rule::Address
-        | Rule::Partial { .. } => ('S', "a text"),
-        Rule::DateShift { .. } => ('D', "a date or timestamp"),
-        Rule::Number { .. } => ('N', "a numeric"),
-        Rule::Keep | Rule::Null | Rule::Constant { .. } | Rule::Sql { .. } => return None,
-    };
+    let wanted = rule.category()?;
     (column.category != wanted.0).then(|| {
         format!(
             "the {} rule needs {} column, and this one is {}",
