@@ -83,12 +83,12 @@ async fn main() {
     let (binaries, user, root) =
         (bench.binaries.clone(), bench.user.clone(), bench.sandbox.path().to_path_buf());
     let root = root.as_path();
-    let conninfo = |database: &str| bench.conninfo(database);
+    let conninfo = bench.conninfo(DATABASE);
     let admin = bench.instance.admin().await.unwrap();
     let started = Instant::now();
     Cmd::new(binaries.tool("pgbench").unwrap())
         .args(["-i", "-q", "-s", &args.scale.to_string()])
-        .arg(format!("--dbname={}", conninfo(DATABASE)))
+        .arg(format!("--dbname={conninfo}"))
         .secret_env("PGPASSWORD", PASSWORD)
         .run()
         .await
@@ -134,7 +134,7 @@ async fn main() {
                         &user,
                         root,
                         run,
-                        &conninfo(DATABASE),
+                        &conninfo,
                         args.jobs,
                         &settings_for_targets,
                     )

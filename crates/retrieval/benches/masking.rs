@@ -173,12 +173,12 @@ async fn main() {
         values.iter().map(pick).sum::<f64>() / values.len() as f64
     };
     println!();
-    for mode in 1..MODES.len() {
+    for (mode, name) in MODES.iter().enumerate().skip(1) {
         let extra_seconds = mean(mode, |row| row.0) - mean(0, |row| row.0);
         let extra_mb = (mean(mode, |row| row.2 as f64) - mean(0, |row| row.2 as f64)) / 1e6;
         println!(
             "{}: masking stage {:.1} s per GB of masked tables; refresh +{extra_seconds:.1} s ({:.1} s per GB) against plain; data directory {extra_mb:+.0} MB",
-            MODES[mode],
+            name,
             mean(mode, |row| row.1) / gb,
             extra_seconds / gb,
         );

@@ -1,6 +1,8 @@
 //! What the retrieval benchmarks share: a sandbox, a fresh source cluster with the `bench`
 //! superuser and database, and the live configuration that reads it.
 
+#![allow(dead_code, reason = "each benchmark uses the part it needs")]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
