@@ -339,7 +339,13 @@ pub(crate) async fn mask_target(
         return Ok(None);
     }
     let tables = jobs.len() as u64;
-    let rows = apply(config, target, key, jobs, cancel).await?;
+    let jobs = Arc::new(jobs);
+    let rows = apply(config, target, key, &jobs, Pass::Update, cancel).await?;
+    if config.compact {
+        // Only once every UPDATE has committed: a VACUUM FULL beside a running UPDATE would
+        // keep the rows that UPDATE's snapshot still sees, original values included.
+        apply(config, target, None, &jobs, Pass::Compact, cancel).await?;
+    }
     // The restore's WAL holds the original values: move to a new segment and checkpoint, so
     // the old segments are removed (the target runs with wal_recycle off while masking).
     let admin = connect(target, "template1").await?;
@@ -356,35 +362,52 @@ pub(crate) async fn mask_target(
     Ok(Some(run))
 }
 
+/// One pass over the tables: their `UPDATE`s, or their compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Update,
+    Compact,
+}
+
+/// Runs `pass` on every table, `parallel_tables` at once; the rows updated.
 async fn apply(
     config: &MaskingConfig,
     target: &Target,
     key: Option<KeyBlocks>,
-    jobs: Vec<TableJob>,
+    jobs: &Arc<Vec<TableJob>>,
+    pass: Pass,
     cancel: &CancellationToken,
 ) -> Result<u64> {
     let permits =
         Arc::new(Semaphore::new(usize::try_from(config.parallel_tables).unwrap_or(1).max(1)));
     let key = Arc::new(key);
     let mut tasks = JoinSet::new();
-    for job in jobs {
-        let (permits, key, target, cancel) =
-            (permits.clone(), key.clone(), target.clone(), cancel.clone());
-        let compact = config.compact;
+    for index in 0..jobs.len() {
+        let (permits, key, target, cancel, jobs) =
+            (permits.clone(), key.clone(), target.clone(), cancel.clone(), jobs.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled { stage: Stage::Masking });
             }
+            let job = &jobs[index];
             let admin = connect(&target, &job.database).await?;
             let client = admin.client();
+            let started = Instant::now();
+            if pass == Pass::Compact {
+                client
+                    .batch_execute(&format!("VACUUM FULL {}", job.table.quoted()))
+                    .await
+                    .map_err(|error| failed(&error))?;
+                info!(database = %job.database, table = %job.table, seconds = started.elapsed().as_secs_f64(), "masked table compacted");
+                return Ok(0);
+            }
             // Triggers and foreign-key checks stay off: both sides of a key get the same
             // rule, and a user's trigger must not see (or log) the rewrite.
             client
                 .batch_execute("SET session_replication_role = replica")
                 .await
                 .map_err(|error| failed(&error))?;
-            let started = Instant::now();
             let rows = match (job.keyed, key.as_ref()) {
                 (true, Some(key)) => client.execute(&job.statement, &[&key.inner, &key.outer]).await,
                 (true, None) => {
@@ -401,12 +424,6 @@ async fn apply(
                     detail(&error)
                 ),
             })?;
-            if compact {
-                client
-                    .batch_execute(&format!("VACUUM FULL {}", job.table.quoted()))
-                    .await
-                    .map_err(|error| failed(&error))?;
-            }
             info!(database = %job.database, table = %job.table, rows, seconds = started.elapsed().as_secs_f64(), "table masked");
             Ok(rows)
         });
