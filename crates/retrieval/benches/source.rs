@@ -62,13 +62,13 @@ pub(crate) async fn start(
         InstanceSpec::new(&source_dir, settings, "postgres", root.join("source.log"), user.clone());
     let mut instance = Instance::start(&binaries, spec).await.unwrap();
     let admin = instance.admin().await.unwrap();
-    admin
-        .client()
-        .batch_execute(&format!(
-            "CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'; CREATE DATABASE {DATABASE} OWNER {USER}"
-        ))
-        .await
-        .unwrap();
+    // Two statements: CREATE DATABASE cannot run in a batch's implicit transaction.
+    for statement in [
+        format!("CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),
+        format!("CREATE DATABASE {DATABASE} OWNER {USER}"),
+    ] {
+        admin.client().batch_execute(&statement).await.unwrap();
+    }
     drop(admin);
     BenchSource { sandbox, binaries, user, instance, port }
 }
