@@ -50,6 +50,10 @@ pub struct Snapshot {
     /// Protection and scheduled deletion.
     #[serde(flatten)]
     pub protection: Protection,
+    /// Scion: the data had `[retrieval.masking]` applied before the snapshot (and every clone,
+    /// branch and commit made from it inherits that); sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
 }
 
 /// A commit as returned by `GET /branch/snapshot/{id}` and `GET /branch/{name}/log`.

@@ -262,6 +262,8 @@ impl Engine {
             protected: false,
             protected_till: None,
             delete_at: None,
+            // A branch holds its base's data, masked or not.
+            masked: base.masked,
         };
         let record = BranchRecord {
             name: name.clone(),
@@ -333,6 +335,11 @@ impl Engine {
         admin.checkpoint().await?;
         drop(admin);
         let dataset = DatasetName::new(clone.dataset.clone())?;
+        let masked = self
+            .read_state()
+            .snapshots
+            .iter()
+            .any(|snapshot| snapshot.id == clone.snapshot_id && snapshot.masked);
         let now = Utc::now();
         let name = {
             let state = self.read_state();
@@ -380,6 +387,9 @@ impl Engine {
             protected: false,
             protected_till: None,
             delete_at: None,
+            // A commit holds what its clone started from, masked or not, and what was written
+            // since.
+            masked,
         };
         let upsert_branches = if advance_head {
             vec![BranchRecord { head_snapshot_id: record.id.clone(), ..branch }]

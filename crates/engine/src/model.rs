@@ -145,6 +145,8 @@ pub struct SnapshotRecord {
     pub protected_till: Option<DateTime<Utc>>,
     /// When the snapshot is scheduled for deletion, if it is.
     pub delete_at: Option<DateTime<Utc>>,
+    /// Whether its data was masked (`[retrieval.masking]`), or comes from a masked snapshot.
+    pub masked: bool,
 }
 
 /// A branch: a named pointer to a head snapshot.

@@ -111,13 +111,15 @@ impl Retrieval {
                 return Ok(Retrieval::Logical(pipeline));
             };
             // Renames were made in the golden copy by its restore; preprocessing runs again on
-            // each snapshot, for the rows replicated since.
+            // each snapshot, for the rows replicated since, and masking runs there only (the
+            // golden copy keeps replicating original rows).
             let promotion = Promotion::new(
                 PromotionConfig {
                     preprocessing: config.preprocessing.clone(),
                     detach_subscriptions: true,
                     ..PromotionConfig::default()
-                },
+                }
+                .with_masking(config),
                 search.clone(),
                 user.clone(),
             )?;
@@ -435,7 +437,10 @@ impl Engine {
             self.abandon_promotion(intent, &promoted, &pre).await;
             return self.snapshot(&latest.id);
         }
-        match self.snapshot_data_locked(&promoted, summary.data_state_at).await {
+        match self
+            .snapshot_data_locked(&promoted, summary.data_state_at, summary.masking.is_some())
+            .await
+        {
             Ok(view) if !keep_standby => {
                 if self.remove_standby_snapshot(&pre).await {
                     intent.settle();

@@ -61,8 +61,10 @@ impl Engine {
             Ok(replayed) => {
                 let summary = replayed.summary;
                 let parent = &replayed.base_snapshot_id;
-                self.snapshot_past_locked(&promoted, summary.data_state_at, parent).await.inspect(
-                    |view| {
+                let masked = summary.masking.is_some();
+                self.snapshot_past_locked(&promoted, summary.data_state_at, parent, masked)
+                    .await
+                    .inspect(|view| {
                         info!(
                             snapshot_id = %view.record.id,
                             target = %at,
@@ -71,8 +73,7 @@ impl Engine {
                             wal_replayed_bytes = summary.wal_replayed_bytes,
                             "physical snapshot at a point in time created"
                         );
-                    },
-                )
+                    })
             }
             Err(error) => Err(error),
         };

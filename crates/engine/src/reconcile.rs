@@ -369,6 +369,8 @@ impl Engine {
                 protected: false,
                 protected_till: None,
                 delete_at: None,
+                // Found without a record: nothing tells that it was masked.
+                masked: false,
             };
             match self.adopt_snapshot(record) {
                 Ok(()) => report.report(

@@ -328,7 +328,7 @@ impl Engine {
         self.refresh_state().status = RefreshStatus::Snapshotting;
         let previous = self.current_data_dataset();
         self.inner.store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
-        match self.create_snapshot_at(summary.data_state_at).await {
+        match self.create_snapshot_at(summary.data_state_at, summary.masking.is_some()).await {
             Ok(snapshot) => {
                 intent.settle();
                 self.keep_summary(summary);
@@ -360,6 +360,12 @@ impl Engine {
             warn!(%error, "the refresh's summary is not kept across restarts");
         }
         self.remember_summary(kept.summary);
+    }
+
+    /// Whether the refresh that made the current data masked it (logical mode: a manual
+    /// snapshot of the golden data is as masked as that refresh left it).
+    pub(crate) fn current_data_masked(&self) -> bool {
+        self.refresh_state().last_summary.as_ref().is_some_and(|summary| summary.masking.is_some())
     }
 
     /// Brings back, at start, the summary of the refresh that made the current data.

@@ -121,14 +121,19 @@ impl Engine {
                 )
                 .await;
         }
-        self.create_snapshot_at(Utc::now()).await
+        self.create_snapshot_at(Utc::now(), self.current_data_masked()).await
     }
 
-    /// Takes a snapshot of the pool's data, whose contents reflect `data_state_at`.
-    pub async fn create_snapshot_at(&self, data_state_at: DateTime<Utc>) -> Result<SnapshotView> {
+    /// Takes a snapshot of the pool's data, whose contents reflect `data_state_at`; `masked`
+    /// says whether that data was masked.
+    pub async fn create_snapshot_at(
+        &self,
+        data_state_at: DateTime<Utc>,
+        masked: bool,
+    ) -> Result<SnapshotView> {
         let _serial = self.inner.snapshot_lock.lock().await;
         self.ensure_space("create snapshot").await?;
-        self.snapshot_data_locked(&self.current_data_dataset(), data_state_at).await
+        self.snapshot_data_locked(&self.current_data_dataset(), data_state_at, masked).await
     }
 
     /// Takes a snapshot of `data`, a dataset of the data (`main`'s), records it as the new head
@@ -137,8 +142,9 @@ impl Engine {
         &self,
         data: &storage::DatasetName,
         data_state_at: DateTime<Utc>,
+        masked: bool,
     ) -> Result<SnapshotView> {
-        self.snapshot_of_data(data, data_state_at, None).await
+        self.snapshot_of_data(data, data_state_at, None, masked).await
     }
 
     /// Takes a snapshot of `data` holding the data of a past moment (a point in time), records
@@ -150,8 +156,9 @@ impl Engine {
         data: &storage::DatasetName,
         data_state_at: DateTime<Utc>,
         parent: &str,
+        masked: bool,
     ) -> Result<SnapshotView> {
-        self.snapshot_of_data(data, data_state_at, Some(parent)).await
+        self.snapshot_of_data(data, data_state_at, Some(parent), masked).await
     }
 
     /// A snapshot of `data` recorded on `main`: its new head with the old head as parent, or,
@@ -161,6 +168,7 @@ impl Engine {
         data: &storage::DatasetName,
         data_state_at: DateTime<Utc>,
         past_of: Option<&str>,
+        masked: bool,
     ) -> Result<SnapshotView> {
         let storage = self.inner.pool.storage();
         let data = data.clone();
@@ -220,6 +228,7 @@ impl Engine {
             protected: false,
             protected_till: None,
             delete_at: None,
+            masked,
         };
         let branch = {
             let state = self.read_state();

@@ -239,6 +239,7 @@ mod tests {
             protected: false,
             protected_till: None,
             delete_at: None,
+            masked: false,
         }
     }
 
@@ -250,6 +251,16 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_masked_snapshot_is_read_back_masked() {
+        let (_dir, store) = open();
+        let masked = SnapshotRecord { masked: true, ..snapshot_record("pool/d@snapshot_1", 0) };
+        let plain = snapshot_record("pool/d@snapshot_2", 1);
+        store.upsert_snapshot(&masked).unwrap();
+        store.upsert_snapshot(&plain).unwrap();
+        assert_eq!(store.snapshots().unwrap(), vec![plain, masked]);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub(crate) fn snapshot(view: &SnapshotView) -> Snapshot {
         branch: record.branch.clone(),
         message: record.message.clone(),
         protection: protection(record.protected, record.protected_till, record.delete_at),
+        masked: record.masked,
     }
 }
 

@@ -19,7 +19,6 @@
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![allow(clippy::unwrap_used, reason = "a benchmark fails loudly on any unexpected error")]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,14 +27,12 @@ use postgres::{
     BinarySearch, InitDbOptions, Instance, InstanceSpec, OsUser, PgBinaries, PgMajor,
     ServerSettings, StopMode,
 };
-use retrieval::{DatabaseConfig, Pipeline, RetrievalConfig, SourceConfig, Stage, Target};
+use retrieval::{Pipeline, Stage, Target};
 use tokio_util::sync::CancellationToken;
 
-const USER: &str = "bench";
-const PASSWORD: &str = "bench-pw";
-const PASSWORD_ENV: &str = "SCION_BENCH_SOURCE_PASSWORD";
-const DATABASE: &str = "bench";
-const STOP: Duration = Duration::from_secs(300);
+mod source;
+
+use source::{DATABASE, PASSWORD, STOP, USER};
 
 struct Args {
     scale: u32,
@@ -63,10 +60,6 @@ fn args() -> Args {
     args
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn secs(duration: Duration) -> String {
     format!("{:.1}", duration.as_secs_f64())
 }
@@ -78,50 +71,24 @@ async fn start(binaries: &PgBinaries, spec: InstanceSpec) -> Instance {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
-    #[allow(unsafe_code, reason = "set once, before any other thread reads the environment")]
-    // SAFETY: single-threaded at this point of main; nothing else reads the environment yet.
-    unsafe {
-        std::env::set_var(PASSWORD_ENV, PASSWORD);
-    }
     let major = PgMajor::new(args.major).unwrap();
-    let binaries = BinarySearch::default().locate(major).unwrap();
-    let user = OsUser::lookup("postgres").unwrap();
-    let sandbox = tempfile::Builder::new().prefix("scion-rb-").tempdir_in(&args.dir).unwrap();
-    let root = sandbox.path();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    // The source.
-    let source_dir = root.join("source");
-    let mut options = InitDbOptions::new("postgres");
-    options.sync = false;
-    postgres::initdb(&binaries, &source_dir, &user, &options).await.unwrap();
-    let port = free_port();
-    let mut settings = ServerSettings::new(port, root.join("ssock"));
-    settings.shared_buffers = "512MB".into();
-    settings.extra = vec![("max_wal_size".into(), "8GB".into())];
-    let spec =
-        InstanceSpec::new(&source_dir, settings, "postgres", root.join("source.log"), user.clone());
-    let mut source = start(&binaries, spec).await;
-    let admin = source.admin().await.unwrap();
-    admin
-        .client()
-        .batch_execute(&format!("CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"))
-        .await
-        .unwrap();
-    admin
-        .client()
-        .batch_execute(&format!("CREATE DATABASE {DATABASE} OWNER {USER}"))
-        .await
-        .unwrap();
-    let conninfo =
-        |database: &str| format!("host=127.0.0.1 port={port} user={USER} dbname={database}");
+    let mut bench = source::start(
+        &args.dir,
+        "scion-rb-",
+        args.major,
+        "512MB",
+        vec![("max_wal_size".into(), "8GB".into())],
+    )
+    .await;
+    let (binaries, user, root) =
+        (bench.binaries.clone(), bench.user.clone(), bench.sandbox.path().to_path_buf());
+    let root = root.as_path();
+    let conninfo = bench.conninfo(DATABASE);
+    let admin = bench.instance.admin().await.unwrap();
     let started = Instant::now();
     Cmd::new(binaries.tool("pgbench").unwrap())
         .args(["-i", "-q", "-s", &args.scale.to_string()])
-        .arg(format!("--dbname={}", conninfo(DATABASE)))
+        .arg(format!("--dbname={conninfo}"))
         .secret_env("PGPASSWORD", PASSWORD)
         .run()
         .await
@@ -137,18 +104,7 @@ async fn main() {
         args.jobs
     );
 
-    let mut config = RetrievalConfig {
-        source: Some(SourceConfig {
-            host: Some("127.0.0.1".into()),
-            port,
-            username: USER.into(),
-            password_env: Some(PASSWORD_ENV.into()),
-            ..SourceConfig::default()
-        }),
-        databases: BTreeMap::from([(DATABASE.to_owned(), DatabaseConfig::default())]),
-        target_major: args.major,
-        ..RetrievalConfig::default()
-    };
+    let mut config = bench.config(args.major);
     config.dump.parallel_jobs = args.jobs;
     config.restore.parallel_jobs = args.jobs;
     config.restore.analyze = false;
@@ -178,7 +134,7 @@ async fn main() {
                         &user,
                         root,
                         run,
-                        &conninfo(DATABASE),
+                        &conninfo,
                         args.jobs,
                         &settings_for_targets,
                     )
@@ -214,7 +170,7 @@ async fn main() {
     let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
     println!();
     println!("mean ratio (Scion / raw): {mean:.3}");
-    source.stop(StopMode::Fast, STOP).await.unwrap();
+    bench.instance.stop(StopMode::Fast, STOP).await.unwrap();
 }
 
 async fn run_scion(pipeline: &Pipeline, root: &Path, run: u32) -> retrieval::Summary {

@@ -92,6 +92,8 @@ pub struct RetrievalConfig {
     /// Logical mode's continuous refresh: after the restore, logical replication from the
     /// source keeps the golden copy current, and snapshots are cut from it.
     pub continuous: Option<ContinuousConfig>,
+    /// Masking of personal data before the snapshot, in both modes.
+    pub masking: Option<crate::masking::MaskingConfig>,
 }
 
 impl Default for RetrievalConfig {
@@ -108,6 +110,7 @@ impl Default for RetrievalConfig {
             skip_start_refresh: false,
             physical: None,
             continuous: None,
+            masking: None,
         }
     }
 }
@@ -384,6 +387,9 @@ impl RetrievalConfig {
             }
         }
         self.check_preprocessing(&mut problems);
+        if let Some(masking) = &self.masking {
+            problems.extend(masking.problems());
+        }
         self.check_initdb(&mut problems);
         problems.extend(rename_problems(&self.database_rename, &self.databases));
         if let Some(timetable) = &self.timetable
@@ -397,6 +403,12 @@ impl RetrievalConfig {
     /// Whether logical mode's continuous refresh is on (`[retrieval.continuous]` is present).
     pub fn is_continuous(&self) -> bool {
         self.continuous.is_some() && self.physical.is_none()
+    }
+
+    /// Whether masking rewrites data or checks it (`[retrieval.masking]` with a rule that is
+    /// not `keep`, or the PII refusal).
+    pub fn masks(&self) -> bool {
+        self.masking.as_ref().is_some_and(crate::masking::MaskingConfig::is_active)
     }
 
     /// Whether this is physical mode (`[retrieval.physical]` is present).
@@ -422,6 +434,9 @@ impl RetrievalConfig {
             problems.extend(continuous.problems(self));
         }
         self.check_preprocessing(&mut problems);
+        if let Some(masking) = &self.masking {
+            problems.extend(masking.problems());
+        }
         problems.extend(rename_problems(&self.database_rename, &BTreeMap::new()));
         if let Some(timetable) = &self.timetable
             && let Err(problem) = parse_timetable(timetable)
@@ -586,6 +601,13 @@ impl RetrievalConfig {
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect();
         settings.extend(self.restore.configs.clone());
+        if self.masks() && !self.is_continuous() {
+            settings.extend(
+                crate::masking::TARGET_SETTINGS
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+            );
+        }
         if self.is_continuous() {
             // The restore creates enabled subscriptions: only the sync instance may run them.
             settings.insert(NO_APPLY_WORKERS.0.to_owned(), NO_APPLY_WORKERS.1.to_owned());
@@ -678,7 +700,7 @@ fn check_options(key: &str, options: &[String], owned: &[&str], problems: &mut V
     }
 }
 
-fn check_database_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_database_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains('\0') || name.len() > MAX_NAME_BYTES {
         return Err(format!(
             "{name:?} is not a database name (1 to {MAX_NAME_BYTES} bytes, no NUL)"

@@ -103,6 +103,13 @@ pub enum Error {
         /// Why, from the server's own words.
         reason: String,
     },
+    /// `[retrieval.masking] refuse_unmasked_pii` is on and columns that look personal have no
+    /// rule; the snapshot is not cut.
+    #[error("columns that look personal have no masking rule: {}", columns.join("; "))]
+    UnmaskedPii {
+        /// One line per column: database, table, column, kind and why.
+        columns: Vec<String>,
+    },
     /// A stage failed for another reason; the tail of the tool's output says why.
     #[error("{stage} failed: {stderr_tail}")]
     Failed {
@@ -176,6 +183,7 @@ impl Error {
             Error::Cancelled { .. } => "cancelled",
             Error::OutsideWalWindow { .. } => "outside_wal_window",
             Error::TargetUnreachable { .. } => "target_unreachable",
+            Error::UnmaskedPii { .. } => "unmasked_pii",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
         }

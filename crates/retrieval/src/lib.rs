@@ -5,6 +5,8 @@
 //! - [`pipeline`] — [`Pipeline::run`], the order of the stages: probe, initdb + temporary target,
 //!   roles, dump and restore or stream, preprocessing, VACUUM (FREEZE, ANALYZE), renames,
 //!   CHECKPOINT, clean stop;
+//! - [`masking`] — masking of personal data at snapshot time (`[retrieval.masking]`): rules,
+//!   the SQL they become, the PII check, the runner the preparation step calls;
 //! - `logical` — the tools of logical retrieval (plan, dump, restore, stream, VACUUM);
 //! - [`physical`] — physical mode: its initial copy ([`InitialCopy`]: pg_basebackup, pgBackRest
 //!   or a custom tool into an empty directory, made a standby), its replication slots, and
@@ -26,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod extensions;
 mod logical;
+pub mod masking;
 pub mod physical;
 mod pipe;
 pub mod pipeline;
@@ -44,6 +47,7 @@ pub use error::{Error, Result};
 pub use logical::replication::{
     MIN_SOURCE_MAJOR, Replication, SubscriberStatus, SubscriptionStatus, subscription_status,
 };
+pub use masking::MaskingConfig;
 pub use physical::{CopySummary, CopyTarget, InitialCopy};
 pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target};
 pub use progress::{Progress, Stage, StageTiming};

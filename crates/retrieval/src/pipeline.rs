@@ -62,6 +62,9 @@ pub struct Summary {
     /// How many problems the warnings stand for: each restore error ignored counts once
     /// (pg_restore's own count), every other warning once.
     pub warning_count: u64,
+    /// What masking rewrote, when `[retrieval.masking]` changed data.
+    #[serde(default)]
+    pub masking: Option<crate::masking::MaskingRun>,
 }
 
 /// How many warning lines a report shows ([`Summary::warning_lines`]).
@@ -400,6 +403,13 @@ impl Pipeline {
             let psql = tools.path("psql")?;
             prepare::preprocess(preprocessing, &psql, target, cancel).await?;
         }
+        // Continuous refresh masks each snapshot's copy instead: the golden copy keeps
+        // applying the source's original rows.
+        let masking = if config.is_continuous() {
+            None
+        } else {
+            prepare::mask(config.masking.as_ref(), target, reporter, cancel).await?
+        };
         // After preprocessing, so that the rows masking rewrote are frozen and counted too.
         if config.restore.analyze || config.restore.freeze {
             reporter.stage(Stage::Analyzing);
@@ -461,6 +471,7 @@ impl Pipeline {
             warnings: Vec::new(),
             warning_count: 0,
             replication: Vec::new(),
+            masking,
         })
     }
 
@@ -615,6 +626,7 @@ mod tests {
             warnings: warnings.iter().map(|warning| (*warning).to_owned()).collect(),
             warning_count: 0,
             replication: Vec::new(),
+            masking: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Preparing the restored data for its snapshot: query preprocessing (SQL files in name order,
 //! each sub-directory's files in parallel, then inline SQL), the preprocessing script, and the
-//! database renames (DBLab §6.6 and §6.8).
+//! masking of personal data (`[retrieval.masking]`, after preprocessing so that it sees what
+//! preprocessing made), and the database renames (DBLab §6.6 and §6.8).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PreprocessingConfig;
 use crate::error::{Error, Result, classify};
-use crate::progress::Stage;
+use crate::masking::{MaskingConfig, MaskingRun};
+use crate::progress::{Reporter, Stage};
 use crate::target::Target;
 
 /// Runs the SQL files, the inline SQL and the script against the running target.
@@ -157,6 +159,21 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn is_sql(path: &Path) -> bool {
     path.is_file() && path.extension().is_some_and(|extension| extension == "sql")
+}
+
+/// Masks the running target when `config` has anything to do (a rule that changes data, or
+/// the PII refusal); the same step in both modes, never on the source.
+pub(crate) async fn mask(
+    config: Option<&MaskingConfig>,
+    target: &Target,
+    reporter: &mut Reporter,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
+    let Some(config) = config.filter(|config| config.is_active()) else {
+        return Ok(None);
+    };
+    reporter.stage(Stage::Masking);
+    crate::masking::mask_target(config, target, cancel).await
 }
 
 /// Renames databases (`ALTER DATABASE … RENAME`), after checking that each source exists and

@@ -33,6 +33,8 @@ pub enum Stage {
     Recovering,
     /// Query preprocessing and the preprocessing script.
     Preprocessing,
+    /// Masking of personal data (`[retrieval.masking]`).
+    Masking,
     /// `ALTER DATABASE … RENAME`.
     Renaming,
     /// CHECKPOINT and a clean stop of the target.
@@ -69,6 +71,7 @@ impl Stage {
             Stage::Analyzing => "analyzing",
             Stage::Recovering => "recovering",
             Stage::Preprocessing => "preprocessing",
+            Stage::Masking => "masking",
             Stage::Renaming => "renaming",
             Stage::Stopping => "stopping",
             Stage::Copying => "copying",

@@ -24,6 +24,7 @@ fn snapshot() -> Snapshot {
         branch: "main".to_owned(),
         message: String::new(),
         protection: Protection { protected: false, protected_till: None, delete_at: None },
+        masked: false,
     }
 }
 

@@ -26,6 +26,7 @@ fn protected_snapshot_golden() {
             protected_till: Some(at("2024-05-09T09:00:00Z")),
             delete_at: None,
         },
+        masked: false,
     };
     let golden = json!({
         "id": "pool/branch/dev/c1/r0@20240502090000",
@@ -42,6 +43,17 @@ fn protected_snapshot_golden() {
         "protectedTill": wire_time("2024-05-09T09:00:00Z")
     });
     assert_golden(&snapshot, &golden);
+}
+
+#[test]
+fn a_masked_snapshot_says_so_and_an_unmasked_one_looks_like_dblab_s() {
+    let snapshot: Snapshot = serde_json::from_value(json!({"id": "p@s"})).unwrap();
+    assert!(!snapshot.masked);
+    assert!(serde_json::to_value(&snapshot).unwrap().get("masked").is_none());
+    let masked = Snapshot { masked: true, ..snapshot };
+    let value = serde_json::to_value(&masked).unwrap();
+    assert_eq!(value["masked"], json!(true));
+    assert!(serde_json::from_value::<Snapshot>(value).unwrap().masked);
 }
 
 #[test]

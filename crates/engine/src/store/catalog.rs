@@ -23,7 +23,7 @@ impl Store {
         let connection = self.lock();
         let mut statement = connection.prepare(
             "SELECT id, pool, storage_name, branch, parent_id, message, created_at, data_state_at,
-                physical_size, logical_size, protected, protected_till, delete_at
+                physical_size, logical_size, protected, protected_till, delete_at, masked
              FROM snapshots ORDER BY created_at DESC, id DESC",
         )?;
         let rows = statement.query_map([], snapshot_from_row)?;
@@ -99,15 +99,15 @@ pub struct CatalogChange {
 fn upsert_snapshot(connection: &Connection, snapshot: &SnapshotRecord) -> Result<(), StoreError> {
     connection.execute(
         "INSERT INTO snapshots (id, pool, storage_name, branch, parent_id, message, created_at,
-            data_state_at, physical_size, logical_size, protected, protected_till, delete_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            data_state_at, physical_size, logical_size, protected, protected_till, delete_at, masked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET pool = excluded.pool,
             storage_name = excluded.storage_name, branch = excluded.branch,
             parent_id = excluded.parent_id, message = excluded.message,
             created_at = excluded.created_at, data_state_at = excluded.data_state_at,
             physical_size = excluded.physical_size, logical_size = excluded.logical_size,
             protected = excluded.protected, protected_till = excluded.protected_till,
-            delete_at = excluded.delete_at",
+            delete_at = excluded.delete_at, masked = excluded.masked",
         params![
             snapshot.id,
             snapshot.pool,
@@ -122,6 +122,7 @@ fn upsert_snapshot(connection: &Connection, snapshot: &SnapshotRecord) -> Result
             snapshot.protected,
             snapshot.protected_till.map(format_time),
             snapshot.delete_at.map(format_time),
+            snapshot.masked,
         ],
     )?;
     Ok(())
@@ -169,6 +170,7 @@ fn snapshot_from_row(row: &Row<'_>) -> RowResult<SnapshotRecord> {
             protected: row.get("protected")?,
             protected_till: parse_optional_time(protected_till.as_deref())?,
             delete_at: parse_optional_time(delete_at.as_deref())?,
+            masked: row.get("masked")?,
         })
     })();
     Ok(record)

@@ -114,8 +114,11 @@ CREATE TABLE observation_sessions (
 );
 CREATE INDEX observation_sessions_clone ON observation_sessions (clone_id);
 "#,
-    // Migration 12 (numbers 8 to 11 are other branches'): each clone's own CPU and memory
-    // limits, a row only for a clone that asked for some.
+    // Masking: whether a snapshot's data was masked (or descends from masked data).
+    r#"
+ALTER TABLE snapshots ADD COLUMN masked INTEGER NOT NULL DEFAULT 0;
+"#,
+    // Each clone's own CPU and memory limits, a row only for a clone that asked for some.
     r#"
 CREATE TABLE clone_limits (
     clone_id TEXT PRIMARY KEY,

@@ -66,6 +66,8 @@ pub struct PromotionConfig {
     /// runs with no apply worker, and the subscriptions are detached and dropped before the
     /// snapshot, so no clone ever connects to the source.
     pub detach_subscriptions: bool,
+    /// Masking of personal data, as in logical mode.
+    pub masking: Option<crate::masking::MaskingConfig>,
 }
 
 impl Default for PromotionConfig {
@@ -78,6 +80,7 @@ impl Default for PromotionConfig {
             settings: Vec::new(),
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
             detach_subscriptions: false,
+            masking: None,
         }
     }
 }
@@ -92,6 +95,22 @@ impl PromotionConfig {
             database_rename: config.database_rename.clone(),
             ..PromotionConfig::default()
         }
+        .with_masking(config)
+    }
+
+    /// With the masking of `config` (and the settings masking needs), when it has anything to
+    /// do: every promoted copy is masked, as logical mode's data is.
+    #[must_use]
+    pub fn with_masking(mut self, config: &RetrievalConfig) -> Self {
+        if config.masks() {
+            self.masking = config.masking.clone();
+            self.settings.extend(
+                crate::masking::TARGET_SETTINGS
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+            );
+        }
+        self
     }
 
     /// Every problem, each naming its key.
@@ -169,6 +188,8 @@ pub struct PromotionSummary {
     pub total: Duration,
     /// Things that did not fail the promotion but deserve a look.
     pub warnings: Vec<String>,
+    /// What masking rewrote, when `[retrieval.masking]` changed data.
+    pub masking: Option<crate::masking::MaskingRun>,
 }
 
 fn lsn_text<S: Serializer>(lsn: &Lsn, serializer: S) -> std::result::Result<S::Ok, S::Error> {
@@ -458,6 +479,7 @@ impl Promotion {
             let psql = psql(&self.search, &binaries)?;
             prepare::preprocess(preprocessing, &psql, target, cancel).await?;
         }
+        let masking = prepare::mask(self.config.masking.as_ref(), target, reporter, cancel).await?;
         if !self.config.database_rename.is_empty() {
             reporter.stage(Stage::Renaming);
             prepare::rename(client, &self.config.database_rename).await?;
@@ -494,6 +516,7 @@ impl Promotion {
             stages: Vec::new(),
             total: Duration::ZERO,
             warnings: Vec::new(),
+            masking,
         })
     }
 }

@@ -13,6 +13,7 @@ mod extensions;
 mod failures;
 mod fidelity;
 mod files;
+mod masking;
 mod physical;
 mod promote;
 mod refresh;

@@ -7,6 +7,7 @@
 //!
 //! One test per major shares one source and one standby across the scenarios.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use exec::Cmd;
 use postgres::{BinarySearch, InitDbOptions, Instance, InstanceSpec, ServerSettings, StopMode};
 use retrieval::Error;
+use retrieval::masking::{MaskingConfig, Rule};
 use retrieval::physical::promote::{
     DataStateSource, Lsn, Promotion, PromotionConfig, PromotionSummary, RecoveryTarget, WalPoint,
     wal_window,
@@ -109,6 +111,27 @@ async fn promotes_a_copy_of_a_running_standby(major_number: u8) {
     assert!(databases.contains(&"app_renamed".to_owned()), "{databases:?}");
     assert!(!databases.contains(&"app".to_owned()), "{databases:?}");
     inspect.accepts_writes().await;
+    inspect.inspect.stop().await;
+
+    // Masking runs on a promoted copy as it does in logical mode: no original note is left.
+    let copy = Copy::clone(&storage, &snapshot, "masked", &sandbox).await;
+    let key_file = sandbox.path().join("masking.key");
+    std::fs::write(&key_file, "promotion-masking-key\n").unwrap();
+    let notes = BTreeMap::from([("note".to_owned(), Rule::Hash { length: None })]);
+    let config = PromotionConfig {
+        masking: Some(MaskingConfig {
+            key_file: Some(key_file),
+            tables: BTreeMap::from([("t".to_owned(), notes)]),
+            ..MaskingConfig::default()
+        }),
+        ..PromotionConfig::default()
+    };
+    let summary = copy.promoted(config, RecoveryTarget::Latest).await;
+    assert_eq!(summary.masking.map(|run| (run.tables, run.rows)), Some((1, 100)));
+    let inspect = copy.inspect(&sandbox, major_number).await;
+    let notes = inspect.notes().await;
+    assert_eq!(notes.len(), 100, "distinct notes stay distinct");
+    assert!(notes.iter().all(|note| note.len() == 64 && !note.contains("secret")), "{notes:?}");
     inspect.inspect.stop().await;
 
     // A target time between the two commits, with WAL from the archive.

@@ -178,6 +178,66 @@ async fn refresh_brings_new_data_without_touching_running_clones() {
 }
 
 #[tokio::test]
+async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_originals() {
+    let source = Source::start().await;
+    source
+        .sql(
+            "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE); \
+             INSERT INTO customers SELECT g, 'buyer' || g || '@corp-mail.test' FROM generate_series(1, 50) g; \
+             ALTER TABLE orders ADD COLUMN customer_id int REFERENCES customers (id); \
+             UPDATE orders SET customer_id = 1 + id % 50",
+        )
+        .await;
+    let keys = TestDir::new("scion-masking-key-");
+    let key_file = keys.path().join("masking.key");
+    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
+    let masking = format!(
+        "[retrieval.masking]\nkey_file = \"{}\"\n[retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
+        key_file.display()
+    );
+    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
+    let done =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+
+    let (_, snapshots) = server.get("/snapshots").await;
+    let snapshots = snapshots.as_array().unwrap().clone();
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0]["masked"], true, "{}", snapshots[0]);
+    let clone = server.create_clone("masked").await;
+    assert_eq!(clone["snapshot"]["masked"], true, "{clone}");
+    let mut shop = clone.clone();
+    shop["db"]["dbName"] = Value::from("shop_dev");
+    let client = connect(&shop).await.expect("connect to the masked clone");
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM customers WHERE email LIKE '%corp-mail.test'), \
+                    (SELECT count(DISTINCT email) FROM customers), \
+                    (SELECT count(*) FROM orders o JOIN customers c ON c.id = o.customer_id)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "an original e-mail reached the clone");
+    assert_eq!(row.get::<_, i64>(1), 50);
+    assert_eq!(row.get::<_, i64>(2), 1000);
+
+    // A commit of the masked clone is masked too.
+    let (status, commit) = server
+        .post("/branch/snapshot", serde_json::json!({"cloneID": "masked", "message": "m"}))
+        .await;
+    assert_eq!(status, 200, "{commit}");
+    let id = commit["snapshotID"].as_str().expect("a snapshot ID");
+    let (_, snapshots) = server.get("/snapshots").await;
+    let committed = snapshots.as_array().unwrap().iter().find(|snapshot| snapshot["id"] == id);
+    assert_eq!(
+        committed.map(|snapshot| snapshot["masked"].clone()),
+        Some(Value::Bool(true)),
+        "{snapshots}"
+    );
+}
+
+#[tokio::test]
 async fn a_refresh_interrupted_by_a_crash_leaves_nothing_behind() {
     let source = Source::start().await;
     // Dumps kept after a restore, so that the crash finds one on disk.

@@ -1,0 +1,448 @@
+//! Applying the masking rules to a running target: read each database's catalog, check the
+//! rules against it, refuse unmasked PII when asked, then one `UPDATE` per table (every ruled
+//! column at once, triggers and foreign-key checks off for the session), tables in parallel
+//! over admin sessions, each table compacted afterwards; last, the WAL that held the original
+//! values is switched away and removed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::catalog::{Catalog, CatalogColumn, ForeignKey, UniqueIndex, validate_rules};
+use super::pii::{ColumnSample, Finding, detect};
+use super::sql::{ColumnRule, KeyBlocks, update_statement};
+use super::{MaskingConfig, Rule, TableName, read_key};
+use crate::error::{Error, Result};
+use crate::progress::Stage;
+use crate::target::{Target, target_error};
+
+/// What masking did, kept with the run's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskingRun {
+    /// Tables rewritten, all databases.
+    pub tables: u64,
+    /// Rows rewritten.
+    pub rows: u64,
+    /// How long masking took, compaction included.
+    pub duration: Duration,
+}
+
+const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// The server's own message (a unique violation, a bad cast): what the user must see.
+fn detail(error: &tokio_postgres::Error) -> String {
+    error.as_db_error().map_or_else(
+        || error.to_string(),
+        |db| match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        },
+    )
+}
+
+fn failed(error: &tokio_postgres::Error) -> Error {
+    Error::Failed { stage: Stage::Masking, stderr_tail: detail(error) }
+}
+
+async fn connect(target: &Target, database: &str) -> Result<postgres::Admin> {
+    postgres::Admin::connect(&target.socket_dir(), target.port, &target.admin_role, database)
+        .await
+        .map_err(|error| target_error(Stage::Masking, &error))
+}
+
+/// The databases masking covers: the configured ones (each must exist), else all but
+/// templates.
+async fn databases(config: &MaskingConfig, target: &Target) -> Result<Vec<String>> {
+    let admin = connect(target, "template1").await?;
+    let rows = admin
+        .client()
+        .query(
+            "SELECT datname::text FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|error| failed(&error))?;
+    let present: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    if config.databases.is_empty() {
+        return Ok(present);
+    }
+    let missing: Vec<String> = config
+        .databases
+        .iter()
+        .filter(|name| !present.contains(name))
+        .map(|name| format!("masking.databases: the target has no database {name:?}"))
+        .collect();
+    if missing.is_empty() {
+        Ok(config.databases.clone())
+    } else {
+        Err(Error::InvalidConfig { problems: missing })
+    }
+}
+
+fn table_of(row: &tokio_postgres::Row, schema: usize, table: usize) -> TableName {
+    TableName { schema: row.get(schema), table: row.get(table) }
+}
+
+/// What the catalog says about the database's user tables (partitions are their parent's).
+async fn read_catalog(client: &Client) -> Result<Catalog> {
+    let columns = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, a.attname::text, \
+                        pg_catalog.format_type(a.atttypid, a.atttypmod), t.typcategory::text, \
+                        a.attnotnull, a.attgenerated <> '' \
+                 FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND a.attnum > 0 \
+                   AND NOT a.attisdropped AND {USER_SCHEMAS} \
+                 ORDER BY 1, 2, a.attnum"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| failed(&error))?;
+    let unique = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, i.relname::text, \
+                        ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+                              JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
+                              ORDER BY k.ord), \
+                        coalesce((pg_catalog.to_jsonb(x) ->> 'indnullsnotdistinct')::bool, false) \
+                 FROM pg_catalog.pg_index x \
+                 JOIN pg_catalog.pg_class c ON c.oid = x.indrelid \
+                 JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE x.indisunique AND NOT c.relispartition AND {USER_SCHEMAS}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|error| failed(&error))?;
+    let keys = client
+        .query(
+            "SELECT con.conname::text, n.nspname::text, c.relname::text, \
+                    ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord) \
+                          JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum \
+                          ORDER BY k.ord), \
+                    fn.nspname::text, f.relname::text, \
+                    ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, ord) \
+                          JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum \
+                          ORDER BY k.ord) \
+             FROM pg_catalog.pg_constraint con \
+             JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_class f ON f.oid = con.confrelid \
+             JOIN pg_catalog.pg_namespace fn ON fn.oid = f.relnamespace \
+             WHERE con.contype = 'f' AND con.conparentid = 0",
+            &[],
+        )
+        .await
+        .map_err(|error| failed(&error))?;
+    Ok(Catalog {
+        columns: columns
+            .iter()
+            .map(|row| CatalogColumn {
+                table: table_of(row, 0, 1),
+                column: row.get(2),
+                sql_type: row.get(3),
+                category: row.get::<_, String>(4).chars().next().unwrap_or('X'),
+                not_null: row.get(5),
+                generated: row.get(6),
+            })
+            .collect(),
+        unique: unique
+            .iter()
+            .map(|row| UniqueIndex {
+                table: table_of(row, 0, 1),
+                name: row.get(2),
+                columns: row.get(3),
+                nulls_not_distinct: row.get(4),
+            })
+            .collect(),
+        foreign_keys: keys
+            .iter()
+            .map(|row| ForeignKey {
+                name: row.get(0),
+                table: table_of(row, 1, 2),
+                columns: row.get(3),
+                referenced_table: table_of(row, 4, 5),
+                referenced_columns: row.get(6),
+            })
+            .collect(),
+    })
+}
+
+/// The columns of `catalog` without a rule that look personal, from their names and up to
+/// `sample_rows` rows of each table.
+pub(crate) async fn unmasked_pii(
+    client: &Client,
+    database: &str,
+    catalog: &Catalog,
+    rules: &BTreeMap<TableName, BTreeMap<String, Rule>>,
+    sample_rows: u32,
+) -> Result<Vec<Finding>> {
+    let mut by_table: BTreeMap<&TableName, Vec<&CatalogColumn>> = BTreeMap::new();
+    for column in &catalog.columns {
+        let ruled =
+            rules.get(&column.table).is_some_and(|columns| columns.contains_key(&column.column));
+        // Booleans hold no personal data, whatever their names say (`email_verified`).
+        if !ruled && column.category != 'B' {
+            by_table.entry(&column.table).or_default().push(column);
+        }
+    }
+    let mut findings = Vec::new();
+    for (table, columns) in by_table {
+        // Values are sampled from text and network columns; others are judged by name.
+        let sampled: Vec<&CatalogColumn> =
+            columns.iter().copied().filter(|column| matches!(column.category, 'S' | 'I')).collect();
+        let mut values: Vec<Vec<String>> = vec![Vec::new(); sampled.len()];
+        if !sampled.is_empty() {
+            let list: Vec<String> = sampled
+                .iter()
+                .map(|column| format!("{}::text", postgres::sql::quote_ident(&column.column)))
+                .collect();
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {} FROM {} LIMIT {sample_rows}",
+                        list.join(", "),
+                        table.quoted()
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|error| failed(&error))?;
+            for row in &rows {
+                for (index, slot) in values.iter_mut().enumerate() {
+                    if let Some(value) = row.get::<_, Option<String>>(index) {
+                        slot.push(value);
+                    }
+                }
+            }
+        }
+        for column in columns {
+            let index = sampled.iter().position(|found| found.column == column.column);
+            let sample = ColumnSample {
+                table: table.clone(),
+                column: column.column.clone(),
+                sql_type: column.sql_type.clone(),
+                values: index.map(|index| std::mem::take(&mut values[index])).unwrap_or_default(),
+            };
+            if let Some((kind, reason)) = detect(&sample) {
+                findings.push(Finding {
+                    database: database.to_owned(),
+                    table: table.to_string(),
+                    column: column.column.clone(),
+                    kind,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(findings)
+}
+
+/// One table's work: its `UPDATE` and whether it binds the key.
+struct TableJob {
+    database: String,
+    table: TableName,
+    statement: String,
+    keyed: bool,
+}
+
+/// Checks the rules against every masked database, refuses unmasked PII when configured, and
+/// applies the rules. `None` when there was nothing to rewrite.
+pub(crate) async fn mask_target(
+    config: &MaskingConfig,
+    target: &Target,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
+    let started = Instant::now();
+    let rules = config.rules();
+    let key = match &config.key_file {
+        Some(path) => Some(KeyBlocks::from_secret(&read_key(path)?)),
+        None => None,
+    };
+    let mut problems = Vec::new();
+    let mut found_anywhere: Vec<TableName> = Vec::new();
+    let mut findings = Vec::new();
+    let mut jobs = Vec::new();
+    for database in databases(config, target).await? {
+        let admin = connect(target, &database).await?;
+        let catalog = read_catalog(admin.client()).await?;
+        let (mut found, missing) = validate_rules(&rules, &catalog, &database);
+        problems.append(&mut found);
+        found_anywhere.extend(rules.keys().filter(|table| !missing.contains(table)).cloned());
+        if config.refuse_unmasked_pii {
+            findings.extend(
+                unmasked_pii(admin.client(), &database, &catalog, &rules, config.sample_rows)
+                    .await?,
+            );
+        }
+        for (table, columns) in &rules {
+            let Some(_) = catalog.columns.iter().find(|column| column.table == *table) else {
+                continue;
+            };
+            let ruled: Vec<ColumnRule<'_>> = columns
+                .iter()
+                .filter_map(|(column, rule)| {
+                    let found = catalog.column(table, column)?;
+                    Some(ColumnRule { column, sql_type: &found.sql_type, rule })
+                })
+                .collect();
+            if let Some((statement, keyed)) = update_statement(&table.quoted(), &ruled) {
+                jobs.push(TableJob {
+                    database: database.clone(),
+                    table: table.clone(),
+                    statement,
+                    keyed,
+                });
+            }
+        }
+    }
+    for table in rules.keys().filter(|table| !found_anywhere.contains(table)) {
+        problems
+            .push(format!("masking.tables.\"{table}\": no masked database has a table {table}"));
+    }
+    if !problems.is_empty() {
+        return Err(Error::InvalidConfig { problems });
+    }
+    if !findings.is_empty() {
+        return Err(Error::UnmaskedPii {
+            columns: findings
+                .iter()
+                .map(|finding| {
+                    format!(
+                        "{}: {}.{} looks like {} ({})",
+                        finding.database,
+                        finding.table,
+                        finding.column,
+                        finding.kind.as_str(),
+                        finding.reason
+                    )
+                })
+                .collect(),
+        });
+    }
+    if jobs.is_empty() {
+        return Ok(None);
+    }
+    let tables = jobs.len() as u64;
+    let jobs = Arc::new(jobs);
+    let rows = apply(config, target, key, &jobs, Pass::Update, cancel).await?;
+    if config.compact {
+        // Only once every UPDATE has committed: a VACUUM FULL beside a running UPDATE would
+        // keep the rows that UPDATE's snapshot still sees, original values included.
+        apply(config, target, None, &jobs, Pass::Compact, cancel).await?;
+    }
+    // The restore's WAL holds the original values: move to a new segment and checkpoint, so
+    // the old segments are removed (the target runs with wal_recycle off while masking).
+    let admin = connect(target, "template1").await?;
+    for statement in [
+        "SELECT pg_catalog.pg_switch_wal()",
+        "CHECKPOINT",
+        "SELECT pg_catalog.pg_switch_wal()",
+        "CHECKPOINT",
+    ] {
+        admin.client().batch_execute(statement).await.map_err(|error| failed(&error))?;
+    }
+    let run = MaskingRun { tables, rows, duration: started.elapsed() };
+    info!(tables = run.tables, rows = run.rows, seconds = run.duration.as_secs_f64(), "masked");
+    Ok(Some(run))
+}
+
+/// One pass over the tables: their `UPDATE`s, or their compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Update,
+    Compact,
+}
+
+/// Runs `pass` on every table, `parallel_tables` at once; the rows updated.
+async fn apply(
+    config: &MaskingConfig,
+    target: &Target,
+    key: Option<KeyBlocks>,
+    jobs: &Arc<Vec<TableJob>>,
+    pass: Pass,
+    cancel: &CancellationToken,
+) -> Result<u64> {
+    let permits =
+        Arc::new(Semaphore::new(usize::try_from(config.parallel_tables).unwrap_or(1).max(1)));
+    let key = Arc::new(key);
+    let mut tasks = JoinSet::new();
+    for index in 0..jobs.len() {
+        let (permits, key, target, cancel, jobs) =
+            (permits.clone(), key.clone(), target.clone(), cancel.clone(), jobs.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled { stage: Stage::Masking });
+            }
+            let job = &jobs[index];
+            let admin = connect(&target, &job.database).await?;
+            let client = admin.client();
+            let started = Instant::now();
+            if pass == Pass::Compact {
+                client
+                    .batch_execute(&format!("VACUUM FULL {}", job.table.quoted()))
+                    .await
+                    .map_err(|error| failed(&error))?;
+                info!(database = %job.database, table = %job.table, seconds = started.elapsed().as_secs_f64(), "masked table compacted");
+                return Ok(0);
+            }
+            // Triggers and foreign-key checks stay off: both sides of a key get the same
+            // rule, and a user's trigger must not see (or log) the rewrite.
+            client
+                .batch_execute("SET session_replication_role = replica")
+                .await
+                .map_err(|error| failed(&error))?;
+            let rows = match (job.keyed, key.as_ref()) {
+                (true, Some(key)) => client.execute(&job.statement, &[&key.inner, &key.outer]).await,
+                (true, None) => {
+                    return Err(Error::invalid("masking.key_file is required by a keyed rule"));
+                }
+                (false, _) => client.execute(&job.statement, &[]).await,
+            }
+            .map_err(|error| Error::Failed {
+                stage: Stage::Masking,
+                stderr_tail: format!(
+                    "masking {} in database {}: {}",
+                    job.table,
+                    job.database,
+                    detail(&error)
+                ),
+            })?;
+            info!(database = %job.database, table = %job.table, rows, seconds = started.elapsed().as_secs_f64(), "table masked");
+            Ok(rows)
+        });
+    }
+    let mut total = 0;
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(rows)) => total += rows,
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => {
+                first_error.get_or_insert(Error::Failed {
+                    stage: Stage::Masking,
+                    stderr_tail: error.to_string(),
+                });
+            }
+        }
+    }
+    first_error.map_or(Ok(total), Err)
+}
