@@ -356,9 +356,15 @@ impl Servers {
             .collect()
     }
 
-    /// Stops a user clone's server: the handle held, or the server found on `pgdata` when
-    /// the handle is gone (a failed adoption, a crash mid-operation).
-    pub(crate) async fn stop(&self, record: &CloneRecord, pgdata: &Path) -> Result<()> {
+    /// Stops a user clone's server (the handle held, or the server found on `pgdata` when the
+    /// handle is gone: a failed adoption, a crash mid-operation) whose data is about to be
+    /// discarded (a reset, a destroy): at once, without the shutdown checkpoint, which would only write what is thrown away
+    /// (thousands of buffers after a large delete). The immediate stop returns once every
+    /// process of the server has exited (it escalates to SIGKILL if needed), so the dataset
+    /// can go. A commit of the clone is unharmed: its CHECKPOINT has written what it promises
+    /// before its atomic storage snapshot, so a snapshot taken before or after the server quits
+    /// holds the same committed data.
+    pub(crate) async fn discard(&self, record: &CloneRecord, pgdata: &Path) -> Result<()> {
         let held = lock(&self.running).remove(&record.id);
         let instance = match held {
             Some(instance) => instance,
@@ -367,7 +373,7 @@ impl Servers {
                 None => return Ok(()),
             },
         };
-        instance.stop(postgres::StopMode::Fast, STOP_STEP_TIMEOUT).await?;
+        instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await?;
         Ok(())
     }
 
