@@ -17,6 +17,7 @@ mod events;
 mod failpoint;
 mod intent;
 mod lease;
+mod limits;
 mod logs;
 mod metrics;
 mod model;
@@ -236,6 +237,10 @@ impl Engine {
             ])
         {
             create_private_dir(&dir, mode)?;
+        }
+        let port_count = u64::from(config.cloning.port_to - config.cloning.port_from) + 1;
+        for shortfall in limits::shortfalls(port_count, &limits::read()) {
+            warn!(setting = shortfall.setting, "{shortfall}");
         }
         let store = Store::open(&state_dir.join("scion.db"))?;
         let instance_id = match store.meta("instance_id")? {
