@@ -348,12 +348,10 @@ impl Servers {
         lock(&self.running).insert(clone_id.to_owned(), instance);
     }
 
-    /// The processes of every user clone's server, by clone ID, for usage accounting.
-    pub(crate) fn processes(&self) -> Vec<(String, Vec<u32>)> {
-        lock(&self.running)
-            .iter()
-            .map(|(id, instance)| (id.clone(), instance.processes()))
-            .collect()
+    /// The postmaster of every user clone's server, by clone ID, for usage accounting (which
+    /// finds their children in one pass over `/proc`, outside this lock).
+    pub(crate) fn postmasters(&self) -> Vec<(String, u32)> {
+        lock(&self.running).iter().map(|(id, instance)| (id.clone(), instance.pid())).collect()
     }
 
     /// Stops a user clone's server (the handle held, or the server found on `pgdata` when the
