@@ -283,6 +283,7 @@ impl Engine {
             }
         };
         if warm_enabled {
+            self.inner.warm.begin_create(Instant::now());
             let metric = match start {
                 Start::Claim(_) => &self.inner.metrics.warm_hits,
                 Start::Cold | Start::Evict(_) => &self.inner.metrics.warm_misses,
@@ -306,6 +307,7 @@ impl Engine {
                 };
                 engine.finish_provisioning(&record, outcome, started, WebhookEvent::CloneCreate);
                 if warm_enabled {
+                    engine.inner.warm.end_create();
                     engine.inner.warm.wake();
                 }
             }

@@ -365,6 +365,15 @@ impl Engine {
         self.inner.warm.len()
     }
 
+    /// How many warm clones the pool keeps now: `[cloning] warm_pool_size`, or more after a
+    /// burst of creates (`warm::target_size`).
+    pub fn warm_target(&self) -> usize {
+        warm::target_size(
+            self.config().cloning.warm_pool_size,
+            self.inner.warm.recent_burst(std::time::Instant::now()),
+        )
+    }
+
     /// The pool.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool

@@ -208,6 +208,7 @@ struct Snapshot {
     ports_in_use: i64,
     ports_total: i64,
     warm_pool_clones: i64,
+    warm_pool_target: i64,
     clone_total_cpu_percent: f64,
     clone_avg_cpu_percent: f64,
     clone_total_memory: i64,
@@ -300,6 +301,7 @@ impl Snapshot {
                 - i64::from(engine.config().cloning.port_from)
                 + 1,
             warm_pool_clones: engine.inner.warm.len() as i64,
+            warm_pool_target: engine.warm_target() as i64,
             clone_total_cpu_percent,
             clone_avg_cpu_percent,
             clone_total_memory: to_i64(clone_total_memory),
@@ -575,6 +577,12 @@ impl Collector for Snapshot {
             "scion_warm_pool_clones",
             "Warm clones started and waiting to be claimed",
             self.warm_pool_clones,
+        )?;
+        gauge(
+            e,
+            "scion_warm_pool_target",
+            "Warm clones the pool keeps now: its size, or the largest recent burst of creates",
+            self.warm_pool_target,
         )?;
         gauge(
             e,
