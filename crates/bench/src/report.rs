@@ -327,7 +327,7 @@ impl Report {
             return;
         }
         out.push_str(
-            "\n#### A burst of concurrent creates with the warm pool\n\nAll creates sent at once (`POST /clone?wait` each, then `SELECT 1` over TCP), once the warm pool is full; per create from its POST to its `SELECT 1`, and the wall time from the first POST to the last `SELECT 1`. Claims: creates that took a warm clone (`scion_warm_pool_hits_total`).\n\n",
+            "\n#### A burst of concurrent creates with the warm pool\n\nAll creates sent at once (`POST /clone?wait` each, then `SELECT 1` over TCP), in the order given, once the warm pool is full (at its configured size, or at the size the server keeps after the bursts before, `scion_warm_pool_target`: the warm pool column); per create from its POST to its `SELECT 1`, and the wall time from the first POST to the last `SELECT 1`. Claims: creates that took a warm clone (`scion_warm_pool_hits_total`).\n\n",
         );
         out.push_str(
             "| source | pool | warm pool | creates | claims | median | p95 | max | wall |\n",

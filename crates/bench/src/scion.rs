@@ -127,9 +127,12 @@ pub(crate) struct Burst {
     pub(crate) warm_hits: u64,
 }
 
-/// Sends `size` creates at once, once the warm pool holds `warm_pool` clones, and times each
-/// and the whole burst; then destroys them (untimed).
+/// Sends `size` creates at once, once the warm pool is full, and times each and the whole
+/// burst; then destroys them (untimed). Full is `warm_pool`, or the size the server keeps
+/// after earlier bursts (`scion_warm_pool_target`) where it says.
 pub(crate) async fn burst(server: &Server, size: usize, warm_pool: usize) -> Result<Burst> {
+    let target = server.metric("scion_warm_pool_target").await? as usize;
+    let warm_pool = if target > 0 { target } else { warm_pool };
     if warm_pool > 0 {
         server.wait_warm_pool(warm_pool).await?;
     }
