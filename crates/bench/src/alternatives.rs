@@ -75,31 +75,46 @@ async fn measure_in(local: &Local, method: Method, runs: usize) -> Result<Vec<f6
     for run in 0..runs {
         let db = format!("alt_{run}");
         local.sql("CHECKPOINT").await?;
-        let started = Instant::now();
-        match method {
-            Method::WalLog => {
-                local
-                    .sql(&format!("CREATE DATABASE {db} TEMPLATE {SOURCE_DB} STRATEGY WAL_LOG"))
-                    .await?;
-            }
-            Method::FileCopy | Method::FileCopyClone => {
-                local
-                    .sql(&format!("CREATE DATABASE {db} TEMPLATE {SOURCE_DB} STRATEGY FILE_COPY"))
-                    .await?;
-            }
-            Method::DumpRestore => {
-                local.sql(&format!("CREATE DATABASE {db} TEMPLATE template0")).await?;
-                dump_restore(local, &db).await?;
-            }
-            Method::CopyDataDir => {
-                anyhow::bail!("cp -a is timed with its own start, not inside a running server")
+        match time_copy(local, method, &db).await {
+            Ok(elapsed) => samples.push(elapsed),
+            Err(error) => {
+                // A half-made copy (a restore that filled the pool) must not stay for the
+                // alternatives after this one, which copy the whole data directory.
+                if let Err(cleanup) = local.sql(&format!("DROP DATABASE IF EXISTS {db}")).await {
+                    return Err(error.context(format!("and then {cleanup:#}")));
+                }
+                return Err(error);
             }
         }
-        cluster::select_one_retrying(local.port(), ROLE, PASSWORD, &db, CONNECT_WITHIN).await?;
-        samples.push(millis(started));
         local.sql(&format!("DROP DATABASE {db}")).await?;
     }
     Ok(samples)
+}
+
+/// Makes copy `db` with `method` and times it up to the first `SELECT 1` in it.
+async fn time_copy(local: &Local, method: Method, db: &str) -> Result<f64> {
+    let started = Instant::now();
+    match method {
+        Method::WalLog => {
+            local
+                .sql(&format!("CREATE DATABASE {db} TEMPLATE {SOURCE_DB} STRATEGY WAL_LOG"))
+                .await?;
+        }
+        Method::FileCopy | Method::FileCopyClone => {
+            local
+                .sql(&format!("CREATE DATABASE {db} TEMPLATE {SOURCE_DB} STRATEGY FILE_COPY"))
+                .await?;
+        }
+        Method::DumpRestore => {
+            local.sql(&format!("CREATE DATABASE {db} TEMPLATE template0")).await?;
+            dump_restore(local, db).await?;
+        }
+        Method::CopyDataDir => {
+            anyhow::bail!("cp -a is timed with its own start, not inside a running server")
+        }
+    }
+    cluster::select_one_retrying(local.port(), ROLE, PASSWORD, db, CONNECT_WITHIN).await?;
+    Ok(millis(started))
 }
 
 /// `pg_dump -Fc -Z0 src | pg_restore -d db` over the unix socket. Uncompressed, so the dump's
@@ -138,7 +153,11 @@ async fn copy_data_dir(
         let copy = parent.join(format!("cp-{run}"));
         Cmd::new("sync").run().await?;
         let started = Instant::now();
-        cluster::copy_data_dir(data_dir, &copy, false).await?;
+        if let Err(error) = cluster::copy_data_dir(data_dir, &copy, false).await {
+            // A partial copy (a full pool) would hold the space the next phases need.
+            std::fs::remove_dir_all(&copy).ok();
+            return Err(error);
+        }
         let local = Local::start(&binaries, &copy, port, scratch, &[]).await?;
         let selected =
             cluster::select_one_retrying(port, ROLE, PASSWORD, "postgres", CONNECT_WITHIN).await;

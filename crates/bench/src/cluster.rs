@@ -197,6 +197,8 @@ pub(crate) struct Loaded {
     pub(crate) database_bytes: u64,
     /// The whole data directory (WAL included), as `du` counts it.
     pub(crate) data_dir_bytes: u64,
+    /// The WAL it holds (`pg_ls_waldir()`), after the load's WAL was dropped.
+    pub(crate) wal_bytes: u64,
     pub(crate) seconds: f64,
 }
 
@@ -216,10 +218,15 @@ pub(crate) async fn load(
     options.sync = false;
     postgres::initdb(&binaries, data_dir, &user, &options).await?;
     // Load-only settings: the next start (the engine's, or an alternative's) rewrites them.
+    // `wal_level = minimal` lets pgbench's COPY into the tables it just truncated, and the
+    // index builds, skip WAL: a load under `replica` with a large `max_wal_size` left the WAL
+    // it wrote preallocated as future segments (about 8 GB at 10 GB), which no checkpoint
+    // removes and which inflated the `cp -a` alternative.
     let load_settings = [
         ("fsync", "off"),
         ("synchronous_commit", "off"),
-        ("max_wal_size", "8GB"),
+        ("wal_level", "minimal"),
+        ("max_wal_senders", "0"),
         ("maintenance_work_mem", "256MB"),
     ];
     let local = Local::start(&binaries, data_dir, port, scratch, &load_settings).await?;
@@ -242,15 +249,22 @@ pub(crate) async fn load(
         .await?;
     let database_bytes = u64::try_from(row.get::<_, i64>(0))?;
     local.stop().await?;
-    // The load's max_wal_size kept up to 8 GB of WAL for recycling; a checkpoint under the
-    // default settings removes it, so `cp -a` copies what a user's data directory would hold.
+    // A checkpoint under the default settings removes what WAL the load left behind its
+    // last checkpoint, so `cp -a` copies what a user's data directory would hold.
     let local = Local::start(&binaries, data_dir, port, scratch, &[]).await?;
     local.sql("CHECKPOINT").await?;
+    let row = local
+        .admin
+        .client()
+        .query_one("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()", &[])
+        .await?;
+    let wal_bytes = u64::try_from(row.get::<_, i64>(0))?;
     local.stop().await?;
     Cmd::new("sync").arg("--file-system").arg(data_dir).run().await?;
     Ok(Loaded {
         database_bytes,
         data_dir_bytes: du_bytes(data_dir).await?,
+        wal_bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

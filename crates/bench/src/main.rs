@@ -62,6 +62,14 @@ struct Args {
     /// From this size on, copying alternatives run --alt-runs-large times.
     #[arg(long, default_value = "5GB", value_parser = parse_size)]
     large_from: u64,
+    /// Resets and destroys timed per kind (an untouched clone, one after deleting every row of
+    /// `pgbench_accounts`), alternated, on each backend's server without a warm pool; 0 skips.
+    #[arg(long, default_value_t = 10)]
+    discard_runs: usize,
+    /// Bursts of concurrent creates timed on each backend's server with the warm pool
+    /// (--warm-pool), each sent once the pool is full; empty skips them.
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    bursts: Vec<usize>,
     /// Skip the alternatives.
     #[arg(long)]
     no_alternatives: bool,
@@ -227,7 +235,8 @@ async fn run(args: &Args) -> Result<Report> {
     let density_size = args.density_size.unwrap_or(args.sizes[0]);
     let mut ports = Ports { next: args.port_from };
     let api_port = ports.take(1)?.0;
-    let clone_ports = ports.take(u16::try_from(args.density.max(4) + 8)?)?;
+    let largest_burst = args.bursts.iter().max().map_or(0, |burst| burst + args.warm_pool);
+    let clone_ports = ports.take(u16::try_from(args.density.max(largest_burst).max(4) + 8)?)?;
     let local_port = ports.take(1)?.0;
     for (index, &size) in args.sizes.iter().enumerate() {
         let dir = work.path().join(format!("size-{index}"));
@@ -278,11 +287,34 @@ struct SizeCtx<'a> {
     density: bool,
 }
 
-/// Pool image ceiling for a size: room for the data, a full copy and WAL (sparse: only
-/// what is written costs disk).
-fn pool_size(size: u64) -> u64 {
-    (size * 4).max(2 << 30) + (4 << 30)
+/// Pool image ceiling for a source of `size` bytes whose pool holds `clusters` loaded copies
+/// of it (sparse: only what is written costs disk). Each cluster needs its data directory and
+/// the WAL its copies write before checkpoints recycle it; one copy at a time (an alternative's
+/// new database, or `cp -a` of a data directory) needs the same again; and a fixed margin
+/// covers Scion's clones, which write little, and filesystem metadata.
+fn pool_size(size: u64, clusters: u64) -> u64 {
+    const GIB: u64 = 1 << 30;
+    // The data directory is the database plus its indexes' share; pgbench's is about 1.2x
+    // what `size` asks for at scale 680, less at small scales.
+    let data = size + size / 4;
+    // max_wal_size is 1 GB; a copy writing faster than the spread checkpoint lets WAL reach
+    // about twice that before it is recycled, plus min_wal_size kept.
+    let wal = 3 * GIB;
+    let per_copy = data + wal;
+    clusters * per_copy + per_copy + 4 * GIB
 }
+
+/// How many loaded clusters the btrfs pool of a size holds: the golden copy, plus each major
+/// of the alternatives that is not Scion's.
+fn btrfs_clusters(args: &Args) -> u64 {
+    if args.no_alternatives {
+        return 1;
+    }
+    1 + ALT_MAJORS.iter().filter(|&&major| major != args.major).count() as u64
+}
+
+/// The majors the alternatives run on (each loaded the same way as the golden copy).
+const ALT_MAJORS: [u8; 2] = [18, 15];
 
 async fn run_size(ctx: &SizeCtx<'_>, report: &mut Report) -> Result<()> {
     let args = ctx.args;
@@ -292,7 +324,8 @@ async fn run_size(ctx: &SizeCtx<'_>, report: &mut Report) -> Result<()> {
         size_label(ctx.size),
         args.major
     ));
-    let btrfs = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size)).await?;
+    let btrfs =
+        Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size, btrfs_clusters(args))).await?;
     let result = run_size_on(ctx, report, &btrfs, scale).await;
     let teardown = btrfs.teardown().await;
     result?;
@@ -328,7 +361,7 @@ async fn run_size_on(
                     continue;
                 }
                 progress("zfs pool, copying the golden data directory into it");
-                let zfs = Pool::create(ctx.dir, Backend::Zfs, pool_size(ctx.size)).await?;
+                let zfs = Pool::create(ctx.dir, Backend::Zfs, pool_size(ctx.size, 1)).await?;
                 let outcome = async {
                     let zfs_golden = zfs.create_golden().await?;
                     let started = Instant::now();
@@ -356,7 +389,8 @@ async fn run_size_on(
         }
     }
     if !args.no_alternatives {
-        alternatives_phase(ctx, btrfs, &golden, &mut size_result, scale).await?;
+        // Whatever fails here is noted beside the figures of what did not.
+        alternatives_phase(ctx, btrfs, &golden, &mut size_result, scale).await;
     }
     report.sizes.push(size_result);
     Ok(())
@@ -379,11 +413,11 @@ async fn scion_phase(
     // the machine for minutes.
     let warm_pool = ctx.args.warm_pool;
     let warm = if warm_pool > 0 {
-        Some(scion_server_phase(ctx, pool, warm_pool, None).await?)
+        Some(scion_server_phase(ctx, pool, warm_pool, Some(&mut *size_result), false).await?)
     } else {
         None
     };
-    let timed = scion_server_phase(ctx, pool, 0, density.then_some(&mut *size_result)).await?;
+    let timed = scion_server_phase(ctx, pool, 0, Some(&mut *size_result), density).await?;
     size_result.scion.push(ScionRun { backend: pool.backend, warm_pool: 0, timed });
     if let Some(timed) = warm {
         size_result.scion.push(ScionRun { backend: pool.backend, warm_pool, timed });
@@ -395,7 +429,8 @@ async fn scion_server_phase(
     ctx: &SizeCtx<'_>,
     pool: &Pool,
     warm_pool: usize,
-    density: Option<&mut SizeResult>,
+    results: Option<&mut SizeResult>,
+    density: bool,
 ) -> Result<Vec<scion::Timed>> {
     let state =
         ctx.dir.join(format!("state-{}", pool.backend.label().split(' ').next().unwrap_or("pool")));
@@ -418,11 +453,24 @@ async fn scion_server_phase(
     let outcome = async {
         progress(&format!("{} timed clones", ctx.args.clones));
         let timed = scion::clone_latency(&server, ctx.args.clones, warm_pool).await?;
-        if let Some(size_result) = density {
-            progress(&format!("density: up to {} clones", ctx.args.density));
-            let found =
-                scion::density(&server, pool, ctx.args.density, ctx.args.api_requests).await?;
-            size_result.density = Some((pool.backend, found));
+        if let Some(size_result) = results {
+            if warm_pool > 0 {
+                for &size in &ctx.args.bursts {
+                    progress(&format!("a burst of {size} creates, warm pool {warm_pool}"));
+                    let found = scion::burst(&server, size, warm_pool).await?;
+                    size_result.bursts.push((pool.backend, found));
+                }
+            } else if ctx.args.discard_runs > 0 {
+                progress(&format!("{} resets and destroys of each kind", ctx.args.discard_runs));
+                let found = scion::discards(&server, ctx.args.discard_runs).await?;
+                size_result.discards.push((pool.backend, found));
+            }
+            if density {
+                progress(&format!("density: up to {} clones", ctx.args.density));
+                let found =
+                    scion::density(&server, pool, ctx.args.density, ctx.args.api_requests).await?;
+                size_result.density = Some((pool.backend, found));
+            }
         }
         Ok::<_, anyhow::Error>(timed)
     }
@@ -434,13 +482,15 @@ async fn scion_server_phase(
     outcome
 }
 
+/// Times every alternative. One that fails (a tool's error, a full pool) is noted in
+/// `size_result` and the rest still run: a long run is never lost to one of them.
 async fn alternatives_phase(
     ctx: &SizeCtx<'_>,
     btrfs: &Pool,
     golden: &Path,
     size_result: &mut SizeResult,
     scale: u32,
-) -> Result<()> {
+) {
     let args = ctx.args;
     let runs = |method: Method| {
         if method.is_slow() && ctx.size >= args.large_from {
@@ -450,23 +500,41 @@ async fn alternatives_phase(
         }
     };
     let port = ctx.local_port;
+    let failed = |what: String, error: anyhow::Error| {
+        progress(&format!("{what} failed: {error:#}"));
+        format!("{what} at {} failed: {}", size_label(ctx.size), first_line(&format!("{error:#}")))
+    };
     // The Scion major's cluster is the golden copy itself (stopped, on btrfs); others get
     // their own cluster on the same pool, loaded the same way.
     let mut clusters: Vec<(u8, PathBuf)> = vec![(args.major, golden.to_path_buf())];
-    for major in [18, 15] {
+    for major in ALT_MAJORS {
         if major == args.major {
             continue;
         }
         progress(&format!("loading PostgreSQL {major} for the alternatives"));
         let data_dir = btrfs.mountpoint().join(format!("alt-pg{major}")).join("data");
-        std::fs::create_dir_all(data_dir.parent().context("parent")?)?;
-        let loaded: Loaded = cluster::load(major, &data_dir, scale, port, ctx.dir).await?;
-        size_result.notes.push(format!(
-            "PostgreSQL {major}'s copy of the source: data directory {}, database {} MB",
-            size_label(loaded.data_dir_bytes),
-            loaded.database_bytes / 1_000_000
-        ));
-        clusters.push((major, data_dir));
+        let loaded: Result<Loaded> = async {
+            std::fs::create_dir_all(data_dir.parent().context("parent")?)?;
+            cluster::load(major, &data_dir, scale, port, ctx.dir).await
+        }
+        .await;
+        match loaded {
+            Ok(loaded) => {
+                size_result.notes.push(format!(
+                    "PostgreSQL {major}'s copy of the source: data directory {}, database {} MB, WAL {}",
+                    size_label(loaded.data_dir_bytes),
+                    loaded.database_bytes / 1_000_000,
+                    size_label(loaded.wal_bytes)
+                ));
+                clusters.push((major, data_dir));
+            }
+            Err(error) => {
+                let note = failed(format!("loading PostgreSQL {major}'s copy"), error);
+                size_result.notes.push(note);
+                cluster::stop_all_under(&data_dir).await;
+                std::fs::remove_dir_all(data_dir.parent().unwrap_or(&data_dir)).ok();
+            }
+        }
     }
     let plan: Vec<(Method, u8)> = vec![
         (Method::WalLog, 15),
@@ -481,14 +549,51 @@ async fn alternatives_phase(
         let Some((_, data_dir)) = clusters.iter().find(|(m, _)| *m == major) else { continue };
         let runs = runs(method);
         progress(&format!("alternative on PostgreSQL {major}: {} ×{runs}", method.label()));
-        sync_all().await?;
-        let samples = alternatives::measure(method, major, data_dir, port, ctx.dir, runs)
-            .await
-            .with_context(|| format!("{} on PostgreSQL {major}", method.label()))?;
-        size_result.alternatives.push(AltResult { method, major, samples });
+        let measured = async {
+            sync_all().await?;
+            alternatives::measure(method, major, data_dir, port, ctx.dir, runs).await
+        }
+        .await;
+        match measured {
+            Ok(samples) => size_result.alternatives.push(AltResult { method, major, samples }),
+            Err(error) => {
+                let note = failed(format!("{} on PostgreSQL {major}", method.label()), error);
+                size_result.notes.push(note);
+            }
+        }
     }
     for (_, data_dir) in clusters.iter().skip(1) {
         std::fs::remove_dir_all(data_dir.parent().unwrap_or(data_dir)).ok();
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 10 GB run that ran out of space: at scale 680 the database is 10.7 GB; the pool
+    /// held the golden copy (PostgreSQL 18) and PostgreSQL 15's copy, and `pg_dump |
+    /// pg_restore` made a third database of the same size, each writing WAL up to twice
+    /// `max_wal_size` (1 GB) before checkpoints recycle it.
+    #[test]
+    fn pools_hold_every_cluster_and_one_more_copy_with_their_wal() {
+        for (asked, database) in [(100e6, 0.11e9), (1e9, 1.07e9), (10e9, 10.7e9)] {
+            for clusters in [1, 2] {
+                let copies = clusters as f64 + 1.0;
+                let needed = copies * (database + 2.0 * 1024f64.powi(3));
+                let size = pool_size(asked as u64, clusters) as f64;
+                assert!(size >= needed, "{asked} B with {clusters} clusters: {size} < {needed}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_alternatives_add_a_cluster_for_each_other_major() {
+        let args = |extra: &[&str]| {
+            Args::parse_from(["scion-bench"].iter().chain(extra).copied().collect::<Vec<_>>())
+        };
+        assert_eq!(btrfs_clusters(&args(&[])), 2, "PostgreSQL 18 is the golden copy, 15 is added");
+        assert_eq!(btrfs_clusters(&args(&["--major", "16"])), 3);
+        assert_eq!(btrfs_clusters(&args(&["--no-alternatives"])), 1);
+    }
 }

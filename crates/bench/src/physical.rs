@@ -335,7 +335,8 @@ async fn streaming_phase(
     let outcome = on_server(
         ctx,
         "streaming",
-        pool_size(ctx.size) * 2,
+        // The golden copy, a refresh's new one beside it, and a bare copy.
+        pool_size(ctx.size, 3),
         &config,
         async |server: &Server, pool: &Pool, copy_ms: f64| {
             // Scion's copy (the server's first refresh), then a bare one, in turn.
@@ -389,7 +390,7 @@ async fn archive_phase(
     result.fresh_archive = on_server(
         ctx,
         "archive",
-        pool_size(ctx.size),
+        pool_size(ctx.size, 1),
         &config,
         async |server: &Server, _: &Pool, _| {
             let api = long_client(server)?;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Local};
 
 use crate::alternatives::Method;
 use crate::cluster::{Backend, Loaded};
-use crate::scion::{Density, Timed};
+use crate::scion::{Burst, Density, Discards, Timed};
 use crate::size_label;
 use crate::stats::{self, Summary};
 
@@ -44,6 +44,10 @@ pub(crate) struct SizeResult {
     pub(crate) scion: Vec<ScionRun>,
     pub(crate) alternatives: Vec<AltResult>,
     pub(crate) density: Option<(Backend, Density)>,
+    /// Resets and destroys, dirty against untouched, per backend.
+    pub(crate) discards: Vec<(Backend, Discards)>,
+    /// Bursts of concurrent creates with the warm pool, per backend.
+    pub(crate) bursts: Vec<(Backend, Burst)>,
     pub(crate) notes: Vec<String>,
 }
 
@@ -56,6 +60,8 @@ impl SizeResult {
             scion: Vec::new(),
             alternatives: Vec::new(),
             density: None,
+            discards: Vec::new(),
+            bursts: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -133,6 +139,8 @@ impl Report {
         } else if self.physical.is_empty() {
             self.latency(&mut out);
             self.alternatives(&mut out);
+            self.bursts(&mut out);
+            self.discards(&mut out);
             self.density(&mut out);
         } else {
             crate::physical::render(&self.physical, &mut out);
@@ -318,12 +326,73 @@ impl Report {
     }
 }
 
+impl Report {
+    fn bursts(&self, out: &mut String) {
+        if self.sizes.iter().all(|size| size.bursts.is_empty()) {
+            return;
+        }
+        out.push_str(
+            "\n#### A burst of concurrent creates with the warm pool\n\nAll creates sent at once (`POST /clone?wait` each, then `SELECT 1` over TCP), in the order given, once the warm pool is full (at its configured size, or at the size the server keeps after the bursts before, `scion_warm_pool_target`: the warm pool column); per create from its POST to its `SELECT 1`, and the wall time from the first POST to the last `SELECT 1`. Claims: creates that took a warm clone (`scion_warm_pool_hits_total`).\n\n",
+        );
+        out.push_str(
+            "| source | pool | warm pool | creates | claims | median | p95 | max | wall |\n",
+        );
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        for size in &self.sizes {
+            for (backend, found) in &size.bursts {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    source_label(size),
+                    backend.label(),
+                    found.warm_ready,
+                    found.size,
+                    found.warm_hits,
+                    ms(found.ready.median),
+                    ms(found.ready.p95),
+                    ms(found.ready.max),
+                    ms(found.wall_ms)
+                );
+            }
+        }
+    }
+
+    fn discards(&self, out: &mut String) {
+        if self.sizes.iter().all(|size| size.discards.is_empty()) {
+            return;
+        }
+        out.push_str(
+            "\n#### Reset and destroy: a dirty clone against an untouched one\n\nReset: `POST /clone/{id}/reset?wait` (to the clone's own snapshot) until the first successful `SELECT 1` on the clone's port; destroy: `DELETE /clone/{id}` until `GET /clone/{id}` answers 404. Dirty: the clone deleted every row of `pgbench_accounts` just before (again before its destroy); the two kinds alternate on one server without a warm pool.\n\n",
+        );
+        out.push_str("| source | pool | rows deleted | runs | reset untouched median / p95 | reset dirty median / p95 | destroy untouched median / p95 | destroy dirty median / p95 |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        let pair = |summary: &Summary| format!("{} / {}", ms(summary.median), ms(summary.p95));
+        for size in &self.sizes {
+            for (backend, found) in &size.discards {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    source_label(size),
+                    backend.label(),
+                    found.rows_deleted,
+                    found.reset_clean.n,
+                    pair(&found.reset_clean),
+                    pair(&found.reset_dirty),
+                    pair(&found.destroy_clean),
+                    pair(&found.destroy_dirty)
+                );
+            }
+        }
+    }
+}
+
 fn source_label(size: &SizeResult) -> String {
     format!(
-        "{} / {} (pgbench scale {})",
+        "{} / {} (pgbench scale {}; WAL {})",
         size_label(size.loaded.data_dir_bytes),
         size_label(size.loaded.database_bytes),
-        size.scale
+        size.scale,
+        size_label(size.loaded.wal_bytes)
     )
 }
 

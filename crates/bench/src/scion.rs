@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use api_types::{CreateCloneRequest, DatabaseRequest, SnapshotRef, StatusCode};
+use api_types::{CreateCloneRequest, DatabaseRequest, ResetCloneRequest, SnapshotRef, StatusCode};
 
 use crate::cluster::{self, Pool};
 use crate::server::{Server, TOKEN};
@@ -110,6 +110,128 @@ pub(crate) async fn destroy(server: &Server, id: &str) -> Result<()> {
         bail!("clone {id} was not destroyed: {:?}", left.status);
     }
     Ok(())
+}
+
+/// A burst of concurrent creates.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Burst {
+    /// Creates sent at once.
+    pub(crate) size: usize,
+    /// Warm clones ready when it began.
+    pub(crate) warm_ready: usize,
+    /// POST → SELECT 1 per create, ms.
+    pub(crate) ready: Summary,
+    /// From the first POST to the last create's SELECT 1, ms.
+    pub(crate) wall_ms: f64,
+    /// Creates that claimed a warm clone (`scion_warm_pool_hits_total`'s growth).
+    pub(crate) warm_hits: u64,
+}
+
+/// Sends `size` creates at once, once the warm pool is full, and times each and the whole
+/// burst; then destroys them (untimed). Full is `warm_pool`, or the size the server keeps
+/// after earlier bursts (`scion_warm_pool_target`) where it says.
+pub(crate) async fn burst(server: &Server, size: usize, warm_pool: usize) -> Result<Burst> {
+    let target = server.metric("scion_warm_pool_target").await? as usize;
+    let warm_pool = if target > 0 { target } else { warm_pool };
+    if warm_pool > 0 {
+        server.wait_warm_pool(warm_pool).await?;
+    }
+    let hits_before = server.metric("scion_warm_pool_hits_total").await?;
+    let ids: Vec<String> = (0..size).map(|n| format!("burst{size}x{n}")).collect();
+    let started = Instant::now();
+    let created =
+        futures_util::future::join_all(ids.iter().map(|id| create_ready(server, id, None))).await;
+    let wall_ms = millis(started);
+    let hits = server.metric("scion_warm_pool_hits_total").await? - hits_before;
+    let destroyed = futures_util::future::join_all(ids.iter().map(|id| destroy(server, id))).await;
+    let mut ready = Vec::with_capacity(size);
+    for timed in created {
+        ready.push(timed?.ready_ms);
+    }
+    for outcome in destroyed {
+        outcome?;
+    }
+    Ok(Burst {
+        size,
+        warm_ready: warm_pool,
+        ready: Summary::of(&ready),
+        wall_ms,
+        warm_hits: hits as u64,
+    })
+}
+
+/// Reset and destroy of a clone after a large delete against an untouched one, in one run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Discards {
+    /// Rows each dirty clone deleted before its reset, and again before its destroy.
+    pub(crate) rows_deleted: u64,
+    /// `POST /clone/{id}/reset?wait` → `SELECT 1`, ms.
+    pub(crate) reset_clean: Summary,
+    pub(crate) reset_dirty: Summary,
+    /// `DELETE /clone/{id}` → the clone gone from `GET /clone/{id}`, ms.
+    pub(crate) destroy_clean: Summary,
+    pub(crate) destroy_dirty: Summary,
+}
+
+/// Times `runs` resets and destroys of an untouched clone and of one that deleted every row
+/// of `pgbench_accounts` (its dirty buffers are what a shutdown checkpoint would write),
+/// alternating the two.
+pub(crate) async fn discards(server: &Server, runs: usize) -> Result<Discards> {
+    let mut result = Discards::default();
+    let (mut reset, mut destroyed) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for n in 0..runs {
+        for dirty in [false, true] {
+            let id = format!("discard{n}{}", if dirty { "d" } else { "c" });
+            let clone = create_ready(server, &id, None).await?;
+            if dirty {
+                result.rows_deleted = delete_accounts(clone.port).await?;
+            }
+            let started = Instant::now();
+            let again = server
+                .api
+                .reset_clone(&id, &ResetCloneRequest::default(), Some(CREATE_WAIT))
+                .await
+                .with_context(|| format!("POST /clone/{id}/reset"))?;
+            if again.as_ref().is_none_or(|clone| clone.status.code != StatusCode::Ok) {
+                bail!("clone {id} after its reset: {again:?}\n{}", server.log_tail());
+            }
+            cluster::select_one_retrying(
+                clone.port,
+                CLONE_USER,
+                CLONE_PASSWORD,
+                &clone.db,
+                CONNECT_WITHIN,
+            )
+            .await?;
+            reset[usize::from(dirty)].push(millis(started));
+            if dirty {
+                delete_accounts(clone.port).await?;
+            }
+            let started = Instant::now();
+            destroy(server, &id).await?;
+            destroyed[usize::from(dirty)].push(millis(started));
+        }
+    }
+    [result.reset_clean, result.reset_dirty] = reset.map(|samples| Summary::of(&samples));
+    [result.destroy_clean, result.destroy_dirty] = destroyed.map(|samples| Summary::of(&samples));
+    Ok(result)
+}
+
+/// Deletes every row of the clone's `pgbench_accounts` as the clone's user; returns how many.
+async fn delete_accounts(port: u16) -> Result<u64> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(CLONE_USER)
+        .password(CLONE_PASSWORD)
+        .dbname(cluster::SOURCE_DB);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    let deleted = client.execute("DELETE FROM pgbench_accounts", &[]).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(deleted)
 }
 
 /// What the density phase found.

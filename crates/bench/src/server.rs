@@ -102,17 +102,22 @@ impl Server {
         }
     }
 
+    /// The value of an unlabelled metric of `/metrics`; 0 when it is not there.
+    pub(crate) async fn metric(&self, name: &str) -> Result<f64> {
+        let url = format!("{}/metrics", self.url);
+        let text = reqwest::Client::new().get(&url).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     /// Waits until the warm pool holds `size` clones, as `/metrics` says.
     pub(crate) async fn wait_warm_pool(&self, size: usize) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let url = format!("{}/metrics", self.url);
-        let http = reqwest::Client::new();
         loop {
-            let text = http.get(&url).send().await?.text().await?;
-            let ready = text.lines().find_map(|line| {
-                line.strip_prefix("scion_warm_pool_clones ")?.trim().parse::<f64>().ok()
-            });
-            if ready == Some(size as f64) {
+            let ready = self.metric("scion_warm_pool_clones").await?;
+            if ready == size as f64 {
                 return Ok(());
             }
             if Instant::now() > deadline {

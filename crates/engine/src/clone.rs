@@ -6,7 +6,7 @@
 //! it there; other operations on it are refused until it settles. Every transition is written
 //! to the store before it shows in memory, so a crash never reports a state that was not saved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use api_types::{CloneId, WebhookEvent};
@@ -81,8 +81,33 @@ impl Engine {
     /// Every clone, oldest first.
     pub fn clones(&self) -> Vec<CloneView> {
         let state = self.read_state();
-        let mut clones: Vec<CloneView> =
-            state.clones.values().map(|entry| self.view(&state, entry)).collect();
+        let config = self.config();
+        // Each clone's view holds its snapshot's, which lists every clone of that snapshot
+        // (DBLab's shape): built once per snapshot, not once per clone, which at 1,000 clones
+        // was a million record comparisons on every `/status` and `/clones`.
+        let mut by_snapshot: HashMap<&str, Vec<String>> = HashMap::new();
+        for entry in state.clones.values() {
+            by_snapshot
+                .entry(entry.record.snapshot_id.as_str())
+                .or_default()
+                .push(entry.record.id.clone());
+        }
+        let snapshots: HashMap<&str, crate::SnapshotView> = state
+            .snapshots
+            .iter()
+            .filter_map(|snapshot| {
+                let clones = by_snapshot.remove(snapshot.id.as_str())?;
+                Some((snapshot.id.as_str(), self.snapshot_view_with(&state, snapshot, clones)))
+            })
+            .collect();
+        let mut clones: Vec<CloneView> = state
+            .clones
+            .values()
+            .map(|entry| {
+                let snapshot = snapshots.get(entry.record.snapshot_id.as_str()).cloned();
+                clone_view(entry, snapshot, &config, &self.inner.servers)
+            })
+            .collect();
         clones.sort_by(|a, b| {
             a.record.created_at.cmp(&b.record.created_at).then(a.record.id.cmp(&b.record.id))
         });
@@ -109,17 +134,7 @@ impl Engine {
             .iter()
             .find(|snapshot| snapshot.id == entry.record.snapshot_id)
             .map(|snapshot| self.snapshot_view_in(state, snapshot));
-        let servers = &self.inner.servers;
-        CloneView {
-            record: entry.record.clone(),
-            snapshot,
-            limits: servers.limits_of(entry.record.limits),
-            // A few small files of the cgroup file system, only for a limited clone.
-            usage: servers.quotas().usage(entry.record.port),
-            diff_size: entry.diff_size,
-            access_host: self.config().cloning.access_host.clone(),
-            max_idle_minutes: self.config().cloning.max_idle_minutes,
-        }
+        clone_view(entry, snapshot, &self.config(), &self.inner.servers)
     }
 
     /// Registers a clone in state `CREATING` and makes it in the background; the returned view
@@ -277,6 +292,7 @@ impl Engine {
             }
         };
         if warm_enabled {
+            self.inner.warm.begin_create(Instant::now());
             let metric = match start {
                 Start::Claim(_) => &self.inner.metrics.warm_hits,
                 Start::Cold | Start::Evict(_) => &self.inner.metrics.warm_misses,
@@ -300,6 +316,7 @@ impl Engine {
                 };
                 engine.finish_provisioning(&record, outcome, started, WebhookEvent::CloneCreate);
                 if warm_enabled {
+                    engine.inner.warm.end_create();
                     engine.inner.warm.wake();
                 }
             }
@@ -452,7 +469,7 @@ impl Engine {
         &self,
         record: &CloneRecord,
     ) -> Result<(), (&'static str, Error)> {
-        self.stop_server(record).await.map_err(|error| ("stopping its server", error))?;
+        self.discard_server(record).await.map_err(|error| ("stopping its server", error))?;
         failpoint::hit("destroy.server_stopped");
         let step = "destroying its dataset (its server is stopped)";
         let dataset = storage::DatasetName::new(record.dataset.clone())
@@ -496,10 +513,30 @@ impl Engine {
         }
     }
 
-    /// Stops the clone's server, whether this engine holds its handle or not.
-    pub(crate) async fn stop_server(&self, record: &CloneRecord) -> Result<()> {
+    /// Stops the clone's server, whether this engine holds its handle or not, for a reset or
+    /// a destroy: its data is thrown away, so no shutdown checkpoint writes it first.
+    pub(crate) async fn discard_server(&self, record: &CloneRecord) -> Result<()> {
         let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
-        self.inner.servers.stop(record, &pgdata).await
+        self.inner.servers.discard(record, &pgdata).await
+    }
+}
+
+/// A clone's view from its entry and its snapshot's view.
+fn clone_view(
+    entry: &CloneEntry,
+    snapshot: Option<crate::SnapshotView>,
+    config: &crate::EngineConfig,
+    servers: &crate::servers::Servers,
+) -> CloneView {
+    CloneView {
+        record: entry.record.clone(),
+        snapshot,
+        limits: servers.limits_of(entry.record.limits),
+        // A few small files of the cgroup file system, only for a limited clone.
+        usage: servers.quotas().usage(entry.record.port),
+        diff_size: entry.diff_size,
+        access_host: config.cloning.access_host.clone(),
+        max_idle_minutes: config.cloning.max_idle_minutes,
     }
 }
 

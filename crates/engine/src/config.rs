@@ -27,8 +27,8 @@ pub const DEFAULT_MAX_IDLE_MINUTES: f64 = 120.0;
 pub const DEFAULT_RETENTION_LIMIT: usize = 10;
 /// The first port of the clone range.
 pub const DEFAULT_PORT_FROM: u16 = 6000;
-/// The last port of the clone range.
-pub const DEFAULT_PORT_TO: u16 = 6099;
+/// The last port of the clone range: 1,000 ports, one per clone (DBLab's default is 100).
+pub const DEFAULT_PORT_TO: u16 = 6999;
 /// The most clones the warm pool may keep: each is a running server waiting for a user.
 pub const MAX_WARM_POOL_SIZE: usize = 32;
 /// The superuser the engine manages instances as.

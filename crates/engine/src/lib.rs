@@ -17,6 +17,7 @@ mod events;
 mod failpoint;
 mod intent;
 mod lease;
+mod limits;
 mod logs;
 mod metrics;
 mod model;
@@ -247,6 +248,10 @@ impl Engine {
         {
             create_private_dir(&dir, mode)?;
         }
+        let port_count = u64::from(config.cloning.port_to - config.cloning.port_from) + 1;
+        for shortfall in limits::shortfalls(port_count, &limits::read()) {
+            warn!(setting = shortfall.setting, "{shortfall}");
+        }
         let store = Store::open(&state_dir.join("scion.db"))?;
         let instance_id = match store.meta("instance_id")? {
             Some(id) => id,
@@ -369,6 +374,15 @@ impl Engine {
     /// How many warm clones are started and waiting to be claimed.
     pub fn warm_clones(&self) -> usize {
         self.inner.warm.len()
+    }
+
+    /// How many warm clones the pool keeps now: `[cloning] warm_pool_size`, or more after a
+    /// burst of creates (`warm::target_size`).
+    pub fn warm_target(&self) -> usize {
+        warm::target_size(
+            self.config().cloning.warm_pool_size,
+            self.inner.warm.recent_burst(std::time::Instant::now()),
+        )
     }
 
     /// The pool.

@@ -209,6 +209,7 @@ struct Snapshot {
     ports_in_use: i64,
     ports_total: i64,
     warm_pool_clones: i64,
+    warm_pool_target: i64,
     clone_total_cpu_percent: f64,
     clone_avg_cpu_percent: f64,
     clone_total_memory: i64,
@@ -306,6 +307,7 @@ impl Snapshot {
                 - i64::from(engine.config().cloning.port_from)
                 + 1,
             warm_pool_clones: engine.inner.warm.len() as i64,
+            warm_pool_target: engine.warm_target() as i64,
             clone_total_cpu_percent,
             clone_avg_cpu_percent,
             clone_total_memory: to_i64(clone_total_memory),
@@ -587,6 +589,12 @@ impl Collector for Snapshot {
             "scion_warm_pool_clones",
             "Warm clones started and waiting to be claimed",
             self.warm_pool_clones,
+        )?;
+        gauge(
+            e,
+            "scion_warm_pool_target",
+            "Warm clones the pool keeps now: its size, or the largest recent burst of creates",
+            self.warm_pool_target,
         )?;
         gauge(
             e,

@@ -119,7 +119,7 @@ impl Engine {
 
     /// Reset's slow part: stop, replace the dataset, start, reapply the role.
     async fn rebuild(&self, mut record: CloneRecord) -> Result<(CloneRecord, Instance)> {
-        self.stop_server(&record).await?;
+        self.discard_server(&record).await?;
         let dataset = storage::DatasetName::new(record.dataset.clone())?;
         let mut revision = record.revision;
         match self.inner.pool.storage().destroy_dataset(&dataset, DestroyMode::Refuse).await {

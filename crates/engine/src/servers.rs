@@ -424,17 +424,21 @@ impl Servers {
         lock(&self.running).insert(clone_id.to_owned(), instance);
     }
 
-    /// The processes of every user clone's server, by clone ID, for usage accounting.
-    pub(crate) fn processes(&self) -> Vec<(String, Vec<u32>)> {
-        lock(&self.running)
-            .iter()
-            .map(|(id, instance)| (id.clone(), instance.processes()))
-            .collect()
+    /// The postmaster of every user clone's server, by clone ID, for usage accounting (which
+    /// finds their children in one pass over `/proc`, outside this lock).
+    pub(crate) fn postmasters(&self) -> Vec<(String, u32)> {
+        lock(&self.running).iter().map(|(id, instance)| (id.clone(), instance.pid())).collect()
     }
 
-    /// Stops a user clone's server: the handle held, or the server found on `pgdata` when
-    /// the handle is gone (a failed adoption, a crash mid-operation).
-    pub(crate) async fn stop(&self, record: &CloneRecord, pgdata: &Path) -> Result<()> {
+    /// Stops a user clone's server (the handle held, or the server found on `pgdata` when the
+    /// handle is gone: a failed adoption, a crash mid-operation) whose data is about to be
+    /// discarded (a reset, a destroy): at once, without the shutdown checkpoint, which would only write what is thrown away
+    /// (thousands of buffers after a large delete). The immediate stop returns once every
+    /// process of the server has exited (it escalates to SIGKILL if needed), so the dataset
+    /// can go. A commit of the clone is unharmed: its CHECKPOINT has written what it promises
+    /// before its atomic storage snapshot, so a snapshot taken before or after the server quits
+    /// holds the same committed data.
+    pub(crate) async fn discard(&self, record: &CloneRecord, pgdata: &Path) -> Result<()> {
         let held = lock(&self.running).remove(&record.id);
         let instance = match held {
             Some(instance) => instance,
@@ -443,7 +447,7 @@ impl Servers {
                 None => return Ok(()),
             },
         };
-        instance.stop(postgres::StopMode::Fast, STOP_STEP_TIMEOUT).await?;
+        instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await?;
         Ok(())
     }
 

@@ -59,6 +59,16 @@ impl Engine {
             .filter(|entry| entry.record.snapshot_id == record.id)
             .map(|entry| entry.record.id.clone())
             .collect();
+        self.snapshot_view_with(state, record, clones)
+    }
+
+    /// The view of `record` whose clones are `clones` (in the state's order).
+    pub(crate) fn snapshot_view_with(
+        &self,
+        state: &State,
+        record: &SnapshotRecord,
+        clones: Vec<String>,
+    ) -> SnapshotView {
         let is_head = state
             .branches
             .get(&record.branch)

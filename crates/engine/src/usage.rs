@@ -6,8 +6,12 @@
 //! split among the processes that map them instead of being counted once per process. CPU is the
 //! change of user plus system time between two collections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
+
+/// A clone's written bytes are measured again after this many rounds (of
+/// [`crate::scheduler::COLLECT_INTERVAL`]) even when its server shows no writes.
+pub(crate) const REMEASURE_EVERY: u32 = 20;
 
 /// One clone's figures, as of the last collection.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -18,32 +22,90 @@ pub(crate) struct CloneUsage {
     pub(crate) memory_bytes: u64,
 }
 
-/// What the previous collection saw, to turn CPU time into a rate.
+/// What one clone server's processes showed in one pass over `/proc`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct ServerSample {
+    /// User plus system time, clock ticks.
+    ticks: u64,
+    memory_bytes: u64,
+    mark: WriteMark,
+}
+
+/// What a server has written, as its processes count it (`write_bytes` of `/proc/<pid>/io`:
+/// bytes sent, or dirtied, towards storage), with the processes counted: when neither changed,
+/// its dataset did not either, unless a session wrote and ended in between.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct WriteMark {
+    pids: Vec<u32>,
+    written: u64,
+}
+
+/// When a clone's written bytes were last measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SizeMark {
+    /// Its server's write mark then; `None` when no server of it was held.
+    mark: Option<WriteMark>,
+    /// Rounds since.
+    rounds: u32,
+}
+
+/// What the previous collection saw, to turn CPU time into a rate and to skip measuring clones
+/// that wrote nothing.
 #[derive(Debug, Default)]
 pub(crate) struct UsageTracker {
     previous: HashMap<String, (Instant, u64)>,
     pub(crate) latest: HashMap<String, CloneUsage>,
+    sized: HashMap<String, SizeMark>,
 }
 
 impl UsageTracker {
-    /// Records the processes of every running clone at `now`; clones not listed are forgotten.
-    pub(crate) fn record(&mut self, clones: &[(String, Vec<u32>)], now: Instant) {
+    /// Records the samples of every running clone taken at `now`; clones not listed are
+    /// forgotten.
+    pub(crate) fn record(&mut self, samples: &HashMap<String, ServerSample>, now: Instant) {
         let ticks_per_second = clock_ticks_per_second();
         let mut previous = HashMap::new();
         let mut latest = HashMap::new();
-        for (id, pids) in clones {
-            let ticks: u64 = pids.iter().filter_map(|pid| cpu_ticks(*pid)).sum();
-            let memory_bytes = pids.iter().filter_map(|pid| pss_bytes(*pid)).sum();
+        for (id, sample) in samples {
+            let ticks = sample.ticks;
             let cpu_percent = self.previous.get(id).and_then(|(then, before)| {
                 let seconds = now.duration_since(*then).as_secs_f64();
                 (seconds > 0.0 && ticks >= *before)
                     .then(|| (ticks - before) as f64 / ticks_per_second / seconds * 100.0)
             });
             previous.insert(id.clone(), (now, ticks));
-            latest.insert(id.clone(), CloneUsage { cpu_percent, memory_bytes });
+            latest
+                .insert(id.clone(), CloneUsage { cpu_percent, memory_bytes: sample.memory_bytes });
         }
         self.previous = previous;
         self.latest = latest;
+    }
+
+    /// Which of `clones` to measure this round, given their servers' `samples`; the others
+    /// count one more round unmeasured, and clones not listed are forgotten.
+    pub(crate) fn due_for_size(
+        &mut self,
+        clones: &[String],
+        samples: &HashMap<String, ServerSample>,
+    ) -> HashSet<String> {
+        let listed: HashSet<&String> = clones.iter().collect();
+        self.sized.retain(|id, _| listed.contains(id));
+        let mut due = HashSet::new();
+        for id in clones {
+            let current = samples.get(id).map(|sample| &sample.mark);
+            match self.sized.get_mut(id) {
+                Some(last) if !remeasure(last, current) => last.rounds += 1,
+                _ => {
+                    due.insert(id.clone());
+                }
+            }
+        }
+        due
+    }
+
+    /// Notes that clone `id` was measured with its server's sample as in `samples`.
+    pub(crate) fn sized(&mut self, id: &str, samples: &HashMap<String, ServerSample>) {
+        let mark = samples.get(id).map(|sample| sample.mark.clone());
+        self.sized.insert(id.to_owned(), SizeMark { mark, rounds: 0 });
     }
 
     /// Σ CPU percent, mean CPU percent over clones with a rate, Σ memory.
@@ -54,6 +116,57 @@ impl UsageTracker {
         let memory = self.latest.values().map(|usage| usage.memory_bytes).sum();
         (total_cpu, average, memory)
     }
+}
+
+/// Whether a clone measured as `last` must be measured again when its server now shows
+/// `current`.
+fn remeasure(last: &SizeMark, current: Option<&WriteMark>) -> bool {
+    last.mark.as_ref() != current || last.rounds + 1 >= REMEASURE_EVERY
+}
+
+/// Reads every clone server's processes (the postmaster and its children, found in one pass
+/// over `/proc`: one per server would read all of `/proc` a thousand times at 1,000 clones),
+/// their CPU time, PSS and written bytes. Blocking: run it off the async workers.
+pub(crate) fn sample(postmasters: &[(String, u32)]) -> HashMap<String, ServerSample> {
+    let wanted: HashSet<u32> = postmasters.iter().map(|(_, pid)| *pid).collect();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for pid in entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()) {
+            if let Some(parent) = parent_of(pid).filter(|parent| wanted.contains(parent)) {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
+    }
+    postmasters
+        .iter()
+        .map(|(id, postmaster)| {
+            let mut pids = vec![*postmaster];
+            pids.extend(children.remove(postmaster).unwrap_or_default());
+            pids.sort_unstable();
+            let sample = ServerSample {
+                ticks: pids.iter().filter_map(|pid| cpu_ticks(*pid)).sum(),
+                memory_bytes: pids.iter().filter_map(|pid| pss_bytes(*pid)).sum(),
+                mark: WriteMark {
+                    written: pids.iter().filter_map(|pid| written_bytes(*pid)).sum(),
+                    pids,
+                },
+            };
+            (id.clone(), sample)
+        })
+        .collect()
+}
+
+/// The parent of a process (`/proc/<pid>/stat` field 4).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces; count from after it.
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Bytes a process caused to be written to storage (`write_bytes` of `/proc/<pid>/io`).
+fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|line| line.strip_prefix("write_bytes:")?.trim().parse().ok())
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -116,9 +229,12 @@ mod tests {
     #[test]
     fn measures_this_process() {
         let pid = std::process::id();
+        let postmasters = [("self".to_owned(), pid)];
         let mut tracker = UsageTracker::default();
         let start = Instant::now();
-        tracker.record(&[("self".to_owned(), vec![pid])], start);
+        let first = sample(&postmasters);
+        assert!(first["self"].mark.pids.contains(&pid));
+        tracker.record(&first, start);
         assert!(tracker.latest["self"].memory_bytes > 0);
         assert_eq!(tracker.latest["self"].cpu_percent, None, "no rate without a previous sample");
         // Burn some CPU so the second sample has time to count.
@@ -127,12 +243,56 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         assert_ne!(x, 1);
-        tracker.record(&[("self".to_owned(), vec![pid])], Instant::now());
+        tracker.record(&sample(&postmasters), Instant::now());
         let rate = tracker.latest["self"].cpu_percent.unwrap();
         assert!(rate >= 0.0, "{rate}");
         let (total, average, memory) = tracker.totals();
         assert_eq!(total, rate);
         assert_eq!(average, rate);
         assert!(memory > 0);
+    }
+
+    fn samples(entries: &[(&str, &[u32], u64)]) -> HashMap<String, ServerSample> {
+        entries
+            .iter()
+            .map(|(id, pids, written)| {
+                let mark = WriteMark { pids: pids.to_vec(), written: *written };
+                ((*id).to_owned(), ServerSample { mark, ..ServerSample::default() })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_clones_whose_servers_wrote_or_changed_processes_are_measured_again() {
+        let mut tracker = UsageTracker::default();
+        let clones = ["a".to_owned(), "b".to_owned(), "c".to_owned(), "stopped".to_owned()];
+        let first = samples(&[("a", &[1, 2], 10), ("b", &[3, 4], 10), ("c", &[5, 6], 10)]);
+        let due = tracker.due_for_size(&clones, &first);
+        assert_eq!(due.len(), 4, "everything is measured once");
+        for id in &clones {
+            tracker.sized(id, &first);
+        }
+        // a wrote, b got a new session, c and the stopped clone did nothing.
+        let second = samples(&[("a", &[1, 2], 20), ("b", &[3, 4, 7], 10), ("c", &[5, 6], 10)]);
+        let due = tracker.due_for_size(&clones, &second);
+        let mut due: Vec<&str> = due.iter().map(String::as_str).collect();
+        due.sort_unstable();
+        assert_eq!(due, ["a", "b"]);
+        tracker.sized("a", &second);
+        tracker.sized("b", &second);
+        // Unchanged clones are measured again after REMEASURE_EVERY rounds all the same.
+        // The round above was the first after c's measure.
+        let mut round = 1;
+        loop {
+            round += 1;
+            if tracker.due_for_size(&clones, &second).contains("c") {
+                break;
+            }
+            assert!(round < REMEASURE_EVERY, "c is never measured again");
+        }
+        assert_eq!(round, REMEASURE_EVERY);
+        // A destroyed clone is forgotten.
+        tracker.due_for_size(&["a".to_owned()], &second);
+        assert_eq!(tracker.sized.len(), 1);
     }
 }

@@ -10,7 +10,8 @@
 //! a snapshot deletion never races a warm clone being made from it. A restart discards whatever
 //! an earlier run left (see [`Engine::discard_leftover_warm`]); shutdown discards the rest.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,12 +21,26 @@ use storage::DatasetName;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Engine;
+use crate::config::MAX_WARM_POOL_SIZE;
 use crate::error::{Error, Result};
 use crate::model::{CloneRecord, SnapshotRecord, WarmRecord};
 use crate::servers::Server;
 
 /// How long the filler waits before trying again after a failure, when nothing wakes it.
 const RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// The largest recent burst sizes the pool for this long after it.
+const BURST_MEMORY: Duration = Duration::from_secs(600);
+
+/// How many warm clones to keep: the configured size, raised to the largest recent burst of
+/// creates in flight at once (so that a burst like it finds its clones started), never above
+/// [`MAX_WARM_POOL_SIZE`]; a pool that is off stays off. Creates one after another are no
+/// burst: the pool refills between them.
+pub(crate) fn target_size(configured: usize, largest_burst: usize) -> usize {
+    if configured == 0 {
+        return 0;
+    }
+    configured.max(largest_burst.min(MAX_WARM_POOL_SIZE))
+}
 
 /// The warm clones that are ready, and the filler's wake-up call.
 #[derive(Debug, Default)]
@@ -36,6 +51,11 @@ pub(crate) struct WarmPool {
     making: AtomicBool,
     /// Wakes creates waiting for a warm clone in the making to be ready (or to fail).
     settled: tokio::sync::Notify,
+    /// Creates in flight now.
+    in_flight: AtomicUsize,
+    /// When creates arrived and how many were then in flight, over the last [`BURST_MEMORY`],
+    /// oldest first.
+    creates: Mutex<VecDeque<(Instant, usize)>>,
 }
 
 /// A warm clone that is ready to be claimed.
@@ -107,6 +127,43 @@ impl WarmPool {
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
+
+    /// Notes a create that begins, which sizes the pool for the next burst; call
+    /// [`WarmPool::end_create`] when it has its server.
+    pub(crate) fn begin_create(&self, at: Instant) {
+        let in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut creates = crate::sync::lock(&self.creates);
+        forget_before(&mut creates, at);
+        creates.push_back((at, in_flight));
+    }
+
+    /// Notes a create that [`WarmPool::begin_create`] noted has ended.
+    pub(crate) fn end_create(&self) {
+        let _ =
+            self.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// The most creates in flight at once in the last [`BURST_MEMORY`] before `now`.
+    pub(crate) fn recent_burst(&self, now: Instant) -> usize {
+        let mut creates = crate::sync::lock(&self.creates);
+        forget_before(&mut creates, now);
+        creates.iter().map(|(_, in_flight)| *in_flight).max().unwrap_or(0)
+    }
+
+    /// Takes the ready warm clones beyond `size`, newest first.
+    fn take_excess(&self, size: usize) -> Vec<WarmClone> {
+        let mut ready = self.ready();
+        let excess = ready.len().saturating_sub(size);
+        let keep = ready.len() - excess;
+        ready.split_off(keep)
+    }
+}
+
+/// Drops the creates older than [`BURST_MEMORY`] before `now`.
+fn forget_before(creates: &mut VecDeque<(Instant, usize)>, now: Instant) {
+    while creates.front().is_some_and(|(at, _)| now.duration_since(*at) > BURST_MEMORY) {
+        creates.pop_front();
+    }
 }
 
 impl Engine {
@@ -130,16 +187,20 @@ impl Engine {
         );
     }
 
-    /// Discards warm clones that are not on the head of `main`, then makes new ones until the
-    /// pool is full, the ports run out, or one fails.
+    /// Discards warm clones that are not on the head of `main`, and those beyond the pool's
+    /// size once a burst is forgotten, then makes new ones until the pool is full, the ports
+    /// run out, or one fails.
     async fn fill_warm_pool(&self) {
-        let size = self.config().cloning.warm_pool_size;
+        let size = self.warm_target();
         let target = self.resolve_snapshot(None, None).ok();
         let target_id = target.as_ref().map(|snapshot| snapshot.id.clone());
         self.discard_warm_where(|warm| {
             Some(&warm.record.snapshot_id) != target_id.as_ref() || !warm.is_alive()
         })
         .await;
+        for warm in self.inner.warm.take_excess(size) {
+            self.discard_warm(warm).await;
+        }
         let Some(target) = target else { return };
         while self.inner.warm.len() < size && !self.inner.cancel.is_cancelled() {
             let _serial = self.inner.snapshot_lock.lock().await;
@@ -258,12 +319,16 @@ impl Engine {
     /// destroyed, ports released, records forgotten.
     pub(crate) async fn discard_warm_where(&self, condition: impl Fn(&WarmClone) -> bool) {
         for warm in self.inner.warm.take_where(condition) {
-            let WarmClone { record, instance, admin } = warm;
-            drop(admin);
-            debug!(warm_id = %record.id, snapshot_id = %record.snapshot_id, "discarding warm clone");
-            self.remove_warm_resources(&record, Some(instance)).await;
-            self.forget_warm(&record);
+            self.discard_warm(warm).await;
         }
+    }
+
+    async fn discard_warm(&self, warm: WarmClone) {
+        let WarmClone { record, instance, admin } = warm;
+        drop(admin);
+        debug!(warm_id = %record.id, snapshot_id = %record.snapshot_id, "discarding warm clone");
+        self.remove_warm_resources(&record, Some(instance)).await;
+        self.forget_warm(&record);
     }
 
     /// Removes what an earlier run's warm clones left (after a crash, or a restart): their
@@ -311,5 +376,45 @@ impl Engine {
             warn!(warm_id = %record.id, error = %error, "failed to forget a warm clone");
         }
         self.inner.ports.release(record.port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_grows_to_the_largest_recent_burst_within_bounds() {
+        assert_eq!(target_size(0, 50), 0, "a pool that is off stays off");
+        assert_eq!(target_size(2, 0), 2);
+        assert_eq!(target_size(2, 10), 10);
+        assert_eq!(target_size(8, 3), 8);
+        assert_eq!(target_size(2, 500), MAX_WARM_POOL_SIZE);
+    }
+
+    #[test]
+    fn a_burst_is_the_most_creates_in_flight_at_once_and_is_forgotten() {
+        let pool = WarmPool::default();
+        let start = Instant::now();
+        // One after another: never more than one in flight.
+        for n in 0..5 {
+            pool.begin_create(start + Duration::from_millis(n));
+            pool.end_create();
+        }
+        assert_eq!(pool.recent_burst(start + Duration::from_secs(1)), 1);
+        // Ten at once, then they end.
+        for n in 0..10 {
+            pool.begin_create(start + Duration::from_secs(2) + Duration::from_millis(n));
+        }
+        for _ in 0..10 {
+            pool.end_create();
+        }
+        assert_eq!(pool.recent_burst(start + Duration::from_secs(60)), 10);
+        let later = start + Duration::from_secs(2) + BURST_MEMORY + Duration::from_secs(1);
+        assert_eq!(pool.recent_burst(later), 0);
+        // An extra end never wraps the count below zero.
+        pool.end_create();
+        pool.begin_create(later);
+        assert_eq!(pool.recent_burst(later), 1);
     }
 }

@@ -26,6 +26,10 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
             "5",
             "--alt-runs",
             "1",
+            "--bursts",
+            "3",
+            "--discard-runs",
+            "1",
             "--major",
             "18",
         ],
@@ -77,6 +81,28 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
         assert!(median > 0.0 && p99 >= median, "{api:?}");
     }
     assert!(report.contains("load average"), "{report}");
+
+    // A burst of three with two warm clones, and one dirty and one untouched reset and
+    // destroy; the source says what WAL it holds.
+    let burst = report
+        .lines()
+        .map(cells)
+        .find(|cells| cells.len() == 11 && cells[2] == "btrfs" && cells[4] == "3")
+        .unwrap_or_else(|| panic!("no burst row:\n{report}"));
+    assert!(burst[1].contains("; WAL "), "{burst:?}");
+    let claims: u32 = burst[5].parse().unwrap();
+    assert!((1..=3).contains(&claims), "{burst:?}");
+    assert!(millis(&burst[6]) > 0.0 && millis(&burst[9]) >= millis(&burst[6]), "{burst:?}");
+    let discards = report
+        .lines()
+        .map(cells)
+        .find(|cells| cells.len() == 10 && cells[2] == "btrfs" && cells[3] == "100000")
+        .unwrap_or_else(|| panic!("no reset and destroy row:\n{report}"));
+    assert_eq!(discards[4], "1", "{discards:?}");
+    for pair in &discards[5..9] {
+        let median = pair.split(" / ").next().unwrap();
+        assert!(millis(median) > 0.0, "{discards:?}");
+    }
 
     assert_cleaned_up(&dir);
 }

@@ -177,3 +177,98 @@ async fn the_lease_checker_warns_once_then_lifts_an_expired_protection() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(test.events.events().len(), events.len());
 }
+
+/// Inserts into `table` over `client` until the connection breaks; counts the inserts that
+/// committed in `done` and returns the error that ended the loop.
+async fn write_until_cut(
+    client: tokio_postgres::Client,
+    table: &'static str,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio_postgres::Error {
+    loop {
+        let insert = format!(
+            "INSERT INTO {table} SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g"
+        );
+        match client.batch_execute(&insert).await {
+            Ok(()) => {
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(error) => return error,
+        }
+    }
+}
+
+/// Waits until `done` has counted `at_least` inserts.
+async fn wait_for_writes(done: &std::sync::atomic::AtomicUsize, at_least: usize) {
+    while done.load(std::sync::atomic::Ordering::SeqCst) < at_least {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reset_and_a_destroy_during_heavy_writes_skip_the_shutdown_checkpoint_and_keep_commits() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    let test = TestEngine::start(config(5)).await;
+    let clone = test.create("busy").await;
+    let client = connect(&clone, PASSWORD).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE kept (v int, pad text); \
+             INSERT INTO kept SELECT g, 'committed' FROM generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    // Writes run while the commit is taken: it holds what was committed before it was asked.
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_until_cut(client, "kept", done.clone()));
+    wait_for_writes(&done, 2).await;
+    let commit = test.engine.commit_clone("busy", "before the reset").await.unwrap();
+    let before_reset = done.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for_writes(&done, before_reset + 3).await;
+
+    test.engine.reset_clone("busy", ResetTarget::Current).await.unwrap();
+    let reset = test.ready("busy").await;
+    let cut = writer.await.unwrap();
+    assert!(cut.is_closed() || cut.as_db_error().is_some(), "the writer ended with {cut}");
+    assert_eq!(reset.record.port, clone.record.port);
+    assert_eq!(reset.record.revision, 1, "the commit keeps revision 0");
+    let client = connect(&reset, PASSWORD).await.expect("same credentials after reset");
+    let gone = client.query_one("SELECT to_regclass('kept') IS NULL", &[]).await.unwrap();
+    assert!(gone.get::<_, bool>(0), "the reset kept the clone's writes");
+    let log = std::fs::read_to_string(test.engine.clone_log_path("busy").unwrap()).unwrap();
+    assert!(log.contains("received immediate shutdown request"), "{log}");
+    assert!(!log.contains("received fast shutdown request"), "a reset checkpointed: {log}");
+
+    // The commit holds the rows committed before it, whole (a clone of it starts and counts).
+    let mut from_commit = request("from-commit");
+    from_commit.snapshot_id = Some(commit.record.id.clone());
+    test.engine.create_clone(from_commit).await.unwrap();
+    let committed = connect(&test.ready("from-commit").await, PASSWORD).await.unwrap();
+    let rows = committed
+        .query_one("SELECT count(*) FILTER (WHERE pad = 'committed'), count(*) FROM kept", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.get::<_, i64>(0), 100);
+    assert!(rows.get::<_, i64>(1) >= 100 + 2 * 5000, "the commit lost committed inserts");
+    assert_eq!(rows.get::<_, i64>(1) % 5000, 100, "the commit holds a half insert");
+
+    // A destroy under writes ends every process before the dataset goes.
+    client.batch_execute("CREATE TABLE scratch (v int, pad text)").await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_until_cut(client, "scratch", done.clone()));
+    wait_for_writes(&done, 3).await;
+    let log_path = test.engine.clone_log_path("busy").unwrap();
+    test.engine.destroy_clone("busy").await.unwrap();
+    test.wait_gone("busy").await;
+    let cut = writer.await.unwrap();
+    assert!(cut.is_closed() || cut.as_db_error().is_some(), "the writer ended with {cut}");
+    let storage = test.pool.open().await;
+    let dataset = storage::DatasetName::new(reset.record.dataset.clone()).unwrap();
+    let dataset = storage::ThinStorage::mountpoint(&storage, &dataset);
+    assert!(!dataset.exists(), "{} is left", dataset.display());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert_eq!(log.matches("received immediate shutdown request").count(), 2, "{log}");
+    assert!(!log.contains("received fast shutdown request"), "a destroy checkpointed: {log}");
+}

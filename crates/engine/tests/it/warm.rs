@@ -205,3 +205,51 @@ async fn concurrent_creates_share_out_warm_clones_and_their_ports() {
     assert_eq!(test.engine.warm_clones(), 0, "a warm clone holds a port of a full range");
     assert_eq!(clone_datasets(&test).await.len(), 10, "{:?}", clone_datasets(&test).await);
 }
+
+#[tokio::test]
+async fn a_burst_sizes_the_warm_pool_for_the_next_one() {
+    let test = TestEngine::start(warm_config(24, 1)).await;
+    wait_warm(&test, 1).await;
+    assert_eq!(test.engine.warm_target(), 1);
+    let burst = |round: usize, count: usize, cold: bool| {
+        let creates: Vec<_> = (0..count)
+            .map(|n| {
+                let engine = test.engine.clone();
+                let mut request = request(&format!("b{round}x{n}"));
+                if cold {
+                    request.extra_conf.insert("work_mem".to_owned(), "5MB".to_owned());
+                }
+                tokio::spawn(async move { engine.create_clone(request).await })
+            })
+            .collect();
+        async move {
+            for create in creates {
+                create.await.unwrap().expect("every create of the burst is accepted");
+            }
+        }
+    };
+    // Creates one after another are no burst: the pool keeps its size.
+    for n in 0..3 {
+        test.create(&format!("single{n}")).await;
+    }
+    assert_eq!(test.engine.warm_target(), 1);
+    // Five cold creates at once: the pool grows to the most that were in flight together.
+    burst(0, 5, true).await;
+    for n in 0..5 {
+        test.ready(&format!("b0x{n}")).await;
+    }
+    let target = test.engine.warm_target();
+    assert!(target > 1 && target <= 5, "the pool is sized {target} after a burst of 5");
+    wait_warm(&test, target).await;
+    let warm_datasets = clone_datasets(&test).await;
+    // The next burst of that size claims a started clone for every create.
+    burst(1, target, false).await;
+    for n in 0..target {
+        let view = test.ready(&format!("b1x{n}")).await;
+        assert!(
+            warm_datasets.contains(&view.record.dataset),
+            "b1x{n} started cold: {} not in {warm_datasets:?}",
+            view.record.dataset
+        );
+    }
+}
