@@ -1,5 +1,5 @@
 //! Builds the running server from a [`Config`]: the pool (embedded or configured), the engine,
-//! webhook delivery with its records in the state database, and the HTTP API.
+//! webhook delivery with its records in the state database, and the HTTP API with the web UI.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -77,6 +77,8 @@ pub(crate) async fn build(config: &Config, args: Args, log: LogRing) -> anyhow::
         );
     }
     let live = Arc::new(LiveConfig::new(args, engine.clone(), log.clone(), config.clone()));
+    // The web UI's files sit beside the API on its port; they are served without a token and
+    // reach the engine only through the API, from the browser.
     let router = http_api::router(AppState {
         engine: engine.clone(),
         token,
@@ -84,7 +86,8 @@ pub(crate) async fn build(config: &Config, args: Args, log: LogRing) -> anyhow::
         config: Some(live.clone()),
         logs: Some(Arc::new(log)),
         ws_tokens: http_api::WsTokens::default(),
-    });
+    })
+    .merge(ui::router());
     Ok(Server { engine, dispatcher, router, live })
 }
 

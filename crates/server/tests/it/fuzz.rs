@@ -7,7 +7,7 @@ use std::process::Command;
 
 use test_support::TestDir;
 
-use crate::harness::{TOKEN, TestServer};
+use crate::harness::{TOKEN, TestServer, run_tool};
 
 /// Where `scripts/setup` installs schemathesis; `SCION_SCHEMATHESIS` overrides it.
 const DEFAULT_ST: &str = "/opt/scion/schemathesis/bin/st";
@@ -32,46 +32,34 @@ async fn the_server_answers_as_its_openapi_document_says() {
     let report_path = report.path().join("report.xml");
     // schemathesis keeps a cache in its working directory.
     let work = report.path().to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        #[allow(clippy::disallowed_methods, reason = "the fuzzer is an outside tool run as is")]
-        Command::new(st)
-            .current_dir(&work)
-            .arg("run")
-            .arg(format!("{url}/api/openapi.json"))
-            .args(["--url", &url])
-            .args(["--header", &format!("Verification-Token: {TOKEN}")])
-            .args([
-                "--checks",
-                "not_a_server_error,status_code_conformance,content_type_conformance,\
-                 response_schema_conformance",
-            ])
-            // `follow=true` streams a clone's log until the clone is gone: a request that never
-            // ends, by design (admin.rs tests it).
-            .args(["--exclude-operation-id", "cloneLogs"])
-            .args(["--max-examples", MAX_EXAMPLES])
-            .args(["--seed", "18"])
-            // One worker: CPython 3.11 fails compiling in threads side by side ("AST constructor
-            // recursion depth mismatch"), which hypothesis does for its lambdas.
-            .args(["--workers", "1"])
-            .args(["--request-timeout", "30"])
-            .args(["--phases", "examples,coverage,fuzzing"])
-            .args(["--report", "junit", "--report-junit-path"])
-            .arg(&report_path)
-            .env("NO_COLOR", "1")
-            .env("SCHEMATHESIS_TELEMETRY", "false")
-            .output()
-            .expect("run schemathesis")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "schemathesis found failures ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
-        output.status,
-        server.log()
-    );
+    #[allow(clippy::disallowed_methods, reason = "the fuzzer is an outside tool run as is")]
+    let mut command = Command::new(st);
+    command
+        .current_dir(&work)
+        .arg("run")
+        .arg(format!("{url}/api/openapi.json"))
+        .args(["--url", &url])
+        .args(["--header", &format!("Verification-Token: {TOKEN}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance",
+        ])
+        // `follow=true` streams a clone's log until the clone is gone: a request that never
+        // ends, by design (admin.rs tests it).
+        .args(["--exclude-operation-id", "cloneLogs"])
+        .args(["--max-examples", MAX_EXAMPLES])
+        .args(["--seed", "18"])
+        // One worker: CPython 3.11 fails compiling in threads side by side ("AST constructor
+        // recursion depth mismatch"), which hypothesis does for its lambdas.
+        .args(["--workers", "1"])
+        .args(["--request-timeout", "30"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--report", "junit", "--report-junit-path"])
+        .arg(&report_path)
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_TELEMETRY", "false");
+    let (stdout, stderr) = run_tool(&server, "schemathesis", command).await;
     // A run that tested nothing must not pass.
     let junit = std::fs::read_to_string(report.path().join("report.xml")).unwrap_or_default();
     assert!(junit.contains("<testcase"), "schemathesis ran no test:\n{stdout}\n{stderr}");

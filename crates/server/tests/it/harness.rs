@@ -321,6 +321,28 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs an outside tool (the API fuzzer, the browser test) to its end off the runtime's threads
+/// and returns its stdout and stderr; its failure fails the test, with the server's log.
+pub(crate) async fn run_tool(
+    server: &TestServer,
+    what: &str,
+    mut command: Command,
+) -> (String, String) {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|error| panic!("run {what}: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} found failures ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        server.log()
+    );
+    (stdout, stderr)
+}
+
 pub(crate) fn clone_request(id: &str) -> Value {
     json!({"id": id, "db": {"username": "tester", "password": PASSWORD}})
 }

@@ -23,4 +23,5 @@ mod requests;
 mod resilience;
 mod source;
 mod sync;
+mod ui;
 mod webhooks;
