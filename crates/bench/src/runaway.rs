@@ -183,7 +183,7 @@ async fn futures_join<T: Send + 'static>(
 pub(crate) async fn run(ctx: &SizeCtx<'_>) -> Result<String> {
     let args = ctx.args;
     let scale = scale_for(ctx.size);
-    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size)).await?;
+    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size, 1)).await?;
     let result = async {
         let golden = pool.create_golden().await?;
         cluster::load(args.major, &golden, scale, ctx.local_port, ctx.dir).await?;
