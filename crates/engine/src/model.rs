@@ -93,6 +93,10 @@ pub struct CloneRecord {
     pub cloning_time_seconds: Option<f64>,
     /// Postgres settings the request asked for; applied at every start of the clone.
     pub extra_conf: BTreeMap<String, String>,
+    /// When the clone was stopped (scale to zero): its dataset, port and credentials stay,
+    /// its server does not run, and the first connection to its port starts it. `None` while
+    /// its server runs (or is to run).
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 /// A clone of the warm pool: a dataset and a running server made ahead of demand, not yet any

@@ -52,18 +52,31 @@ pub(crate) struct Server<'a> {
     port: u16,
     log_name: &'a str,
     extra_conf: &'a BTreeMap<String, String>,
+    /// The engine holds the clone's TCP port (scale to zero, `wake.rs`): the server listens on
+    /// its private socket only, and the engine carries the port's connections to it.
+    fronted: bool,
 }
 
 impl<'a> Server<'a> {
     /// A user clone's server: always derived from its record, so a restart after a reboot
     /// gets the same port, socket and settings.
     pub(crate) fn of_clone(record: &'a CloneRecord) -> Server<'a> {
-        Server { port: record.port, log_name: &record.id, extra_conf: &record.extra_conf }
+        Server {
+            port: record.port,
+            log_name: &record.id,
+            extra_conf: &record.extra_conf,
+            fronted: false,
+        }
+    }
+
+    /// The same server behind the engine's listener on its port: no TCP of its own.
+    pub(crate) fn fronted(self) -> Server<'a> {
+        Server { fronted: true, ..self }
     }
 
     /// A warm clone's server, with no settings of its own.
     pub(crate) fn of_warm(record: &'a WarmRecord) -> Server<'a> {
-        Server { port: record.port, log_name: &record.id, extra_conf: &NO_SETTINGS }
+        Server { port: record.port, log_name: &record.id, extra_conf: &NO_SETTINGS, fronted: false }
     }
 }
 
@@ -140,6 +153,23 @@ impl Servers {
         self.state_dir.join("sockets").join(port.to_string())
     }
 
+    /// The unix socket a clone's server on `port` listens on: where the engine carries the
+    /// connections it accepts on a fronted clone's port.
+    pub(crate) fn socket_path(&self, port: u16) -> PathBuf {
+        ServerSettings::new(port, self.socket_dir(port)).socket_path()
+    }
+
+    /// The addresses clone servers listen on (`[clone] listen_addresses`), which the engine
+    /// binds instead while it holds a clone's port.
+    pub(crate) fn listen_addresses(&self) -> String {
+        self.config().listen_addresses.clone()
+    }
+
+    /// Whether the engine holds a running server's handle for clone `id`.
+    pub(crate) fn is_running(&self, clone_id: &str) -> bool {
+        lock(&self.running).contains_key(clone_id)
+    }
+
     fn log_file(&self, log_name: &str) -> PathBuf {
         self.state_dir.join("logs").join(format!("{log_name}.log"))
     }
@@ -148,7 +178,8 @@ impl Servers {
     fn spec(&self, server: Server<'_>, pgdata: &Path) -> InstanceSpec {
         let config = self.config();
         let mut settings = ServerSettings::new(server.port, self.socket_dir(server.port));
-        settings.listen_addresses = config.listen_addresses.clone();
+        settings.listen_addresses =
+            if server.fronted { String::new() } else { config.listen_addresses.clone() };
         settings.shared_buffers = config.shared_buffers.clone();
         settings.max_connections = config.max_connections;
         // Later entries win: Scion's defaults, then the configuration, then the request's.
@@ -198,7 +229,12 @@ impl Servers {
         minimums: &[(&str, u64)],
         restore_dirs: &[PathBuf],
     ) -> InstanceSpec {
-        let server = Server { port: SYNC_PORT, log_name: SYNC_NAME, extra_conf: &NO_SETTINGS };
+        let server = Server {
+            port: SYNC_PORT,
+            log_name: SYNC_NAME,
+            extra_conf: &NO_SETTINGS,
+            fronted: false,
+        };
         let mut spec = self.spec(server, pgdata);
         spec.settings.socket_dir = self.state_dir.join("sockets").join(SYNC_NAME);
         spec.settings.listen_addresses = String::new();

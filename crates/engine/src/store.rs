@@ -218,6 +218,7 @@ mod tests {
             created_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
             cloning_time_seconds: None,
             extra_conf: [("work_mem".to_owned(), "8MB".to_owned())].into(),
+            stopped_at: None,
         }
     }
 

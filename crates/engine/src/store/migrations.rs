@@ -114,6 +114,10 @@ CREATE TABLE observation_sessions (
 );
 CREATE INDEX observation_sessions_clone ON observation_sessions (clone_id);
 "#,
+    // Migration 9, scale to zero: when a clone was stopped (NULL while its server runs).
+    r#"
+ALTER TABLE clones ADD COLUMN stopped_at TEXT;
+"#,
 ];
 
 impl Store {
