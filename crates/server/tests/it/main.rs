@@ -22,4 +22,5 @@ mod requests;
 mod resilience;
 mod source;
 mod sync;
+mod wake;
 mod webhooks;
