@@ -15,8 +15,8 @@
 //! [`Fronts`] is the component: the listeners held (by clone) and each clone's power lock,
 //! which makes stops and starts of one clone take turns, so concurrent first connections
 //! start its server once. The clone's record says whether it is stopped (`stopped_at`,
-//! written before the server stops and after it has started), so a restart and a reboot keep
-//! it stopped: reconciliation opens its listener again.
+//! written once the server has stopped and its port is held, cleared once it has started), so
+//! a restart and a reboot keep it stopped: reconciliation opens its listener again.
 
 mod wire;
 
@@ -113,7 +113,7 @@ impl Engine {
     /// (`POST /clone/{id}/stop`). Its dataset, port, credentials and protection stay. A
     /// stopped clone is stopped again without error.
     pub async fn stop_clone(&self, id: &str) -> Result<CloneView> {
-        self.stop_clone_saying(id, STOPPED_MESSAGE).await?;
+        self.stop_clone_saying(id, STOPPED_MESSAGE, None).await?;
         self.clone_view(id)
     }
 
@@ -124,53 +124,64 @@ impl Engine {
         self.clone_view(id)
     }
 
-    async fn stop_clone_saying(&self, id: &str, message: &str) -> Result<()> {
+    /// Stops the clone saying `message`; with `idle_for`, only when it is still idle that
+    /// long once its turn comes (a connection may have woken it or arrived meanwhile).
+    async fn stop_clone_saying(
+        &self,
+        id: &str,
+        message: &str,
+        idle_for: Option<chrono::Duration>,
+    ) -> Result<()> {
         let power = self.inner.fronts.power(id);
         let _turn = power.lock().await;
-        if self.clone_view(id)?.record.stopped_at.is_some() {
+        let last_active = {
+            let state = self.read_state();
+            let entry = state.clones.get(id).ok_or_else(|| crate::state::not_found(id))?;
+            if entry.record.stopped_at.is_some() {
+                return Ok(());
+            }
+            entry.last_active
+        };
+        if idle_for.is_some_and(|idle_for| Utc::now() - last_active < idle_for) {
             return Ok(());
         }
-        // The store first: a crash from here on leaves a clone recorded as stopped, whose
-        // server (if still running) the next start stops.
+        let record = self.clone_view(id)?.record;
+        if record.state != CloneState::Ok {
+            return Err(Error::Refused(format!(
+                "clone {id:?} is {}; only an OK clone can be stopped",
+                record.state.code()
+            )));
+        }
+        let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
+        self.inner.servers.stop(&record, &pgdata).await?;
+        // Recorded once the server is gone and the engine holds its port, so that a clone
+        // shown as stopped is one whose first connection starts it. A crash before the record
+        // leaves a clone recorded as running, whose server the next start starts again.
+        let message = match self.hold_port(&record) {
+            Ok(()) => message.to_owned(),
+            Err(error) => format!(
+                "Clone is stopped; its port could not be held ({error}), so a connection does \
+                 not start it: start it with POST /clone/{id}/start."
+            ),
+        };
         let now = Utc::now();
-        let record = self.transition(id, &[CloneState::Ok], |stored| {
+        self.transition(id, &[CloneState::Ok], |stored| {
             stored.stopped_at = Some(now);
-            stored.state_message = message.to_owned();
+            stored.state_message = message;
             Ok(())
         })?;
-        let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
-        if let Err(error) = self.inner.servers.stop(&record, &pgdata).await {
-            // The server may still run: the clone is not stopped.
-            let _ = self.transition(id, &[CloneState::Ok], |stored| {
-                stored.stopped_at = None;
-                stored.state_message = READY_MESSAGE.to_owned();
-                Ok(())
-            });
-            return Err(error);
-        }
-        self.hold_port(&record);
         info!(clone_id = %id, port = record.port, "clone stopped");
         Ok(())
     }
 
-    /// Holds a stopped clone's port, unless held already; when it cannot be bound, the
-    /// clone's status says so (it can still be started by hand).
-    fn hold_port(&self, record: &CloneRecord) {
+    /// Holds a stopped clone's port, unless held already.
+    fn hold_port(&self, record: &CloneRecord) -> Result<()> {
         if self.inner.fronts.holds(&record.id) {
-            return;
+            return Ok(());
         }
-        if let Err(error) = self.open_front(record) {
+        self.open_front(record).inspect_err(|error| {
             warn!(clone_id = %record.id, port = record.port, error = %error, "failed to hold a stopped clone's port");
-            let message = format!(
-                "Clone is stopped; its port could not be held ({error}), so a connection does \
-                 not start it: start it with POST /clone/{}/start.",
-                record.id
-            );
-            let _ = self.transition(&record.id, &[CloneState::Ok], |stored| {
-                stored.state_message = message;
-                Ok(())
-            });
-        }
+        })
     }
 
     /// Binds the clone's port on the servers' addresses and serves it: every connection
@@ -207,7 +218,11 @@ impl Engine {
                             accepted = listener.accept() => accepted,
                         };
                         match accepted {
-                            Ok((stream, _)) => engine.spawn_carry(&id, stream),
+                            Ok((stream, _)) => {
+                                // A connection is activity, before its session shows.
+                                engine.inner.state.touch(&id, Utc::now());
+                                engine.spawn_carry(&id, stream);
+                            }
                             Err(error) => {
                                 // Out of descriptors, say: the next accept may do better.
                                 warn!(error = %error, "failed to accept a connection");
@@ -290,13 +305,15 @@ impl Engine {
         let server = if self.inner.fronts.holds(id) { server.fronted() } else { server };
         let instance = self.inner.servers.start(server, &pgdata).await?;
         self.inner.servers.insert(id, instance);
+        // Active from now on, before it shows as running: an idle check must not find it
+        // running with the activity of before its stop.
+        self.inner.state.touch(id, Utc::now());
         // A destroy or reset that came meanwhile waits for this turn, then stops the server.
         self.transition(id, &[CloneState::Ok], |stored| {
             stored.stopped_at = None;
             stored.state_message = READY_MESSAGE.to_owned();
             Ok(())
         })?;
-        self.inner.state.touch(id, Utc::now());
         info!(clone_id = %id, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "clone started");
         Ok(record.port)
     }
@@ -318,10 +335,9 @@ impl Engine {
         lock(&self.inner.fronts.power).remove(id);
     }
 
-    /// At start, for a clone that is `OK`: a stopped one has its running server (a crash
-    /// between the record and the stop) stopped and its port held again; a running one whose
-    /// server listens on no TCP port (one the engine started behind its listener) has its
-    /// port held again. Returns whether the clone is stopped.
+    /// At start, for a clone that is `OK`: a stopped one has its port held again (and a server
+    /// found running on its data stopped: the record says stopped). Returns whether the clone
+    /// is stopped.
     pub(crate) async fn reconcile_power(&self, record: &CloneRecord) -> bool {
         if record.stopped_at.is_some() {
             if let Ok(dataset) = storage::DatasetName::new(record.dataset.clone()) {
@@ -330,7 +346,17 @@ impl Engine {
                     warn!(clone_id = %record.id, error = %error, "failed to stop a stopped clone's server");
                 }
             }
-            self.hold_port(record);
+            if let Err(error) = self.hold_port(record) {
+                let message = format!(
+                    "Clone is stopped; its port could not be held ({error}), so a connection \
+                     does not start it: start it with POST /clone/{}/start.",
+                    record.id
+                );
+                let _ = self.transition(&record.id, &[CloneState::Ok], |stored| {
+                    stored.state_message = message;
+                    Ok(())
+                });
+            }
             return true;
         }
         false
@@ -367,7 +393,9 @@ impl Engine {
                 continue;
             }
             info!(clone_id = %record.id, "stopping idle clone");
-            if let Err(error) = self.stop_clone_saying(&record.id, STOPPED_IDLE_MESSAGE).await {
+            let stopping =
+                self.stop_clone_saying(&record.id, STOPPED_IDLE_MESSAGE, Some(stop_after));
+            if let Err(error) = stopping.await {
                 warn!(clone_id = %record.id, error = %error, "failed to stop an idle clone");
             }
         }
