@@ -291,6 +291,24 @@ impl Client {
         body.decode().map(Some)
     }
 
+    /// `POST /clone/{id}/stop` (scale to zero): the clone's server stops, the engine holds its
+    /// port, and the first connection starts it again.
+    pub async fn stop_clone(&self, id: &str) -> Result<api_types::Clone, Error> {
+        self.power(id, "stop").await
+    }
+
+    /// `POST /clone/{id}/start`: answers once the stopped clone's server accepts connections.
+    pub async fn start_clone(&self, id: &str) -> Result<api_types::Clone, Error> {
+        self.power(id, "start").await
+    }
+
+    async fn power(&self, id: &str, verb: &str) -> Result<api_types::Clone, Error> {
+        let path = ["clone", clone_id(id)?, verb];
+        // A start waits for the server as a create does.
+        let wait = Duration::from_secs(60);
+        self.send(Method::POST, &path, &[], None::<&()>, wait).await?.decode()
+    }
+
     /// `DELETE /clone/{id}`: the server starts tearing the clone down and answers at once.
     pub async fn destroy_clone(&self, id: &str) -> Result<(), Error> {
         let path = ["clone", clone_id(id)?];

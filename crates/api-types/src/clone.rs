@@ -43,6 +43,10 @@ pub struct Clone {
     pub created_at: Option<LocalTime>,
     /// Lifecycle status.
     pub status: Status,
+    /// Scion's extension (scale to zero): when the clone's server was stopped; omitted while
+    /// it runs. A stopped clone stays `OK`: the first connection to its port starts it.
+    #[serde(default, rename = "stoppedAt", skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<LocalTime>,
     /// How to connect.
     pub db: Database,
     /// Sizes, timings and the limits that apply to this clone.

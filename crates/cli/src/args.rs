@@ -181,6 +181,10 @@ pub(crate) enum CloneCommand {
     Reset(CloneResetArgs),
     /// Destroy a clone and wait until it is gone (unless --async).
     Destroy(CloneDestroyArgs),
+    /// Stop a clone's server to save its memory; the first connection starts it again (Scion's).
+    Stop(CloneIdArg),
+    /// Start a stopped clone's server and wait until it accepts connections (Scion's).
+    Start(CloneIdArg),
     /// Start watching a clone for dangerous locks while a migration runs.
     StartObservation(observation::StartArgs),
     /// Stop the clone's observation session and print its verdict.

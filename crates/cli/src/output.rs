@@ -42,6 +42,9 @@ pub(crate) fn clone_detail(clone: &Clone) -> String {
     if clone.metadata.max_idle_minutes > 0 {
         rows.push(("Idle limit", format!("{} min", clone.metadata.max_idle_minutes)));
     }
+    if clone.stopped_at.is_some() {
+        rows.push(("Stopped at", time(clone.stopped_at)));
+    }
     key_values(&rows)
 }
 

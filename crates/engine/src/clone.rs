@@ -265,6 +265,7 @@ impl Engine {
                         cloning_time_seconds: None,
                         extra_conf: request.extra_conf.clone(),
                         limits: request.limits,
+                        stopped_at: None,
                     };
                     // An evicted warm clone keeps its record until its server is gone, so that a crash
                     // in between leaves it to be removed at the next start, before the clone is redone.
@@ -376,6 +377,8 @@ impl Engine {
         let record = self.transition(id, state::SETTLED, |record| {
             record.state = CloneState::Resetting;
             record.state_message = "Clone is being reset.".to_owned();
+            // A stopped clone comes back running from a reset.
+            record.stopped_at = None;
             record.snapshot_id = snapshot.id.clone();
             record.branch = snapshot.branch.clone();
             Ok(())
@@ -452,6 +455,7 @@ impl Engine {
         }
         self.inner.state.forget(&self.inner.store, &record.id, state::DELETING)?;
         self.forget_observations(&record.id);
+        self.forget_front(&record.id);
         self.inner.ports.release(record.port);
         // The freed port may be what the warm pool was short of.
         self.inner.warm.wake();
@@ -514,8 +518,11 @@ impl Engine {
     }
 
     /// Stops the clone's server, whether this engine holds its handle or not, for a reset or
-    /// a destroy: its data is thrown away, so no shutdown checkpoint writes it first.
+    /// a destroy: its data is thrown away, so no shutdown checkpoint writes it first. A start
+    /// or stop of it (scale to zero) is over first, and the port comes back from the engine's
+    /// listener (`wake.rs`), so that the server started next binds it.
     pub(crate) async fn discard_server(&self, record: &CloneRecord) -> Result<()> {
+        let _turn = self.release_port(&record.id).await;
         let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
         self.inner.servers.discard(record, &pgdata).await
     }

@@ -77,6 +77,12 @@ pub struct CloningConfig {
     /// How often clones are checked for idleness.
     #[serde(with = "humantime_serde_compat")]
     pub idle_check_interval: Duration,
+    /// Scale to zero: a clone with no sessions and no activity for this long, and not
+    /// protected, is stopped (its dataset, port and credentials stay; the first connection to
+    /// its port starts it again, `docs/scale-to-zero.md`); 0 turns it off. Checked every
+    /// `idle_check_interval`, like `max_idle_minutes`, which destroys.
+    #[serde(with = "humantime_serde_compat")]
+    pub stop_idle_after: Duration,
     /// Keep the passwords of the source's login roles instead of removing them.
     pub keep_user_passwords: bool,
     /// Clones kept started ahead of demand on the head of `main`, so that a create only sets up
@@ -97,6 +103,7 @@ impl Default for CloningConfig {
             protection_expiry_warning_minutes: DEFAULT_PROTECTION_WARNING_MINUTES,
             protection_check_interval: DEFAULT_CHECK_INTERVAL,
             idle_check_interval: DEFAULT_CHECK_INTERVAL,
+            stop_idle_after: Duration::ZERO,
             keep_user_passwords: false,
             warm_pool_size: 0,
         }

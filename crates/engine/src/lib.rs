@@ -45,6 +45,7 @@ pub mod store;
 mod sweeper;
 mod sync;
 mod usage;
+mod wake;
 mod warm;
 
 use std::collections::HashMap;
@@ -156,6 +157,8 @@ struct Inner {
     standby: standby::Standby,
     /// Observation sessions and their loops.
     observations: observation::Observations,
+    /// Scale to zero: the ports the engine holds for stopped clones, each clone's power lock.
+    fronts: wake::Fronts,
     /// Why the last destroy of a clone failed, for [`Engine::wait_destroyed`].
     destroy_failures: Mutex<HashMap<String, Error>>,
     cancel: CancellationToken,
@@ -296,6 +299,7 @@ impl Engine {
             warm: warm::WarmPool::default(),
             standby: standby::Standby::default(),
             observations: observation::Observations::default(),
+            fronts: wake::Fronts::default(),
             destroy_failures: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -96,6 +96,10 @@ pub struct CloneRecord {
     /// The CPU and memory limits the request asked for, over the configuration's at every
     /// start of the clone.
     pub limits: crate::quota::CloneLimits,
+    /// When the clone was stopped (scale to zero): its dataset, port and credentials stay,
+    /// its server does not run, and the first connection to its port starts it. `None` while
+    /// its server runs (or is to run).
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 /// A clone of the warm pool: a dataset and a running server made ahead of demand, not yet any

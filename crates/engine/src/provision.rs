@@ -188,6 +188,7 @@ impl Engine {
                     stored.state_message =
                         "Clone is ready to accept Postgres connections.".to_owned();
                     stored.cloning_time_seconds = Some(elapsed);
+                    stored.stopped_at = None;
                     Ok(())
                 });
                 match updated {

@@ -500,7 +500,11 @@ impl Engine {
                     Ok(())
                 });
             }
-            CloneState::Ok => self.bring_up(record, report).await,
+            CloneState::Ok => {
+                if !self.reconcile_power(&record).await {
+                    self.bring_up(record, report).await;
+                }
+            }
         }
         None
     }
@@ -520,6 +524,7 @@ impl Engine {
             Ok(instance) => {
                 info!(clone_id = %id, pid = instance.pid(), "clone server adopted");
                 servers.insert(&id, instance);
+                self.reconcile_front(&record);
                 return;
             }
             Err(error) => {

@@ -52,6 +52,16 @@ pub(crate) fn spawn_loops(engine: &Engine) {
     );
     spawn_every(
         engine,
+        "idle_stop",
+        |config| config.cloning.idle_check_interval,
+        |config| !config.cloning.stop_idle_after.is_zero(),
+        FirstRun::AfterInterval,
+        |engine| async move {
+            engine.stop_idle().await;
+        },
+    );
+    spawn_every(
+        engine,
         "retention_sweeper",
         |config| config.retention.check_interval,
         |_| true,
@@ -313,6 +323,11 @@ impl Engine {
                 continue;
             }
             let idle = match record.state {
+                // A stopped clone has had no session since it stopped.
+                CloneState::Ok if record.stopped_at.is_some() => {
+                    now - record.stopped_at.map_or(last_active, |at| at.max(last_active))
+                        >= max_idle
+                }
                 CloneState::Ok => {
                     let last_active = self.observe_activity(&record, last_active).await;
                     now - last_active >= max_idle
@@ -348,7 +363,7 @@ impl Engine {
 
     /// Asks the clone's server about its sessions and returns when it was last active; a
     /// clone whose server cannot be asked counts as active, so a glitch never deletes one.
-    async fn observe_activity(
+    pub(crate) async fn observe_activity(
         &self,
         record: &CloneRecord,
         last_active: DateTime<Utc>,

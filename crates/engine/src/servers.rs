@@ -55,6 +55,9 @@ pub(crate) struct Server<'a> {
     extra_conf: &'a BTreeMap<String, String>,
     /// The clone's own limits, over the configuration's.
     limits: CloneLimits,
+    /// The engine holds the clone's TCP port (scale to zero, `wake.rs`): the server listens on
+    /// its private socket only, and the engine carries the port's connections to it.
+    fronted: bool,
 }
 
 impl<'a> Server<'a> {
@@ -66,7 +69,13 @@ impl<'a> Server<'a> {
             log_name: &record.id,
             extra_conf: &record.extra_conf,
             limits: record.limits,
+            fronted: false,
         }
+    }
+
+    /// The same server behind the engine's listener on its port: no TCP of its own.
+    pub(crate) fn fronted(self) -> Server<'a> {
+        Server { fronted: true, ..self }
     }
 
     /// A warm clone's server, with no settings of its own.
@@ -76,6 +85,7 @@ impl<'a> Server<'a> {
             log_name: &record.id,
             extra_conf: &NO_SETTINGS,
             limits: CloneLimits::default(),
+            fronted: false,
         }
     }
 }
@@ -209,6 +219,23 @@ impl Servers {
         self.state_dir.join("sockets").join(port.to_string())
     }
 
+    /// The unix socket a clone's server on `port` listens on: where the engine carries the
+    /// connections it accepts on a fronted clone's port.
+    pub(crate) fn socket_path(&self, port: u16) -> PathBuf {
+        ServerSettings::new(port, self.socket_dir(port)).socket_path()
+    }
+
+    /// The addresses clone servers listen on (`[clone] listen_addresses`), which the engine
+    /// binds instead while it holds a clone's port.
+    pub(crate) fn listen_addresses(&self) -> String {
+        self.config().listen_addresses.clone()
+    }
+
+    /// Whether the engine holds a running server's handle for clone `id`.
+    pub(crate) fn is_running(&self, clone_id: &str) -> bool {
+        lock(&self.running).contains_key(clone_id)
+    }
+
     fn log_file(&self, log_name: &str) -> PathBuf {
         self.state_dir.join("logs").join(format!("{log_name}.log"))
     }
@@ -217,7 +244,8 @@ impl Servers {
     fn spec(&self, server: Server<'_>, pgdata: &Path) -> InstanceSpec {
         let config = self.config();
         let mut settings = ServerSettings::new(server.port, self.socket_dir(server.port));
-        settings.listen_addresses = config.listen_addresses.clone();
+        settings.listen_addresses =
+            if server.fronted { String::new() } else { config.listen_addresses.clone() };
         settings.shared_buffers = config.shared_buffers.clone();
         settings.max_connections = config.max_connections;
         // Later entries win: Scion's defaults, then the configuration, then the request's.
@@ -272,6 +300,7 @@ impl Servers {
             log_name: SYNC_NAME,
             extra_conf: &NO_SETTINGS,
             limits: CloneLimits::default(),
+            fronted: false,
         };
         let mut spec = self.spec(server, pgdata);
         spec.settings.socket_dir = self.state_dir.join("sockets").join(SYNC_NAME);
@@ -439,6 +468,23 @@ impl Servers {
     /// before its atomic storage snapshot, so a snapshot taken before or after the server quits
     /// holds the same committed data.
     pub(crate) async fn discard(&self, record: &CloneRecord, pgdata: &Path) -> Result<()> {
+        self.stop_clone(record, pgdata, postgres::StopMode::Immediate).await
+    }
+
+    /// Stops a user clone's server whose data stays (scale to zero, `wake.rs`): a fast
+    /// shutdown, whose checkpoint spares the next start a crash recovery.
+    pub(crate) async fn stop(&self, record: &CloneRecord, pgdata: &Path) -> Result<()> {
+        self.stop_clone(record, pgdata, postgres::StopMode::Fast).await
+    }
+
+    /// Stops a user clone's server in `mode`: the handle held, or the server found on `pgdata`
+    /// when the handle is gone (a failed adoption, a crash mid-operation).
+    async fn stop_clone(
+        &self,
+        record: &CloneRecord,
+        pgdata: &Path,
+        mode: postgres::StopMode,
+    ) -> Result<()> {
         let held = lock(&self.running).remove(&record.id);
         let instance = match held {
             Some(instance) => instance,
@@ -447,7 +493,7 @@ impl Servers {
                 None => return Ok(()),
             },
         };
-        instance.stop(postgres::StopMode::Immediate, STOP_STEP_TIMEOUT).await?;
+        instance.stop(mode, STOP_STEP_TIMEOUT).await?;
         Ok(())
     }
 

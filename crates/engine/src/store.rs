@@ -220,6 +220,7 @@ mod tests {
             cloning_time_seconds: None,
             extra_conf: [("work_mem".to_owned(), "8MB".to_owned())].into(),
             limits: crate::quota::CloneLimits::default(),
+            stopped_at: None,
         }
     }
 

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToResponse};
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
 use crate::routes::{
-    admin, branches, clones, health, logs, observation, retrieval, snapshots, source,
+    admin, branches, clones, health, logs, observation, power, retrieval, snapshots, source,
 };
 
 /// The name the protected operations' `security` refers to.
@@ -39,7 +39,8 @@ const SECURITY_SCHEME: &str = "verification_token";
             `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
             `SnapshotDetails`, the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503), and \
             `INSUFFICIENT_STORAGE` (507) for an operation refused because the pool's free space \
-            is below its minimum (`[pool] min_free_space`), and `GET /clone/{id}/logs`.",
+            is below its minimum (`[pool] min_free_space`), `GET /clone/{id}/logs`, and scale to \
+            zero: `POST /clone/{id}/stop` and `/start` and the clone's `stoppedAt`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -59,6 +60,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         clones::update,
         clones::destroy,
         clones::reset,
+        power::stop,
+        power::start,
         branches::list,
         branches::create,
         branches::commit,

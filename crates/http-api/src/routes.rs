@@ -7,6 +7,7 @@ pub(crate) mod clones;
 pub(crate) mod health;
 pub(crate) mod logs;
 pub(crate) mod observation;
+pub(crate) mod power;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
 pub(crate) mod source;
@@ -38,6 +39,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(logs::routes())
         .merge(source::routes())
         .merge(observation::routes())
+        .merge(power::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.

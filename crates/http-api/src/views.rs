@@ -158,6 +158,7 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
         delete_at: None,
         created_at: Some(LocalTime::from(record.created_at)),
         status: Status::new(code, record.state_message.clone()),
+        stopped_at: record.stopped_at.map(LocalTime::from),
         db,
         metadata: CloneMetadata {
             clone_diff_size: view.diff_size,

@@ -227,19 +227,15 @@ const NON_ICU_MAJOR: u8 = 16;
 /// engine and the tests spawn it there). Its children, working in the same directory, go with
 /// it. Returns how many postmasters it stopped.
 pub fn stop_postmasters_under(root: &Path) -> usize {
-    let under = |pid: i32| {
-        std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(root))
-    };
+    let under = |pid: i32| works_under(pid, root);
     let parent = |pid: i32| -> Option<i32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces; the fields after its closing parenthesis do not.
         stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
     };
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    let postmasters: Vec<Pid> = entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| under(pid) && !parent(pid).is_some_and(under))
+    let postmasters: Vec<Pid> = processes_under(root)
+        .into_iter()
+        .filter(|&pid| !parent(pid).is_some_and(under))
         .map(Pid::from_raw)
         .collect();
     for &pid in &postmasters {
@@ -255,6 +251,21 @@ pub fn stop_postmasters_under(root: &Path) -> usize {
         }
     }
     postmasters.len()
+}
+
+fn works_under(pid: i32, root: &Path) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(root))
+}
+
+/// Every process working in a directory under `root`: a clone server's postmaster and its
+/// children work in its data directory, so none under a pool means no server runs there.
+pub fn processes_under(root: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| works_under(pid, root))
+        .collect()
 }
 
 /// Ports handed out by [`free_port_range`]: below the kernel's ephemeral range

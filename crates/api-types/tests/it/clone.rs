@@ -39,6 +39,7 @@ fn ready_clone() -> Clone {
         delete_at: None,
         created_at: Some(at("2024-05-01T12:00:00Z")),
         status: Status::for_clone(StatusCode::Ok),
+        stopped_at: None,
         db: Database {
             conn_str: Database::format_conn_str("127.0.0.1", 6000, "alice", "postgres"),
             host: "127.0.0.1".to_owned(),
@@ -114,6 +115,7 @@ fn creating_clone_golden_omits_empty_optionals() {
         protected_till: None,
         snapshot: None,
         status: Status::for_clone(StatusCode::Creating),
+        stopped_at: None,
         db: Database {
             username: "alice".to_owned(),
             owner_user: "alice@example.com".to_owned(),

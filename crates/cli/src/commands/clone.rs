@@ -30,6 +30,16 @@ pub(super) async fn run(context: &Context, command: CloneCommand) -> Result<(), 
         CloneCommand::Update(args) => update(context, &args).await,
         CloneCommand::Reset(args) => reset(context, args).await,
         CloneCommand::Destroy(args) => destroy(context, &args).await,
+        CloneCommand::Stop(args) => {
+            let clone = context.client.stop_clone(&args.clone_id).await?;
+            context.print(&clone, output::clone_detail);
+            Ok(())
+        }
+        CloneCommand::Start(args) => {
+            let clone = context.client.start_clone(&args.clone_id).await?;
+            context.print(&clone, output::clone_detail);
+            Ok(())
+        }
         CloneCommand::StartObservation(args) => super::observation::start(context, args).await,
         CloneCommand::StopObservation(args) => super::observation::stop(context, args).await,
         CloneCommand::SummaryObservation(args) => super::observation::summary(context, &args).await,

@@ -1,5 +1,5 @@
-//! `scion clone create|list|status|update|reset|destroy|logs` in table and JSON output, and a real
-//! connection through the printed connection string.
+//! `scion clone create|list|status|update|reset|destroy|logs|stop|start` in table and JSON
+//! output, and a real connection through the printed connection string.
 
 use std::time::Duration;
 
@@ -192,4 +192,32 @@ async fn clone_logs_tail_and_follow() {
         .unwrap()
         .is_some()
     {}
+}
+
+/// Scale to zero by hand: `scion clone stop` shows when the clone stopped, and its first
+/// connection is served; `scion clone start` starts it and the line goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_stop_and_start() {
+    let server = TestServer::start("").await;
+    let client = server.client();
+    server
+        .scion(&["clone", "create", "--id", "s1", "--username", "alice", "--password", PASSWORD])
+        .await
+        .ok();
+    let run = server.scion(&["clone", "stop", "s1"]).await;
+    let stopped = normalize(run.ok(), &[]);
+    assert!(stopped.contains("\nStopped at  <TIME>\n"), "{stopped}");
+    assert!(stopped.contains("Status  OK: Clone is stopped"), "{stopped}");
+    let json = server.scion(&["clone", "status", "s1", "-o", "json"]).await.json();
+    assert!(json["stoppedAt"].is_string(), "{json}");
+    // The first connection starts it.
+    run_in_clone(&client.clone_status("s1").await.unwrap(), "SELECT 1").await;
+    server.scion(&["clone", "stop", "s1"]).await.ok();
+    let run = server.scion(&["clone", "start", "s1"]).await;
+    let started = normalize(run.ok(), &[]);
+    assert!(!started.contains("Stopped at"), "{started}");
+    assert!(started.contains("Status  OK: Clone is ready"), "{started}");
+    let json = server.scion(&["clone", "start", "s1", "-o", "json"]).await.json();
+    assert!(json.get("stoppedAt").is_none(), "{json}");
+    run_in_clone(&client.clone_status("s1").await.unwrap(), "SELECT 1").await;
 }

@@ -126,6 +126,10 @@ CREATE TABLE clone_limits (
     memory   INTEGER
 );
 "#,
+    // Scale to zero: when a clone was stopped (NULL while its server runs).
+    r#"
+ALTER TABLE clones ADD COLUMN stopped_at TEXT;
+"#,
 ];
 
 impl Store {

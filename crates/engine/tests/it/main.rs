@@ -17,4 +17,5 @@ mod recovery;
 mod restart;
 mod space;
 mod sync;
+mod wake;
 mod warm;

@@ -76,7 +76,7 @@ fn check_db_name(name: &str) -> Result<(), ApiFailure> {
     Ok(())
 }
 
-fn limits(state: &AppState) -> api_types::ProtectionLimits {
+pub(super) fn limits(state: &AppState) -> api_types::ProtectionLimits {
     let config = state.engine.config();
     let cloning = &config.cloning;
     views::protection_limits(

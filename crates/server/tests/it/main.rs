@@ -24,4 +24,5 @@ mod resilience;
 mod source;
 mod sync;
 mod ui;
+mod wake;
 mod webhooks;

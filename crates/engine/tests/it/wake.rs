@@ -1,0 +1,168 @@
+//! Scale to zero with real servers: a stopped clone runs no process, its first connections
+//! (tokio-postgres and psql, many at once) start its server once and are all served, it stays
+//! stopped across an engine restart and a reboot, and a start that fails answers the client
+//! with a PostgreSQL error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use engine::{CloneState, CloneView};
+
+use crate::harness::{PASSWORD, TestEngine, config, connect};
+
+/// How many times the clone's server has started: PostgreSQL logs this line at every start.
+fn starts(test: &TestEngine, id: &str) -> usize {
+    let log = std::fs::read_to_string(test.engine.clone_log_path(id).unwrap()).unwrap_or_default();
+    log.matches("database system is ready to accept connections").count()
+}
+
+/// The processes running in the pool (every clone server's work in its data directory).
+fn pool_processes(test: &TestEngine) -> usize {
+    test_support::processes_under(test.pool.mountpoint()).len()
+}
+
+fn psql() -> PathBuf {
+    let binaries = postgres::BinarySearch::default()
+        .locate(postgres::PgMajor::new(engine::EngineConfig::default().clone.initdb_major).unwrap())
+        .unwrap();
+    binaries.tool("psql").unwrap()
+}
+
+/// `SELECT 1` through psql over TCP (libpq asks for SSL first, which is declined).
+async fn psql_select(clone: &CloneView) -> Result<String, String> {
+    let output = exec::Cmd::new(psql())
+        .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user={} dbname=postgres sslmode=prefer",
+            clone.record.port, clone.record.username
+        ))
+        .secret_env("PGPASSWORD", PASSWORD)
+        .timeout(Duration::from_secs(60))
+        .output_any_status()
+        .await
+        .map_err(|error| error.to_string())?;
+    if output.status.success() {
+        Ok(output.stdout_text().trim().to_owned())
+    } else {
+        Err(output.stderr_text())
+    }
+}
+
+async fn stop(test: &TestEngine, id: &str) -> CloneView {
+    let stopped = test.engine.stop_clone(id).await.expect("stop the clone");
+    assert_eq!(stopped.record.state, CloneState::Ok);
+    assert!(stopped.record.stopped_at.is_some(), "{stopped:?}");
+    assert_eq!(pool_processes(test), 0, "a stopped clone runs no process");
+    stopped
+}
+
+#[tokio::test]
+async fn concurrent_first_connections_start_a_stopped_clone_once_and_are_all_served() {
+    let test = TestEngine::start(config(5)).await;
+    let clone = test.create("sleeper").await;
+    let client = connect(&clone, PASSWORD).await.unwrap();
+    client.batch_execute("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)").await.unwrap();
+    drop(client);
+    let stopped = stop(&test, "sleeper").await;
+    // Stopping again changes nothing.
+    assert_eq!(test.engine.stop_clone("sleeper").await.unwrap().record, stopped.record);
+    let before = starts(&test, "sleeper");
+
+    let connections = (0..8).map(|_| {
+        let clone = stopped.clone();
+        tokio::spawn(async move {
+            let client = connect(&clone, PASSWORD).await?;
+            let row = client.query_one("SELECT v FROM kept", &[]).await?;
+            Ok::<i32, tokio_postgres::Error>(row.get(0))
+        })
+    });
+    let psql_first = psql_select(&stopped);
+    let (served, psql_answer) = tokio::join!(futures_join(connections.collect()), psql_first);
+    for result in served {
+        assert_eq!(result.expect("every first connection is served"), 7);
+    }
+    assert_eq!(psql_answer.expect("psql's first connection is served"), "1");
+    assert_eq!(starts(&test, "sleeper"), before + 1, "one start for every first connection");
+    let woken = test.engine.clone_view("sleeper").unwrap();
+    assert_eq!(woken.record.stopped_at, None);
+    assert_eq!(woken.record.state_message, "Clone is ready to accept Postgres connections.");
+
+    // Stopped again and started by hand; then a reset gives the port back to its server.
+    stop(&test, "sleeper").await;
+    let started = test.engine.start_clone("sleeper").await.unwrap();
+    assert_eq!(started.record.stopped_at, None);
+    assert!(pool_processes(&test) > 0);
+    connect(&started, PASSWORD).await.expect("a clone started by hand is served");
+    stop(&test, "sleeper").await;
+    test.engine.reset_clone("sleeper", engine::ResetTarget::Current).await.unwrap();
+    let reset = test.ready("sleeper").await;
+    assert_eq!(reset.record.stopped_at, None);
+    connect(&reset, PASSWORD).await.expect("a reset clone listens on its port again");
+    test.engine.destroy_clone("sleeper").await.unwrap();
+    test.wait_gone("sleeper").await;
+    // The port is free again: nothing, neither the engine nor a server, holds it.
+    std::net::TcpListener::bind(("127.0.0.1", clone.record.port)).expect("the port is released");
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test]
+async fn a_stopped_clone_stays_stopped_across_a_restart_and_a_reboot() {
+    let mut test = TestEngine::start(config(5)).await;
+    let clone = test.create("durable").await;
+    stop(&test, "durable").await;
+
+    test.restart().await;
+    let after_restart = test.engine.clone_view("durable").unwrap();
+    assert!(after_restart.record.stopped_at.is_some(), "{after_restart:?}");
+    assert_eq!(pool_processes(&test), 0);
+    assert_eq!(after_restart.record.port, clone.record.port);
+    // The restarted engine holds the port again: the first connection wakes the clone.
+    connect(&after_restart, PASSWORD).await.expect("woken after an engine restart");
+
+    // A clone the engine woke is served through the engine: a restart holds its port again.
+    test.restart().await;
+    let running = test.engine.clone_view("durable").unwrap();
+    assert_eq!(running.record.stopped_at, None);
+    connect(&running, PASSWORD).await.expect("a woken clone is served after a restart");
+
+    // A reboot ends every server; a stopped clone stays stopped, the others start again.
+    stop(&test, "durable").await;
+    test.create("awake").await;
+    test_support::stop_postmasters_under(test.pool.mountpoint());
+    test.restart().await;
+    assert!(test.engine.clone_view("durable").unwrap().record.stopped_at.is_some());
+    assert!(pool_processes(&test) > 0, "the running clone started again");
+    let awake = test.engine.clone_view("awake").unwrap();
+    connect(&awake, PASSWORD).await.expect("a running clone is up after a reboot");
+    connect(&after_restart, PASSWORD).await.expect("a stopped clone wakes after a reboot");
+}
+
+#[tokio::test]
+async fn a_start_that_fails_answers_the_client_with_a_postgres_error() {
+    let test = TestEngine::start(config(5)).await;
+    let clone = test.create("broken").await;
+    stop(&test, "broken").await;
+    // A setting the server refuses at start.
+    let conf = test.pool.mountpoint().join(&clone.record.dataset).join("data/postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nscion_no_such_setting = on\n");
+    std::fs::write(&conf, text).unwrap();
+
+    let error = connect(&clone, PASSWORD).await.expect_err("the clone cannot start");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("not a PostgreSQL error: {error}"));
+    assert_eq!(db.code().code(), "57P03", "{db:?}");
+    assert!(db.message().contains("could not be started"), "{}", db.message());
+    let psql = psql_select(&clone).await.expect_err("psql is refused too");
+    assert!(psql.contains("could not be started"), "{psql}");
+    // The clone stays stopped, and still refuses cleanly.
+    let view = test.engine.clone_view("broken").unwrap();
+    assert!(view.record.stopped_at.is_some(), "{view:?}");
+    assert!(test.engine.start_clone("broken").await.is_err());
+}
