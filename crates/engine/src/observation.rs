@@ -312,7 +312,15 @@ impl Engine {
         config: ObservationConfig,
         tags: BTreeMap<String, String>,
     ) -> Result<ObservationRecord> {
-        let admin = self.inner.servers.admin_session_in(clone, db_name).await?;
+        let admin = match self.inner.servers.admin_session_in(clone, db_name).await {
+            Err(error) if error.is_missing_database() => {
+                return Err(Error::InvalidInput(format!(
+                    "clone {:?} has no database {db_name:?} to observe",
+                    clone.id
+                )));
+            }
+            admin => admin?,
+        };
         let initial_db_size = observer::begin(&admin).await?;
         let log = self.inner.servers.clone_log_file(clone);
         let log_offset = std::fs::metadata(&log).map_or(0, |metadata| metadata.len());

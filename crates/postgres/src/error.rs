@@ -190,6 +190,13 @@ impl Error {
     pub(crate) fn sql(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
         move |cause| Error::Sql { action, cause }
     }
+
+    /// Whether the server refused a connection because its database does not exist: the
+    /// caller named a database the cluster lacks, which is the caller's mistake.
+    pub fn is_missing_database(&self) -> bool {
+        matches!(self, Error::Sql { cause, .. }
+            if cause.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME))
+    }
 }
 
 fn show_paths(paths: &[PathBuf]) -> String {
