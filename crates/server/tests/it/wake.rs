@@ -58,4 +58,20 @@ async fn clones_stop_and_start_by_hand() {
     let (status, body) = server.post("/clone/ghost/stop", Value::Null).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["code"], "NOT_FOUND");
+
+    // What needs a stopped clone's server starts it: a snapshot of it, an observation.
+    for (path, request) in [
+        ("/snapshot/clone", serde_json::json!({ "cloneID": "manual" })),
+        ("/observation/start", serde_json::json!({ "clone_id": "manual" })),
+    ] {
+        let (status, body) = server.post("/clone/manual/stop", Value::Null).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = server.post(path, request).await;
+        assert_eq!(status, 200, "{path}: {body}\n{}", server.log());
+        let (_, body) = server.get("/clone/manual").await;
+        assert!(!stopped(&body), "{path}: {body}");
+    }
+    let (status, body) =
+        server.post("/observation/stop", serde_json::json!({ "clone_id": "manual" })).await;
+    assert_eq!(status, 200, "{body}");
 }
