@@ -282,6 +282,10 @@ impl Pipeline {
             .await?;
         let locale = &locale;
         let databases = jobs.len();
+        // The target server, started alike whichever way the data arrives.
+        let start = || {
+            start_target(&target_binaries, target, &self.user, config, databases, locale, carried)
+        };
         let data_state_at = match &source {
             Some(source) if !config.dump.immediate_restore => {
                 // initdb and the target's start need nothing from the dump: they run while
@@ -300,15 +304,7 @@ impl Pipeline {
                     }
                     Ok::<(), Error>(())
                 };
-                let preparing = start_target(
-                    &target_binaries,
-                    target,
-                    &self.user,
-                    config,
-                    databases,
-                    locale,
-                    carried,
-                );
+                let preparing = start();
                 let (dumped, started) = tokio::join!(dumping, preparing);
                 match (dumped, started) {
                     (Ok(()), Ok(instance)) => state.instance = Some(instance),
@@ -330,18 +326,7 @@ impl Pipeline {
             }
             Some(source) => {
                 reporter.stage(Stage::Preparing);
-                state.instance = Some(
-                    start_target(
-                        &target_binaries,
-                        target,
-                        &self.user,
-                        config,
-                        databases,
-                        locale,
-                        carried,
-                    )
-                    .await?,
-                );
+                state.instance = Some(start().await?);
                 if config.dump.roles {
                     reporter.stage(Stage::Roles);
                     logical.copy_roles(source, &tools, target, &mut state.warnings, cancel).await?;
@@ -361,18 +346,7 @@ impl Pipeline {
             }
             None => {
                 reporter.stage(Stage::Preparing);
-                state.instance = Some(
-                    start_target(
-                        &target_binaries,
-                        target,
-                        &self.user,
-                        config,
-                        databases,
-                        locale,
-                        carried,
-                    )
-                    .await?,
-                );
+                state.instance = Some(start().await?);
                 reporter.stage(Stage::Restoring);
                 let step = Step { tools: &tools, target, reporter, cancel };
                 let tocs = logical.restore_all(&step, &mut jobs, &mut state.warnings).await?;
