@@ -46,15 +46,22 @@ async fn populate_extensions(source: &SourceDb) {
         .await;
 }
 
+/// A Debian 15 source preloading pg_cron, with `app` using the five extensions, and the
+/// configuration that retrieves `app` into a target of major 15.
+async fn extensions_source(sandbox: &Sandbox) -> (SourceDb, retrieval::RetrievalConfig) {
+    let source = debian_source(sandbox, "pg_cron", &[("cron.database_name", "app")]).await;
+    populate_extensions(&source).await;
+    let mut config = live_config(sandbox, &source, 15);
+    config.databases.insert("app".to_owned(), Default::default());
+    (source, config)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_extensions_restore_and_a_copy_runs_each_one() {
     let sandbox = Sandbox::new();
-    let source = debian_source(&sandbox, "pg_cron", &[("cron.database_name", "app")]).await;
-    populate_extensions(&source).await;
+    let (source, config) = extensions_source(&sandbox).await;
     let cancel = CancellationToken::new();
     let target = sandbox.target();
-    let mut config = live_config(&sandbox, &source, 15);
-    config.databases.insert("app".to_owned(), Default::default());
     let pipeline = Pipeline::new(config, debian_search(), os_user()).unwrap();
     let summary = pipeline.run(&target, &cancel).await.unwrap();
     assert!(
@@ -122,12 +129,9 @@ async fn debian_extensions_restore_and_a_copy_runs_each_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_with_extensions_the_target_lacks_is_refused_before_any_restore() {
     let sandbox = Sandbox::new();
-    let source = debian_source(&sandbox, "pg_cron", &[("cron.database_name", "app")]).await;
-    populate_extensions(&source).await;
+    let (source, config) = extensions_source(&sandbox).await;
     let cancel = CancellationToken::new();
     let target = sandbox.target();
-    let mut config = live_config(&sandbox, &source, 15);
-    config.databases.insert("app".to_owned(), Default::default());
     // Scion's own 15 comes first by default, and has contrib only.
     let search = BinarySearch::default();
     let own = search.locate(major(15)).unwrap();

@@ -70,7 +70,7 @@ struct Prometheus {
     child: Child,
     url: String,
     http: reqwest::Client,
-    _dir: TestDir,
+    dir: TestDir,
 }
 
 impl Drop for Prometheus {
@@ -103,7 +103,7 @@ impl Prometheus {
             child,
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
-            _dir: dir,
+            dir,
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -117,7 +117,7 @@ impl Prometheus {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     async fn api(&self, path: &str, query: &[(&str, &str)]) -> Value {
