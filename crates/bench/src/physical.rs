@@ -295,11 +295,18 @@ async fn on_server<T>(
     name: &str,
     pool_bytes: u64,
     config: &str,
+    warm_up: Option<&Primary>,
     body: impl AsyncFnOnce(&Server, &Pool, f64) -> Result<T>,
 ) -> Result<T> {
     let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_bytes).await?;
     let outcome = async {
-        sync_all().await?;
+        if let Some(source) = warm_up {
+            // Untimed: the first copy into a new pool also allocates the sparse image's blocks
+            // and reads the source cold, which neither method should be charged for.
+            progress("warm-up copy (untimed): bare pg_basebackup into the new pool");
+            raw_basebackup(source, &pool.mountpoint().join("raw")).await?;
+        }
+        settle(&pool).await?;
         let (server, copy_ms) = start_server(ctx, &pool, name, config).await?;
         let measured = body(&server, &pool, copy_ms).await;
         let measured = measured.map_err(|error| error.context(server.log_tail()));
@@ -338,16 +345,17 @@ async fn streaming_phase(
         // The golden copy, a refresh's new one beside it, and a bare copy.
         pool_size(ctx.size, 3),
         &config,
+        Some(source),
         async |server: &Server, pool: &Pool, copy_ms: f64| {
             // Scion's copy (the server's first refresh), then a bare one, in turn.
             result.copy_scion.push(copy_ms);
             let raw_dir = pool.mountpoint().join("raw");
             for n in 0..args.copy_runs {
-                sync_all().await?;
+                settle(pool).await?;
                 progress(&format!("initial copy {}: bare pg_basebackup", n + 1));
                 result.copy_raw.push(raw_basebackup(source, &raw_dir).await?);
                 if n + 1 < args.copy_runs {
-                    sync_all().await?;
+                    settle(pool).await?;
                     progress(&format!("initial copy {}: POST /full-refresh", n + 2));
                     server.api.full_refresh().await?;
                     result.copy_scion.push(until_refreshed(server).await?);
@@ -392,6 +400,7 @@ async fn archive_phase(
         "archive",
         pool_size(ctx.size, 1),
         &config,
+        None,
         async |server: &Server, _: &Pool, _| {
             let api = long_client(server)?;
             progress(&format!("freshness, archive only: {} commits", args.physical_runs));
@@ -400,6 +409,21 @@ async fn archive_phase(
     )
     .await?;
     Ok(())
+}
+
+/// Lets the previous copy's writes and deletions finish before the next timed copy: `sync`,
+/// then btrfs's cleaner, which drops a deleted subvolume's extents in the background (after a
+/// refresh the old golden dataset goes, and its cleaning would otherwise land in the next copy).
+async fn settle(pool: &Pool) -> Result<()> {
+    sync_all().await?;
+    Cmd::new("btrfs")
+        .args(["subvolume", "sync"])
+        .arg(pool.mountpoint())
+        .timeout(LONG)
+        .run()
+        .await
+        .context("btrfs subvolume sync")?;
+    sync_all().await
 }
 
 /// Deletes every snapshot but the newest: their kept standby snapshots go with them, and with
@@ -682,7 +706,7 @@ async fn points_in_time(
 /// The physical tables of the report.
 pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
     out.push_str(
-        "\n#### Initial copy\n\nScion's copy is the refresh's stage `copying` as `GET /instance/retrieval` shows it (polled every 20 ms: Scion's `pg_basebackup --wal-method=stream --create-slot --checkpoint=fast --progress` with its metering, into a new btrfs dataset); the bare copy is the same `pg_basebackup` command as the servers' OS user into a directory on the same pool. The two alternate: Scion (the server's first start), bare, then `POST /full-refresh` and bare in turn.\n\n",
+        "\n#### Initial copy\n\nScion's copy is the refresh's stage `copying` as `GET /instance/retrieval` shows it (polled every 20 ms: Scion's `pg_basebackup --wal-method=stream --create-slot --checkpoint=fast --progress` with its metering, into a new btrfs dataset); the bare copy is the same `pg_basebackup` command as the servers' OS user into a directory on the same pool. An untimed bare copy first warms the new pool and the source's cache; then the two alternate: Scion (the server's first start), bare, then `POST /full-refresh` and bare in turn, each after `sync` and btrfs's cleaner have finished the previous one's writes and deletions.\n\n",
     );
     out.push_str("| source database | method | runs | median | p95 | min | max | × bare (median) | in run order |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
@@ -707,6 +731,27 @@ pub(crate) fn render(results: &[PhysicalResult], out: &mut String) {
                 in_order.join(", "),
             );
         }
+    }
+    // Each Scion copy beside the bare copy that follows it: the machine's drift over the run
+    // (the host disk's flush latency moves by tens of percent) cancels within a pair.
+    for result in results {
+        let pairs: Vec<f64> = result
+            .copy_scion
+            .iter()
+            .zip(&result.copy_raw)
+            .map(|(scion, raw)| scion / raw)
+            .collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        let texts: Vec<String> = pairs.iter().map(|pair| format!("{pair:.2}×")).collect();
+        let _ = writeln!(
+            out,
+            "\n{}: Scion ÷ bare, pair by pair in run order: {}; median **{:.2}×**.",
+            source_label(result),
+            texts.join(", "),
+            Summary::of(&pairs).median,
+        );
     }
     out.push_str(
         "\n#### Freshness\n\nFrom a commit's acknowledgement on the source to a clone that returns its row: `POST /snapshot` back to back until one is new (the earlier ones found no new commit and were skipped), then `POST /clone?wait` of that snapshot and a query. A snapshot timetable adds its period on top. Streaming: `pg_basebackup` tool, the standby streams through its slot (and restores from the archive). Archive only: a custom `pg_basebackup` command without `[retrieval.source]`, the standby only has `restore_command = 'cp <archive>/%f %p'`, the source's `archive_timeout` as shown, PostgreSQL's default `wal_retrieve_retry_interval` (5 s).\n\n",
