@@ -4,9 +4,10 @@
 //! primary with subscriptions, and cuts the first snapshot from it with the flow physical
 //! mode uses (`physical.rs`: storage snapshot, clone, temporary server, prepare, snapshot; here
 //! the subscriptions are detached and dropped in the copy first). The slots of the data a
-//! refresh replaces, or of a refresh that failed, are dropped on the source.
+//! refresh replaces, or of a refresh that failed, are dropped on the source; so are the current
+//! data's, with the engine's publications, once continuous refresh is turned off.
 
-use retrieval::{Pipeline, Replication};
+use retrieval::{DropPublications, Pipeline, Replication};
 use storage::DatasetName;
 use tracing::{info, warn};
 
@@ -57,13 +58,23 @@ impl Engine {
                 self.keep_summary(summary);
                 if previous != *dataset {
                     // The old data's publications are the new data's too: only slots go.
-                    self.release_replication(pipeline, &previous_replication, false).await;
+                    self.release_replication(
+                        pipeline,
+                        &previous_replication,
+                        DropPublications::Keep,
+                    )
+                    .await;
                 }
                 self.destroy_unused_data(&previous).await;
                 Ok(snapshot)
             }
             Err(error) => {
-                self.release_replication(pipeline, &summary.replication, true).await;
+                self.release_replication(
+                    pipeline,
+                    &summary.replication,
+                    DropPublications::CreatedByRun,
+                )
+                .await;
                 Err(error)
             }
         }
@@ -93,21 +104,70 @@ impl Engine {
         }
     }
 
-    /// Drops `replications`' slots on the source (and, `with_publications`, the publications
-    /// their run created), trying again while a slot is still held by the walsender of a
-    /// subscriber that just stopped; what cannot be dropped is logged for the operator.
+    /// With continuous refresh turned off (a start in another mode, or a refresh that replaces
+    /// the data it made): the slots the current data's subscriptions used, which nothing reads
+    /// any more and which would keep WAL on the source forever, are dropped with the engine's
+    /// own publications; an operator's publication stays. What cannot be dropped (the source
+    /// unreachable, or no `[retrieval.source]` left to reach it) becomes a `replication_left`
+    /// alert naming the slots, and the record stays for the next start.
+    pub(crate) async fn release_abandoned_replication(&self) {
+        if matches!(self.retrieval_setup(), Some(Retrieval::Continuous(..))) {
+            return;
+        }
+        let Some(mut summary) = self.refresh_state().last_summary.clone() else { return };
+        if summary.replication.is_empty() {
+            return;
+        }
+        let slots: Vec<&str> = summary.replication.iter().map(|r| r.slot.as_str()).collect();
+        let source = self.config().retrieval.as_ref().and_then(|r| r.source.clone());
+        let failure = match &source {
+            Some(source) => retrieval::drop_replication(
+                source,
+                self.inner.servers.binaries(),
+                &summary.replication,
+                DropPublications::Owned,
+            )
+            .await
+            .first()
+            .map(ToString::to_string),
+            None => Some("no [retrieval.source] is configured to reach the source".to_owned()),
+        };
+        if let Some(error) = failure {
+            warn!(%error, ?slots, "continuous refresh is off, but its replication slots could not be dropped: drop them on the source");
+            self.refresh_state().alert(
+                "replication_left",
+                "warning",
+                format!(
+                    "continuous refresh is off, but its replication slots {} are still on the source and keep its WAL ({error}): drop them there with pg_drop_replication_slot",
+                    slots.join(", ")
+                ),
+            );
+            return;
+        }
+        info!(
+            ?slots,
+            "continuous refresh is off: its replication slots and the engine's publications dropped on the source"
+        );
+        self.refresh_state().clear_alerts(&["replication_left"]);
+        summary.replication.clear();
+        self.keep_summary(summary);
+    }
+
+    /// Drops `replications`' slots on the source (and the publications `publications` names),
+    /// trying again while a slot is still held by the walsender of a subscriber that just
+    /// stopped; what cannot be dropped is logged for the operator.
     async fn release_replication(
         &self,
         pipeline: &Pipeline,
         replications: &[Replication],
-        with_publications: bool,
+        publications: DropPublications,
     ) {
         let mut left: Vec<Replication> = replications.to_vec();
         for attempt in 1..=SLOT_DROP_ATTEMPTS {
             if left.is_empty() {
                 break;
             }
-            let failures = pipeline.drop_replication(&left, with_publications).await;
+            let failures = pipeline.drop_replication(&left, publications).await;
             if failures.is_empty() {
                 for replication in &left {
                     info!(slot = %replication.slot, database = %replication.database, "replication slot of old data released");

@@ -325,6 +325,7 @@ impl Engine {
         engine.inner.servers.refresh_extensions();
         engine.restore_summary();
         engine.release_interrupted_replication().await;
+        engine.release_abandoned_replication().await;
         engine.update_next_refresh();
         scheduler::spawn_loops(&engine);
         if engine.config().cloning.warm_pool_size > 0 {

@@ -242,6 +242,7 @@ impl Engine {
         if previous != dataset {
             self.release_golden(&previous).await;
         }
+        self.release_abandoned_replication().await;
         self.destroy_unused_data(&previous).await;
         Ok(snapshot)
     }

@@ -331,6 +331,7 @@ impl Engine {
         match self.create_snapshot_at(summary.data_state_at, summary.masking.is_some()).await {
             Ok(snapshot) => {
                 intent.settle();
+                self.release_abandoned_replication().await;
                 self.keep_summary(summary);
                 self.destroy_unused_data(&previous).await;
                 Ok(snapshot.record.id)

@@ -45,10 +45,11 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use logical::replication::{
-    MIN_SOURCE_MAJOR, Replication, SubscriberStatus, SubscriptionStatus, subscription_status,
+    DropPublications, MIN_SOURCE_MAJOR, Replication, SubscriberStatus, SubscriptionStatus,
+    subscription_status,
 };
 pub use masking::MaskingConfig;
 pub use physical::{CopySummary, CopyTarget, InitialCopy};
-pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target};
+pub use pipeline::{DatabaseSummary, Pipeline, Summary, Target, drop_replication};
 pub use progress::{Progress, Stage, StageTiming};
 pub use source::SOURCE_APPLICATION_NAME;

@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::RetrievalConfig;
 use crate::config::physical::slot_name;
+use crate::config::{RetrievalConfig, SourceConfig};
 use crate::error::{Error, Result};
-use crate::logical::replication::{self, ExportedSlot, Replication};
+use crate::logical::replication::{self, DropPublications, ExportedSlot, Replication};
 use crate::logical::{Job, Logical, SourceLocales, Step, Tools, dumps_created_at};
 use crate::prepare;
 use crate::progress::{Progress, Reporter, Stage, StageTiming};
@@ -181,7 +181,9 @@ impl Pipeline {
             }
         }
         if result.is_err() && !state.replication.is_empty() {
-            for error in self.drop_replication(&state.replication, true).await {
+            for error in
+                self.drop_replication(&state.replication, DropPublications::CreatedByRun).await
+            {
                 warn!(%error, "drop a failed run's replication slot or publication on the source");
             }
         }
@@ -478,6 +480,7 @@ impl Pipeline {
             slot: slot.clone(),
             publication: publication.0.to_owned(),
             publication_created: created,
+            publication_owned: publication.1,
         });
         let exported =
             ExportedSlot::create(source, psql, &job.name, &slot, (&target.run_dir, index), cancel)
@@ -508,31 +511,20 @@ impl Pipeline {
     }
 
     /// Drops continuous refresh's slots on the source (a failed run's, or those of data the
-    /// engine no longer keeps) and, `with_publications`, the publications their run created;
-    /// returns every failure (a slot still in use fails: try again once its subscriber is
-    /// gone). Not cancellable: a slot left behind would keep WAL on the source forever.
+    /// engine no longer keeps) and the publications `publications` names; returns every failure
+    /// (a slot still in use fails: try again once its subscriber is gone). Not cancellable: a
+    /// slot left behind would keep WAL on the source forever.
     pub async fn drop_replication(
         &self,
         replications: &[Replication],
-        with_publications: bool,
+        publications: DropPublications,
     ) -> Vec<Error> {
-        let source = match self.config.source.as_ref().map(Source::new).transpose() {
-            Ok(Some(source)) => source,
-            Ok(None) => return Vec::new(),
-            Err(error) => return vec![error],
-        };
-        let psql = match crate::physical::newest_tool(&self.search, "psql", None) {
-            Ok(psql) => psql,
-            Err(error) => return vec![error],
-        };
-        replication::drop_replication(
-            &source,
-            psql,
-            replications,
-            with_publications,
-            &CancellationToken::new(),
-        )
-        .await
+        match &self.config.source {
+            Some(source) => {
+                drop_replication(source, &self.search, replications, publications).await
+            }
+            None => Vec::new(),
+        }
     }
 
     /// What the probe adds before any dump or restore: a source that uses an extension the
@@ -580,6 +572,37 @@ impl Pipeline {
         }
         Ok(preload.carried)
     }
+}
+
+/// Drops `replications`' slots on the source `source` describes, and the publications
+/// `publications` names, whatever mode the engine runs now: the slots of continuous refresh
+/// outlive it when it is turned off, and only the source's address is needed to drop them.
+/// Returns every failure.
+pub async fn drop_replication(
+    source: &SourceConfig,
+    search: &BinarySearch,
+    replications: &[Replication],
+    publications: DropPublications,
+) -> Vec<Error> {
+    if replications.is_empty() {
+        return Vec::new();
+    }
+    let source = match Source::new(source) {
+        Ok(source) => source,
+        Err(error) => return vec![error],
+    };
+    let psql = match crate::physical::newest_tool(search, "psql", None) {
+        Ok(psql) => psql,
+        Err(error) => return vec![error],
+    };
+    replication::drop_replication(
+        &source,
+        psql,
+        replications,
+        publications,
+        &CancellationToken::new(),
+    )
+    .await
 }
 
 #[cfg(test)]

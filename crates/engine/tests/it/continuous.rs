@@ -3,8 +3,9 @@
 //! runs the golden copy as a subscriber, and cuts snapshots from it: changes on the source
 //! appear in the next snapshot without a dump, no clone carries a subscription, the lag is
 //! reported, a full refresh drops the old slot, the next start drops the slot of a refresh
-//! interrupted by a crash, and an apply error (DDL is not replicated)
-//! shows in the sync status and as an alert. A source without `wal_level = logical` is refused
+//! interrupted by a crash, an apply error (DDL is not replicated) shows in the sync status and
+//! as an alert, and a start with continuous refresh turned off drops the slot and the
+//! engine's publication. A source without `wal_level = logical` is refused
 //! before any work, and a run that fails leaves no slot or publication behind.
 
 use std::time::Duration;
@@ -155,6 +156,21 @@ async fn changes_on_the_source_appear_in_the_next_snapshot_without_a_dump() {
     assert!(view.message.contains("extra"), "the apply error is not named: {view:?}");
     let alerts = test.engine.retrieval().alerts;
     assert!(alerts.contains_key("subscription_error"), "{alerts:?}");
+
+    // Continuous refresh turned off (plain logical mode, same source): the next start drops
+    // the current data's slot and the engine's publication, which nothing reads any more and
+    // which would keep the source's WAL; the clones keep their data.
+    assert_eq!(replication_objects(&source).await, (1, 1));
+    let mut logical = continuous_config(&source);
+    logical.continuous = None;
+    logical.skip_start_refresh = true;
+    test.config.retrieval = Some(logical);
+    test.restart().await;
+    assert!(!slot_exists(&source, &new_slot).await, "{new_slot} is left on the source");
+    assert_eq!(replication_objects(&source).await, (0, 0));
+    assert!(test.engine.retrieval().last_summary.unwrap().replication.is_empty());
+    assert!(!test.engine.retrieval().alerts.contains_key("replication_left"));
+    assert_eq!(notes(&clone2).await, ["before the dump", "after the first snapshot"]);
 }
 
 /// What a run that does not finish leaves on the source: nothing. A source with

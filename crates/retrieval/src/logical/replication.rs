@@ -58,6 +58,34 @@ pub struct Replication {
     pub publication: String,
     /// Whether this run created the publication (then it is dropped with the slot).
     pub publication_created: bool,
+    /// Whether the publication is the engine's own (`FOR ALL TABLES`, made by some run), not
+    /// one the operator named: it goes when continuous refresh is turned off. Summaries kept
+    /// before this field existed read as not owned, so an older record never drops one.
+    #[serde(default)]
+    pub publication_owned: bool,
+}
+
+/// Which publications go with their slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropPublications {
+    /// None: the next run subscribes to them again.
+    Keep,
+    /// Those the run created (a run that failed).
+    CreatedByRun,
+    /// Every one the engine owns (continuous refresh turned off); an operator's never.
+    Owned,
+}
+
+impl DropPublications {
+    fn applies_to(self, replication: &Replication) -> bool {
+        match self {
+            DropPublications::Keep => false,
+            DropPublications::CreatedByRun => replication.publication_created,
+            DropPublications::Owned => {
+                replication.publication_created || replication.publication_owned
+            }
+        }
+    }
 }
 
 /// Refuses, before any work, a source continuous refresh cannot follow: older than
@@ -277,17 +305,18 @@ pub(crate) async fn create_subscription(
     }
 }
 
-/// Drops each slot of `replications` on the source and, `with_publications`, each publication
-/// its run created; every failure is returned (the rest is still tried). A slot still in use
-/// (its subscriber's walsender not gone yet) fails: the caller may try again.
+/// Drops each slot of `replications` on the source and the publications `publications` names;
+/// every failure is returned (the rest is still tried). A slot still in use (its subscriber's
+/// walsender not gone yet) fails: the caller may try again.
 pub(crate) async fn drop_replication(
     source: &Source,
     psql: PathBuf,
     replications: &[Replication],
-    with_publications: bool,
+    publications: DropPublications,
     cancel: &CancellationToken,
 ) -> Vec<Error> {
     let mut failures = Vec::new();
+    let mut dropped: Vec<(&str, &str)> = Vec::new();
     for replication in replications {
         let drop_slot = format!(
             "SELECT count(pg_catalog.pg_drop_replication_slot(slot_name)) \
@@ -301,7 +330,9 @@ pub(crate) async fn drop_replication(
             failures.push(error);
             continue;
         }
-        if with_publications && replication.publication_created {
+        let key = (replication.database.as_str(), replication.publication.as_str());
+        if publications.applies_to(replication) && !dropped.contains(&key) {
+            dropped.push(key);
             let drop =
                 format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&replication.publication));
             if let Err(error) =
