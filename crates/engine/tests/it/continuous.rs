@@ -13,6 +13,7 @@ use std::time::Duration;
 use engine::SyncCode;
 use retrieval::config::{ContinuousConfig, SyncConfig, slot_name};
 use retrieval::{Pipeline, RetrievalConfig, SourceConfig, Target};
+use storage::ThinStorage;
 use tokio_postgres::Client;
 
 use crate::harness::{self, TestEngine};
@@ -211,4 +212,55 @@ async fn replication_objects(source: &Source) -> (i64, i64) {
     let publications: i64 =
         client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
     (slots, publications)
+}
+
+/// On ZFS a clone needs its origin, so a snapshot cut from the subscriber keeps the storage
+/// snapshot of the live data it was cloned from (continuous refresh keeps none for points in
+/// time): it stays exactly as long as the snapshot made from it, and goes when that is deleted.
+#[tokio::test]
+async fn on_zfs_a_snapshot_keeps_the_live_data_snapshot_it_came_from_until_deleted() {
+    set_password_env();
+    let source = source_with_role(Source::start_logical(16).await).await;
+    source.insert("before the dump").await;
+    let mut config = harness::config(4);
+    config.retrieval = Some(continuous_config(&source));
+    let test = TestEngine::start_on(test_support::PoolKind::Zfs, config).await;
+    wait_refreshed(&test.engine, None).await;
+    let view = wait_sync(&test.engine, "OK", |view| view.code == SyncCode::Ok).await;
+    let golden = view.dataset.clone().unwrap();
+    let storage = test.pool.open().await;
+    let kept = |listing: &storage::Listing| -> Vec<String> {
+        let prefix = format!("{golden}@");
+        listing
+            .snapshots
+            .iter()
+            .map(|snapshot| snapshot.name.to_string())
+            .filter(|name| name.starts_with(&prefix))
+            .collect()
+    };
+    let first = test.engine.snapshots()[0].record.clone();
+    assert_eq!(kept(&storage.list().await.unwrap()).len(), 1, "the first cut's origin");
+
+    source.insert("after the first snapshot").await;
+    wait_row(&test.state_dir, "after the first snapshot").await;
+    let second = test.engine.create_snapshot().await.unwrap().record;
+    assert_ne!(second.id, first.id);
+    let both = kept(&storage.list().await.unwrap());
+    assert_eq!(both.len(), 2, "{both:?}");
+    let mut request = harness::request("second");
+    request.snapshot_id = Some(second.id.clone());
+    test.engine.create_clone(request).await.unwrap();
+    let clone = test.ready("second").await;
+
+    // The first snapshot deleted: its promoted copy and the origin it needed go; the second's
+    // stay under its clone.
+    test.engine.delete_snapshot(&first.id, false).await.unwrap();
+    let listing = storage.list().await.unwrap();
+    let left = kept(&listing);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(both.contains(&left[0]));
+    let first_copy =
+        storage::DatasetName::new(first.storage_name.split('@').next().unwrap()).unwrap();
+    assert!(listing.dataset(&first_copy).is_none(), "{listing:?}");
+    assert_eq!(notes(&clone).await, ["before the dump", "after the first snapshot"]);
 }
