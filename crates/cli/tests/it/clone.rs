@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::support::{PASSWORD, TestServer, normalize, without_volatile};
 
 /// Runs `sql` in `clone` through its printed connection string and the test's password.
-async fn run_in_clone(clone: &api_types::Clone, sql: &str) {
+pub(crate) async fn run_in_clone(clone: &api_types::Clone, sql: &str) {
     let conn_str = format!("{} password={PASSWORD}", clone.db.conn_str);
     let (db, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
         .await

@@ -101,7 +101,16 @@ impl TestServer {
     /// Starts a server with `cloning_extra` appended to its `[cloning]` section, and waits until it
     /// answers `/healthz`.
     pub(crate) async fn start(cloning_extra: &str) -> TestServer {
-        let binary = server_bin().await;
+        TestServer::start_through(&[], server_bin().await, cloning_extra).await
+    }
+
+    /// [`TestServer::start`] with `binary` as the server, run through `launcher` (a command
+    /// that ends by executing its last argument, as `setpriv` does) when it is not empty.
+    pub(crate) async fn start_through(
+        launcher: &[&str],
+        binary: &Path,
+        cloning_extra: &str,
+    ) -> TestServer {
         let dir = TestDir::new("scion-cli-it-");
         let state = dir.path().join("state");
         let port = *free_port_range(1).start();
@@ -118,7 +127,11 @@ impl TestServer {
         std::fs::write(&config_path, config).expect("write the server config");
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path).expect("create the server log");
-        let daemon = Cmd::new(binary)
+        let command = match launcher.split_first() {
+            Some((program, args)) => Cmd::new(program).args(args.iter().copied()).arg(binary),
+            None => Cmd::new(binary),
+        };
+        let daemon = command
             .arg("--config")
             .arg(&config_path)
             .env("SCION_VERIFICATION_TOKEN", TOKEN)
@@ -151,6 +164,11 @@ impl TestServer {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// The server's process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.daemon.pid()
     }
 
     /// An API client with the server's token.
@@ -275,7 +293,7 @@ fn is_running(pid: Pid) -> bool {
 }
 
 /// The `scion-server` binary: `SCION_SERVER_BIN`, or built once next to `scion`.
-async fn server_bin() -> &'static Path {
+pub(crate) async fn server_bin() -> &'static Path {
     static BIN: OnceCell<PathBuf> = OnceCell::const_new();
     BIN.get_or_init(|| async {
         if let Some(path) = std::env::var_os("SCION_SERVER_BIN") {
