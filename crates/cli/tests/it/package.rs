@@ -19,7 +19,11 @@ const UNIT: &str = "/lib/systemd/system/scion-server.service";
 /// Runs a command to success; its stdout.
 async fn run(program: impl AsRef<Path>, args: &[&str]) -> String {
     let program = program.as_ref();
-    let output = Cmd::new(program).args(args.iter().copied()).output_any_status().await.unwrap();
+    let output = Cmd::new(program)
+        .args(args.iter().copied())
+        .output_any_status()
+        .await
+        .expect("run the command");
     assert!(
         output.status.success(),
         "{} {args:?}: {:?}\n{}\n{}",
@@ -73,17 +77,28 @@ async fn the_debian_package_installs_and_runs_clones_with_only_its_units_capabil
     );
     let dir = TestDir::new("scion-package-");
     let server = server_bin().await;
-    let bin_dir = Path::new(scion_bin()).parent().unwrap();
-    assert_eq!(server.parent().unwrap(), bin_dir, "scion and scion-server from one build");
+    let bin_dir = Path::new(scion_bin()).parent().expect("a binary in a directory");
+    assert_eq!(
+        server.parent().expect("a binary in a directory"),
+        bin_dir,
+        "scion and scion-server from one build"
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/package");
     let out = dir.path().join("out");
-    let printed =
-        run(&script, &["--bin-dir", bin_dir.to_str().unwrap(), "--out", out.to_str().unwrap()])
-            .await;
-    let deb = PathBuf::from(printed.lines().last().unwrap());
+    let printed = run(
+        &script,
+        &[
+            "--bin-dir",
+            bin_dir.to_str().expect("a UTF-8 path"),
+            "--out",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+    )
+    .await;
+    let deb = PathBuf::from(printed.lines().last().expect("the package path printed last"));
     assert!(deb.starts_with(&out) && deb.exists(), "{printed}");
 
-    let contents = run("dpkg-deb", &["--contents", deb.to_str().unwrap()]).await;
+    let contents = run("dpkg-deb", &["--contents", deb.to_str().expect("a UTF-8 path")]).await;
     for file in [
         "./usr/bin/scion",
         "./usr/bin/scion-server",
@@ -95,24 +110,32 @@ async fn the_debian_package_installs_and_runs_clones_with_only_its_units_capabil
     ] {
         assert!(contents.contains(&format!(" {file}\n")), "{file} missing:\n{contents}");
     }
-    let conffiles = run("dpkg-deb", &["--info", deb.to_str().unwrap(), "conffiles"]).await;
+    let conffiles =
+        run("dpkg-deb", &["--info", deb.to_str().expect("a UTF-8 path"), "conffiles"]).await;
     assert_eq!(conffiles.trim(), "/etc/scion/scion.toml");
 
     let _installed = Installed;
-    run("dpkg", &["--install", deb.to_str().unwrap()]).await;
+    run("dpkg", &["--install", deb.to_str().expect("a UTF-8 path")]).await;
     let status = run("dpkg-query", &["--show", "--showformat=${Status}", "scion"]).await;
     assert_eq!(status, "install ok installed");
-    let token = std::fs::metadata("/etc/scion/token").unwrap();
+    let token = std::fs::metadata("/etc/scion/token").expect("read an installed file");
     assert_eq!(token.permissions().mode() & 0o777, 0o600);
-    assert!(std::fs::read_to_string("/etc/scion/token").unwrap().trim().len() >= 32);
-    assert_eq!(std::fs::metadata("/var/lib/scion").unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(
+        std::fs::read_to_string("/etc/scion/token").expect("read an installed file").trim().len()
+            >= 32
+    );
+    assert_eq!(
+        std::fs::metadata("/var/lib/scion").expect("read an installed file").permissions().mode()
+            & 0o777,
+        0o700
+    );
     // The installed configuration is one the installed engine accepts as it is.
     let checked = Cmd::new("/usr/bin/scion-server")
         .args(["--config", "/etc/scion/scion.toml", "--check-config"])
         .env("NO_COLOR", "1")
         .output_any_status()
         .await
-        .unwrap();
+        .expect("package test step");
     let report = checked.stderr_text();
     assert!(checked.status.success(), "{report}");
     for part in ["configuration is valid", "state_dir=/var/lib/scion", "token=true"] {
@@ -122,7 +145,7 @@ async fn the_debian_package_installs_and_runs_clones_with_only_its_units_capabil
 
     // The engine as the unit starts it: its binary, under the unit's bounding set and
     // NoNewPrivileges, makes its pool, serves a clone, resets and destroys it.
-    let unit = std::fs::read_to_string(UNIT).unwrap();
+    let unit = std::fs::read_to_string(UNIT).expect("read an installed file");
     assert!(
         unit_value(&unit, "ExecStart").starts_with("/usr/bin/scion-server --config "),
         "{unit}"
@@ -138,16 +161,22 @@ async fn the_debian_package_installs_and_runs_clones_with_only_its_units_capabil
         .collect::<Vec<_>>()
         .join(",");
     let expected: u64 = capabilities.iter().map(|cap| 1u64 << capability_bit(cap)).sum();
-    let own = std::fs::read_to_string("/proc/self/status").unwrap();
-    let own = own.lines().find_map(|line| line.strip_prefix("CapBnd:")).unwrap();
-    let own = u64::from_str_radix(own.trim(), 16).unwrap();
+    let own = std::fs::read_to_string("/proc/self/status").expect("read /proc");
+    let own = own.lines().find_map(|line| line.strip_prefix("CapBnd:")).expect("a CapBnd line");
+    let own = u64::from_str_radix(own.trim(), 16).expect("a hexadecimal mask");
     assert_eq!(own & expected, expected, "this test runs without some of the unit's capabilities");
     let bounding_arg = format!("--bounding-set={bounding}");
     let launcher = ["setpriv", bounding_arg.as_str(), "--no-new-privs", "--"];
     let server = TestServer::start_through(&launcher, Path::new("/usr/bin/scion-server"), "").await;
-    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let bound = proc_status.lines().find_map(|line| line.strip_prefix("CapBnd:")).unwrap();
-    assert_eq!(u64::from_str_radix(bound.trim(), 16).unwrap(), expected, "{proc_status}");
+    let proc_status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("read /proc");
+    let bound =
+        proc_status.lines().find_map(|line| line.strip_prefix("CapBnd:")).expect("read /proc");
+    assert_eq!(
+        u64::from_str_radix(bound.trim(), 16).expect("read /proc"),
+        expected,
+        "{proc_status}"
+    );
     assert!(proc_status.contains("NoNewPrivs:\t1"), "{proc_status}");
 
     let mut create = Cmd::new("/usr/bin/scion").env_clear().env("PATH", "/usr/bin:/bin");
@@ -158,13 +187,14 @@ async fn the_debian_package_installs_and_runs_clones_with_only_its_units_capabil
         .args(["clone", "create", "--id", "packaged", "--username", "ops", "--password", PASSWORD])
         .output_any_status()
         .await
-        .unwrap();
+        .expect("package test step");
     assert!(created.status.success(), "{}\n{}", created.stdout_text(), created.stderr_text());
     let client = server.client();
-    let clone = client.clone_status("packaged").await.unwrap();
+    let clone = client.clone_status("packaged").await.expect("the clone made by the installed CLI");
     run_in_clone(&clone, "CREATE TABLE from_the_package (id int)").await;
     let wait = Some(std::time::Duration::from_secs(60));
-    let reset = client.reset_clone("packaged", &Default::default(), wait).await.unwrap();
+    let reset =
+        client.reset_clone("packaged", &Default::default(), wait).await.expect("reset the clone");
     run_in_clone(&reset.expect("the reset clone"), "CREATE TABLE from_the_package (id int)").await;
     server.destroy_all_clones().await;
 }
