@@ -146,7 +146,9 @@ pub struct CloneMetadata {
     #[serde(default, rename = "cloneDiffSize", deserialize_with = "null_as_default")]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub clone_diff_size: u64,
-    /// Logical size of the clone's data in bytes.
+    /// Logical size of the clone's data in bytes: what its files refer to, shared with its
+    /// snapshot or not, as the last size collection measured it (its snapshot's size until
+    /// then), as DBLab's `logicalreferenced`.
     #[serde(default, rename = "logicalSize", deserialize_with = "null_as_default")]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub logical_size: u64,

@@ -542,6 +542,7 @@ fn clone_view(
         // A few small files of the cgroup file system, only for a limited clone.
         usage: servers.quotas().usage(entry.record.port),
         diff_size: entry.diff_size,
+        referenced: entry.referenced,
         access_host: config.cloning.access_host.clone(),
         max_idle_minutes: config.cloning.max_idle_minutes,
     }

@@ -195,6 +195,7 @@ struct Snapshot {
     clone_total_logical: i64,
     clone_protected: i64,
     clone_total_memory_limit: i64,
+    clone_disk: Vec<CloneDisk>,
     snapshots_total: i64,
     snapshot_max_age_seconds: i64,
     snapshot_total_physical: i64,
@@ -216,6 +217,15 @@ struct Snapshot {
     sync: crate::SyncView,
 }
 
+/// One clone's disk figures, for the per-clone `scion_clone_disk_*` series.
+#[derive(Debug)]
+struct CloneDisk {
+    id: String,
+    written: i64,
+    /// `None` until a collection measured it.
+    referenced: Option<i64>,
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -228,12 +238,6 @@ impl Snapshot {
         let snapshots = engine.snapshots();
         let reconciliation = &status.reconciliation;
         let collection = *engine.inner.metrics.collection.lock().unwrap_or_else(|p| p.into_inner());
-        let logical_of = |snapshot_id: &str| {
-            snapshots
-                .iter()
-                .find(|view| view.record.id == snapshot_id)
-                .map_or(0, |view| view.record.logical_size)
-        };
         let clones = &status.clones;
         let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory) =
             engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner()).totals();
@@ -264,10 +268,15 @@ impl Snapshot {
                 .max()
                 .unwrap_or(0),
             clone_total_diff: clones.iter().map(|clone| to_i64(clone.diff_size)).sum(),
-            clone_total_logical: clones
+            clone_total_logical: clones.iter().map(|clone| to_i64(clone.logical_size())).sum(),
+            clone_disk: clones
                 .iter()
-                .map(|clone| to_i64(logical_of(&clone.record.snapshot_id)))
-                .sum(),
+                .map(|clone| CloneDisk {
+                    id: clone.record.id.clone(),
+                    written: to_i64(clone.diff_size),
+                    referenced: clone.referenced.map(to_i64),
+                })
+                .collect(),
             clone_protected: clones.iter().filter(|clone| clone.record.protected).count() as i64,
             clone_total_memory_limit: clones
                 .iter()
@@ -350,6 +359,32 @@ fn labelled(
 }
 
 impl Snapshot {
+    /// Each clone's disk usage, labelled by clone: DBLab exports only the sums.
+    fn encode_clone_disk(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let written: Vec<_> = self
+            .clone_disk
+            .iter()
+            .map(|clone| (vec![("clone_id", clone.id.as_str())], clone.written))
+            .collect();
+        labelled(
+            e,
+            "scion_clone_disk_written_bytes",
+            "Bytes a clone holds alone: written since it was made (DBLab's cloneDiffSize)",
+            &written,
+        )?;
+        let referenced: Vec<_> = self
+            .clone_disk
+            .iter()
+            .filter_map(|clone| Some((vec![("clone_id", clone.id.as_str())], clone.referenced?)))
+            .collect();
+        labelled(
+            e,
+            "scion_clone_disk_referenced_bytes",
+            "Bytes a clone's data refers to, shared with its snapshot or not (its logicalSize)",
+            &referenced,
+        )
+    }
+
     fn encode_sync(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let sync = &self.sync;
         let code = sync.code.as_str();
@@ -472,6 +507,7 @@ impl Collector for Snapshot {
             self.clone_total_logical,
         )?;
         gauge(e, "dblab_clone_protected_count", "Protected clones", self.clone_protected)?;
+        self.encode_clone_disk(e)?;
         gauge(
             e,
             "dblab_clone_total_memory_limit_bytes",

@@ -395,8 +395,10 @@ impl Engine {
     /// `/proc` on a blocking thread, and a clone's written bytes (a walk of its files) are
     /// measured again only when its server wrote since the last measure, or after
     /// [`usage::REMEASURE_EVERY`] rounds (a session that wrote and ended between two rounds
-    /// leaves no counter behind).
-    pub(crate) async fn collect_space(&self) {
+    /// leaves no counter behind). The `space_collector` loop runs it every
+    /// 15 s; callers that need figures at once (tests, tools) may run a pass
+    /// themselves.
+    pub async fn collect_space(&self) {
         let started = Instant::now();
         let mut errors = 0;
         self.refresh_space().await;
@@ -422,7 +424,7 @@ impl Engine {
             let Ok(name) = DatasetName::new(dataset) else { continue };
             match self.inner.pool.storage().dataset_space(&name).await {
                 Ok(space) => {
-                    self.inner.state.set_diff_size(&id, space.written);
+                    self.inner.state.set_disk_usage(&id, space);
                     crate::sync::lock(&self.inner.usage).sized(&id, &samples);
                 }
                 Err(error) => {

@@ -162,7 +162,7 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
         db,
         metadata: CloneMetadata {
             clone_diff_size: view.diff_size,
-            logical_size: view.snapshot.as_ref().map_or(0, |snapshot| snapshot.record.logical_size),
+            logical_size: view.logical_size(),
             cloning_time: record.cloning_time_seconds.unwrap_or(0.0),
             max_idle_minutes: whole_minutes(view.max_idle_minutes),
             protection_limits: limits,
