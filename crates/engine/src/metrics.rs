@@ -1,9 +1,11 @@
 //! The engine's metrics: DBLab's `dblab_*` gauges, computed from memory at scrape time with the
 //! names and labels of DBLab's exporter (reference §8), and Scion's own `scion_*` metrics.
 //!
-//! DBLab metrics that have no meaning here are left out rather than faked: the clones' memory
-//! limit (no per-clone limits are set yet), compression ratio and space used by snapshots.
-//! Clone CPU and memory come from `/proc` (see `usage`). The physical-mode `dblab_sync_*`
+//! DBLab metrics that have no meaning here are left out rather than faked: the compression
+//! ratio and the data's logical size on a btrfs pool mounted with compression, which btrfs
+//! does not keep. The pool's snapshot bytes, logical size and compression ratio are read by the
+//! background collection (`usage`), never at scrape time. Clone CPU and memory come from
+//! `/proc` (see `usage`). The physical-mode `dblab_sync_*`
 //! family is exported only when a sync instance is recorded, from the supervisor's last pass.
 //!
 //! `dblab_sync_status` carries DBLab's status code as its `status` label (`OK`, `Down`,
@@ -188,6 +190,7 @@ struct Snapshot {
     pool: String,
     pool_mode: String,
     space: Option<storage::PoolSpace>,
+    pool_usage: Option<storage::PoolUsage>,
     clones_total: i64,
     clones_by_status: Vec<(&'static str, i64)>,
     clone_max_age_seconds: i64,
@@ -217,6 +220,9 @@ struct Snapshot {
     sync: crate::SyncView,
 }
 
+/// Reads one figure of a clone's, `None` when it has none.
+type CloneFigure = fn(&CloneDisk) -> Option<i64>;
+
 /// One clone's disk figures, for the per-clone `scion_clone_disk_*` series.
 #[derive(Debug)]
 struct CloneDisk {
@@ -224,6 +230,8 @@ struct CloneDisk {
     written: i64,
     /// `None` until a collection measured it.
     referenced: Option<i64>,
+    /// Its disk quota, if it has one.
+    quota: Option<i64>,
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -239,8 +247,11 @@ impl Snapshot {
         let reconciliation = &status.reconciliation;
         let collection = *engine.inner.metrics.collection.lock().unwrap_or_else(|p| p.into_inner());
         let clones = &status.clones;
-        let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory) =
-            engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner()).totals();
+        let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory, pool_usage) = {
+            let usage = engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let (total, average, memory) = usage.totals();
+            (total, average, memory, usage.pool)
+        };
         Snapshot {
             instance_id: status.instance_id.clone(),
             version: status.version.clone(),
@@ -252,6 +263,7 @@ impl Snapshot {
             pool: status.pool_name.clone(),
             pool_mode: status.pool_mode.clone(),
             space: status.pool_space,
+            pool_usage,
             clones_total: clones.len() as i64,
             clones_by_status: CloneState::ALL
                 .into_iter()
@@ -275,6 +287,7 @@ impl Snapshot {
                     id: clone.record.id.clone(),
                     written: to_i64(clone.diff_size),
                     referenced: clone.referenced.map(to_i64),
+                    quota: clone.limits.disk.map(to_i64),
                 })
                 .collect(),
             clone_protected: clones.iter().filter(|clone| clone.record.protected).count() as i64,
@@ -361,28 +374,32 @@ fn labelled(
 impl Snapshot {
     /// Each clone's disk usage, labelled by clone: DBLab exports only the sums.
     fn encode_clone_disk(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-        let written: Vec<_> = self
-            .clone_disk
-            .iter()
-            .map(|clone| (vec![("clone_id", clone.id.as_str())], clone.written))
-            .collect();
-        labelled(
-            e,
-            "scion_clone_disk_written_bytes",
-            "Bytes a clone holds alone: written since it was made (DBLab's cloneDiffSize)",
-            &written,
-        )?;
-        let referenced: Vec<_> = self
-            .clone_disk
-            .iter()
-            .filter_map(|clone| Some((vec![("clone_id", clone.id.as_str())], clone.referenced?)))
-            .collect();
-        labelled(
-            e,
-            "scion_clone_disk_referenced_bytes",
-            "Bytes a clone's data refers to, shared with its snapshot or not (its logicalSize)",
-            &referenced,
-        )
+        let families: [(&str, &str, CloneFigure); 3] = [
+            (
+                "scion_clone_disk_written_bytes",
+                "Bytes a clone holds alone: written since it was made (DBLab's cloneDiffSize)",
+                |clone| Some(clone.written),
+            ),
+            (
+                "scion_clone_disk_referenced_bytes",
+                "Bytes a clone's data refers to, shared with its snapshot or not (its logicalSize)",
+                |clone| clone.referenced,
+            ),
+            (
+                "scion_clone_disk_quota_bytes",
+                "A clone's disk quota: the most its data may refer to (clones with one only)",
+                |clone| clone.quota,
+            ),
+        ];
+        for (name, help, value) in families {
+            let series: Vec<_> = self
+                .clone_disk
+                .iter()
+                .filter_map(|clone| Some((vec![("clone_id", clone.id.as_str())], value(clone)?)))
+                .collect();
+            labelled(e, name, help, &series)?;
+        }
+        Ok(())
     }
 
     fn encode_sync(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
@@ -464,6 +481,31 @@ impl Collector for Snapshot {
                 "Bytes written in clones since they were made",
                 &[(vec![("pool", pool)], self.clone_total_diff)],
             )?;
+        }
+        if let Some(usage) = self.pool_usage {
+            labelled(
+                e,
+                "dblab_disk_used_by_snapshots_bytes",
+                "Bytes only snapshots hold: what destroying them would give back",
+                &[(vec![("pool", pool)], to_i64(usage.used_by_snapshots))],
+            )?;
+            if let Some(logical) = usage.logical_used {
+                labelled(
+                    e,
+                    "dblab_disk_data_size_bytes",
+                    "Logical size of what the pool holds, before compression",
+                    &[(vec![("pool", pool)], to_i64(logical))],
+                )?;
+            }
+            if let Some(ratio) = usage.compress_ratio {
+                let mut family = e.encode_descriptor(
+                    "dblab_disk_compress_ratio",
+                    "Logical bytes per byte stored in the pool (1 without compression)",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(ratio).encode(family.encode_family(&[("pool", pool)])?)?;
+            }
         }
         labelled(
             e,

@@ -388,8 +388,9 @@ impl Engine {
         seen
     }
 
-    /// Refreshes the pool's space and each clone's written bytes, and records how it went for
-    /// the `dblab_scrape_*` metrics.
+    /// Refreshes the pool's space, what its snapshots hold and how it compresses, and each
+    /// clone's written and referenced bytes, and records how it went for the `dblab_scrape_*`
+    /// metrics.
     ///
     /// At 1,000 clones this must stay cheap: the servers' processes come from one pass over
     /// `/proc` on a blocking thread, and a clone's written bytes (a walk of its files) are
@@ -434,6 +435,17 @@ impl Engine {
             }
         }
         crate::sync::lock(&self.inner.usage).record(&samples, now);
+        let snapshots: Vec<String> =
+            self.read_state().snapshots.iter().map(|snapshot| snapshot.id.clone()).collect();
+        if crate::sync::lock(&self.inner.usage).pool_due(&snapshots) {
+            match self.inner.pool.storage().pool_usage().await {
+                Ok(pool) => crate::sync::lock(&self.inner.usage).pool_measured(snapshots, pool),
+                Err(error) => {
+                    errors += 1;
+                    debug!(error = %error, "failed to read the pool's snapshot bytes");
+                }
+            }
+        }
         self.inner.metrics.record_collection(started.elapsed(), errors);
     }
 }

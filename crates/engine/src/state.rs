@@ -253,13 +253,12 @@ fn commit(
                 Some(warm_id) => store.claim_warm(warm_id, record)?,
                 None => store.insert_clone(record)?,
             }
-            let entry =
-                CloneEntry {
-                    record: record.clone(),
-                    last_active: Utc::now(),
-                    diff_size: 0,
-                    referenced: None,
-                };
+            let entry = CloneEntry {
+                record: record.clone(),
+                last_active: Utc::now(),
+                diff_size: 0,
+                referenced: None,
+            };
             state.clones.insert(id.to_owned(), entry);
         }
         Step::Update(record) => {

@@ -167,8 +167,11 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
             max_idle_minutes: whole_minutes(view.max_idle_minutes),
             protection_limits: limits,
         },
-        limits: (!view.limits.is_empty())
-            .then_some(api_types::CloneLimits { cpu: view.limits.cpu, memory: view.limits.memory }),
+        limits: (!view.limits.is_empty()).then_some(api_types::CloneLimits {
+            cpu: view.limits.cpu,
+            memory: view.limits.memory,
+            disk: view.limits.disk,
+        }),
         usage: view.usage.map(|usage| api_types::CloneUsage {
             memory: usage.memory_bytes,
             memory_peak: usage.memory_peak_bytes,
