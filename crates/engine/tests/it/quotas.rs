@@ -38,7 +38,7 @@ async fn create_limited(test: &TestEngine, id: &str, limits: CloneLimits) -> Clo
 }
 
 /// Connects until the clone's server accepts connections again (after its crash recovery).
-async fn reconnect(view: &CloneView) -> tokio_postgres::Client {
+pub(crate) async fn reconnect(view: &CloneView) -> tokio_postgres::Client {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         match connect(view, PASSWORD).await {
