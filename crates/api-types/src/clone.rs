@@ -53,8 +53,8 @@ pub struct Clone {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub metadata: CloneMetadata,
-    /// The CPU and memory limits the clone's server runs with (Scion's addition; omitted when
-    /// it has none).
+    /// The CPU, memory and disk limits the clone runs with (Scion's addition; omitted when it
+    /// has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<CloneLimits>,
     /// What the clone's server has used, as its control group counts (Scion's addition;
@@ -63,8 +63,8 @@ pub struct Clone {
     pub usage: Option<CloneUsage>,
 }
 
-/// A clone's CPU and memory limits (`Clone.limits`, `CreateCloneRequest.limits`); an absent
-/// field is unlimited (in a request: the server's default).
+/// A clone's CPU, memory and disk limits (`Clone.limits`, `CreateCloneRequest.limits`); an
+/// absent field is unlimited (in a request: the server's default).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloneLimits {
@@ -74,6 +74,30 @@ pub struct CloneLimits {
     /// Memory in bytes, at least 16 MiB; a backend past it is killed and the server recovers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// Disk quota in bytes: the most the clone's dataset may refer to, its snapshot's data
+    /// included (more than the snapshot's size, at least 16 MiB); a write past it fails with
+    /// "Disk quota exceeded" in that clone only. btrfs and ZFS pools only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
+}
+
+/// A size in bytes from `1048576`, `512MB`, `512MiB`, `2 GB`, `64kB`: the suffixes are binary
+/// (as in Postgres' settings, `MB` is 2^20).
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a size (like 512MB or 2GB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?} has an unknown unit (use kB, MB, GB or TB)")),
+    };
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// What a limited clone's server has used (`Clone.usage`); a counter the host does not keep
@@ -146,7 +170,9 @@ pub struct CloneMetadata {
     #[serde(default, rename = "cloneDiffSize", deserialize_with = "null_as_default")]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub clone_diff_size: u64,
-    /// Logical size of the clone's data in bytes.
+    /// Logical size of the clone's data in bytes: what its files refer to, shared with its
+    /// snapshot or not, as the last size collection measured it (its snapshot's size until
+    /// then), as DBLab's `logicalreferenced`.
     #[serde(default, rename = "logicalSize", deserialize_with = "null_as_default")]
     #[cfg_attr(feature = "openapi", schema(required))]
     pub logical_size: u64,
@@ -209,7 +235,7 @@ pub struct CreateCloneRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(required, nullable = false))]
     pub db: Option<DatabaseRequest>,
-    /// CPU and memory limits for this clone, each over the server's `[clone]` default
+    /// CPU, memory and disk limits for this clone, each over the server's `[clone]` default
     /// (Scion's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<CloneLimits>,
@@ -293,4 +319,20 @@ pub struct ResetCloneRequest {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub latest: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64kB"), Ok(64 << 10));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+        assert!(parse_bytes("99999999999TB").is_err());
+    }
 }

@@ -41,7 +41,7 @@ pub use branch::{
 };
 pub use clone::{
     Clone, CloneLimits, CloneMetadata, CloneUsage, CreateCloneRequest, Database, DatabaseRequest,
-    PatchCloneRequest, ResetCloneRequest, SnapshotRef,
+    PatchCloneRequest, ResetCloneRequest, SnapshotRef, parse_bytes,
 };
 pub use delivery::{DeliveryRecord, DropReason, Outcome, UnknownOutcome};
 pub use error::{ApiError, ErrorCode, Response, WsToken};

@@ -22,7 +22,7 @@ const RUNAWAY_SESSIONS: usize = 2;
 const RUNAWAY_SQL: &str =
     "SELECT length(repeat('x', 400000000)) + (SELECT count(*) FROM generate_series(1, 100000000))";
 /// The runaway clone's limits when it has some.
-const LIMITS: CloneLimits = CloneLimits { cpu: Some(0.25), memory: Some(256 << 20) };
+const LIMITS: CloneLimits = CloneLimits { cpu: Some(0.25), memory: Some(256 << 20), disk: None };
 
 /// One scenario's figures.
 struct Scenario {

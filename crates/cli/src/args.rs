@@ -254,6 +254,16 @@ pub(crate) struct CloneCreateArgs {
     /// An extra Postgres setting for the clone, as name=value (repeatable).
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_key_value)]
     pub extra_config: Vec<(String, String)>,
+    /// The clone's CPU limit in cores (0.5, 2), over the server's `[clone] cpu` (Scion's).
+    #[arg(long, value_name = "CORES")]
+    pub cpu: Option<f64>,
+    /// The clone's memory limit (512MB, 2GB; binary units), over `[clone] memory` (Scion's).
+    #[arg(long, value_name = "SIZE", value_parser = api_types::parse_bytes)]
+    pub memory: Option<u64>,
+    /// The clone's disk quota (20GB: the most its data may refer to, the snapshot's included),
+    /// over `[clone] disk`; btrfs and ZFS pools only (Scion's).
+    #[arg(long, value_name = "SIZE", value_parser = api_types::parse_bytes)]
+    pub disk: Option<u64>,
 }
 
 #[derive(Debug, Args)]

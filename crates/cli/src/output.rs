@@ -45,6 +45,26 @@ pub(crate) fn clone_detail(clone: &Clone) -> String {
     if clone.stopped_at.is_some() {
         rows.push(("Stopped at", time(clone.stopped_at)));
     }
+    rows.push(("Logical size", size(clone.metadata.logical_size)));
+    if let Some(limits) = &clone.limits {
+        if let Some(cpu) = limits.cpu {
+            rows.push(("CPU limit", format!("{cpu} cores")));
+        }
+        if let Some(memory) = limits.memory {
+            rows.push(("Memory limit", size(memory)));
+        }
+        if let Some(disk) = limits.disk {
+            rows.push(("Disk quota", size(disk)));
+        }
+    }
+    if let Some(usage) = &clone.usage {
+        if let Some(memory) = usage.memory {
+            rows.push(("Memory used", size(memory)));
+        }
+        if let Some(kills) = usage.oom_kills.filter(|kills| *kills > 0) {
+            rows.push(("OOM kills", kills.to_string()));
+        }
+    }
     key_values(&rows)
 }
 

@@ -175,9 +175,11 @@ impl Engine {
         )
         .map_err(|error| Error::InvalidInput(error.to_string()))?;
         let servers = &self.inner.servers;
-        servers.quotas().check(&servers.limits_of(request.limits))?;
+        let limits = servers.limits_of(request.limits);
+        servers.quotas().check(&limits)?;
         let snapshot =
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
+        crate::quota::check_disk(&limits, self.inner.pool.storage(), &snapshot)?;
         self.ensure_space("create clone").await?;
         let now = Utc::now();
         let protection = lease::grant(request.protection, &self.config().cloning, now);
@@ -373,6 +375,8 @@ impl Engine {
             ResetTarget::Snapshot(snapshot_id) => self.snapshot_record(&snapshot_id)?,
         };
         // Before the clone changes state: a refused reset leaves it running as it was.
+        let limits = self.inner.servers.limits_of(current.limits);
+        crate::quota::check_disk(&limits, self.inner.pool.storage(), &snapshot)?;
         self.ensure_space("reset clone").await?;
         let record = self.transition(id, state::SETTLED, |record| {
             record.state = CloneState::Resetting;
@@ -542,6 +546,7 @@ fn clone_view(
         // A few small files of the cgroup file system, only for a limited clone.
         usage: servers.quotas().usage(entry.record.port),
         diff_size: entry.diff_size,
+        referenced: entry.referenced,
         access_host: config.cloning.access_host.clone(),
         max_idle_minutes: config.cloning.max_idle_minutes,
     }

@@ -158,6 +158,11 @@ pub struct CloneServerConfig {
     /// none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// The disk quota of each clone (`"20GB"`: at most that many bytes referenced by the
+    /// clone's dataset, its snapshot's data included), unless its request sets one; none by
+    /// default. btrfs pools turn quota on when a quota is first set (docs/quotas.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
 }
 
 impl Default for CloneServerConfig {
@@ -175,22 +180,30 @@ impl Default for CloneServerConfig {
             start_timeout: Duration::from_secs(120),
             cpu: None,
             memory: None,
+            disk: None,
         }
     }
 }
 
 impl CloneServerConfig {
-    /// The limits of a clone whose request sets none (`cpu`, `memory`).
+    /// The limits of a clone whose request sets none (`cpu`, `memory`, `disk`).
     pub fn default_limits(&self) -> Result<crate::quota::CloneLimits, InvalidConfig> {
-        let memory = self
-            .memory
-            .as_deref()
-            .map(crate::quota::parse_bytes)
-            .transpose()
-            .map_err(|message| invalid("clone.memory", message))?;
-        let limits = crate::quota::CloneLimits { cpu: self.cpu, memory };
+        let bytes = |value: &Option<String>, key| {
+            value
+                .as_deref()
+                .map(crate::quota::parse_bytes)
+                .transpose()
+                .map_err(|message| invalid(key, message))
+        };
+        let memory = bytes(&self.memory, "clone.memory")?;
+        let disk = bytes(&self.disk, "clone.disk")?;
+        let limits = crate::quota::CloneLimits { cpu: self.cpu, memory, disk };
         limits.check().map_err(|message| {
-            invalid(if message.starts_with("cpu") { "clone.cpu" } else { "clone.memory" }, message)
+            let key = ["cpu", "memory", "disk"]
+                .into_iter()
+                .find(|field| message.starts_with(field))
+                .unwrap_or("memory");
+            invalid(&format!("clone.{key}"), message)
         })?;
         Ok(limits)
     }
@@ -456,8 +469,14 @@ mod tests {
         config.clone.cpu = Some(1.5);
         assert_eq!(
             config.clone.default_limits().unwrap(),
-            crate::quota::CloneLimits { cpu: Some(1.5), memory: Some(512 << 20) }
+            crate::quota::CloneLimits { cpu: Some(1.5), memory: Some(512 << 20), disk: None }
         );
+        config.clone.disk = Some("lots".to_owned());
+        assert_eq!(config.validate().unwrap_err().key, "clone.disk");
+        config.clone.disk = Some("0".to_owned());
+        assert_eq!(config.validate().unwrap_err().key, "clone.disk");
+        config.clone.disk = Some("20GB".to_owned());
+        assert_eq!(config.clone.default_limits().unwrap().disk, Some(20 << 30));
 
         let mut config = EngineConfig::default();
         config.cloning.max_idle_minutes = -1.0;

@@ -217,10 +217,23 @@ pub struct CloneView {
     pub usage: Option<CgroupUsage>,
     /// Bytes written since it was made, as of the last collection.
     pub diff_size: u64,
+    /// Bytes its data refers to, shared with its snapshot or not (its logical size), as of the
+    /// last collection; `None` until one measured it.
+    pub referenced: Option<u64>,
     /// The host clients connect to.
     pub access_host: String,
     /// The idle timeout in minutes.
     pub max_idle_minutes: f64,
+}
+
+impl CloneView {
+    /// The logical size of the clone's data (DBLab's `logicalSize`): what it refers to as last
+    /// measured, its snapshot's size until then.
+    pub fn logical_size(&self) -> u64 {
+        self.referenced.unwrap_or_else(|| {
+            self.snapshot.as_ref().map_or(0, |snapshot| snapshot.record.logical_size)
+        })
+    }
 }
 
 /// Creates `dir` (and its parents) and gives it `mode`; a failure is an I/O error, not the

@@ -1,9 +1,11 @@
 //! The engine's metrics: DBLab's `dblab_*` gauges, computed from memory at scrape time with the
 //! names and labels of DBLab's exporter (reference §8), and Scion's own `scion_*` metrics.
 //!
-//! DBLab metrics that have no meaning here are left out rather than faked: the clones' memory
-//! limit (no per-clone limits are set yet), compression ratio and space used by snapshots.
-//! Clone CPU and memory come from `/proc` (see `usage`). The physical-mode `dblab_sync_*`
+//! DBLab metrics that have no meaning here are left out rather than faked: the compression
+//! ratio and the data's logical size on a btrfs pool mounted with compression, which btrfs
+//! does not keep. The pool's snapshot bytes, logical size and compression ratio are read by the
+//! background collection (`usage`), never at scrape time. Clone CPU and memory come from
+//! `/proc` (see `usage`). The physical-mode `dblab_sync_*`
 //! family is exported only when a sync instance is recorded, from the supervisor's last pass.
 //!
 //! `dblab_sync_status` carries DBLab's status code as its `status` label (`OK`, `Down`,
@@ -188,6 +190,7 @@ struct Snapshot {
     pool: String,
     pool_mode: String,
     space: Option<storage::PoolSpace>,
+    pool_usage: Option<storage::PoolUsage>,
     clones_total: i64,
     clones_by_status: Vec<(&'static str, i64)>,
     clone_max_age_seconds: i64,
@@ -195,6 +198,7 @@ struct Snapshot {
     clone_total_logical: i64,
     clone_protected: i64,
     clone_total_memory_limit: i64,
+    clone_disk: Vec<CloneDisk>,
     snapshots_total: i64,
     snapshot_max_age_seconds: i64,
     snapshot_total_physical: i64,
@@ -216,6 +220,20 @@ struct Snapshot {
     sync: crate::SyncView,
 }
 
+/// Reads one figure of a clone's, `None` when it has none.
+type CloneFigure = fn(&CloneDisk) -> Option<i64>;
+
+/// One clone's disk figures, for the per-clone `scion_clone_disk_*` series.
+#[derive(Debug)]
+struct CloneDisk {
+    id: String,
+    written: i64,
+    /// `None` until a collection measured it.
+    referenced: Option<i64>,
+    /// Its disk quota, if it has one.
+    quota: Option<i64>,
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -228,15 +246,12 @@ impl Snapshot {
         let snapshots = engine.snapshots();
         let reconciliation = &status.reconciliation;
         let collection = *engine.inner.metrics.collection.lock().unwrap_or_else(|p| p.into_inner());
-        let logical_of = |snapshot_id: &str| {
-            snapshots
-                .iter()
-                .find(|view| view.record.id == snapshot_id)
-                .map_or(0, |view| view.record.logical_size)
-        };
         let clones = &status.clones;
-        let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory) =
-            engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner()).totals();
+        let (clone_total_cpu_percent, clone_avg_cpu_percent, clone_total_memory, pool_usage) = {
+            let usage = engine.inner.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let (total, average, memory) = usage.totals();
+            (total, average, memory, usage.pool)
+        };
         Snapshot {
             instance_id: status.instance_id.clone(),
             version: status.version.clone(),
@@ -248,6 +263,7 @@ impl Snapshot {
             pool: status.pool_name.clone(),
             pool_mode: status.pool_mode.clone(),
             space: status.pool_space,
+            pool_usage,
             clones_total: clones.len() as i64,
             clones_by_status: CloneState::ALL
                 .into_iter()
@@ -264,10 +280,16 @@ impl Snapshot {
                 .max()
                 .unwrap_or(0),
             clone_total_diff: clones.iter().map(|clone| to_i64(clone.diff_size)).sum(),
-            clone_total_logical: clones
+            clone_total_logical: clones.iter().map(|clone| to_i64(clone.logical_size())).sum(),
+            clone_disk: clones
                 .iter()
-                .map(|clone| to_i64(logical_of(&clone.record.snapshot_id)))
-                .sum(),
+                .map(|clone| CloneDisk {
+                    id: clone.record.id.clone(),
+                    written: to_i64(clone.diff_size),
+                    referenced: clone.referenced.map(to_i64),
+                    quota: clone.limits.disk.map(to_i64),
+                })
+                .collect(),
             clone_protected: clones.iter().filter(|clone| clone.record.protected).count() as i64,
             clone_total_memory_limit: clones
                 .iter()
@@ -350,6 +372,36 @@ fn labelled(
 }
 
 impl Snapshot {
+    /// Each clone's disk usage, labelled by clone: DBLab exports only the sums.
+    fn encode_clone_disk(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let families: [(&str, &str, CloneFigure); 3] = [
+            (
+                "scion_clone_disk_written_bytes",
+                "Bytes a clone holds alone: written since it was made (DBLab's cloneDiffSize)",
+                |clone| Some(clone.written),
+            ),
+            (
+                "scion_clone_disk_referenced_bytes",
+                "Bytes a clone's data refers to, shared with its snapshot or not (its logicalSize)",
+                |clone| clone.referenced,
+            ),
+            (
+                "scion_clone_disk_quota_bytes",
+                "A clone's disk quota: the most its data may refer to (clones with one only)",
+                |clone| clone.quota,
+            ),
+        ];
+        for (name, help, value) in families {
+            let series: Vec<_> = self
+                .clone_disk
+                .iter()
+                .filter_map(|clone| Some((vec![("clone_id", clone.id.as_str())], value(clone)?)))
+                .collect();
+            labelled(e, name, help, &series)?;
+        }
+        Ok(())
+    }
+
     fn encode_sync(&self, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let sync = &self.sync;
         let code = sync.code.as_str();
@@ -430,6 +482,31 @@ impl Collector for Snapshot {
                 &[(vec![("pool", pool)], self.clone_total_diff)],
             )?;
         }
+        if let Some(usage) = self.pool_usage {
+            labelled(
+                e,
+                "dblab_disk_used_by_snapshots_bytes",
+                "Bytes only snapshots hold: what destroying them would give back",
+                &[(vec![("pool", pool)], to_i64(usage.used_by_snapshots))],
+            )?;
+            if let Some(logical) = usage.logical_used {
+                labelled(
+                    e,
+                    "dblab_disk_data_size_bytes",
+                    "Logical size of what the pool holds, before compression",
+                    &[(vec![("pool", pool)], to_i64(logical))],
+                )?;
+            }
+            if let Some(ratio) = usage.compress_ratio {
+                let mut family = e.encode_descriptor(
+                    "dblab_disk_compress_ratio",
+                    "Logical bytes per byte stored in the pool (1 without compression)",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(ratio).encode(family.encode_family(&[("pool", pool)])?)?;
+            }
+        }
         labelled(
             e,
             "dblab_pool_status",
@@ -472,6 +549,7 @@ impl Collector for Snapshot {
             self.clone_total_logical,
         )?;
         gauge(e, "dblab_clone_protected_count", "Protected clones", self.clone_protected)?;
+        self.encode_clone_disk(e)?;
         gauge(
             e,
             "dblab_clone_total_memory_limit_bytes",

@@ -67,8 +67,17 @@ impl Engine {
             ))
         })?;
         let started = Instant::now();
-        self.inner.pool.storage().clone_snapshot(&snapshot_name, dataset).await?;
+        let storage = self.inner.pool.storage();
+        storage.clone_snapshot(&snapshot_name, dataset).await?;
         failpoint::hit("clone.dataset_created");
+        // Every new dataset of a clone gets its quota (a create, a reset, a warm clone): a
+        // clone, unlike its origin, starts without one.
+        if let Some(disk) = self.inner.servers.limits_of(server.own_limits()).disk
+            && let Err(error) = storage.set_quota(dataset, disk).await
+        {
+            self.destroy_clone_dataset(dataset).await;
+            return Err(error.into());
+        }
         let cloned = started.elapsed();
         match self.inner.servers.start(server, &self.inner.pool.pgdata_of(dataset)).await {
             Ok(instance) => Ok((instance, cloned)),

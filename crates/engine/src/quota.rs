@@ -1,5 +1,7 @@
-//! Per-clone CPU and memory limits: each limited clone's server runs in a control group of its
-//! own, so one runaway clone cannot starve the others (docs/quotas.md).
+//! Per-clone CPU, memory and disk limits: each clone with a CPU or memory limit runs its
+//! server in a control group of its own, so one runaway clone cannot starve the others, and a
+//! disk quota caps what its dataset may refer to, so one clone cannot fill the pool
+//! (docs/quotas.md).
 //!
 //! A clone's limits are the request's, field by field over `[clone] cpu` and `memory`
 //! ([`CloneLimits::over`], a pure function); a clone with none runs in no group of Scion's. The
@@ -9,15 +11,19 @@
 //! until it is destroyed, survives resets and passes with a claimed warm clone, which is what a
 //! group must do too. [`Quotas`] makes a group with its limits before the server starts (the
 //! server enters it before it executes, in `exec`'s sandbox), removes it once the server is
-//! stopped for good, and at start removes the groups of ports nobody holds.
+//! stopped for good, and at start removes the groups of ports nobody holds. The disk quota is
+//! storage's (ZFS `refquota`, a btrfs qgroup limit), set by provisioning on each new dataset of
+//! the clone ([`CloneLimits::check_disk`] decides first whether it can hold the snapshot).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use exec::{Cgroup, CgroupError, CgroupTree, Limits, Usage};
+use storage::ThinStorage;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::model::SnapshotRecord;
 
 /// A clone's own limits; `None` leaves a field to the configuration (and then unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -26,17 +32,43 @@ pub struct CloneLimits {
     pub cpu: Option<f64>,
     /// Memory in bytes.
     pub memory: Option<u64>,
+    /// The most bytes the clone's dataset may refer to, its snapshot's data included.
+    pub disk: Option<u64>,
 }
 
 impl CloneLimits {
     /// Whether nothing is limited.
     pub fn is_empty(&self) -> bool {
-        self.cpu.is_none() && self.memory.is_none()
+        self.cpu.is_none() && self.memory.is_none() && self.disk.is_none()
+    }
+
+    /// Whether the server needs a control group: a CPU or memory limit (a disk quota is the
+    /// dataset's).
+    fn needs_cgroup(&self) -> bool {
+        self.cpu.is_some() || self.memory.is_some()
     }
 
     /// These limits where set, `defaults` elsewhere.
     pub fn over(self, defaults: CloneLimits) -> CloneLimits {
-        CloneLimits { cpu: self.cpu.or(defaults.cpu), memory: self.memory.or(defaults.memory) }
+        CloneLimits {
+            cpu: self.cpu.or(defaults.cpu),
+            memory: self.memory.or(defaults.memory),
+            disk: self.disk.or(defaults.disk),
+        }
+    }
+
+    /// Refuses a disk quota that the clone's snapshot, `snapshot_bytes` as measured when it
+    /// was taken (0 when unknown), already fills: the clone would refer to more than its quota
+    /// before its server wrote a byte, and could not even start. Room for what the clone
+    /// writes is the caller's to leave.
+    pub fn check_disk(&self, snapshot_bytes: u64) -> std::result::Result<(), String> {
+        match self.disk {
+            Some(disk) if disk <= snapshot_bytes => Err(format!(
+                "disk quota {disk} is not more than the snapshot's {snapshot_bytes} bytes: the \
+                 clone's data counts against its quota, so it needs room beyond them"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses values no kernel takes: a CPU share of at least a hundredth of a core, a memory
@@ -52,6 +84,11 @@ impl CloneLimits {
         {
             return Err(format!("memory {memory} is less than {MIN_MEMORY} bytes (16 MiB)"));
         }
+        if let Some(disk) = self.disk
+            && disk < MIN_DISK
+        {
+            return Err(format!("disk {disk} is less than {MIN_DISK} bytes (16 MiB)"));
+        }
         Ok(())
     }
 
@@ -60,27 +97,32 @@ impl CloneLimits {
     }
 }
 
+/// Refuses a disk quota the pool cannot hold (the dir backend) or that `snapshot` fills,
+/// before a create or reset changes anything.
+pub(crate) fn check_disk(
+    limits: &CloneLimits,
+    storage: &impl ThinStorage,
+    snapshot: &SnapshotRecord,
+) -> Result<()> {
+    if limits.disk.is_none() {
+        return Ok(());
+    }
+    if !storage.capabilities().quotas {
+        return Err(Error::Refused(format!(
+            "this pool ({}) cannot hold a disk quota: a disk limit needs btrfs or ZFS",
+            storage.kind()
+        )));
+    }
+    limits.check_disk(snapshot.logical_size).map_err(Error::InvalidInput)
+}
+
 /// The smallest memory limit a clone may have.
 const MIN_MEMORY: u64 = 16 << 20;
+/// The smallest disk quota a clone may have: less cannot hold an empty cluster.
+const MIN_DISK: u64 = 16 << 20;
 
-/// A size in bytes from `1048576`, `512MB`, `512MiB`, `2 GB`, `64kB`: the suffixes are binary
-/// (as in Postgres' settings, `MB` is 2^20).
-pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 =
-        number.parse().map_err(|_| format!("{text:?} is not a size (like 512MB or 2GB)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{text:?} has an unknown unit (use kB, MB, GB or TB)")),
-    };
-    number.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))
-}
+/// Sizes in the configuration and the CLI parse alike.
+pub use api_types::parse_bytes;
 
 /// The tree's name: the same for every start of the engine on one state directory.
 fn tree_name(state_dir: &Path) -> String {
@@ -128,7 +170,7 @@ impl Quotas {
     /// Refuses limits this host cannot hold, before a clone is registered.
     pub(crate) fn check(&self, limits: &CloneLimits) -> Result<()> {
         limits.check().map_err(Error::InvalidInput)?;
-        if limits.is_empty() {
+        if !limits.needs_cgroup() {
             return Ok(());
         }
         let tree = self.tree.as_ref().map_err(|error| {
@@ -138,9 +180,9 @@ impl Quotas {
     }
 
     /// The group the server on `port` starts in, made (or updated) with `limits`; `None`, with
-    /// any group of an earlier start removed, when nothing is limited.
+    /// any group of an earlier start removed, when neither CPU nor memory is limited.
     pub(crate) fn prepare(&self, port: u16, limits: &CloneLimits) -> Result<Option<Cgroup>> {
-        if limits.is_empty() {
+        if !limits.needs_cgroup() {
             self.remove(port);
             return Ok(None);
         }
@@ -220,31 +262,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        assert_eq!(parse_bytes("512MB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
-        assert_eq!(parse_bytes("64kB"), Ok(64 << 10));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("5 parsecs").is_err());
-        assert!(parse_bytes("99999999999TB").is_err());
-    }
-
-    #[test]
     fn request_limits_win_field_by_field() {
-        let defaults = CloneLimits { cpu: Some(1.0), memory: Some(1 << 30) };
-        let own = CloneLimits { cpu: None, memory: Some(256 << 20) };
-        assert_eq!(own.over(defaults), CloneLimits { cpu: Some(1.0), memory: Some(256 << 20) });
+        let defaults = CloneLimits { cpu: Some(1.0), memory: Some(1 << 30), disk: Some(1 << 40) };
+        let own = CloneLimits { cpu: None, memory: Some(256 << 20), disk: Some(8 << 30) };
+        assert_eq!(
+            own.over(defaults),
+            CloneLimits { cpu: Some(1.0), memory: Some(256 << 20), disk: Some(8 << 30) }
+        );
+        let disk_only = CloneLimits { disk: Some(1 << 30), ..CloneLimits::default() };
+        assert!(!disk_only.is_empty() && !disk_only.needs_cgroup());
         assert_eq!(CloneLimits::default().over(CloneLimits::default()), CloneLimits::default());
         assert!(CloneLimits::default().is_empty());
     }
 
     #[test]
     fn limits_are_checked() {
-        assert!(CloneLimits { cpu: Some(0.0), memory: None }.check().is_err());
-        assert!(CloneLimits { cpu: Some(f64::NAN), memory: None }.check().is_err());
-        assert!(CloneLimits { cpu: None, memory: Some(1 << 20) }.check().is_err());
-        assert!(CloneLimits { cpu: Some(0.5), memory: Some(64 << 20) }.check().is_ok());
+        let limits = |cpu, memory, disk| CloneLimits { cpu, memory, disk };
+        assert!(limits(Some(0.0), None, None).check().is_err());
+        assert!(limits(Some(f64::NAN), None, None).check().is_err());
+        assert!(limits(None, Some(1 << 20), None).check().is_err());
+        assert!(limits(None, None, Some(1 << 20)).check().unwrap_err().starts_with("disk"));
+        assert!(limits(Some(0.5), Some(64 << 20), Some(1 << 30)).check().is_ok());
+    }
+
+    #[test]
+    fn a_disk_quota_must_leave_room_beyond_the_snapshot() {
+        let quota = CloneLimits { disk: Some(100 << 20), ..CloneLimits::default() };
+        assert!(quota.check_disk(40 << 20).is_ok());
+        assert!(quota.check_disk(100 << 20).is_err());
+        assert!(quota.check_disk(0).is_ok(), "an unmeasured snapshot is not refused");
+        assert!(CloneLimits::default().check_disk(u64::MAX).is_ok());
     }
 
     #[test]

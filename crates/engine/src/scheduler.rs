@@ -388,15 +388,18 @@ impl Engine {
         seen
     }
 
-    /// Refreshes the pool's space and each clone's written bytes, and records how it went for
-    /// the `dblab_scrape_*` metrics.
+    /// Refreshes the pool's space, what its snapshots hold and how it compresses, and each
+    /// clone's written and referenced bytes, and records how it went for the `dblab_scrape_*`
+    /// metrics.
     ///
     /// At 1,000 clones this must stay cheap: the servers' processes come from one pass over
     /// `/proc` on a blocking thread, and a clone's written bytes (a walk of its files) are
     /// measured again only when its server wrote since the last measure, or after
     /// [`usage::REMEASURE_EVERY`] rounds (a session that wrote and ended between two rounds
-    /// leaves no counter behind).
-    pub(crate) async fn collect_space(&self) {
+    /// leaves no counter behind). The `space_collector` loop runs it every
+    /// 15 s; callers that need figures at once (tests, tools) may run a pass
+    /// themselves.
+    pub async fn collect_space(&self) {
         let started = Instant::now();
         let mut errors = 0;
         self.refresh_space().await;
@@ -422,7 +425,7 @@ impl Engine {
             let Ok(name) = DatasetName::new(dataset) else { continue };
             match self.inner.pool.storage().dataset_space(&name).await {
                 Ok(space) => {
-                    self.inner.state.set_diff_size(&id, space.written);
+                    self.inner.state.set_disk_usage(&id, space);
                     crate::sync::lock(&self.inner.usage).sized(&id, &samples);
                 }
                 Err(error) => {
@@ -432,6 +435,17 @@ impl Engine {
             }
         }
         crate::sync::lock(&self.inner.usage).record(&samples, now);
+        let snapshots: Vec<String> =
+            self.read_state().snapshots.iter().map(|snapshot| snapshot.id.clone()).collect();
+        if crate::sync::lock(&self.inner.usage).pool_due(&snapshots) {
+            match self.inner.pool.storage().pool_usage().await {
+                Ok(pool) => crate::sync::lock(&self.inner.usage).pool_measured(snapshots, pool),
+                Err(error) => {
+                    errors += 1;
+                    debug!(error = %error, "failed to read the pool's snapshot bytes");
+                }
+            }
+        }
         self.inner.metrics.record_collection(started.elapsed(), errors);
     }
 }

@@ -73,6 +73,11 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// The server's own limits (the configuration's apply over them: `Servers::limits_of`).
+    pub(crate) fn own_limits(&self) -> CloneLimits {
+        self.limits
+    }
+
     /// The same server behind the engine's listener on its port: no TCP of its own.
     pub(crate) fn fronted(self) -> Server<'a> {
         Server { fronted: true, ..self }

@@ -43,6 +43,9 @@ pub(crate) struct CloneEntry {
     pub(crate) last_active: DateTime<Utc>,
     /// Bytes written in the clone since it was made, as of the last space collection.
     pub(crate) diff_size: u64,
+    /// Bytes the clone's data refers to, shared with its snapshot or not, as of the last
+    /// space collection; `None` until one measured it.
+    pub(crate) referenced: Option<u64>,
 }
 
 /// The state behind its lock, with the notification of clone changes.
@@ -94,7 +97,7 @@ impl SharedState {
         state.clones = clones
             .into_iter()
             .map(|record| {
-                let entry = CloneEntry { record, last_active: now, diff_size: 0 };
+                let entry = CloneEntry { record, last_active: now, diff_size: 0, referenced: None };
                 (entry.record.id.clone(), entry)
             })
             .collect();
@@ -204,10 +207,11 @@ impl SharedState {
         }
     }
 
-    /// Records a clone's written bytes from the last collection.
-    pub(crate) fn set_diff_size(&self, id: &str, bytes: u64) {
+    /// Records a clone's space from the last collection.
+    pub(crate) fn set_disk_usage(&self, id: &str, space: storage::DatasetSpace) {
         if let Some(entry) = write(&self.state).clones.get_mut(id) {
-            entry.diff_size = bytes;
+            entry.diff_size = space.written;
+            entry.referenced = Some(space.referenced);
         }
     }
 }
@@ -249,8 +253,12 @@ fn commit(
                 Some(warm_id) => store.claim_warm(warm_id, record)?,
                 None => store.insert_clone(record)?,
             }
-            let entry =
-                CloneEntry { record: record.clone(), last_active: Utc::now(), diff_size: 0 };
+            let entry = CloneEntry {
+                record: record.clone(),
+                last_active: Utc::now(),
+                diff_size: 0,
+                referenced: None,
+            };
             state.clones.insert(id.to_owned(), entry);
         }
         Step::Update(record) => {

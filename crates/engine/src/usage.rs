@@ -4,7 +4,9 @@
 //!
 //! Memory is PSS summed over a server's processes, so shared buffers and shared libraries are
 //! split among the processes that map them instead of being counted once per process. CPU is the
-//! change of user plus system time between two collections.
+//! change of user plus system time between two collections. The tracker also keeps the pool's
+//! snapshot bytes and compression the collection read, for the `dblab_disk_*` series that
+//! `statvfs` cannot give.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -56,6 +58,18 @@ pub(crate) struct UsageTracker {
     previous: HashMap<String, (Instant, u64)>,
     pub(crate) latest: HashMap<String, CloneUsage>,
     sized: HashMap<String, SizeMark>,
+    /// The pool's snapshot bytes, logical size and compression ratio, as the last collection
+    /// read them; `None` until one did.
+    pub(crate) pool: Option<storage::PoolUsage>,
+    /// When [`UsageTracker::pool`] was read.
+    pool_mark: Option<PoolMark>,
+}
+
+/// When the pool's usage was last read: the snapshots then (by ID), and rounds since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolMark {
+    snapshots: Vec<String>,
+    rounds: u32,
 }
 
 impl UsageTracker {
@@ -106,6 +120,26 @@ impl UsageTracker {
     pub(crate) fn sized(&mut self, id: &str, samples: &HashMap<String, ServerSample>) {
         let mark = samples.get(id).map(|sample| sample.mark.clone());
         self.sized.insert(id.to_owned(), SizeMark { mark, rounds: 0 });
+    }
+
+    /// Whether to read the pool's usage this round, with `snapshots` (their IDs) in the pool:
+    /// on btrfs it walks every snapshot's files, so only when the snapshots changed (a new one
+    /// holds nothing alone yet, but a commit is usually what makes a clone's later writes the
+    /// snapshot's alone) or after [`REMEASURE_EVERY`] rounds; a round not due counts one more.
+    pub(crate) fn pool_due(&mut self, snapshots: &[String]) -> bool {
+        match &mut self.pool_mark {
+            Some(mark) if mark.snapshots == snapshots && mark.rounds + 1 < REMEASURE_EVERY => {
+                mark.rounds += 1;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Keeps the pool's usage read with `snapshots` in the pool.
+    pub(crate) fn pool_measured(&mut self, snapshots: Vec<String>, usage: storage::PoolUsage) {
+        self.pool = Some(usage);
+        self.pool_mark = Some(PoolMark { snapshots, rounds: 0 });
     }
 
     /// Σ CPU percent, mean CPU percent over clones with a rate, Σ memory.
@@ -260,6 +294,31 @@ mod tests {
                 ((*id).to_owned(), ServerSample { mark, ..ServerSample::default() })
             })
             .collect()
+    }
+
+    #[test]
+    fn the_pool_is_read_again_when_its_snapshots_change_or_after_a_while() {
+        let mut tracker = UsageTracker::default();
+        let usage = storage::PoolUsage {
+            used_by_snapshots: 1,
+            logical_used: Some(2),
+            compress_ratio: Some(1.0),
+        };
+        let one = vec!["s1".to_owned()];
+        assert!(tracker.pool_due(&one), "never read");
+        assert!(tracker.pool_due(&one), "a failed read is tried again");
+        tracker.pool_measured(one.clone(), usage);
+        assert_eq!(tracker.pool, Some(usage));
+        assert!(!tracker.pool_due(&one));
+        let two = vec!["s1".to_owned(), "s2".to_owned()];
+        assert!(tracker.pool_due(&two), "a commit changed the snapshots");
+        tracker.pool_measured(two.clone(), usage);
+        let mut rounds = 1;
+        while !tracker.pool_due(&two) {
+            rounds += 1;
+            assert!(rounds <= REMEASURE_EVERY, "never read again");
+        }
+        assert_eq!(rounds, REMEASURE_EVERY);
     }
 
     #[test]

@@ -162,13 +162,16 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
         db,
         metadata: CloneMetadata {
             clone_diff_size: view.diff_size,
-            logical_size: view.snapshot.as_ref().map_or(0, |snapshot| snapshot.record.logical_size),
+            logical_size: view.logical_size(),
             cloning_time: record.cloning_time_seconds.unwrap_or(0.0),
             max_idle_minutes: whole_minutes(view.max_idle_minutes),
             protection_limits: limits,
         },
-        limits: (!view.limits.is_empty())
-            .then_some(api_types::CloneLimits { cpu: view.limits.cpu, memory: view.limits.memory }),
+        limits: (!view.limits.is_empty()).then_some(api_types::CloneLimits {
+            cpu: view.limits.cpu,
+            memory: view.limits.memory,
+            disk: view.limits.disk,
+        }),
         usage: view.usage.map(|usage| api_types::CloneUsage {
             memory: usage.memory_bytes,
             memory_peak: usage.memory_peak_bytes,

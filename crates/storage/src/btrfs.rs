@@ -7,7 +7,9 @@
 //! from subvolume UUIDs: a clone's parent UUID is its snapshot's UUID. btrfs itself lets a
 //! snapshot be deleted under its clones; the dependency rules are enforced here from the listing.
 //! Per-dataset space comes from FIEMAP's shared-extent flags by default, or from qgroups when
-//! asked for; quota slows every snapshot and clone down.
+//! asked for; quota slows every snapshot and clone down. A dataset's quota is a qgroup limit
+//! on its referenced bytes; the first one turns quota on for the filesystem (and waits for its
+//! rescan) when it is off.
 //!
 //! Create, snapshot, clone and delete call the btrfs ioctls directly ([`ioctl`]), each in one
 //! trip to a blocking thread with no listing: starting the `btrfs` program cost more than the
@@ -18,6 +20,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use exec::Cmd;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,7 +30,8 @@ use tokio::fs;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
-    Object, PoolSpace, Result, SnapshotName, ThinStorage, blocking, run_tool, statvfs_space, tree,
+    Object, PoolSpace, PoolUsage, Result, SnapshotName, ThinStorage, blocking, run_tool,
+    statvfs_space, tree,
 };
 
 mod ioctl;
@@ -53,6 +57,9 @@ pub enum SpaceAccounting {
 pub struct Btrfs {
     root: PathBuf,
     accounting: SpaceAccounting,
+    /// Whether quota is known to be on; held while it is turned on, so that concurrent first
+    /// quotas enable it once.
+    quota_on: Arc<tokio::sync::Mutex<bool>>,
     /// The root's path relative to the filesystem's top level, with a trailing `/` (empty at
     /// the top level): `btrfs subvolume list` prints paths from the top level.
     top_prefix: String,
@@ -80,15 +87,25 @@ impl Btrfs {
             "" => String::new(),
             path => format!("{path}/"),
         };
-        let pool = Btrfs { root, accounting, top_prefix };
+        let pool = Btrfs { root, accounting, top_prefix, quota_on: Arc::default() };
         if accounting == SpaceAccounting::Qgroups {
-            pool.enable_quota().await?;
+            pool.ensure_quota().await?;
         }
         let snapshots = pool.root.join(SNAPSHOT_DIR);
         fs::create_dir_all(&snapshots)
             .await
             .map_err(|source| Error::io("create snapshot directory", &snapshots, source))?;
         Ok(pool)
+    }
+
+    /// Turns quota on for the filesystem unless this pool saw it on already.
+    async fn ensure_quota(&self) -> Result<()> {
+        let mut on = self.quota_on.lock().await;
+        if !*on {
+            self.enable_quota().await?;
+            *on = true;
+        }
+        Ok(())
     }
 
     async fn enable_quota(&self) -> Result<()> {
@@ -287,6 +304,29 @@ fn parse_subvolume_line(line: &str) -> Option<SubvolumeLine<'_>> {
     Some(SubvolumeLine { uuid: uuid?, parent_uuid, path: path.trim() })
 }
 
+/// The mount options (per mount and of the superblock) of the mount that holds `path`: the
+/// mountinfo line with the longest mount point above it.
+fn mount_options(mountinfo: &str, path: &Path) -> Option<String> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = crate::provision::unescape_mountinfo(fields.get(4)?);
+            let separator = fields.iter().position(|field| *field == "-")?;
+            let options = format!("{},{}", fields.get(5)?, fields.get(separator + 3)?);
+            path.starts_with(&mount_point).then_some((mount_point.len(), options))
+        })
+        .max_by_key(|(length, _)| *length)
+        .map(|(_, options)| options)
+}
+
+/// Reads the bytes used by data from `btrfs filesystem df -b`
+/// (`Data, single: total=8388608, used=1048576`).
+fn parse_data_used(text: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with("Data,"))?;
+    line.split_once("used=")?.1.trim().parse().ok()
+}
+
 /// Reads `(referenced, exclusive)` of qgroup `0/<id>` from `btrfs qgroup show --raw`.
 fn parse_qgroup(text: &str, id: u64) -> Option<(u64, u64)> {
     let wanted = format!("0/{id}");
@@ -305,7 +345,7 @@ impl ThinStorage for Btrfs {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { thin: true, atomic_snapshots: true, independent_clones: true }
+        Capabilities { thin: true, atomic_snapshots: true, independent_clones: true, quotas: true }
     }
 
     fn mountpoint(&self, name: &DatasetName) -> PathBuf {
@@ -444,6 +484,59 @@ impl ThinStorage for Btrfs {
         })?;
         Ok(DatasetSpace { written: exclusive, referenced })
     }
+
+    async fn pool_usage(&self) -> Result<PoolUsage> {
+        // What snapshots hold alone: their extents that nothing else shares (FIEMAP), a walk
+        // of every snapshot's files. Extents two snapshots share count for neither, so this is
+        // at most ZFS's per-dataset usedbysnapshots.
+        let snapshots = self.root.join(SNAPSHOT_DIR);
+        let (walked, compressed) = blocking(
+            {
+                let (root, snapshots) = (self.root.clone(), snapshots.clone());
+                move || {
+                    // FIEMAP reads sharing from committed back references: commit first, so a
+                    // file a clone just removed no longer shares its snapshot's extents.
+                    rustix::fs::syncfs(std::fs::File::open(&root)?)?;
+                    let walked = tree::usage(&snapshots, true, &|_| false)?;
+                    // btrfs keeps no compression ratio: without compression in the mount
+                    // options (Scion never sets it per file) nothing is compressed and the
+                    // ratio is 1; with it, only a walk of every extent could tell, so neither
+                    // figure is given.
+                    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+                    let compressed = mount_options(&mountinfo, &root).is_none_or(|options| {
+                        options.split(',').any(|option| option.starts_with("compress"))
+                    });
+                    Ok((walked, compressed))
+                }
+            },
+            "measure",
+            &snapshots,
+        )
+        .await?;
+        let cmd = Cmd::new("btrfs").args(["filesystem", "df", "-b"]).arg(&self.root);
+        let text = run_tool(cmd, &self.root.display()).await?.stdout_text();
+        let data = parse_data_used(&text).ok_or_else(|| {
+            Error::Unsupported(format!("unexpected `btrfs filesystem df` output: {text}"))
+        })?;
+        Ok(PoolUsage {
+            used_by_snapshots: walked.exclusive,
+            logical_used: (!compressed).then_some(data),
+            compress_ratio: (!compressed).then_some(1.0),
+        })
+    }
+
+    async fn set_quota(&self, name: &DatasetName, bytes: u64) -> Result<()> {
+        let path = self.dataset_path(name);
+        if !is_subvolume(&path).await {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        self.ensure_quota().await?;
+        // Without a qgroup ID the limit goes to the subvolume's own qgroup, 0/<its ID>, and
+        // limits referenced bytes (not `-e`, exclusive ones), as ZFS's refquota does.
+        let cmd = Cmd::new("btrfs").args(["qgroup", "limit", &bytes.to_string()]).arg(&path);
+        run_tool(cmd, name).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -481,6 +574,23 @@ mod tests {
         let parsed = parse_subvolume_line(line).unwrap();
         assert_eq!((parsed.parent_uuid, parsed.path), (None, ".snapshots/a@s1"));
         assert_eq!(parse_subvolume_line("garbage"), None);
+    }
+
+    #[test]
+    fn reads_mount_options_and_data_used() {
+        let mountinfo = "29 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                         90 29 7:0 / /var/pool rw,noatime - btrfs /dev/loop0 rw,compress=zstd:3,space_cache=v2\n\
+                         91 29 7:1 / /var/pool\\040b rw - btrfs /dev/loop1 rw,space_cache=v2\n";
+        let options = mount_options(mountinfo, Path::new("/var/pool/branch")).unwrap();
+        assert!(options.contains("compress=zstd"), "{options}");
+        let options = mount_options(mountinfo, Path::new("/var/pool b")).unwrap();
+        assert!(!options.contains("compress"), "{options}");
+        assert!(mount_options(mountinfo, Path::new("/srv")).unwrap().ends_with(",rw"));
+        let df = "Data, single: total=79691776, used=42315776\n\
+                  System, DUP: total=8388608, used=16384\n\
+                  Metadata, DUP: total=67108864, used=1261568\n";
+        assert_eq!(parse_data_used(df), Some(42_315_776));
+        assert_eq!(parse_data_used("garbage"), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::task::spawn_blocking;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
-    Object, PoolSpace, Result, SnapshotName, ThinStorage, blocking, statvfs_space, tree,
+    Object, PoolSpace, PoolUsage, Result, SnapshotName, ThinStorage, blocking, statvfs_space, tree,
 };
 
 const META_DIR: &str = ".scion";
@@ -282,7 +282,12 @@ impl ThinStorage for Dir {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { thin: self.reflink, atomic_snapshots: false, independent_clones: true }
+        Capabilities {
+            thin: self.reflink,
+            atomic_snapshots: false,
+            independent_clones: true,
+            quotas: false,
+        }
     }
 
     fn mountpoint(&self, name: &DatasetName) -> PathBuf {
@@ -388,5 +393,36 @@ impl ThinStorage for Dir {
         )
         .await?;
         Ok(DatasetSpace { written: usage.exclusive, referenced: usage.allocated })
+    }
+
+    async fn pool_usage(&self) -> Result<PoolUsage> {
+        // A snapshot is a copy (reflinked where the filesystem can): what it holds alone is its
+        // extents that no dataset or other snapshot shares.
+        let snapshots = self.snapshots_dir();
+        let extents = self.reflink;
+        let walked = blocking(
+            move || match tree::usage(&snapshots, extents, &|_| false) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(Default::default())
+                }
+                other => other,
+            },
+            "measure",
+            &self.snapshots_dir(),
+        )
+        .await?;
+        // XFS and ext4 do not compress: what is used is what was written.
+        let used = statvfs_space(&self.root)?.used;
+        Ok(PoolUsage {
+            used_by_snapshots: walked.exclusive,
+            logical_used: Some(used),
+            compress_ratio: Some(1.0),
+        })
+    }
+
+    async fn set_quota(&self, name: &DatasetName, _bytes: u64) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "{name}: the dir backend cannot give a dataset a quota (use btrfs or ZFS)"
+        )))
     }
 }

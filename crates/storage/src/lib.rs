@@ -68,6 +68,8 @@ pub struct Capabilities {
     /// A clone outlives the snapshot it was made from ([`DestroyMode::KeepClones`]); `false`
     /// (ZFS) means a snapshot goes only after its clones.
     pub independent_clones: bool,
+    /// A dataset can be given a quota ([`ThinStorage::set_quota`]): btrfs, ZFS.
+    pub quotas: bool,
 }
 
 /// What to do when the object to destroy has dependents.
@@ -92,6 +94,21 @@ pub struct PoolSpace {
     pub free: u64,
     /// What is in use.
     pub used: u64,
+}
+
+/// What a pool's snapshots hold and how its data compresses: the instance's disk figures
+/// beyond [`PoolSpace`] (DBLab's `dblab_disk_used_by_snapshots_bytes`, `_data_size_bytes`,
+/// `_compress_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PoolUsage {
+    /// Bytes only snapshots hold: what destroying them would give back.
+    pub used_by_snapshots: u64,
+    /// The logical size of what the pool holds, before compression; `None` where the backend
+    /// cannot tell.
+    pub logical_used: Option<u64>,
+    /// Logical bytes per byte stored (1 without compression); `None` where the backend cannot
+    /// tell.
+    pub compress_ratio: Option<f64>,
 }
 
 /// Space of one dataset, in bytes.
@@ -314,6 +331,16 @@ pub trait ThinStorage {
         &self,
         name: &DatasetName,
     ) -> impl Future<Output = Result<DatasetSpace>> + Send;
+
+    /// What the pool's snapshots hold and how its data compresses. Costs a command (ZFS) or a
+    /// walk of the snapshots' files (btrfs): for the background collection, never a request.
+    fn pool_usage(&self) -> impl Future<Output = Result<PoolUsage>> + Send;
+
+    /// Caps the bytes dataset `name` refers to (its own and those it shares with its origin) at
+    /// `bytes`: ZFS's `refquota`, a btrfs qgroup limit on referenced bytes (turning quota on
+    /// for the filesystem first if it is off). A write past it fails with `EDQUOT` in that
+    /// dataset only. [`Error::Unsupported`] where [`Capabilities::quotas`] is false.
+    fn set_quota(&self, name: &DatasetName, bytes: u64) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// One of the backends, chosen at run time; implements [`ThinStorage`] by dispatch.
@@ -407,6 +434,14 @@ impl ThinStorage for StorageBackend {
 
     async fn dataset_space(&self, name: &DatasetName) -> Result<DatasetSpace> {
         dispatch!(self, backend => backend.dataset_space(name).await)
+    }
+
+    async fn pool_usage(&self) -> Result<PoolUsage> {
+        dispatch!(self, backend => backend.pool_usage().await)
+    }
+
+    async fn set_quota(&self, name: &DatasetName, bytes: u64) -> Result<()> {
+        dispatch!(self, backend => backend.set_quota(name, bytes).await)
     }
 }
 

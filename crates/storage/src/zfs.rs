@@ -15,7 +15,8 @@ use exec::Cmd;
 
 use crate::{
     BackendKind, Capabilities, DatasetInfo, DatasetName, DatasetSpace, DestroyMode, Error, Listing,
-    Object, PoolSpace, Result, SnapshotName, ThinStorage, run_raw, run_tool, run_unmounting,
+    Object, PoolSpace, PoolUsage, Result, SnapshotName, ThinStorage, run_raw, run_tool,
+    run_unmounting,
 };
 
 /// A user property whose only use is that setting it commits the open transaction group.
@@ -161,6 +162,22 @@ impl Zfs {
     }
 }
 
+/// Reads `used` and `compressratio` from `zfs get -H -p -o property,value`; the ratio prints as
+/// `1.52` (OpenZFS with `-p`) or `1.52x` (zfs-fuse).
+fn parse_used_and_ratio(text: &str) -> Option<(u64, f64)> {
+    let (mut used, mut ratio) = (None, None);
+    for line in text.lines() {
+        match line.split_once('\t') {
+            Some(("used", value)) => used = value.trim().parse().ok(),
+            Some(("compressratio", value)) => {
+                ratio = value.trim().trim_end_matches('x').parse().ok();
+            }
+            _ => {}
+        }
+    }
+    Some((used?, ratio?))
+}
+
 /// Parses `zfs list -H -o name,type,origin` into (name, type, origin).
 fn parse_list_line(line: &str) -> Option<(&str, &str, Option<&str>)> {
     let mut fields = line.split('\t');
@@ -176,7 +193,7 @@ impl ThinStorage for Zfs {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { thin: true, atomic_snapshots: true, independent_clones: false }
+        Capabilities { thin: true, atomic_snapshots: true, independent_clones: false, quotas: true }
     }
 
     fn mountpoint(&self, name: &DatasetName) -> PathBuf {
@@ -280,6 +297,59 @@ impl ThinStorage for Zfs {
             referenced: values["referenced"],
         })
     }
+
+    async fn pool_usage(&self) -> Result<PoolUsage> {
+        self.sync(&self.mountpoint).await?;
+        // A dataset's usedbysnapshots counts its own snapshots only: the pool's is the sum
+        // over its datasets (snapshots print `-`, which is left out).
+        let cmd = Cmd::new("zfs").args([
+            "get",
+            "-H",
+            "-p",
+            "-r",
+            "-o",
+            "value",
+            "usedbysnapshots",
+            &self.pool,
+        ]);
+        let text = run_tool(cmd, &self.pool).await?.stdout_text();
+        let used_by_snapshots =
+            text.lines().filter_map(|line| line.trim().parse::<u64>().ok()).sum();
+        let cmd = Cmd::new("zfs").args([
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "property,value",
+            "used,compressratio",
+            &self.pool,
+        ]);
+        let text = run_tool(cmd, &self.pool).await?.stdout_text();
+        let (used, compress_ratio) = parse_used_and_ratio(&text).ok_or_else(|| {
+            Error::Unsupported(format!("unexpected `zfs get used,compressratio` output: {text}"))
+        })?;
+        // zfs-fuse has no `logicalused`: there it is what is used times the ratio, which is
+        // how ZFS defines the ratio.
+        let cmd =
+            Cmd::new("zfs").args(["get", "-H", "-p", "-o", "value", "logicalused", &self.pool]);
+        let logical_used = match run_raw(cmd).await {
+            Ok(output) => output.stdout_text().trim().parse().ok(),
+            Err(_) => None,
+        }
+        .unwrap_or((used as f64 * compress_ratio) as u64);
+        Ok(PoolUsage {
+            used_by_snapshots,
+            logical_used: Some(logical_used),
+            compress_ratio: Some(compress_ratio),
+        })
+    }
+
+    async fn set_quota(&self, name: &DatasetName, bytes: u64) -> Result<()> {
+        let full = self.full(name.as_str())?;
+        let cmd = Cmd::new("zfs").args(["set", &format!("refquota={bytes}"), &full]);
+        run_tool(cmd, name).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -294,5 +364,12 @@ mod tests {
         );
         assert_eq!(parse_list_line("p/a@s1\tsnapshot\t-"), Some(("p/a@s1", "snapshot", None)));
         assert_eq!(parse_list_line("p"), None);
+    }
+
+    #[test]
+    fn parses_used_and_compression_ratio() {
+        assert_eq!(parse_used_and_ratio("used\t1024\ncompressratio\t1.52x\n"), Some((1024, 1.52)));
+        assert_eq!(parse_used_and_ratio("compressratio\t2.00\nused\t7\n"), Some((7, 2.0)));
+        assert_eq!(parse_used_and_ratio("used\t7\n"), None);
     }
 }

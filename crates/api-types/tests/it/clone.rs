@@ -151,7 +151,7 @@ fn creating_clone_golden_omits_empty_optionals() {
 #[test]
 fn limits_and_usage_are_additive_fields() {
     let clone = Clone {
-        limits: Some(CloneLimits { cpu: Some(1.5), memory: Some(268435456) }),
+        limits: Some(CloneLimits { cpu: Some(1.5), memory: Some(268435456), disk: Some(1 << 30) }),
         usage: Some(CloneUsage {
             memory: Some(1024),
             oom_kills: Some(1),
@@ -161,15 +161,18 @@ fn limits_and_usage_are_additive_fields() {
         ..ready_clone()
     };
     let value = serde_json::to_value(&clone).unwrap();
-    assert_eq!(value["limits"], json!({"cpu": 1.5, "memory": 268435456}));
+    assert_eq!(value["limits"], json!({"cpu": 1.5, "memory": 268435456, "disk": 1073741824}));
     assert_eq!(value["usage"], json!({"memory": 1024, "oomKills": 1, "cpuUsageMicros": 7}));
     assert_eq!(serde_json::from_value::<Clone>(value).unwrap(), clone);
     let request: CreateCloneRequest = serde_json::from_value(json!({
         "db": {"username": "u", "password": "p"},
-        "limits": {"memory": 134217728}
+        "limits": {"memory": 134217728, "disk": 2147483648u64}
     }))
     .unwrap();
-    assert_eq!(request.limits, Some(CloneLimits { cpu: None, memory: Some(134217728) }));
+    assert_eq!(
+        request.limits,
+        Some(CloneLimits { cpu: None, memory: Some(134217728), disk: Some(2147483648) })
+    );
     let request: CreateCloneRequest =
         serde_json::from_value(json!({"db": {"username": "u", "password": "p"}, "limits": null}))
             .unwrap();

@@ -2,8 +2,8 @@
 //! `observation.rs`.
 
 use api_types::{
-    CreateCloneRequest, DatabaseRequest, PatchCloneRequest, ResetCloneRequest, SnapshotRef,
-    StatusCode,
+    CloneLimits, CreateCloneRequest, DatabaseRequest, PatchCloneRequest, ResetCloneRequest,
+    SnapshotRef, StatusCode,
 };
 
 use super::{Context, Failure, emit, spinner};
@@ -77,7 +77,8 @@ async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure>
             restricted: args.restricted,
             db_name: args.db_name.unwrap_or_default(),
         }),
-        limits: None,
+        limits: Some(CloneLimits { cpu: args.cpu, memory: args.memory, disk: args.disk })
+            .filter(|limits| *limits != CloneLimits::default()),
     };
     if args.no_wait {
         let clone = context.client.create_clone(&request, None).await?;

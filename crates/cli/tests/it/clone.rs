@@ -43,6 +43,7 @@ Port  <PORT>
 Diff size  <SIZE>
 Cloning time  <SECS>
 Idle limit  120 min
+Logical size  <SIZE>
 ";
     let expected = format!(
         "{detail}\nConnection string: host=127.0.0.1 port=<PORT> user=alice dbname=postgres\n"
@@ -139,6 +140,41 @@ Idle limit  120 min
 }
 
 /// Waits (polling, test-side only) until a clone that is being created or reset is ready.
+/// `--cpu`, `--memory` and `--disk` reach the server as the request's limits, and `status`
+/// shows them; a size that does not parse is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_create_with_limits() {
+    let server = TestServer::start("").await;
+    let client = server.client();
+    let snapshot_size = client.snapshots(None).await.unwrap().remove(0).logical_size;
+    let disk = snapshot_size + (64 << 20);
+    let disk_arg = disk.to_string();
+    let create = |id: &'static str, extra: &'static [&'static str]| {
+        let mut args = vec!["clone", "create", "--id", id, "--username", "alice"];
+        args.extend(["--password", PASSWORD]);
+        args.extend(extra);
+        args
+    };
+    let mut args = create("limited", &["--cpu", "0.5", "--memory", "256MB"]);
+    args.extend(["--disk", disk_arg.as_str()]);
+    server.scion(&args).await.ok();
+    let created = client.clone_status("limited").await.unwrap();
+    assert_eq!(
+        created.limits,
+        Some(api_types::CloneLimits { cpu: Some(0.5), memory: Some(256 << 20), disk: Some(disk) })
+    );
+    let run = server.scion(&["clone", "status", "limited"]).await;
+    let text = normalize(run.ok(), &[]);
+    assert!(text.contains("\nCPU limit  0.5 cores\n"), "{text}");
+    assert!(text.contains("\nMemory limit  <SIZE>\n"), "{text}");
+    assert!(text.contains("\nDisk quota  <SIZE>\n"), "{text}");
+
+    let run = server.scion(&create("bad", &["--memory", "lots"])).await;
+    run.expect_code(2);
+    assert!(run.stderr.contains("not a size"), "{}", run.stderr);
+    server.destroy_all_clones().await;
+}
+
 async fn wait_ok(server: &TestServer, id: &str) {
     let client = server.client();
     for _ in 0..600 {

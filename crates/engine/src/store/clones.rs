@@ -175,7 +175,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scion.db");
         let mut clone = clone_record("c1", 6000);
-        clone.limits = crate::quota::CloneLimits { cpu: Some(1.5), memory: Some(256 << 20) };
+        clone.limits = crate::quota::CloneLimits {
+            cpu: Some(1.5),
+            memory: Some(256 << 20),
+            disk: Some(1 << 30),
+        };
         {
             let store = Store::open(&path).unwrap();
             store.insert_clone(&clone).unwrap();

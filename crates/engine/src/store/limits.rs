@@ -1,4 +1,4 @@
-//! The `clone_limits` table: each clone's own CPU and memory limits, kept beside its record so
+//! The `clone_limits` table: each clone's own CPU, memory and disk limits, kept beside its record so
 //! that a restart starts its server with them again.
 
 use std::collections::HashMap;
@@ -17,9 +17,10 @@ pub(super) fn write_limits(
         return delete_limits(connection, id);
     }
     connection.execute(
-        "INSERT INTO clone_limits (clone_id, cpu, memory) VALUES (?1, ?2, ?3)
-         ON CONFLICT (clone_id) DO UPDATE SET cpu = excluded.cpu, memory = excluded.memory",
-        params![id, limits.cpu, limits.memory.map(|bytes| bytes as i64)],
+        "INSERT INTO clone_limits (clone_id, cpu, memory, disk) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (clone_id) DO UPDATE
+         SET cpu = excluded.cpu, memory = excluded.memory, disk = excluded.disk",
+        params![id, limits.cpu, limits.memory.map(to_sql), limits.disk.map(to_sql)],
     )?;
     Ok(())
 }
@@ -34,13 +35,28 @@ pub(super) fn delete_limits(connection: &Connection, id: &str) -> rusqlite::Resu
 pub(super) fn all_limits(
     connection: &Connection,
 ) -> rusqlite::Result<HashMap<String, CloneLimits>> {
-    let mut statement = connection.prepare("SELECT clone_id, cpu, memory FROM clone_limits")?;
+    let mut statement =
+        connection.prepare("SELECT clone_id, cpu, memory, disk FROM clone_limits")?;
     let rows = statement.query_map([], |row| {
         let memory: Option<i64> = row.get(2)?;
+        let disk: Option<i64> = row.get(3)?;
         Ok((
             row.get::<_, String>(0)?,
-            CloneLimits { cpu: row.get(1)?, memory: memory.map(|bytes| bytes as u64) },
+            CloneLimits {
+                cpu: row.get(1)?,
+                memory: memory.map(from_sql),
+                disk: disk.map(from_sql),
+            },
         ))
     })?;
     rows.collect()
+}
+
+/// A byte count as SQLite's signed integer (limits are checked far below `i64::MAX`).
+fn to_sql(bytes: u64) -> i64 {
+    bytes as i64
+}
+
+fn from_sql(bytes: i64) -> u64 {
+    bytes as u64
 }

@@ -130,6 +130,10 @@ CREATE TABLE clone_limits (
     r#"
 ALTER TABLE clones ADD COLUMN stopped_at TEXT;
 "#,
+    // Migration 13 (disk2): each clone's own disk quota, beside its CPU and memory limits.
+    r#"
+ALTER TABLE clone_limits ADD COLUMN disk INTEGER;
+"#,
 ];
 
 impl Store {

@@ -11,27 +11,6 @@ use test_support::PoolKind;
 
 use crate::harness::{PASSWORD, TestEngine, config, connect, request};
 
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod btrfs {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(test_support::PoolKind::Btrfs).await;
-                }
-            )*
-        }
-        mod zfs {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(test_support::PoolKind::Zfs).await;
-                }
-            )*
-        }
-    };
-}
-
 on_every_backend!(history_of_commits_and_forks, deletion_rules);
 
 fn on_branch(id: &str, branch: &str) -> CloneRequest {

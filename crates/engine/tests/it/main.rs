@@ -5,8 +5,31 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers shared by tests panic on failure, as tests do")]
 
+/// Runs each named `async fn(PoolKind)` as a test on btrfs and on ZFS.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod btrfs {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(test_support::PoolKind::Btrfs).await;
+                }
+            )*
+        }
+        mod zfs {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(test_support::PoolKind::Zfs).await;
+                }
+            )*
+        }
+    };
+}
+
 mod branches;
 mod continuous;
+mod disk;
 mod harness;
 mod isolation;
 mod lifecycle;

@@ -38,7 +38,7 @@ async fn create_limited(test: &TestEngine, id: &str, limits: CloneLimits) -> Clo
 }
 
 /// Connects until the clone's server accepts connections again (after its crash recovery).
-async fn reconnect(view: &CloneView) -> tokio_postgres::Client {
+pub(crate) async fn reconnect(view: &CloneView) -> tokio_postgres::Client {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         match connect(view, PASSWORD).await {
@@ -56,7 +56,7 @@ async fn reconnect(view: &CloneView) -> tokio_postgres::Client {
 async fn a_clone_past_its_memory_limit_is_the_only_one_hurt() {
     let test = TestEngine::start(config(4)).await;
     let calm = [test.create("calm-a").await, test.create("calm-b").await];
-    let limits = CloneLimits { cpu: Some(1.0), memory: Some(192 << 20) };
+    let limits = CloneLimits { cpu: Some(1.0), memory: Some(192 << 20), disk: None };
     let hog = create_limited(&test, "hog", limits).await;
     assert_eq!(hog.limits, limits);
     assert!(calm.iter().all(|view| view.limits.is_empty() && view.usage.is_none()));
@@ -116,9 +116,9 @@ async fn limits_survive_a_restart_and_a_start_removes_groups_nobody_owns() {
     // The configuration's default applies to a clone whose request sets no memory limit.
     config.clone.memory = Some("256MB".to_owned());
     let mut test = TestEngine::start(config).await;
-    let own = CloneLimits { cpu: Some(0.5), memory: None };
+    let own = CloneLimits { cpu: Some(0.5), memory: None, disk: None };
     let limited = create_limited(&test, "limited", own).await;
-    assert_eq!(limited.limits, CloneLimits { cpu: Some(0.5), memory: Some(256 << 20) });
+    assert_eq!(limited.limits, CloneLimits { cpu: Some(0.5), memory: Some(256 << 20), disk: None });
     let group = memory_cgroup(postmaster(&test, &limited));
     let tree = group.parent().unwrap().to_path_buf();
     // A group a crash left: a port no clone holds.
@@ -131,7 +131,7 @@ async fn limits_survive_a_restart_and_a_start_removes_groups_nobody_owns() {
     assert!(!leftover.exists());
     let view = test.engine.clone_view("limited").unwrap();
     assert_eq!(view.record.limits, own);
-    assert_eq!(view.limits, CloneLimits { cpu: Some(0.5), memory: Some(256 << 20) });
+    assert_eq!(view.limits, CloneLimits { cpu: Some(0.5), memory: Some(256 << 20), disk: None });
     assert!(group.exists());
 
     // A reset starts the server again in the same group, with the same limits.
@@ -143,7 +143,7 @@ async fn limits_survive_a_restart_and_a_start_removes_groups_nobody_owns() {
     let error = test
         .engine
         .create_clone(engine::CloneRequest {
-            limits: CloneLimits { cpu: Some(0.0), memory: None },
+            limits: CloneLimits { cpu: Some(0.0), memory: None, disk: None },
             ..request("refused")
         })
         .await

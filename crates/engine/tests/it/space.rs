@@ -17,7 +17,7 @@ fn health(test: &TestEngine) -> InstanceHealth {
 }
 
 /// The line of metric `name` in the engine's exposition.
-fn metric(test: &TestEngine, name: &str) -> String {
+pub(crate) fn metric(test: &TestEngine, name: &str) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     test.engine.register_metrics(&mut registry);
     let mut text = String::new();

@@ -188,7 +188,11 @@ async fn create(
         extra_conf: request.extra_conf,
         limits: request
             .limits
-            .map(|limits| engine::CloneLimits { cpu: limits.cpu, memory: limits.memory })
+            .map(|limits| engine::CloneLimits {
+                cpu: limits.cpu,
+                memory: limits.memory,
+                disk: limits.disk,
+            })
             .unwrap_or_default(),
     };
     let mut view = state.engine.create_clone(request).await?;

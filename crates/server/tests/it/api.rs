@@ -181,6 +181,9 @@ async fn snapshots_health_and_metrics() {
         "dblab_clones_total ",
         "dblab_disk_free_bytes{pool=\"dblab_pool\"}",
         "dblab_disk_total_bytes{pool=\"dblab_pool\"}",
+        "dblab_disk_used_by_snapshots_bytes{pool=\"dblab_pool\"}",
+        "dblab_disk_data_size_bytes{pool=\"dblab_pool\"}",
+        "dblab_disk_compress_ratio{pool=\"dblab_pool\"} 1",
         "dblab_snapshot_max_data_lag_seconds ",
         "dblab_clone_protected_count ",
         "dblab_clone_total_memory_usage_bytes ",
@@ -198,12 +201,15 @@ async fn snapshots_health_and_metrics() {
 #[tokio::test]
 async fn a_clone_created_with_limits_shows_them_and_its_usage() {
     let server = TestServer::start("[clone]\ncpu = 0.5\n").await;
+    let (_, snapshots) = server.get("/snapshots").await;
+    let snapshot_size = snapshots[0]["logicalSize"].as_u64().unwrap();
+    let disk = snapshot_size + (256 << 20);
     let mut request = clone_request("limited");
-    request["limits"] = json!({"memory": 268435456});
+    request["limits"] = json!({"memory": 268435456, "disk": disk});
     let (status, clone) = server.post("/clone?wait=120", request).await;
     assert_eq!(status, 201, "{clone}");
     assert_eq!(clone["status"]["code"], "OK", "{clone}\n{}", server.log());
-    assert_eq!(clone["limits"], json!({"cpu": 0.5, "memory": 268435456}));
+    assert_eq!(clone["limits"], json!({"cpu": 0.5, "memory": 268435456, "disk": disk}));
     let (_, clone) = server.get("/clone/limited").await;
     assert!(clone["usage"]["memory"].as_u64().unwrap() > 0, "{clone}");
     assert_eq!(clone["usage"]["oomKills"], 0, "{clone}");
@@ -213,10 +219,21 @@ async fn a_clone_created_with_limits_shows_them_and_its_usage() {
         Some(268435456.0)
     );
 
+    assert_eq!(
+        crate::harness::metric(&metrics, "scion_clone_disk_quota_bytes{clone_id=\"limited\"}"),
+        Some(disk as f64)
+    );
+
     let mut refused = clone_request("refused");
     refused["limits"] = json!({"cpu": 0});
     let (status, body) = server.post("/clone", refused).await;
     assert_eq!(status, 400, "{body}");
+    // A disk quota the snapshot already fills.
+    let mut refused = clone_request("refused");
+    refused["limits"] = json!({"disk": snapshot_size});
+    let (status, body) = server.post("/clone", refused).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("disk quota"), "{body}");
 
     // The configuration's CPU limit applies to every clone: this one has a group too.
     let plain = server.create_clone("plain").await;

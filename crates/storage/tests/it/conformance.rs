@@ -239,6 +239,60 @@ async fn space_accounting(env: Env) {
     assert!(matches!(error, Error::NotFound(_)), "{error:?}");
 }
 
+/// Writes 1 MiB chunks of noise to a new file `path`, each synced, until `limit` bytes or the
+/// first error; returns the bytes written and the error.
+fn write_until_refused(path: &std::path::Path, limit: u64) -> (u64, Option<std::io::Error>) {
+    use std::io::Write;
+    let mut file = match std::fs::File::create(path) {
+        Ok(file) => file,
+        Err(error) => return (0, Some(error)),
+    };
+    let mut written = 0;
+    while written < limit {
+        if let Err(error) =
+            file.write_all(&noise(MIB as usize, written)).and_then(|()| file.sync_data())
+        {
+            return (written, Some(error));
+        }
+        written += MIB;
+    }
+    (written, None)
+}
+
+/// A quota caps what one clone refers to: a write past it fails with EDQUOT there, while its
+/// sibling and the pool go on writing.
+async fn quota(env: Env) {
+    let pool = TestPool::with_size(env, 512 * MIB).await;
+    let backend = &pool.backend;
+    let data = backend.create_dataset(&ds("data")).await.unwrap();
+    std::fs::write(data.join("base"), noise(16 * MIB as usize, 2)).unwrap();
+    backend.snapshot(&snap("data@s1")).await.unwrap();
+    let capped = backend.clone_snapshot(&snap("data@s1"), &ds("capped")).await.unwrap();
+    let free = backend.clone_snapshot(&snap("data@s1"), &ds("free")).await.unwrap();
+    let referenced = backend.dataset_space(&ds("capped")).await.unwrap().referenced;
+    let result = backend.set_quota(&ds("capped"), referenced + 8 * MIB).await;
+    if !backend.capabilities().quotas {
+        assert!(matches!(result, Err(Error::Unsupported(_))), "{result:?}");
+        return;
+    }
+    result.unwrap();
+
+    let (written, error) = write_until_refused(&capped.join("fill"), 64 * MIB);
+    let error = error.unwrap_or_else(|| panic!("{written} bytes written past an 8 MiB quota"));
+    assert_eq!(error.raw_os_error(), Some(122), "EDQUOT expected: {error}");
+    assert!(written <= 16 * MIB, "{written} bytes written under an 8 MiB quota");
+    // The data the clone had is intact and readable.
+    assert_eq!(std::fs::read(capped.join("base")).unwrap(), noise(16 * MIB as usize, 2));
+    // Its sibling and a new dataset write on.
+    let (written, error) = write_until_refused(&free.join("fill"), 32 * MIB);
+    assert!(error.is_none() && written == 32 * MIB, "{error:?}");
+    let other = backend.create_dataset(&ds("other")).await.unwrap();
+    std::fs::write(other.join("file"), noise(8 * MIB as usize, 5)).unwrap();
+    // A missing dataset is NotFound.
+    let error = backend.set_quota(&ds("missing"), 64 * MIB).await.unwrap_err();
+    assert!(matches!(error, Error::NotFound(_)), "{error:?}");
+}
+
 async fn hundred_clones(env: Env) {
     let pool = TestPool::new(env).await;
     let backend = &pool.backend;
@@ -403,6 +457,8 @@ macro_rules! conformance {
             async fn full_pool() { super::full_pool($variant).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn names_at_the_limits() { super::names_at_the_limits($variant).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn quota() { super::quota($variant).await }
         }
     )*};
 }
