@@ -91,3 +91,16 @@ export function connections(db, password) {
     { label: "JDBC", text: `jdbc:postgresql://${hostPart}:${db.port}/${enc(name)}?user=${enc(db.username)}${password ? `&password=${enc(password)}` : ""}` },
   ];
 }
+
+// postgresql.conf-style `name = value` lines (blank lines and # comments skipped) to an object;
+// `what` names the field in the error.
+export function parseSettings(text, what) {
+  const settings = {};
+  for (const [index, line] of text.split("\n").entries()) {
+    if (!line.trim() || line.trim().startsWith("#")) continue;
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`${what}, line ${index + 1}: write name = value.`);
+    settings[line.slice(0, at).trim()] = line.slice(at + 1).trim().replace(/^'(.*)'$/, "$1");
+  }
+  return settings;
+}

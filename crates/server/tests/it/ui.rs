@@ -4,7 +4,8 @@
 //! (sign-in, the instance's warm pool and a failed webhook delivery, a clone's create with
 //! limits, psql through the copied string, observation, stop and start, reset, protection, a
 //! refused destroy, commit, a branch, the configuration changed), and physical mode (a snapshot
-//! at a WAL location, a full refresh watched to its end, the configuration locked).
+//! at a WAL location, a full refresh watched to its end, the configuration locked) and logical
+//! mode (a full refresh with its databases, the retrieval's settings changed and refused).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,10 +61,7 @@ async fn the_web_ui_does_the_daily_tasks_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_web_ui_in_physical_mode_snapshots_a_point_in_time_and_refreshes() {
-    let archive = test_support::TestDir::new("scion-ui-archive-");
-    let user = postgres::OsUser::lookup("postgres").unwrap();
-    std::os::unix::fs::chown(archive.path(), Some(user.uid), Some(user.gid)).unwrap();
-    let source = Primary::start_archiving(16, archive.path()).await;
+    let (source, archive) = Primary::start_archiving_into_temp(16).await;
     source.require_password(SOURCE_PASSWORD).await;
     source.insert("before the copy").await;
     let server = TestServer::start(&format!(
@@ -94,6 +92,14 @@ async fn the_web_ui_in_physical_mode_snapshots_a_point_in_time_and_refreshes() {
     })
     .await;
     println!("{}", browse(&server, &["physical", &lsn]).await);
+}
+
+#[tokio::test]
+async fn the_web_ui_in_logical_mode_refreshes_and_edits_the_retrieval() {
+    let source = crate::refresh::Source::start().await;
+    let server = TestServer::start(&source.config()).await;
+    wait_for(&server, "the first refresh", |_, retrieval| retrieval["status"] == "finished").await;
+    println!("{}", browse(&server, &["logical"]).await);
 }
 
 /// Waits until `done` holds for `/status` and `/instance/retrieval`.

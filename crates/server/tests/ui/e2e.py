@@ -3,6 +3,7 @@
 Run by crates/server/tests/it/ui.rs against a real scion-server:
     e2e.py URL TOKEN PSQL SCREENSHOT_DIR daily
     e2e.py URL TOKEN PSQL SCREENSHOT_DIR physical LSN
+    e2e.py URL TOKEN PSQL SCREENSHOT_DIR logical
 `daily` (a server without retrieval, with a warm pool and a webhook that fails): signs in (a
 wrong token first), checks the instance page (the full refresh offered only with a retrieval,
 the warm pool per snapshot, the failed webhook delivery with its error), creates a clone with
@@ -12,7 +13,9 @@ clone's destroy refused, commits it, creates a branch from the commit in the his
 changes the clones' settings on the configuration page, and destroys the clone. `physical` (a
 physical-mode server with a WAL archive, configuration changes disabled): snapshots the moment
 LSN of the WAL window from the snapshots page, runs a full refresh from the instance page and
-watches it to its end, and sees the configuration page locked with the reason. Every page is
+watches it to its end, and sees the configuration page locked with the reason. `logical` (a
+logical-mode server with a source database): a full refresh and the databases it dumped, and the
+retrieval's settings changed on the configuration page, a bad one refused. Every page is
 shot at 1280x800 and at a phone's size, which must not scroll sideways, and parts are driven
 from the keyboard alone. Any browser console error or Content-Security-Policy violation fails
 the run.
@@ -355,6 +358,45 @@ def physical(page, lsn):
                        ("config", "config", "Configuration")])
 
 
+def logical(page):
+    """Logical mode: a full refresh with what it dumped, and the retrieval's settings changed on
+    the configuration page (a bad option refused with the field named)."""
+    page.add_init_script(f"sessionStorage.setItem('scion.token', {TOKEN!r})")
+    page.goto(f"{URL}/#/instance")
+    retrieval = page.get_by_role("region", name="Retrieval")
+    expect(retrieval).to_contain_text("logical mode")
+    expect(retrieval).to_contain_text("none scheduled")
+    latest = time_of(page, "[data-field=latest-refresh]")
+    page.get_by_role("button", name="Full refresh").click()
+    confirm(page, "Start the refresh")
+    until("the refresh to finish", lambda: time_of(page, "[data-field=latest-refresh]") not in ("", latest)
+          and "finished" in retrieval.inner_text())
+    expect(retrieval.get_by_role("list", name="Databases of the last run")).to_contain_text("shop_dev")
+    shot(page, "instance")
+
+    page.get_by_role("link", name="Configuration").click()
+    expect(page.locator("[data-field=retrieval-mode]")).to_have_text("logical")
+    expect(page.get_by_label("Host")).to_have_value("127.0.0.1")
+    expect(page.get_by_label("User", exact=True)).to_have_value("reader")
+    page.get_by_label("Dump options").fill("--ok option!")
+    page.get_by_role("button", name="Save and apply").click()
+    expect(page.locator("#notice .note.error")).to_contain_text("customOptions[1]")
+    forgive_refusals()
+    page.get_by_label("Dump options").fill("")
+    page.get_by_label("Timetable").fill("0 3 * * *")
+    page.get_by_label("Dump jobs").fill("2")
+    page.get_by_role("button", name="Save and apply").click()
+    expect(page.locator("#notice")).to_contain_text("Saved")
+    shot(page, "config")
+    page.reload()
+    expect(page.get_by_label("Timetable")).to_have_value("0 3 * * *")
+    expect(page.get_by_label("Dump jobs")).to_have_value("2")
+    page.get_by_role("link", name="Instance").click()
+    expect(retrieval).not_to_contain_text("none scheduled")
+
+    phone_pages(page, [("instance", "instance", "Instance"), ("config", "config", "Configuration")])
+
+
 def timing(browser):
     # How fast the page is (reported, never asserted): a cold load in a fresh tab with the token
     # in its session, until the instance page is drawn, and the bytes the UI's files weigh.
@@ -395,6 +437,8 @@ with sync_playwright() as playwright:
     if SCENARIO == "daily":
         daily(page)
         timing(browser)
+    elif SCENARIO == "logical":
+        logical(page)
     else:
         physical(page, sys.argv[6])
     browser.close()

@@ -1,7 +1,7 @@
 // The clone list (sortable, filterable, refreshing itself) and the create form.
 import { get, post } from "../api.js";
 import { every, field, h, showError, sortableTable } from "../dom.js";
-import { badge, bytes, time } from "../format.js";
+import { badge, bytes, parseSettings, time } from "../format.js";
 import { generate, hint } from "../password.js";
 import { remember } from "./clone.js";
 import { go } from "../app.js";
@@ -29,18 +29,6 @@ export function render(main) {
     h("div", { class: "heading" }, h("h1", {}, "Clones"), h("a", { class: "button primary", href: "#/clones/new" }, "New clone")),
     table.element);
   return every(2000, async () => table.update(await get("/clones")));
-}
-
-// name = value lines into extra_conf.
-function parseSettings(text) {
-  const settings = {};
-  for (const [index, line] of text.split("\n").entries()) {
-    if (!line.trim() || line.trim().startsWith("#")) continue;
-    const at = line.indexOf("=");
-    if (at < 1) throw new Error(`Extra settings, line ${index + 1}: write name = value.`);
-    settings[line.slice(0, at).trim()] = line.slice(at + 1).trim().replace(/^'(.*)'$/, "$1");
-  }
-  return settings;
 }
 
 export async function renderCreate(main) {
@@ -103,7 +91,7 @@ export async function renderCreate(main) {
       if (cpu.value !== "") limits.cpu = Number(cpu.value);
       if (memory.value !== "") limits.memory = Math.round(Number(memory.value) * 1024 * 1024);
       if (Object.keys(limits).length) request.limits = limits;
-      const settings = parseSettings(extra.value);
+      const settings = parseSettings(extra.value, "Extra settings");
       if (Object.keys(settings).length) request.extra_conf = settings;
       const clone = await post("/clone", request);
       remember(clone.id, password.value);

@@ -5,18 +5,9 @@
 // configuration (secrets masked) is shown below it.
 import { call, get, post } from "../api.js";
 import { field, fill, h, showError, showInfo } from "../dom.js";
+import { parseSettings } from "../format.js";
 
-// `name = value` lines to an object, and back.
-function parseLines(text, what) {
-  const values = {};
-  for (const [index, line] of text.split("\n").entries()) {
-    if (!line.trim() || line.trim().startsWith("#")) continue;
-    const at = line.indexOf("=");
-    if (at < 1) throw new Error(`${what}, line ${index + 1}: write name = value.`);
-    values[line.slice(0, at).trim()] = line.slice(at + 1).trim().replace(/^'(.*)'$/, "$1");
-  }
-  return values;
-}
+// `name = value` lines from an object.
 const lines = (object) => Object.entries(object || {}).map(([k, v]) => `${k} = ${v}`).join("\n");
 
 // Databases as lines: `name` (all its tables) or `name: table, table`.
@@ -72,7 +63,7 @@ function form(projection, locked, saved) {
     save.disabled = true;
     save.setAttribute("aria-busy", "true");
     try {
-      const body = { databaseConfigs: { configs: parseLines(settings.value, "Clone settings") } };
+      const body = { databaseConfigs: { configs: parseSettings(settings.value, "Clone settings") } };
       if (logical) body.retrieval = logical.value();
       const next = await post("/admin/config", body);
       showInfo("Saved: the file was written (the previous one kept beside it) and applied.");
