@@ -21,6 +21,7 @@ from the keyboard alone. Any browser console error or Content-Security-Policy vi
 the run.
 """
 
+import json
 import re
 import shlex
 import subprocess
@@ -184,6 +185,12 @@ def daily(page):
     expect(summary).to_contain_text("passed")
     expect(summary).to_contain_text("No exclusive lock was held too long")
     expect(summary).to_contain_text("Database size")
+    # Its artifacts download as files, fetched with the token.
+    with page.expect_download() as download:
+        summary.get_by_role("button", name="Download pg_stat_database").click()
+    assert download.value.suggested_filename.endswith("-pg_stat_database.json"), download.value.suggested_filename
+    rows = json.loads(Path(download.value.path()).read_text())
+    assert any(row.get("datname") == "postgres" for row in rows), rows
 
     # Scale to zero by hand: stopped, then started again; the data stays.
     page.get_by_role("button", name="Stop", exact=True).click()

@@ -30,7 +30,7 @@ export function observation(cloneId, section) {
       live = h("p", { "data-field": "observation-live", "aria-live": "polite" });
       fill(section, h("h2", {}, "Observation"),
         running ? runningControls(cloneId, running, live) : startForm(cloneId, code === "OK"),
-        latest ? summary(latest, summaries.get(latest.session_id)) : null,
+        latest ? summary(cloneId, latest, summaries.get(latest.session_id)) : null,
         sessions.length > 1 ? history(sessions.filter((s) => s !== running && s !== latest)) : null);
     }
     if (running) {
@@ -84,7 +84,19 @@ function runningControls(cloneId, session, live) {
   ];
 }
 
-function summary(session, artifact) {
+// Saves an artifact (the API's JSON rows) as a file: fetched with the token, since a plain
+// link could not send it.
+async function save(cloneId, sessionId, type) {
+  const rows = await get(`/observation/download?artifact_type=${encodeURIComponent(type)}&clone_id=${encodeURIComponent(cloneId)}&session_id=${sessionId}`);
+  const url = URL.createObjectURL(new Blob([JSON.stringify(rows, null, 2)], { type: "application/json" }));
+  const link = h("a", { href: url, download: `${cloneId}-${sessionId}-${type}.json`, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function summary(cloneId, session, artifact) {
   const result = session.result || {};
   const checklist = result.summary?.checklist || {};
   return h("div", { class: "group", "aria-label": `Summary of session ${session.session_id}`, role: "group", "data-session": session.session_id },
@@ -97,12 +109,17 @@ function summary(session, artifact) {
       h("dt", {}, "Tables"), h("dd", {}, `${artifact.db_size?.objects_stat?.count ?? "—"}, about ${artifact.db_size?.objects_stat?.row_estimate_sum ?? "—"} rows`),
       h("dt", {}, "Intervals"), h("dd", {}, `${artifact.locks?.total_interval ?? 0}, ${artifact.locks?.warning_interval ?? 0} with a dangerous lock`),
       h("dt", {}, "Log errors"), h("dd", {}, artifact.log_errors?.count ? `${artifact.log_errors.count}: ${artifact.log_errors.message}` : "none"),
-      h("dt", {}, "Artifacts"), h("dd", {}, (artifact.artifact_types || session.artifacts || []).join(", ") || "none"))
+      h("dt", {}, "Artifacts"), h("dd", { class: "inline" }, artifactButtons(cloneId, session, artifact.artifact_types || session.artifacts || [])))
       : h("p", { class: "note error" }, artifact?.error || "No summary."),
     (result.intervals || []).some((i) => i.warning)
       ? h("details", {}, h("summary", {}, "Dangerous locks seen"), h("ul", { class: "plain" }, result.intervals.filter((i) => i.warning).map((i) =>
         h("li", {}, time(i.started_at), " ", h("code", { class: "wrap" }, i.warning)))))
       : null);
+}
+
+function artifactButtons(cloneId, session, types) {
+  if (!types.length) return "none";
+  return types.map((type) => action(type, () => save(cloneId, session.session_id, type), { class: "small", "aria-label": `Download ${type}` }));
 }
 
 function history(sessions) {
