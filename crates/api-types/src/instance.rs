@@ -278,3 +278,31 @@ impl Synchronization {
         Self { status: Status::new(crate::StatusCode::SyncNotAvailable, ""), ..Self::default() }
     }
 }
+
+/// `GET /instance/warm-pool` (Scion's extension): the warm clones started ahead of demand.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WarmPool {
+    /// How many warm clones the pool keeps now: `[cloning] warm_pool_size`, raised to the
+    /// largest recent burst of creates; 0 when the warm pool is off.
+    pub target: u64,
+    /// Warm clones ready to be claimed.
+    pub ready: u64,
+    /// Whether a warm clone is being started now.
+    pub making: bool,
+    /// The ready warm clones per snapshot, most first.
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
+    pub snapshots: Vec<WarmSnapshot>,
+}
+
+/// The warm clones ready on one snapshot (`WarmPool.snapshots`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WarmSnapshot {
+    /// The snapshot's ID.
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    /// Warm clones ready on it.
+    pub ready: u64,
+}

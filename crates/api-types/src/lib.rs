@@ -51,7 +51,7 @@ pub use ids::{
 };
 pub use instance::{
     Cloning, Difference, Engine, FileSystem, Instance, MajorExtensions, PoolEntry, PoolStatus,
-    Provisioner, Reconciliation, Synchronization,
+    Provisioner, Reconciliation, Synchronization, WarmPool, WarmSnapshot,
 };
 pub use observation::{
     ARTIFACT_TYPES, Checklist, ObjectsStat, ObservationConfig, ObservationInterval,
@@ -74,4 +74,4 @@ pub use source::{
 };
 pub use status::{Status, StatusCode};
 pub use time::{LocalTime, TimeParseError};
-pub use webhook::{UnknownEvent, WebhookEvent, WebhookPayload};
+pub use webhook::{UnknownEvent, WebhookDelivery, WebhookEvent, WebhookPayload};

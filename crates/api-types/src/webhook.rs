@@ -171,3 +171,35 @@ impl WebhookPayload {
         }
     }
 }
+
+/// One webhook delivery as `GET /webhooks/deliveries` shows it (Scion's extension): an event
+/// sent to one hook, with its attempts and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookDelivery {
+    /// The event type.
+    pub event: WebhookEvent,
+    /// The payload's `entity_id`: clone ID, snapshot ID or branch name.
+    #[serde(rename = "entityID")]
+    pub entity_id: String,
+    /// The hook's origin (`scheme://host:port`): a hook's path and query often carry its
+    /// secret, so they are not shown.
+    pub hook: String,
+    /// Attempts made (0 when dropped before the first).
+    pub attempts: u32,
+    /// `delivered`, `failed`, `dropped_queue_full` or `dropped_shutdown`.
+    pub outcome: String,
+    /// HTTP status of the last answer; absent when none came.
+    #[serde(default, rename = "lastStatus", skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    /// The last attempt's error (timeout, connection error, non-2xx status), the hook named by
+    /// its origin; absent when none.
+    #[serde(default, rename = "lastError", skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the event was emitted.
+    #[serde(rename = "emittedAt")]
+    pub emitted_at: LocalTime,
+    /// When the attempts ended.
+    #[serde(rename = "finishedAt")]
+    pub finished_at: LocalTime,
+}

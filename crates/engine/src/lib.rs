@@ -165,6 +165,17 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// The warm pool's fill, built from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmPoolView {
+    /// How many warm clones the pool keeps now ([`Engine::warm_target`]).
+    pub target: usize,
+    /// Whether a warm clone is being started.
+    pub making: bool,
+    /// Ready warm clones per snapshot ID, most first.
+    pub by_snapshot: Vec<(String, usize)>,
+}
+
 /// A point-in-time view of the engine for `/status`, built from memory.
 #[derive(Debug, Clone)]
 pub struct EngineStatus {
@@ -401,6 +412,15 @@ impl Engine {
             self.config().cloning.warm_pool_size,
             self.inner.warm.recent_burst(std::time::Instant::now()),
         )
+    }
+
+    /// The warm pool as `GET /instance/warm-pool` shows it, from memory.
+    pub fn warm_pool(&self) -> WarmPoolView {
+        WarmPoolView {
+            target: self.warm_target(),
+            making: self.inner.warm.making(),
+            by_snapshot: self.inner.warm.ready_by_snapshot(),
+        }
     }
 
     /// The pool.

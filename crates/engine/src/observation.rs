@@ -177,6 +177,16 @@ impl Observations {
             .cloned()
     }
 
+    /// The clone's sessions, newest first.
+    fn of_clone(&self, clone_id: &str) -> Vec<ObservationRecord> {
+        lock(&self.sessions)
+            .values()
+            .rev()
+            .filter(|record| record.clone_id == clone_id)
+            .cloned()
+            .collect()
+    }
+
     /// Every session that has not finished.
     fn all_unfinished(&self) -> Vec<ObservationRecord> {
         lock(&self.sessions)
@@ -575,6 +585,12 @@ impl Engine {
             warn!(clone_id = %clone.id, error = %error, "failed to read the clone's log");
             String::new()
         })
+    }
+
+    /// The clone's observation sessions, running and stopped, newest first, from memory.
+    pub fn observation_sessions(&self, clone_id: &str) -> Result<Vec<ObservationRecord>> {
+        self.clone_record(clone_id)?;
+        Ok(self.inner.observations.of_clone(clone_id))
     }
 
     /// A stopped session of the clone.

@@ -150,6 +150,19 @@ impl WarmPool {
         creates.iter().map(|(_, in_flight)| *in_flight).max().unwrap_or(0)
     }
 
+    /// How many ready warm clones each snapshot has, most first (then by snapshot ID).
+    pub(crate) fn ready_by_snapshot(&self) -> Vec<(String, usize)> {
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        let ready = self.ready();
+        for warm in ready.iter() {
+            *counts.entry(warm.record.snapshot_id.as_str()).or_default() += 1;
+        }
+        let mut counts: Vec<(String, usize)> =
+            counts.into_iter().map(|(id, count)| (id.to_owned(), count)).collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counts
+    }
+
     /// Takes the ready warm clones beyond `size`, newest first.
     fn take_excess(&self, size: usize) -> Vec<WarmClone> {
         let mut ready = self.ready();

@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi, ToResponse};
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
 use crate::routes::{
-    admin, branches, clones, health, logs, observation, power, retrieval, snapshots, source,
+    admin, branches, clones, health, instance, logs, observation, power, retrieval, snapshots,
+    source,
 };
 
 /// The name the protected operations' `security` refers to.
@@ -39,8 +40,10 @@ const SECURITY_SCHEME: &str = "verification_token";
             `DELETE /clone/{id}`, `reconciliation` in `/status`, `progress` in `retrieving`, `numClones` in \
             `SnapshotDetails`, the codes `NO_CAPACITY` and `SHUTTING_DOWN` (503), and \
             `INSUFFICIENT_STORAGE` (507) for an operation refused because the pool's free space \
-            is below its minimum (`[pool] min_free_space`), `GET /clone/{id}/logs`, and scale to \
-            zero: `POST /clone/{id}/stop` and `/start` and the clone's `stoppedAt`.",
+            is below its minimum (`[pool] min_free_space`), `GET /clone/{id}/logs`, scale to zero \
+            (`POST /clone/{id}/stop` and `/start` and the clone's `stoppedAt`), \
+            `GET /instance/warm-pool`, `GET /webhooks/deliveries` and \
+            `GET /observation/sessions/{clone_id}`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -71,6 +74,8 @@ const SECURITY_SCHEME: &str = "verification_token";
         branches::update,
         retrieval::show,
         retrieval::full_refresh,
+        instance::warm_pool,
+        instance::deliveries,
         admin::show,
         admin::apply,
         admin::yaml,
@@ -83,6 +88,7 @@ const SECURITY_SCHEME: &str = "verification_token";
         observation::stop,
         observation::summary,
         observation::download,
+        observation::sessions,
     ),
     components(
         schemas(ApiError, CloneId, SnapshotId, observation::SessionId, admin::WsToken),

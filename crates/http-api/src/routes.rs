@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod branches;
 pub(crate) mod clones;
 pub(crate) mod health;
+pub(crate) mod instance;
 pub(crate) mod logs;
 pub(crate) mod observation;
 pub(crate) mod power;
@@ -40,6 +41,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(source::routes())
         .merge(observation::routes())
         .merge(power::routes())
+        .merge(instance::routes())
 }
 
 /// Unknown paths: DBLab's generic 404 body.

@@ -357,3 +357,95 @@ pub(crate) fn wal_window(window: &engine::WalWindow) -> api_types::WalWindow {
     };
     api_types::WalWindow { oldest: point(&window.oldest), newest: point(&window.newest) }
 }
+
+pub(crate) fn warm_pool(view: &engine::WarmPoolView) -> api_types::WarmPool {
+    let snapshots: Vec<api_types::WarmSnapshot> = view
+        .by_snapshot
+        .iter()
+        .map(|(id, ready)| api_types::WarmSnapshot {
+            snapshot_id: id.clone(),
+            ready: *ready as u64,
+        })
+        .collect();
+    api_types::WarmPool {
+        target: view.target as u64,
+        ready: snapshots.iter().map(|snapshot| snapshot.ready).sum(),
+        making: view.making,
+        snapshots,
+    }
+}
+
+/// A hook URL's origin: its path, query and user info often hold the hook's secret.
+fn origin(url: &str) -> String {
+    match url.parse::<axum::http::Uri>() {
+        Ok(uri) => {
+            let host = uri.authority().map_or("", |authority| {
+                let text = authority.as_str();
+                text.rsplit_once('@').map_or(text, |(_, host)| host)
+            });
+            format!("{}://{host}", uri.scheme_str().unwrap_or("http"))
+        }
+        Err(_) => "(an invalid URL)".to_owned(),
+    }
+}
+
+pub(crate) fn delivery(record: &api_types::DeliveryRecord) -> api_types::WebhookDelivery {
+    let hook = origin(&record.hook_url);
+    api_types::WebhookDelivery {
+        event: record.event,
+        entity_id: record.entity_id.clone(),
+        attempts: record.attempts,
+        outcome: record.outcome.as_str().to_owned(),
+        last_status: record.last_status,
+        // The HTTP client's errors name the whole URL.
+        last_error: record.last_error.as_ref().map(|error| error.replace(&record.hook_url, &hook)),
+        hook,
+        emitted_at: LocalTime::from(record.emitted_at),
+        finished_at: LocalTime::from(record.finished_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn a_hook_is_shown_by_its_origin_only() {
+        for (url, shown) in [
+            (
+                "https://hooks.example.com/services/T0/B0/secret?token=x",
+                "https://hooks.example.com",
+            ),
+            ("http://user:pass@127.0.0.1:9000/hook", "http://127.0.0.1:9000"),
+            ("http://[::1]:8080/a", "http://[::1]:8080"),
+            ("not a url", "(an invalid URL)"),
+        ] {
+            assert_eq!(origin(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_delivery_error_names_the_hook_by_its_origin() {
+        let at = chrono::Utc::now();
+        let record = api_types::DeliveryRecord {
+            event: api_types::WebhookEvent::CloneCreate,
+            entity_id: "c1".to_owned(),
+            hook_url: "http://127.0.0.1:9/secret".to_owned(),
+            attempts: 1,
+            outcome: api_types::Outcome::Failed,
+            last_status: None,
+            last_error: Some(
+                "error sending request for url (http://127.0.0.1:9/secret)".to_owned(),
+            ),
+            emitted_at: at,
+            first_attempt_at: Some(at),
+            finished_at: at,
+        };
+        let view = super::delivery(&record);
+        assert_eq!(view.hook, "http://127.0.0.1:9");
+        assert_eq!(
+            view.last_error.as_deref(),
+            Some("error sending request for url (http://127.0.0.1:9)")
+        );
+    }
+}

@@ -52,6 +52,17 @@ impl Primary {
         Primary::start_with(major, settings).await
     }
 
+    /// A primary that archives into a new temporary directory, owned by the servers' OS user
+    /// (`postgres`) so that its archiver can write there; the directory goes when dropped.
+    pub async fn start_archiving_into_temp(major: u8) -> (Primary, TestDir) {
+        let archive = TestDir::new("scion-archive-");
+        let user = OsUser::lookup("postgres").expect("the servers' OS user");
+        std::os::unix::fs::chown(archive.path(), Some(user.uid), Some(user.gid))
+            .expect("give the archive to the servers' OS user");
+        let primary = Primary::start_archiving(major, archive.path()).await;
+        (primary, archive)
+    }
+
     /// A primary (a major pgBackRest supports: up to 15) that archives through pgBackRest's
     /// `archive-push` into a local repository under its directory, with the stanza created and
     /// a full backup taken. Everything pgBackRest reads (its configuration and the repository)

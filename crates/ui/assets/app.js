@@ -11,6 +11,7 @@ const ROUTES = [
   [/^\/clone\/(.+)$/, () => import("./pages/clone.js"), "Clone"],
   [/^\/snapshots$/, () => import("./pages/snapshots.js"), "Snapshots"],
   [/^\/branches$/, () => import("./pages/branches.js"), "Branches"],
+  [/^\/config$/, () => import("./pages/config.js"), "Configuration"],
 ];
 
 let leave = null;

@@ -28,6 +28,23 @@ export function fill(element, ...children) {
   return element;
 }
 
+// Redraws `element` with `children` the way a page that redraws itself every few seconds must:
+// the <details> a person opened stay open, and the keyboard focus stays where it was, both
+// found again by the `data-keep` name of the element (or of the element around it).
+export function redraw(element, ...children) {
+  const open = new Set([...element.querySelectorAll("details[data-keep][open]")].map((d) => d.dataset.keep));
+  const active = element.contains(document.activeElement) ? document.activeElement : null;
+  const kept = active?.closest("[data-keep]");
+  fill(element, ...children);
+  for (const details of element.querySelectorAll("details[data-keep]")) {
+    if (open.has(details.dataset.keep)) details.open = true;
+  }
+  if (!kept) return;
+  let target = element.querySelector(`[data-keep="${CSS.escape(kept.dataset.keep)}"]`);
+  if (target && active !== kept) target = target.querySelector(active.tagName.toLowerCase());
+  target?.focus({ preventScroll: true });
+}
+
 const notice = () => document.getElementById("notice");
 
 // Shows an error's message (the API's own words) until the next page or the next notice.

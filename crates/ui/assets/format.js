@@ -15,7 +15,7 @@ export function bytes(n) {
 
 // The API's times are RFC 3339 in the server's zone, "" or null for none.
 export function time(value) {
-  if (!value) return "—";
+  if (!isSet(value)) return "—";
   // Branches and commits state their time as DBLab does, YYYYMMDDHHMMSS in UTC.
   const compact = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(value);
   const date = new Date(compact ? `${compact[1]}-${compact[2]}-${compact[3]}T${compact[4]}:${compact[5]}:${compact[6]}Z` : value);
@@ -34,17 +34,38 @@ export function relative(date) {
   return "";
 }
 
-const TONES = { OK: "ok", WARNING: "warn", FATAL: "bad", Error: "bad", Down: "bad", finished: "ok", failed: "bad", active: "ok" };
+// A length of time in words: "2 h 5 min", "3 min 20 s", "45 s".
+export function duration(seconds) {
+  if (seconds === undefined || seconds === null || Number.isNaN(Number(seconds))) return "—";
+  let left = Math.max(0, Math.round(Number(seconds)));
+  const parts = [];
+  for (const [size, unit] of [[86400, "d"], [3600, "h"], [60, "min"], [1, "s"]]) {
+    if (left >= size || (unit === "s" && !parts.length)) {
+      parts.push(`${Math.floor(left / size)} ${unit}`);
+      left %= size;
+    }
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ");
+}
+
+// Go's zero time ("0001-01-01T00:00:00Z") and empty strings mean "not yet".
+export const isSet = (value) => Boolean(value) && !String(value).startsWith("0001-01-01");
+
+const TONES = { OK: "ok", WARNING: "warn", FATAL: "bad", Error: "bad", Down: "bad", finished: "ok", failed: "bad", active: "ok",
+  passed: "ok", running: "busy", delivered: "ok", dropped_queue_full: "bad", dropped_shutdown: "warn", stopped: "warn", inactive: "ok" };
 
 export function badge(code, message) {
   return h("span", { class: `badge ${TONES[code] || "busy"}`, title: message || undefined }, code || "—");
 }
 
-// A progress bar with its numbers in words for screen readers.
-export function bar(done, total, label) {
+// A progress bar with its numbers in words for screen readers; a usage bar (the default) warns
+// as it fills, a fill bar (`full: "good"`) never does.
+export function bar(done, total, label, { full = "bad" } = {}) {
   const percent = total > 0 ? Math.min(100, Math.round((done / total) * 100)) : 0;
+  const tone = full !== "bad" ? "" : percent > 90 ? "bad" : percent > 75 ? "warn" : "";
   return h("div", { class: "bar", role: "progressbar", "aria-label": label, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": percent, "aria-valuetext": `${percent}%` },
-    h("span", { class: `fill ${percent > 90 ? "bad" : percent > 75 ? "warn" : ""}`, "data-width": percent }));
+    h("span", { class: `fill ${tone}`, "data-width": percent }));
 }
 
 // Widths are set from script: the CSP allows no inline style attributes.
@@ -69,4 +90,17 @@ export function connections(db, password) {
     { label: "libpq URL", text: url },
     { label: "JDBC", text: `jdbc:postgresql://${hostPart}:${db.port}/${enc(name)}?user=${enc(db.username)}${password ? `&password=${enc(password)}` : ""}` },
   ];
+}
+
+// postgresql.conf-style `name = value` lines (blank lines and # comments skipped) to an object;
+// `what` names the field in the error.
+export function parseSettings(text, what) {
+  const settings = {};
+  for (const [index, line] of text.split("\n").entries()) {
+    if (!line.trim() || line.trim().startsWith("#")) continue;
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`${what}, line ${index + 1}: write name = value.`);
+    settings[line.slice(0, at).trim()] = line.slice(at + 1).trim().replace(/^'(.*)'$/, "$1");
+  }
+  return settings;
 }

@@ -51,6 +51,8 @@ pub const ASSETS: &[Asset] = &[
     asset!("pages/clone.js", JS),
     asset!("pages/snapshots.js", JS),
     asset!("pages/branches.js", JS),
+    asset!("pages/observation.js", JS),
+    asset!("pages/config.js", JS),
     asset!("icon.svg", "image/svg+xml"),
 ];
 

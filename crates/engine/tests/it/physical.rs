@@ -209,10 +209,7 @@ async fn points_in_time_on_zfs() {
 
 async fn point_in_time(kind: test_support::PoolKind) {
     set_password_env();
-    let archive = test_support::TestDir::new("scion-archive-");
-    let user = postgres::OsUser::lookup("postgres").unwrap();
-    std::os::unix::fs::chown(archive.path(), Some(user.uid), Some(user.gid)).unwrap();
-    let source = Source::start_archiving(16, archive.path()).await;
+    let (source, archive) = Source::start_archiving_into_temp(16).await;
     source.require_password(SOURCE_PASSWORD).await;
     source.insert("before the copy").await;
     let mut config = harness::config(4);

@@ -1,6 +1,7 @@
 //! `/observation/start`, `/observation/stop`, `/observation/summary/{clone_id}/{session_id}` and
 //! `/observation/download`: DBLab's observation sessions, without its Platform (sessions,
-//! summaries and artifacts are the engine's own and survive a restart).
+//! summaries and artifacts are the engine's own and survive a restart); and Scion's
+//! `/observation/sessions/{clone_id}`, a clone's sessions.
 
 use api_types::{
     ApiError, CloneId, ObservationResult, ObservationSession, ObservationSummary,
@@ -29,13 +30,24 @@ pub(super) fn routes() -> Router<AppState> {
             get(summary).fallback(super::method_not_allowed),
         )
         .route("/observation/download", get(download).fallback(super::method_not_allowed))
+        .route(
+            "/observation/sessions/{clone_id}",
+            get(sessions).fallback(super::method_not_allowed),
+        )
 }
 
-/// The session as DBLab shows it: the result with its intervals once stopped.
-fn session_view(record: ObservationRecord) -> ObservationSession {
+/// The session as DBLab shows it: the result with its intervals once stopped, and with
+/// `running` also while it runs (an empty status, the intervals so far).
+fn session_view(record: ObservationRecord, running: bool) -> ObservationSession {
     let warning_intervals = record.warning_intervals();
     let total_intervals = record.intervals.len() as u64;
-    let result = record.result.map(|result| ObservationResult {
+    let so_far = || engine::SessionResult {
+        status: String::new(),
+        checklist: api_types::Checklist::default(),
+        total_duration: (chrono::Utc::now() - record.started_at).as_seconds_f64(),
+    };
+    let result = record.result.or_else(|| running.then(so_far));
+    let result = result.map(|result| ObservationResult {
         status: result.status,
         intervals: record.intervals,
         summary: ObservationSummary {
@@ -100,7 +112,7 @@ pub(crate) async fn start(
 ) -> Result<Json<ObservationSession>, ApiFailure> {
     required("clone_id", &request.clone_id)?;
     let record = state.engine.start_observation(request).await?;
-    Ok(Json(session_view(record)))
+    Ok(Json(session_view(record, false)))
 }
 
 /// Stop the clone's running session.
@@ -129,7 +141,7 @@ pub(crate) async fn stop(
 ) -> Result<Json<ObservationSession>, ApiFailure> {
     required("clone_id", &request.clone_id)?;
     let record = state.engine.stop_observation(&request.clone_id, request.overall_error).await?;
-    Ok(Json(session_view(record)))
+    Ok(Json(session_view(record, false)))
 }
 
 /// A session ID in a path: a whole number (parsed by hand, so that a bad one gets DBLab's 400
@@ -225,4 +237,28 @@ pub(crate) async fn download(
         artifact,
     )
         .into_response())
+}
+
+/// A clone's observation sessions, running and stopped, newest first (Scion's extension: DBLab
+/// shows a session only in the answers of its start and stop). A running session's `result`
+/// has an empty status and its intervals so far, as DBLab shows a session while it runs.
+#[utoipa::path(
+    get,
+    path = "/observation/sessions/{clone_id}",
+    operation_id = "observationSessions",
+    tag = "Observation",
+    security(("verification_token" = [])),
+    params(("clone_id" = CloneId, Path, description = "The clone.")),
+    responses(
+        (status = 200, description = "The clone's sessions, newest first.", body = Vec<ObservationSession>),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No clone with this ID.", body = ApiError),
+    )
+)]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    Path(clone_id): Path<String>,
+) -> Result<Json<Vec<ObservationSession>>, ApiFailure> {
+    let records = state.engine.observation_sessions(&clone_id)?;
+    Ok(Json(records.into_iter().map(|record| session_view(record, true)).collect()))
 }

@@ -117,11 +117,7 @@ async fn config_changes_through_the_api_apply_to_new_clones_and_keep_running_one
     assert_eq!(show(&before, "work_mem").await, "4MB");
 
     // Turned off in the file (SIGHUP): the API refuses, naming the key.
-    let text = std::fs::read_to_string(server.config_path()).unwrap();
-    let text = text.replacen("[server]\n", "[server]\ndisable_config_modification = true\n", 1);
-    std::fs::write(server.config_path(), text).unwrap();
-    server.hangup();
-    server.wait_log("configuration file applied", 2).await;
+    server.disable_config_modification(2).await;
     let (status, error) = server
         .post("/admin/config", json!({ "databaseConfigs": { "configs": { "work_mem": "1MB" } } }))
         .await;

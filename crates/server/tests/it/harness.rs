@@ -168,6 +168,16 @@ impl TestServer {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     }
 
+    /// Turns `[server] disable_config_modification` on in the file and reloads it (SIGHUP),
+    /// waiting for the reload: the log's `applied`-th "configuration file applied".
+    pub(crate) async fn disable_config_modification(&self, applied: usize) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        let text = text.replacen("[server]\n", "[server]\ndisable_config_modification = true\n", 1);
+        std::fs::write(self.config_path(), text).unwrap();
+        self.hangup();
+        self.wait_log("configuration file applied", applied).await;
+    }
+
     /// Waits until the server's log has `count` lines containing `text`.
     pub(crate) async fn wait_log(&self, text: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -179,10 +179,20 @@ async fn sessions_survive_a_restart_and_go_with_their_clone() {
     }
     drop(watcher);
 
-    // A crash: the running session resumes with the intervals it had.
+    // A crash: the running session resumes with the intervals it had, listed as running
+    // (an empty status) with its intervals so far.
     server.kill();
     server.launch().await;
+    let (status, sessions) = server.get("/observation/sessions/kept").await;
+    assert_eq!(status, 200, "{sessions}");
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    assert_eq!(sessions[0]["session_id"], session_id);
+    assert_eq!(sessions[0]["finished_at"], "0001-01-01T00:00:00Z", "{sessions}");
+    assert_eq!(sessions[0]["result"]["status"], "", "{sessions}");
+    assert!(sessions[0]["result"]["intervals"].as_array().unwrap().len() >= 2, "{sessions}");
     let session = stop_session(&server, "kept", true).await;
+    let (_, sessions) = server.get("/observation/sessions/kept").await;
+    assert_eq!(sessions[0]["result"]["status"], "failed", "{sessions}");
     assert_eq!(session["session_id"], session_id);
     assert_eq!(session["tags"]["ci"], "test");
     assert!(session["result"]["summary"]["total_intervals"].as_u64().unwrap() >= 2, "{session}");
@@ -208,6 +218,8 @@ async fn sessions_survive_a_restart_and_go_with_their_clone() {
     let (status, error) = server.get(&format!("/observation/summary/kept/{session_id}")).await;
     assert_eq!((status, &error["code"]), (404, &json!("NOT_FOUND")), "{error}");
     assert!(!server.state_dir().join("observations").join("kept").exists());
+    let (status, error) = server.get("/observation/sessions/kept").await;
+    assert_eq!((status, &error["code"]), (404, &json!("NOT_FOUND")), "{error}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use test_support::{TestDir, free_port_range};
 use crate::harness::{SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TestServer, connect};
 
 /// A source cluster with a password-protected superuser and one database of orders.
-struct Source {
+pub(crate) struct Source {
     instance: Option<Instance>,
     spec: InstanceSpec,
     port: u16,
@@ -22,7 +22,7 @@ struct Source {
 }
 
 impl Source {
-    async fn start() -> Source {
+    pub(crate) async fn start() -> Source {
         let dir = TestDir::new("scion-source-");
         let user = OsUser::lookup("postgres").unwrap();
         let binaries = BinarySearch::default().locate(PgMajor::new(16).unwrap()).unwrap();
@@ -68,7 +68,8 @@ impl Source {
         }
     }
 
-    fn config(&self) -> String {
+    /// The `[retrieval]` section that dumps it (`shop` renamed `shop_dev`).
+    pub(crate) fn config(&self) -> String {
         format!(
             "[retrieval]\ntarget_major = 16\n[retrieval.source]\nhost = \"127.0.0.1\"\nport = {}\n\
              dbname = \"postgres\"\nusername = \"reader\"\npassword_env = \"{SOURCE_PASSWORD_ENV}\"\n\

@@ -151,6 +151,16 @@ async fn warm_clones_serve_creates_and_a_crash_leaves_none_behind() {
     assert!(datasets.iter().all(|dataset| !dataset.contains("/claimed/")), "{datasets:?}");
     connect(&clone).await.expect("log in to a claimed warm clone");
     server.wait_warm(2.0).await;
+    // The fill per snapshot: both on the head of main, the one snapshot there is.
+    let (_, snapshots) = server.get("/snapshots").await;
+    let (status, pool) = server.get("/instance/warm-pool").await;
+    assert_eq!(status, 200, "{pool}");
+    assert_eq!((&pool["target"], &pool["ready"]), (&serde_json::json!(2), &serde_json::json!(2)));
+    assert_eq!(
+        pool["snapshots"],
+        serde_json::json!([{"snapshotID": snapshots[0]["id"], "ready": 2}]),
+        "{pool}"
+    );
     let metrics = server.metrics().await;
     assert_eq!(
         crate::harness::metric(&metrics, "scion_warm_pool_hits_total"),

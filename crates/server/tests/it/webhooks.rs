@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::harness::{Receiver, TestServer};
 
 #[tokio::test]
@@ -60,4 +62,42 @@ async fn signed_events_reach_a_healthy_receiver_while_another_hangs() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The record of each delivery, newest first, each hook shown by its origin only.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deliveries = loop {
+        let (status, deliveries) = server.get("/webhooks/deliveries?limit=10").await;
+        assert_eq!(status, 200, "{deliveries}");
+        if deliveries.as_array().unwrap().iter().any(|d| d["outcome"] == "failed") {
+            break deliveries;
+        }
+        assert!(Instant::now() < deadline, "no failed delivery recorded: {deliveries}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let of = |hook: &str| {
+        let origin = hook.trim_end_matches("/hook").to_owned();
+        let found: Vec<_> = deliveries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["hook"] == origin.as_str() && d["event"] == "clone_create")
+            .cloned()
+            .collect();
+        assert_eq!(found.len(), 1, "{origin}: {deliveries}");
+        found[0].clone()
+    };
+    let failed = of(&hanging_url);
+    assert_eq!(
+        (&failed["outcome"], &failed["attempts"]),
+        (&json!("failed"), &json!(2)),
+        "{failed}"
+    );
+    assert!(failed["lastError"].as_str().is_some_and(|e| !e.is_empty()), "{failed}");
+    assert_eq!(failed["entityID"], "hooked");
+    let delivered = of(&receiver.url);
+    assert_eq!(
+        (&delivered["outcome"], &delivered["lastStatus"]),
+        (&json!("delivered"), &json!(200))
+    );
+    let (status, error) = server.get("/webhooks/deliveries?limit=0").await;
+    assert_eq!((status, &error["code"]), (400, &json!("BAD_REQUEST")), "{error}");
 }

@@ -1,7 +1,7 @@
 // The clone list (sortable, filterable, refreshing itself) and the create form.
 import { get, post } from "../api.js";
 import { every, field, h, showError, sortableTable } from "../dom.js";
-import { badge, bytes, time } from "../format.js";
+import { badge, bytes, parseSettings, time } from "../format.js";
 import { generate, hint } from "../password.js";
 import { remember } from "./clone.js";
 import { go } from "../app.js";
@@ -16,7 +16,7 @@ export function render(main) {
     rows: [],
     columns: [
       { label: "ID", value: (c) => c.id, cell: (c) => h("a", { href: `#/clone/${encodeURIComponent(c.id)}` }, c.id) },
-      { label: "Status", value: (c) => c.status?.code, cell: (c) => badge(c.status?.code, c.status?.message) },
+      { label: "Status", value: (c) => `${c.status?.code}${c.stoppedAt ? " stopped" : ""}`, cell: (c) => [badge(c.status?.code, c.status?.message), c.stoppedAt ? [" ", badge("stopped", "Scaled to zero: the first connection starts it")] : null] },
       { label: "Branch", value: (c) => c.branch, cell: (c) => c.branch || "—" },
       { label: "Snapshot", value: (c) => c.snapshot?.id, cell: (c) => h("code", { class: "wrap" }, c.snapshot?.id || "—") },
       { label: "Port", value: (c) => Number(c.db?.port) || 0, cell: (c) => c.db?.port || "—" },
@@ -29,18 +29,6 @@ export function render(main) {
     h("div", { class: "heading" }, h("h1", {}, "Clones"), h("a", { class: "button primary", href: "#/clones/new" }, "New clone")),
     table.element);
   return every(2000, async () => table.update(await get("/clones")));
-}
-
-// name = value lines into extra_conf.
-function parseSettings(text) {
-  const settings = {};
-  for (const [index, line] of text.split("\n").entries()) {
-    if (!line.trim() || line.trim().startsWith("#")) continue;
-    const at = line.indexOf("=");
-    if (at < 1) throw new Error(`Extra settings, line ${index + 1}: write name = value.`);
-    settings[line.slice(0, at).trim()] = line.slice(at + 1).trim().replace(/^'(.*)'$/, "$1");
-  }
-  return settings;
 }
 
 export async function renderCreate(main) {
@@ -64,6 +52,8 @@ export async function renderCreate(main) {
   const protect = h("input", { type: "checkbox", name: "protected" });
   const lease = h("input", { type: "number", name: "lease", min: 0, placeholder: "server default", disabled: true });
   protect.addEventListener("change", () => (lease.disabled = !protect.checked));
+  const cpu = h("input", { type: "number", name: "cpu", min: 0.01, step: 0.01, placeholder: "server default", inputmode: "decimal" });
+  const memory = h("input", { type: "number", name: "memory", min: 16, step: 1, placeholder: "server default" });
   const extra = h("textarea", { name: "extra_conf", rows: 3, placeholder: "work_mem = 64MB", spellcheck: "false" });
   const submit = h("button", { type: "submit", class: "primary" }, "Create clone");
   const form = h("form", { class: "card", "aria-labelledby": "create-title" },
@@ -75,6 +65,9 @@ export async function renderCreate(main) {
     field("Database", dbName),
     h("div", { class: "field checkbox" }, protect, h("label", { for: "f-protect" }, "Protect from deletion")),
     field("Protection lease (minutes)", lease, "0 keeps it protected until you turn protection off; empty uses the server's default."),
+    h("div", { class: "form-grid" },
+      field("CPU limit (cores)", cpu, "e.g. 1.5; empty: the server's [clone] cpu."),
+      field("Memory limit (MiB)", memory, "At least 16; empty: the server's [clone] memory.")),
     field("Extra settings", extra, "postgresql.conf lines for this clone, one name = value per line."),
     h("div", { class: "actions" }, submit, h("a", { class: "button", href: "#/clones" }, "Cancel")));
   protect.id = "f-protect";
@@ -94,7 +87,11 @@ export async function renderCreate(main) {
         request.protected = true;
         if (lease.value !== "") request.protectionDurationMinutes = Number(lease.value);
       }
-      const settings = parseSettings(extra.value);
+      const limits = {};
+      if (cpu.value !== "") limits.cpu = Number(cpu.value);
+      if (memory.value !== "") limits.memory = Math.round(Number(memory.value) * 1024 * 1024);
+      if (Object.keys(limits).length) request.limits = limits;
+      const settings = parseSettings(extra.value, "Extra settings");
       if (Object.keys(settings).length) request.extra_conf = settings;
       const clone = await post("/clone", request);
       remember(clone.id, password.value);
