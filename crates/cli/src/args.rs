@@ -126,6 +126,9 @@ pub(crate) enum Command {
     /// Checks for CI: a migration on a fresh clone, observed for dangerous locks.
     #[command(subcommand)]
     Ci(ci::CiCommand),
+    /// The Teleport sidecar: registers clones as Teleport databases (DBLab's `teleport serve`).
+    #[command(subcommand)]
+    Teleport(crate::teleport::TeleportCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,8 +8,10 @@ mod commands;
 mod config;
 mod connection;
 mod forward;
+mod logging;
 mod output;
 mod protection;
+mod teleport;
 
 use std::process::ExitCode;
 

@@ -12,3 +12,4 @@ mod instance;
 mod protection;
 mod snapshot;
 mod support;
+mod teleport;

@@ -362,3 +362,20 @@ pub(crate) fn without_volatile(mut value: serde_json::Value) -> serde_json::Valu
     strip(&mut value);
     value
 }
+
+/// How long a process the test started may take to write an expected line.
+const LINE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until the log of `daemon` contains `line` and returns the log.
+pub(crate) async fn wait_for_line(daemon: &Daemon, log_path: &Path, line: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if log.contains(line) {
+            return log;
+        }
+        assert!(daemon.exit_status().is_none(), "the process exited; its output:\n{log}");
+        assert!(started.elapsed() < LINE_DEADLINE, "no {line:?} yet; output so far:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
