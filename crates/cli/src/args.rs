@@ -129,6 +129,9 @@ pub(crate) enum Command {
     /// The Teleport sidecar: registers clones as Teleport databases (DBLab's `teleport serve`).
     #[command(subcommand)]
     Teleport(crate::teleport::TeleportCommand),
+    /// Refresh the data from an RDS snapshot through a temporary instance that is deleted
+    /// afterwards (DBLab's `rds-refresh`); `rds-refresh cleanup` deletes what crashed runs left.
+    RdsRefresh(crate::rds::RdsRefreshArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,8 @@ mod forward;
 mod logging;
 mod output;
 mod protection;
+mod rds;
+mod signals;
 mod teleport;
 
 use std::process::ExitCode;

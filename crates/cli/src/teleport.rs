@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -114,7 +113,7 @@ async fn serve_command(args: ServeArgs) -> Result<(), Failure> {
     let tctl = tctl::Tctl::new(args.tctl_path, args.teleport_identity, args.teleport_proxy);
     let registrar = Arc::new(serve::Registrar::new(tctl, naming, app_uri));
     let stop = CancellationToken::new();
-    tokio::spawn(stop_on_signal(stop.clone()));
+    tokio::spawn(crate::signals::stop_on_signal(stop.clone(), false));
     let reconciling = tokio::spawn(serve::reconcile_loop(
         Arc::clone(&registrar),
         api,
@@ -134,24 +133,4 @@ async fn serve_command(args: ServeArgs) -> Result<(), Failure> {
 
 fn usage(message: String) -> Failure {
     Failure::Usage(anyhow::anyhow!(message))
-}
-
-/// Cancels `stop` at the first SIGINT or SIGTERM.
-pub(crate) async fn stop_on_signal(stop: CancellationToken) {
-    let result = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
-        let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(error) = result {
-        warn!("failed to {error:#}");
-        return;
-    }
-    stop.cancel();
 }

@@ -10,6 +10,7 @@ mod forwarding;
 mod init;
 mod instance;
 mod protection;
+mod rds;
 mod snapshot;
 mod support;
 mod teleport;
