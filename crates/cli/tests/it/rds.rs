@@ -121,61 +121,84 @@ async fn orders_in_a_clone(server: &TestServer, id: &str) -> i64 {
     count
 }
 
+/// A source cluster holding `shop.orders` (3 rows), an engine whose configured source is
+/// unreachable (so only rds-refresh's can fill its pool), moto with the instance `prod` and its
+/// automated snapshot, and the configuration file of `rds-refresh`.
+struct Setup {
+    source: SourceCluster,
+    server: TestServer,
+    moto: Moto,
+    config: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl Setup {
+    async fn new(retrieval_extra: &str) -> Setup {
+        let source = SourceCluster::start(
+            "CREATE TABLE orders (id int PRIMARY KEY); \
+             INSERT INTO orders SELECT generate_series(1, 3);",
+        )
+        .await;
+        let server = TestServer::start(&format!(
+            "\n[retrieval]\ntarget_major = 16\nskip_start_refresh = true\n\
+             [retrieval.source]\nhost = \"127.0.0.1\"\nport = 1\nusername = \"nobody\"\n\
+             password_env = \"SCION_TEST_SOURCE_PASSWORD\"\n{retrieval_extra}"
+        ))
+        .await;
+        let dir = server.scratch().to_owned();
+        let moto = Moto::start(&dir).await;
+        moto.boto(
+            "rds.create_db_instance(DBInstanceIdentifier='prod', DBInstanceClass='db.m5.large', \
+             Engine='postgres', MasterUsername='reader', MasterUserPassword='password1', \
+             AllocatedStorage=20, BackupRetentionPeriod=7, DBName='shop')\nprint('{}')",
+        )
+        .await;
+        let config = dir.join("rds-refresh.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\ntype = \"rds\"\nidentifier = \"prod\"\ndb_name = \"shop\"\n\
+                 username = \"reader\"\npassword = \"${{RDS_TEST_DB_PASSWORD}}\"\n\n\
+                 [clone]\ninstance_class = \"db.t3.medium\"\nport = {}\n\
+                 connect_host = \"127.0.0.1\"\ndeletion_protection = true\n\
+                 tags = {{ team = \"dba\" }}\n\n\
+                 [dblab]\napi_endpoint = \"{}\"\ntoken = \"${{RDS_TEST_TOKEN}}\"\n\
+                 poll_interval = \"200ms\"\ntimeout = \"10m\"\n\n\
+                 [aws]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
+                source.port(),
+                server.url,
+                moto.url
+            ),
+        )
+        .expect("write the configuration");
+        Setup { source, server, moto, config, state_dir: dir.join("meta") }
+    }
+
+    /// `--config <file> --state-dir <dir>`.
+    fn args(&self) -> Vec<&str> {
+        let config = self.config.to_str().expect("a UTF-8 path");
+        vec!["--config", config, "--state-dir", self.state_dir.to_str().expect("a UTF-8 path")]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rds_refresh_refreshes_through_a_temporary_instance_and_leaves_no_orphan() {
-    let source = SourceCluster::start(
-        "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 3);",
-    )
-    .await;
-    // The engine's configured source is unreachable: only rds-refresh's can fill the pool.
-    let server = TestServer::start(
-        "\n[retrieval]\ntarget_major = 16\nskip_start_refresh = true\n\
-         [retrieval.source]\nhost = \"127.0.0.1\"\nport = 1\nusername = \"nobody\"\n\
-         password_env = \"SCION_TEST_SOURCE_PASSWORD\"\n",
-    )
-    .await;
-    let dir = server.scratch().to_owned();
-    let moto = Moto::start(&dir).await;
-    moto.boto(
-        "rds.create_db_instance(DBInstanceIdentifier='prod', DBInstanceClass='db.m5.large', \
-         Engine='postgres', MasterUsername='reader', MasterUserPassword='password1', \
-         AllocatedStorage=20, BackupRetentionPeriod=7, DBName='shop')\nprint('{}')",
-    )
-    .await;
-    let config = dir.join("rds-refresh.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ntype = \"rds\"\nidentifier = \"prod\"\ndb_name = \"shop\"\n\
-             username = \"reader\"\npassword = \"${{RDS_TEST_DB_PASSWORD}}\"\n\n\
-             [clone]\ninstance_class = \"db.t3.medium\"\nport = {}\nconnect_host = \"127.0.0.1\"\n\
-             deletion_protection = true\ntags = {{ team = \"dba\" }}\n\n\
-             [dblab]\napi_endpoint = \"{}\"\ntoken = \"${{RDS_TEST_TOKEN}}\"\n\
-             poll_interval = \"200ms\"\ntimeout = \"10m\"\n\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
-            source.port(),
-            server.url,
-            moto.url
-        ),
-    )
-    .expect("write the configuration");
-    let state_dir = dir.join("meta");
-    let common = ["--config", config.to_str().expect("a UTF-8 path"), "--state-dir"];
-    let state_arg = state_dir.to_str().expect("a UTF-8 path");
+    let setup = Setup::new("").await;
+    let Setup { server, moto, state_dir, .. } = &setup;
+    let run_args = setup.args();
 
     // --dry-run: the plan and the cost estimate, nothing made.
-    let mut args = common.to_vec();
-    args.extend([state_arg, "--dry-run"]);
+    let mut args = run_args.clone();
+    args.push("--dry-run");
     let (status, stdout, stderr) = rds_refresh(&args, &[]).await;
     assert_eq!(status, ExitInfo::Code(0), "{stderr}");
     assert!(stdout.contains("refresh plan: restore snapshot rds:prod-"), "{stdout}");
     assert!(stdout.contains("cost estimate: db.t3.medium at about $0.072/hour"), "{stdout}");
     assert!(stdout.contains("dry run: nothing was changed"), "{stdout}");
     assert_eq!(moto.instances().await, ["prod"]);
-    assert!(!state_file(&state_dir).exists());
+    assert!(!state_file(state_dir).exists());
 
     // A crash at each step, then a run: the crash's instance is deleted and the refresh done.
-    let run_args: Vec<&str> = common.iter().copied().chain([state_arg]).collect();
     let steps = [
         "rds.state_written",
         "rds.instance_created",
@@ -186,19 +209,19 @@ async fn rds_refresh_refreshes_through_a_temporary_instance_and_leaves_no_orphan
     for (round, step) in steps.iter().enumerate() {
         let (status, _, stderr) = rds_refresh(&run_args, &[("SCION_FAILPOINT", step)]).await;
         assert_eq!(status, ExitInfo::Signal(6), "{step}: {stderr}");
-        assert!(state_file(&state_dir).exists(), "{step}: no state file");
+        assert!(state_file(state_dir).exists(), "{step}: no state file");
         let left = moto.instances().await;
         if *step != "rds.state_written" {
             assert_eq!(left.len(), 2, "{step}: {left:?}");
         }
-        wait_engine_idle(&server).await;
+        wait_engine_idle(server).await;
         // Runs within one second would share the instance's name; the crash's must be gone
         // before the next one is made, which the startup cleanup does.
         let (status, stdout, stderr) = rds_refresh(&run_args, &[]).await;
         assert_eq!(status, ExitInfo::Code(0), "after {step}: {stdout}\n{stderr}");
         assert_eq!(moto.instances().await, ["prod"], "after {step}: {stderr}");
-        assert!(!state_file(&state_dir).exists(), "after {step}");
-        assert_eq!(orders_in_a_clone(&server, &format!("check{round}")).await, 3, "after {step}");
+        assert!(!state_file(state_dir).exists(), "after {step}");
+        assert_eq!(orders_in_a_clone(server, &format!("check{round}")).await, 3, "after {step}");
     }
 
     // Layer 4 and `cleanup --max-age`: tagged instances that are overdue go, others stay.
@@ -230,5 +253,48 @@ async fn rds_refresh_refreshes_through_a_temporary_instance_and_leaves_no_orphan
     assert_eq!(moto.instances().await, ["dblab-refresh-kept", "prod", "someone-elses"], "{stderr}");
 
     server.destroy_all_clones().await;
-    source.stop().await;
+    setup.source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_refresh_deletes_its_instance_on_sigterm() {
+    // The engine's preparation waits for a file, so the refresh runs until the test says.
+    let scratch = test_support::TestDir::new("scion-rds-signal-");
+    let release = scratch.path().join("release");
+    let script = scratch.path().join("hold.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nwhile [ ! -e {} ]; do sleep 0.1; done\n", release.display()),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make the script executable");
+    let setup =
+        Setup::new(&format!("[retrieval.preprocessing]\nscript = \"{}\"\n", script.display()))
+            .await;
+    let log = setup.server.scratch().join("rds-refresh.log");
+    let mut command = Cmd::new(scion_bin())
+        .arg("rds-refresh")
+        .args(setup.args())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RDS_TEST_DB_PASSWORD", SOURCE_PASSWORD)
+        .env("RDS_TEST_TOKEN", TOKEN);
+    command = command.env("RUST_LOG", "info");
+    let mut process = command
+        .spawn_daemon(File::create(&log).expect("create the log"))
+        .expect("start scion rds-refresh");
+    crate::support::wait_for_line(&process, &log, "full refresh started").await;
+    assert_eq!(setup.moto.instances().await.len(), 2);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(process.pid()).expect("a PID"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+    let status = process.exited().await;
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status, ExitInfo::Code(1), "{output}");
+    assert!(output.contains("stopped by a signal"), "{output}");
+    assert_eq!(setup.moto.instances().await, ["prod"], "{output}");
+    assert!(!state_file(&setup.state_dir).exists(), "{output}");
+    std::fs::write(&release, "").expect("release the refresh");
+    wait_engine_idle(&setup.server).await;
+    setup.source.stop().await;
 }
