@@ -283,10 +283,18 @@ async fn with_instance(
         .or(instance.address)
         .ok_or_else(|| anyhow!("{clone_id} has no endpoint address"))?;
     let port = instance.port.ok_or_else(|| anyhow!("{clone_id} has no endpoint port"))?;
-    let projection = json!({"retrieval": {"spec": {"logicalDump": {"options": {"source": {"connection": {
+    let mut projection = json!({"retrieval": {"spec": {"logicalDump": {"options": {"source": {"connection": {
         "host": host, "port": port, "dbname": config.source.db_name,
         "username": config.source.username, "password": config.source.password,
     }}}}}}});
+    // DBLab's parallelism: half the instance's vCPUs dump, every local CPU restores.
+    let spec = &mut projection["retrieval"]["spec"];
+    if let Some(jobs) = plan::dump_jobs(&config.clone.instance_class) {
+        spec["logicalDump"]["options"]["parallelJobs"] = json!(jobs);
+    }
+    if let Ok(cpus) = std::thread::available_parallelism() {
+        spec["logicalRestore"] = json!({"options": {"parallelJobs": cpus.get()}});
+    }
     engine.update_config(&projection).await.context("point the engine's source at the instance")?;
     info!(%host, port, "the engine's source is the temporary instance");
     failpoint("rds.config_applied");

@@ -108,6 +108,22 @@ pub(crate) fn progress(status: &str, seen_busy: bool, alert: Option<&str>) -> Pr
     }
 }
 
+/// DBLab's dump parallelism: half the vCPUs of the temporary instance's class (at least one),
+/// from its size (`db.<family>.<size>`); `None` for a size it does not know.
+pub(crate) fn dump_jobs(class: &str) -> Option<u32> {
+    let size = class.rsplit('.').next()?;
+    let vcpus = match size {
+        "micro" | "small" | "medium" | "large" => 2,
+        "xlarge" => 4,
+        "metal" => 96,
+        _ => {
+            let multiple: u32 = size.strip_suffix("xlarge")?.parse().ok()?;
+            multiple.checked_mul(4)?
+        }
+    };
+    Some((vcpus / 2).max(1))
+}
+
 /// On-demand hourly prices (USD, us-east-1, PostgreSQL, single-AZ) of common classes, for the
 /// estimate printed before a refresh; other regions and classes differ.
 #[allow(clippy::approx_constant, reason = "$0.318 is a price, not 1/π")]
@@ -272,6 +288,23 @@ mod tests {
             assert_eq!(progress(status, seen, Some("disk full")), expected, "{status} {seen}");
         }
         assert!(is_busy("renewed") && is_busy("pending") && !is_busy("finished"));
+    }
+
+    #[test]
+    fn dump_jobs_are_half_the_vcpus() {
+        let cases = [
+            ("db.t3.micro", Some(1)),
+            ("db.t3.medium", Some(1)),
+            ("db.m5.xlarge", Some(2)),
+            ("db.r6g.2xlarge", Some(4)),
+            ("db.r5.24xlarge", Some(48)),
+            ("db.m5.metal", Some(48)),
+            ("db.m5.huge", None),
+            ("db.m5.xxlarge", None),
+        ];
+        for (class, expected) in cases {
+            assert_eq!(dump_jobs(class), expected, "{class}");
+        }
     }
 
     #[test]

@@ -224,6 +224,13 @@ async fn rds_refresh_refreshes_through_a_temporary_instance_and_leaves_no_orphan
         assert_eq!(orders_in_a_clone(server, &format!("check{round}")).await, 3, "after {step}");
     }
 
+    // DBLab's parallelism went with the source: half of db.t3.medium's 2 vCPUs dump.
+    let projection = server.raw("/admin/config").await;
+    let spec = &projection["retrieval"]["spec"];
+    assert_eq!(spec["logicalDump"]["options"]["parallelJobs"], 1, "{projection}");
+    assert!(spec["logicalRestore"]["options"]["parallelJobs"].as_u64() >= Some(1), "{projection}");
+    assert_eq!(spec["logicalDump"]["options"]["source"]["connection"]["dbname"], "shop");
+
     // Layer 4 and `cleanup --max-age`: tagged instances that are overdue go, others stay.
     moto.boto(
         "snap = rds.describe_db_snapshots(DBInstanceIdentifier='prod')['DBSnapshots'][0]['DBSnapshotIdentifier']\n\
