@@ -4,8 +4,9 @@
 //! (`POST /admin/config`) for one full refresh, and the instance is deleted. Orphans are
 //! prevented in five layers: cleanup on every exit, on SIGINT/SIGTERM/SIGHUP, a state file
 //! replayed by the next run, a scan for overdue tagged instances at every start, and
-//! `rds-refresh cleanup --max-age`. Only plain RDS instances (`source.type = "rds"`); Aurora
-//! clusters are not supported yet. The AWS calls are `api` (ADR 0008), the decisions `plan`.
+//! `rds-refresh cleanup --max-age`. An Aurora cluster (`source.type = "aurora-cluster"`) is
+//! restored as a cluster with one instance. The AWS calls are `api` (ADR 0008), the decisions
+//! `plan`.
 
 mod api;
 mod config;
@@ -100,7 +101,8 @@ pub(crate) async fn run(args: RdsRefreshArgs) -> Result<(), Failure> {
     match args.command {
         Some(RdsCommand::Cleanup(cleanup)) => {
             let max_age = cleanup.max_age.unwrap_or(config.clone.max_age);
-            clean(&rds, &cleanup.common.state_dir, max_age, cleanup.dry_run)
+            let every = config.dblab.poll_interval;
+            clean(&rds, &cleanup.common.state_dir, max_age, cleanup.dry_run, every)
                 .await
                 .map_err(Failure::Operation)
         }
@@ -132,18 +134,51 @@ async fn delete_instance(rds: &Rds, id: &str) -> anyhow::Result<bool> {
     rds.delete(id).await.with_context(|| format!("delete the temporary instance {id}"))
 }
 
+/// Deletes an Aurora cluster this tool made: its members first (waiting until they are gone,
+/// as RDS refuses to delete a cluster that has any), then the cluster. `false` when it was
+/// already gone.
+async fn delete_cluster(rds: &Rds, id: &str, every: Duration) -> anyhow::Result<bool> {
+    let Some(cluster) = rds.cluster(id).await? else { return Ok(false) };
+    if cluster.status == "deleting" {
+        return Ok(true);
+    }
+    for member in &cluster.members {
+        delete_instance(rds, member).await?;
+    }
+    for member in &cluster.members {
+        while rds.instance(member).await?.is_some() {
+            tokio::time::sleep(every).await;
+        }
+    }
+    if cluster.deletion_protection {
+        rds.disable_cluster_deletion_protection(id).await?;
+    }
+    rds.delete_cluster(id).await.with_context(|| format!("delete the temporary cluster {id}"))
+}
+
+/// Deletes the temporary instance or cluster `id`.
+async fn delete_target(
+    rds: &Rds,
+    id: &str,
+    cluster: bool,
+    every: Duration,
+) -> anyhow::Result<bool> {
+    if cluster { delete_cluster(rds, id, every).await } else { delete_instance(rds, id).await }
+}
+
 /// Layers 3 and 4: the state file's instance, then every overdue tagged instance.
 async fn clean(
     rds: &Rds,
     state_dir: &Path,
     max_age: Duration,
     dry_run: bool,
+    every: Duration,
 ) -> anyhow::Result<()> {
     if let Some(state) = State::read(state_dir)? {
         if dry_run {
             info!(clone_id = %state.clone_id, "would delete the instance of the state file");
         } else {
-            match delete_instance(rds, &state.clone_id).await? {
+            match delete_target(rds, &state.clone_id, state.is_cluster, every).await? {
                 true => {
                     info!(clone_id = %state.clone_id, "deleted the instance an earlier run left")
                 }
@@ -164,13 +199,22 @@ async fn clean(
         delete_instance(rds, &instance.id).await?;
         warn!(id = %instance.id, ?why, "deleted an orphaned temporary instance");
     }
+    for cluster in rds.clusters().await.context("list the clusters")? {
+        let Some(why) = plan::orphan_cluster(&cluster, now, max_age) else { continue };
+        if dry_run {
+            info!(id = %cluster.id, ?why, "would delete an orphaned temporary cluster");
+            continue;
+        }
+        delete_cluster(rds, &cluster.id, every).await?;
+        warn!(id = %cluster.id, ?why, "deleted an orphaned temporary cluster");
+    }
     Ok(())
 }
 
 async fn refresh(config: &Config, rds: &Rds, args: &RdsRefreshArgs) -> anyhow::Result<()> {
     let state_dir = &args.common.state_dir;
     if !args.skip_cleanup && !args.dry_run {
-        clean(rds, state_dir, config.clone.max_age, false)
+        clean(rds, state_dir, config.clone.max_age, false, config.dblab.poll_interval)
             .await
             .context("clean up earlier runs")?;
     }
@@ -187,17 +231,31 @@ async fn refresh(config: &Config, rds: &Rds, args: &RdsRefreshArgs) -> anyhow::R
     if plan::is_busy(retrieval) {
         bail!("the engine's retrieval is {retrieval}; try again once it is done");
     }
-    let source = rds
-        .instance(&config.source.identifier)
-        .await?
-        .ok_or_else(|| anyhow!("no RDS instance {}", config.source.identifier))?;
+    let is_cluster = config.source.kind == "aurora-cluster";
+    let source_id = &config.source.identifier;
+    let exists = if is_cluster {
+        rds.cluster(source_id).await?.is_some()
+    } else {
+        rds.instance(source_id).await?.is_some()
+    };
+    if !exists {
+        bail!("no RDS {} {source_id}", if is_cluster { "cluster" } else { "instance" });
+    }
     let snapshot = match &config.source.snapshot_identifier {
-        Some(id) => rds.snapshot(id).await?.ok_or_else(|| anyhow!("no snapshot {id}"))?,
+        Some(id) => {
+            let found =
+                if is_cluster { rds.cluster_snapshot(id).await? } else { rds.snapshot(id).await? };
+            found.ok_or_else(|| anyhow!("no snapshot {id}"))?
+        }
         None => {
-            let snapshots = rds.snapshots(&source.id, "automated").await?;
+            let snapshots = if is_cluster {
+                rds.cluster_snapshots(source_id, "automated").await?
+            } else {
+                rds.snapshots(source_id, "automated").await?
+            };
             plan::latest_automated(&snapshots)
                 .cloned()
-                .ok_or_else(|| anyhow!("{} has no available automated snapshot", source.id))?
+                .ok_or_else(|| anyhow!("{source_id} has no available automated snapshot"))?
         }
     };
     let now = Utc::now();
@@ -205,7 +263,7 @@ async fn refresh(config: &Config, rds: &Rds, args: &RdsRefreshArgs) -> anyhow::R
     println_out(&format!(
         "refresh plan: restore snapshot {} of {} into {clone_id} ({}), dump it into the engine \
          at {}, delete it",
-        snapshot.id, source.id, config.clone.instance_class, config.dblab.api_endpoint
+        snapshot.id, source_id, config.clone.instance_class, config.dblab.api_endpoint
     ));
     println_out(&plan::cost_estimate(&config.clone.instance_class, config.dblab.timeout));
     if args.dry_run {
@@ -219,21 +277,22 @@ async fn refresh(config: &Config, rds: &Rds, args: &RdsRefreshArgs) -> anyhow::R
     // Layer 3: the state file names the instance before it exists.
     let state = State {
         clone_id: clone_id.clone(),
-        is_cluster: false,
+        is_cluster,
         aws_region: config.aws.region.clone(),
         created_at: now,
         delete_after: plan::delete_after(now, config.clone.max_age),
-        source_id: source.id.clone(),
+        source_id: source_id.clone(),
     };
     state.write(state_dir)?;
     failpoint("rds.state_written");
     let outcome = tokio::select! {
-        outcome = with_instance(config, rds, &engine, &clone_id, &snapshot.id) => outcome,
+        outcome = with_instance(config, rds, &engine, &clone_id, &snapshot) => outcome,
         () = stop.cancelled() => Err(anyhow!("stopped by a signal")),
     };
     // Layer 1: whatever happened above, the instance goes.
-    let cleanup =
-        tokio::time::timeout(Duration::from_secs(600), delete_instance(rds, &clone_id)).await;
+    let every = config.dblab.poll_interval;
+    let deletion = delete_target(rds, &clone_id, is_cluster, every);
+    let cleanup = tokio::time::timeout(Duration::from_secs(600), deletion).await;
     match cleanup {
         Ok(Ok(_)) => {
             State::clear(state_dir)?;
@@ -254,11 +313,11 @@ async fn with_instance(
     rds: &Rds,
     engine: &Client,
     clone_id: &str,
-    snapshot: &str,
+    snapshot: &api::Snapshot,
 ) -> anyhow::Result<()> {
     let restore = Restore {
         id: clone_id.to_owned(),
-        snapshot: snapshot.to_owned(),
+        snapshot: snapshot.id.clone(),
         class: config.clone.instance_class.clone(),
         port: config.clone.port,
         subnet_group: config.clone.subnet_group.clone(),
@@ -271,18 +330,36 @@ async fn with_instance(
         deletion_protection: config.clone.deletion_protection,
         tags: plan::clone_tags(&config.clone.tags, Utc::now(), config.clone.max_age),
     };
-    rds.restore(&restore).await.context("restore the snapshot")?;
-    info!(%clone_id, %snapshot, "restoring the snapshot into a temporary instance");
-    failpoint("rds.instance_created");
-    let instance = wait_available(rds, clone_id, config.dblab.poll_interval).await?;
+    let every = config.dblab.poll_interval;
+    let (address, port) = if config.source.kind == "aurora-cluster" {
+        let engine_name = &snapshot.engine;
+        let group = config.clone.cluster_parameter_group.as_deref();
+        rds.restore_cluster(&restore, engine_name, group).await.context("restore the snapshot")?;
+        info!(%clone_id, snapshot = %snapshot.id, "restoring the snapshot into a temporary cluster");
+        failpoint("rds.instance_created");
+        wait_cluster_available(rds, clone_id, every).await?;
+        let member = format!("{clone_id}-instance");
+        rds.create_member(&restore, engine_name, &member)
+            .await
+            .context("add the cluster's instance")?;
+        wait_available(rds, &member, every).await?;
+        let cluster = wait_cluster_available(rds, clone_id, every).await?;
+        (cluster.endpoint, cluster.port)
+    } else {
+        rds.restore(&restore).await.context("restore the snapshot")?;
+        info!(%clone_id, snapshot = %snapshot.id, "restoring the snapshot into a temporary instance");
+        failpoint("rds.instance_created");
+        let instance = wait_available(rds, clone_id, every).await?;
+        (instance.address, instance.port)
+    };
     failpoint("rds.instance_available");
     let host = config
         .clone
         .connect_host
         .clone()
-        .or(instance.address)
+        .or(address)
         .ok_or_else(|| anyhow!("{clone_id} has no endpoint address"))?;
-    let port = instance.port.ok_or_else(|| anyhow!("{clone_id} has no endpoint port"))?;
+    let port = port.ok_or_else(|| anyhow!("{clone_id} has no endpoint port"))?;
     let mut projection = json!({"retrieval": {"spec": {"logicalDump": {"options": {"source": {"connection": {
         "host": host, "port": port, "dbname": config.source.db_name,
         "username": config.source.username, "password": config.source.password,
@@ -318,6 +395,27 @@ async fn wait_available(rds: &Rds, id: &str, every: Duration) -> anyhow::Result<
             }
             _ if started.elapsed() > Duration::from_secs(2 * 3600) => {
                 bail!("{id} was not available after 2 h (it is {})", instance.status)
+            }
+            _ => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+async fn wait_cluster_available(
+    rds: &Rds,
+    id: &str,
+    every: Duration,
+) -> anyhow::Result<api::Cluster> {
+    let started = Instant::now();
+    loop {
+        let cluster = rds.cluster(id).await?.ok_or_else(|| anyhow!("{id} disappeared"))?;
+        match cluster.status.as_str() {
+            "available" => return Ok(cluster),
+            "failed" | "inaccessible-encryption-credentials" | "deleting" => {
+                bail!("{id} is {}", cluster.status)
+            }
+            _ if started.elapsed() > Duration::from_secs(2 * 3600) => {
+                bail!("{id} was not available after 2 h (it is {})", cluster.status)
             }
             _ => tokio::time::sleep(every).await,
         }

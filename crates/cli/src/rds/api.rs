@@ -1,6 +1,7 @@
 //! The few RDS Query API actions `rds-refresh` needs, as signed form POSTs over reqwest with the
-//! XML answers read by element name: describe instances and snapshots, restore an instance from
-//! a snapshot, lift its deletion protection, delete it. It decides nothing.
+//! XML answers read by element name: describe instances, clusters and their snapshots, restore an
+//! instance or a cluster (and add its instance) from a snapshot, lift deletion protection,
+//! delete. It decides nothing.
 
 use std::collections::BTreeMap;
 
@@ -35,16 +36,33 @@ pub(crate) struct Instance {
     pub(crate) created: Option<DateTime<Utc>>,
     pub(crate) deletion_protection: bool,
     pub(crate) tags: BTreeMap<String, String>,
+    /// The Aurora cluster it belongs to.
+    pub(crate) cluster: Option<String>,
 }
 
 /// A DB snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub(crate) id: String,
+    /// The instance or cluster it was taken of.
     pub(crate) instance: String,
     pub(crate) status: String,
     pub(crate) kind: String,
+    pub(crate) engine: String,
     pub(crate) created: Option<DateTime<Utc>>,
+}
+
+/// An Aurora cluster, as `DescribeDBClusters` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cluster {
+    pub(crate) id: String,
+    pub(crate) status: String,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) created: Option<DateTime<Utc>>,
+    pub(crate) deletion_protection: bool,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) members: Vec<String>,
 }
 
 /// What `RestoreDBInstanceFromDBSnapshot` is asked for.
@@ -175,13 +193,13 @@ impl Rds {
     ) -> anyhow::Result<Vec<Snapshot>> {
         let params =
             [("DBInstanceIdentifier", instance.to_owned()), ("SnapshotType", kind.to_owned())];
-        parse_snapshots(&self.call("DescribeDBSnapshots", &params).await?)
+        parse_snapshots(&self.call("DescribeDBSnapshots", &params).await?, false)
     }
 
     /// One snapshot by its identifier.
     pub(crate) async fn snapshot(&self, id: &str) -> anyhow::Result<Option<Snapshot>> {
         match self.call("DescribeDBSnapshots", &[("DBSnapshotIdentifier", id.to_owned())]).await {
-            Ok(xml) => Ok(parse_snapshots(&xml)?.into_iter().next()),
+            Ok(xml) => Ok(parse_snapshots(&xml, false)?.into_iter().next()),
             Err(error) if is_code(&error, "DBSnapshotNotFound") => Ok(None),
             Err(error) => Err(error),
         }
@@ -207,26 +225,8 @@ impl Rds {
         if let Some(port) = restore.port {
             params.push(("Port", port.to_string()));
         }
-        let groups: Vec<(String, String)> = restore
-            .security_groups
-            .iter()
-            .enumerate()
-            .map(|(i, group)| {
-                (format!("VpcSecurityGroupIds.VpcSecurityGroupId.{}", i + 1), group.clone())
-            })
-            .collect();
-        let tags: Vec<(String, String)> = restore
-            .tags
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (key, value))| {
-                [
-                    (format!("Tags.Tag.{}.Key", i + 1), key.clone()),
-                    (format!("Tags.Tag.{}.Value", i + 1), value.clone()),
-                ]
-            })
-            .collect();
-        params.extend(groups.iter().chain(&tags).map(|(key, value)| (key.as_str(), value.clone())));
+        let listed = numbered(restore, "VpcSecurityGroupIds.VpcSecurityGroupId");
+        params.extend(listed.iter().map(|(key, value)| (key.as_str(), value.clone())));
         let xml = self.call("RestoreDBInstanceFromDBSnapshot", &params).await?;
         parse_instances(&xml)?.into_iter().next().ok_or_else(|| {
             anyhow!("RDS answered RestoreDBInstanceFromDBSnapshot without an instance")
@@ -253,6 +253,153 @@ impl Rds {
             Err(error) => Err(error),
         }
     }
+}
+
+impl Rds {
+    /// One Aurora cluster, or `None` when RDS does not know it.
+    pub(crate) async fn cluster(&self, id: &str) -> anyhow::Result<Option<Cluster>> {
+        match self.call("DescribeDBClusters", &[("DBClusterIdentifier", id.to_owned())]).await {
+            Ok(xml) => Ok(parse_clusters(&xml)?.into_iter().next()),
+            Err(error) if is_code(&error, "DBClusterNotFoundFault") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every Aurora cluster of the region, page by page.
+    pub(crate) async fn clusters(&self) -> anyhow::Result<Vec<Cluster>> {
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut params = vec![("MaxRecords", "100".to_owned())];
+            if let Some(marker) = &marker {
+                params.push(("Marker", marker.clone()));
+            }
+            let xml = self.call("DescribeDBClusters", &params).await?;
+            all.extend(parse_clusters(&xml)?);
+            marker = read(&xml)?.and_then(|doc| text_of(doc.root_element(), "Marker"));
+            if marker.as_deref().is_none_or(str::is_empty) {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The cluster's snapshots of one type.
+    pub(crate) async fn cluster_snapshots(
+        &self,
+        cluster: &str,
+        kind: &str,
+    ) -> anyhow::Result<Vec<Snapshot>> {
+        let params =
+            [("DBClusterIdentifier", cluster.to_owned()), ("SnapshotType", kind.to_owned())];
+        parse_snapshots(&self.call("DescribeDBClusterSnapshots", &params).await?, true)
+    }
+
+    /// One cluster snapshot by its identifier.
+    pub(crate) async fn cluster_snapshot(&self, id: &str) -> anyhow::Result<Option<Snapshot>> {
+        let params = [("DBClusterSnapshotIdentifier", id.to_owned())];
+        match self.call("DescribeDBClusterSnapshots", &params).await {
+            Ok(xml) => Ok(parse_snapshots(&xml, true)?.into_iter().next()),
+            Err(error) if is_code(&error, "DBClusterSnapshotNotFoundFault") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `RestoreDBClusterFromSnapshot` (the engine taken from the snapshot), then
+    /// `CreateDBInstance` of its one member is [`Rds::create_member`].
+    pub(crate) async fn restore_cluster(
+        &self,
+        restore: &Restore,
+        engine: &str,
+        cluster_parameter_group: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut params = vec![
+            ("DBClusterIdentifier", restore.id.clone()),
+            ("SnapshotIdentifier", restore.snapshot.clone()),
+            ("Engine", engine.to_owned()),
+            ("EnableIAMDatabaseAuthentication", restore.iam_auth.to_string()),
+            ("DeletionProtection", restore.deletion_protection.to_string()),
+        ];
+        if let Some(group) = &restore.subnet_group {
+            params.push(("DBSubnetGroupName", group.clone()));
+        }
+        if let Some(group) = cluster_parameter_group {
+            params.push(("DBClusterParameterGroupName", group.to_owned()));
+        }
+        if let Some(port) = restore.port {
+            params.push(("Port", port.to_string()));
+        }
+        let listed = numbered(restore, "VpcSecurityGroupIds.VpcSecurityGroupId");
+        params.extend(listed.iter().map(|(key, value)| (key.as_str(), value.clone())));
+        self.call("RestoreDBClusterFromSnapshot", &params).await.map(drop)
+    }
+
+    /// The cluster's instance, `<cluster>-instance`.
+    pub(crate) async fn create_member(
+        &self,
+        restore: &Restore,
+        engine: &str,
+        id: &str,
+    ) -> anyhow::Result<()> {
+        let mut params = vec![
+            ("DBInstanceIdentifier", id.to_owned()),
+            ("DBClusterIdentifier", restore.id.clone()),
+            ("DBInstanceClass", restore.class.clone()),
+            ("Engine", engine.to_owned()),
+            ("PubliclyAccessible", restore.publicly_accessible.to_string()),
+        ];
+        if let Some(group) = &restore.parameter_group {
+            params.push(("DBParameterGroupName", group.clone()));
+        }
+        let tags = tag_params(&restore.tags);
+        params.extend(tags.iter().map(|(key, value)| (key.as_str(), value.clone())));
+        self.call("CreateDBInstance", &params).await.map(drop)
+    }
+
+    /// Lifts the cluster's deletion protection, at once.
+    pub(crate) async fn disable_cluster_deletion_protection(&self, id: &str) -> anyhow::Result<()> {
+        let params = [
+            ("DBClusterIdentifier", id.to_owned()),
+            ("DeletionProtection", "false".to_owned()),
+            ("ApplyImmediately", "true".to_owned()),
+        ];
+        self.call("ModifyDBCluster", &params).await.map(drop)
+    }
+
+    /// Deletes the cluster without a final snapshot; `false` when it was already gone.
+    pub(crate) async fn delete_cluster(&self, id: &str) -> anyhow::Result<bool> {
+        let params =
+            [("DBClusterIdentifier", id.to_owned()), ("SkipFinalSnapshot", "true".to_owned())];
+        match self.call("DeleteDBCluster", &params).await {
+            Ok(_) => Ok(true),
+            Err(error) if is_code(&error, "DBClusterNotFoundFault") => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// `Tags.Tag.N.Key` / `Tags.Tag.N.Value`.
+fn tag_params(tags: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    tags.iter()
+        .enumerate()
+        .flat_map(|(i, (key, value))| {
+            [
+                (format!("Tags.Tag.{}.Key", i + 1), key.clone()),
+                (format!("Tags.Tag.{}.Value", i + 1), value.clone()),
+            ]
+        })
+        .collect()
+}
+
+/// The security groups as `<prefix>.N`, and the tags.
+fn numbered(restore: &Restore, prefix: &str) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = restore
+        .security_groups
+        .iter()
+        .enumerate()
+        .map(|(i, group)| (format!("{prefix}.{}", i + 1), group.clone()))
+        .collect();
+    params.extend(tag_params(&restore.tags));
+    params
 }
 
 /// True when `error` is RDS's answer with this code.
@@ -316,22 +463,56 @@ pub(crate) fn parse_instances(xml: &str) -> anyhow::Result<Vec<Instance>> {
                 created: time(node, "InstanceCreateTime"),
                 deletion_protection: text(node, "DeletionProtection").as_deref() == Some("true"),
                 tags: tags(node),
+                cluster: text(node, "DBClusterIdentifier"),
             }
         })
         .collect())
 }
 
-pub(crate) fn parse_snapshots(xml: &str) -> anyhow::Result<Vec<Snapshot>> {
+/// `DBSnapshot` or `DBClusterSnapshot` elements.
+pub(crate) fn parse_snapshots(xml: &str, cluster: bool) -> anyhow::Result<Vec<Snapshot>> {
+    let Some(document) = read(xml)? else { return Ok(Vec::new()) };
+    let (element, id, source) = if cluster {
+        ("DBClusterSnapshot", "DBClusterSnapshotIdentifier", "DBClusterIdentifier")
+    } else {
+        ("DBSnapshot", "DBSnapshotIdentifier", "DBInstanceIdentifier")
+    };
+    Ok(document
+        .descendants()
+        .filter(|node| node.has_tag_name(element))
+        .map(|node| Snapshot {
+            id: text(node, id).unwrap_or_default(),
+            instance: text(node, source).unwrap_or_default(),
+            status: text(node, "Status").unwrap_or_default(),
+            kind: text(node, "SnapshotType").unwrap_or_default(),
+            engine: text(node, "Engine").unwrap_or_default(),
+            created: time(node, "SnapshotCreateTime"),
+        })
+        .collect())
+}
+
+pub(crate) fn parse_clusters(xml: &str) -> anyhow::Result<Vec<Cluster>> {
     let Some(document) = read(xml)? else { return Ok(Vec::new()) };
     Ok(document
         .descendants()
-        .filter(|node| node.has_tag_name("DBSnapshot"))
-        .map(|node| Snapshot {
-            id: text(node, "DBSnapshotIdentifier").unwrap_or_default(),
-            instance: text(node, "DBInstanceIdentifier").unwrap_or_default(),
+        .filter(|node| node.has_tag_name("DBCluster"))
+        .map(|node| Cluster {
+            id: text(node, "DBClusterIdentifier").unwrap_or_default(),
             status: text(node, "Status").unwrap_or_default(),
-            kind: text(node, "SnapshotType").unwrap_or_default(),
-            created: time(node, "SnapshotCreateTime"),
+            endpoint: text(node, "Endpoint"),
+            port: text(node, "Port").and_then(|port| port.parse().ok()),
+            created: time(node, "ClusterCreateTime"),
+            deletion_protection: text(node, "DeletionProtection").as_deref() == Some("true"),
+            tags: tags(node),
+            members: child(node, "DBClusterMembers")
+                .map(|members| {
+                    members
+                        .children()
+                        .filter(|member| member.has_tag_name("DBClusterMember"))
+                        .filter_map(|member| text(member, "DBInstanceIdentifier"))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
         .collect())
 }
@@ -353,7 +534,7 @@ mod tests {
         assert_eq!(instance.tags["ManagedBy"], "dblab-rds-refresh");
         assert_eq!(instance.created.unwrap().to_rfc3339(), "2026-12-03T10:13:27.309456+00:00");
         let xml = r#"<DescribeDBSnapshotsResponse><DescribeDBSnapshotsResult><DBSnapshots><DBSnapshot><DBSnapshotIdentifier>rds:prod-2026-12-03-10-13</DBSnapshotIdentifier><DBInstanceIdentifier>prod</DBInstanceIdentifier><SnapshotCreateTime>2026-12-03T10:13:27.546503Z</SnapshotCreateTime><Status>available</Status><SnapshotType>automated</SnapshotType></DBSnapshot></DBSnapshots></DescribeDBSnapshotsResult></DescribeDBSnapshotsResponse>"#;
-        let snapshots = parse_snapshots(xml).unwrap();
+        let snapshots = parse_snapshots(xml, false).unwrap();
         assert_eq!(snapshots[0].id, "rds:prod-2026-12-03-10-13");
         assert_eq!(snapshots[0].kind, "automated");
         assert!(parse_instances("<not xml").is_err());

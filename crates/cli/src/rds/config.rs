@@ -22,7 +22,7 @@ pub(crate) struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Source {
-    /// `rds` (an `aurora-cluster` is not supported yet).
+    /// `rds` or `aurora-cluster`.
     #[serde(rename = "type")]
     pub(crate) kind: String,
     pub(crate) identifier: String,
@@ -50,6 +50,9 @@ pub(crate) struct CloneSpec {
     pub(crate) parameter_group: Option<String>,
     #[serde(default)]
     pub(crate) option_group: Option<String>,
+    /// Aurora: the restored cluster's parameter group.
+    #[serde(default)]
+    pub(crate) cluster_parameter_group: Option<String>,
     #[serde(default)]
     pub(crate) port: Option<u16>,
     #[serde(default)]
@@ -146,11 +149,8 @@ impl Config {
 
     fn check(&self) -> anyhow::Result<()> {
         match self.source.kind.as_str() {
-            "rds" => {}
-            "aurora-cluster" => {
-                bail!("source.type \"aurora-cluster\" is not supported yet; only \"rds\"")
-            }
-            other => bail!("source.type {other:?}: expected \"rds\""),
+            "rds" | "aurora-cluster" => {}
+            other => bail!("source.type {other:?}: expected \"rds\" or \"aurora-cluster\""),
         }
         for (name, value) in [
             ("source.identifier", &self.source.identifier),
@@ -247,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn the_example_parses_and_aurora_is_refused() {
+    fn the_example_parses_and_other_types_are_refused() {
         let text = r#"
             [source]
             type = "rds"
@@ -273,7 +273,9 @@ mod tests {
         assert_eq!(config.dblab.timeout, Duration::from_secs(4 * 3600));
         let aurora: Config =
             toml::from_str(&text.replace("\"rds\"", "\"aurora-cluster\"")).unwrap();
-        assert!(aurora.check().unwrap_err().to_string().contains("not supported yet"));
+        aurora.check().unwrap();
+        let other: Config = toml::from_str(&text.replace("\"rds\"", "\"mysql\"")).unwrap();
+        assert!(other.check().unwrap_err().to_string().contains("expected \"rds\""));
         assert!(
             toml::from_str::<Config>(&text.replace("[aws]", "[aws]\nprofile = \"x\"")).is_err()
         );

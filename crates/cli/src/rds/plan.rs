@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::api::{Instance, Snapshot};
+use super::api::{Cluster, Instance, Snapshot};
 
 /// DBLab's tags: every temporary instance carries them, so a later run can find it again.
 pub(crate) const TAG_MANAGED_BY: &str = "ManagedBy";
@@ -59,13 +59,36 @@ pub(crate) enum Orphan {
 
 /// Whether `instance` is a temporary instance of a refresh that should be gone: tagged
 /// `ManagedBy=dblab-rds-refresh` and `AutoDelete=true`, not already being deleted, and past its
-/// `DeleteAfter` or older than `max_age`. Anything else, whatever its name, is left alone.
+/// `DeleteAfter` or older than `max_age`. Anything else, whatever its name, is left alone; so
+/// is an Aurora cluster's member, which goes with its cluster.
 pub(crate) fn orphan(instance: &Instance, now: DateTime<Utc>, max_age: Duration) -> Option<Orphan> {
-    let tag = |key: &str| instance.tags.get(key).map(String::as_str);
+    if instance.cluster.is_some() {
+        return None;
+    }
+    orphan_by_tags(&instance.tags, &instance.status, instance.created, now, max_age)
+}
+
+/// [`orphan`] for an Aurora cluster.
+pub(crate) fn orphan_cluster(
+    cluster: &Cluster,
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Option<Orphan> {
+    orphan_by_tags(&cluster.tags, &cluster.status, cluster.created, now, max_age)
+}
+
+fn orphan_by_tags(
+    tags: &BTreeMap<String, String>,
+    status: &str,
+    created: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Option<Orphan> {
+    let tag = |key: &str| tags.get(key).map(String::as_str);
     if tag(TAG_MANAGED_BY) != Some(MANAGED_BY) || tag(TAG_AUTO_DELETE) != Some("true") {
         return None;
     }
-    if instance.status == "deleting" {
+    if status == "deleting" {
         return None;
     }
     let deadline = tag(TAG_DELETE_AFTER)
@@ -74,7 +97,7 @@ pub(crate) fn orphan(instance: &Instance, now: DateTime<Utc>, max_age: Duration)
     if let Some(deadline) = deadline.filter(|deadline| *deadline <= now) {
         return Some(Orphan::Overdue(deadline));
     }
-    let created = instance.created?;
+    let created = created?;
     (delete_after(created, max_age) <= now).then_some(Orphan::TooOld(created))
 }
 
@@ -188,6 +211,7 @@ mod tests {
             instance: "prod".to_owned(),
             status: status.to_owned(),
             kind: kind.to_owned(),
+            engine: "postgres".to_owned(),
             created: Some(at(hour)),
         }
     }
@@ -203,6 +227,7 @@ mod tests {
             created: Some(at(created_hour)),
             deletion_protection: false,
             tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            cluster: None,
         }
     }
 
@@ -270,6 +295,21 @@ mod tests {
         let mut deleting = instance(&managed, 1);
         deleting.status = "deleting".to_owned();
         assert_eq!(orphan(&deleting, now, max_age), None);
+        // A cluster's member goes with its cluster, which is judged by the same tags.
+        let mut member = instance(&managed, 1);
+        member.cluster = Some("dblab-refresh-x".to_owned());
+        assert_eq!(orphan(&member, now, max_age), None);
+        let cluster = Cluster {
+            id: "dblab-refresh-x".to_owned(),
+            status: "available".to_owned(),
+            endpoint: None,
+            port: None,
+            created: Some(at(1)),
+            deletion_protection: true,
+            tags: member.tags.clone(),
+            members: vec![member.id.clone()],
+        };
+        assert_eq!(orphan_cluster(&cluster, now, max_age), Some(Orphan::TooOld(at(1))));
     }
 
     #[test]

@@ -59,6 +59,17 @@ impl Moto {
         serde_json::from_str(output.stdout_text().trim()).expect("boto3 printed JSON")
     }
 
+    /// The identifiers of every Aurora cluster.
+    async fn clusters(&self) -> Vec<String> {
+        let value = self
+            .boto(
+                "print(json.dumps(sorted(c['DBClusterIdentifier'] \
+                 for c in rds.describe_db_clusters()['DBClusters'])))",
+            )
+            .await;
+        serde_json::from_value(value).expect("a list of names")
+    }
+
     /// The identifiers of every instance.
     async fn instances(&self) -> Vec<String> {
         let value = self
@@ -133,7 +144,8 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(retrieval_extra: &str) -> Setup {
+    /// `kind`: `rds` (an instance `prod`) or `aurora-cluster` (a cluster `prod`).
+    async fn new(kind: &str, retrieval_extra: &str) -> Setup {
         let source = SourceCluster::start(
             "CREATE TABLE orders (id int PRIMARY KEY); \
              INSERT INTO orders SELECT generate_series(1, 3);",
@@ -147,17 +159,21 @@ impl Setup {
         .await;
         let dir = server.scratch().to_owned();
         let moto = Moto::start(&dir).await;
-        moto.boto(
+        let create = if kind == "rds" {
             "rds.create_db_instance(DBInstanceIdentifier='prod', DBInstanceClass='db.m5.large', \
              Engine='postgres', MasterUsername='reader', MasterUserPassword='password1', \
-             AllocatedStorage=20, BackupRetentionPeriod=7, DBName='shop')\nprint('{}')",
-        )
-        .await;
+             AllocatedStorage=20, BackupRetentionPeriod=7, DBName='shop')\nprint('{}')"
+        } else {
+            "rds.create_db_cluster(DBClusterIdentifier='prod', Engine='aurora-postgresql', \
+             MasterUsername='reader', MasterUserPassword='password1', BackupRetentionPeriod=7, \
+             DatabaseName='shop')\nprint('{}')"
+        };
+        moto.boto(create).await;
         let config = dir.join("rds-refresh.toml");
         std::fs::write(
             &config,
             format!(
-                "[source]\ntype = \"rds\"\nidentifier = \"prod\"\ndb_name = \"shop\"\n\
+                "[source]\ntype = \"{kind}\"\nidentifier = \"prod\"\ndb_name = \"shop\"\n\
                  username = \"reader\"\npassword = \"${{RDS_TEST_DB_PASSWORD}}\"\n\n\
                  [clone]\ninstance_class = \"db.t3.medium\"\nport = {}\n\
                  connect_host = \"127.0.0.1\"\ndeletion_protection = true\n\
@@ -183,7 +199,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rds_refresh_refreshes_through_a_temporary_instance_and_leaves_no_orphan() {
-    let setup = Setup::new("").await;
+    let setup = Setup::new("rds", "").await;
     let Setup { server, moto, state_dir, .. } = &setup;
     let run_args = setup.args();
 
@@ -276,9 +292,11 @@ async fn rds_refresh_deletes_its_instance_on_sigterm() {
     .expect("write the script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("make the script executable");
-    let setup =
-        Setup::new(&format!("[retrieval.preprocessing]\nscript = \"{}\"\n", script.display()))
-            .await;
+    let setup = Setup::new(
+        "rds",
+        &format!("[retrieval.preprocessing]\nscript = \"{}\"\n", script.display()),
+    )
+    .await;
     let log = setup.server.scratch().join("rds-refresh.log");
     let mut command = Cmd::new(scion_bin())
         .arg("rds-refresh")
@@ -303,5 +321,53 @@ async fn rds_refresh_deletes_its_instance_on_sigterm() {
     assert!(!state_file(&setup.state_dir).exists(), "{output}");
     std::fs::write(&release, "").expect("release the refresh");
     wait_engine_idle(&setup.server).await;
+    setup.source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_refresh_restores_an_aurora_cluster_and_leaves_no_orphan() {
+    let setup = Setup::new("aurora-cluster", "").await;
+    let Setup { server, moto, state_dir, .. } = &setup;
+    let run_args = setup.args();
+
+    // A crash once the cluster and its instance are up: both are left, and the state file.
+    let (status, _, stderr) =
+        rds_refresh(&run_args, &[("SCION_FAILPOINT", "rds.instance_available")]).await;
+    assert_eq!(status, ExitInfo::Signal(6), "{stderr}");
+    let state = std::fs::read_to_string(state_file(state_dir)).expect("the state file");
+    assert!(state.contains("\"is_cluster\": true"), "{state}");
+    assert_eq!(moto.clusters().await.len(), 2);
+    assert_eq!(moto.instances().await.len(), 1);
+
+    // The next run deletes them (the instance first), refreshes through a new cluster and
+    // deletes that one too.
+    let (status, stdout, stderr) = rds_refresh(&run_args, &[]).await;
+    assert_eq!(status, ExitInfo::Code(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("refresh plan: restore snapshot rds:prod-"), "{stdout}");
+    assert_eq!(moto.clusters().await, ["prod"], "{stderr}");
+    assert!(moto.instances().await.is_empty(), "{stderr}");
+    assert!(!state_file(state_dir).exists());
+    assert_eq!(orders_in_a_clone(server, "aurora").await, 3);
+
+    // Layer 4 for clusters: an overdue tagged cluster goes with its instance.
+    moto.boto(
+        "snap = rds.describe_db_cluster_snapshots(DBClusterIdentifier='prod')\
+         ['DBClusterSnapshots'][0]['DBClusterSnapshotIdentifier']\n\
+         tags = [{'Key': 'ManagedBy', 'Value': 'dblab-rds-refresh'}, \
+         {'Key': 'AutoDelete', 'Value': 'true'}, {'Key': 'DeleteAfter', 'Value': '2020-01-01T00:00:00Z'}]\n\
+         rds.restore_db_cluster_from_snapshot(DBClusterIdentifier='dblab-refresh-old', \
+         SnapshotIdentifier=snap, Engine='aurora-postgresql', Tags=tags, DeletionProtection=True)\n\
+         rds.create_db_instance(DBInstanceIdentifier='dblab-refresh-old-instance', \
+         DBInstanceClass='db.r6g.large', Engine='aurora-postgresql', \
+         DBClusterIdentifier='dblab-refresh-old', Tags=tags)\nprint('{}')",
+    )
+    .await;
+    let mut cleanup = vec!["cleanup"];
+    cleanup.extend(run_args.iter().copied());
+    let (status, _, stderr) = rds_refresh(&cleanup, &[]).await;
+    assert_eq!(status, ExitInfo::Code(0), "{stderr}");
+    assert_eq!(moto.clusters().await, ["prod"], "{stderr}");
+    assert!(moto.instances().await.is_empty(), "{stderr}");
+    server.destroy_all_clones().await;
     setup.source.stop().await;
 }
