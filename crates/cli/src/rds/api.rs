@@ -158,17 +158,27 @@ impl Rds {
         .into())
     }
 
-    /// One instance, or `None` when RDS does not know it.
-    pub(crate) async fn instance(&self, id: &str) -> anyhow::Result<Option<Instance>> {
-        match self.call("DescribeDBInstances", &[("DBInstanceIdentifier", id.to_owned())]).await {
-            Ok(xml) => Ok(parse_instances(&xml)?.into_iter().next()),
-            Err(error) if is_code(&error, "DBInstanceNotFound") => Ok(None),
+    /// `action` for one `key=id`; RDS's `not_found` code is `None`.
+    async fn one<T>(
+        &self,
+        action: &str,
+        (key, id): (&str, &str),
+        not_found: &str,
+        parse: fn(&str) -> anyhow::Result<Vec<T>>,
+    ) -> anyhow::Result<Option<T>> {
+        match self.call(action, &[(key, id.to_owned())]).await {
+            Ok(xml) => Ok(parse(&xml)?.into_iter().next()),
+            Err(error) if is_code(&error, not_found) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// Every instance of the region, page by page.
-    pub(crate) async fn instances(&self) -> anyhow::Result<Vec<Instance>> {
+    /// Every item `action` lists, page by page.
+    async fn all<T>(
+        &self,
+        action: &str,
+        parse: fn(&str) -> anyhow::Result<Vec<T>>,
+    ) -> anyhow::Result<Vec<T>> {
         let mut all = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -176,13 +186,24 @@ impl Rds {
             if let Some(marker) = &marker {
                 params.push(("Marker", marker.clone()));
             }
-            let xml = self.call("DescribeDBInstances", &params).await?;
-            all.extend(parse_instances(&xml)?);
+            let xml = self.call(action, &params).await?;
+            all.extend(parse(&xml)?);
             marker = read(&xml)?.and_then(|doc| text_of(doc.root_element(), "Marker"));
             if marker.as_deref().is_none_or(str::is_empty) {
                 return Ok(all);
             }
         }
+    }
+
+    /// One instance, or `None` when RDS does not know it.
+    pub(crate) async fn instance(&self, id: &str) -> anyhow::Result<Option<Instance>> {
+        let key = ("DBInstanceIdentifier", id);
+        self.one("DescribeDBInstances", key, "DBInstanceNotFound", parse_instances).await
+    }
+
+    /// Every instance of the region.
+    pub(crate) async fn instances(&self) -> anyhow::Result<Vec<Instance>> {
+        self.all("DescribeDBInstances", parse_instances).await
     }
 
     /// The instance's snapshots of one type (`automated`, `manual`).
@@ -198,11 +219,8 @@ impl Rds {
 
     /// One snapshot by its identifier.
     pub(crate) async fn snapshot(&self, id: &str) -> anyhow::Result<Option<Snapshot>> {
-        match self.call("DescribeDBSnapshots", &[("DBSnapshotIdentifier", id.to_owned())]).await {
-            Ok(xml) => Ok(parse_snapshots(&xml, false)?.into_iter().next()),
-            Err(error) if is_code(&error, "DBSnapshotNotFound") => Ok(None),
-            Err(error) => Err(error),
-        }
+        let key = ("DBSnapshotIdentifier", id);
+        self.one("DescribeDBSnapshots", key, "DBSnapshotNotFound", parse_instance_snapshots).await
     }
 
     /// `RestoreDBInstanceFromDBSnapshot`.
@@ -258,29 +276,13 @@ impl Rds {
 impl Rds {
     /// One Aurora cluster, or `None` when RDS does not know it.
     pub(crate) async fn cluster(&self, id: &str) -> anyhow::Result<Option<Cluster>> {
-        match self.call("DescribeDBClusters", &[("DBClusterIdentifier", id.to_owned())]).await {
-            Ok(xml) => Ok(parse_clusters(&xml)?.into_iter().next()),
-            Err(error) if is_code(&error, "DBClusterNotFoundFault") => Ok(None),
-            Err(error) => Err(error),
-        }
+        let key = ("DBClusterIdentifier", id);
+        self.one("DescribeDBClusters", key, "DBClusterNotFoundFault", parse_clusters).await
     }
 
-    /// Every Aurora cluster of the region, page by page.
+    /// Every Aurora cluster of the region.
     pub(crate) async fn clusters(&self) -> anyhow::Result<Vec<Cluster>> {
-        let mut all = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut params = vec![("MaxRecords", "100".to_owned())];
-            if let Some(marker) = &marker {
-                params.push(("Marker", marker.clone()));
-            }
-            let xml = self.call("DescribeDBClusters", &params).await?;
-            all.extend(parse_clusters(&xml)?);
-            marker = read(&xml)?.and_then(|doc| text_of(doc.root_element(), "Marker"));
-            if marker.as_deref().is_none_or(str::is_empty) {
-                return Ok(all);
-            }
-        }
+        self.all("DescribeDBClusters", parse_clusters).await
     }
 
     /// The cluster's snapshots of one type.
@@ -296,12 +298,9 @@ impl Rds {
 
     /// One cluster snapshot by its identifier.
     pub(crate) async fn cluster_snapshot(&self, id: &str) -> anyhow::Result<Option<Snapshot>> {
-        let params = [("DBClusterSnapshotIdentifier", id.to_owned())];
-        match self.call("DescribeDBClusterSnapshots", &params).await {
-            Ok(xml) => Ok(parse_snapshots(&xml, true)?.into_iter().next()),
-            Err(error) if is_code(&error, "DBClusterSnapshotNotFoundFault") => Ok(None),
-            Err(error) => Err(error),
-        }
+        let key = ("DBClusterSnapshotIdentifier", id);
+        let not_found = "DBClusterSnapshotNotFoundFault";
+        self.one("DescribeDBClusterSnapshots", key, not_found, parse_cluster_snapshots).await
     }
 
     /// `RestoreDBClusterFromSnapshot` (the engine taken from the snapshot), then
@@ -467,6 +466,14 @@ pub(crate) fn parse_instances(xml: &str) -> anyhow::Result<Vec<Instance>> {
             }
         })
         .collect())
+}
+
+fn parse_instance_snapshots(xml: &str) -> anyhow::Result<Vec<Snapshot>> {
+    parse_snapshots(xml, false)
+}
+
+fn parse_cluster_snapshots(xml: &str) -> anyhow::Result<Vec<Snapshot>> {
+    parse_snapshots(xml, true)
 }
 
 /// `DBSnapshot` or `DBClusterSnapshot` elements.
