@@ -108,7 +108,12 @@ async fn serve_command(args: ServeArgs) -> Result<(), Failure> {
     let api = api_client::Client::new(&args.dblab_url, Some(args.dblab_token))
         .map_err(|error| Failure::Usage(error.into()))?;
     // As DBLab's sidecar does: a wrong URL or token shows at once, not in every pass's log.
-    api.status().await.map_err(Failure::from)?;
+    api.status().await.map_err(|error| {
+        Failure::Operation(anyhow::anyhow!(
+            "cannot read the engine's status at {} (--dblab-url, --dblab-token): {error}",
+            args.dblab_url
+        ))
+    })?;
 
     let tctl = tctl::Tctl::new(args.tctl_path, args.teleport_identity, args.teleport_proxy);
     let registrar = Arc::new(serve::Registrar::new(tctl, naming, app_uri));

@@ -348,4 +348,28 @@ async fn teleport_serve_refuses_bad_labels_and_environment_ids() {
         run.expect_code(2);
         assert!(run.stderr.contains(message), "{extra:?}: {}", run.stderr);
     }
+    // An engine that does not answer stops it at once (exit 1), naming the flags to check.
+    let args = [
+        "teleport",
+        "serve",
+        "--environment-id",
+        "prod",
+        "--teleport-proxy",
+        PROXY,
+        "--teleport-identity",
+        "/nonexistent",
+        "--dblab-url",
+        "http://127.0.0.1:1",
+        "--dblab-token",
+        TOKEN,
+        "--webhook-secret",
+        SECRET,
+    ];
+    let run = crate::support::scion_with_env(&args, &[]).await;
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("cannot read the engine's status at http://127.0.0.1:1 (--dblab-url"),
+        "{}",
+        run.stderr
+    );
 }
