@@ -414,6 +414,15 @@ impl Client {
         Ok(LogFollow { url, response })
     }
 
+    /// `POST /admin/config`: apply DBLab's configuration projection (only the fields given
+    /// change); the answer is the new projection.
+    pub async fn update_config(
+        &self,
+        projection: &serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        self.json(Method::POST, &["admin", "config"], &[], Some(projection), Duration::ZERO).await
+    }
+
     /// `POST /full-refresh`: start a new retrieval run in the background.
     pub async fn full_refresh(&self) -> Result<Response, Error> {
         self.json(Method::POST, &["full-refresh"], &[], None::<&()>, Duration::ZERO).await

@@ -126,6 +126,12 @@ pub(crate) enum Command {
     /// Checks for CI: a migration on a fresh clone, observed for dangerous locks.
     #[command(subcommand)]
     Ci(ci::CiCommand),
+    /// The Teleport sidecar: registers clones as Teleport databases (DBLab's `teleport serve`).
+    #[command(subcommand)]
+    Teleport(crate::teleport::TeleportCommand),
+    /// Refresh the data from an RDS snapshot through a temporary instance that is deleted
+    /// afterwards (DBLab's `rds-refresh`); `rds-refresh cleanup` deletes what crashed runs left.
+    RdsRefresh(crate::rds::RdsRefreshArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -101,6 +101,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Config(command) => environment::run(global, command),
         Command::Ci(command) => ci::run(&Context::new(global).await?, command).await,
         Command::PortForward(args) => port_forward::run(global, &args).await,
+        Command::Teleport(command) => crate::teleport::run(command).await,
+        Command::RdsRefresh(args) => crate::rds::run(args).await,
         Command::Completions(args) => {
             let mut text = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "scion", &mut text);

@@ -8,8 +8,12 @@ mod commands;
 mod config;
 mod connection;
 mod forward;
+mod logging;
 mod output;
 mod protection;
+mod rds;
+mod signals;
+mod teleport;
 
 use std::process::ExitCode;
 

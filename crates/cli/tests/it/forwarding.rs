@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use exec::{Cmd, Daemon};
+use exec::Cmd;
 use test_support::free_port_range;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::support::{PASSWORD, StopOnDrop, TOKEN, TestServer, scion_bin};
+use crate::support::{PASSWORD, StopOnDrop, TOKEN, TestServer, scion_bin, wait_for_line};
 
 /// Where Debian's openssh-server puts sshd (`scripts/setup` installs it).
 const SSHD: &str = "/usr/sbin/sshd";
@@ -345,19 +345,5 @@ impl Sshd {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Sshd { _daemon: StopOnDrop(daemon), host_key, client_key, stranger_key }
-    }
-}
-
-/// Waits until the log of `daemon` contains `line` and returns the log.
-async fn wait_for_line(daemon: &Daemon, log_path: &Path, line: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let log = std::fs::read_to_string(log_path).unwrap_or_default();
-        if log.contains(line) {
-            return log;
-        }
-        assert!(daemon.exit_status().is_none(), "the process exited; its output:\n{log}");
-        assert!(started.elapsed() < READY_DEADLINE, "no {line:?} yet; output so far:\n{log}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TOKEN, TestServer, normalize, scion_with_env,
-    without_volatile,
+    SourceCluster, TOKEN, TestServer, normalize, scion_with_env, without_volatile,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,87 +98,19 @@ Started at  <TIME>
     run.expect_code(1);
 }
 
-/// A source cluster whose restore drops one table's rows: `guarded`'s check looks its values
-/// up in `zz_allowed`, whose rows pg_restore loads after `guarded`'s (name order).
-struct WarningSource {
-    instance: Option<postgres::Instance>,
-    port: u16,
-    dir: test_support::TestDir,
-}
-
-impl WarningSource {
-    async fn start() -> WarningSource {
-        let dir = test_support::TestDir::new("scion-cli-source-");
-        let user = postgres::OsUser::lookup("postgres").expect("set up the source");
-        let major = postgres::PgMajor::new(16).expect("set up the source");
-        let binaries = postgres::BinarySearch::default().locate(major).expect("set up the source");
-        let data_dir = dir.path().join("data");
-        let mut options = postgres::InitDbOptions::new("postgres");
-        options.sync = false;
-        postgres::initdb(&binaries, &data_dir, &user, &options).await.expect("set up the source");
-        let port = *test_support::free_port_range(1).start();
-        let settings = postgres::ServerSettings::new(port, dir.path().join("sock"));
-        let spec = postgres::InstanceSpec::new(
-            &data_dir,
-            settings,
-            "postgres",
-            dir.path().join("log"),
-            user,
-        );
-        let mut instance =
-            postgres::Instance::start(&binaries, spec.clone()).await.expect("set up the source");
-        let admin = instance.admin().await.expect("set up the source");
-        admin
-            .create_or_replace_role("reader", SOURCE_PASSWORD, postgres::RoleKind::Superuser)
-            .await
-            .expect("set up the source");
-        admin.client().batch_execute("CREATE DATABASE shop").await.expect("set up the source");
-        drop(admin);
-        let shop = postgres::Admin::connect(&spec.settings.socket_dir, port, "postgres", "shop")
-            .await
-            .expect("set up the source");
-        shop.client()
-            .batch_execute(
-                "CREATE TABLE zz_allowed (v int PRIMARY KEY); \
-                 INSERT INTO zz_allowed SELECT generate_series(1, 10); \
-                 CREATE FUNCTION is_allowed(int) RETURNS bool LANGUAGE plpgsql STABLE \
-                   AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM public.zz_allowed WHERE v = $1); END $$; \
-                 CREATE TABLE guarded (v int CHECK (is_allowed(v))); \
-                 INSERT INTO guarded SELECT generate_series(1, 10);",
-            )
-            .await
-            .expect("set up the source");
-        WarningSource { instance: Some(instance), port, dir }
-    }
-
-    fn config(&self) -> String {
-        format!(
-            "\n[retrieval]\ntarget_major = 16\n[retrieval.source]\nhost = \"127.0.0.1\"\n\
-             port = {}\nusername = \"reader\"\npassword_env = \"{SOURCE_PASSWORD_ENV}\"\n\
-             [retrieval.restore]\nignore_errors = true\n",
-            self.port
-        )
-    }
-
-    async fn stop(mut self) {
-        if let Some(instance) = self.instance.take() {
-            instance
-                .stop(postgres::StopMode::Fast, Duration::from_secs(30))
-                .await
-                .expect("set up the source");
-        }
-    }
-}
-
-impl Drop for WarningSource {
-    fn drop(&mut self) {
-        test_support::stop_postmasters_under(self.dir.path());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_status_shows_the_warnings_of_the_last_refresh() {
-    let source = WarningSource::start().await;
+    // A source whose restore drops one table's rows: `guarded`'s check looks its values up in
+    // `zz_allowed`, whose rows pg_restore loads after `guarded`'s (name order).
+    let source = SourceCluster::start(
+        "CREATE TABLE zz_allowed (v int PRIMARY KEY); \
+         INSERT INTO zz_allowed SELECT generate_series(1, 10); \
+         CREATE FUNCTION is_allowed(int) RETURNS bool LANGUAGE plpgsql STABLE \
+           AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM public.zz_allowed WHERE v = $1); END $$; \
+         CREATE TABLE guarded (v int CHECK (is_allowed(v))); \
+         INSERT INTO guarded SELECT generate_series(1, 10);",
+    )
+    .await;
     let server = TestServer::start(&source.config()).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {

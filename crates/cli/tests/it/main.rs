@@ -11,5 +11,7 @@ mod init;
 mod instance;
 mod package;
 mod protection;
+mod rds;
 mod snapshot;
 mod support;
+mod teleport;

@@ -380,3 +380,94 @@ pub(crate) fn without_volatile(mut value: serde_json::Value) -> serde_json::Valu
     strip(&mut value);
     value
 }
+
+/// How long a process the test started may take to write an expected line.
+const LINE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until the log of `daemon` contains `line` and returns the log.
+pub(crate) async fn wait_for_line(daemon: &Daemon, log_path: &Path, line: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if log.contains(line) {
+            return log;
+        }
+        assert!(daemon.exit_status().is_none(), "the process exited; its output:\n{log}");
+        assert!(started.elapsed() < LINE_DEADLINE, "no {line:?} yet; output so far:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A source cluster for retrieval: PostgreSQL 16 with a superuser `reader` (password
+/// [`SOURCE_PASSWORD`]) and a database `shop` set up by the caller's SQL; stopped when dropped.
+pub(crate) struct SourceCluster {
+    instance: Option<postgres::Instance>,
+    port: u16,
+    dir: test_support::TestDir,
+}
+
+impl SourceCluster {
+    pub(crate) async fn start(shop_sql: &str) -> SourceCluster {
+        let dir = test_support::TestDir::new("scion-cli-source-");
+        let user = postgres::OsUser::lookup("postgres").expect("set up the source");
+        let major = postgres::PgMajor::new(16).expect("set up the source");
+        let binaries = postgres::BinarySearch::default().locate(major).expect("set up the source");
+        let data_dir = dir.path().join("data");
+        let mut options = postgres::InitDbOptions::new("postgres");
+        options.sync = false;
+        postgres::initdb(&binaries, &data_dir, &user, &options).await.expect("set up the source");
+        let port = *test_support::free_port_range(1).start();
+        let settings = postgres::ServerSettings::new(port, dir.path().join("sock"));
+        let spec = postgres::InstanceSpec::new(
+            &data_dir,
+            settings,
+            "postgres",
+            dir.path().join("log"),
+            user,
+        );
+        let mut instance =
+            postgres::Instance::start(&binaries, spec.clone()).await.expect("set up the source");
+        let admin = instance.admin().await.expect("set up the source");
+        admin
+            .create_or_replace_role("reader", SOURCE_PASSWORD, postgres::RoleKind::Superuser)
+            .await
+            .expect("set up the source");
+        admin.client().batch_execute("CREATE DATABASE shop").await.expect("set up the source");
+        drop(admin);
+        let shop = postgres::Admin::connect(&spec.settings.socket_dir, port, "postgres", "shop")
+            .await
+            .expect("set up the source");
+        shop.client().batch_execute(shop_sql).await.expect("set up the source");
+        SourceCluster { instance: Some(instance), port, dir }
+    }
+
+    /// The port it listens on (loopback).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A `[retrieval]` section that dumps it, restore errors ignored.
+    pub(crate) fn config(&self) -> String {
+        format!(
+            "\n[retrieval]\ntarget_major = 16\n[retrieval.source]\nhost = \"127.0.0.1\"\n\
+             port = {}\nusername = \"reader\"\npassword_env = \"{SOURCE_PASSWORD_ENV}\"\n\
+             [retrieval.restore]\nignore_errors = true\n",
+            self.port
+        )
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(instance) = self.instance.take() {
+            instance
+                .stop(postgres::StopMode::Fast, Duration::from_secs(30))
+                .await
+                .expect("set up the source");
+        }
+    }
+}
+
+impl Drop for SourceCluster {
+    fn drop(&mut self) {
+        test_support::stop_postmasters_under(self.dir.path());
+    }
+}

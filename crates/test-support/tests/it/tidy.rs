@@ -26,7 +26,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("ui", &[]),
     ("server", &["api-types", "engine", "http-api", "retrieval", "storage", "ui", "webhooks"]),
     ("api-client", &["api-types"]),
-    ("cli", &["api-client", "api-types", "exec"]),
+    ("cli", &["api-client", "api-types", "exec", "webhooks"]),
     ("test-support", &["exec", "postgres", "storage"]),
     ("bench", &["api-client", "api-types", "exec", "postgres", "storage", "test-support"]),
 ];
