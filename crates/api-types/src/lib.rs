@@ -40,8 +40,8 @@ pub use branch::{
     CreateBranchResponse,
 };
 pub use clone::{
-    Clone, CloneLimits, CloneMetadata, CloneUsage, CreateCloneRequest, Database, DatabaseRequest,
-    PatchCloneRequest, ResetCloneRequest, SnapshotRef,
+    ClientCertificate, Clone, CloneLimits, CloneMetadata, CloneUsage, CreateCloneRequest, Database,
+    DatabaseRequest, PatchCloneRequest, ResetCloneRequest, SnapshotRef,
 };
 pub use delivery::{DeliveryRecord, DropReason, Outcome, UnknownOutcome};
 pub use error::{ApiError, ErrorCode, Response, WsToken};

@@ -254,6 +254,11 @@ pub(crate) struct CloneCreateArgs {
     /// An extra Postgres setting for the clone, as name=value (repeatable).
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_key_value)]
     pub extra_config: Vec<(String, String)>,
+    /// Ask for a client certificate for the user and write it into DIR (made if missing) as
+    /// libpq names them: postgresql.crt, postgresql.key and root.crt, mode 0600. The server
+    /// keeps no copy of the key.
+    #[arg(long, value_name = "DIR")]
+    pub client_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

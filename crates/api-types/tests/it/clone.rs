@@ -61,6 +61,7 @@ fn ready_clone() -> Clone {
         },
         limits: None,
         usage: None,
+        client_certificate: None,
     }
 }
 

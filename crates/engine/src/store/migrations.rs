@@ -130,6 +130,10 @@ CREATE TABLE clone_limits (
     r#"
 ALTER TABLE clones ADD COLUMN stopped_at TEXT;
 "#,
+    // Migration 14 (TLS): whether the clone's user logs in with a client certificate.
+    r#"
+ALTER TABLE clones ADD COLUMN cert_login INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 impl Store {

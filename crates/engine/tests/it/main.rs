@@ -17,5 +17,6 @@ mod recovery;
 mod restart;
 mod space;
 mod sync;
+mod tls;
 mod wake;
 mod warm;
