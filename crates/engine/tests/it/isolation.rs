@@ -60,6 +60,9 @@ async fn a_superuser_clone_reaches_nothing_of_another_clone_or_the_engine() {
         test.state_dir.join("logs").join("victim.log"),
         test.state_dir.join("scion.db"),
         image,
+        // TLS: the CA's key, and the other clone's server key (its own is in view).
+        test.state_dir.join("tls/ca.key"),
+        test.state_dir.join("tls/servers").join(victim.record.port.to_string()).join("server.key"),
     ];
     // Everything probed exists on the host: a check that could not fail proves nothing.
     for path in secrets.iter().chain([&pgdata(&test, &attacker), &socket_file(&test, &attacker)]) {
