@@ -35,7 +35,7 @@ async fn a_create_hands_out_a_client_certificate_once() {
     assert!(!listed.to_string().contains("PRIVATE KEY"), "{listed}");
     // The key file of the server's certificate is the servers' OS user's, outside PGDATA.
     let port = created["db"]["port"].as_str().unwrap();
-    let key = server.state_dir().join("tls/servers").join(port).join("server.key");
+    let key = server.state_dir().join("engine/tls/servers").join(port).join("server.key");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
