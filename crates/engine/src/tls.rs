@@ -40,7 +40,8 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates start an hour early, for clients whose clocks run behind.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
-/// A client certificate for a clone's user, with its key: shown once, kept nowhere.
+/// A certificate with its key and the CA's certificate: a clone user's client certificate,
+/// shown once and kept nowhere (or, inside this module, a server's before it is written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertificate {
     /// The certificate (PEM), its common name the clone's user.
@@ -200,20 +201,35 @@ impl Tls {
         Ok(true)
     }
 
-    fn issue_server(&self, port: u16, host: &str) -> Result<()> {
+    /// A new key and its certificate for `common_name` (and `params`' alternative names), for
+    /// `usage`, valid for `validity` from now, signed by the CA.
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<ClientCertificate> {
         let authority = self.authority()?;
-        let key = KeyPair::generate().map_err(tls_error("generate a server key"))?;
-        let mut params = CertificateParams::new(vec![host.to_owned()])
-            .map_err(tls_error("the access host as a certificate name"))?;
+        let key = KeyPair::generate().map_err(tls_error("generate a key"))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, host);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         (params.not_before, params.not_after) = validity(SystemTime::now(), self.config.validity);
-        let cert = params
-            .signed_by(&key, &authority.issuer)
-            .map_err(tls_error("sign a server certificate"))?;
+        let cert =
+            params.signed_by(&key, &authority.issuer).map_err(tls_error("sign a certificate"))?;
+        Ok(ClientCertificate {
+            certificate: cert.pem(),
+            key: key.serialize_pem(),
+            ca: authority.cert_pem.clone(),
+        })
+    }
+
+    fn issue_server(&self, port: u16, host: &str) -> Result<()> {
+        let names = CertificateParams::new(vec![host.to_owned()])
+            .map_err(tls_error("the access host as a certificate name"))?;
+        let issued = self.issue(names, host, ExtendedKeyUsagePurpose::ServerAuth)?;
         let dir = self.server_dir(port);
         create_dir(&self.dir, 0o711)?;
         create_dir(&self.dir.join(SERVERS_DIR), 0o711)?;
@@ -224,9 +240,9 @@ impl Tls {
         // Each file replaced by a rename: a reload in between reads the old pair or the new,
         // never half of one. The key goes last, so a new key never meets an old certificate
         // (PostgreSQL refuses a pair that does not match and keeps its old one).
-        write_file(&dir.join(CA_CERT), &authority.cert_pem, 0o644, owner, Flush::Lazy)?;
-        write_file(&dir.join(SERVER_CERT), &cert.pem(), 0o644, owner, Flush::Lazy)?;
-        write_file(&dir.join(SERVER_KEY), &key.serialize_pem(), 0o600, owner, Flush::Lazy)
+        write_file(&dir.join(CA_CERT), &issued.ca, 0o644, owner, Flush::Lazy)?;
+        write_file(&dir.join(SERVER_CERT), &issued.certificate, 0o644, owner, Flush::Lazy)?;
+        write_file(&dir.join(SERVER_KEY), &issued.key, 0o600, owner, Flush::Lazy)
     }
 
     /// Reissues, in place, the certificates of the servers in `ports` that need it; returns
@@ -276,23 +292,7 @@ impl Tls {
                 "a client certificate needs TLS on clones ([tls] enabled)".to_owned(),
             ));
         }
-        let authority = self.authority()?;
-        let key = KeyPair::generate().map_err(tls_error("generate a client key"))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, username);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity(SystemTime::now(), self.config.validity);
-        let cert = params
-            .signed_by(&key, &authority.issuer)
-            .map_err(tls_error("sign a client certificate"))?;
-        Ok(ClientCertificate {
-            certificate: cert.pem(),
-            key: key.serialize_pem(),
-            ca: authority.cert_pem.clone(),
-        })
+        self.issue(CertificateParams::default(), username, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 

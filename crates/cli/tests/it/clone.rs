@@ -229,23 +229,14 @@ async fn clone_create_writes_a_client_certificate() {
     use std::os::unix::fs::PermissionsExt as _;
     let server = TestServer::start("").await;
     let dir = server.scratch().join("certs");
-    let dir_arg = dir.to_str().unwrap();
-    let run = server
-        .scion(&[
-            "clone",
-            "create",
-            "--id",
-            "tc",
-            "--username",
-            "alice",
-            "--password",
-            PASSWORD,
-            "--client-cert",
-            dir_arg,
-            "--output",
-            "json",
-        ])
-        .await;
+    let create = |id: &'static str, output: &'static [&'static str]| {
+        let mut args = vec!["clone", "create", "--id", id, "--username", "alice"];
+        args.extend(["--password", PASSWORD, "--client-cert", dir.to_str().unwrap()]);
+        args.extend(output);
+        let server = &server;
+        async move { server.scion(&args).await }
+    };
+    let run = create("tc", &["--output", "json"]).await;
     let printed = run.json();
     assert!(printed.get("clientCertificate").is_none(), "the key was printed: {printed}");
     let read = |name: &str| {
@@ -259,20 +250,7 @@ async fn clone_create_writes_a_client_certificate() {
     let ca = reqwest::get(format!("{}/tls/ca.crt", server.url)).await.unwrap();
     assert_eq!(read("root.crt"), ca.text().await.unwrap());
 
-    let again = server
-        .scion(&[
-            "clone",
-            "create",
-            "--id",
-            "tc2",
-            "--username",
-            "alice",
-            "--password",
-            PASSWORD,
-            "--client-cert",
-            dir_arg,
-        ])
-        .await;
+    let again = create("tc2", &[]).await;
     again.expect_code(2);
     assert!(again.stderr.contains("exists"), "{}", again.stderr);
     let clones = server.raw("/clones").await;
