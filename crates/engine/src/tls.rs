@@ -421,6 +421,36 @@ mod tests {
     }
 
     #[test]
+    fn a_given_ca_signs_and_the_engine_makes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca = params.self_signed(&key).unwrap().pem();
+        let (cert_file, key_file) = (given.path().join("ca.crt"), given.path().join("ca.key"));
+        std::fs::write(&cert_file, &ca).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let config = TlsConfig {
+            ca_cert_file: Some(cert_file),
+            ca_key_file: Some(key_file),
+            ..TlsConfig::default()
+        };
+        let tls =
+            Tls::new(&config, "db.example.com", dir.path(), OsUser::lookup("postgres").unwrap());
+        assert_eq!(tls.ca_pem().unwrap(), ca);
+        tls.ensure_server(6000).unwrap();
+        assert_eq!(std::fs::read_to_string(tls.server_files(6000).ca).unwrap(), ca);
+        let served = std::fs::read(tls.server_files(6000).cert).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&served).unwrap();
+        let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        pem.parse_x509().unwrap().verify_signature(Some(ca_cert.public_key())).unwrap();
+        assert!(!dir.path().join(TLS_DIR).join(CA_KEY).exists(), "the engine made a CA of its own");
+    }
+
+    #[test]
     fn client_certificates_need_tls_on() {
         let dir = tempfile::tempdir().unwrap();
         let config = TlsConfig { enabled: false, ..TlsConfig::default() };
