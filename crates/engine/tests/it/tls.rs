@@ -1,8 +1,8 @@
 //! TLS on clones with real servers and the real `psql`: a clone's certificate verifies with
 //! `sslmode=verify-full` against the engine's CA (and not for another host name), a user with
 //! a client certificate logs in with it and no password, a connection without TLS is refused
-//! when plain logins are off, and a renewed certificate is served after a reload by the same
-//! server process.
+//! when plain logins are off, a claimed warm clone does all this too, and a renewed
+//! certificate is served after a reload by the same server process.
 
 use std::path::Path;
 use std::time::Duration;
@@ -167,4 +167,35 @@ async fn a_renewed_certificate_is_served_after_a_reload_by_the_same_server() {
     let verify = format!("sslmode=verify-full sslrootcert={}", ca.path().display());
     let user = psql_user(&conninfo(&clone, "127.0.0.1", &verify), Some(PASSWORD)).await;
     assert_eq!(user.as_deref(), Ok("tester"));
+}
+
+#[tokio::test]
+async fn a_claimed_warm_clone_serves_its_certificate_and_takes_certificate_logins() {
+    let test = TestEngine::start(crate::warm::warm_config(4, 1)).await;
+    crate::warm::wait_warm(&test, 1).await;
+    let cert_request =
+        CloneRequest { username: "bob".to_owned(), client_certificate: true, ..request("claimed") };
+    let (_, issued) = test.engine.create_clone_with_certificate(cert_request).await.unwrap();
+    let issued = issued.unwrap();
+    let claimed = test.ready("claimed").await;
+    assert!(
+        claimed.record.dataset.ends_with("/r0") && !claimed.record.dataset.contains("/claimed/"),
+        "not a claim: {}",
+        claimed.record.dataset
+    );
+
+    let files = tempfile::tempdir().unwrap();
+    let (ca, cert, key) =
+        (files.path().join("root.crt"), files.path().join("bob.crt"), files.path().join("bob.key"));
+    write_private(&ca, &issued.ca);
+    write_private(&cert, &issued.certificate);
+    write_private(&key, &issued.key);
+    let options = format!(
+        "sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let user = psql_user(&conninfo(&claimed, "127.0.0.1", &options), None).await;
+    assert_eq!(user.as_deref(), Ok("bob"));
 }
