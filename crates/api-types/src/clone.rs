@@ -61,6 +61,23 @@ pub struct Clone {
     /// omitted for a clone without limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<CloneUsage>,
+    /// Scion's addition: the client certificate a create asked for (`clientCertificate`),
+    /// only in that create's answer. Its key is kept nowhere: this answer is the only copy.
+    #[serde(default, rename = "clientCertificate", skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A client certificate for a clone's user (`Clone.clientCertificate`), all PEM: over TLS the
+/// user logs in with it instead of a password.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClientCertificate {
+    /// The certificate; its common name is the clone's user.
+    pub certificate: String,
+    /// Its private key (PKCS#8).
+    pub key: String,
+    /// The CA certificate that signed it and the clones' server certificates.
+    pub ca: String,
 }
 
 /// A clone's CPU, memory and disk limits (`Clone.limits`, `CreateCloneRequest.limits`); an
@@ -239,6 +256,15 @@ pub struct CreateCloneRequest {
     /// (Scion's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<CloneLimits>,
+    /// Scion's addition: issue the user a client certificate, returned once in the answer
+    /// (`Clone.clientCertificate`); over TLS the user then logs in with it, not its password.
+    #[serde(
+        default,
+        rename = "clientCertificate",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub client_certificate: bool,
 }
 
 impl CreateCloneRequest {

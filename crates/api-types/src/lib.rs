@@ -40,8 +40,8 @@ pub use branch::{
     CreateBranchResponse,
 };
 pub use clone::{
-    Clone, CloneLimits, CloneMetadata, CloneUsage, CreateCloneRequest, Database, DatabaseRequest,
-    PatchCloneRequest, ResetCloneRequest, SnapshotRef, parse_bytes,
+    ClientCertificate, Clone, CloneLimits, CloneMetadata, CloneUsage, CreateCloneRequest, Database,
+    DatabaseRequest, PatchCloneRequest, ResetCloneRequest, SnapshotRef, parse_bytes,
 };
 pub use delivery::{DeliveryRecord, DropReason, Outcome, UnknownOutcome};
 pub use error::{ApiError, ErrorCode, Response, WsToken};

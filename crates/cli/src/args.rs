@@ -270,6 +270,11 @@ pub(crate) struct CloneCreateArgs {
     /// over `[clone] disk`; btrfs and ZFS pools only (Scion's).
     #[arg(long, value_name = "SIZE", value_parser = api_types::parse_bytes)]
     pub disk: Option<u64>,
+    /// Ask for a client certificate for the user and write it into DIR (made if missing) as
+    /// libpq names them: postgresql.crt, postgresql.key and root.crt, mode 0600. The server
+    /// keeps no copy of the key.
+    #[arg(long, value_name = "DIR")]
+    pub client_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

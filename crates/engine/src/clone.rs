@@ -47,6 +47,9 @@ pub struct CloneRequest {
     pub extra_conf: BTreeMap<String, String>,
     /// CPU and memory limits for this clone only, over the configuration's.
     pub limits: crate::quota::CloneLimits,
+    /// Issue the user a client certificate ([`Engine::create_clone_with_certificate`]), with
+    /// which it logs in over TLS instead of with its password.
+    pub client_certificate: bool,
 }
 
 /// Which snapshot a reset moves a clone to.
@@ -144,6 +147,16 @@ impl Engine {
     /// of its own; when the port range is exhausted, a warm clone of any snapshot gives up its
     /// port.
     pub async fn create_clone(&self, request: CloneRequest) -> Result<CloneView> {
+        Ok(self.create_clone_with_certificate(request).await?.0)
+    }
+
+    /// [`Engine::create_clone`], and the user's client certificate when the request asks for
+    /// one (`client_certificate`): issued before the clone is registered, so a create that
+    /// cannot have one changes nothing, and returned only here, never kept.
+    pub async fn create_clone_with_certificate(
+        &self,
+        request: CloneRequest,
+    ) -> Result<(CloneView, Option<crate::ClientCertificate>)> {
         if self.inner.cancel.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -177,6 +190,11 @@ impl Engine {
         let servers = &self.inner.servers;
         let limits = servers.limits_of(request.limits);
         servers.quotas().check(&limits)?;
+        let certificate = if request.client_certificate {
+            Some(servers.tls().client_certificate(&request.username)?)
+        } else {
+            None
+        };
         let snapshot =
             self.resolve_snapshot(request.snapshot_id.as_deref(), request.branch.as_deref())?;
         crate::quota::check_disk(&limits, self.inner.pool.storage(), &snapshot)?;
@@ -268,6 +286,7 @@ impl Engine {
                         extra_conf: request.extra_conf.clone(),
                         limits: request.limits,
                         stopped_at: None,
+                        cert_login: request.client_certificate,
                     };
                     // An evicted warm clone keeps its record until its server is gone, so that a crash
                     // in between leaves it to be removed at the next start, before the clone is redone.
@@ -325,7 +344,7 @@ impl Engine {
             }
             .instrument(span),
         );
-        self.clone_view(&id)
+        Ok((self.clone_view(&id)?, certificate))
     }
 
     /// Waits until the clone is no longer `CREATING` or `RESETTING` (or is gone, for

@@ -50,6 +50,75 @@ pub struct EngineConfig {
     pub retention: RetentionConfig,
     /// Retrieval of data from a source; without it the pool starts with an empty cluster.
     pub retrieval: Option<retrieval::RetrievalConfig>,
+    /// TLS on clones: the certificate authority and the clones' certificates.
+    pub tls: TlsConfig,
+}
+
+/// Server certificates last 90 days, as the public web's do.
+pub const DEFAULT_TLS_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// A certificate is reissued 30 days before it expires.
+pub const DEFAULT_TLS_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Certificates are checked every hour.
+pub const DEFAULT_TLS_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// `[tls]`: TLS on every clone (`docs/tls.md`). Read at start only: a reload keeps the running
+/// section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Every clone's server has TLS on with a certificate for `cloning.access_host`, signed by
+    /// the engine's CA.
+    pub enabled: bool,
+    /// Password logins without TLS are accepted too (psql's default `sslmode=prefer` uses TLS
+    /// when offered); `false` refuses every connection without TLS.
+    pub allow_plain: bool,
+    /// A CA certificate (PEM) to sign with instead of the engine's own, with `ca_key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert_file: Option<PathBuf>,
+    /// The given CA's private key (PEM, PKCS#8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_key_file: Option<PathBuf>,
+    /// How long a server or client certificate is valid.
+    #[serde(with = "humantime_serde_compat")]
+    pub validity: Duration,
+    /// A server certificate this close to its end is reissued and its server reloaded.
+    #[serde(with = "humantime_serde_compat")]
+    pub renew_before: Duration,
+    /// How often the servers' certificates are checked.
+    #[serde(with = "humantime_serde_compat")]
+    pub check_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            enabled: true,
+            allow_plain: true,
+            ca_cert_file: None,
+            ca_key_file: None,
+            validity: DEFAULT_TLS_VALIDITY,
+            renew_before: DEFAULT_TLS_RENEW_BEFORE,
+            check_interval: DEFAULT_TLS_CHECK_INTERVAL,
+        }
+    }
+}
+
+impl TlsConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.ca_cert_file.is_some() != self.ca_key_file.is_some() {
+            return Err(invalid("tls.ca_cert_file", "give both ca_cert_file and ca_key_file"));
+        }
+        if self.validity < Duration::from_secs(60) {
+            return Err(invalid("tls.validity", "must be at least 1m"));
+        }
+        if self.renew_before >= self.validity {
+            return Err(invalid("tls.renew_before", "must be shorter than tls.validity"));
+        }
+        if self.check_interval < Duration::from_millis(100) {
+            return Err(invalid("tls.check_interval", "must be at least 100ms"));
+        }
+        Ok(())
+    }
 }
 
 /// `[cloning]`: how clones are made, protected and cleaned up.
@@ -376,6 +445,7 @@ impl EngineConfig {
         }
         clone.bin_dirs()?;
         clone.default_limits()?;
+        self.tls.validate()?;
         if let Some(retrieval) = &self.retrieval {
             retrieval.validate().map_err(|error| invalid("retrieval", error.to_string()))?;
         }
@@ -481,6 +551,14 @@ mod tests {
         let mut config = EngineConfig::default();
         config.cloning.max_idle_minutes = -1.0;
         assert_eq!(config.validate().unwrap_err().key, "cloning.max_idle_minutes");
+
+        let mut config = EngineConfig::default();
+        config.tls.ca_key_file = Some("/etc/ca.key".into());
+        assert_eq!(config.validate().unwrap_err().key, "tls.ca_cert_file");
+        config.tls.ca_cert_file = Some("/etc/ca.crt".into());
+        config.validate().unwrap();
+        config.tls.renew_before = config.tls.validity;
+        assert_eq!(config.validate().unwrap_err().key, "tls.renew_before");
 
         for (name, value) in [("port", "7000"), ("bad\nname", "1"), ("work_mem", "1\n")] {
             let mut config = EngineConfig::default();

@@ -45,6 +45,9 @@ pub enum Error {
     /// The engine's database failed.
     #[error("state database: {0}")]
     Store(StoreError),
+    /// A certificate could not be made or read (the CA's, a clone's).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The engine's own files (its state directory, clone logs) could not be made. The cause
     /// is printed, not returned as `source()`, so that a chain prints it once.
     #[error("{what} {}: {error}", path.display())]

@@ -44,6 +44,7 @@ mod state;
 pub mod store;
 mod sweeper;
 mod sync;
+mod tls;
 mod usage;
 mod wake;
 mod warm;
@@ -63,7 +64,7 @@ use tracing::{info, warn};
 
 pub use branch::{BranchView, CommitView};
 pub use clone::{CloneRequest, ResetTarget};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, TlsConfig};
 pub use continuous::INTERRUPTED_REFRESH_KEY;
 pub use error::{Error, Result};
 pub use events::{EventSink, NoEvents, RecordedEvents};
@@ -90,6 +91,7 @@ pub use standby::{
     DEFAULT_HEALTH_INTERVAL, SyncCode, SyncKind, SyncSettings, SyncView, record_sync,
 };
 pub use sweeper::SweepReport;
+pub use tls::ClientCertificate;
 
 use crate::metrics::EngineMetrics;
 use crate::ports::PortPool;
@@ -289,6 +291,10 @@ impl Engine {
             }
         };
         let servers = Servers::new(&config, &state_dir)?;
+        if config.tls.enabled {
+            // A given CA that cannot be read fails the start, not the first clone.
+            servers.tls().ca_pem()?;
+        }
         let ports = PortPool::new(
             config.cloning.port_from..=config.cloning.port_to,
             config.probe_address(),
@@ -378,6 +384,22 @@ impl Engine {
     /// never changes.
     pub fn config(&self) -> Arc<EngineConfig> {
         read(&self.inner.config).clone()
+    }
+
+    /// The CA certificate (PEM) that signs the clones' server certificates, for clients to
+    /// verify them with (`sslrootcert`); not found when TLS is off.
+    pub fn ca_certificate(&self) -> Result<String> {
+        let tls = self.inner.servers.tls();
+        if !tls.enabled() {
+            return Err(Error::NotFound("TLS is off on clones ([tls] enabled = false)".to_owned()));
+        }
+        tls.ca_pem()
+    }
+
+    /// One pass of the certificate renewal loop (`[tls] check_interval`): reissues the
+    /// servers' certificates that need it and has their servers reload them.
+    pub async fn renew_certificates(&self) {
+        self.inner.servers.renew_certificates().await;
     }
 
     /// The retrieval the engine runs with now (a reload may replace it between refreshes).

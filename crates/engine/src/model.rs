@@ -100,6 +100,9 @@ pub struct CloneRecord {
     /// its server does not run, and the first connection to its port starts it. `None` while
     /// its server runs (or is to run).
     pub stopped_at: Option<DateTime<Utc>>,
+    /// The user asked for a client certificate: over TLS it logs in with one, not with its
+    /// password (`docs/tls.md`). Applied again at every reset.
+    pub cert_login: bool,
 }
 
 /// A clone of the warm pool: a dataset and a running server made ahead of demand, not yet any

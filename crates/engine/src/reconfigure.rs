@@ -58,6 +58,8 @@ pub fn split(running: &EngineConfig, new: &EngineConfig) -> (EngineConfig, Vec<&
         "cloning.warm_pool_size",
         &mut || applied.cloning.warm_pool_size = running.cloning.warm_pool_size,
     );
+    // The CA is loaded at start, and every server's certificate was issued under the section.
+    keep(running.tls != new.tls, "tls", &mut || applied.tls = running.tls.clone());
     // Logical retrieval is only settings until its next run, so it may come, change or go;
     // the sync instance of physical mode and of continuous refresh runs on the section all
     // the time.

@@ -1,6 +1,6 @@
 //! The engine's background loops: the lease checker, idle cleanup, the retention sweeper, the
-//! space collector, the sync instance's supervisor and, when retrieval has a timetable,
-//! scheduled full refreshes.
+//! space collector, the sync instance's supervisor, the renewal of the clones' server
+//! certificates and, when retrieval has a timetable, scheduled full refreshes.
 //!
 //! Each loop runs on the engine's task tracker and stops when its cancellation token fires.
 //! Every pass reads its interval and whether it is enabled from the configuration, so that a
@@ -81,6 +81,16 @@ pub(crate) fn spawn_loops(engine: &Engine) {
         FirstRun::AtStart,
         |engine| async move {
             engine.collect_space().await;
+        },
+    );
+    spawn_every(
+        engine,
+        "certificate_renewal",
+        |config| config.tls.check_interval,
+        |config| config.tls.enabled,
+        FirstRun::AfterInterval,
+        |engine| async move {
+            engine.renew_certificates().await;
         },
     );
     // Always: a reload may add retrieval or set its timetable.

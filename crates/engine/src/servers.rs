@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use postgres::{
-    Admin, BinarySearch, HbaSettings, HostAuth, Instance, InstanceSpec, OsUser, PgBinaries,
+    Admin, BinarySearch, HbaSettings, HbaTls, HostAuth, Instance, InstanceSpec, OsUser, PgBinaries,
     PgMajor, RoleKind, ServerSettings,
 };
 use tracing::{info, warn};
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::{CloneRecord, WarmRecord};
 use crate::quota::{CloneLimits, Quotas};
 use crate::sync::lock;
+use crate::tls::Tls;
 
 /// How long a server gets to stop cleanly before it is stopped harder.
 const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,6 +122,8 @@ pub(crate) struct Servers {
     extensions: RwLock<Vec<MajorExtensions>>,
     /// The control groups limited servers run in.
     quotas: Quotas,
+    /// The CA and the servers' certificates.
+    tls: Tls,
 }
 
 impl Servers {
@@ -134,6 +137,7 @@ impl Servers {
         for (major, dir) in bin_dirs {
             binaries.bin_dirs.push((major, dir));
         }
+        let tls = Tls::new(&config.tls, &config.cloning.access_host, state_dir, os_user.clone());
         Ok(Servers {
             config: RwLock::new(Arc::new(config.clone.clone())),
             keep_user_passwords: AtomicBool::new(config.cloning.keep_user_passwords),
@@ -143,6 +147,7 @@ impl Servers {
             running: Mutex::new(HashMap::new()),
             extensions: RwLock::new(Vec::new()),
             quotas: Quotas::new(state_dir),
+            tls,
         })
     }
 
@@ -179,6 +184,12 @@ impl Servers {
     pub(crate) fn reconfigure(&self, config: &EngineConfig) {
         *crate::sync::write(&self.config) = Arc::new(config.clone.clone());
         self.keep_user_passwords.store(config.cloning.keep_user_passwords, Ordering::Relaxed);
+        self.tls.set_access_host(&config.cloning.access_host);
+    }
+
+    /// The CA and the servers' certificates.
+    pub(crate) fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     fn config(&self) -> Arc<CloneServerConfig> {
@@ -283,6 +294,12 @@ impl Servers {
         spec.start_timeout = config.start_timeout;
         // Each clone in namespaces of its own (docs/adr/0002-clone-isolation.md).
         spec.sandbox_root = Some(self.state_dir.join(SANDBOX_ROOT));
+        if self.tls.enabled() {
+            // Its own certificate only, read-only: the CA's key is nowhere in its view.
+            spec.settings.tls = Some(self.tls.server_files(server.port));
+            spec.hba.tls = Some(HbaTls { plain: self.tls.allow_plain() });
+            spec.read_only_dirs.push(self.tls.server_dir(server.port));
+        }
         spec
     }
 
@@ -323,6 +340,9 @@ impl Servers {
         spec.settings.extra = extra;
         spec.hba.host_auth = HostAuth::Reject;
         spec.hba.host_networks = Vec::new();
+        // No TCP, so no TLS: its view holds no certificate.
+        spec.settings.tls = None;
+        spec.hba.tls = None;
         // The walreceiver reads the replication password file named in primary_conninfo.
         spec.read_only_dirs = vec![self.state_dir.join(crate::physical::PASSFILE_DIR)];
         spec.read_only_dirs.extend(restore_dirs.iter().cloned());
@@ -423,6 +443,9 @@ impl Servers {
     /// Starts `server` on `pgdata`, in a control group with its limits when it has any.
     pub(crate) async fn start(&self, server: Server<'_>, pgdata: &Path) -> Result<Instance> {
         let binaries = self.binaries_for(pgdata)?;
+        if self.tls.enabled() {
+            self.tls.ensure_server(server.port)?;
+        }
         let mut spec = self.spec(server, pgdata);
         spec.cgroup = self.quotas.prepare(server.port, &self.limits_of(server.limits))?;
         Ok(Instance::start(&binaries, spec).await?)
@@ -510,8 +533,9 @@ impl Servers {
         }
     }
 
-    /// Removes a gone clone's socket directory.
+    /// Removes a gone clone's socket directory and certificate.
     pub(crate) fn remove_socket_dir(&self, port: u16) {
+        self.tls.remove_server(port);
         let socket_dir = self.socket_dir(port);
         if let Err(error) = std::fs::remove_dir_all(&socket_dir)
             && error.kind() != std::io::ErrorKind::NotFound
@@ -602,7 +626,34 @@ impl Servers {
         admin
             .create_or_replace_role_with_verifier(&record.username, &record.password_verifier, kind)
             .await?;
+        admin.set_cert_login(&record.username, record.cert_login && self.tls.enabled()).await?;
         Ok(())
+    }
+
+    /// Reissues the certificates of servers that need it (`[tls] renew_before`, a new access
+    /// host) and has each running one read its files again, without a restart. A server that
+    /// does not run (a stopped clone's) reads them at its next start.
+    pub(crate) async fn renew_certificates(&self) {
+        if !self.tls.enabled() {
+            return;
+        }
+        let admin_role = self.config().admin_role.clone();
+        for port in self.tls.renew(&self.tls.server_ports()) {
+            let socket_dir = self.socket_dir(port);
+            if !self.socket_path(port).exists() {
+                continue;
+            }
+            let reloaded = match Admin::connect(&socket_dir, port, &admin_role, "postgres").await {
+                Ok(admin) => admin.reload_conf().await,
+                Err(error) => Err(error),
+            };
+            match reloaded {
+                Ok(()) => info!(port, "renewed a server certificate; the server reloaded it"),
+                Err(error) => {
+                    warn!(port, %error, "renewed a server certificate, but its server did not reload")
+                }
+            }
+        }
     }
 
     /// Sets the clone's role up again when it is missing: its creation commits without

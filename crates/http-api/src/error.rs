@@ -112,6 +112,7 @@ impl From<engine::Error> for ApiFailure {
             | Error::Postgres(_)
             | Error::Store(_)
             | Error::Retrieval(_)
+            | Error::Tls(_)
             | Error::Io { .. }) => {
                 error!(error = %internal, "request failed");
                 ApiFailure::new(
@@ -130,6 +131,7 @@ fn kind_of(error: &engine::Error) -> &'static str {
         engine::Error::Postgres(_) => "a Postgres server failed",
         engine::Error::Retrieval(_) => "retrieval failed",
         engine::Error::Io { .. } => "the engine's files could not be written",
+        engine::Error::Tls(_) => "a certificate could not be issued",
         _ => "the engine's state database failed",
     }
 }

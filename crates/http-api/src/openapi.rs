@@ -16,7 +16,7 @@ use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
 use crate::routes::{
     admin, branches, clones, health, instance, logs, observation, power, retrieval, snapshots,
-    source,
+    source, tls,
 };
 
 /// The name the protected operations' `security` refers to.
@@ -28,7 +28,7 @@ const SECURITY_SCHEME: &str = "verification_token";
         title = "Scion API",
         description = "Scion's REST API: DBLab Engine 4.x's paths, JSON shapes and errors, \
             so DBLab's CLI, UI and clients work unchanged.\n\n\
-            Every operation except `/healthz`, `/metrics` and this document needs the \
+            Every operation except `/healthz`, `/metrics`, `/tls/ca.crt` and this document needs the \
             `Verification-Token` header (when the server has a token configured). Every 4xx and \
             5xx answer carries DBLab's error object `{\"code\": ..., \"message\": ...}`, also \
             an unknown path (404 `NOT_FOUND`) and a known path with a method it does not take \
@@ -42,14 +42,16 @@ const SECURITY_SCHEME: &str = "verification_token";
             `INSUFFICIENT_STORAGE` (507) for an operation refused because the pool's free space \
             is below its minimum (`[pool] min_free_space`), `GET /clone/{id}/logs`, scale to zero \
             (`POST /clone/{id}/stop` and `/start` and the clone's `stoppedAt`), \
-            `GET /instance/warm-pool`, `GET /webhooks/deliveries` and \
-            `GET /observation/sessions/{clone_id}`.",
+            `GET /instance/warm-pool`, `GET /webhooks/deliveries`, \
+            `GET /observation/sessions/{clone_id}`, and TLS on clones: `GET /tls/ca.crt` and \
+            `clientCertificate` in `POST /clone`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
         health::status,
         health::healthz,
         health::metrics,
+        tls::ca_certificate,
         serve,
         snapshots::list,
         snapshots::create,

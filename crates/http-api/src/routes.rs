@@ -12,6 +12,7 @@ pub(crate) mod power;
 pub(crate) mod retrieval;
 pub(crate) mod snapshots;
 pub(crate) mod source;
+pub(crate) mod tls;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
@@ -20,11 +21,12 @@ use axum::routing::get;
 use crate::AppState;
 use crate::error::ApiFailure;
 
-/// Routes that need no token: `/healthz`, `/metrics`, the OpenAPI document, and the log
-/// websocket, which checks its one-time token itself.
+/// Routes that need no token: `/healthz`, `/metrics`, the OpenAPI document, the clones' CA
+/// certificate, and the log websocket, which checks its one-time token itself.
 pub(crate) fn public() -> Router<AppState> {
     health::routes()
         .merge(logs::public_routes())
+        .merge(tls::routes())
         .route("/api/openapi.json", get(crate::openapi::serve).fallback(method_not_allowed))
 }
 

@@ -179,7 +179,15 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
             cpu_usage_micros: usage.cpu_usage_us,
             cpu_throttled_periods: usage.cpu_throttled_periods,
         }),
+        client_certificate: None,
     }
+}
+
+/// A client certificate as a create's answer carries it.
+pub(crate) fn client_certificate(
+    issued: engine::ClientCertificate,
+) -> api_types::ClientCertificate {
+    api_types::ClientCertificate { certificate: issued.certificate, key: issued.key, ca: issued.ca }
 }
 
 /// `config_locked`: whether `POST /admin/config` is refused (no file, or

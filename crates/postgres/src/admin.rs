@@ -286,6 +286,48 @@ impl Admin {
             .map_err(Error::sql("set synchronous_commit"))
     }
 
+    /// Makes `name` log in over TLS with a client certificate instead of a password (a member
+    /// of [`crate::conf::CERT_LOGIN_ROLE`], which pg_hba.conf's `cert` rule names), or no
+    /// longer. The group is created when missing; a role carried in a snapshot from a clone
+    /// that had a certificate loses the membership when its new clone has none.
+    pub async fn set_cert_login(&self, name: &str, on: bool) -> Result<()> {
+        check_role_name(name)?;
+        let group = crate::conf::CERT_LOGIN_ROLE;
+        let member = self
+            .client
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_auth_members m \
+                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+                 JOIN pg_catalog.pg_roles u ON u.oid = m.member \
+                 WHERE g.rolname = $1 AND u.rolname = $2",
+                &[&group, &name],
+            )
+            .await
+            .map_err(Error::sql("look up certificate login"))?
+            .is_some();
+        let (group, role) = (quote_ident(group), quote_ident(name));
+        let statement = match (on, member) {
+            (true, false) => format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {}) \
+                 THEN CREATE ROLE {group} NOLOGIN; END IF; END $$;\nGRANT {group} TO {role};",
+                quote_literal(crate::conf::CERT_LOGIN_ROLE)
+            ),
+            (false, true) => format!("REVOKE {group} FROM {role};"),
+            _ => return Ok(()),
+        };
+        self.client.batch_execute(&statement).await.map_err(Error::sql("set certificate login"))
+    }
+
+    /// Asks the server to read its configuration files again (`pg_reload_conf()`): pg_hba.conf
+    /// and the TLS files among them, without a restart. Returns once the postmaster has been
+    /// signalled; it reloads a moment later.
+    pub async fn reload_conf(&self) -> Result<()> {
+        self.client
+            .batch_execute("SELECT pg_catalog.pg_reload_conf()")
+            .await
+            .map_err(Error::sql("reload the configuration"))
+    }
+
     /// Runs CHECKPOINT, so a snapshot taken next needs little WAL replay.
     pub async fn checkpoint(&self) -> Result<()> {
         self.client.batch_execute("CHECKPOINT").await.map_err(Error::sql("checkpoint"))

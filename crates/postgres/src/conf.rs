@@ -39,6 +39,11 @@ const RESERVED: &[&str] = &[
     "include",
     "include_if_exists",
     "include_dir",
+    // TLS is Scion's (`[tls]`): a clone's server sees only the files Scion shows it.
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
 ];
 
 /// How TCP (host) connections authenticate.
@@ -66,6 +71,19 @@ impl HostAuth {
     }
 }
 
+/// The group role whose members log in over TLS with a client certificate (`cert`), not a
+/// password: the clone users that asked for a certificate. A group rather than a list of names
+/// in pg_hba.conf, so that granting it needs no rewrite and reload of the file.
+pub const CERT_LOGIN_ROLE: &str = "scion_cert_login";
+
+/// TCP logins when the server has TLS on: pg_hba.conf's `hostssl` rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HbaTls {
+    /// Whether password logins without TLS are accepted too (`host` rules); without them a
+    /// plain connection finds no rule and is refused.
+    pub plain: bool,
+}
+
 /// Who may connect, and how: pg_hba.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HbaSettings {
@@ -79,6 +97,10 @@ pub struct HbaSettings {
     pub host_auth: HostAuth,
     /// The networks TCP connections may come from (CIDR).
     pub host_networks: Vec<String>,
+    /// TLS rules: certificate logins for [`CERT_LOGIN_ROLE`]'s members and password logins
+    /// over TLS, plain password logins only where allowed. `None`: every TCP login is a
+    /// `host` rule with `host_auth`.
+    pub tls: Option<HbaTls>,
 }
 
 impl HbaSettings {
@@ -90,6 +112,7 @@ impl HbaSettings {
             admin_os_users: vec![current_os_user()],
             host_auth: HostAuth::default(),
             host_networks: vec!["0.0.0.0/0".to_owned(), "::/0".to_owned()],
+            tls: None,
         }
     }
 
@@ -107,7 +130,26 @@ impl HbaSettings {
         let _ = writeln!(text, "local   all       all   {local_method}");
         for network in &self.host_networks {
             check_network(network)?;
-            let _ = writeln!(text, "host    all       all   {network}  {method}");
+        }
+        let Some(tls) = self.tls.filter(|_| self.host_auth != HostAuth::Reject) else {
+            for network in &self.host_networks {
+                let _ = writeln!(text, "host    all       all   {network}  {method}");
+            }
+            return Ok(text);
+        };
+        // DBLab 4.1's rule set: certificate logins over TLS first (the first matching rule
+        // decides, and a `cert` rule does not fall through to a password), then passwords
+        // over TLS, then plain passwords where allowed.
+        for network in &self.host_networks {
+            let _ = writeln!(text, "hostssl all       +{CERT_LOGIN_ROLE}  {network}  cert");
+        }
+        for network in &self.host_networks {
+            let _ = writeln!(text, "hostssl all       all   {network}  {method}");
+        }
+        if tls.plain {
+            for network in &self.host_networks {
+                let _ = writeln!(text, "host    all       all   {network}  {method}");
+            }
         }
         Ok(text)
     }
@@ -152,6 +194,20 @@ pub struct ServerSettings {
     pub max_connections: u32,
     /// The user's settings, applied after Scion's defaults.
     pub extra: Vec<(String, String)>,
+    /// The server's certificate files: TLS on with them, off without.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files a server with TLS on reads at start and at every reload (`pg_reload_conf()`),
+/// kept outside its data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate (`ssl_cert_file`).
+    pub cert: PathBuf,
+    /// Its private key (`ssl_key_file`): owned by the server's OS user, mode 0600.
+    pub key: PathBuf,
+    /// The CA that signs client certificates (`ssl_ca_file`).
+    pub ca: PathBuf,
 }
 
 /// Clone defaults: small shared memory, few connections (measured in BENCHMARKS.md).
@@ -169,6 +225,7 @@ impl ServerSettings {
             shared_buffers: DEFAULT_SHARED_BUFFERS.to_owned(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             extra: Vec::new(),
+            tls: None,
         }
     }
 
@@ -215,6 +272,25 @@ impl ServerSettings {
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
+        // Off unless Scion shows the server its files: a source's `ssl = on` would name files
+        // of the source's own data directory, its key among them.
+        match &self.tls {
+            None => entries.push(("ssl".to_owned(), "off".to_owned())),
+            Some(files) => {
+                entries.push(("ssl".to_owned(), "on".to_owned()));
+                for (name, path) in [
+                    ("ssl_cert_file", &files.cert),
+                    ("ssl_key_file", &files.key),
+                    ("ssl_ca_file", &files.ca),
+                ] {
+                    let path = path.to_str().ok_or_else(|| Error::InvalidSetting {
+                        name: name.to_owned(),
+                        reason: "the path is not UTF-8".to_owned(),
+                    })?;
+                    entries.push((name.to_owned(), path.to_owned()));
+                }
+            }
+        }
         check_settings(self.extra.iter().map(|(name, value)| (name.as_str(), value.as_str())))?;
         entries.extend(self.extra.iter().cloned());
         for (name, value) in &entries {
@@ -372,6 +448,7 @@ logging_collector = 'off'
 log_destination = 'stderr'
 log_line_prefix = '%m [%p] '
 archive_mode = 'off'
+ssl = 'off'
 work_mem = '64MB'
 search_path = '''$user'', it''s \\ public'
 pg_stat_statements.track = 'all'
@@ -432,6 +509,50 @@ host    all       all   ::/0  scram-sha-256
         md5.host_auth = HostAuth::Md5;
         md5.host_networks = vec!["10.0.0.0/8".into()];
         assert!(md5.render().unwrap().ends_with("host    all       all   10.0.0.0/8  md5\n"));
+    }
+
+    #[test]
+    fn tls_settings_name_the_files_outside_the_data_directory() {
+        let mut settings = ServerSettings::new(6001, "/s");
+        settings.tls = Some(TlsFiles {
+            cert: "/state/tls/servers/6001/server.crt".into(),
+            key: "/state/tls/servers/6001/server.key".into(),
+            ca: "/state/tls/servers/6001/ca.crt".into(),
+        });
+        let text = settings.render(Path::new("/d")).unwrap();
+        assert!(
+            text.contains(
+                "ssl = 'on'\nssl_cert_file = '/state/tls/servers/6001/server.crt'\n\
+                 ssl_key_file = '/state/tls/servers/6001/server.key'\n\
+                 ssl_ca_file = '/state/tls/servers/6001/ca.crt'\n"
+            ),
+            "{text}"
+        );
+        // A user cannot point the server elsewhere.
+        settings.extra = vec![("ssl_key_file".into(), "/etc/other.key".into())];
+        assert!(settings.render(Path::new("/d")).is_err());
+    }
+
+    #[test]
+    fn renders_the_tls_rule_set() {
+        let mut hba = HbaSettings::new("postgres");
+        hba.host_networks = vec!["0.0.0.0/0".into()];
+        hba.tls = Some(HbaTls { plain: true });
+        let rules =
+            |text: String| text.lines().skip(4).map(str::to_owned).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            rules(hba.render().unwrap()),
+            "local   all       all   scram-sha-256\n\
+             hostssl all       +scion_cert_login  0.0.0.0/0  cert\n\
+             hostssl all       all   0.0.0.0/0  scram-sha-256\n\
+             host    all       all   0.0.0.0/0  scram-sha-256"
+        );
+        // Without plain logins, a connection without TLS matches no rule.
+        hba.tls = Some(HbaTls { plain: false });
+        assert!(!hba.render().unwrap().contains("\nhost    all       all"));
+        // A server without TCP logins gets no TLS rule either.
+        hba.host_auth = HostAuth::Reject;
+        assert!(!hba.render().unwrap().contains("hostssl"));
     }
 
     #[test]

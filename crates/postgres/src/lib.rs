@@ -36,7 +36,7 @@ pub mod version;
 pub mod wal;
 
 pub use admin::{Activity, Admin, ENGINE_APPLICATION_NAME, RoleKind};
-pub use conf::{HbaSettings, HostAuth, ServerSettings};
+pub use conf::{CERT_LOGIN_ROLE, HbaSettings, HbaTls, HostAuth, ServerSettings, TlsFiles};
 pub use controldata::{ClusterState, ControlData, Lsn, read_control_data};
 pub use error::{Error, Result};
 pub use initdb::{InitDbOptions, initdb};

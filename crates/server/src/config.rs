@@ -52,6 +52,8 @@ pub(crate) struct ConfigFile {
     /// `[retrieval]`: where the data comes from; without it the pool starts with an empty
     /// cluster.
     pub retrieval: Option<retrieval::RetrievalConfig>,
+    /// `[tls]`: TLS on clones.
+    pub tls: engine::TlsConfig,
 }
 
 /// `[server]`: the API listener and the state directory.
@@ -179,8 +181,17 @@ impl Config {
     /// Applies the environment and the flags to a parsed file, and checks the result.
     pub(crate) fn resolve(file: ConfigFile, args: &Args, env: &dyn Env) -> anyhow::Result<Config> {
         let parsed = file.clone();
-        let ConfigFile { server, pool, cloning, clone, snapshots, retention, webhooks, retrieval } =
-            file;
+        let ConfigFile {
+            server,
+            pool,
+            cloning,
+            clone,
+            snapshots,
+            retention,
+            webhooks,
+            retrieval,
+            tls,
+        } = file;
         let mut host = server.host;
         let mut port = server.port;
         let mut state_dir = server.state_dir;
@@ -208,7 +219,7 @@ impl Config {
                 None => None,
             },
         };
-        let engine = EngineConfig { cloning, clone, snapshots, retention, retrieval };
+        let engine = EngineConfig { cloning, clone, snapshots, retention, retrieval, tls };
         engine.validate().context("invalid configuration")?;
         webhooks.validate().context("invalid configuration")?;
         let image_size = parse_size(&pool.image_size).with_context(|| {
@@ -335,6 +346,11 @@ mod tests {
         assert_eq!(config.pool_name, "dblab_pool");
         assert_eq!(config.engine.cloning.protection_max_duration_minutes, 10080.0);
         assert_eq!(config.webhooks.hooks.len(), 1);
+        assert_eq!(
+            config.engine.tls,
+            engine::TlsConfig::default(),
+            "the example shows the defaults"
+        );
     }
 
     #[test]

@@ -235,6 +235,7 @@ impl ConfigAdmin for LiveConfig {
         file.snapshots = running.snapshots.clone();
         file.retention = running.retention.clone();
         file.retrieval = running.retrieval.clone();
+        file.tls = running.tls.clone();
         match serde_json::to_value(&file) {
             Ok(mut value) => {
                 yaml::mask(&mut value);

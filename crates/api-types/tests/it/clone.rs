@@ -61,6 +61,7 @@ fn ready_clone() -> Clone {
         },
         limits: None,
         usage: None,
+        client_certificate: None,
     }
 }
 
@@ -214,6 +215,7 @@ fn create_request_from_the_seed_post() {
                 db_name: String::new(),
             }),
             limits: None,
+            client_certificate: false,
         }
     );
     assert_eq!(request.clone_id().unwrap(), Some(CloneId::parse("my-clone").unwrap()));
@@ -235,6 +237,7 @@ fn create_request_full_shape_golden() {
             db_name: "app".to_owned(),
         }),
         limits: None,
+        client_certificate: true,
     };
     let golden = json!({
         "id": "c1",
@@ -242,7 +245,8 @@ fn create_request_full_shape_golden() {
         "protectionDurationMinutes": 0,
         "snapshot": {"id": "pool@snapshot_20240501"},
         "extra_conf": {"statement_timeout": "1s"},
-        "db": {"username": "u", "password": "p", "restricted": true, "db_name": "app"}
+        "db": {"username": "u", "password": "p", "restricted": true, "db_name": "app"},
+        "clientCertificate": true
     });
     assert_golden(&request, &golden);
 }
@@ -256,6 +260,7 @@ fn requests_ignore_unknown_fields_and_treat_null_as_absent() {
         "branch": null,
         "snapshot": null,
         "extra_conf": null,
+        "clientCertificate": null,
         "db": {"username": "u", "password": "p", "restricted": null, "db_name": null, "role": "x"},
         "name": "field from the v4.1 spec that DBLab ignores",
         "futureOption": {"nested": [1, 2, 3]}

@@ -79,16 +79,74 @@ async fn create(context: &Context, args: CloneCreateArgs) -> Result<(), Failure>
         }),
         limits: Some(CloneLimits { cpu: args.cpu, memory: args.memory, disk: args.disk })
             .filter(|limits| *limits != CloneLimits::default()),
+        client_certificate: args.client_cert.is_some(),
     };
+    // Before the request: the answer holds the only copy of the key.
+    if let Some(dir) = &args.client_cert {
+        prepare_cert_dir(dir)?;
+    }
+    let wait = (!args.no_wait).then_some(context.timeout);
+    let waiting = wait.map(|_| spinner("creating the clone".to_owned()));
+    let result = context.client.create_clone(&request, wait).await;
+    if let Some(waiting) = waiting {
+        waiting.finish_and_clear();
+    }
+    let mut clone = result?;
+    if let Some(dir) = &args.client_cert {
+        let Some(certificate) = clone.client_certificate.take() else {
+            return Err(Failure::operation(
+                "the server sent no client certificate (a server without TLS on clones)",
+            ));
+        };
+        write_client_cert(dir, &certificate)?;
+    }
     if args.no_wait {
-        let clone = context.client.create_clone(&request, None).await?;
         context.print(&clone, output::clone_detail);
         return Ok(());
     }
-    let waiting = spinner("creating the clone".to_owned());
-    let result = context.client.create_clone(&request, Some(context.timeout)).await;
-    waiting.finish_and_clear();
-    settled(context, &result?, &StatusCode::Creating, "created")
+    settled(context, &clone, &StatusCode::Creating, "created")
+}
+
+/// libpq's default file names (`~/.postgresql/`), so `PGSSLCERT`-free setups find them.
+const CLIENT_CERT_FILES: [&str; 3] = ["postgresql.crt", "postgresql.key", "root.crt"];
+
+/// Makes `dir` (0700 when new) and checks that no certificate file would be overwritten.
+fn prepare_cert_dir(dir: &std::path::Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let usage = |message: String| Failure::Usage(anyhow::anyhow!(message));
+    if let Err(error) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        return Err(usage(format!("cannot create {}: {error}", dir.display())));
+    }
+    for name in CLIENT_CERT_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(usage(format!("{} exists; choose an empty directory", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the certificate, its key and the CA certificate into `dir`, each mode 0600.
+fn write_client_cert(
+    dir: &std::path::Path,
+    certificate: &api_types::ClientCertificate,
+) -> Result<(), Failure> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let contents = [&certificate.certificate, &certificate.key, &certificate.ca];
+    for (name, text) in CLIENT_CERT_FILES.into_iter().zip(contents) {
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .map_err(|error| {
+                Failure::operation(format!("cannot write {}: {error}", path.display()))
+            })?;
+    }
+    Ok(())
 }
 
 async fn update(context: &Context, args: &CloneUpdateArgs) -> Result<(), Failure> {

@@ -257,3 +257,39 @@ async fn clone_stop_and_start() {
     assert!(json.get("stoppedAt").is_none(), "{json}");
     run_in_clone(&client.clone_status("s1").await.unwrap(), "SELECT 1").await;
 }
+
+/// `--client-cert DIR` writes the certificate, its key and the CA into DIR, mode 0600, and
+/// shows the key nowhere else; an occupied DIR is refused before any clone is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_create_writes_a_client_certificate() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = TestServer::start("").await;
+    let dir = server.scratch().join("certs");
+    let create = |id: &'static str, output: &'static [&'static str]| {
+        let mut args = vec!["clone", "create", "--id", id, "--username", "alice"];
+        args.extend(["--password", PASSWORD, "--client-cert", dir.to_str().unwrap()]);
+        args.extend(output);
+        let server = &server;
+        async move { server.scion(&args).await }
+    };
+    let run = create("tc", &["--output", "json"]).await;
+    let printed = run.json();
+    assert!(printed.get("clientCertificate").is_none(), "the key was printed: {printed}");
+    let read = |name: &str| {
+        let path = dir.join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+        std::fs::read_to_string(path).unwrap()
+    };
+    assert!(read("postgresql.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(read("postgresql.key").contains("PRIVATE KEY"));
+    let ca = reqwest::get(format!("{}/tls/ca.crt", server.url)).await.unwrap();
+    assert_eq!(read("root.crt"), ca.text().await.unwrap());
+
+    let again = create("tc2", &[]).await;
+    again.expect_code(2);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    let clones = server.raw("/clones").await;
+    assert_eq!(clones.as_array().unwrap().len(), 1, "{clones}");
+    server.destroy_all_clones().await;
+}

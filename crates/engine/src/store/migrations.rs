@@ -130,9 +130,13 @@ CREATE TABLE clone_limits (
     r#"
 ALTER TABLE clones ADD COLUMN stopped_at TEXT;
 "#,
-    // Migration 13 (disk2): each clone's own disk quota, beside its CPU and memory limits.
+    // Each clone's own disk quota, beside its CPU and memory limits.
     r#"
 ALTER TABLE clone_limits ADD COLUMN disk INTEGER;
+"#,
+    // TLS: whether the clone's user logs in with a client certificate.
+    r#"
+ALTER TABLE clones ADD COLUMN cert_login INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 

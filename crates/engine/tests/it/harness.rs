@@ -127,6 +127,14 @@ pub(crate) fn request(id: &str) -> CloneRequest {
     }
 }
 
+/// The `psql` of the default major (a sandboxed clone sees it at the same path as the host).
+pub(crate) fn psql() -> PathBuf {
+    let binaries = postgres::BinarySearch::default()
+        .locate(postgres::PgMajor::new(EngineConfig::default().clone.initdb_major).unwrap())
+        .unwrap();
+    binaries.tool("psql").unwrap()
+}
+
 /// Connects to a clone over TCP with its user's password.
 pub(crate) async fn connect(
     view: &CloneView,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use engine::{CloneView, ResetTarget};
 use tokio_postgres::Client;
 
-use crate::harness::{PASSWORD, TestEngine, config, connect};
+use crate::harness::{PASSWORD, TestEngine, config, connect, psql};
 
 /// Runs `script` with `sh -c` inside the clone's server and returns what it printed.
 async fn shell(client: &Client, script: &str) -> Vec<String> {
@@ -32,14 +32,6 @@ fn socket_file(test: &TestEngine, clone: &CloneView) -> PathBuf {
 
 fn postmaster(test: &TestEngine, clone: &CloneView) -> u32 {
     postgres::instance::find_postmaster(1, &pgdata(test, clone)).expect("the clone's postmaster")
-}
-
-/// The `psql` of the pool's major, which the clone sees at the same path as the host.
-fn psql() -> PathBuf {
-    let binaries = postgres::BinarySearch::default()
-        .locate(postgres::PgMajor::new(engine::EngineConfig::default().clone.initdb_major).unwrap())
-        .unwrap();
-    binaries.tool("psql").unwrap()
 }
 
 fn probe(path: &Path) -> String {
@@ -68,6 +60,9 @@ async fn a_superuser_clone_reaches_nothing_of_another_clone_or_the_engine() {
         test.state_dir.join("logs").join("victim.log"),
         test.state_dir.join("scion.db"),
         image,
+        // TLS: the CA's key, and the other clone's server key (its own is in view).
+        test.state_dir.join("tls/ca.key"),
+        test.state_dir.join("tls/servers").join(victim.record.port.to_string()).join("server.key"),
     ];
     // Everything probed exists on the host: a check that could not fail proves nothing.
     for path in secrets.iter().chain([&pgdata(&test, &attacker), &socket_file(&test, &attacker)]) {

@@ -40,5 +40,6 @@ mod recovery;
 mod restart;
 mod space;
 mod sync;
+mod tls;
 mod wake;
 mod warm;

@@ -3,12 +3,11 @@
 //! stopped across an engine restart and a reboot, and a start that fails answers the client
 //! with a PostgreSQL error.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use engine::{CloneState, CloneView};
 
-use crate::harness::{PASSWORD, TestEngine, config, connect};
+use crate::harness::{PASSWORD, TestEngine, config, connect, psql};
 
 /// How many times the clone's server has started: PostgreSQL logs this line at every start.
 fn starts(test: &TestEngine, id: &str) -> usize {
@@ -19,13 +18,6 @@ fn starts(test: &TestEngine, id: &str) -> usize {
 /// The processes running in the pool (every clone server's work in its data directory).
 fn pool_processes(test: &TestEngine) -> usize {
     test_support::processes_under(test.pool.mountpoint()).len()
-}
-
-fn psql() -> PathBuf {
-    let binaries = postgres::BinarySearch::default()
-        .locate(postgres::PgMajor::new(engine::EngineConfig::default().clone.initdb_major).unwrap())
-        .unwrap();
-    binaries.tool("psql").unwrap()
 }
 
 /// `SELECT 1` through psql over TCP (libpq asks for SSL first, which is declined).

@@ -151,7 +151,8 @@ async fn show(
             status = 400,
             description = "Malformed JSON, a bad `wait`, an invalid clone ID or username, a \
                 missing `db.username` or `db.password`, a weak password, a bad `extra_conf` \
-                setting, or a clone ID already in use.",
+                setting, a clone ID already in use, or a client certificate asked for while \
+                TLS is off.",
             body = ApiError
         ),
         (status = 401, response = Unauthorized),
@@ -194,14 +195,17 @@ async fn create(
                 disk: limits.disk,
             })
             .unwrap_or_default(),
+        client_certificate: request.client_certificate,
     };
-    let mut view = state.engine.create_clone(request).await?;
+    let (mut view, certificate) = state.engine.create_clone_with_certificate(request).await?;
     if let Some(wait) = wait
         && let Some(settled) = state.engine.wait_settled(&view.record.id, wait).await?
     {
         view = settled;
     }
-    Ok((StatusCode::CREATED, Json(views::clone(&view, limits(&state)))).into_response())
+    let mut clone = views::clone(&view, limits(&state));
+    clone.client_certificate = certificate.map(views::client_certificate);
+    Ok((StatusCode::CREATED, Json(clone)).into_response())
 }
 
 /// Turn a clone's deletion protection on or off.

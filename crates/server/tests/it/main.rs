@@ -23,6 +23,7 @@ mod requests;
 mod resilience;
 mod source;
 mod sync;
+mod tls;
 mod ui;
 mod wake;
 mod webhooks;
