@@ -287,6 +287,49 @@ pub(crate) fn instance(instance: &Instance) -> String {
     text
 }
 
+/// `scion masking check`: the snapshot read, the unruled personal columns, the rules' problems.
+pub(crate) fn masking_check(check: &api_types::MaskingCheck) -> String {
+    let kind = if check.snapshot_masked { "masked" } else { "unmasked" };
+    let mut text = format!(
+        "Checked  {} ({kind})
+",
+        check.snapshot_id
+    );
+    if check.columns.is_empty() {
+        text.push_str(
+            "No personal-looking column without a rule.
+",
+        );
+    } else {
+        let rows: Vec<Vec<String>> = check
+            .columns
+            .iter()
+            .map(|found| {
+                vec![
+                    found.database.clone(),
+                    found.schema.clone(),
+                    found.table.clone(),
+                    found.column.clone(),
+                    found.kind.clone(),
+                    found.why.clone(),
+                ]
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&table(
+            &["DATABASE", "SCHEMA", "TABLE", "COLUMN", "LOOKS LIKE", "WHY"],
+            &rows,
+        ));
+    }
+    if !check.problems.is_empty() {
+        text.push_str("\nRule problems:\n");
+        for problem in &check.problems {
+            let _ = writeln!(text, "  {problem}");
+        }
+    }
+    text
+}
+
 /// Aligned columns separated by two spaces, header first; no trailing spaces.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|header| header.chars().count()).collect();

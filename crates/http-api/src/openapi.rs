@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi, ToResponse};
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
 use crate::routes::{
-    admin, branches, clones, health, logs, observation, power, retrieval, snapshots, source,
+    admin, branches, clones, health, logs, masking, observation, power, retrieval, snapshots,
+    source,
 };
 
 /// The name the protected operations' `security` refers to.
@@ -79,6 +80,7 @@ const SECURITY_SCHEME: &str = "verification_token";
         logs::clone_logs,
         source::test_db_source,
         source::probe_source,
+        masking::check,
         observation::start,
         observation::stop,
         observation::summary,

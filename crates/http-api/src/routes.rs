@@ -6,6 +6,7 @@ pub(crate) mod branches;
 pub(crate) mod clones;
 pub(crate) mod health;
 pub(crate) mod logs;
+pub(crate) mod masking;
 pub(crate) mod observation;
 pub(crate) mod power;
 pub(crate) mod retrieval;
@@ -38,6 +39,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(admin::routes())
         .merge(logs::routes())
         .merge(source::routes())
+        .merge(masking::routes())
         .merge(observation::routes())
         .merge(power::routes())
 }

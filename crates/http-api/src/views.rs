@@ -56,7 +56,6 @@ pub(crate) fn snapshot(view: &SnapshotView) -> Snapshot {
         branch: record.branch.clone(),
         message: record.message.clone(),
         protection: protection(record.protected, record.protected_till, record.delete_at),
-        masked: record.masked,
     }
 }
 
@@ -353,4 +352,27 @@ pub(crate) fn wal_window(window: &engine::WalWindow) -> api_types::WalWindow {
         lsn: point.lsn.to_string(),
     };
     api_types::WalWindow { oldest: point(&window.oldest), newest: point(&window.newest) }
+}
+
+/// The masking check's answer.
+pub(crate) fn masking_check(check: &engine::MaskingCheck) -> api_types::MaskingCheck {
+    api_types::MaskingCheck {
+        snapshot_id: check.snapshot_id.clone(),
+        snapshot_masked: check.snapshot_masked,
+        databases: check.report.databases.clone(),
+        columns: check
+            .report
+            .findings
+            .iter()
+            .map(|finding| api_types::UnmaskedColumn {
+                database: finding.database.clone(),
+                schema: finding.schema.clone(),
+                table: finding.table.clone(),
+                column: finding.column.clone(),
+                kind: finding.kind.as_str().to_owned(),
+                why: finding.reason.clone(),
+            })
+            .collect(),
+        problems: check.report.problems.clone(),
+    }
 }

@@ -1,7 +1,7 @@
 //! `scion instance status|version|full-refresh`, `scion full-refresh`, a wrong token, and DBLab's
 //! `--token`, `DBLAB_INSTANCE_URL` and `DBLAB_VERIFICATION_TOKEN`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{
     SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TOKEN, TestServer, normalize, scion_with_env,
@@ -99,16 +99,30 @@ Started at  <TIME>
     run.expect_code(1);
 }
 
-/// A source cluster whose restore drops one table's rows: `guarded`'s check looks its values
-/// up in `zz_allowed`, whose rows pg_restore loads after `guarded`'s (name order).
-struct WarningSource {
+/// A source cluster with a database `shop`; [`WarningSource::start`]'s restore drops one
+/// table's rows: `guarded`'s check looks its values up in `zz_allowed`, whose rows pg_restore
+/// loads after `guarded`'s (name order).
+pub(crate) struct WarningSource {
     instance: Option<postgres::Instance>,
     port: u16,
     dir: test_support::TestDir,
 }
 
+/// `shop`'s tables for [`WarningSource::start`].
+const WARNING_SHOP: &str = "CREATE TABLE zz_allowed (v int PRIMARY KEY); \
+     INSERT INTO zz_allowed SELECT generate_series(1, 10); \
+     CREATE FUNCTION is_allowed(int) RETURNS bool LANGUAGE plpgsql STABLE \
+       AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM public.zz_allowed WHERE v = $1); END $$; \
+     CREATE TABLE guarded (v int CHECK (is_allowed(v))); \
+     INSERT INTO guarded SELECT generate_series(1, 10);";
+
 impl WarningSource {
     async fn start() -> WarningSource {
+        WarningSource::start_with(WARNING_SHOP).await
+    }
+
+    /// A source whose `shop` database `shop_sql` fills.
+    pub(crate) async fn start_with(shop_sql: &str) -> WarningSource {
         let dir = test_support::TestDir::new("scion-cli-source-");
         let user = postgres::OsUser::lookup("postgres").expect("set up the source");
         let major = postgres::PgMajor::new(16).expect("set up the source");
@@ -138,21 +152,11 @@ impl WarningSource {
         let shop = postgres::Admin::connect(&spec.settings.socket_dir, port, "postgres", "shop")
             .await
             .expect("set up the source");
-        shop.client()
-            .batch_execute(
-                "CREATE TABLE zz_allowed (v int PRIMARY KEY); \
-                 INSERT INTO zz_allowed SELECT generate_series(1, 10); \
-                 CREATE FUNCTION is_allowed(int) RETURNS bool LANGUAGE plpgsql STABLE \
-                   AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM public.zz_allowed WHERE v = $1); END $$; \
-                 CREATE TABLE guarded (v int CHECK (is_allowed(v))); \
-                 INSERT INTO guarded SELECT generate_series(1, 10);",
-            )
-            .await
-            .expect("set up the source");
+        shop.client().batch_execute(shop_sql).await.expect("set up the source");
         WarningSource { instance: Some(instance), port, dir }
     }
 
-    fn config(&self) -> String {
+    pub(crate) fn config(&self) -> String {
         format!(
             "\n[retrieval]\ntarget_major = 16\n[retrieval.source]\nhost = \"127.0.0.1\"\n\
              port = {}\nusername = \"reader\"\npassword_env = \"{SOURCE_PASSWORD_ENV}\"\n\
@@ -161,7 +165,7 @@ impl WarningSource {
         )
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(instance) = self.instance.take() {
             instance
                 .stop(postgres::StopMode::Fast, Duration::from_secs(30))
@@ -181,16 +185,7 @@ impl Drop for WarningSource {
 async fn instance_status_shows_the_warnings_of_the_last_refresh() {
     let source = WarningSource::start().await;
     let server = TestServer::start(&source.config()).await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let retrieving = server.raw("/instance/retrieval").await;
-        if retrieving["status"] == "finished" || retrieving["status"] == "failed" {
-            assert_eq!(retrieving["status"], "finished", "{retrieving}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the refresh did not finish: {retrieving}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server.wait_refresh().await;
 
     let run = server.scion(&["instance", "status"]).await;
     let text = normalize(run.ok(), &[]);

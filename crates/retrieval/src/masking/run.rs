@@ -18,7 +18,7 @@ use tracing::info;
 use super::catalog::{Catalog, CatalogColumn, ForeignKey, UniqueIndex, validate_rules};
 use super::pii::{ColumnSample, Finding, detect};
 use super::sql::{ColumnRule, KeyBlocks, update_statement};
-use super::{MaskingConfig, Rule, TableName, read_key};
+use super::{CheckReport, MaskingConfig, Rule, TableName, read_key};
 use crate::error::{Error, Result};
 use crate::progress::Stage;
 use crate::target::{Target, target_error};
@@ -242,7 +242,8 @@ pub(crate) async fn unmasked_pii(
             if let Some((kind, reason)) = detect(&sample) {
                 findings.push(Finding {
                     database: database.to_owned(),
-                    table: table.to_string(),
+                    schema: table.schema.clone(),
+                    table: table.table.clone(),
                     column: column.column.clone(),
                     kind,
                     reason,
@@ -261,39 +262,40 @@ struct TableJob {
     keyed: bool,
 }
 
-/// Checks the rules against every masked database, refuses unmasked PII when configured, and
-/// applies the rules. `None` when there was nothing to rewrite.
-pub(crate) async fn mask_target(
-    config: &MaskingConfig,
-    target: &Target,
-    cancel: &CancellationToken,
-) -> Result<Option<MaskingRun>> {
-    let started = Instant::now();
+/// What reading the masked databases found: the rules' problems, the unruled personal-looking
+/// columns (when looked for), and each table's rewrite.
+struct Inspection {
+    databases: Vec<String>,
+    problems: Vec<String>,
+    findings: Vec<Finding>,
+    jobs: Vec<TableJob>,
+}
+
+/// Reads each masked database's catalog, checks the rules against it, runs the PII check when
+/// `pii`, and builds each ruled table's `UPDATE`. Changes nothing.
+async fn inspect(config: &MaskingConfig, target: &Target, pii: bool) -> Result<Inspection> {
     let rules = config.rules();
-    let key = match &config.key_file {
-        Some(path) => Some(KeyBlocks::from_secret(&read_key(path)?)),
-        None => None,
-    };
     let mut problems = Vec::new();
     let mut found_anywhere: Vec<TableName> = Vec::new();
     let mut findings = Vec::new();
     let mut jobs = Vec::new();
-    for database in databases(config, target).await? {
-        let admin = connect(target, &database).await?;
+    let databases = databases(config, target).await?;
+    for database in &databases {
+        let admin = connect(target, database).await?;
         let catalog = read_catalog(admin.client()).await?;
-        let (mut found, missing) = validate_rules(&rules, &catalog, &database);
+        let (mut found, missing) = validate_rules(&rules, &catalog, database);
         problems.append(&mut found);
         found_anywhere.extend(rules.keys().filter(|table| !missing.contains(table)).cloned());
-        if config.refuse_unmasked_pii {
+        if pii {
             findings.extend(
-                unmasked_pii(admin.client(), &database, &catalog, &rules, config.sample_rows)
+                unmasked_pii(admin.client(), database, &catalog, &rules, config.sample_rows)
                     .await?,
             );
         }
         for (table, columns) in &rules {
-            let Some(_) = catalog.columns.iter().find(|column| column.table == *table) else {
+            if !catalog.has_table(table) {
                 continue;
-            };
+            }
             let ruled: Vec<ColumnRule<'_>> = columns
                 .iter()
                 .filter_map(|(column, rule)| {
@@ -315,26 +317,73 @@ pub(crate) async fn mask_target(
         problems
             .push(format!("masking.tables.\"{table}\": no masked database has a table {table}"));
     }
+    Ok(Inspection { databases, problems, findings, jobs })
+}
+
+/// The PII check and the rules' validation on a running server, changing nothing: what
+/// `scion masking check` reports.
+pub(crate) async fn check_target(config: &MaskingConfig, target: &Target) -> Result<CheckReport> {
+    let Inspection { databases, problems, findings, .. } = inspect(config, target, true).await?;
+    Ok(CheckReport { databases, findings, problems })
+}
+
+/// The refusal of what the rules' validation and the PII check found, if anything.
+fn refusal(problems: Vec<String>, findings: &[Finding]) -> Result<()> {
     if !problems.is_empty() {
         return Err(Error::InvalidConfig { problems });
     }
     if !findings.is_empty() {
         return Err(Error::UnmaskedPii {
-            columns: findings
-                .iter()
-                .map(|finding| {
-                    format!(
-                        "{}: {}.{} looks like {} ({})",
-                        finding.database,
-                        finding.table,
-                        finding.column,
-                        finding.kind.as_str(),
-                        finding.reason
-                    )
-                })
-                .collect(),
+            columns: findings.iter().map(ToString::to_string).collect(),
         });
     }
+    Ok(())
+}
+
+/// Refuses what masking would refuse (invalid rules, unmasked PII when configured) without
+/// rewriting anything: a refresh that keeps its data unmasked checks this before its unmasked
+/// snapshot is recorded, and masks a copy of it afterwards.
+pub(crate) async fn refuse_target(config: &MaskingConfig, target: &Target) -> Result<()> {
+    let Inspection { problems, findings, .. } =
+        inspect(config, target, config.refuse_unmasked_pii).await?;
+    refusal(problems, &findings)
+}
+
+/// Checks the rules against every masked database, refuses unmasked PII when configured, and
+/// applies the rules. `None` when there was nothing to rewrite.
+pub(crate) async fn mask_target(
+    config: &MaskingConfig,
+    target: &Target,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
+    mask_with(config, target, false, cancel).await
+}
+
+/// [`mask_target`] on data analyzed before masking (a copy of a kept unmasked snapshot): the
+/// masked tables are analyzed again and the statistics catalogs rewritten, so that no
+/// statistic (most common values, histogram bounds) keeps an original value.
+pub(crate) async fn mask_analyzed(
+    config: &MaskingConfig,
+    target: &Target,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
+    mask_with(config, target, true, cancel).await
+}
+
+async fn mask_with(
+    config: &MaskingConfig,
+    target: &Target,
+    analyzed: bool,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
+    let started = Instant::now();
+    let key = match &config.key_file {
+        Some(path) => Some(KeyBlocks::from_secret(&read_key(path)?)),
+        None => None,
+    };
+    let Inspection { problems, findings, jobs, .. } =
+        inspect(config, target, config.refuse_unmasked_pii).await?;
+    refusal(problems, &findings)?;
     if jobs.is_empty() {
         return Ok(None);
     }
@@ -345,6 +394,9 @@ pub(crate) async fn mask_target(
         // Only once every UPDATE has committed: a VACUUM FULL beside a running UPDATE would
         // keep the rows that UPDATE's snapshot still sees, original values included.
         apply(config, target, None, &jobs, Pass::Compact, cancel).await?;
+    }
+    if analyzed {
+        reanalyze(target, &jobs).await?;
     }
     // The restore's WAL holds the original values: move to a new segment and checkpoint, so
     // the old segments are removed (the target runs with wal_recycle off while masking).
@@ -360,6 +412,25 @@ pub(crate) async fn mask_target(
     let run = MaskingRun { tables, rows, duration: started.elapsed() };
     info!(tables = run.tables, rows = run.rows, seconds = run.duration.as_secs_f64(), "masked");
     Ok(Some(run))
+}
+
+/// Analyzes the masked tables again and rewrites the statistics catalogs, whose dead rows
+/// would still hold the statistics of the original values.
+async fn reanalyze(target: &Target, jobs: &[TableJob]) -> Result<()> {
+    let mut by_database: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for job in jobs {
+        by_database.entry(&job.database).or_default().push(job.table.quoted());
+    }
+    for (database, tables) in by_database {
+        let admin = connect(target, database).await?;
+        for statement in [
+            format!("ANALYZE {}", tables.join(", ")),
+            "VACUUM FULL pg_catalog.pg_statistic, pg_catalog.pg_statistic_ext_data".to_owned(),
+        ] {
+            admin.client().batch_execute(&statement).await.map_err(|error| failed(&error))?;
+        }
+    }
+    Ok(())
 }
 
 /// One pass over the tables: their `UPDATE`s, or their compaction.
