@@ -45,6 +45,9 @@ pub(crate) fn clone_detail(clone: &Clone) -> String {
     if clone.stopped_at.is_some() {
         rows.push(("Stopped at", time(clone.stopped_at)));
     }
+    if clone.snapshot.as_ref().is_some_and(|snapshot| snapshot.masked) {
+        rows.push(("Masked", "yes".to_owned()));
+    }
     key_values(&rows)
 }
 
@@ -65,12 +68,16 @@ pub(crate) fn clone_list(clones: &[Clone]) -> String {
                 clone.snapshot.as_ref().map_or_else(|| "-".to_owned(), |s| s.id.clone()),
                 dash(&clone.db.port),
                 protection(clone),
+                yes_no(clone.snapshot.as_ref().is_some_and(|snapshot| snapshot.masked)),
                 size(clone.metadata.clone_diff_size),
                 time(clone.created_at),
             ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "STATUS", "BRANCH", "SNAPSHOT", "PORT", "PROTECTED", "DIFF", "CREATED"], &rows)
+    table(
+        &["ID", "STATUS", "BRANCH", "SNAPSHOT", "PORT", "PROTECTED", "MASKED", "DIFF", "CREATED"],
+        &rows,
+    )
 }
 
 /// Snapshots as a table.
@@ -85,11 +92,15 @@ pub(crate) fn snapshot_list(snapshots: &[Snapshot]) -> String {
                 dash(&snapshot.branch),
                 snapshot.num_clones.to_string(),
                 size(snapshot.logical_size),
-                if snapshot.protection.protected { "yes" } else { "no" }.to_owned(),
+                yes_no(snapshot.protection.protected),
+                yes_no(snapshot.masked),
             ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "DATA STATE AT", "CREATED", "BRANCH", "CLONES", "SIZE", "PROTECTED"], &rows)
+    table(
+        &["ID", "DATA STATE AT", "CREATED", "BRANCH", "CLONES", "SIZE", "PROTECTED", "MASKED"],
+        &rows,
+    )
 }
 
 /// One snapshot as `Key  value` lines.
@@ -107,11 +118,14 @@ pub(crate) fn snapshot_detail(snapshot: &Snapshot) -> String {
     if !notes.is_empty() {
         rows.push(("Protection", notes.join(", ")));
     }
+    if snapshot.masked {
+        rows.push(("Masked", "yes".to_owned()));
+    }
     key_values(&rows)
 }
 
 /// Branches as DBLab's CLI lists them: the current one starred, protection and scheduled
-/// deletion in brackets.
+/// deletion in brackets, then Scion's `[masked]` when the head's data is masked.
 pub(crate) fn branch_list(branches: &[BranchView], current: &str) -> String {
     let mut text = String::new();
     for branch in branches {
@@ -119,6 +133,9 @@ pub(crate) fn branch_list(branches: &[BranchView], current: &str) -> String {
         let _ = write!(text, "{marker} {}", branch.name);
         for note in protection_notes(&branch.protection) {
             let _ = write!(text, " [{note}]");
+        }
+        if branch.masked {
+            text.push_str(" [masked]");
         }
         text.push('\n');
     }
@@ -372,6 +389,10 @@ fn protection(clone: &Clone) -> String {
     }
 }
 
+fn yes_no(flag: bool) -> String {
+    if flag { "yes" } else { "no" }.to_owned()
+}
+
 fn dash(text: &str) -> String {
     if text.is_empty() { "-".to_owned() } else { text.to_owned() }
 }
@@ -472,6 +493,7 @@ mod tests {
             clones: Vec::new(),
             num_clones: 2,
             protection: Protection::default(),
+            masked: false,
         };
         let text = commit_log(std::slice::from_ref(&commit));
         let expected_time = data_state_at("20240502090000");
@@ -492,11 +514,17 @@ mod tests {
             dataset: String::new(),
             num_snapshots: 1,
             protection,
+            masked: false,
         };
         let guarded = Protection { protected: true, ..Protection::default() };
         let list =
             branch_list(&[branch("dev", guarded), branch("main", Protection::default())], "main");
         assert_eq!(list, "  dev [protected]\n* main\n");
+        let masked = BranchView {
+            masked: true,
+            ..branch("safe", Protection { protected: true, ..Protection::default() })
+        };
+        assert_eq!(branch_list(&[masked], "main"), "  safe [protected] [masked]\n");
     }
 
     #[test]

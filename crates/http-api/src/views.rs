@@ -56,6 +56,7 @@ pub(crate) fn snapshot(view: &SnapshotView) -> Snapshot {
         branch: record.branch.clone(),
         message: record.message.clone(),
         protection: protection(record.protected, record.protected_till, record.delete_at),
+        masked: record.masked,
     }
 }
 
@@ -100,6 +101,7 @@ pub(crate) fn commit(view: &CommitView) -> SnapshotDetails {
         clones: view.clone_datasets.clone(),
         num_clones: view.clones.len() as i64,
         protection: protection(record.protected, record.protected_till, record.delete_at),
+        masked: record.masked,
     }
 }
 
@@ -117,6 +119,7 @@ pub(crate) fn branch(view: &engine::BranchView) -> BranchView {
         dataset: snapshot_dataset(&view.head),
         num_snapshots: view.num_snapshots as i64,
         protection: branch_protection(&view.record),
+        masked: view.head.masked,
     }
 }
 

@@ -235,7 +235,13 @@ async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_original
         Some(Value::Bool(true)),
         "{snapshots}"
     );
-}");
+    // Branches and their logs show the kind too.
+    let (_, branches) = server.get("/branches").await;
+    let main = branches.as_array().unwrap().iter().find(|branch| branch["name"] == "main");
+    assert_eq!(main.map(|branch| branch["masked"].clone()), Some(Value::Bool(true)), "{branches}");
+    let (_, log) = server.get("/branch/main/log").await;
+    let kinds: Vec<&Value> = log.as_array().unwrap().iter().map(|entry| &entry["masked"]).collect();
+    assert_eq!(kinds, [&Value::Bool(true), &Value::Bool(true)], "{log}");
 }
 
 /// Every file under `dir` that holds `needle`.
