@@ -4,7 +4,7 @@
 //! over admin sessions, each table compacted afterwards; last, the WAL that held the original
 //! values is switched away and removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,11 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::catalog::{Catalog, CatalogColumn, ForeignKey, UniqueIndex, validate_rules};
+use super::catalog::{
+    Catalog, CatalogColumn, ForeignKey, UniqueIndex, rewrite_groups, validate_rules,
+};
 use super::pii::{ColumnSample, Finding, detect};
-use super::sql::{ColumnRule, KeyBlocks, update_statement};
+use super::sql::{ColumnRule, KeyBlocks, Rewrite, rewrite, update_statement};
 use super::{CheckReport, MaskingConfig, Rule, TableName, read_key};
 use crate::error::{Error, Result};
 use crate::progress::Stage;
@@ -149,7 +151,25 @@ async fn read_catalog(client: &Client) -> Result<Catalog> {
         )
         .await
         .map_err(|error| failed(&error))?;
+    // Inheritance that is not partitioning: a parent's SELECT and TRUNCATE take its children.
+    let inherited = client
+        .query(
+            "SELECT pn.nspname::text, p.relname::text, cn.nspname::text, c.relname::text \
+             FROM pg_catalog.pg_inherits i \
+             JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+             JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
+             WHERE NOT c.relispartition",
+            &[],
+        )
+        .await
+        .map_err(|error| failed(&error))?;
     Ok(Catalog {
+        inherited: inherited
+            .iter()
+            .flat_map(|row| [table_of(row, 0, 1), table_of(row, 2, 3)])
+            .collect(),
         columns: columns
             .iter()
             .map(|row| CatalogColumn {
@@ -254,12 +274,92 @@ pub(crate) async fn unmasked_pii(
     Ok(findings)
 }
 
-/// One table's work: its `UPDATE` and whether it binds the key.
+/// One job of the rewrite, on its own admin session: a group of tables rewritten together, or
+/// one table updated in place.
 struct TableJob {
     database: String,
-    table: TableName,
-    statement: String,
-    keyed: bool,
+    /// The masked tables (for messages, compaction and statistics).
+    tables: Vec<TableName>,
+    work: Work,
+}
+
+/// How a job rewrites its tables.
+enum Work {
+    /// Set-based: every table of the group copied (masked ones masked) into a temporary table,
+    /// the group truncated in one command, the rows written back, in one transaction. The
+    /// tables get new files and freshly built indexes: no dead row keeps an original value, so
+    /// no compaction is needed, and no index is updated row by row. Each part is the table and
+    /// whether it is masked.
+    Rewrite(Vec<(TableName, bool, Rewrite)>),
+    /// One `UPDATE` of a table of an inheritance tree, binding the key when `keyed`.
+    Update { statement: String, keyed: bool },
+}
+
+/// The jobs that mask `database`: a set-based rewrite per group of tables joined by foreign
+/// keys, an `UPDATE` per masked table of an inheritance tree.
+fn table_jobs(
+    database: &str,
+    rules: &BTreeMap<TableName, BTreeMap<String, Rule>>,
+    catalog: &Catalog,
+) -> Vec<TableJob> {
+    let keep = Rule::Keep;
+    let column_rules = |table: &TableName| -> Vec<ColumnRule<'_>> {
+        let ruled = rules.get(table);
+        catalog
+            .columns
+            .iter()
+            .filter(|column| column.table == *table && !column.generated)
+            .map(|column| ColumnRule {
+                column: &column.column,
+                sql_type: &column.sql_type,
+                rule: ruled.and_then(|columns| columns.get(&column.column)).unwrap_or(&keep),
+            })
+            .collect()
+    };
+    // Tables with at least one rule that changes data.
+    let masked: BTreeSet<TableName> = rules
+        .iter()
+        .filter(|(table, columns)| {
+            catalog.has_table(table)
+                && columns.iter().any(|(column, rule)| {
+                    *rule != Rule::Keep && catalog.column(table, column).is_some()
+                })
+        })
+        .map(|(table, _)| table.clone())
+        .collect();
+    let mut jobs = Vec::new();
+    for (group, plain) in rewrite_groups(&masked, catalog) {
+        let tables: Vec<TableName> = group.iter().filter(|t| masked.contains(t)).cloned().collect();
+        if plain {
+            let parts = group
+                .iter()
+                .enumerate()
+                .map(|(index, table)| {
+                    let temp = format!("scion_mask_{index}");
+                    let rewrite = rewrite(&table.quoted(), &temp, &column_rules(table));
+                    (table.clone(), masked.contains(table), rewrite)
+                })
+                .collect();
+            jobs.push(TableJob {
+                database: database.to_owned(),
+                tables,
+                work: Work::Rewrite(parts),
+            });
+            continue;
+        }
+        for table in tables {
+            if let Some((statement, keyed)) =
+                update_statement(&table.quoted(), &column_rules(&table))
+            {
+                jobs.push(TableJob {
+                    database: database.to_owned(),
+                    tables: vec![table],
+                    work: Work::Update { statement, keyed },
+                });
+            }
+        }
+    }
+    jobs
 }
 
 /// What reading the masked databases found: the rules' problems, the unruled personal-looking
@@ -292,26 +392,7 @@ async fn inspect(config: &MaskingConfig, target: &Target, pii: bool) -> Result<I
                     .await?,
             );
         }
-        for (table, columns) in &rules {
-            if !catalog.has_table(table) {
-                continue;
-            }
-            let ruled: Vec<ColumnRule<'_>> = columns
-                .iter()
-                .filter_map(|(column, rule)| {
-                    let found = catalog.column(table, column)?;
-                    Some(ColumnRule { column, sql_type: &found.sql_type, rule })
-                })
-                .collect();
-            if let Some((statement, keyed)) = update_statement(&table.quoted(), &ruled) {
-                jobs.push(TableJob {
-                    database: database.clone(),
-                    table: table.clone(),
-                    statement,
-                    keyed,
-                });
-            }
-        }
+        jobs.extend(table_jobs(database, &rules, &catalog));
     }
     for table in rules.keys().filter(|table| !found_anywhere.contains(table)) {
         problems
@@ -387,7 +468,7 @@ async fn mask_with(
     if jobs.is_empty() {
         return Ok(None);
     }
-    let tables = jobs.len() as u64;
+    let tables = jobs.iter().map(|job| job.tables.len() as u64).sum();
     let jobs = Arc::new(jobs);
     let rows = apply(config, target, key, &jobs, Pass::Update, cancel).await?;
     if config.compact {
@@ -419,7 +500,10 @@ async fn mask_with(
 async fn reanalyze(target: &Target, jobs: &[TableJob]) -> Result<()> {
     let mut by_database: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for job in jobs {
-        by_database.entry(&job.database).or_default().push(job.table.quoted());
+        by_database
+            .entry(&job.database)
+            .or_default()
+            .extend(job.tables.iter().map(TableName::quoted));
     }
     for (database, tables) in by_database {
         let admin = connect(target, database).await?;
@@ -440,6 +524,46 @@ enum Pass {
     Compact,
 }
 
+/// Runs `statement`, binding the key blocks when it is `keyed`.
+async fn execute(
+    client: &Client,
+    statement: &str,
+    keyed: bool,
+    key: Option<&KeyBlocks>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    match (keyed, key) {
+        (true, Some(key)) => client.execute(statement, &[&key.inner, &key.outer]).await,
+        // `apply` refused keyed work without a key before any began.
+        _ => client.execute(statement, &[]).await,
+    }
+}
+
+/// A group's set-based rewrite, in one transaction: each table copied (masked) into its
+/// temporary table, the group truncated in one command (a referenced table goes only with the
+/// tables that reference it), the rows written back; the rows of the masked tables.
+async fn rewrite_group(
+    client: &Client,
+    parts: &[(TableName, bool, Rewrite)],
+    key: Option<&KeyBlocks>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    let mut rows = 0;
+    for (_, masked, part) in parts {
+        client.batch_execute(&part.create).await?;
+        let copied = execute(client, &part.fill, part.keyed, key).await?;
+        if *masked {
+            rows += copied;
+        }
+    }
+    let tables: Vec<String> = parts.iter().map(|(table, _, _)| table.quoted()).collect();
+    client.batch_execute(&format!("TRUNCATE {}", tables.join(", "))).await?;
+    for (_, _, part) in parts {
+        client.batch_execute(&part.refill).await?;
+    }
+    client.batch_execute("COMMIT").await?;
+    Ok(rows)
+}
+
 /// Runs `pass` on every table, `parallel_tables` at once; the rows updated.
 async fn apply(
     config: &MaskingConfig,
@@ -449,6 +573,13 @@ async fn apply(
     pass: Pass,
     cancel: &CancellationToken,
 ) -> Result<u64> {
+    let keyed = |job: &TableJob| match &job.work {
+        Work::Update { keyed, .. } => *keyed,
+        Work::Rewrite(parts) => parts.iter().any(|(_, _, part)| part.keyed),
+    };
+    if pass == Pass::Update && key.is_none() && jobs.iter().any(keyed) {
+        return Err(Error::invalid("masking.key_file is required by a keyed rule"));
+    }
     let permits =
         Arc::new(Semaphore::new(usize::try_from(config.parallel_tables).unwrap_or(1).max(1)));
     let key = Arc::new(key);
@@ -462,15 +593,21 @@ async fn apply(
                 return Err(Error::Cancelled { stage: Stage::Masking });
             }
             let job = &jobs[index];
+            let names =
+                job.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
             let admin = connect(&target, &job.database).await?;
             let client = admin.client();
             let started = Instant::now();
             if pass == Pass::Compact {
-                client
-                    .batch_execute(&format!("VACUUM FULL {}", job.table.quoted()))
-                    .await
-                    .map_err(|error| failed(&error))?;
-                info!(database = %job.database, table = %job.table, seconds = started.elapsed().as_secs_f64(), "masked table compacted");
+                // A set-based rewrite leaves no dead row; an UPDATE does.
+                let Work::Update { .. } = job.work else { return Ok(0) };
+                for table in &job.tables {
+                    client
+                        .batch_execute(&format!("VACUUM FULL {}", table.quoted()))
+                        .await
+                        .map_err(|error| failed(&error))?;
+                }
+                info!(database = %job.database, tables = %names, seconds = started.elapsed().as_secs_f64(), "masked table compacted");
                 return Ok(0);
             }
             // Triggers and foreign-key checks stay off: both sides of a key get the same
@@ -479,23 +616,20 @@ async fn apply(
                 .batch_execute("SET session_replication_role = replica")
                 .await
                 .map_err(|error| failed(&error))?;
-            let rows = match (job.keyed, key.as_ref()) {
-                (true, Some(key)) => client.execute(&job.statement, &[&key.inner, &key.outer]).await,
-                (true, None) => {
-                    return Err(Error::invalid("masking.key_file is required by a keyed rule"));
-                }
-                (false, _) => client.execute(&job.statement, &[]).await,
+            let key = key.as_ref().as_ref();
+            let rows = match &job.work {
+                Work::Update { statement, keyed } => execute(client, statement, *keyed, key).await,
+                Work::Rewrite(parts) => rewrite_group(client, parts, key).await,
             }
             .map_err(|error| Error::Failed {
                 stage: Stage::Masking,
                 stderr_tail: format!(
-                    "masking {} in database {}: {}",
-                    job.table,
+                    "masking {names} in database {}: {}",
                     job.database,
                     detail(&error)
                 ),
             })?;
-            info!(database = %job.database, table = %job.table, rows, seconds = started.elapsed().as_secs_f64(), "table masked");
+            info!(database = %job.database, tables = %names, rows, seconds = started.elapsed().as_secs_f64(), "tables masked");
             Ok(rows)
         });
     }
