@@ -4,10 +4,12 @@
 //! - `sql` — each rule as a SQL expression (pure functions, table-tested);
 //! - `words` — the word lists deterministic fakes pick from, compiled into the binary;
 //! - `catalog` — the rules checked against the target's catalog (unknown tables and columns,
-//!   types, unique constraints, foreign keys), a pure function over what the catalog says;
+//!   types, unique constraints, foreign keys) and the groups of tables rewritten together,
+//!   pure functions over what the catalog says;
 //! - `pii` — the PII detector, a pure function over column names and sampled values;
-//! - `run` — reads the catalog, refuses unmasked PII when asked, and applies the rules, one
-//!   `UPDATE` per table, tables in parallel over admin sessions;
+//! - `run` — reads the catalog, refuses unmasked PII when asked, and applies the rules, a
+//!   set-based rewrite per group of tables joined by foreign keys, groups in parallel over
+//!   admin sessions;
 //! - `copy` — a temporary server on a copy of prepared data: the PII check on demand, and the
 //!   masking of data whose unmasked state a snapshot kept (`keep_unmasked`).
 //!
@@ -60,8 +62,10 @@ pub struct MaskingConfig {
     pub refuse_unmasked_pii: bool,
     /// Tables masked at once.
     pub parallel_tables: u32,
-    /// Rewrite each masked table compactly afterwards (`VACUUM FULL`), so that the snapshot
-    /// holds no dead row versions with the original values and no doubled table.
+    /// Tables masked by `UPDATE` (those of an inheritance tree; the others are rewritten into
+    /// new files and keep no dead row) are rewritten compactly afterwards (`VACUUM FULL`), so
+    /// that the snapshot holds no dead row versions with the original values and no doubled
+    /// table.
     pub compact: bool,
     /// Rows sampled per table by the PII check.
     pub sample_rows: u32,

@@ -361,7 +361,7 @@ mod tests {
         );
         catalog.inherited.insert(table("refunds"));
         let groups = rewrite_groups(&masked, &catalog);
-        assert_eq!(groups[1].1, false, "an inheritance tree is masked by UPDATE");
+        assert!(!groups[1].1, "an inheritance tree is masked by UPDATE");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Applying the masking rules to a running target: read each database's catalog, check the
-//! rules against it, refuse unmasked PII when asked, then one `UPDATE` per table (every ruled
-//! column at once, triggers and foreign-key checks off for the session), tables in parallel
-//! over admin sessions, each table compacted afterwards; last, the WAL that held the original
-//! values is switched away and removed.
+//! rules against it, refuse unmasked PII when asked, then rewrite each group of tables joined
+//! by foreign keys set-based (copied masked into temporary tables, truncated together, written
+//! back; triggers and foreign-key checks off for the session), groups in parallel over admin
+//! sessions (a table of an inheritance tree by `UPDATE`, compacted afterwards); last, the WAL
+//! that held the original values is switched away and removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

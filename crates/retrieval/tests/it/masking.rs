@@ -6,10 +6,10 @@
 //! rules' validation refuse what they must.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use retrieval::masking::{KeyBlocks, MaskingConfig, Rule};
 use retrieval::{DatabaseConfig, Error, RetrievalConfig, Stage, Target};
+use test_support::files_holding;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Inspect, Sandbox, SourceDb, live_config, pipeline};
@@ -93,22 +93,6 @@ fn masked_config(
 
 async fn column(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     client.query(sql, &[]).await.unwrap().iter().map(|row| row.get(0)).collect()
-}
-
-/// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            pending.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
-        } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|window| window == needle)
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use postgres::{
     StopMode,
 };
 use serde_json::Value;
-use test_support::{TestDir, free_port_range};
+use test_support::{TestDir, files_holding, free_port_range};
 
 use crate::harness::{SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TestServer, connect};
 
@@ -177,6 +177,23 @@ async fn refresh_brings_new_data_without_touching_running_clones() {
     assert!(data_dirs.len() <= 2, "the failed run's dataset was left behind: {data_dirs:?}");
 }
 
+/// A server whose refresh of `source` masks `customers.email` (with `settings` added to
+/// `[retrieval.masking]`), once that refresh finished; the key's directory lives as long.
+async fn masked_server(source: &Source, settings: &str) -> (TestServer, TestDir) {
+    let keys = TestDir::new("scion-masking-key-");
+    let key_file = keys.path().join("masking.key");
+    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
+    let masking = format!(
+        "[retrieval.masking]\nkey_file = \"{}\"\n{settings}[retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
+        key_file.display()
+    );
+    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
+    let done =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    (server, keys)
+}
+
 #[tokio::test]
 async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_originals() {
     let source = Source::start().await;
@@ -188,17 +205,7 @@ async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_original
              UPDATE orders SET customer_id = 1 + id % 50",
         )
         .await;
-    let keys = TestDir::new("scion-masking-key-");
-    let key_file = keys.path().join("masking.key");
-    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
-    let masking = format!(
-        "[retrieval.masking]\nkey_file = \"{}\"\n[retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
-        key_file.display()
-    );
-    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
-    let done =
-        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
-    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    let (server, _keys) = masked_server(&source, "").await;
 
     let (_, snapshots) = server.get("/snapshots").await;
     let snapshots = snapshots.as_array().unwrap().clone();
@@ -244,22 +251,6 @@ async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_original
     assert_eq!(kinds, [&Value::Bool(true), &Value::Bool(true)], "{log}");
 }
 
-/// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            pending.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
-        } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|window| window == needle)
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
-}
-
 #[tokio::test]
 async fn a_refresh_that_keeps_unmasked_data_gives_a_masked_head_and_a_protected_unmasked_snapshot()
 {
@@ -271,18 +262,8 @@ async fn a_refresh_that_keeps_unmasked_data_gives_a_masked_head_and_a_protected_
              CREATE INDEX ON customers (email text_pattern_ops);",
         )
         .await;
-    let keys = TestDir::new("scion-masking-key-");
-    let key_file = keys.path().join("masking.key");
-    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
-    let masking = format!(
-        "[retrieval.masking]\nkey_file = \"{}\"\nkeep_unmasked = true\ndatabases = [\"shop\"]\n\
-         [retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
-        key_file.display()
-    );
-    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
-    let done =
-        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
-    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    let (server, _keys) =
+        masked_server(&source, "keep_unmasked = true\ndatabases = [\"shop\"]\n").await;
 
     // One refresh, two snapshots of its data: the masked head, the unmasked one protected.
     let (_, snapshots) = server.get("/snapshots").await;
@@ -357,18 +338,8 @@ async fn the_masking_check_lists_unruled_personal_columns_and_rule_problems() {
                'write to buyer' || g || '@corp-mail.test', g % 2 = 0 FROM generate_series(1, 50) g",
         )
         .await;
-    let keys = TestDir::new("scion-masking-key-");
-    let key_file = keys.path().join("masking.key");
-    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
     // `shop` is renamed to `shop_dev` after masking: the check reads it under its new name.
-    let masking = format!(
-        "[retrieval.masking]\nkey_file = \"{}\"\ndatabases = [\"shop\"]\n[retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
-        key_file.display()
-    );
-    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
-    let done =
-        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
-    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    let (server, _keys) = masked_server(&source, "databases = [\"shop\"]\n").await;
     let (_, snapshots) = server.get("/snapshots").await;
     let snapshot_id = snapshots[0]["id"].clone();
     let before = pool_entries(&server);
