@@ -60,14 +60,34 @@ pub struct Catalog {
     pub unique: Vec<UniqueIndex>,
     /// Foreign keys.
     pub foreign_keys: Vec<ForeignKey>,
-    /// Tables of an inheritance tree that is not partitioning (parents and children).
-    pub inherited: BTreeSet<TableName>,
+    /// Inheritance that is not partitioning: each parent with one of its children.
+    pub inheritance: Vec<(TableName, TableName)>,
 }
 
 impl Catalog {
     /// The column, if the table has it.
     pub fn column(&self, table: &TableName, column: &str) -> Option<&CatalogColumn> {
         self.columns.iter().find(|found| found.table == *table && found.column == column)
+    }
+
+    /// Whether the table is a parent or a child in an inheritance tree (not partitioning).
+    pub fn is_inherited(&self, table: &TableName) -> bool {
+        self.inheritance.iter().any(|(parent, child)| parent == table || child == table)
+    }
+
+    /// The table and every table that inherits from it, at any depth.
+    pub fn with_descendants(&self, table: &TableName) -> Vec<TableName> {
+        let mut found = vec![table.clone()];
+        let mut next = 0;
+        while let Some(current) = found.get(next).cloned() {
+            for (parent, child) in &self.inheritance {
+                if *parent == current && !found.contains(child) {
+                    found.push(child.clone());
+                }
+            }
+            next += 1;
+        }
+        found
     }
 
     /// Whether the table exists.
@@ -115,7 +135,7 @@ pub(super) fn rewrite_groups(
     groups
         .into_iter()
         .map(|group| {
-            let plain = group.iter().all(|table| !catalog.inherited.contains(table));
+            let plain = group.iter().all(|table| !catalog.is_inherited(table));
             (group, plain)
         })
         .collect()
@@ -260,7 +280,7 @@ mod tests {
                 referenced_table: table("customers"),
                 referenced_columns: vec!["email".into()],
             }],
-            inherited: BTreeSet::new(),
+            inheritance: Vec::new(),
         }
     }
 
@@ -359,9 +379,14 @@ mod tests {
                 (BTreeSet::from([table("customers"), table("orders"), table("refunds")]), true),
             ]
         );
-        catalog.inherited.insert(table("refunds"));
+        catalog.inheritance.push((table("refunds"), table("refunds_2025")));
+        catalog.inheritance.push((table("refunds_2025"), table("refunds_2025_q1")));
         let groups = rewrite_groups(&masked, &catalog);
         assert!(!groups[1].1, "an inheritance tree is masked by UPDATE");
+        assert_eq!(
+            catalog.with_descendants(&table("refunds")),
+            [table("refunds"), table("refunds_2025"), table("refunds_2025_q1")]
+        );
     }
 
     #[test]

@@ -167,9 +167,9 @@ async fn read_catalog(client: &Client) -> Result<Catalog> {
         .await
         .map_err(|error| failed(&error))?;
     Ok(Catalog {
-        inherited: inherited
+        inheritance: inherited
             .iter()
-            .flat_map(|row| [table_of(row, 0, 1), table_of(row, 2, 3)])
+            .map(|row| (table_of(row, 0, 1), table_of(row, 2, 3)))
             .collect(),
         columns: columns
             .iter()
@@ -284,6 +284,16 @@ struct TableJob {
     work: Work,
 }
 
+impl TableJob {
+    /// The tables whose rows changed: the masked ones, and an updated parent's descendants.
+    fn changed(&self) -> &[TableName] {
+        match &self.work {
+            Work::Update { compact, .. } => compact,
+            Work::Rewrite(_) => &self.tables,
+        }
+    }
+}
+
 /// How a job rewrites its tables.
 enum Work {
     /// Set-based: every table of the group copied (masked ones masked) into a temporary table,
@@ -292,8 +302,10 @@ enum Work {
     /// no compaction is needed, and no index is updated row by row. Each part is the table and
     /// whether it is masked.
     Rewrite(Vec<(TableName, bool, Rewrite)>),
-    /// One `UPDATE` of a table of an inheritance tree, binding the key when `keyed`.
-    Update { statement: String, keyed: bool },
+    /// One `UPDATE` of a table of an inheritance tree (its children's rows included), binding
+    /// the key when `keyed`; `compact` are the table and its descendants, whose dead rows
+    /// `VACUUM FULL` removes (it does not recurse into inheritance children).
+    Update { statement: String, keyed: bool, compact: Vec<TableName> },
 }
 
 /// The jobs that mask `database`: a set-based rewrite per group of tables joined by foreign
@@ -352,10 +364,11 @@ fn table_jobs(
             if let Some((statement, keyed)) =
                 update_statement(&table.quoted(), &column_rules(&table))
             {
+                let compact = catalog.with_descendants(&table);
                 jobs.push(TableJob {
                     database: database.to_owned(),
                     tables: vec![table],
-                    work: Work::Update { statement, keyed },
+                    work: Work::Update { statement, keyed, compact },
                 });
             }
         }
@@ -504,7 +517,7 @@ async fn reanalyze(target: &Target, jobs: &[TableJob]) -> Result<()> {
         by_database
             .entry(&job.database)
             .or_default()
-            .extend(job.tables.iter().map(TableName::quoted));
+            .extend(job.changed().iter().map(TableName::quoted));
     }
     for (database, tables) in by_database {
         let admin = connect(target, database).await?;
@@ -601,8 +614,8 @@ async fn apply(
             let started = Instant::now();
             if pass == Pass::Compact {
                 // A set-based rewrite leaves no dead row; an UPDATE does.
-                let Work::Update { .. } = job.work else { return Ok(0) };
-                for table in &job.tables {
+                let Work::Update { .. } = &job.work else { return Ok(0) };
+                for table in job.changed() {
                     client
                         .batch_execute(&format!("VACUUM FULL {}", table.quoted()))
                         .await
@@ -619,7 +632,9 @@ async fn apply(
                 .map_err(|error| failed(&error))?;
             let key = key.as_ref().as_ref();
             let rows = match &job.work {
-                Work::Update { statement, keyed } => execute(client, statement, *keyed, key).await,
+                Work::Update { statement, keyed, .. } => {
+                    execute(client, statement, *keyed, key).await
+                }
                 Work::Rewrite(parts) => rewrite_group(client, parts, key).await,
             }
             .map_err(|error| Error::Failed {
