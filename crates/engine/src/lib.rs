@@ -148,6 +148,8 @@ struct Inner {
     space: RwLock<Option<PoolSpace>>,
     /// Serialises snapshot creation and deletion, which read and rewrite branch heads.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// One masking check at a time: its temporary server's socket lives in one run directory.
+    masking_check_lock: tokio::sync::Mutex<()>,
     /// Retrieval, when configured: logical (a pipeline) or physical (an initial copy and
     /// promotions).
     retrieval: RwLock<Option<physical::Retrieval>>,
@@ -294,6 +296,7 @@ impl Engine {
             reconciliation: RwLock::new(Reconciliation::default()),
             space: RwLock::new(None),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            masking_check_lock: tokio::sync::Mutex::new(()),
             retrieval: RwLock::new(retrieval),
             refresh: Mutex::new(refresh::RefreshState::default()),
             refresh_running: AtomicBool::new(false),

@@ -55,6 +55,7 @@ impl Engine {
         let masking = retrieval.masking.clone().unwrap_or_default();
         // Snapshots hold the databases as renamed after masking.
         let masking: MaskingConfig = masking.renamed(&retrieval.database_rename);
+        let _one_at_a_time = self.inner.masking_check_lock.lock().await;
         let snapshot = check_snapshot(&self.read_state().snapshots).cloned().ok_or_else(|| {
             Error::NotFound(
                 "there is no snapshot of retrieved data to check yet: wait for retrieval"
