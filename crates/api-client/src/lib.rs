@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use api_types::{
     BranchName, BranchProtection, BranchView, CloneId, CommitRequest, CommitResponse,
     CreateBranchRequest, CreateBranchResponse, CreateCloneRequest, CreateSnapshotRequest,
-    ObservationSession, PatchCloneRequest, ProtectionUpdateRequest, ResetCloneRequest, Response,
-    SnapshotCloneRequest, SnapshotDetails, SnapshotId, StartObservationRequest, StatusCode,
-    StopObservationRequest, SummaryArtifact,
+    MaskingCheck, ObservationSession, PatchCloneRequest, ProtectionUpdateRequest,
+    ResetCloneRequest, Response, SnapshotCloneRequest, SnapshotDetails, SnapshotId,
+    StartObservationRequest, StatusCode, StopObservationRequest, SummaryArtifact,
 };
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -421,6 +421,15 @@ impl Client {
         projection: &serde_json::Value,
     ) -> Result<serde_json::Value, Error> {
         self.json(Method::POST, &["admin", "config"], &[], Some(projection), Duration::ZERO).await
+    }
+
+    /// `POST /admin/masking/check` (Scion's): the personal-looking columns without a masking
+    /// rule and the rules' problems, read from a temporary clone of the newest snapshot. The
+    /// check starts a server, so it may take longer than other requests: the client's timeout
+    /// bounds it.
+    pub async fn masking_check(&self) -> Result<MaskingCheck, Error> {
+        self.json(Method::POST, &["admin", "masking", "check"], &[], None::<&()>, Duration::ZERO)
+            .await
     }
 
     /// `POST /full-refresh`: start a new retrieval run in the background.

@@ -38,6 +38,9 @@ pub struct BranchView {
     /// Protection and scheduled deletion.
     #[serde(flatten)]
     pub protection: Protection,
+    /// Scion: the head's data is masked (`[retrieval.masking]`); sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
 }
 
 /// `PATCH /branch/{name}` answer: the protection part of a [`BranchView`].

@@ -24,6 +24,7 @@ mod delivery;
 mod error;
 mod ids;
 mod instance;
+mod masking;
 mod observation;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -53,6 +54,7 @@ pub use instance::{
     Cloning, Difference, Engine, FileSystem, Instance, MajorExtensions, PoolEntry, PoolStatus,
     Provisioner, Reconciliation, Synchronization, WarmPool, WarmSnapshot,
 };
+pub use masking::{MaskingCheck, UnmaskedColumn};
 pub use observation::{
     ARTIFACT_TYPES, Checklist, ObjectsStat, ObservationConfig, ObservationInterval,
     ObservationResult, ObservationSession, ObservationSummary, STATUS_FAILED, STATUS_PASSED,

@@ -102,6 +102,9 @@ pub struct SnapshotDetails {
     /// Protection and scheduled deletion.
     #[serde(flatten)]
     pub protection: Protection,
+    /// Scion: the snapshot's data is masked (`[retrieval.masking]`); sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
 }
 
 /// `POST /snapshot` body (optional): which pool to snapshot, and (Scion, physical mode) the

@@ -132,6 +132,23 @@ pub(crate) enum Command {
     /// Refresh the data from an RDS snapshot through a temporary instance that is deleted
     /// afterwards (DBLab's `rds-refresh`); `rds-refresh cleanup` deletes what crashed runs left.
     RdsRefresh(crate::rds::RdsRefreshArgs),
+    /// Masking of personal data ([retrieval.masking] on the server).
+    #[command(subcommand)]
+    Masking(MaskingCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MaskingCommand {
+    /// List the columns that look personal and have no masking rule, and what is wrong with the
+    /// rules, from a temporary clone of the newest snapshot; exit 1 when anything is found.
+    Check(MaskingCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MaskingCheckArgs {
+    /// Print the API's JSON (as `--output json`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ mod environment;
 pub(crate) use environment::EnvironmentView;
 mod init;
 mod instance;
+mod masking;
 pub(crate) mod observation;
 mod port_forward;
 mod snapshot;
@@ -100,6 +101,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::FullRefresh => instance::full_refresh(&Context::new(global).await?).await,
         Command::Config(command) => environment::run(global, command),
         Command::Ci(command) => ci::run(&Context::new(global).await?, command).await,
+        Command::Masking(command) => masking::run(&Context::new(global).await?, command).await,
         Command::PortForward(args) => port_forward::run(global, &args).await,
         Command::Teleport(command) => crate::teleport::run(command).await,
         Command::RdsRefresh(args) => crate::rds::run(args).await,

@@ -65,6 +65,9 @@ pub(crate) fn clone_detail(clone: &Clone) -> String {
             rows.push(("OOM kills", kills.to_string()));
         }
     }
+    if clone.snapshot.as_ref().is_some_and(|snapshot| snapshot.masked) {
+        rows.push(("Masked", "yes".to_owned()));
+    }
     key_values(&rows)
 }
 
@@ -85,12 +88,16 @@ pub(crate) fn clone_list(clones: &[Clone]) -> String {
                 clone.snapshot.as_ref().map_or_else(|| "-".to_owned(), |s| s.id.clone()),
                 dash(&clone.db.port),
                 protection(clone),
+                yes_no(clone.snapshot.as_ref().is_some_and(|snapshot| snapshot.masked)),
                 size(clone.metadata.clone_diff_size),
                 time(clone.created_at),
             ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "STATUS", "BRANCH", "SNAPSHOT", "PORT", "PROTECTED", "DIFF", "CREATED"], &rows)
+    table(
+        &["ID", "STATUS", "BRANCH", "SNAPSHOT", "PORT", "PROTECTED", "MASKED", "DIFF", "CREATED"],
+        &rows,
+    )
 }
 
 /// Snapshots as a table.
@@ -105,11 +112,15 @@ pub(crate) fn snapshot_list(snapshots: &[Snapshot]) -> String {
                 dash(&snapshot.branch),
                 snapshot.num_clones.to_string(),
                 size(snapshot.logical_size),
-                if snapshot.protection.protected { "yes" } else { "no" }.to_owned(),
+                yes_no(snapshot.protection.protected),
+                yes_no(snapshot.masked),
             ]
         })
         .collect::<Vec<_>>();
-    table(&["ID", "DATA STATE AT", "CREATED", "BRANCH", "CLONES", "SIZE", "PROTECTED"], &rows)
+    table(
+        &["ID", "DATA STATE AT", "CREATED", "BRANCH", "CLONES", "SIZE", "PROTECTED", "MASKED"],
+        &rows,
+    )
 }
 
 /// One snapshot as `Key  value` lines.
@@ -127,11 +138,14 @@ pub(crate) fn snapshot_detail(snapshot: &Snapshot) -> String {
     if !notes.is_empty() {
         rows.push(("Protection", notes.join(", ")));
     }
+    if snapshot.masked {
+        rows.push(("Masked", "yes".to_owned()));
+    }
     key_values(&rows)
 }
 
 /// Branches as DBLab's CLI lists them: the current one starred, protection and scheduled
-/// deletion in brackets.
+/// deletion in brackets, then Scion's `[masked]` when the head's data is masked.
 pub(crate) fn branch_list(branches: &[BranchView], current: &str) -> String {
     let mut text = String::new();
     for branch in branches {
@@ -139,6 +153,9 @@ pub(crate) fn branch_list(branches: &[BranchView], current: &str) -> String {
         let _ = write!(text, "{marker} {}", branch.name);
         for note in protection_notes(&branch.protection) {
             let _ = write!(text, " [{note}]");
+        }
+        if branch.masked {
+            text.push_str(" [masked]");
         }
         text.push('\n');
     }
@@ -307,6 +324,49 @@ pub(crate) fn instance(instance: &Instance) -> String {
     text
 }
 
+/// `scion masking check`: the snapshot read, the unruled personal columns, the rules' problems.
+pub(crate) fn masking_check(check: &api_types::MaskingCheck) -> String {
+    let kind = if check.snapshot_masked { "masked" } else { "unmasked" };
+    let mut text = format!(
+        "Checked  {} ({kind})
+",
+        check.snapshot_id
+    );
+    if check.columns.is_empty() {
+        text.push_str(
+            "No personal-looking column without a rule.
+",
+        );
+    } else {
+        let rows: Vec<Vec<String>> = check
+            .columns
+            .iter()
+            .map(|found| {
+                vec![
+                    found.database.clone(),
+                    found.schema.clone(),
+                    found.table.clone(),
+                    found.column.clone(),
+                    found.kind.clone(),
+                    found.why.clone(),
+                ]
+            })
+            .collect();
+        text.push('\n');
+        text.push_str(&table(
+            &["DATABASE", "SCHEMA", "TABLE", "COLUMN", "LOOKS LIKE", "WHY"],
+            &rows,
+        ));
+    }
+    if !check.problems.is_empty() {
+        text.push_str("\nRule problems:\n");
+        for problem in &check.problems {
+            let _ = writeln!(text, "  {problem}");
+        }
+    }
+    text
+}
+
 /// Aligned columns separated by two spaces, header first; no trailing spaces.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|header| header.chars().count()).collect();
@@ -347,6 +407,10 @@ fn protection(clone: &Clone) -> String {
         (true, Some(till)) if !till.is_zero() => format!("until {}", time(Some(till))),
         (true, _) => "yes".to_owned(),
     }
+}
+
+fn yes_no(flag: bool) -> String {
+    if flag { "yes" } else { "no" }.to_owned()
 }
 
 fn dash(text: &str) -> String {
@@ -449,6 +513,7 @@ mod tests {
             clones: Vec::new(),
             num_clones: 2,
             protection: Protection::default(),
+            masked: false,
         };
         let text = commit_log(std::slice::from_ref(&commit));
         let expected_time = data_state_at("20240502090000");
@@ -469,11 +534,17 @@ mod tests {
             dataset: String::new(),
             num_snapshots: 1,
             protection,
+            masked: false,
         };
         let guarded = Protection { protected: true, ..Protection::default() };
         let list =
             branch_list(&[branch("dev", guarded), branch("main", Protection::default())], "main");
         assert_eq!(list, "  dev [protected]\n* main\n");
+        let masked = BranchView {
+            masked: true,
+            ..branch("safe", Protection { protected: true, ..Protection::default() })
+        };
+        assert_eq!(branch_list(&[masked], "main"), "  safe [protected] [masked]\n");
     }
 
     #[test]

@@ -352,7 +352,7 @@ impl Engine {
                     taken.contains(name.to_string().as_str())
                 })?
             } else {
-                self.inner.pool.new_snapshot_name(&dataset, now, |name| {
+                self.inner.pool.new_snapshot_name(&dataset, now, "", |name| {
                     taken.contains(name.to_string().as_str())
                 })?
             }

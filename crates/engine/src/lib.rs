@@ -19,6 +19,7 @@ mod intent;
 mod lease;
 mod limits;
 mod logs;
+mod masking_check;
 mod metrics;
 mod model;
 mod observation;
@@ -71,6 +72,7 @@ pub use events::{EventSink, NoEvents, RecordedEvents};
 pub use exec::Usage as CgroupUsage;
 pub use lease::{Protection, ProtectionRequest};
 pub use logs::{LogChunk, MAX_TAIL_BYTES};
+pub use masking_check::MaskingCheck;
 pub use metrics::InstanceHealth;
 pub use model::{BranchRecord, CloneRecord, CloneState, SnapshotRecord};
 pub use observation::{ObservationRecord, SessionResult};
@@ -148,6 +150,8 @@ struct Inner {
     space: RwLock<Option<PoolSpace>>,
     /// Serialises snapshot creation and deletion, which read and rewrite branch heads.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// One masking check at a time: its temporary server's socket lives in one run directory.
+    masking_check_lock: tokio::sync::Mutex<()>,
     /// Retrieval, when configured: logical (a pipeline) or physical (an initial copy and
     /// promotions).
     retrieval: RwLock<Option<physical::Retrieval>>,
@@ -322,6 +326,7 @@ impl Engine {
             reconciliation: RwLock::new(Reconciliation::default()),
             space: RwLock::new(None),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            masking_check_lock: tokio::sync::Mutex::new(()),
             retrieval: RwLock::new(retrieval),
             refresh: Mutex::new(refresh::RefreshState::default()),
             refresh_running: AtomicBool::new(false),

@@ -196,15 +196,17 @@ impl Pool {
         rest.parse().ok()
     }
 
-    /// A fresh snapshot name for `dataset` at `now`, DBLab-style (`snapshot_YYYYMMDDHHMMSS`),
-    /// with a suffix when that second is taken.
+    /// A fresh snapshot name for `dataset` at `now`, DBLab-style (`snapshot_YYYYMMDDHHMMSS`,
+    /// then `tag_suffix`, such as `_unmasked`), with a number when that second is taken.
     pub fn new_snapshot_name(
         &self,
         dataset: &DatasetName,
         now: DateTime<Utc>,
+        tag_suffix: &str,
         taken: impl Fn(&SnapshotName) -> bool,
     ) -> Result<SnapshotName> {
-        free_snapshot_name(dataset, &format!("snapshot_{}", now.format("%Y%m%d%H%M%S")), taken)
+        let tag = format!("snapshot_{}{tag_suffix}", now.format("%Y%m%d%H%M%S"));
+        free_snapshot_name(dataset, &tag, taken)
     }
 
     /// A fresh name for a branch's snapshot or a commit at `now`: DBLab names those by the
@@ -302,10 +304,12 @@ mod tests {
         let (_dir, pool) = pool().await;
         let now = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
         let data = pool.data_dataset();
-        let first = pool.new_snapshot_name(&data, now, |_| false).unwrap();
+        let first = pool.new_snapshot_name(&data, now, "", |_| false).unwrap();
         assert_eq!(first.to_string(), "data@snapshot_20261122120000");
-        let second = pool.new_snapshot_name(&data, now, |name| name == &first).unwrap();
+        let second = pool.new_snapshot_name(&data, now, "", |name| name == &first).unwrap();
         assert_eq!(second.to_string(), "data@snapshot_20261122120000_1");
+        let unmasked = pool.new_snapshot_name(&data, now, "_unmasked", |_| false).unwrap();
+        assert_eq!(unmasked.to_string(), "data@snapshot_20261122120000_unmasked");
     }
 
     #[test]

@@ -12,13 +12,16 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use retrieval::pipeline::WARNING_LINES;
-use retrieval::{Pipeline, Progress, Summary, Target};
+use retrieval::{Pipeline, Progress, RetrievalConfig, Summary, Target};
 use storage::{DatasetName, DestroyMode, ThinStorage};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::{Error, Result};
+use crate::model::SnapshotRecord;
 use crate::physical::Retrieval;
 use crate::pool::Pool;
+use crate::snapshot::{Placement, SnapshotKind, SnapshotView};
+use crate::store::CatalogChange;
 use crate::{Engine, failpoint};
 
 /// The intent a refresh records for its dumps, which live outside the pool.
@@ -29,6 +32,10 @@ pub(crate) const CURRENT_DATA_KEY: &str = "current_data_dataset";
 /// The store's meta key for the summary of the refresh that made the current data, with that
 /// data's dataset: its warnings stay true of the data across restarts.
 const LAST_SUMMARY_KEY: &str = "last_refresh_summary";
+
+/// The store's meta key naming the unmasked snapshot the engine protects
+/// (`masking.keep_unmasked`), whose protection the next one lifts.
+const KEPT_UNMASKED_KEY: &str = "kept_unmasked_snapshot";
 
 /// What [`LAST_SUMMARY_KEY`] holds.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -324,11 +331,16 @@ impl Engine {
 
     /// A logical full refresh into the new, still unmade golden dataset `dataset`.
     async fn logical_refresh(&self, pipeline: &Pipeline, dataset: DatasetName) -> Result<String> {
-        let (summary, intent) = self.restore_into(pipeline, &dataset).await?;
+        let (mut summary, intent) = self.restore_into(pipeline, &dataset).await?;
         self.refresh_state().status = RefreshStatus::Snapshotting;
         let previous = self.current_data_dataset();
         self.inner.store.set_meta(CURRENT_DATA_KEY, dataset.as_str())?;
-        match self.create_snapshot_at(summary.data_state_at, summary.masking.is_some()).await {
+        let made = if pipeline.config().keeps_unmasked() {
+            self.snapshot_kept_unmasked(pipeline.config(), &dataset, &mut summary).await
+        } else {
+            self.create_snapshot_at(summary.data_state_at, summary.masking.is_some()).await
+        };
+        match made {
             Ok(snapshot) => {
                 intent.settle();
                 self.release_abandoned_replication().await;
@@ -343,6 +355,96 @@ impl Engine {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// `masking.keep_unmasked`: the refresh's data, unmasked in `dataset`, is snapshotted as
+    /// it is, then masked in place and snapshotted again; the masked snapshot becomes the head
+    /// of `main` (clones that name no snapshot get it), the unmasked one is recorded beside it,
+    /// protected, and the previous unmasked snapshot loses the protection the engine gave it,
+    /// so retention counts it among the unmasked ones. Nothing is recorded before masking
+    /// succeeded.
+    async fn snapshot_kept_unmasked(
+        &self,
+        config: &RetrievalConfig,
+        dataset: &DatasetName,
+        summary: &mut Summary,
+    ) -> Result<SnapshotView> {
+        // Snapshots hold the databases as renamed.
+        let masking = config.masking.clone().unwrap_or_default().renamed(&config.database_rename);
+        let _serial = self.inner.snapshot_lock.lock().await;
+        self.ensure_space("create snapshot").await?;
+        let (unmasked, unmasked_intent) = self.take_data_snapshot(dataset, "_unmasked").await?;
+        let mut target = Target::new(self.inner.pool.pgdata_of(dataset), self.retrieval_run_dir());
+        target.admin_role = self.config().clone.admin_role.clone();
+        let masked = retrieval::masking::mask_copy(
+            &masking,
+            self.inner.servers.binaries(),
+            self.inner.servers.os_user(),
+            &target,
+            &self.inner.cancel,
+        )
+        .await;
+        summary.masking = match masked {
+            Ok(run) => run,
+            Err(error) => {
+                self.drop_unrecorded(&unmasked, unmasked_intent).await;
+                return Err(Error::Retrieval(error));
+            }
+        };
+        let head = match self
+            .snapshot_data_locked(dataset, summary.data_state_at, summary.masking.is_some())
+            .await
+        {
+            Ok(head) => head,
+            Err(error) => {
+                self.drop_unrecorded(&unmasked, unmasked_intent).await;
+                return Err(error);
+            }
+        };
+        let kind = SnapshotKind { masked: false, protected: true };
+        let beside = Placement::Beside(head.record.parent_id.as_deref());
+        match self
+            .record_data_snapshot(&unmasked, unmasked_intent, summary.data_state_at, beside, kind)
+            .await
+        {
+            Ok(kept) => {
+                self.release_previous_unmasked(&kept.record.id);
+                self.apply_retention().await;
+                info!(snapshot_id = %kept.record.id, masked = %head.record.id, "unmasked data kept beside the masked head");
+            }
+            // The masked head stands: the refresh is done, without its unmasked copy.
+            Err(error) => {
+                warn!(%error, "the unmasked snapshot could not be recorded; only the masked one is kept")
+            }
+        }
+        Ok(head)
+    }
+
+    /// Lifts the protection the engine gave the previous kept unmasked snapshot (unless someone
+    /// changed it since), and names `kept` as the one it protects now.
+    fn release_previous_unmasked(&self, kept: &str) {
+        let previous = self.inner.store.meta(KEPT_UNMASKED_KEY).ok().flatten();
+        let record = previous.and_then(|id| {
+            self.read_state().snapshots.iter().find(|snapshot| snapshot.id == id).cloned()
+        });
+        if let Some(record) = record.filter(|record| {
+            record.protected && record.protected_till.is_none() && record.delete_at.is_none()
+        }) {
+            let id = record.id.clone();
+            let released = SnapshotRecord { protected: false, ..record };
+            match self.apply_catalog(CatalogChange {
+                upsert_snapshots: vec![released],
+                ..CatalogChange::default()
+            }) {
+                Ok(()) => info!(snapshot_id = %id, "older unmasked snapshot no longer protected"),
+                Err(error) => {
+                    warn!(snapshot_id = %id, %error, "failed to lift an older unmasked snapshot's protection")
+                }
+            }
+        }
+        if let Err(error) = self.inner.store.set_meta(KEPT_UNMASKED_KEY, kept) {
+            warn!(%error, "the kept unmasked snapshot is not remembered; its protection stays at the next refresh");
         }
     }
 

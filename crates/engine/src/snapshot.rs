@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::clone::branch_or_main;
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::intent::Intent;
 use crate::lease::Protection;
 use crate::model::{BranchRecord, CloneState, SnapshotRecord};
 use crate::pool::Pool;
@@ -32,6 +33,25 @@ pub struct SnapshotView {
     pub clones: Vec<String>,
     /// Whether it is the head of its branch.
     pub is_head: bool,
+}
+
+/// Where a new snapshot of the data goes on `main`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Placement<'a> {
+    /// The new head, with the old head as parent.
+    Head,
+    /// Beside the head, as a child of the snapshot named (a point in time's base; a kept
+    /// unmasked snapshot's, the masked head's own parent), the head left where it is.
+    Beside(Option<&'a str>),
+}
+
+/// What a new snapshot of the data is: masked, protected.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SnapshotKind {
+    /// Its data was masked.
+    pub(crate) masked: bool,
+    /// Protected from deletion and retention from the start (a kept unmasked snapshot).
+    pub(crate) protected: bool,
 }
 
 impl Engine {
@@ -180,14 +200,28 @@ impl Engine {
         past_of: Option<&str>,
         masked: bool,
     ) -> Result<SnapshotView> {
+        let (name, intent) = self.take_data_snapshot(data, "").await?;
+        let placement = match past_of {
+            Some(parent) => Placement::Beside(Some(parent)),
+            None => Placement::Head,
+        };
+        let kind = SnapshotKind { masked, protected: false };
+        self.record_data_snapshot(&name, intent, data_state_at, placement, kind).await
+    }
+
+    /// Takes a storage snapshot of `data`, `snapshot_<ts><suffix>`, named by the intent it
+    /// returns, for [`Engine::record_data_snapshot`]; the caller holds the snapshot lock.
+    pub(crate) async fn take_data_snapshot(
+        &self,
+        data: &storage::DatasetName,
+        suffix: &str,
+    ) -> Result<(SnapshotName, Intent<'_>)> {
         let storage = self.inner.pool.storage();
-        let data = data.clone();
-        let now = Utc::now();
         let name = {
             let state = self.read_state();
             let taken: BTreeSet<&str> =
                 state.snapshots.iter().map(|snapshot| snapshot.id.as_str()).collect();
-            self.inner.pool.new_snapshot_name(&data, now, |name| {
+            self.inner.pool.new_snapshot_name(data, Utc::now(), suffix, |name| {
                 taken.contains(self.inner.pool.snapshot_id(name).as_str())
             })?
         };
@@ -206,6 +240,23 @@ impl Engine {
                 return Err(error.into());
             }
         }
+        Ok((name, intent))
+    }
+
+    /// Records `name`, a storage snapshot of the data that [`Engine::take_data_snapshot`]
+    /// took, on `main` where `placement` says, settles its intent and applies retention; the
+    /// snapshot is destroyed again when it cannot be recorded.
+    pub(crate) async fn record_data_snapshot(
+        &self,
+        name: &SnapshotName,
+        intent: Intent<'_>,
+        data_state_at: DateTime<Utc>,
+        placement: Placement<'_>,
+        kind: SnapshotKind,
+    ) -> Result<SnapshotView> {
+        let storage = self.inner.pool.storage();
+        let data = name.dataset().clone();
+        let now = Utc::now();
         let logical_size = match storage.dataset_space(&data).await {
             Ok(space) => space.referenced,
             Err(error) => {
@@ -213,15 +264,15 @@ impl Engine {
                 0
             }
         };
-        let id = self.inner.pool.snapshot_id(&name);
+        let id = self.inner.pool.snapshot_id(name);
         let head_id = self
             .read_state()
             .branches
             .get(MAIN_BRANCH)
             .map(|branch| branch.head_snapshot_id.clone());
-        let parent_id = match past_of {
-            Some(parent) => Some(parent.to_owned()),
-            None => head_id,
+        let parent_id = match placement {
+            Placement::Beside(parent) => parent.map(str::to_owned),
+            Placement::Head => head_id,
         };
         let record = SnapshotRecord {
             id: id.clone(),
@@ -235,15 +286,15 @@ impl Engine {
             // A new snapshot shares every block with its dataset.
             physical_size: 0,
             logical_size,
-            protected: false,
+            protected: kind.protected,
             protected_till: None,
             delete_at: None,
-            masked,
+            masked: kind.masked,
         };
         let branch = {
             let state = self.read_state();
             match state.branches.get(MAIN_BRANCH) {
-                Some(branch) if past_of.is_some() => branch.clone(),
+                Some(branch) if matches!(placement, Placement::Beside(_)) => branch.clone(),
                 Some(branch) => BranchRecord { head_snapshot_id: id.clone(), ..branch.clone() },
                 None => BranchRecord {
                     name: MAIN_BRANCH.to_owned(),
@@ -258,12 +309,7 @@ impl Engine {
         };
         if let Err(error) = self.record_snapshot(&record, &branch) {
             // Without a record the snapshot would be an orphan: take it back.
-            match storage.destroy_snapshot(&name, DestroyMode::Refuse).await {
-                Ok(()) => intent.settle(),
-                Err(cleanup) => {
-                    warn!(error = %cleanup, snapshot = %name, "failed to remove an unrecorded snapshot")
-                }
-            }
+            self.drop_unrecorded(name, intent).await;
             return Err(error);
         }
         intent.settle();
@@ -273,6 +319,17 @@ impl Engine {
             .emit(&api_types::WebhookPayload::basic(WebhookEvent::SnapshotCreate, id.clone()));
         self.apply_retention().await;
         self.snapshot(&id)
+    }
+
+    /// Destroys a storage snapshot that was never recorded and settles the intent naming it;
+    /// when it cannot be destroyed, the intent stays for the next start's audit.
+    pub(crate) async fn drop_unrecorded(&self, name: &SnapshotName, intent: Intent<'_>) {
+        match self.inner.pool.storage().destroy_snapshot(name, DestroyMode::Refuse).await {
+            Ok(()) | Err(storage::Error::NotFound(_)) => intent.settle(),
+            Err(error) => {
+                warn!(%error, snapshot = %name, "failed to remove an unrecorded snapshot");
+            }
+        }
     }
 
     fn record_snapshot(&self, record: &SnapshotRecord, branch: &BranchRecord) -> Result<()> {
@@ -481,7 +538,7 @@ impl Engine {
 
     /// Keeps at most `retention_limit` snapshots of the data, deleting the oldest ones that are
     /// safe to delete: no clones, not protected, not a branch head or fork point.
-    async fn apply_retention(&self) {
+    pub(crate) async fn apply_retention(&self) {
         let limit = self.config().snapshots.retention_limit;
         if limit == 0 {
             return;
@@ -495,11 +552,18 @@ impl Engine {
                 .filter_map(|branch| branch.base_snapshot_id.clone())
                 .collect();
             let snapshots = self.snapshots();
-            // Commits belong to their branches' histories: only snapshots of the data count.
+            // Commits belong to their branches' histories: only snapshots of the data count,
+            // masked and unmasked ones apart (a refresh that keeps its data unmasked makes one
+            // of each, and neither kind pushes the other out).
+            let mut kept = [0_usize; 2];
             snapshots
                 .iter()
                 .filter(|view| Pool::is_data_snapshot(&view.record.storage_name))
-                .skip(limit)
+                .filter(|view| {
+                    let count = &mut kept[usize::from(view.record.masked)];
+                    *count += 1;
+                    *count > limit
+                })
                 .filter(|view| {
                     view.clones.is_empty()
                         && !view.is_head

@@ -15,8 +15,8 @@ use utoipa::{Modify, OpenApi, ToResponse};
 use crate::auth::TOKEN_HEADER;
 use crate::error::ApiFailure;
 use crate::routes::{
-    admin, branches, clones, health, instance, logs, observation, power, retrieval, snapshots,
-    source, tls,
+    admin, branches, clones, health, instance, logs, masking, observation, power, retrieval,
+    snapshots, source, tls,
 };
 
 /// The name the protected operations' `security` refers to.
@@ -86,6 +86,7 @@ const SECURITY_SCHEME: &str = "verification_token";
         logs::clone_logs,
         source::test_db_source,
         source::probe_source,
+        masking::check,
         observation::start,
         observation::stop,
         observation::summary,

@@ -7,6 +7,7 @@ pub(crate) mod clones;
 pub(crate) mod health;
 pub(crate) mod instance;
 pub(crate) mod logs;
+pub(crate) mod masking;
 pub(crate) mod observation;
 pub(crate) mod power;
 pub(crate) mod retrieval;
@@ -41,6 +42,7 @@ pub(crate) fn protected() -> Router<AppState> {
         .merge(admin::routes())
         .merge(logs::routes())
         .merge(source::routes())
+        .merge(masking::routes())
         .merge(observation::routes())
         .merge(power::routes())
         .merge(instance::routes())

@@ -101,6 +101,7 @@ pub(crate) fn commit(view: &CommitView) -> SnapshotDetails {
         clones: view.clone_datasets.clone(),
         num_clones: view.clones.len() as i64,
         protection: protection(record.protected, record.protected_till, record.delete_at),
+        masked: record.masked,
     }
 }
 
@@ -118,6 +119,7 @@ pub(crate) fn branch(view: &engine::BranchView) -> BranchView {
         dataset: snapshot_dataset(&view.head),
         num_snapshots: view.num_snapshots as i64,
         protection: branch_protection(&view.record),
+        masked: view.head.masked,
     }
 }
 
@@ -364,6 +366,29 @@ pub(crate) fn wal_window(window: &engine::WalWindow) -> api_types::WalWindow {
         lsn: point.lsn.to_string(),
     };
     api_types::WalWindow { oldest: point(&window.oldest), newest: point(&window.newest) }
+}
+
+/// The masking check's answer.
+pub(crate) fn masking_check(check: &engine::MaskingCheck) -> api_types::MaskingCheck {
+    api_types::MaskingCheck {
+        snapshot_id: check.snapshot_id.clone(),
+        snapshot_masked: check.snapshot_masked,
+        databases: check.report.databases.clone(),
+        columns: check
+            .report
+            .findings
+            .iter()
+            .map(|finding| api_types::UnmaskedColumn {
+                database: finding.database.clone(),
+                schema: finding.schema.clone(),
+                table: finding.table.clone(),
+                column: finding.column.clone(),
+                kind: finding.kind.as_str().to_owned(),
+                why: finding.reason.clone(),
+            })
+            .collect(),
+        problems: check.report.problems.clone(),
+    }
 }
 
 pub(crate) fn warm_pool(view: &engine::WarmPoolView) -> api_types::WarmPool {

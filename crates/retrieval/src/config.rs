@@ -390,6 +390,7 @@ impl RetrievalConfig {
         if let Some(masking) = &self.masking {
             problems.extend(masking.problems());
         }
+        self.check_keep_unmasked(&mut problems);
         self.check_initdb(&mut problems);
         problems.extend(rename_problems(&self.database_rename, &self.databases));
         if let Some(timetable) = &self.timetable
@@ -409,6 +410,24 @@ impl RetrievalConfig {
     /// not `keep`, or the PII refusal).
     pub fn masks(&self) -> bool {
         self.masking.as_ref().is_some_and(crate::masking::MaskingConfig::is_active)
+    }
+
+    /// Whether a refresh keeps its data unmasked beside the masked head
+    /// (`masking.keep_unmasked`), which only logical full refreshes do.
+    pub fn keeps_unmasked(&self) -> bool {
+        self.masking.as_ref().is_some_and(|masking| masking.keep_unmasked)
+            && !self.is_continuous()
+            && !self.is_physical()
+    }
+
+    fn check_keep_unmasked(&self, problems: &mut Vec<String>) {
+        if self.masking.as_ref().is_some_and(|masking| masking.keep_unmasked)
+            && (self.is_continuous() || self.is_physical())
+        {
+            problems.push(
+                "masking.keep_unmasked applies to logical full refreshes only, not to physical mode or continuous refresh".to_owned(),
+            );
+        }
     }
 
     /// Whether this is physical mode (`[retrieval.physical]` is present).
@@ -437,6 +456,7 @@ impl RetrievalConfig {
         if let Some(masking) = &self.masking {
             problems.extend(masking.problems());
         }
+        self.check_keep_unmasked(&mut problems);
         problems.extend(rename_problems(&self.database_rename, &BTreeMap::new()));
         if let Some(timetable) = &self.timetable
             && let Err(problem) = parse_timetable(timetable)
@@ -758,6 +778,29 @@ pub(crate) mod tests {
     #[test]
     fn a_minimal_live_config_is_valid() {
         assert_eq!(problems(&live()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn keeping_unmasked_data_is_for_logical_full_refreshes_only() {
+        let masking = crate::masking::MaskingConfig {
+            keep_unmasked: true,
+            ..crate::masking::MaskingConfig::default()
+        };
+        let logical = RetrievalConfig { masking: Some(masking), ..live() };
+        assert_eq!(problems(&logical), Vec::<String>::new());
+        assert!(logical.keeps_unmasked());
+        let continuous = RetrievalConfig {
+            continuous: Some(crate::config::continuous::ContinuousConfig::default()),
+            ..logical.clone()
+        };
+        assert!(!continuous.keeps_unmasked());
+        let found = problems(&continuous);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("keep_unmasked applies to logical full refreshes only")),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -4,16 +4,21 @@
 //! - `sql` — each rule as a SQL expression (pure functions, table-tested);
 //! - `words` — the word lists deterministic fakes pick from, compiled into the binary;
 //! - `catalog` — the rules checked against the target's catalog (unknown tables and columns,
-//!   types, unique constraints, foreign keys), a pure function over what the catalog says;
+//!   types, unique constraints, foreign keys) and the groups of tables rewritten together,
+//!   pure functions over what the catalog says;
 //! - `pii` — the PII detector, a pure function over column names and sampled values;
-//! - `run` — reads the catalog, refuses unmasked PII when asked, and applies the rules, one
-//!   `UPDATE` per table, tables in parallel over admin sessions.
+//! - `run` — reads the catalog, refuses unmasked PII when asked, and applies the rules, a
+//!   set-based rewrite per group of tables joined by foreign keys, groups in parallel over
+//!   admin sessions;
+//! - `copy` — a temporary server on a copy of prepared data: the PII check on demand, and the
+//!   masking of data whose unmasked state a snapshot kept (`keep_unmasked`).
 //!
 //! The key never reaches the data directory: it is read from `key_file` at every run, turned
 //! into the two HMAC pad blocks here, and sent as bound parameters of each `UPDATE`, so no
 //! function body, setting or catalog row holds it.
 
 mod catalog;
+mod copy;
 mod pii;
 mod run;
 mod sql;
@@ -25,9 +30,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use catalog::{CatalogColumn, ForeignKey, UniqueIndex, validate_rules};
+pub use copy::{CheckReport, check_copy, mask_copy};
 pub use pii::{ColumnSample, Finding, PiiKind, detect};
 pub use run::MaskingRun;
-pub(crate) use run::mask_target;
+pub(crate) use run::{mask_target, refuse_target};
 pub use sql::KeyBlocks;
 
 /// Tables masked at once by default: each is one `UPDATE` on its own admin session.
@@ -56,11 +62,17 @@ pub struct MaskingConfig {
     pub refuse_unmasked_pii: bool,
     /// Tables masked at once.
     pub parallel_tables: u32,
-    /// Rewrite each masked table compactly afterwards (`VACUUM FULL`), so that the snapshot
-    /// holds no dead row versions with the original values and no doubled table.
+    /// Tables masked by `UPDATE` (those of an inheritance tree; the others are rewritten into
+    /// new files and keep no dead row) are rewritten compactly afterwards (`VACUUM FULL`), so
+    /// that the snapshot holds no dead row versions with the original values and no doubled
+    /// table.
     pub compact: bool,
     /// Rows sampled per table by the PII check.
     pub sample_rows: u32,
+    /// Keep the unmasked data too (logical full refreshes): each refresh records its data
+    /// unmasked, protected, beside the head of `main`, then masks the same dataset in place for
+    /// the head, so clones that name no snapshot get masked data.
+    pub keep_unmasked: bool,
 }
 
 impl Default for MaskingConfig {
@@ -73,6 +85,7 @@ impl Default for MaskingConfig {
             parallel_tables: DEFAULT_PARALLEL_TABLES,
             compact: true,
             sample_rows: DEFAULT_SAMPLE_ROWS,
+            keep_unmasked: false,
         }
     }
 }
@@ -240,6 +253,15 @@ impl MaskingConfig {
     pub fn is_active(&self) -> bool {
         self.refuse_unmasked_pii
             || self.tables.values().flat_map(BTreeMap::values).any(|rule| *rule != Rule::Keep)
+    }
+
+    /// This configuration for data whose databases were renamed after masking (a snapshot's):
+    /// `databases` names them as `renames` made them.
+    #[must_use]
+    pub fn renamed(&self, renames: &BTreeMap<String, String>) -> MaskingConfig {
+        let databases =
+            self.databases.iter().map(|name| renames.get(name).unwrap_or(name).clone()).collect();
+        MaskingConfig { databases, ..self.clone() }
     }
 
     /// The rules by parsed table name (only valid names; `problems` reports the others).
@@ -417,6 +439,14 @@ note = { rule = "null" }
             );
         }
         assert_eq!(parse("[tables.t]\nc = { rule = \"null\" }").problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn renamed_databases_are_named_as_renamed() {
+        let config = parse("databases = [\"crm_prod\", \"billing\"]");
+        let renames = BTreeMap::from([("crm_prod".to_owned(), "crm".to_owned())]);
+        assert_eq!(config.renamed(&renames).databases, ["crm", "billing"]);
+        assert_eq!(config.renamed(&renames).tables, config.tables);
     }
 
     #[test]

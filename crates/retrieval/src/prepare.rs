@@ -173,6 +173,12 @@ pub(crate) async fn mask(
         return Ok(None);
     };
     reporter.stage(Stage::Masking);
+    if config.keep_unmasked {
+        // The engine records this data unmasked, then masks it in place for the head
+        // (`masking::mask_copy`): refuse now what masking would, before anything is recorded.
+        crate::masking::refuse_target(config, target).await?;
+        return Ok(None);
+    }
     crate::masking::mask_target(config, target, cancel).await
 }
 

@@ -123,6 +123,24 @@ impl TestPool {
     }
 }
 
+/// Every file under `dir` that holds `needle` (a masked data directory must hold no original
+/// value).
+pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(&path).expect("list a directory");
+            pending.extend(entries.map(|entry| entry.expect("read a directory entry").path()));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|window| window == needle)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
 /// The bytes still free on the filesystem of `dir`, from statvfs after a sync, so that what
 /// was just written or removed counts.
 pub fn free_bytes(dir: &Path) -> u64 {

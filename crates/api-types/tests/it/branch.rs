@@ -19,6 +19,7 @@ fn branch_view_golden() {
         dataset: "pool/branch/dev".to_owned(),
         num_snapshots: 2,
         protection: Protection { protected: true, protected_till: None, delete_at: None },
+        masked: false,
     };
     let golden = json!({
         "name": "dev",

@@ -84,6 +84,7 @@ fn snapshot_details_golden() {
             protected_till: None,
             delete_at: Some(at("2024-05-10T00:00:00Z")),
         },
+        masked: false,
     };
     let golden = json!({
         "id": "pool/branch/main/c1/r0@20240502090000",

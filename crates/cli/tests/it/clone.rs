@@ -58,8 +58,8 @@ Logical size  <SIZE>
     let run = server.scion(&["clone", "list"]).await;
     assert_eq!(
         normalize(run.ok(), &replacements),
-        "ID  STATUS  BRANCH  SNAPSHOT  PORT  PROTECTED  DIFF  CREATED\n\
-         c1  OK  main  <SNAPSHOT>  <PORT>  no  <SIZE>  <TIME>\n"
+        "ID  STATUS  BRANCH  SNAPSHOT  PORT  PROTECTED  MASKED  DIFF  CREATED\n\
+         c1  OK  main  <SNAPSHOT>  <PORT>  no  no  <SIZE>  <TIME>\n"
     );
     let json = server.scion(&["clone", "list", "-o", "json"]).await.json();
     assert_eq!(without_volatile(json), without_volatile(server.raw("/clones").await));
@@ -135,7 +135,7 @@ Logical size  <SIZE>
     assert_eq!(server.scion(&["clone", "list", "-o", "json"]).await.json(), serde_json::json!([]));
     assert_eq!(
         server.scion(&["clone", "list"]).await.ok(),
-        "ID  STATUS  BRANCH  SNAPSHOT  PORT  PROTECTED  DIFF  CREATED\n"
+        "ID  STATUS  BRANCH  SNAPSHOT  PORT  PROTECTED  MASKED  DIFF  CREATED\n"
     );
 }
 

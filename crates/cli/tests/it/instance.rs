@@ -1,7 +1,7 @@
 //! `scion instance status|version|full-refresh`, `scion full-refresh`, a wrong token, and DBLab's
 //! `--token`, `DBLAB_INSTANCE_URL` and `DBLAB_VERIFICATION_TOKEN`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{
     SourceCluster, TOKEN, TestServer, normalize, scion_with_env, without_volatile,
@@ -112,16 +112,7 @@ async fn instance_status_shows_the_warnings_of_the_last_refresh() {
     )
     .await;
     let server = TestServer::start(&source.config()).await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let retrieving = server.raw("/instance/retrieval").await;
-        if retrieving["status"] == "finished" || retrieving["status"] == "failed" {
-            assert_eq!(retrieving["status"], "finished", "{retrieving}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the refresh did not finish: {retrieving}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server.wait_refresh().await;
 
     let run = server.scion(&["instance", "status"]).await;
     let text = normalize(run.ok(), &[]);

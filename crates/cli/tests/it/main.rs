@@ -9,6 +9,7 @@ mod errors;
 mod forwarding;
 mod init;
 mod instance;
+mod masking;
 mod package;
 mod protection;
 mod rds;

@@ -12,8 +12,8 @@ async fn snapshot_commands() {
     let run = server.scion(&["snapshot", "list"]).await;
     assert_eq!(
         normalize(run.ok(), &[(first.as_str(), "<FIRST>")]),
-        "ID  DATA STATE AT  CREATED  BRANCH  CLONES  SIZE  PROTECTED\n\
-         <FIRST>  <TIME>  <TIME>  main  0  <SIZE>  no\n"
+        "ID  DATA STATE AT  CREATED  BRANCH  CLONES  SIZE  PROTECTED  MASKED\n\
+         <FIRST>  <TIME>  <TIME>  main  0  <SIZE>  no  no\n"
     );
     let json = server.scion(&["snapshot", "list", "-o", "json"]).await.json();
     assert_eq!(without_volatile(json), without_volatile(server.raw("/snapshots").await));

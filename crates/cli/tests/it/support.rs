@@ -213,6 +213,20 @@ impl TestServer {
         response.json().await.expect("a JSON answer")
     }
 
+    /// Waits until the first refresh is over, and fails the test unless it finished.
+    pub(crate) async fn wait_refresh(&self) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let retrieving = self.raw("/instance/retrieval").await;
+            if retrieving["status"] == "finished" || retrieving["status"] == "failed" {
+                assert_eq!(retrieving["status"], "finished", "{retrieving}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the refresh did not finish: {retrieving}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// A directory for the test's own files, removed with the server.
     pub(crate) fn scratch(&self) -> &Path {
         self.dir.path()

@@ -2,7 +2,7 @@
 //! fit the rule, unique indexes whose values would collide, foreign keys whose two sides would
 //! stop matching. A pure function over what the catalog says, so every refusal is table-tested.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Rule, TableName};
 
@@ -60,6 +60,8 @@ pub struct Catalog {
     pub unique: Vec<UniqueIndex>,
     /// Foreign keys.
     pub foreign_keys: Vec<ForeignKey>,
+    /// Inheritance that is not partitioning: each parent with one of its children.
+    pub inheritance: Vec<(TableName, TableName)>,
 }
 
 impl Catalog {
@@ -68,10 +70,75 @@ impl Catalog {
         self.columns.iter().find(|found| found.table == *table && found.column == column)
     }
 
+    /// Whether the table is a parent or a child in an inheritance tree (not partitioning).
+    pub fn is_inherited(&self, table: &TableName) -> bool {
+        self.inheritance.iter().any(|(parent, child)| parent == table || child == table)
+    }
+
+    /// The table and every table that inherits from it, at any depth.
+    pub fn with_descendants(&self, table: &TableName) -> Vec<TableName> {
+        let mut found = vec![table.clone()];
+        let mut next = 0;
+        while let Some(current) = found.get(next).cloned() {
+            for (parent, child) in &self.inheritance {
+                if *parent == current && !found.contains(child) {
+                    found.push(child.clone());
+                }
+            }
+            next += 1;
+        }
+        found
+    }
+
     /// Whether the table exists.
     pub fn has_table(&self, table: &TableName) -> bool {
         self.columns.iter().any(|found| found.table == *table)
     }
+}
+
+/// The groups of tables a set-based rewrite handles together: each masked table with every table
+/// that references one of the group by a foreign key (`TRUNCATE` takes a referenced table only
+/// with its referencing ones), split into groups that share no key. `None` for a group that
+/// holds a table of an inheritance tree, which is masked by `UPDATE` instead (a parent's
+/// `TRUNCATE` and `SELECT` would take its children's rows).
+pub(super) fn rewrite_groups(
+    masked: &BTreeSet<TableName>,
+    catalog: &Catalog,
+) -> Vec<(BTreeSet<TableName>, bool)> {
+    let mut closure = masked.clone();
+    loop {
+        let referencing: Vec<TableName> = catalog
+            .foreign_keys
+            .iter()
+            .filter(|key| closure.contains(&key.referenced_table) && !closure.contains(&key.table))
+            .map(|key| key.table.clone())
+            .collect();
+        if referencing.is_empty() {
+            break;
+        }
+        closure.extend(referencing);
+    }
+    let mut groups: Vec<BTreeSet<TableName>> =
+        closure.into_iter().map(|table| BTreeSet::from([table])).collect();
+    for key in &catalog.foreign_keys {
+        let find = |groups: &[BTreeSet<TableName>], table: &TableName| {
+            groups.iter().position(|group| group.contains(table))
+        };
+        if let (Some(here), Some(there)) =
+            (find(&groups, &key.table), find(&groups, &key.referenced_table))
+            && here != there
+        {
+            let moved = groups.remove(here.max(there));
+            groups[here.min(there)].extend(moved);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let plain = group.iter().all(|table| !catalog.is_inherited(table));
+            (group, plain)
+        })
+        .collect()
 }
 
 /// The rule a column gets (`keep` when none is written).
@@ -213,6 +280,7 @@ mod tests {
                 referenced_table: table("customers"),
                 referenced_columns: vec!["email".into()],
             }],
+            inheritance: Vec::new(),
         }
     }
 
@@ -288,6 +356,37 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn rewrite_groups_take_referencing_tables_and_split_on_no_key() {
+        let mut catalog = shop();
+        catalog.columns.push(column("audit", "note", "text", 'S'));
+        catalog.columns.push(column("refunds", "order_id", "integer", 'N'));
+        catalog.foreign_keys.push(ForeignKey {
+            name: "refunds_order_fkey".into(),
+            table: table("refunds"),
+            columns: vec!["order_id".into()],
+            referenced_table: table("orders"),
+            referenced_columns: vec!["id".into()],
+        });
+        let masked = BTreeSet::from([table("customers"), table("audit")]);
+        let groups = rewrite_groups(&masked, &catalog);
+        assert_eq!(
+            groups,
+            vec![
+                (BTreeSet::from([table("audit")]), true),
+                (BTreeSet::from([table("customers"), table("orders"), table("refunds")]), true),
+            ]
+        );
+        catalog.inheritance.push((table("refunds"), table("refunds_2025")));
+        catalog.inheritance.push((table("refunds_2025"), table("refunds_2025_q1")));
+        let groups = rewrite_groups(&masked, &catalog);
+        assert!(!groups[1].1, "an inheritance tree is masked by UPDATE");
+        assert_eq!(
+            catalog.with_descendants(&table("refunds")),
+            [table("refunds"), table("refunds_2025"), table("refunds_2025_q1")]
+        );
     }
 
     #[test]

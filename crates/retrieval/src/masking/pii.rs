@@ -86,7 +86,9 @@ impl PiiKind {
 pub struct Finding {
     /// The database.
     pub database: String,
-    /// `schema.table`.
+    /// The table's schema.
+    pub schema: String,
+    /// The table.
     pub table: String,
     /// The column.
     pub column: String,
@@ -94,6 +96,22 @@ pub struct Finding {
     pub kind: PiiKind,
     /// Why: its name, or how many sampled values matched.
     pub reason: String,
+}
+
+impl std::fmt::Display for Finding {
+    /// `crm: public.logins.client_ip looks like ip_address (its name (client_ip))`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}.{}.{} looks like {} ({})",
+            self.database,
+            self.schema,
+            self.table,
+            self.column,
+            self.kind.as_str(),
+            self.reason
+        )
+    }
 }
 
 /// A test of one sampled value.

@@ -1,10 +1,11 @@
 //! Applying the masking rules to a running target: read each database's catalog, check the
-//! rules against it, refuse unmasked PII when asked, then one `UPDATE` per table (every ruled
-//! column at once, triggers and foreign-key checks off for the session), tables in parallel
-//! over admin sessions, each table compacted afterwards; last, the WAL that held the original
-//! values is switched away and removed.
+//! rules against it, refuse unmasked PII when asked, then rewrite each group of tables joined
+//! by foreign keys set-based (copied masked into temporary tables, truncated together, written
+//! back; triggers and foreign-key checks off for the session), groups in parallel over admin
+//! sessions (a table of an inheritance tree by `UPDATE`, compacted afterwards); last, the WAL
+//! that held the original values is switched away and removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,12 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::catalog::{Catalog, CatalogColumn, ForeignKey, UniqueIndex, validate_rules};
+use super::catalog::{
+    Catalog, CatalogColumn, ForeignKey, UniqueIndex, rewrite_groups, validate_rules,
+};
 use super::pii::{ColumnSample, Finding, detect};
-use super::sql::{ColumnRule, KeyBlocks, update_statement};
-use super::{MaskingConfig, Rule, TableName, read_key};
+use super::sql::{ColumnRule, KeyBlocks, Rewrite, rewrite, update_statement};
+use super::{CheckReport, MaskingConfig, Rule, TableName, read_key};
 use crate::error::{Error, Result};
 use crate::progress::Stage;
 use crate::target::{Target, target_error};
@@ -149,7 +152,25 @@ async fn read_catalog(client: &Client) -> Result<Catalog> {
         )
         .await
         .map_err(|error| failed(&error))?;
+    // Inheritance that is not partitioning: a parent's SELECT and TRUNCATE take its children.
+    let inherited = client
+        .query(
+            "SELECT pn.nspname::text, p.relname::text, cn.nspname::text, c.relname::text \
+             FROM pg_catalog.pg_inherits i \
+             JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+             JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
+             WHERE NOT c.relispartition",
+            &[],
+        )
+        .await
+        .map_err(|error| failed(&error))?;
     Ok(Catalog {
+        inheritance: inherited
+            .iter()
+            .map(|row| (table_of(row, 0, 1), table_of(row, 2, 3)))
+            .collect(),
         columns: columns
             .iter()
             .map(|row| CatalogColumn {
@@ -242,7 +263,8 @@ pub(crate) async fn unmasked_pii(
             if let Some((kind, reason)) = detect(&sample) {
                 findings.push(Finding {
                     database: database.to_owned(),
-                    table: table.to_string(),
+                    schema: table.schema.clone(),
+                    table: table.table.clone(),
                     column: column.column.clone(),
                     kind,
                     reason,
@@ -253,12 +275,173 @@ pub(crate) async fn unmasked_pii(
     Ok(findings)
 }
 
-/// One table's work: its `UPDATE` and whether it binds the key.
+/// One job of the rewrite, on its own admin session: a group of tables rewritten together, or
+/// one table updated in place.
 struct TableJob {
     database: String,
-    table: TableName,
-    statement: String,
-    keyed: bool,
+    /// The masked tables (for messages, compaction and statistics).
+    tables: Vec<TableName>,
+    work: Work,
+}
+
+impl TableJob {
+    /// The tables whose rows changed: the masked ones, and an updated parent's descendants.
+    fn changed(&self) -> &[TableName] {
+        match &self.work {
+            Work::Update { compact, .. } => compact,
+            Work::Rewrite(_) => &self.tables,
+        }
+    }
+}
+
+/// How a job rewrites its tables.
+enum Work {
+    /// Set-based: every table of the group copied (masked ones masked) into a temporary table,
+    /// the group truncated in one command, the rows written back, in one transaction. The
+    /// tables get new files and freshly built indexes: no dead row keeps an original value, so
+    /// no compaction is needed, and no index is updated row by row. Each part is the table and
+    /// whether it is masked.
+    Rewrite(Vec<(TableName, bool, Rewrite)>),
+    /// One `UPDATE` of a table of an inheritance tree (its children's rows included), binding
+    /// the key when `keyed`; `compact` are the table and its descendants, whose dead rows
+    /// `VACUUM FULL` removes (it does not recurse into inheritance children).
+    Update { statement: String, keyed: bool, compact: Vec<TableName> },
+}
+
+/// The jobs that mask `database`: a set-based rewrite per group of tables joined by foreign
+/// keys, an `UPDATE` per masked table of an inheritance tree.
+fn table_jobs(
+    database: &str,
+    rules: &BTreeMap<TableName, BTreeMap<String, Rule>>,
+    catalog: &Catalog,
+) -> Vec<TableJob> {
+    let keep = Rule::Keep;
+    let column_rules = |table: &TableName| -> Vec<ColumnRule<'_>> {
+        let ruled = rules.get(table);
+        catalog
+            .columns
+            .iter()
+            .filter(|column| column.table == *table && !column.generated)
+            .map(|column| ColumnRule {
+                column: &column.column,
+                sql_type: &column.sql_type,
+                rule: ruled.and_then(|columns| columns.get(&column.column)).unwrap_or(&keep),
+            })
+            .collect()
+    };
+    // Tables with at least one rule that changes data.
+    let masked: BTreeSet<TableName> = rules
+        .iter()
+        .filter(|(table, columns)| {
+            catalog.has_table(table)
+                && columns.iter().any(|(column, rule)| {
+                    *rule != Rule::Keep && catalog.column(table, column).is_some()
+                })
+        })
+        .map(|(table, _)| table.clone())
+        .collect();
+    let mut jobs = Vec::new();
+    for (group, plain) in rewrite_groups(&masked, catalog) {
+        let tables: Vec<TableName> = group.iter().filter(|t| masked.contains(t)).cloned().collect();
+        if plain {
+            let parts = group
+                .iter()
+                .enumerate()
+                .map(|(index, table)| {
+                    let temp = format!("scion_mask_{index}");
+                    let rewrite = rewrite(&table.quoted(), &temp, &column_rules(table));
+                    (table.clone(), masked.contains(table), rewrite)
+                })
+                .collect();
+            jobs.push(TableJob {
+                database: database.to_owned(),
+                tables,
+                work: Work::Rewrite(parts),
+            });
+            continue;
+        }
+        for table in tables {
+            if let Some((statement, keyed)) =
+                update_statement(&table.quoted(), &column_rules(&table))
+            {
+                let compact = catalog.with_descendants(&table);
+                jobs.push(TableJob {
+                    database: database.to_owned(),
+                    tables: vec![table],
+                    work: Work::Update { statement, keyed, compact },
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// What reading the masked databases found: the rules' problems, the unruled personal-looking
+/// columns (when looked for), and each table's rewrite.
+struct Inspection {
+    databases: Vec<String>,
+    problems: Vec<String>,
+    findings: Vec<Finding>,
+    jobs: Vec<TableJob>,
+}
+
+/// Reads each masked database's catalog, checks the rules against it, runs the PII check when
+/// `pii`, and builds each ruled table's `UPDATE`. Changes nothing.
+async fn inspect(config: &MaskingConfig, target: &Target, pii: bool) -> Result<Inspection> {
+    let rules = config.rules();
+    let mut problems = Vec::new();
+    let mut found_anywhere: Vec<TableName> = Vec::new();
+    let mut findings = Vec::new();
+    let mut jobs = Vec::new();
+    let databases = databases(config, target).await?;
+    for database in &databases {
+        let admin = connect(target, database).await?;
+        let catalog = read_catalog(admin.client()).await?;
+        let (mut found, missing) = validate_rules(&rules, &catalog, database);
+        problems.append(&mut found);
+        found_anywhere.extend(rules.keys().filter(|table| !missing.contains(table)).cloned());
+        if pii {
+            findings.extend(
+                unmasked_pii(admin.client(), database, &catalog, &rules, config.sample_rows)
+                    .await?,
+            );
+        }
+        jobs.extend(table_jobs(database, &rules, &catalog));
+    }
+    for table in rules.keys().filter(|table| !found_anywhere.contains(table)) {
+        problems
+            .push(format!("masking.tables.\"{table}\": no masked database has a table {table}"));
+    }
+    Ok(Inspection { databases, problems, findings, jobs })
+}
+
+/// The PII check and the rules' validation on a running server, changing nothing: what
+/// `scion masking check` reports.
+pub(crate) async fn check_target(config: &MaskingConfig, target: &Target) -> Result<CheckReport> {
+    let Inspection { databases, problems, findings, .. } = inspect(config, target, true).await?;
+    Ok(CheckReport { databases, findings, problems })
+}
+
+/// The refusal of what the rules' validation and the PII check found, if anything.
+fn refusal(problems: Vec<String>, findings: &[Finding]) -> Result<()> {
+    if !problems.is_empty() {
+        return Err(Error::InvalidConfig { problems });
+    }
+    if !findings.is_empty() {
+        return Err(Error::UnmaskedPii {
+            columns: findings.iter().map(ToString::to_string).collect(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses what masking would refuse (invalid rules, unmasked PII when configured) without
+/// rewriting anything: a refresh that keeps its data unmasked checks this before its unmasked
+/// snapshot is recorded, and masks a copy of it afterwards.
+pub(crate) async fn refuse_target(config: &MaskingConfig, target: &Target) -> Result<()> {
+    let Inspection { problems, findings, .. } =
+        inspect(config, target, config.refuse_unmasked_pii).await?;
+    refusal(problems, &findings)
 }
 
 /// Checks the rules against every masked database, refuses unmasked PII when configured, and
@@ -268,83 +451,47 @@ pub(crate) async fn mask_target(
     target: &Target,
     cancel: &CancellationToken,
 ) -> Result<Option<MaskingRun>> {
+    mask_with(config, target, false, cancel).await
+}
+
+/// [`mask_target`] on data analyzed before masking (a copy of a kept unmasked snapshot): the
+/// masked tables are analyzed again and the statistics catalogs rewritten, so that no
+/// statistic (most common values, histogram bounds) keeps an original value.
+pub(crate) async fn mask_analyzed(
+    config: &MaskingConfig,
+    target: &Target,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
+    mask_with(config, target, true, cancel).await
+}
+
+async fn mask_with(
+    config: &MaskingConfig,
+    target: &Target,
+    analyzed: bool,
+    cancel: &CancellationToken,
+) -> Result<Option<MaskingRun>> {
     let started = Instant::now();
-    let rules = config.rules();
     let key = match &config.key_file {
         Some(path) => Some(KeyBlocks::from_secret(&read_key(path)?)),
         None => None,
     };
-    let mut problems = Vec::new();
-    let mut found_anywhere: Vec<TableName> = Vec::new();
-    let mut findings = Vec::new();
-    let mut jobs = Vec::new();
-    for database in databases(config, target).await? {
-        let admin = connect(target, &database).await?;
-        let catalog = read_catalog(admin.client()).await?;
-        let (mut found, missing) = validate_rules(&rules, &catalog, &database);
-        problems.append(&mut found);
-        found_anywhere.extend(rules.keys().filter(|table| !missing.contains(table)).cloned());
-        if config.refuse_unmasked_pii {
-            findings.extend(
-                unmasked_pii(admin.client(), &database, &catalog, &rules, config.sample_rows)
-                    .await?,
-            );
-        }
-        for (table, columns) in &rules {
-            let Some(_) = catalog.columns.iter().find(|column| column.table == *table) else {
-                continue;
-            };
-            let ruled: Vec<ColumnRule<'_>> = columns
-                .iter()
-                .filter_map(|(column, rule)| {
-                    let found = catalog.column(table, column)?;
-                    Some(ColumnRule { column, sql_type: &found.sql_type, rule })
-                })
-                .collect();
-            if let Some((statement, keyed)) = update_statement(&table.quoted(), &ruled) {
-                jobs.push(TableJob {
-                    database: database.clone(),
-                    table: table.clone(),
-                    statement,
-                    keyed,
-                });
-            }
-        }
-    }
-    for table in rules.keys().filter(|table| !found_anywhere.contains(table)) {
-        problems
-            .push(format!("masking.tables.\"{table}\": no masked database has a table {table}"));
-    }
-    if !problems.is_empty() {
-        return Err(Error::InvalidConfig { problems });
-    }
-    if !findings.is_empty() {
-        return Err(Error::UnmaskedPii {
-            columns: findings
-                .iter()
-                .map(|finding| {
-                    format!(
-                        "{}: {}.{} looks like {} ({})",
-                        finding.database,
-                        finding.table,
-                        finding.column,
-                        finding.kind.as_str(),
-                        finding.reason
-                    )
-                })
-                .collect(),
-        });
-    }
+    let Inspection { problems, findings, jobs, .. } =
+        inspect(config, target, config.refuse_unmasked_pii).await?;
+    refusal(problems, &findings)?;
     if jobs.is_empty() {
         return Ok(None);
     }
-    let tables = jobs.len() as u64;
+    let tables = jobs.iter().map(|job| job.tables.len() as u64).sum();
     let jobs = Arc::new(jobs);
     let rows = apply(config, target, key, &jobs, Pass::Update, cancel).await?;
     if config.compact {
         // Only once every UPDATE has committed: a VACUUM FULL beside a running UPDATE would
         // keep the rows that UPDATE's snapshot still sees, original values included.
         apply(config, target, None, &jobs, Pass::Compact, cancel).await?;
+    }
+    if analyzed {
+        reanalyze(target, &jobs).await?;
     }
     // The restore's WAL holds the original values: move to a new segment and checkpoint, so
     // the old segments are removed (the target runs with wal_recycle off while masking).
@@ -362,11 +509,73 @@ pub(crate) async fn mask_target(
     Ok(Some(run))
 }
 
+/// Analyzes the masked tables again and rewrites the statistics catalogs, whose dead rows
+/// would still hold the statistics of the original values.
+async fn reanalyze(target: &Target, jobs: &[TableJob]) -> Result<()> {
+    let mut by_database: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for job in jobs {
+        by_database
+            .entry(&job.database)
+            .or_default()
+            .extend(job.changed().iter().map(TableName::quoted));
+    }
+    for (database, tables) in by_database {
+        let admin = connect(target, database).await?;
+        for statement in [
+            format!("ANALYZE {}", tables.join(", ")),
+            "VACUUM FULL pg_catalog.pg_statistic, pg_catalog.pg_statistic_ext_data".to_owned(),
+        ] {
+            admin.client().batch_execute(&statement).await.map_err(|error| failed(&error))?;
+        }
+    }
+    Ok(())
+}
+
 /// One pass over the tables: their `UPDATE`s, or their compaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Update,
     Compact,
+}
+
+/// Runs `statement`, binding the key blocks when it is `keyed`.
+async fn execute(
+    client: &Client,
+    statement: &str,
+    keyed: bool,
+    key: Option<&KeyBlocks>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    match (keyed, key) {
+        (true, Some(key)) => client.execute(statement, &[&key.inner, &key.outer]).await,
+        // `apply` refused keyed work without a key before any began.
+        _ => client.execute(statement, &[]).await,
+    }
+}
+
+/// A group's set-based rewrite, in one transaction: each table copied (masked) into its
+/// temporary table, the group truncated in one command (a referenced table goes only with the
+/// tables that reference it), the rows written back; the rows of the masked tables.
+async fn rewrite_group(
+    client: &Client,
+    parts: &[(TableName, bool, Rewrite)],
+    key: Option<&KeyBlocks>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    let mut rows = 0;
+    for (_, masked, part) in parts {
+        client.batch_execute(&part.create).await?;
+        let copied = execute(client, &part.fill, part.keyed, key).await?;
+        if *masked {
+            rows += copied;
+        }
+    }
+    let tables: Vec<String> = parts.iter().map(|(table, _, _)| table.quoted()).collect();
+    client.batch_execute(&format!("TRUNCATE {}", tables.join(", "))).await?;
+    for (_, _, part) in parts {
+        client.batch_execute(&part.refill).await?;
+    }
+    client.batch_execute("COMMIT").await?;
+    Ok(rows)
 }
 
 /// Runs `pass` on every table, `parallel_tables` at once; the rows updated.
@@ -378,6 +587,13 @@ async fn apply(
     pass: Pass,
     cancel: &CancellationToken,
 ) -> Result<u64> {
+    let keyed = |job: &TableJob| match &job.work {
+        Work::Update { keyed, .. } => *keyed,
+        Work::Rewrite(parts) => parts.iter().any(|(_, _, part)| part.keyed),
+    };
+    if pass == Pass::Update && key.is_none() && jobs.iter().any(keyed) {
+        return Err(Error::invalid("masking.key_file is required by a keyed rule"));
+    }
     let permits =
         Arc::new(Semaphore::new(usize::try_from(config.parallel_tables).unwrap_or(1).max(1)));
     let key = Arc::new(key);
@@ -391,15 +607,21 @@ async fn apply(
                 return Err(Error::Cancelled { stage: Stage::Masking });
             }
             let job = &jobs[index];
+            let names =
+                job.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
             let admin = connect(&target, &job.database).await?;
             let client = admin.client();
             let started = Instant::now();
             if pass == Pass::Compact {
-                client
-                    .batch_execute(&format!("VACUUM FULL {}", job.table.quoted()))
-                    .await
-                    .map_err(|error| failed(&error))?;
-                info!(database = %job.database, table = %job.table, seconds = started.elapsed().as_secs_f64(), "masked table compacted");
+                // A set-based rewrite leaves no dead row; an UPDATE does.
+                let Work::Update { .. } = &job.work else { return Ok(0) };
+                for table in job.changed() {
+                    client
+                        .batch_execute(&format!("VACUUM FULL {}", table.quoted()))
+                        .await
+                        .map_err(|error| failed(&error))?;
+                }
+                info!(database = %job.database, tables = %names, seconds = started.elapsed().as_secs_f64(), "masked table compacted");
                 return Ok(0);
             }
             // Triggers and foreign-key checks stay off: both sides of a key get the same
@@ -408,23 +630,22 @@ async fn apply(
                 .batch_execute("SET session_replication_role = replica")
                 .await
                 .map_err(|error| failed(&error))?;
-            let rows = match (job.keyed, key.as_ref()) {
-                (true, Some(key)) => client.execute(&job.statement, &[&key.inner, &key.outer]).await,
-                (true, None) => {
-                    return Err(Error::invalid("masking.key_file is required by a keyed rule"));
+            let key = key.as_ref().as_ref();
+            let rows = match &job.work {
+                Work::Update { statement, keyed, .. } => {
+                    execute(client, statement, *keyed, key).await
                 }
-                (false, _) => client.execute(&job.statement, &[]).await,
+                Work::Rewrite(parts) => rewrite_group(client, parts, key).await,
             }
             .map_err(|error| Error::Failed {
                 stage: Stage::Masking,
                 stderr_tail: format!(
-                    "masking {} in database {}: {}",
-                    job.table,
+                    "masking {names} in database {}: {}",
                     job.database,
                     detail(&error)
                 ),
             })?;
-            info!(database = %job.database, table = %job.table, rows, seconds = started.elapsed().as_secs_f64(), "table masked");
+            info!(database = %job.database, tables = %names, rows, seconds = started.elapsed().as_secs_f64(), "tables masked");
             Ok(rows)
         });
     }

@@ -95,6 +95,50 @@ pub(super) fn update_statement(
     Some((format!("UPDATE {table_sql} SET {}", sets.join(", ")), keyed))
 }
 
+/// One table of a set-based rewrite: its rows copied, masked, into a temporary table, then
+/// written back after the group's `TRUNCATE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rewrite {
+    /// `CREATE TEMP TABLE … AS SELECT <columns> … WITH NO DATA`: the columns' own types.
+    pub(super) create: String,
+    /// `INSERT INTO <temp> SELECT <masked values> FROM <table>`, binding the key when `keyed`.
+    pub(super) fill: String,
+    /// Whether `fill` binds the key blocks.
+    pub(super) keyed: bool,
+    /// `INSERT INTO <table> (<columns>) OVERRIDING SYSTEM VALUE SELECT … FROM <temp>`.
+    pub(super) refill: String,
+}
+
+/// The rewrite of table `table_sql` through the temporary table `temp`: `columns` are the
+/// table's writable (not generated) columns in order, each with its rule when it has one.
+pub(super) fn rewrite(table_sql: &str, temp: &str, columns: &[ColumnRule<'_>]) -> Rewrite {
+    let names: Vec<String> = columns.iter().map(|column| quote_ident(column.column)).collect();
+    let list = names.join(", ");
+    let mut keyed = false;
+    let values: Vec<String> = columns
+        .iter()
+        .zip(&names)
+        .map(|(column, name)| match expression(column.rule, column.column, column.sql_type) {
+            Some(expression) => {
+                keyed |= column.rule.is_keyed();
+                expression
+            }
+            None => name.clone(),
+        })
+        .collect();
+    let temp = quote_ident(temp);
+    Rewrite {
+        create: format!(
+            "CREATE TEMP TABLE {temp} ON COMMIT DROP AS SELECT {list} FROM {table_sql} WITH NO DATA"
+        ),
+        fill: format!("INSERT INTO {temp} ({list}) SELECT {} FROM {table_sql}", values.join(", ")),
+        keyed,
+        refill: format!(
+            "INSERT INTO {table_sql} ({list}) OVERRIDING SYSTEM VALUE SELECT {list} FROM {temp}"
+        ),
+    }
+}
+
 /// The value `rule` gives column `column` (of type `sql_type`), or `None` for `keep`.
 pub(super) fn expression(rule: &Rule, column: &str, sql_type: &str) -> Option<String> {
     let value = quote_ident(column);
@@ -282,6 +326,30 @@ mod tests {
         };
         assert!(!keyed);
         assert_eq!(update_statement("t", &[column("id", &keep)]), None);
+    }
+
+    #[test]
+    fn a_rewrite_copies_masked_values_out_and_every_column_back() {
+        let (email, keep) = (Rule::Email, Rule::Keep);
+        let columns = [
+            ColumnRule { column: "id", sql_type: "integer", rule: &keep },
+            ColumnRule { column: "email", sql_type: "text", rule: &email },
+        ];
+        let users = rewrite("\"public\".\"users\"", "scion_mask_0", &columns);
+        assert_eq!(
+            users.create,
+            "CREATE TEMP TABLE \"scion_mask_0\" ON COMMIT DROP AS SELECT \"id\", \"email\" FROM \"public\".\"users\" WITH NO DATA"
+        );
+        assert!(users.fill.starts_with("INSERT INTO \"scion_mask_0\" (\"id\", \"email\") SELECT \"id\", (CASE WHEN \"email\" IS NULL"), "{}", users.fill);
+        assert!(users.fill.ends_with(" FROM \"public\".\"users\""), "{}", users.fill);
+        assert!(users.keyed);
+        assert_eq!(
+            users.refill,
+            "INSERT INTO \"public\".\"users\" (\"id\", \"email\") OVERRIDING SYSTEM VALUE SELECT \"id\", \"email\" FROM \"scion_mask_0\""
+        );
+        let plain = rewrite("t", "scion_mask_1", &columns[..1]);
+        assert!(!plain.keyed);
+        assert_eq!(plain.fill, "INSERT INTO \"scion_mask_1\" (\"id\") SELECT \"id\" FROM t");
     }
 
     #[test]

@@ -521,7 +521,7 @@ impl Promotion {
     }
 }
 
-fn locate(search: &BinarySearch, major: PgMajor) -> Result<PgBinaries> {
+pub(crate) fn locate(search: &BinarySearch, major: PgMajor) -> Result<PgBinaries> {
     search.locate(major).map_err(|error| Error::ToolMissing {
         tool: format!("PostgreSQL {major} server"),
         detail: error.to_string(),

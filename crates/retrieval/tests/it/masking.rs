@@ -6,10 +6,10 @@
 //! rules' validation refuse what they must.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use retrieval::masking::{KeyBlocks, MaskingConfig, Rule};
 use retrieval::{DatabaseConfig, Error, RetrievalConfig, Stage, Target};
+use test_support::files_holding;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Inspect, Sandbox, SourceDb, live_config, pipeline};
@@ -93,22 +93,6 @@ fn masked_config(
 
 async fn column(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     client.query(sql, &[]).await.unwrap().iter().map(|row| row.get(0)).collect()
-}
-
-/// Every file under `dir` that holds `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            pending.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
-        } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|window| window == needle)
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,5 +276,47 @@ async fn unmasked_pii_and_bad_rules_are_refused_before_any_rewrite() {
             "{problems:#?} lacks {expected}"
         );
     }
+    source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inheritance_tree_is_masked_through_its_parent_and_compacted_whole() {
+    let sandbox = Sandbox::new();
+    let source = SourceDb::start(&sandbox, 16).await;
+    source.sql("postgres", "CREATE DATABASE crm").await;
+    source
+        .sql(
+            "crm",
+            "CREATE TABLE contacts (id int, email text);
+             CREATE TABLE contacts_2025 () INHERITS (contacts);
+             INSERT INTO contacts SELECT i, 'old' || i || '@corp-mail.test' FROM generate_series(1, 100) i;
+             INSERT INTO contacts_2025 SELECT i, 'new' || i || '@corp-mail.test' FROM generate_series(101, 150) i;",
+        )
+        .await;
+    let config = masked_config(&sandbox, &source, rules(&[("contacts", "email", Rule::Email)]));
+    let summary = pipeline(config).run(&sandbox.target(), &CancellationToken::new()).await.unwrap();
+    let masking = summary.masking.unwrap();
+    assert_eq!(
+        (masking.tables, masking.rows),
+        (1, 150),
+        "the parent's UPDATE takes the child's rows"
+    );
+    let target = sandbox.target();
+    for original in [&b"old17@corp-mail.test"[..], b"new117@corp-mail.test"] {
+        assert_eq!(files_holding(&target.data_dir, original), Vec::<String>::new());
+    }
+    let inspect = Inspect::start(&sandbox, &target, 16).await;
+    let crm = inspect.connect("crm").await;
+    let row = crm
+        .query_one(
+            "SELECT (SELECT count(*) FROM contacts WHERE email LIKE '%@example.___'),
+                    (SELECT count(*) FROM ONLY contacts_2025 WHERE email LIKE '%@example.___')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (150, 50));
+    drop(crm);
+    inspect.stop().await;
     source.stop().await;
 }

@@ -9,7 +9,7 @@ use postgres::{
     StopMode,
 };
 use serde_json::Value;
-use test_support::{TestDir, free_port_range};
+use test_support::{TestDir, files_holding, free_port_range};
 
 use crate::harness::{SOURCE_PASSWORD, SOURCE_PASSWORD_ENV, TestServer, connect};
 
@@ -178,6 +178,23 @@ async fn refresh_brings_new_data_without_touching_running_clones() {
     assert!(data_dirs.len() <= 2, "the failed run's dataset was left behind: {data_dirs:?}");
 }
 
+/// A server whose refresh of `source` masks `customers.email` (with `settings` added to
+/// `[retrieval.masking]`), once that refresh finished; the key's directory lives as long.
+async fn masked_server(source: &Source, settings: &str) -> (TestServer, TestDir) {
+    let keys = TestDir::new("scion-masking-key-");
+    let key_file = keys.path().join("masking.key");
+    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
+    let masking = format!(
+        "[retrieval.masking]\nkey_file = \"{}\"\n{settings}[retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
+        key_file.display()
+    );
+    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
+    let done =
+        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
+    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    (server, keys)
+}
+
 #[tokio::test]
 async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_originals() {
     let source = Source::start().await;
@@ -189,17 +206,7 @@ async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_original
              UPDATE orders SET customer_id = 1 + id % 50",
         )
         .await;
-    let keys = TestDir::new("scion-masking-key-");
-    let key_file = keys.path().join("masking.key");
-    std::fs::write(&key_file, "server-test-masking-key\n").unwrap();
-    let masking = format!(
-        "[retrieval.masking]\nkey_file = \"{}\"\n[retrieval.masking.tables.customers]\nemail = {{ rule = \"email\" }}\n",
-        key_file.display()
-    );
-    let server = TestServer::start(&format!("{}{masking}", source.config())).await;
-    let done =
-        wait_refresh(&server, |r| r["status"] == "finished" || r["status"] == "failed").await;
-    assert_eq!(done["status"], "finished", "{done}\n{}", server.log());
+    let (server, _keys) = masked_server(&source, "").await;
 
     let (_, snapshots) = server.get("/snapshots").await;
     let snapshots = snapshots.as_array().unwrap().clone();
@@ -235,6 +242,144 @@ async fn a_masked_refresh_gives_masked_snapshots_and_clones_without_the_original
         committed.map(|snapshot| snapshot["masked"].clone()),
         Some(Value::Bool(true)),
         "{snapshots}"
+    );
+    // Branches and their logs show the kind too.
+    let (_, branches) = server.get("/branches").await;
+    let main = branches.as_array().unwrap().iter().find(|branch| branch["name"] == "main");
+    assert_eq!(main.map(|branch| branch["masked"].clone()), Some(Value::Bool(true)), "{branches}");
+    let (_, log) = server.get("/branch/main/log").await;
+    let kinds: Vec<&Value> = log.as_array().unwrap().iter().map(|entry| &entry["masked"]).collect();
+    assert_eq!(kinds, [&Value::Bool(true), &Value::Bool(true)], "{log}");
+}
+
+#[tokio::test]
+async fn a_refresh_that_keeps_unmasked_data_gives_a_masked_head_and_a_protected_unmasked_snapshot()
+{
+    let source = Source::start().await;
+    source
+        .sql(
+            "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE); \
+             INSERT INTO customers SELECT g, 'buyer' || g || '@corp-mail.test' FROM generate_series(1, 50) g; \
+             CREATE INDEX ON customers (email text_pattern_ops);",
+        )
+        .await;
+    let (server, _keys) =
+        masked_server(&source, "keep_unmasked = true\ndatabases = [\"shop\"]\n").await;
+
+    // One refresh, two snapshots of its data: the masked head, the unmasked one protected.
+    let (_, snapshots) = server.get("/snapshots").await;
+    let snapshots = snapshots.as_array().unwrap().clone();
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    let (masked, unmasked): (Vec<&Value>, Vec<&Value>) =
+        snapshots.iter().partition(|snapshot| snapshot["masked"] == true);
+    let (masked, unmasked) = (masked[0], unmasked[0]);
+    assert!(unmasked["id"].as_str().unwrap().ends_with("_unmasked"), "{unmasked}");
+    assert_eq!(unmasked["protected"], true, "{unmasked}");
+    assert_ne!(masked["protected"], true, "{masked}");
+    assert_eq!(masked["dataStateAt"], unmasked["dataStateAt"]);
+    let dataset = |snapshot: &Value| {
+        let id = snapshot["id"].as_str().unwrap();
+        id.split_once('/').unwrap().1.split_once('@').unwrap().0.to_owned()
+    };
+    assert_eq!(dataset(masked), dataset(unmasked), "both from the refresh's one dataset");
+
+    // A clone that names no snapshot gets the masked data.
+    let clone = server.create_clone("everyone").await;
+    assert_eq!(clone["snapshot"]["id"], masked["id"], "{clone}");
+    assert_eq!(clone["snapshot"]["masked"], true, "{clone}");
+    let originals = "SELECT count(*) FROM customers WHERE email LIKE '%@corp-mail.test'";
+    let mut shop = clone.clone();
+    shop["db"]["dbName"] = Value::from("shop_dev");
+    let client = connect(&shop).await.expect("connect to the masked clone");
+    assert_eq!(client.query_one(originals, &[]).await.unwrap().get::<_, i64>(0), 0);
+    assert_eq!(
+        client
+            .query_one("SELECT count(DISTINCT email) FROM customers", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        50
+    );
+    // The masked data's files hold no original value (no dead row, index entry, statistic or WAL).
+    let data = server.pool_dir().join(dataset(masked)).join("data");
+    assert!(!files_holding(&data, b"@example.").is_empty(), "the scan reads the masked rows");
+    assert_eq!(files_holding(&data, b"buyer17@corp-mail.test"), Vec::<String>::new());
+
+    // The DBA's clone of the unmasked snapshot has the originals.
+    let mut request = crate::harness::clone_request("dba");
+    request["snapshot"] = serde_json::json!({ "id": unmasked["id"] });
+    let (status, dba) = server.post("/clone?wait=120", request).await;
+    assert_eq!(status, 201, "{dba}");
+    assert_eq!(dba["snapshot"]["id"], unmasked["id"], "{dba}");
+    assert_eq!(dba["snapshot"].get("masked"), None, "{dba}");
+    let mut shop = dba.clone();
+    shop["db"]["dbName"] = Value::from("shop_dev");
+    let client = connect(&shop).await.expect("connect to the unmasked clone");
+    assert_eq!(client.query_one(originals, &[]).await.unwrap().get::<_, i64>(0), 50);
+}
+
+/// The pool's top-level datasets and directories, to see that a check leaves none behind.
+fn pool_entries(server: &TestServer) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(server.pool_dir())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_masking_check_lists_unruled_personal_columns_and_rule_problems() {
+    let source = Source::start().await;
+    source
+        .sql(
+            "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE, phone text, contact text, vip boolean); \
+             INSERT INTO customers SELECT g, 'buyer' || g || '@corp-mail.test', '+49 30 ' || (1000000 + g), \
+               'write to buyer' || g || '@corp-mail.test', g % 2 = 0 FROM generate_series(1, 50) g",
+        )
+        .await;
+    // `shop` is renamed to `shop_dev` after masking: the check reads it under its new name.
+    let (server, _keys) = masked_server(&source, "databases = [\"shop\"]\n").await;
+    let (_, snapshots) = server.get("/snapshots").await;
+    let snapshot_id = snapshots[0]["id"].clone();
+    let before = pool_entries(&server);
+
+    let (status, check) = server.post("/admin/masking/check", Value::Null).await;
+    assert_eq!(status, 200, "{check}\n{}", server.log());
+    assert_eq!(check["snapshotID"], snapshot_id, "{check}");
+    assert_eq!(check["snapshotMasked"], true, "{check}");
+    assert_eq!(check["databases"], serde_json::json!(["shop_dev"]), "{check}");
+    let found: Vec<(String, String, String, String, String)> = check["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|column| {
+            let field = |name: &str| column[name].as_str().unwrap().to_owned();
+            (field("database"), field("schema"), field("table"), field("column"), field("kind"))
+        })
+        .collect();
+    let expected = |column: &str, kind: &str| {
+        ("shop_dev".into(), "public".into(), "customers".into(), column.into(), kind.into())
+    };
+    assert_eq!(found, [expected("phone", "phone"), expected("contact", "text_with_email")]);
+    assert!(check["columns"][1]["why"].as_str().unwrap().contains("50 of 50"), "{check}");
+    assert_eq!(check["problems"], serde_json::json!([]), "{check}");
+    assert_eq!(pool_entries(&server), before, "the check's temporary clone is gone");
+
+    // The rules against the data, after a reload: a column the table lacks is a problem.
+    let text = std::fs::read_to_string(server.config_path()).unwrap();
+    let text = format!("{text}[retrieval.masking.tables.orders]\nnope = {{ rule = \"null\" }}\n");
+    std::fs::write(server.config_path(), text).unwrap();
+    server.hangup();
+    server.wait_log("configuration file applied", 1).await;
+    let (status, check) = server.post("/admin/masking/check", Value::Null).await;
+    assert_eq!(status, 200, "{check}");
+    let problems = check["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{check}");
+    assert!(
+        problems[0].as_str().unwrap().contains("table public.orders has no column \"nope\""),
+        "{check}"
     );
 }
 
