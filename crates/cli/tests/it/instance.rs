@@ -1,8 +1,6 @@
 //! `scion instance status|version|full-refresh`, `scion full-refresh`, a wrong token, and DBLab's
 //! `--token`, `DBLAB_INSTANCE_URL` and `DBLAB_VERIFICATION_TOKEN`.
 
-use std::time::Duration;
-
 use crate::support::{
     SourceCluster, TOKEN, TestServer, normalize, scion_with_env, without_volatile,
 };
