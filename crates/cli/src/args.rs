@@ -166,6 +166,18 @@ pub(crate) enum ConfigCommand {
     Switch(EnvironmentArg),
     /// Remove an environment (not the current one).
     Remove(EnvironmentArg),
+    /// Turn DBLab Engine's server.yml into Scion's configuration (TOML, on stdout or --out),
+    /// naming on stderr every key it cannot carry over and why.
+    ImportDblab(ImportDblabArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ImportDblabArgs {
+    /// DBLab's configuration file (`~/.dblab/engine/configs/server.yml`).
+    pub file: std::path::PathBuf,
+    /// Write Scion's configuration here (refused if the file exists) instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -24,9 +24,48 @@ use api_client::Client;
 use clap::CommandFactory;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{Cli, Command, GlobalArgs, Output};
+use crate::args::{Cli, Command, ConfigCommand, GlobalArgs, ImportDblabArgs, Output};
 use crate::config;
 use crate::connection::{Connection, Forwarding};
+
+/// `scion config import-dblab`: DBLab's server.yml as Scion's TOML; the keys left behind go to
+/// stderr, one per line with the reason.
+pub(super) fn import_dblab(args: &ImportDblabArgs) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(&args.file).map_err(|error| {
+        Failure::Usage(anyhow::anyhow!("read {}: {error}", args.file.display()))
+    })?;
+    let imported = crate::import_dblab::convert(&text)
+        .map_err(|error| Failure::Usage(anyhow::anyhow!("{}: {error}", args.file.display())))?;
+    let header = format!(
+        "# Scion's configuration, imported from DBLab's {} by `scion config import-dblab`.\n\
+         # Check it with `scion-server --config <this file> --check-config`; every key is in\n\
+         # config/example.toml (the package installs it as /usr/share/doc/scion/example.toml).\n\n",
+        args.file.display()
+    );
+    let text = format!("{header}{}", imported.toml);
+    match &args.out {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).open(path);
+            let mut file = file.map_err(|error| {
+                Failure::Usage(anyhow::anyhow!("write {}: {error}", path.display()))
+            })?;
+            file.write_all(text.as_bytes()).map_err(|error| {
+                Failure::Operation(anyhow::anyhow!("write {}: {error}", path.display()))
+            })?;
+        }
+        None => emit(&text),
+    }
+    let mut stderr = std::io::stderr().lock();
+    for (key, why) in &imported.dropped {
+        let _ = writeln!(stderr, "not carried over: {key}: {why}");
+    }
+    let _ = writeln!(
+        stderr,
+        "{} key(s) of DBLab's configuration not carried over (above)",
+        imported.dropped.len()
+    );
+    Ok(())
+}
 
 /// Why a command failed, which decides the exit code.
 #[derive(Debug)]
@@ -99,6 +138,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Instance(command) => instance::run(&Context::new(global).await?, &command).await,
         Command::FullRefresh => instance::full_refresh(&Context::new(global).await?).await,
+        Command::Config(ConfigCommand::ImportDblab(args)) => import_dblab(&args),
         Command::Config(command) => environment::run(global, command),
         Command::Ci(command) => ci::run(&Context::new(global).await?, command).await,
         Command::Masking(command) => masking::run(&Context::new(global).await?, command).await,

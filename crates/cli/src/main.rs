@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod connection;
 mod forward;
+mod import_dblab;
 mod logging;
 mod output;
 mod protection;

@@ -104,6 +104,7 @@ pub(crate) async fn run(args: RdsRefreshArgs) -> Result<(), Failure> {
             let every = config.dblab.poll_interval;
             clean(&rds, &cleanup.common.state_dir, max_age, cleanup.dry_run, every)
                 .await
+                .map(drop)
                 .map_err(Failure::Operation)
         }
         None => refresh(&config, &rds, &args).await.map_err(Failure::Operation),
@@ -166,21 +167,25 @@ async fn delete_target(
     if cluster { delete_cluster(rds, id, every).await } else { delete_instance(rds, id).await }
 }
 
-/// Layers 3 and 4: the state file's instance, then every overdue tagged instance.
+/// Layers 3 and 4: the state file's instance, then every overdue tagged instance; returns the
+/// identifiers of what it deleted (a new run must not reuse one: AWS keeps a deleted name
+/// reserved for a while, and its automated snapshots keep it in their names).
 async fn clean(
     rds: &Rds,
     state_dir: &Path,
     max_age: Duration,
     dry_run: bool,
     every: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
+    let mut deleted = Vec::new();
     if let Some(state) = State::read(state_dir)? {
         if dry_run {
             info!(clone_id = %state.clone_id, "would delete the instance of the state file");
         } else {
             match delete_target(rds, &state.clone_id, state.is_cluster, every).await? {
                 true => {
-                    info!(clone_id = %state.clone_id, "deleted the instance an earlier run left")
+                    info!(clone_id = %state.clone_id, "deleted the instance an earlier run left");
+                    deleted.push(state.clone_id.clone());
                 }
                 false => {
                     info!(clone_id = %state.clone_id, "the state file's instance is gone already")
@@ -198,6 +203,7 @@ async fn clean(
         }
         delete_instance(rds, &instance.id).await?;
         warn!(id = %instance.id, ?why, "deleted an orphaned temporary instance");
+        deleted.push(instance.id);
     }
     for cluster in rds.clusters().await.context("list the clusters")? {
         let Some(why) = plan::orphan_cluster(&cluster, now, max_age) else { continue };
@@ -207,17 +213,20 @@ async fn clean(
         }
         delete_cluster(rds, &cluster.id, every).await?;
         warn!(id = %cluster.id, ?why, "deleted an orphaned temporary cluster");
+        deleted.push(cluster.id);
     }
-    Ok(())
+    Ok(deleted)
 }
 
 async fn refresh(config: &Config, rds: &Rds, args: &RdsRefreshArgs) -> anyhow::Result<()> {
     let state_dir = &args.common.state_dir;
-    if !args.skip_cleanup && !args.dry_run {
+    let deleted = if !args.skip_cleanup && !args.dry_run {
         clean(rds, state_dir, config.clone.max_age, false, config.dblab.poll_interval)
             .await
-            .context("clean up earlier runs")?;
-    }
+            .context("clean up earlier runs")?
+    } else {
+        Vec::new()
+    };
     let tls = if config.dblab.insecure {
         api_client::Tls::AcceptInvalid
     } else {
@@ -259,7 +268,7 @@ async fn refresh(config: &Config, rds: &Rds, args: &RdsRefreshArgs) -> anyhow::R
         }
     };
     let now = Utc::now();
-    let clone_id = plan::clone_id(now);
+    let clone_id = plan::clone_id(now, &deleted);
     println_out(&format!(
         "refresh plan: restore snapshot {} of {} into {clone_id} ({}), dump it into the engine \
          at {}, delete it",

@@ -18,6 +18,8 @@ pub(super) fn run(global: &GlobalArgs, command: ConfigCommand) -> Result<(), Fai
         .flatten()
         .find(|token| !token.is_empty());
     let (id, changed) = match command {
+        // Not an environment: the dispatcher sends it to `import_dblab` before the file is read.
+        ConfigCommand::ImportDblab(args) => return super::import_dblab(&args),
         ConfigCommand::Create(arg) => {
             let id = checked_id(&arg.environment_id)?;
             if file.environments.contains_key(&id) {

@@ -25,9 +25,15 @@ pub(crate) fn latest_automated(snapshots: &[Snapshot]) -> Option<&Snapshot> {
         .max_by_key(|snapshot| snapshot.created)
 }
 
-/// `dblab-refresh-YYYYMMDD-HHMMSS`.
-pub(crate) fn clone_id(now: DateTime<Utc>) -> String {
-    format!("{CLONE_PREFIX}{}", now.format("%Y%m%d-%H%M%S"))
+/// `dblab-refresh-YYYYMMDD-HHMMSS`, with `-2`, `-3`… when that name is in `taken` (an earlier
+/// run's instance deleted within the same second).
+pub(crate) fn clone_id(now: DateTime<Utc>, taken: &[String]) -> String {
+    let base = format!("{CLONE_PREFIX}{}", now.format("%Y%m%d-%H%M%S"));
+    let free = |id: &String| !taken.contains(id);
+    std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(free)
+        .unwrap_or(base)
 }
 
 /// The operator's tags plus DBLab's three, which win.
@@ -245,7 +251,9 @@ mod tests {
 
     #[test]
     fn names_and_tags_are_dblabs() {
-        assert_eq!(clone_id(at(10)), "dblab-refresh-20261203-100000");
+        assert_eq!(clone_id(at(10), &[]), "dblab-refresh-20261203-100000");
+        let taken = ["dblab-refresh-20261203-100000".to_owned()];
+        assert_eq!(clone_id(at(10), &taken), "dblab-refresh-20261203-100000-2");
         let user = BTreeMap::from([
             ("team".to_owned(), "dba".to_owned()),
             ("ManagedBy".to_owned(), "me".to_owned()),

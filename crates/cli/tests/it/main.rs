@@ -7,6 +7,7 @@ mod clone;
 mod environments;
 mod errors;
 mod forwarding;
+mod import;
 mod init;
 mod instance;
 mod masking;
