@@ -62,10 +62,11 @@ pub(crate) struct Server<'a> {
 
 impl<'a> Server<'a> {
     /// A user clone's server: always derived from its record, so a restart after a reboot
-    /// gets the same port, socket and settings.
+    /// gets the same port, socket and settings. A claimed warm clone's server keeps its own
+    /// port ([`CloneRecord::server_port`]).
     pub(crate) fn of_clone(record: &'a CloneRecord) -> Server<'a> {
         Server {
-            port: record.port,
+            port: record.socket_port(),
             log_name: &record.id,
             extra_conf: &record.extra_conf,
             limits: record.limits,
@@ -553,8 +554,8 @@ impl Servers {
         database: &str,
     ) -> Result<Admin, postgres::Error> {
         Admin::connect(
-            &self.socket_dir(record.port),
-            record.port,
+            &self.socket_dir(record.socket_port()),
+            record.socket_port(),
             &self.config().admin_role,
             database,
         )

@@ -221,6 +221,7 @@ mod tests {
             extra_conf: [("work_mem".to_owned(), "8MB".to_owned())].into(),
             limits: crate::quota::CloneLimits::default(),
             stopped_at: None,
+            server_port: None,
         }
     }
 

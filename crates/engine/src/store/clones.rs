@@ -11,16 +11,16 @@ pub(super) const INSERT_CLONE: &str =
     "INSERT INTO clones (id, snapshot_id, branch, revision, pool, dataset, port, state,
     state_message, username, password_verifier, restricted, db_name, protected,
     protected_till, protection_warning_sent, created_at, cloning_time_seconds,
-    extra_conf, stopped_at)
+    extra_conf, stopped_at, server_port)
  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-    ?19, ?20)";
+    ?19, ?20, ?21)";
 
-const UPDATE_CLONE: &str =
+pub(super) const UPDATE_CLONE: &str =
     "UPDATE clones SET snapshot_id = ?2, branch = ?3, revision = ?4, pool = ?5,
     dataset = ?6, port = ?7, state = ?8, state_message = ?9, username = ?10,
     password_verifier = ?11, restricted = ?12, db_name = ?13, protected = ?14,
     protected_till = ?15, protection_warning_sent = ?16, created_at = ?17,
-    cloning_time_seconds = ?18, extra_conf = ?19, stopped_at = ?20
+    cloning_time_seconds = ?18, extra_conf = ?19, stopped_at = ?20, server_port = ?21
  WHERE id = ?1";
 
 impl Store {
@@ -61,7 +61,8 @@ impl Store {
         let mut statement = connection.prepare(
             "SELECT id, snapshot_id, branch, revision, pool, dataset, port, state, state_message,
                 username, password_verifier, restricted, db_name, protected, protected_till,
-                protection_warning_sent, created_at, cloning_time_seconds, extra_conf, stopped_at
+                protection_warning_sent, created_at, cloning_time_seconds, extra_conf, stopped_at,
+                server_port
              FROM clones ORDER BY created_at, id",
         )?;
         let rows = statement.query_map([], clone_from_row)?;
@@ -77,7 +78,7 @@ impl Store {
     }
 }
 
-/// Runs `sql` with a clone's fields as `?1` to `?20`, in the columns' order, and writes the
+/// Runs `sql` with a clone's fields as `?1` to `?21`, in the columns' order, and writes the
 /// clone's limits (in the caller's transaction, where it holds one).
 pub(super) fn execute_clone(
     connection: &Connection,
@@ -119,6 +120,7 @@ fn execute_clone_row(
             clone.cloning_time_seconds,
             extra_conf_json(clone),
             clone.stopped_at.map(format_time),
+            clone.server_port,
         ],
     )
 }
@@ -159,6 +161,7 @@ fn clone_from_row(row: &Row<'_>) -> RowResult<CloneRecord> {
             })?,
             limits: Default::default(),
             stopped_at: parse_optional_time(stopped_at.as_deref())?,
+            server_port: row.get("server_port")?,
         })
     })();
     Ok(record)
@@ -182,6 +185,7 @@ mod tests {
             clone.state = CloneState::Ok;
             clone.cloning_time_seconds = Some(0.042);
             clone.stopped_at = Some(clone.created_at);
+            clone.server_port = Some(6001);
             store.update_clone(&clone).unwrap();
         }
         let store = Store::open(&path).unwrap();

@@ -130,6 +130,10 @@ CREATE TABLE clone_limits (
     r#"
 ALTER TABLE clones ADD COLUMN stopped_at TEXT;
 "#,
+    // A reset that claims a warm clone: the port its server keeps (NULL: the clone's own).
+    r#"
+ALTER TABLE clones ADD COLUMN server_port INTEGER;
+"#,
 ];
 
 impl Store {
