@@ -124,6 +124,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
     .await;
     let outcome = outcome.map_err(|error| error.context(cold_server.log_tail()));
     cold_server.stop().await;
+    crate::server::keep_log(&ctx.dir.join("state-wake-cold"), "wake-cold");
     std::fs::remove_dir_all(ctx.dir.join("state-wake-cold")).ok();
     let (cold, running, reset_cold, busy_data_dirs, status, wake, woken, fleet) = outcome?;
     cluster::stop_all_under(pool.mountpoint()).await;
@@ -145,6 +146,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
     .await
     .map_err(|error| error.context(warm_server.log_tail()));
     warm_server.stop().await;
+    crate::server::keep_log(&ctx.dir.join("state-wake-warm"), "wake-warm");
     let (warm, reset_warm) = warm?;
     load.push(("end", stats::load_average()));
     Ok(Found {
