@@ -277,6 +277,9 @@ impl Servers {
             ..HbaSettings::new(&config.admin_role)
         };
         spec.start_timeout = config.start_timeout;
+        // A wake's client is carried to the server as soon as it accepts connections: a
+        // confirming admin connection first would only make it wait for that one's login.
+        spec.confirm_start = !server.fronted;
         // Each clone in namespaces of its own (docs/adr/0002-clone-isolation.md).
         spec.sandbox_root = Some(self.state_dir.join(SANDBOX_ROOT));
         spec

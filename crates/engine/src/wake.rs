@@ -232,7 +232,8 @@ impl Engine {
             let engine = self.clone();
             let id = record.id.clone();
             let token = token.clone();
-            let span = info_span!("front", clone_id = %id, port = record.port);
+            // Its own root: the listener outlives the request or start that opened it.
+            let span = info_span!(parent: None, "front", clone_id = %id, port = record.port);
             self.inner.tasks.spawn(
                 async move {
                     loop {
