@@ -3,7 +3,8 @@
 //! clone-ready latency, the alternatives on the same data in the same run, clones per host and
 //! API latency, then prints Markdown tables for BENCHMARKS.md. Must run as root.
 //!
-//! With `--physical` it measures physical mode instead (issue #12, `physical.rs`).
+//! With `--physical` it measures physical mode instead (issue #12, `physical.rs`), with
+//! `--runaway` per-clone limits (`runaway.rs`), with `--wake` scale to zero (`wake.rs`).
 //!
 //! `scripts/bench` builds it in release mode and runs it; see `--help` for the flags.
 
@@ -17,6 +18,7 @@ mod runaway;
 mod scion;
 mod server;
 mod stats;
+mod wake;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -109,6 +111,16 @@ struct Args {
     /// --server-bin, --out and --runaway-seconds apply.
     #[arg(long)]
     runaway: bool,
+    /// Measure scale to zero (issue #16) at the first of --sizes instead: the first connection
+    /// to a stopped clone (login to `SELECT 1`) against a cold create and a warm claim, with
+    /// `GET /status` while the clones are stopped. Of the other flags only --sizes, --clones,
+    /// --fleet, --api-requests, --major, --dir, --port-from, --server-bin and --out apply.
+    #[arg(long)]
+    wake: bool,
+    /// Wake: also make this many more clones on one host, stop all but a tenth of them, and
+    /// measure memory and disk per clone and `GET /status` then (0 skips).
+    #[arg(long, default_value_t = 0)]
+    fleet: usize,
     /// Runaway: seconds of pgbench per scenario.
     #[arg(long, default_value_t = 20)]
     runaway_seconds: u64,
@@ -236,7 +248,8 @@ async fn run(args: &Args) -> Result<Report> {
     let mut ports = Ports { next: args.port_from };
     let api_port = ports.take(1)?.0;
     let largest_burst = args.bursts.iter().max().map_or(0, |burst| burst + args.warm_pool);
-    let clone_ports = ports.take(u16::try_from(args.density.max(largest_burst).max(4) + 8)?)?;
+    let clones = args.density.max(largest_burst).max(args.clones + args.fleet).max(4) + 8;
+    let clone_ports = ports.take(u16::try_from(clones)?)?;
     let local_port = ports.take(1)?.0;
     for (index, &size) in args.sizes.iter().enumerate() {
         let dir = work.path().join(format!("size-{index}"));
@@ -253,7 +266,9 @@ async fn run(args: &Args) -> Result<Report> {
             density: size == density_size && args.density > 0,
         };
         let result = if args.runaway {
-            runaway::run(&ctx).await.map(|section| report.runaway = Some(section))
+            runaway::run(&ctx).await.map(|section| report.section = Some(section))
+        } else if args.wake {
+            wake::run(&ctx).await.map(|section| report.section = Some(section))
         } else if args.physical {
             physical::run_size(&ctx, &mut report).await
         } else {
@@ -285,6 +300,28 @@ struct SizeCtx<'a> {
     clone_ports: (u16, u16),
     local_port: u16,
     density: bool,
+}
+
+/// For the modes that run on one loaded copy (`--runaway`, `--wake`): a btrfs pool holding the
+/// golden copy at the size, `work` on it, then every server under it stopped and the pool torn
+/// down, whatever `work` returned.
+async fn on_loaded_pool<T>(
+    ctx: &SizeCtx<'_>,
+    work: impl AsyncFnOnce(&Pool) -> Result<T>,
+) -> Result<T> {
+    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size, 1)).await?;
+    let result = async {
+        let golden = pool.create_golden().await?;
+        cluster::load(ctx.args.major, &golden, scale_for(ctx.size), ctx.local_port, ctx.dir)
+            .await?;
+        work(&pool).await
+    }
+    .await;
+    cluster::stop_all_under(pool.mountpoint()).await;
+    let teardown = pool.teardown().await;
+    let result = result?;
+    teardown?;
+    Ok(result)
 }
 
 /// Pool image ceiling for a source of `size` bytes whose pool holds `clusters` loaded copies

@@ -315,14 +315,7 @@ async fn on_server<T>(
     }
     .await;
     let teardown = pool.teardown().await;
-    // The state directory goes with the run; `SCION_BENCH_KEEP_LOG=<prefix>` keeps the log.
-    if let Ok(keep) = std::env::var("SCION_BENCH_KEEP_LOG") {
-        std::fs::copy(
-            ctx.dir.join(format!("state-{name}/server.log")),
-            format!("{keep}-{name}.log"),
-        )
-        .ok();
-    }
+    crate::server::keep_log(&ctx.dir.join(format!("state-{name}")), name);
     std::fs::remove_dir_all(ctx.dir.join(format!("state-{name}"))).ok();
     let value = outcome?;
     teardown?;

@@ -90,8 +90,8 @@ pub(crate) struct Report {
     pub(crate) sizes: Vec<SizeResult>,
     /// Physical mode's results (`--physical`), one per size.
     pub(crate) physical: Vec<crate::physical::PhysicalResult>,
-    /// The runaway section (`--runaway`), rendered.
-    pub(crate) runaway: Option<String>,
+    /// The section of a mode that renders its own (`--runaway`, `--wake`).
+    pub(crate) section: Option<String>,
     /// Why the run stopped early, if it did.
     pub(crate) failure: Option<String>,
 }
@@ -121,7 +121,7 @@ impl Report {
             command: format!("sudo scripts/bench {}", args.join(" ")).trim_end().to_owned(),
             sizes: Vec::new(),
             physical: Vec::new(),
-            runaway: None,
+            section: None,
             failure: None,
         }
     }
@@ -134,7 +134,7 @@ impl Report {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.machine(&mut out);
-        if let Some(section) = &self.runaway {
+        if let Some(section) = &self.section {
             out.push_str(section);
         } else if self.physical.is_empty() {
             self.latency(&mut out);

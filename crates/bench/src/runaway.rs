@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use api_types::{CloneLimits, CreateCloneRequest, DatabaseRequest, StatusCode};
 
-use crate::cluster::{self, Backend, Pool};
+use crate::cluster::{self, Pool};
 use crate::scion::{CLONE_PASSWORD, CLONE_USER};
 use crate::server::{Extra, Server};
-use crate::{SizeCtx, pool_size, progress, scale_for, size_label};
+use crate::{SizeCtx, progress, size_label};
 
 /// Clones running pgbench.
 const CALM_CLONES: usize = 10;
@@ -182,11 +182,7 @@ async fn futures_join<T: Send + 'static>(
 /// Runs the three scenarios at the first of `--sizes` and returns the Markdown section.
 pub(crate) async fn run(ctx: &SizeCtx<'_>) -> Result<String> {
     let args = ctx.args;
-    let scale = scale_for(ctx.size);
-    let pool = Pool::create(ctx.dir, Backend::Btrfs, pool_size(ctx.size, 1)).await?;
-    let result = async {
-        let golden = pool.create_golden().await?;
-        cluster::load(args.major, &golden, scale, ctx.local_port, ctx.dir).await?;
+    let scenarios = crate::on_loaded_pool(ctx, async |pool: &Pool| {
         let server = Server::start(
             ctx.server_bin,
             &ctx.dir.join("state-runaway"),
@@ -218,13 +214,9 @@ pub(crate) async fn run(ctx: &SizeCtx<'_>) -> Result<String> {
         }
         .await;
         server.stop().await;
-        cluster::stop_all_under(pool.mountpoint()).await;
         outcome
-    }
-    .await;
-    let teardown = pool.teardown().await;
-    let scenarios = result?;
-    teardown?;
+    })
+    .await?;
     Ok(render(&scenarios, ctx.size, args.runaway_seconds))
 }
 

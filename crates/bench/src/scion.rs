@@ -20,8 +20,8 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 /// The pool's growth over this many first clones, measured right after them, is the disk of a
 /// fresh clone.
 const FRESH_CLONES: usize = 10;
-/// Density stops before the machine runs this short of memory.
-const MEMORY_RESERVE_KIB: u64 = 1 << 20;
+/// Density (and the wake mode's fleet) stops before the machine runs this short of memory.
+pub(crate) const MEMORY_RESERVE_KIB: u64 = 1 << 20;
 
 /// One timed clone.
 #[derive(Debug, Clone)]
@@ -186,24 +186,7 @@ pub(crate) async fn discards(server: &Server, runs: usize) -> Result<Discards> {
             if dirty {
                 result.rows_deleted = delete_accounts(clone.port).await?;
             }
-            let started = Instant::now();
-            let again = server
-                .api
-                .reset_clone(&id, &ResetCloneRequest::default(), Some(CREATE_WAIT))
-                .await
-                .with_context(|| format!("POST /clone/{id}/reset"))?;
-            if again.as_ref().is_none_or(|clone| clone.status.code != StatusCode::Ok) {
-                bail!("clone {id} after its reset: {again:?}\n{}", server.log_tail());
-            }
-            cluster::select_one_retrying(
-                clone.port,
-                CLONE_USER,
-                CLONE_PASSWORD,
-                &clone.db,
-                CONNECT_WITHIN,
-            )
-            .await?;
-            reset[usize::from(dirty)].push(millis(started));
+            reset[usize::from(dirty)].push(reset_ready(server, &id, &clone).await?);
             if dirty {
                 delete_accounts(clone.port).await?;
             }
@@ -215,6 +198,23 @@ pub(crate) async fn discards(server: &Server, runs: usize) -> Result<Discards> {
     [result.reset_clean, result.reset_dirty] = reset.map(|samples| Summary::of(&samples));
     [result.destroy_clean, result.destroy_dirty] = destroyed.map(|samples| Summary::of(&samples));
     Ok(result)
+}
+
+/// Resets clone `id` to its snapshot and times it from the POST to the first successful
+/// `SELECT 1` on its port.
+pub(crate) async fn reset_ready(server: &Server, id: &str, clone: &Timed) -> Result<f64> {
+    let started = Instant::now();
+    let again = server
+        .api
+        .reset_clone(id, &ResetCloneRequest::default(), Some(CREATE_WAIT))
+        .await
+        .with_context(|| format!("POST /clone/{id}/reset"))?;
+    if again.as_ref().is_none_or(|clone| clone.status.code != StatusCode::Ok) {
+        bail!("clone {id} after its reset: {again:?}\n{}", server.log_tail());
+    }
+    cluster::select_one_retrying(clone.port, CLONE_USER, CLONE_PASSWORD, &clone.db, CONNECT_WITHIN)
+        .await?;
+    Ok(millis(started))
 }
 
 /// Deletes every row of the clone's `pgbench_accounts` as the clone's user; returns how many.
@@ -322,7 +322,7 @@ pub(crate) async fn density(
 }
 
 /// `requests` sequential GETs of `path` with the token, each timed to the end of its body.
-async fn api_latency(server: &Server, path: &str, requests: usize) -> Result<Summary> {
+pub(crate) async fn api_latency(server: &Server, path: &str, requests: usize) -> Result<Summary> {
     let http = reqwest::Client::new();
     let url = format!("{}{path}", server.url);
     let mut samples = Vec::with_capacity(requests);

@@ -23,6 +23,14 @@ pub(crate) struct Extra<'a> {
     pub(crate) secrets: &'a [(&'a str, &'a str)],
 }
 
+/// The state directory goes with the run; `SCION_BENCH_KEEP_LOG=<prefix>` keeps the log of
+/// the server that ran in `state_dir` as `<prefix>-<name>.log`.
+pub(crate) fn keep_log(state_dir: &Path, name: &str) {
+    if let Ok(keep) = std::env::var("SCION_BENCH_KEEP_LOG") {
+        std::fs::copy(state_dir.join("server.log"), format!("{keep}-{name}.log")).ok();
+    }
+}
+
 /// A running `scion-server`.
 pub(crate) struct Server {
     daemon: Daemon,

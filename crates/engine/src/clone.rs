@@ -287,6 +287,7 @@ impl Engine {
                         limits: request.limits,
                         stopped_at: None,
                         cert_login: request.client_certificate,
+                        server_port: None,
                     };
                     // An evicted warm clone keeps its record until its server is gone, so that a crash
                     // in between leaves it to be removed at the next start, before the clone is redone.
@@ -480,6 +481,7 @@ impl Engine {
         self.forget_observations(&record.id);
         self.forget_front(&record.id);
         self.inner.ports.release(record.port);
+        self.release_server_port(record.server_port);
         // The freed port may be what the warm pool was short of.
         self.inner.warm.wake();
         self.inner.events.emit(&clone_payload(

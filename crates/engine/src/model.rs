@@ -103,6 +103,19 @@ pub struct CloneRecord {
     /// The user asked for a client certificate: over TLS it logs in with one, not with its
     /// password (`docs/tls.md`). Applied again at every reset.
     pub cert_login: bool,
+    /// The port the clone's server runs with when it is not the clone's own: a warm clone
+    /// that a reset claimed keeps the port it was started on (its socket is named after it),
+    /// and the engine holds the clone's port and carries its connections to that socket
+    /// (`wake.rs`). `None` otherwise; cleared when that server stops.
+    pub server_port: Option<u16>,
+}
+
+impl CloneRecord {
+    /// The port the clone's server runs with, which names its socket: the clone's own, or
+    /// the claimed warm clone's ([`CloneRecord::server_port`]).
+    pub fn socket_port(&self) -> u16 {
+        self.server_port.unwrap_or(self.port)
+    }
 }
 
 /// A clone of the warm pool: a dataset and a running server made ahead of demand, not yet any

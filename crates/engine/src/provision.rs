@@ -138,9 +138,16 @@ impl Engine {
             Err(error) => return Err(error.into()),
         }
         failpoint::hit("reset.dataset_destroyed");
+        // A ready warm clone of the snapshot takes the old server's place at once.
+        if let Some(claimed) = self.claim_warm_for_reset(&record).await {
+            self.remove_empty_clone_parent(&dataset).await;
+            return claimed;
+        }
         // A reset may also move the clone to another branch, whose directory it then lives in.
         let (revision, target) = self.free_clone_dataset(&record.branch, &record.id, revision)?;
-        if target.as_str() != record.dataset {
+        // A warm clone an earlier reset claimed: the new server takes the clone's own port.
+        let server_port = record.server_port.take();
+        if target.as_str() != record.dataset || server_port.is_some() {
             // Moving to another branch, or off a claimed warm clone's dataset, can leave the
             // old parent empty.
             self.remove_empty_clone_parent(&dataset).await;
@@ -149,8 +156,10 @@ impl Engine {
             self.transition(&record.id, state::PROVISIONING, |stored| {
                 stored.revision = record.revision;
                 stored.dataset = record.dataset.clone();
+                stored.server_port = None;
                 Ok(())
             })?;
+            self.release_server_port(server_port);
         }
         let instance = self.provision(&record).await?;
         Ok((record, instance))
@@ -232,6 +241,7 @@ impl Engine {
     }
 }
 
-fn ms(duration: Duration) -> f64 {
+/// Milliseconds, for the timings in the log.
+pub(crate) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }

@@ -433,15 +433,18 @@ impl Engine {
         let id = record.id.clone();
         // A recorded clone holds its port whatever its state (being rebuilt, FATAL): it is
         // kept until the clone is destroyed, so no other clone is ever given it.
-        match self.inner.ports.claim(record.port) {
-            Ok(reservation) => {
-                reservation.keep();
+        // So does the server of a warm clone a reset claimed, on its own port.
+        for port in [Some(record.port), record.server_port].into_iter().flatten() {
+            match self.inner.ports.claim(port) {
+                Ok(reservation) => {
+                    reservation.keep();
+                }
+                Err(error) => report.report(
+                    DifferenceKind::ServerFailed,
+                    &id,
+                    format!("its port is unusable: {error}"),
+                ),
             }
-            Err(error) => report.report(
-                DifferenceKind::ServerFailed,
-                &id,
-                format!("its port is unusable: {error}"),
-            ),
         }
         let dataset_exists = DatasetName::new(record.dataset.clone())
             .ok()
@@ -531,6 +534,26 @@ impl Engine {
                 info!(clone_id = %id, reason = %error, "clone server not adoptable; starting it")
             }
         }
+        // A claimed warm clone's server is gone (a reboot): started again, it takes the
+        // clone's own port.
+        let record = match record.server_port {
+            Some(server_port) => {
+                match self.transition(&id, &[CloneState::Ok], |stored| {
+                    stored.server_port = None;
+                    Ok(())
+                }) {
+                    Ok(record) => {
+                        self.release_server_port(Some(server_port));
+                        record
+                    }
+                    Err(error) => {
+                        report.report(DifferenceKind::ServerFailed, &id, error.to_string());
+                        return;
+                    }
+                }
+            }
+            None => record,
+        };
         match servers.start(Server::of_clone(&record), &pgdata).await {
             Ok(mut instance) => {
                 let role = match servers.restore_missing_role(&mut instance, &record).await {

@@ -63,10 +63,11 @@ pub(crate) struct Server<'a> {
 
 impl<'a> Server<'a> {
     /// A user clone's server: always derived from its record, so a restart after a reboot
-    /// gets the same port, socket and settings.
+    /// gets the same port, socket and settings. A claimed warm clone's server keeps its own
+    /// port ([`CloneRecord::server_port`]).
     pub(crate) fn of_clone(record: &'a CloneRecord) -> Server<'a> {
         Server {
-            port: record.port,
+            port: record.socket_port(),
             log_name: &record.id,
             extra_conf: &record.extra_conf,
             limits: record.limits,
@@ -292,6 +293,9 @@ impl Servers {
             ..HbaSettings::new(&config.admin_role)
         };
         spec.start_timeout = config.start_timeout;
+        // A wake's client is carried to the server as soon as it accepts connections: a
+        // confirming admin connection first would only make it wait for that one's login.
+        spec.confirm_start = !server.fronted;
         // Each clone in namespaces of its own (docs/adr/0002-clone-isolation.md).
         spec.sandbox_root = Some(self.state_dir.join(SANDBOX_ROOT));
         if self.tls.enabled() {
@@ -582,8 +586,8 @@ impl Servers {
         database: &str,
     ) -> Result<Admin, postgres::Error> {
         Admin::connect(
-            &self.socket_dir(record.port),
-            record.port,
+            &self.socket_dir(record.socket_port()),
+            record.socket_port(),
             &self.config().admin_role,
             database,
         )

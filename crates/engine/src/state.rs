@@ -148,6 +148,30 @@ impl SharedState {
         from: &[CloneState],
         change: impl FnOnce(&mut CloneRecord) -> Result<()>,
     ) -> Result<CloneRecord> {
+        self.transition_with(store, id, from, None, change)
+    }
+
+    /// A [`SharedState::transition`] that claims the warm clone `warm_id` for the clone (a
+    /// reset): its record goes in the same store transaction.
+    pub(crate) fn transition_claiming(
+        &self,
+        store: &Store,
+        id: &str,
+        from: &[CloneState],
+        warm_id: &str,
+        change: impl FnOnce(&mut CloneRecord) -> Result<()>,
+    ) -> Result<CloneRecord> {
+        self.transition_with(store, id, from, Some(warm_id), change)
+    }
+
+    fn transition_with(
+        &self,
+        store: &Store,
+        id: &str,
+        from: &[CloneState],
+        warm_id: Option<&str>,
+        change: impl FnOnce(&mut CloneRecord) -> Result<()>,
+    ) -> Result<CloneRecord> {
         let record = {
             let mut state = write(&self.state);
             let mut record = state
@@ -156,7 +180,7 @@ impl SharedState {
                 .map(|entry| entry.record.clone())
                 .ok_or_else(|| not_found(id))?;
             change(&mut record)?;
-            commit(&mut state, store, id, Some(from), Step::Update(&record))?;
+            commit(&mut state, store, id, Some(from), Step::Update(&record, warm_id))?;
             record
         };
         self.notify_changed();
@@ -221,8 +245,8 @@ impl SharedState {
 enum Step<'a> {
     /// A new clone; with a warm clone's ID when it claims one.
     Insert(&'a CloneRecord, Option<&'a str>),
-    /// A changed record of a clone.
-    Update(&'a CloneRecord),
+    /// A changed record of a clone; with a warm clone's ID when it claims one (a reset).
+    Update(&'a CloneRecord, Option<&'a str>),
     /// The clone is gone.
     Remove,
 }
@@ -261,8 +285,11 @@ fn commit(
             };
             state.clones.insert(id.to_owned(), entry);
         }
-        Step::Update(record) => {
-            store.update_clone(record)?;
+        Step::Update(record, warm_id) => {
+            match warm_id {
+                Some(warm_id) => store.claim_warm_for_reset(warm_id, record)?,
+                None => store.update_clone(record)?,
+            }
             if let Some(entry) = state.clones.get_mut(id) {
                 entry.record = record.clone();
             }

@@ -222,6 +222,7 @@ mod tests {
             limits: crate::quota::CloneLimits::default(),
             stopped_at: None,
             cert_login: false,
+            server_port: None,
         }
     }
 

@@ -32,9 +32,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::{Error, Result};
 use crate::model::{CloneRecord, CloneState};
+use crate::provision::ms;
 use crate::servers::Server;
 use crate::sync::lock;
-use crate::{CloneView, Engine};
+use crate::{CloneView, Engine, failpoint};
 
 /// A stopped clone's status message.
 const STOPPED_MESSAGE: &str =
@@ -46,6 +47,15 @@ const STOPPED_IDLE_MESSAGE: &str =
 const READY_MESSAGE: &str = "Clone is ready to accept Postgres connections.";
 /// How long a client gets to send its startup packet before a refusal gives up on it.
 const STARTUP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server a wake started whose start is not recorded yet: the clone's power turn stays held
+/// until it is, so that no stop, reset or destroy comes in between. A crash before the record
+/// leaves the clone recorded as stopped, whose server the next start stops.
+struct Started {
+    turn: tokio::sync::OwnedMutexGuard<()>,
+    at: Instant,
+    timings: Option<postgres::StartTimings>,
+}
 
 /// The listeners the engine holds on clones' ports, and each clone's power lock.
 #[derive(Debug, Default)]
@@ -168,10 +178,23 @@ impl Engine {
         self.transition(id, &[CloneState::Ok], |stored| {
             stored.stopped_at = Some(now);
             stored.state_message = message;
+            // Started again, the server takes the clone's own port behind the listener.
+            stored.server_port = None;
             Ok(())
         })?;
+        self.release_server_port(record.server_port);
         info!(clone_id = %id, port = record.port, "clone stopped");
         Ok(())
+    }
+
+    /// Frees the port of a claimed warm clone's server ([`CloneRecord::server_port`]) and its
+    /// socket directory, once that server is gone and the clone's record no longer names it.
+    pub(crate) fn release_server_port(&self, port: Option<u16>) {
+        let Some(port) = port else { return };
+        self.inner.servers.remove_socket_dir(port);
+        self.inner.ports.release(port);
+        // The freed port may be what the warm pool was short of.
+        self.inner.warm.wake();
     }
 
     /// Holds a stopped clone's port, unless held already.
@@ -186,7 +209,7 @@ impl Engine {
 
     /// Binds the clone's port on the servers' addresses and serves it: every connection
     /// wakes the clone and is carried to its server's socket.
-    fn open_front(&self, record: &CloneRecord) -> Result<()> {
+    pub(crate) fn open_front(&self, record: &CloneRecord) -> Result<()> {
         let addresses = front_addresses(&self.inner.servers.listen_addresses());
         if addresses.is_empty() {
             return Err(Error::Refused(
@@ -209,7 +232,8 @@ impl Engine {
             let engine = self.clone();
             let id = record.id.clone();
             let token = token.clone();
-            let span = info_span!("front", clone_id = %id, port = record.port);
+            // Its own root: the listener outlives the request or start that opened it.
+            let span = info_span!(parent: None, "front", clone_id = %id, port = record.port);
             self.inner.tasks.spawn(
                 async move {
                     loop {
@@ -241,6 +265,7 @@ impl Engine {
     /// Wakes the clone for a connection and carries it to the server's socket, or answers
     /// it with a PostgreSQL error when the clone cannot start.
     fn spawn_carry(&self, id: &str, mut client: TcpStream) {
+        let accepted = Instant::now();
         let engine = self.clone();
         let id = id.to_owned();
         let cancel = self.inner.cancel.clone();
@@ -248,14 +273,32 @@ impl Engine {
         self.inner.tasks.spawn(
             async move {
                 let _ = client.set_nodelay(true);
-                let server = match engine.wake(&id).await {
-                    Ok(port) => UnixStream::connect(engine.inner.servers.socket_path(port))
-                        .await
-                        .map_err(|error| format!("its server's socket: {error}")),
+                let server = match engine.start_stopped(&id).await {
+                    Ok((port, started)) => {
+                        let socket = engine.inner.servers.socket_path(port);
+                        let connected = UnixStream::connect(socket)
+                            .await
+                            .map_err(|error| format!("its server's socket: {error}"));
+                        // The record's commit waits for the disk: it is written while the
+                        // client logs in, not before.
+                        if let Some(started) = started {
+                            let tasks = engine.inner.tasks.clone();
+                            let (engine, id) = (engine.clone(), id.clone());
+                            tasks.spawn_blocking(move || {
+                                if let Err(error) = engine.record_started(&id, started) {
+                                    warn!(error = %error, "failed to record a started clone");
+                                }
+                            });
+                        }
+                        connected
+                    }
                     Err(error) => Err(error.to_string()),
                 };
                 let mut server = match server {
-                    Ok(server) => server,
+                    Ok(server) => {
+                        debug!(handed_over_ms = ms(accepted.elapsed()), "carrying a connection");
+                        server
+                    }
                     Err(error) => {
                         warn!(error = %error, "a connection to a stopped clone is refused");
                         let message = format!("the clone {id:?} could not be started: {error}");
@@ -282,11 +325,21 @@ impl Engine {
         );
     }
 
-    /// Makes sure the clone's server runs, starting it when it is stopped; returns its port.
-    /// Concurrent wakes of one clone take turns, so its server starts once.
+    /// Makes sure the clone's server runs, starting it when it is stopped; returns the port its
+    /// socket is named after. Concurrent wakes of one clone take turns, so its server starts
+    /// once.
     pub(crate) async fn wake(&self, id: &str) -> Result<u16> {
-        let power = self.inner.fronts.power(id);
-        let _turn = power.lock().await;
+        let (port, started) = self.start_stopped(id).await?;
+        if let Some(started) = started {
+            self.record_started(id, started)?;
+        }
+        Ok(port)
+    }
+
+    /// Starts the clone's server when it is stopped. Returns the port its socket is named
+    /// after and, when this call started it, the start still to record (see [`Started`]).
+    async fn start_stopped(&self, id: &str) -> Result<(u16, Option<Started>)> {
+        let turn = self.inner.fronts.power(id).lock_owned().await;
         let record = self.clone_view(id)?.record;
         if record.state != CloneState::Ok {
             return Err(Error::Refused(format!(
@@ -294,28 +347,49 @@ impl Engine {
                 record.state.code()
             )));
         }
-        if record.stopped_at.is_none() && self.inner.servers.is_running(id) {
-            return Ok(record.port);
+        if self.inner.servers.is_running(id) {
+            // Running, but recorded as stopped: the record of its start failed. Again.
+            if record.stopped_at.is_some() {
+                let started = Started { turn, at: Instant::now(), timings: None };
+                self.record_started(id, started)?;
+            }
+            return Ok((record.socket_port(), None));
         }
-        let started = Instant::now();
+        let at = Instant::now();
         let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
         let server = Server::of_clone(&record);
         // Behind the engine's listener when it holds the port; on the port itself otherwise
         // (a clone whose port could not be held, started by hand).
         let server = if self.inner.fronts.holds(id) { server.fronted() } else { server };
         let instance = self.inner.servers.start(server, &pgdata).await?;
+        let timings = instance.start_timings();
         self.inner.servers.insert(id, instance);
         // Active from now on, before it shows as running: an idle check must not find it
         // running with the activity of before its stop.
         self.inner.state.touch(id, Utc::now());
-        // A destroy or reset that came meanwhile waits for this turn, then stops the server.
+        failpoint::hit("wake.server_started");
+        Ok((record.socket_port(), Some(Started { turn, at, timings })))
+    }
+
+    /// Records that the clone's server runs again, then ends the start's turn. A destroy or
+    /// reset that came meanwhile waits for that turn, then stops the server.
+    fn record_started(&self, id: &str, started: Started) -> Result<()> {
+        let Started { turn, at, timings } = started;
         self.transition(id, &[CloneState::Ok], |stored| {
             stored.stopped_at = None;
             stored.state_message = READY_MESSAGE.to_owned();
             Ok(())
         })?;
-        info!(clone_id = %id, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "clone started");
-        Ok(record.port)
+        drop(turn);
+        // Where a wake's time goes, for whoever reads the log next to the benchmarks.
+        info!(
+            clone_id = %id,
+            ready_ms = timings.map(|timings| ms(timings.ready)),
+            accepting_ms = timings.map(|timings| ms(timings.connected)),
+            elapsed_ms = ms(at.elapsed()),
+            "clone started"
+        );
+        Ok(())
     }
 
     /// Before a reset or destroy stops a clone's server: waits for a start or stop of the
@@ -327,6 +401,11 @@ impl Engine {
             debug!(clone_id = %id, "released the clone's port");
         }
         turn
+    }
+
+    /// Closes the engine's listeners on the clone's port, if it holds them.
+    pub(crate) fn close_front(&self, id: &str) {
+        self.inner.fronts.close(id);
     }
 
     /// Forgets a destroyed clone's power lock.

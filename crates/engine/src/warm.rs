@@ -316,6 +316,58 @@ impl Engine {
         }
     }
 
+    /// A reset's claim (`provision.rs`): a ready warm clone of the snapshot the clone is reset
+    /// to becomes the clone's server, instead of a cold start. The clone keeps its ID, port,
+    /// credentials and protection: the engine holds its port, as after a wake, and carries its
+    /// connections to the warm server's socket, which keeps the warm clone's port
+    /// ([`CloneRecord::server_port`]) until it stops. `None` when no warm clone fits (the
+    /// clone has settings or limits of its own, none is ready) or its port cannot be held;
+    /// the caller then makes the clone cold. The clone must be `RESETTING`, its old server
+    /// gone.
+    pub(crate) async fn claim_warm_for_reset(
+        &self,
+        record: &CloneRecord,
+    ) -> Option<Result<(CloneRecord, Instance)>> {
+        // A warm clone runs with the configuration's settings and limits only.
+        if !record.extra_conf.is_empty() || !record.limits.is_empty() {
+            return None;
+        }
+        let warm = self.inner.warm.take(&record.snapshot_id)?;
+        if let Err(error) = self.open_front(record) {
+            warn!(clone_id = %record.id, error = %error, "a reset cannot hold the clone's port; no warm clone claimed");
+            self.inner.warm.put_back(warm);
+            return None;
+        }
+        let claimed = self.inner.state.transition_claiming(
+            &self.inner.store,
+            &record.id,
+            crate::state::PROVISIONING,
+            &warm.record.id,
+            |stored| {
+                stored.dataset = warm.record.dataset.clone();
+                stored.revision = 0;
+                stored.server_port = Some(warm.record.port);
+                Ok(())
+            },
+        );
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                warn!(clone_id = %record.id, error = %error, "failed to record a reset's warm claim");
+                self.close_front(&record.id);
+                self.inner.warm.put_back(warm);
+                return None;
+            }
+        };
+        // A warm clone an earlier reset claimed: its server is gone, and the record no longer
+        // names its port.
+        self.release_server_port(record.server_port);
+        self.inner.metrics.warm_hits.inc();
+        self.inner.warm.wake();
+        info!(clone_id = %record.id, warm_id = %warm.record.id, port = record.port, server_port = warm.record.port, "reset claims a warm clone");
+        Some(self.finish_claim(&claimed, warm).await.map(|instance| (claimed, instance)))
+    }
+
     /// Removes a warm clone whose port a create took: its server, its dataset, then its record;
     /// the port stays taken, by the clone.
     pub(crate) async fn dispose_evicted(&self, warm: WarmClone) {

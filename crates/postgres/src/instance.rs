@@ -76,6 +76,12 @@ pub struct InstanceSpec {
     /// postmaster enters it before it executes, and every backend it forks stays there.
     /// Ignored without `sandbox_root`.
     pub cgroup: Option<exec::Cgroup>,
+    /// Whether [`Instance::start`] confirms readiness with an admin connection over the socket
+    /// (kept for the caller's first statements; it pays the first backend's cache rebuild).
+    /// Without it the start returns at the `ready` line, when the server accepts connections,
+    /// and the first connection is the caller's: a woken clone's client, which the engine
+    /// carries to the server at once.
+    pub confirm_start: bool,
 }
 
 impl InstanceSpec {
@@ -98,6 +104,7 @@ impl InstanceSpec {
             sandbox_root: None,
             read_only_dirs: Vec::new(),
             cgroup: None,
+            confirm_start: true,
         }
     }
 
@@ -200,7 +207,8 @@ pub struct StartTimings {
     pub spawned: Duration,
     /// Until postmaster.pid said `ready`.
     pub ready: Duration,
-    /// Until the admin connection was established: the server accepts connections.
+    /// Until the admin connection was established: the server accepts connections (the
+    /// `ready` line, for a start that is not confirmed).
     pub connected: Duration,
 }
 
@@ -282,12 +290,14 @@ impl Instance {
             Err(error) => return Err(instance.failed_start(error, log_offset).await),
         }
         let ready = started.elapsed();
-        match instance.connect_admin().await {
-            Ok(admin) => instance.admin = Some(admin),
-            Err(error) => {
-                // A server the caller cannot use must not keep running behind its back.
-                let _ = instance.stop_inner(StopMode::Immediate, KILL_WAIT).await;
-                return Err(error);
+        if instance.spec.confirm_start {
+            match instance.connect_admin().await {
+                Ok(admin) => instance.admin = Some(admin),
+                Err(error) => {
+                    // A server the caller cannot use must not keep running behind its back.
+                    let _ = instance.stop_inner(StopMode::Immediate, KILL_WAIT).await;
+                    return Err(error);
+                }
             }
         }
         let timings = StartTimings { spawned, ready, connected: started.elapsed() };

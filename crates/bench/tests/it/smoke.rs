@@ -107,6 +107,40 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
     assert_cleaned_up(&dir);
 }
 
+/// `--wake` at a tiny size: every row with two samples, the stopped clones without a process,
+/// and the fleet's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_wake_run_reports_every_row_and_cleans_up() {
+    let dir = TestDir::new("scion-bench-it-");
+    let args = ["--wake", "--sizes", "10MB", "--clones", "2", "--fleet", "3", "--density", "0"];
+    let more = ["--bursts", "1", "--api-requests", "5", "--major", "18"];
+    let report = run_bench(&dir, &[&args[..], &more[..]].concat()).await;
+    for prefix in [
+        "| cold create",
+        "| warm claim",
+        "| **wake**",
+        "| login → `SELECT 1` on the same clones running",
+        "| login → `SELECT 1` on the same clones woken",
+        "| reset: ",
+        "| reset claiming a warm clone",
+    ] {
+        let found = row(&report, prefix);
+        assert_eq!(found[2], "2", "{report}");
+        let (median, p95) = (millis(&found[3]), millis(&found[4]));
+        assert!(median > 0.0 && p95 >= median, "{found:?}");
+    }
+    assert_eq!(row(&report, "| `GET /status` with 3 clones, 2 of them stopped")[2], "5");
+    // Only the warm-up clone ran while the two timed ones were stopped.
+    assert!(report.contains("With the 2 clones stopped, 1 data directories"), "{report}");
+    assert!(report.contains("3 clones on one host"), "{report}");
+    assert!(report.contains("2 of them stopped, 1 running"), "{report}");
+    let pss = row(&report, "| PSS of a running clone's processes");
+    assert!(number(&pss[2], "MiB") > 0.0, "{pss:?}");
+    let status = row(&report, "| `GET /status` (5 requests)");
+    assert!(millis(&status[2]) > 0.0, "{status:?}");
+    assert_cleaned_up(&dir);
+}
+
 /// Runs `scion-bench` with `args` on free ports in `dir`; its report, once it succeeded.
 pub(crate) async fn run_bench(dir: &TestDir, args: &[&str]) -> String {
     let ports = free_port_range(16);

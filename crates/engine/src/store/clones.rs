@@ -11,16 +11,16 @@ pub(super) const INSERT_CLONE: &str =
     "INSERT INTO clones (id, snapshot_id, branch, revision, pool, dataset, port, state,
     state_message, username, password_verifier, restricted, db_name, protected,
     protected_till, protection_warning_sent, created_at, cloning_time_seconds,
-    extra_conf, stopped_at, cert_login)
+    extra_conf, stopped_at, cert_login, server_port)
  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-    ?19, ?20, ?21)";
+    ?19, ?20, ?21, ?22)";
 
-const UPDATE_CLONE: &str =
+pub(super) const UPDATE_CLONE: &str =
     "UPDATE clones SET snapshot_id = ?2, branch = ?3, revision = ?4, pool = ?5,
     dataset = ?6, port = ?7, state = ?8, state_message = ?9, username = ?10,
     password_verifier = ?11, restricted = ?12, db_name = ?13, protected = ?14,
     protected_till = ?15, protection_warning_sent = ?16, created_at = ?17,
-    cloning_time_seconds = ?18, extra_conf = ?19, stopped_at = ?20, cert_login = ?21
+    cloning_time_seconds = ?18, extra_conf = ?19, stopped_at = ?20, cert_login = ?21, server_port = ?22
  WHERE id = ?1";
 
 impl Store {
@@ -62,7 +62,8 @@ impl Store {
             "SELECT id, snapshot_id, branch, revision, pool, dataset, port, state, state_message,
                 username, password_verifier, restricted, db_name, protected, protected_till,
                 protection_warning_sent, created_at, cloning_time_seconds, extra_conf, stopped_at,
-                cert_login
+                cert_login,
+                server_port
              FROM clones ORDER BY created_at, id",
         )?;
         let rows = statement.query_map([], clone_from_row)?;
@@ -78,7 +79,7 @@ impl Store {
     }
 }
 
-/// Runs `sql` with a clone's fields as `?1` to `?21`, in the columns' order, and writes the
+/// Runs `sql` with a clone's fields as `?1` to `?22`, in the columns' order, and writes the
 /// clone's limits (in the caller's transaction, where it holds one).
 pub(super) fn execute_clone(
     connection: &Connection,
@@ -121,6 +122,7 @@ fn execute_clone_row(
             extra_conf_json(clone),
             clone.stopped_at.map(format_time),
             clone.cert_login,
+            clone.server_port,
         ],
     )
 }
@@ -162,6 +164,7 @@ fn clone_from_row(row: &Row<'_>) -> RowResult<CloneRecord> {
             limits: Default::default(),
             stopped_at: parse_optional_time(stopped_at.as_deref())?,
             cert_login: row.get("cert_login")?,
+            server_port: row.get("server_port")?,
         })
     })();
     Ok(record)
@@ -190,6 +193,7 @@ mod tests {
             clone.cloning_time_seconds = Some(0.042);
             clone.stopped_at = Some(clone.created_at);
             clone.cert_login = true;
+            clone.server_port = Some(6001);
             store.update_clone(&clone).unwrap();
         }
         let store = Store::open(&path).unwrap();

@@ -138,6 +138,10 @@ ALTER TABLE clone_limits ADD COLUMN disk INTEGER;
     r#"
 ALTER TABLE clones ADD COLUMN cert_login INTEGER NOT NULL DEFAULT 0;
 "#,
+    // A reset that claims a warm clone: the port its server keeps (NULL: the clone's own).
+    r#"
+ALTER TABLE clones ADD COLUMN server_port INTEGER;
+"#,
 ];
 
 impl Store {

@@ -1,9 +1,9 @@
 //! The `warm_clones` table: clones of the warm pool, recorded before their datasets exist and
-//! claimed by a create in the same transaction that records the user's clone.
+//! claimed by a create (or a reset) in the same transaction that records the user's clone.
 
 use rusqlite::{Row, params};
 
-use super::clones::{INSERT_CLONE, execute_clone};
+use super::clones::{INSERT_CLONE, UPDATE_CLONE, execute_clone};
 use super::{RowResult, Store, StoreError, conflict_on_unique, format_time, parse_time};
 use crate::model::{CloneRecord, WarmRecord};
 
@@ -49,11 +49,35 @@ impl Store {
     /// Hands a clone of the warm pool over to a user's clone in one transaction: the warm record
     /// goes and `clone` (on the warm clone's dataset and port) is inserted, or neither happens.
     pub fn claim_warm(&self, warm_id: &str, clone: &CloneRecord) -> Result<(), StoreError> {
+        self.hand_over_warm(warm_id, INSERT_CLONE, clone)
+    }
+
+    /// Hands a clone of the warm pool over to an existing clone being reset, in one
+    /// transaction: the warm record goes and `clone` (on the warm clone's dataset, its server
+    /// on the warm clone's port) replaces the clone's record, or neither happens.
+    pub fn claim_warm_for_reset(
+        &self,
+        warm_id: &str,
+        clone: &CloneRecord,
+    ) -> Result<(), StoreError> {
+        self.hand_over_warm(warm_id, UPDATE_CLONE, clone)
+    }
+
+    fn hand_over_warm(
+        &self,
+        warm_id: &str,
+        sql: &str,
+        clone: &CloneRecord,
+    ) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
         transaction.execute("DELETE FROM warm_clones WHERE id = ?1", [warm_id])?;
-        let result = execute_clone(&transaction, INSERT_CLONE, clone);
-        conflict_on_unique(result, || format!("clone {} (port {})", clone.id, clone.port))?;
+        let changed = execute_clone(&transaction, sql, clone);
+        let changed =
+            conflict_on_unique(changed, || format!("clone {} (port {})", clone.id, clone.port))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("clone {}", clone.id)));
+        }
         transaction.commit()?;
         Ok(())
     }
@@ -115,6 +139,25 @@ mod tests {
         let mut clone = clone_record("c1", 6000);
         clone.dataset = "branch/main/w1/r0".to_owned();
         store.claim_warm("w1", &clone).unwrap();
+        assert!(store.warm_clones().unwrap().is_empty());
+        assert_eq!(store.clones().unwrap(), vec![clone]);
+    }
+
+    #[test]
+    fn a_reset_claims_a_warm_clone_in_one_step_or_not_at_all() {
+        let (_dir, store) = open();
+        let mut clone = clone_record("c1", 6000);
+        store.insert_clone(&clone).unwrap();
+        store.insert_warm(&warm_record("w1", 6001)).unwrap();
+        // A clone that is not there claims nothing: the warm clone stays.
+        let ghost = clone_record("ghost", 6002);
+        let error = store.claim_warm_for_reset("w1", &ghost).unwrap_err();
+        assert!(matches!(error, StoreError::NotFound(_)), "{error:?}");
+        assert_eq!(store.warm_clones().unwrap(), vec![warm_record("w1", 6001)]);
+
+        clone.dataset = "branch/main/w1/r0".to_owned();
+        clone.server_port = Some(6001);
+        store.claim_warm_for_reset("w1", &clone).unwrap();
         assert!(store.warm_clones().unwrap().is_empty());
         assert_eq!(store.clones().unwrap(), vec![clone]);
     }

@@ -253,3 +253,63 @@ async fn a_burst_sizes_the_warm_pool_for_the_next_one() {
         );
     }
 }
+
+/// A reset to a snapshot with a ready warm clone takes it instead of starting cold: the clone
+/// keeps its ID, port, credentials and protection, the engine holds its port and carries its
+/// connections to the warm server; a restart adopts that server and holds the port again, a
+/// stop and a wake move the server onto the clone's own port, and a destroy frees both.
+#[tokio::test]
+async fn a_reset_claims_a_warm_clone_and_the_clone_keeps_its_identity() {
+    let mut test = TestEngine::start(warm_config(8, 1)).await;
+    wait_warm(&test, 1).await;
+    let keeper = test.create("keeper").await;
+    let protect = engine::ProtectionRequest { protected: true, duration_minutes: None };
+    test.engine.update_clone("keeper", protect).await.unwrap();
+    let client = connect(&keeper, PASSWORD).await.unwrap();
+    client.batch_execute("CREATE TABLE scratch (v int)").await.unwrap();
+    drop(client);
+    wait_warm(&test, 1).await;
+    let warm_datasets = clone_datasets(&test).await;
+
+    test.engine.reset_clone("keeper", engine::ResetTarget::Current).await.unwrap();
+    let reset = test.ready("keeper").await;
+    assert!(warm_datasets.contains(&reset.record.dataset), "not claimed: {}", reset.record.dataset);
+    let server_port = reset.record.server_port.expect("the warm server keeps its own port");
+    assert_ne!(server_port, keeper.record.port);
+    assert_eq!(reset.record.port, keeper.record.port);
+    assert_eq!(reset.record.username, keeper.record.username);
+    assert!(reset.record.protected, "protection is kept");
+    let client = connect(&reset, PASSWORD).await.expect("served on the clone's own port");
+    let gone = client.query_one("SELECT to_regclass('scratch') IS NULL", &[]).await.unwrap();
+    assert!(gone.get::<_, bool>(0), "the reset clone still has the old data");
+    assert!(connect(&reset, "Wrong-password-123!").await.is_err(), "a wrong password logs in");
+    drop(client);
+
+    // A restart adopts the warm server and holds the clone's port again.
+    test.restart().await;
+    let adopted = test.engine.clone_view("keeper").unwrap();
+    assert_eq!(adopted.record.server_port, Some(server_port));
+    connect(&adopted, PASSWORD).await.expect("served after a restart");
+
+    // A second reset claims the next warm clone; the first one's server and port are let go.
+    wait_warm(&test, 1).await;
+    test.engine.reset_clone("keeper", engine::ResetTarget::Current).await.unwrap();
+    let again = test.ready("keeper").await;
+    let second = again.record.server_port.expect("claimed again");
+    assert_ne!(second, server_port);
+    connect(&again, PASSWORD).await.expect("served after the second reset");
+
+    // Stopped and woken, its server runs on the clone's own port (behind the engine).
+    let stopped = test.engine.stop_clone("keeper").await.unwrap();
+    assert_eq!(stopped.record.server_port, None);
+    connect(&stopped, PASSWORD).await.expect("woken");
+    assert_eq!(test.engine.clone_view("keeper").unwrap().record.server_port, None);
+
+    // Protection guards it; lifted, a destroy frees its port.
+    assert!(test.engine.destroy_clone("keeper").await.is_err(), "a protected clone is destroyed");
+    let unprotect = engine::ProtectionRequest { protected: false, duration_minutes: None };
+    test.engine.update_clone("keeper", unprotect).await.unwrap();
+    test.engine.destroy_clone("keeper").await.unwrap();
+    test.wait_gone("keeper").await;
+    std::net::TcpListener::bind(("127.0.0.1", keeper.record.port)).expect("the port is released");
+}

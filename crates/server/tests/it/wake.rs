@@ -75,3 +75,68 @@ async fn clones_stop_and_start_by_hand() {
         server.post("/observation/stop", serde_json::json!({ "clone_id": "manual" })).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The time the clone's server started, read through a new connection: the same value before
+/// and after an engine restart means the same server, adopted, not started again.
+async fn server_started_at(clone: &Value) -> String {
+    let client = connect(clone).await.expect("connect");
+    let row = client.query_one("SELECT pg_postmaster_start_time()::text", &[]).await.unwrap();
+    row.get(0)
+}
+
+/// Restarts of the engine around a wake, with the real binary killed as a crash would stop it:
+/// a connection in the restart window meets no listener and starts nothing, the first one
+/// after the restart wakes the clone; a crash right after a wake started the server, before it
+/// was recorded, leaves the clone stopped and no server running; and a clone woken before a
+/// restart is adopted (the same server, served through the engine again), then stopped with
+/// nothing left behind.
+#[tokio::test]
+async fn a_wake_across_engine_restarts_is_served_and_leaves_no_server_behind() {
+    let mut server = TestServer::start("").await;
+    let clone = server.create_clone("nap").await;
+    let pool = server.pool_dir();
+    let stop = async |server: &TestServer| {
+        let (status, body) = server.post("/clone/nap/stop", Value::Null).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(stopped(&body), "{body}");
+        assert!(test_support::processes_under(&pool).is_empty(), "a stopped clone runs nothing");
+    };
+    stop(&server).await;
+
+    // The window: no engine holds the port, and nothing starts the clone.
+    server.kill();
+    let error = connect(&clone).await.expect_err("no engine listens in the window");
+    assert!(error.as_db_error().is_none(), "refused by the kernel, not by a server: {error}");
+    assert!(test_support::processes_under(&pool).is_empty());
+    server.launch().await;
+    let (_, after) = server.get("/clone/nap").await;
+    assert!(stopped(&after), "still stopped after the restart: {after}");
+    let client = connect(&clone).await.expect("the first connection after the restart wakes it");
+    assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    drop(client);
+
+    // A crash between the wake's start of the server and its record.
+    stop(&server).await;
+    server.relaunch_crashing_at("wake.server_started").await;
+    connect(&clone).await.expect_err("the engine crashed under the connection");
+    server.recover_from_crash().await;
+    let (_, after) = server.get("/clone/nap").await;
+    assert!(stopped(&after), "the start was never recorded: {after}");
+    assert!(
+        test_support::processes_under(&pool).is_empty(),
+        "the server the crashed wake started is stopped, not leaked"
+    );
+
+    // A clone woken before a restart: its server is adopted and served through the engine.
+    let before = server_started_at(&clone).await;
+    server.kill();
+    server.launch().await;
+    let (_, after) = server.get("/clone/nap").await;
+    assert!(!stopped(&after), "{after}");
+    assert_eq!(server_started_at(&clone).await, before, "the same server, adopted");
+    stop(&server).await;
+    server.call(reqwest::Method::DELETE, "/clone/nap", None).await;
+    server.wait_while("nap", "DELETING").await;
+    let port: u16 = clone["db"]["port"].as_str().unwrap().parse().unwrap();
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is released");
+}
