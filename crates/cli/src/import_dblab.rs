@@ -70,10 +70,12 @@ impl<'a> Import<'a> {
         table.insert(key.to_owned(), value);
     }
 
-    /// Carries a scalar from `path` to `key` of `section`.
+    /// Carries a scalar from `path` to `key` of `section`; DBLab's empty string means unset.
     fn carry(&mut self, path: &str, section: &str, key: &str) {
-        if let Some(value) = self.take(path).and_then(scalar) {
-            self.set(section, key, value);
+        match self.take(path).and_then(scalar) {
+            Some(Toml::String(text)) if text.is_empty() => {}
+            Some(value) => self.set(section, key, value),
+            None => {}
         }
     }
 
@@ -623,6 +625,10 @@ retrieval:
       options:
         <<: *db_configs
         preprocessingScript: ""
+        dataPatching:
+          queryPreprocessing:
+            queryPath: ""
+            inline: ""
         databaseRename:
           shop: shop_dev
 cloning:
@@ -656,6 +662,8 @@ platform:
         assert_eq!(config["retrieval"]["databases"]["shop"]["tables"][0].as_str(), Some("orders"));
         assert_eq!(config["retrieval"]["database_rename"]["shop"].as_str(), Some("shop_dev"));
         assert_eq!(config["retention"]["check_interval"].as_str(), Some("5m"));
+        // DBLab's empty strings are unset, not empty paths.
+        assert!(config["retrieval"].get("preprocessing").is_none(), "{}", imported.toml);
         assert_eq!(config["webhooks"]["hooks"][0]["secret"].as_str(), Some("s3cret"));
         let dropped: Vec<&str> = imported.dropped.iter().map(|(key, _)| key.as_str()).collect();
         for key in [
