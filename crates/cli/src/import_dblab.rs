@@ -37,6 +37,10 @@ pub(crate) fn convert(yaml: &str) -> Result<Imported, String> {
     Ok(Imported { toml, dropped: import.dropped })
 }
 
+/// DBLab's retrieval jobs.
+const JOBS: [&str; 5] =
+    ["logicalDump", "logicalRestore", "logicalSnapshot", "physicalRestore", "physicalSnapshot"];
+
 /// DBLab's sections that hold no setting of their own: YAML anchors merged elsewhere.
 const ANCHOR_SECTIONS: [&str; 2] = ["databaseContainer", "databaseConfigs"];
 
@@ -198,22 +202,14 @@ impl<'a> Import<'a> {
         }
         self.logical_jobs(spec);
         self.physical_jobs(spec);
-        // The jobs' own copies of the anchors (`<<: *db_container`, `<<: *db_configs`).
-        for job in [
-            "logicalDump",
-            "logicalRestore",
-            "logicalSnapshot",
-            "physicalRestore",
-            "physicalSnapshot",
-        ] {
-            for key in ["dockerImage", "containerConfig", "configs"] {
-                let path = format!("{spec}.{job}.options.{key}");
-                if key == "configs" && (job == "logicalRestore" || job == "logicalSnapshot") {
-                    continue;
-                }
-                self.take(&path);
-            }
+        // The jobs' own copies of the anchors (`<<: *db_container`, `<<: *db_configs`), read
+        // from the anchors already; the restore's and snapshots' `configs` are theirs, read above.
+        for job in JOBS {
+            self.take(&format!("{spec}.{job}.options.dockerImage"));
+            self.take(&format!("{spec}.{job}.options.containerConfig"));
         }
+        self.take(&format!("{spec}.logicalDump.options.configs"));
+        self.take(&format!("{spec}.physicalRestore.options.configs"));
     }
 
     fn out_initdb_major(&self) -> Option<i64> {

@@ -316,7 +316,6 @@ pub(crate) async fn drop_replication(
     cancel: &CancellationToken,
 ) -> Vec<Error> {
     let mut failures = Vec::new();
-    let mut dropped: Vec<(&str, &str)> = Vec::new();
     for replication in replications {
         let drop_slot = format!(
             "SELECT count(pg_catalog.pg_drop_replication_slot(slot_name)) \
@@ -330,9 +329,7 @@ pub(crate) async fn drop_replication(
             failures.push(error);
             continue;
         }
-        let key = (replication.database.as_str(), replication.publication.as_str());
-        if publications.applies_to(replication) && !dropped.contains(&key) {
-            dropped.push(key);
+        if publications.applies_to(replication) {
             let drop =
                 format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&replication.publication));
             if let Err(error) =
