@@ -253,7 +253,9 @@ pub fn stop_postmasters_under(root: &Path) -> usize {
     };
     let postmasters: Vec<Pid> = processes_under(root)
         .into_iter()
-        .filter(|&pid| !parent(pid).is_some_and(under))
+        // A process that exits between the listing and this read (a backend ending with its
+        // connection) has no parent to read: it is no postmaster.
+        .filter(|&pid| parent(pid).is_some_and(|ppid| !under(ppid)))
         .map(Pid::from_raw)
         .collect();
     for &pid in &postmasters {
