@@ -73,7 +73,10 @@ impl Pool {
             size,
             fs,
             dir.join(format!("{name}-pool")),
-        );
+        )
+        // `SCION_BENCH_IMAGE_FLUSH=0` mounts a btrfs pool `nobarrier` (`[pool] image_flush =
+        // false`), to show what PostgreSQL's own fsyncs cost a start on the image pool.
+        .with_flush(std::env::var("SCION_BENCH_IMAGE_FLUSH").map_or(true, |v| v != "0"));
         image.ensure().await.with_context(|| format!("create the {name} pool"))?;
         std::fs::set_permissions(&image.mountpoint, std::fs::Permissions::from_mode(0o755))?;
         Ok(Pool { image, backend })
