@@ -96,6 +96,11 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
                 bail!("clone {id} is not stopped after POST /clone/{id}/stop: {stopped:?}");
             }
         }
+        // A clone stopped for being idle has been idle for minutes, and stopped long before
+        // its wake: its shutdown checkpoint is on disk by then (btrfs commits every 30 s).
+        // Right after the stops it is not, and each wake's first fsync would wait for the
+        // commit of those writes.
+        crate::sync_all().await?;
         let busy_data_dirs = stats::pss_by_data_dir(pool.mountpoint()).len();
         let status = scion::api_latency(&cold_server, "/status", ctx.args.api_requests).await?;
         load.push(("before the wakes", stats::load_average()));
