@@ -9,6 +9,8 @@
 //! then resets of one clone, each once the pool is full again). Every login is tokio-postgres
 //! over TCP with SCRAM, so no client process start is inside a figure; the logins to stopped
 //! and running clones are never retried: a wake whose first connection fails fails the run.
+//! The wakes are timed twice: with plain logins, then, stopped again, with TLS logins that
+//! verify the server's certificate (which the engine carries through to the server).
 
 use std::time::Instant;
 
@@ -33,6 +35,10 @@ struct Found {
     running: Summary,
     /// The same once woken: behind the engine's listener.
     woken: Summary,
+    /// The wake and the login to the woken clones again, stopped again, over TLS
+    /// (`verify-full`).
+    wake_tls: Summary,
+    woken_tls: Summary,
     status: Summary,
     /// `POST /clone/{id}/reset?wait` → `SELECT 1`, without and with a ready warm clone.
     reset_cold: Summary,
@@ -102,6 +108,15 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
         let wake = logins(&ports).await.context("a first connection to a stopped clone")?;
         load.push(("after the wakes", stats::load_average()));
         let woken = logins(&ports).await?;
+        progress(&format!("wake: {count} stops, then the first TLS connection to each"));
+        for n in 0..count {
+            cold_server.api.stop_clone(&format!("wake{n}")).await?;
+        }
+        let tls = crate::tls::VerifyFull::of_server(&cold_server.url).await?;
+        load.push(("before the TLS wakes", stats::load_average()));
+        let wake_tls = tls_logins(&tls, &ports).await.context("a first TLS connection")?;
+        load.push(("after the TLS wakes", stats::load_average()));
+        let woken_tls = tls_logins(&tls, &ports).await?;
         let fleet = match ctx.args.fleet {
             0 => None,
             clones => Some(fleet(ctx, &cold_server, pool, clones).await?),
@@ -118,6 +133,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
             status,
             wake,
             woken,
+            (wake_tls, woken_tls),
             fleet,
         ))
     }
@@ -126,7 +142,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
     cold_server.stop().await;
     crate::server::keep_log(&ctx.dir.join("state-wake-cold"), "wake-cold");
     std::fs::remove_dir_all(ctx.dir.join("state-wake-cold")).ok();
-    let (cold, running, reset_cold, busy_data_dirs, status, wake, woken, fleet) = outcome?;
+    let (cold, running, reset_cold, busy_data_dirs, status, wake, woken, tls, fleet) = outcome?;
     cluster::stop_all_under(pool.mountpoint()).await;
 
     let warm_server = start_server(ctx, pool, "warm", WARM_POOL).await?;
@@ -156,6 +172,8 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
         wake: Summary::of(&wake),
         running: Summary::of(&running),
         woken: Summary::of(&woken),
+        wake_tls: Summary::of(&tls.0),
+        woken_tls: Summary::of(&tls.1),
         status,
         reset_cold: Summary::of(&reset_cold),
         reset_warm: Summary::of(&reset_warm),
@@ -260,6 +278,19 @@ async fn logins(ports: &[u16]) -> Result<Vec<f64>> {
     Ok(samples)
 }
 
+/// [`logins`] over TLS, verifying each server's certificate.
+async fn tls_logins(tls: &crate::tls::VerifyFull, ports: &[u16]) -> Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(ports.len());
+    for &port in ports {
+        let started = Instant::now();
+        tls.select_one(port, CLONE_USER, CLONE_PASSWORD, cluster::SOURCE_DB)
+            .await
+            .with_context(|| format!("TLS login to SELECT 1 on port {port}"))?;
+        samples.push(millis(started));
+    }
+    Ok(samples)
+}
+
 fn render(found: &Found, size: u64) -> String {
     let n = found.clones;
     let mut out = format!(
@@ -275,6 +306,8 @@ fn render(found: &Found, size: u64) -> String {
         ("**wake**: login → `SELECT 1` on a stopped clone (starts its server)", &found.wake),
         ("login → `SELECT 1` on the same clones running, before their stop", &found.running),
         ("login → `SELECT 1` on the same clones woken (behind the engine)", &found.woken),
+        ("**wake over TLS** (`verify-full`), the same clones stopped again", &found.wake_tls),
+        ("TLS login → `SELECT 1` on the same clones woken", &found.woken_tls),
         ("reset: `POST /clone/{id}/reset?wait` → `SELECT 1` (no warm pool)", &found.reset_cold),
         ("reset claiming a warm clone (warm pool of 1, full)", &found.reset_warm),
     ];

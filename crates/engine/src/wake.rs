@@ -383,14 +383,16 @@ impl Engine {
         );
     }
 
-    /// Makes sure the clone's server runs, starting it when it is stopped. Concurrent wakes of
-    /// one clone take turns, so its server starts once.
-    pub(crate) async fn wake(&self, id: &str) -> Result<()> {
+    /// Makes sure the clone's server runs, starting it when it is stopped; returns the clone's
+    /// record as its server now runs (a woken server's private port in `server_port`: what an
+    /// admin session connects to). Concurrent wakes of one clone take turns, so its server
+    /// starts once.
+    pub(crate) async fn wake(&self, id: &str) -> Result<CloneRecord> {
         let (_, started) = self.start_stopped(id).await?;
         if let Some(started) = started {
             self.record_started(id, started)?;
         }
-        Ok(())
+        Ok(self.clone_view(id)?.record)
     }
 
     /// Starts the clone's server when it is stopped. Returns where its connections are
