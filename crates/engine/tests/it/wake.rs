@@ -193,3 +193,39 @@ async fn a_start_that_fails_answers_the_client_with_a_postgres_error() {
     assert_eq!(view.record.server_port, None);
     assert!(test.engine.start_clone("broken").await.is_err());
 }
+
+/// A woken server needs a private port of the range. With none free, a ready warm clone gives
+/// its port up, as to a create; with none either, the wake is refused with the reason (never
+/// served without TLS), and the clone's status says it.
+#[tokio::test]
+async fn a_wake_takes_a_warm_clones_port_or_is_refused_with_the_reason_when_the_range_is_full() {
+    // Two ports: the clone's (a warm clone's, claimed) and the warm pool's next one.
+    let test = TestEngine::start(crate::warm::warm_config(2, 1)).await;
+    crate::warm::wait_warm(&test, 1).await;
+    let clone = test.create("crowded").await;
+    crate::warm::wait_warm(&test, 1).await;
+    test.engine.stop_clone("crowded").await.unwrap();
+    let client = connect(&clone, PASSWORD).await.expect("woken on the warm clone's port");
+    assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    drop(client);
+    assert_eq!(test.engine.warm_clones(), 0, "the warm clone gave its port up");
+    let woken = test.engine.clone_view("crowded").unwrap();
+    let private = woken.record.server_port.expect("woken on a private port");
+    assert_ne!(private, clone.record.port);
+
+    // Stopped again, with a second clone on the port it let go (from the warm pool, if it took
+    // it back first): no port is left for a wake, nor for a warm clone.
+    test.engine.stop_clone("crowded").await.unwrap();
+    let neighbour = test.create("neighbour").await;
+    assert_eq!(neighbour.record.port, private);
+    assert_eq!(test.engine.warm_clones(), 0);
+    let error = connect(&clone, PASSWORD).await.expect_err("no port for the woken server");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("not a PostgreSQL error: {error}"));
+    assert_eq!(db.code().code(), "57P03", "{db:?}");
+    assert!(db.message().contains("needs a private port"), "{}", db.message());
+    let view = test.engine.clone_view("crowded").unwrap();
+    assert!(view.record.stopped_at.is_some(), "{view:?}");
+    assert_eq!(view.record.server_port, None);
+    assert!(view.record.state_message.contains("needs a private port"), "{view:?}");
+    assert!(test.engine.start_clone("crowded").await.is_err());
+}
