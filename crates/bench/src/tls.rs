@@ -6,7 +6,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -52,21 +51,8 @@ impl VerifyFull {
         password: &str,
         db: &str,
     ) -> Result<()> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(port)
-            .user(user)
-            .password(password)
-            .dbname(db)
-            .ssl_mode(tokio_postgres::config::SslMode::Require)
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config.connect(self.clone()).await?;
-        let task = tokio::spawn(connection);
-        client.simple_query("SELECT 1").await?;
-        drop(client);
-        let _ = task.await;
-        Ok(())
+        let tls = (self.clone(), tokio_postgres::config::SslMode::Require);
+        crate::cluster::select_one_over(port, user, password, db, tls).await
     }
 }
 
