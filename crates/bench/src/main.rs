@@ -436,7 +436,7 @@ async fn run_size_on(
 }
 
 /// `sync` for the whole machine, so one phase's write-back does not land in the next.
-async fn sync_all() -> Result<()> {
+pub(crate) async fn sync_all() -> Result<()> {
     Ok(exec::Cmd::new("sync").run().await?)
 }
 

@@ -111,6 +111,9 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
         for n in 0..count {
             cold_server.api.stop_clone(&format!("wake{n}")).await?;
         }
+        // As before the plain wakes: the stops' writes on disk first (a clone stopped for
+        // being idle stopped long before its wake).
+        crate::sync_all().await?;
         let tls = crate::tls::VerifyFull::of_server(&cold_server.url).await?;
         load.push(("before the TLS wakes", stats::load_average()));
         let wake_tls = tls_logins(&tls, &ports).await.context("a first TLS connection");
