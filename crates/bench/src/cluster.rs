@@ -14,6 +14,7 @@ use postgres::{
 };
 use storage::provision::{ImageFs, ImagePool};
 use storage::{DatasetName, StorageBackend, ThinStorage};
+use tokio_postgres::config::SslMode;
 
 /// The role every alternative connects as over TCP, like a clone's user.
 pub(crate) const ROLE: &str = "bench";
@@ -298,6 +299,21 @@ pub(crate) async fn copy_data_dir(from: &Path, to: &Path, reflink: bool) -> Resu
 
 /// Connects over TCP to 127.0.0.1:`port` as `user` and runs `SELECT 1`.
 pub(crate) async fn select_one(port: u16, user: &str, password: &str, db: &str) -> Result<()> {
+    select_one_over(port, user, password, db, (tokio_postgres::NoTls, SslMode::Prefer)).await
+}
+
+/// [`select_one`] over `tls` with `ssl_mode`.
+pub(crate) async fn select_one_over<T>(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+    (tls, ssl_mode): (T, SslMode),
+) -> Result<()>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -305,8 +321,9 @@ pub(crate) async fn select_one(port: u16, user: &str, password: &str, db: &str) 
         .user(user)
         .password(password)
         .dbname(db)
+        .ssl_mode(ssl_mode)
         .connect_timeout(Duration::from_secs(10));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = config.connect(tls).await?;
     let task = tokio::spawn(connection);
     client.simple_query("SELECT 1").await?;
     drop(client);

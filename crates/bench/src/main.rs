@@ -18,6 +18,7 @@ mod runaway;
 mod scion;
 mod server;
 mod stats;
+mod tls;
 mod wake;
 
 use std::path::{Path, PathBuf};
@@ -248,7 +249,8 @@ async fn run(args: &Args) -> Result<Report> {
     let mut ports = Ports { next: args.port_from };
     let api_port = ports.take(1)?.0;
     let largest_burst = args.bursts.iter().max().map_or(0, |burst| burst + args.warm_pool);
-    let clones = args.density.max(largest_burst).max(args.clones + args.fleet).max(4) + 8;
+    // A woken clone holds two ports: its own, and its server's private one.
+    let clones = args.density.max(largest_burst).max(2 * args.clones + args.fleet).max(4) + 8;
     let clone_ports = ports.take(u16::try_from(clones)?)?;
     let local_port = ports.take(1)?.0;
     for (index, &size) in args.sizes.iter().enumerate() {

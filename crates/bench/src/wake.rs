@@ -9,6 +9,8 @@
 //! then resets of one clone, each once the pool is full again). Every login is tokio-postgres
 //! over TCP with SCRAM, so no client process start is inside a figure; the logins to stopped
 //! and running clones are never retried: a wake whose first connection fails fails the run.
+//! The wakes are timed twice: with plain logins, then, stopped again, with TLS logins that
+//! verify the server's certificate (which the engine carries through to the server).
 
 use std::time::Instant;
 
@@ -33,6 +35,9 @@ struct Found {
     running: Summary,
     /// The same once woken: behind the engine's listener.
     woken: Summary,
+    /// The wake and the login to the woken clones again, stopped again, over TLS
+    /// (`verify-full`); or why those logins failed (a server that carries no TLS).
+    tls: std::result::Result<(Summary, Summary), String>,
     status: Summary,
     /// `POST /clone/{id}/reset?wait` → `SELECT 1`, without and with a ready warm clone.
     reset_cold: Summary,
@@ -107,6 +112,26 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
         let wake = logins(&ports).await.context("a first connection to a stopped clone")?;
         load.push(("after the wakes", stats::load_average()));
         let woken = logins(&ports).await?;
+        progress(&format!("wake: {count} stops, then the first TLS connection to each"));
+        for n in 0..count {
+            cold_server.api.stop_clone(&format!("wake{n}")).await?;
+        }
+        // As before the plain wakes: the stops' writes on disk first (a clone stopped for
+        // being idle stopped long before its wake).
+        crate::sync_all().await?;
+        let tls = crate::tls::VerifyFull::of_server(&cold_server.url).await?;
+        load.push(("before the TLS wakes", stats::load_average()));
+        let wake_tls = tls_logins(&tls, &ports).await.context("a first TLS connection");
+        load.push(("after the TLS wakes", stats::load_average()));
+        // A failure is noted and the other figures kept: a server before TLS went through the
+        // engine's carry fails here, and is still worth comparing with.
+        let tls = match wake_tls {
+            Ok(wake_tls) => match tls_logins(&tls, &ports).await {
+                Ok(woken_tls) => Ok((Summary::of(&wake_tls), Summary::of(&woken_tls))),
+                Err(error) => Err(format!("{error:#}")),
+            },
+            Err(error) => Err(format!("{error:#}")),
+        };
         let fleet = match ctx.args.fleet {
             0 => None,
             clones => Some(fleet(ctx, &cold_server, pool, clones).await?),
@@ -123,6 +148,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
             status,
             wake,
             woken,
+            tls,
             fleet,
         ))
     }
@@ -131,7 +157,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
     cold_server.stop().await;
     crate::server::keep_log(&ctx.dir.join("state-wake-cold"), "wake-cold");
     std::fs::remove_dir_all(ctx.dir.join("state-wake-cold")).ok();
-    let (cold, running, reset_cold, busy_data_dirs, status, wake, woken, fleet) = outcome?;
+    let (cold, running, reset_cold, busy_data_dirs, status, wake, woken, tls, fleet) = outcome?;
     cluster::stop_all_under(pool.mountpoint()).await;
 
     let warm_server = start_server(ctx, pool, "warm", WARM_POOL).await?;
@@ -161,6 +187,7 @@ async fn measure(ctx: &SizeCtx<'_>, pool: &Pool) -> Result<Found> {
         wake: Summary::of(&wake),
         running: Summary::of(&running),
         woken: Summary::of(&woken),
+        tls,
         status,
         reset_cold: Summary::of(&reset_cold),
         reset_warm: Summary::of(&reset_warm),
@@ -265,6 +292,19 @@ async fn logins(ports: &[u16]) -> Result<Vec<f64>> {
     Ok(samples)
 }
 
+/// [`logins`] over TLS, verifying each server's certificate.
+async fn tls_logins(tls: &crate::tls::VerifyFull, ports: &[u16]) -> Result<Vec<f64>> {
+    let mut samples = Vec::with_capacity(ports.len());
+    for &port in ports {
+        let started = Instant::now();
+        tls.select_one(port, CLONE_USER, CLONE_PASSWORD, cluster::SOURCE_DB)
+            .await
+            .with_context(|| format!("TLS login to SELECT 1 on port {port}"))?;
+        samples.push(millis(started));
+    }
+    Ok(samples)
+}
+
 fn render(found: &Found, size: u64) -> String {
     let n = found.clones;
     let mut out = format!(
@@ -274,15 +314,21 @@ fn render(found: &Found, size: u64) -> String {
          | what | n | median | p95 | min | max |\n| --- | --- | --- | --- | --- | --- |\n",
         size_label(size)
     );
-    let rows = [
+    let mut rows = vec![
         ("cold create: `POST /clone?wait` → `SELECT 1` (no warm pool)", &found.cold),
         ("warm claim: `POST /clone?wait` → `SELECT 1` (warm pool of 1, full)", &found.warm),
         ("**wake**: login → `SELECT 1` on a stopped clone (starts its server)", &found.wake),
         ("login → `SELECT 1` on the same clones running, before their stop", &found.running),
         ("login → `SELECT 1` on the same clones woken (behind the engine)", &found.woken),
+    ];
+    if let Ok((wake_tls, woken_tls)) = &found.tls {
+        rows.push(("**wake over TLS** (`verify-full`), the same clones stopped again", wake_tls));
+        rows.push(("TLS login → `SELECT 1` on the same clones woken", woken_tls));
+    }
+    rows.extend([
         ("reset: `POST /clone/{id}/reset?wait` → `SELECT 1` (no warm pool)", &found.reset_cold),
         ("reset claiming a warm clone (warm pool of 1, full)", &found.reset_warm),
-    ];
+    ]);
     for (label, summary) in rows {
         out.push_str(&row(label, summary));
     }
@@ -290,6 +336,9 @@ fn render(found: &Found, size: u64) -> String {
         &format!("`GET /status` with {} clones, {n} of them stopped", n + 1),
         &found.status,
     ));
+    if let Err(error) = &found.tls {
+        out.push_str(&format!("\nThe TLS logins to the stopped clones failed: {error}.\n"));
+    }
     if let Some(fleet) = &found.fleet {
         render_fleet(fleet, &mut out);
     }

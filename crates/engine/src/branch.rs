@@ -331,8 +331,9 @@ impl Engine {
                 clone.branch
             ))
         })?;
-        // A stopped clone (scale to zero) is started: its CHECKPOINT runs like any other's.
-        self.wake(clone_id).await?;
+        // A stopped clone (scale to zero) is started: its CHECKPOINT runs like any other's, on
+        // the port its server now listens on.
+        let clone = self.wake(clone_id).await?;
         let admin = self.inner.servers.admin_session(&clone).await?;
         admin.checkpoint().await?;
         drop(admin);

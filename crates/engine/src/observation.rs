@@ -289,8 +289,9 @@ impl Engine {
                 clone.state.code()
             )));
         }
-        // Observing a stopped clone (scale to zero) means using it: it is started first.
-        self.wake(&clone.id).await?;
+        // Observing a stopped clone (scale to zero) means using it: it is started first, and
+        // its sessions go to the port its server now listens on.
+        let clone = self.wake(&clone.id).await?;
         let config = verdict::with_defaults(request.config);
         let db_name = [request.db_name.as_str(), clone.db_name.as_deref().unwrap_or_default()]
             .into_iter()

@@ -56,8 +56,12 @@ pub(crate) struct Server<'a> {
     extra_conf: &'a BTreeMap<String, String>,
     /// The clone's own limits, over the configuration's.
     limits: CloneLimits,
+    /// The port its control group is named after: the clone's own, whichever port its server
+    /// listens on, so that its usage and its removal follow the clone.
+    group_port: u16,
     /// The engine holds the clone's TCP port (scale to zero, `wake.rs`): the server listens on
-    /// its private socket only, and the engine carries the port's connections to it.
+    /// its private port ([`CloneRecord::server_port`]) on the loopback address only, and the
+    /// engine carries the clone port's connections to it.
     fronted: bool,
 }
 
@@ -71,6 +75,7 @@ impl<'a> Server<'a> {
             log_name: &record.id,
             extra_conf: &record.extra_conf,
             limits: record.limits,
+            group_port: record.port,
             fronted: false,
         }
     }
@@ -80,7 +85,8 @@ impl<'a> Server<'a> {
         self.limits
     }
 
-    /// The same server behind the engine's listener on its port: no TCP of its own.
+    /// The same server behind the engine's listener on the clone's port: TCP on the loopback
+    /// address only, on its private port.
     pub(crate) fn fronted(self) -> Server<'a> {
         Server { fronted: true, ..self }
     }
@@ -92,7 +98,30 @@ impl<'a> Server<'a> {
             log_name: &record.id,
             extra_conf: &NO_SETTINGS,
             limits: CloneLimits::default(),
+            group_port: record.port,
             fronted: false,
+        }
+    }
+}
+
+/// Where a fronted server listens (its private port): loopback only, so that nothing but this
+/// host reaches it, and the TLS handshake the engine carries there is the server's own.
+pub(crate) const FRONTED_LISTEN_ADDRESS: &str = "127.0.0.1";
+
+/// Where a connection the engine accepts on a clone's port is carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CarryTarget {
+    /// The server's TCP port: the client's TLS handshake goes through to the server.
+    Tcp(std::net::SocketAddr),
+    /// The server's unix socket, which offers no TLS.
+    Socket(PathBuf),
+}
+
+impl std::fmt::Display for CarryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CarryTarget::Tcp(address) => write!(f, "{address}"),
+            CarryTarget::Socket(path) => write!(f, "{}", path.display()),
         }
     }
 }
@@ -236,10 +265,24 @@ impl Servers {
         self.state_dir.join("sockets").join(port.to_string())
     }
 
-    /// The unix socket a clone's server on `port` listens on: where the engine carries the
-    /// connections it accepts on a fronted clone's port.
+    /// The unix socket a clone's server on `port` listens on.
     pub(crate) fn socket_path(&self, port: u16) -> PathBuf {
         ServerSettings::new(port, self.socket_dir(port)).socket_path()
+    }
+
+    /// Where the engine carries the connections it accepts on the port of clone `id`: its
+    /// running server's port on the address its first listen address is reached at from this
+    /// host (`wake::carry_address`), or its unix socket when it listens on no TCP address (a
+    /// server a version before TLS-through-the-carry started behind the engine). `None` when
+    /// the engine holds no running server of the clone.
+    pub(crate) fn carry_target(&self, id: &str) -> Option<CarryTarget> {
+        let running = lock(&self.running);
+        let instance = running.get(id)?;
+        let port = instance.spec().settings.port;
+        Some(match instance.listen_address().and_then(crate::wake::carry_address) {
+            Some(address) => CarryTarget::Tcp(std::net::SocketAddr::new(address, port)),
+            None => CarryTarget::Socket(self.socket_path(port)),
+        })
     }
 
     /// The addresses clone servers listen on (`[clone] listen_addresses`), which the engine
@@ -261,8 +304,11 @@ impl Servers {
     fn spec(&self, server: Server<'_>, pgdata: &Path) -> InstanceSpec {
         let config = self.config();
         let mut settings = ServerSettings::new(server.port, self.socket_dir(server.port));
-        settings.listen_addresses =
-            if server.fronted { String::new() } else { config.listen_addresses.clone() };
+        settings.listen_addresses = if server.fronted {
+            FRONTED_LISTEN_ADDRESS.to_owned()
+        } else {
+            config.listen_addresses.clone()
+        };
         settings.shared_buffers = config.shared_buffers.clone();
         settings.max_connections = config.max_connections;
         // Later entries win: Scion's defaults, then the configuration, then the request's.
@@ -326,6 +372,7 @@ impl Servers {
             log_name: SYNC_NAME,
             extra_conf: &NO_SETTINGS,
             limits: CloneLimits::default(),
+            group_port: SYNC_PORT,
             fronted: false,
         };
         let mut spec = self.spec(server, pgdata);
@@ -451,7 +498,7 @@ impl Servers {
             self.tls.ensure_server(server.port)?;
         }
         let mut spec = self.spec(server, pgdata);
-        spec.cgroup = self.quotas.prepare(server.port, &self.limits_of(server.limits))?;
+        spec.cgroup = self.quotas.prepare(server.group_port, &self.limits_of(server.limits))?;
         Ok(Instance::start(&binaries, spec).await?)
     }
 

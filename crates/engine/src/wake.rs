@@ -6,10 +6,13 @@
 //! PostgreSQL cannot take over a listening socket, and Linux refuses a second listener on an
 //! address and port unless both set `SO_REUSEPORT`, which PostgreSQL does not. So the engine
 //! keeps the port of a clone it stopped until the clone is reset or destroyed: the clone's
-//! server, started again, listens on its private unix socket only, and every connection the
-//! engine accepts on the port (the first ones while the server starts, the later ones alike)
-//! is carried to that socket for its lifetime. No connection ever meets a closed port, and
-//! there is no hand-over to time. A start that fails is answered with a PostgreSQL error
+//! server, started again, listens on a private port of the clone range
+//! ([`CloneRecord::server_port`], as a claimed warm clone's server does) on the loopback
+//! address only, and every connection the engine accepts on the clone's port (the first ones
+//! while the server starts, the later ones alike) is carried to it over loopback TCP, byte for
+//! byte, for its lifetime: the client's SSLRequest, TLS handshake and certificate login are
+//! the server's own, and the engine never sees a key. No connection ever meets a closed port,
+//! and there is no hand-over to time. A start that fails is answered with a PostgreSQL error
 //! (`57P03`), never a reset connection.
 //!
 //! [`Fronts`] is the component: the listeners held (by clone) and each clone's power lock,
@@ -33,7 +36,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::{Error, Result};
 use crate::model::{CloneRecord, CloneState};
 use crate::provision::ms;
-use crate::servers::Server;
+use crate::servers::{CarryTarget, Server};
 use crate::sync::lock;
 use crate::{CloneView, Engine, failpoint};
 
@@ -55,6 +58,35 @@ struct Started {
     turn: tokio::sync::OwnedMutexGuard<()>,
     at: Instant,
     timings: Option<postgres::StartTimings>,
+}
+
+/// The engine's side of a carried connection: to the server's TCP port (TLS passes through),
+/// or to the unix socket of a server that listens on no TCP address.
+enum Carried {
+    Tcp(TcpStream),
+    Socket(UnixStream),
+}
+
+impl Carried {
+    async fn connect(target: &CarryTarget) -> std::io::Result<Carried> {
+        Ok(match target {
+            CarryTarget::Tcp(address) => {
+                let stream = TcpStream::connect(address).await?;
+                // Small messages both ways (a handshake, a query): not held back.
+                let _ = stream.set_nodelay(true);
+                Carried::Tcp(stream)
+            }
+            CarryTarget::Socket(path) => Carried::Socket(UnixStream::connect(path).await?),
+        })
+    }
+
+    /// Carries bytes both ways, unchanged, until either side closes.
+    async fn carry(self, client: &mut TcpStream) -> std::io::Result<(u64, u64)> {
+        match self {
+            Carried::Tcp(mut server) => tokio::io::copy_bidirectional(client, &mut server).await,
+            Carried::Socket(mut server) => tokio::io::copy_bidirectional(client, &mut server).await,
+        }
+    }
 }
 
 /// The listeners the engine holds on clones' ports, and each clone's power lock.
@@ -101,6 +133,28 @@ fn front_addresses(listen_addresses: &str) -> Vec<IpAddr> {
         }
     }
     addresses
+}
+
+/// The address the engine connects to for a server whose first listen address is
+/// `listen_address` (as `listen_addresses` names it, and `postmaster.pid` says): a wildcard's
+/// loopback address of its family (PostgreSQL binds `::` IPv6-only, so `::1` reaches it),
+/// `localhost`'s IPv4 loopback, and a specific address itself (a loopback one, or this host's
+/// own, which it reaches without leaving the host). `None` when it is no address (empty, a
+/// host name: the configuration allows neither).
+pub(crate) fn carry_address(listen_address: &str) -> Option<IpAddr> {
+    match listen_address.trim() {
+        "*" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        other => match other.parse::<IpAddr>().ok()? {
+            IpAddr::V4(address) if address.is_unspecified() => {
+                Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            }
+            IpAddr::V6(address) if address.is_unspecified() => {
+                Some(IpAddr::V6(Ipv6Addr::LOCALHOST))
+            }
+            address => Some(address),
+        },
+    }
 }
 
 /// A listener on `address`, bound like PostgreSQL binds (address reuse; IPv6 only on an IPv6
@@ -262,8 +316,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Wakes the clone for a connection and carries it to the server's socket, or answers
-    /// it with a PostgreSQL error when the clone cannot start.
+    /// Wakes the clone for a connection and carries it to the server, or answers it with a
+    /// PostgreSQL error when the clone cannot start.
     fn spawn_carry(&self, id: &str, mut client: TcpStream) {
         let accepted = Instant::now();
         let engine = self.clone();
@@ -274,11 +328,10 @@ impl Engine {
             async move {
                 let _ = client.set_nodelay(true);
                 let server = match engine.start_stopped(&id).await {
-                    Ok((port, started)) => {
-                        let socket = engine.inner.servers.socket_path(port);
-                        let connected = UnixStream::connect(socket)
+                    Ok((target, started)) => {
+                        let connected = Carried::connect(&target)
                             .await
-                            .map_err(|error| format!("its server's socket: {error}"));
+                            .map_err(|error| format!("its server at {target}: {error}"));
                         // The record's commit waits for the disk: it is written while the
                         // client logs in, not before.
                         if let Some(started) = started {
@@ -294,7 +347,7 @@ impl Engine {
                     }
                     Err(error) => Err(error.to_string()),
                 };
-                let mut server = match server {
+                let server = match server {
                     Ok(server) => {
                         debug!(handed_over_ms = ms(accepted.elapsed()), "carrying a connection");
                         server
@@ -302,6 +355,11 @@ impl Engine {
                     Err(error) => {
                         warn!(error = %error, "a connection to a stopped clone is refused");
                         let message = format!("the clone {id:?} could not be started: {error}");
+                        // An SSLRequest is declined ('N'), as PostgreSQL declines it when it
+                        // cannot do TLS: the engine has no key to answer it with. A client
+                        // that may go on without TLS shows the error; one that requires TLS
+                        // says the server does not support SSL, and the reason is in the
+                        // clone's status (`note_failed_start`) and the engine's log.
                         let refused = tokio::time::timeout(
                             STARTUP_READ_TIMEOUT,
                             wire::refuse(&mut client, wire::CANNOT_CONNECT_NOW, &message),
@@ -314,7 +372,7 @@ impl Engine {
                 };
                 tokio::select! {
                     () = cancel.cancelled() => {}
-                    carried = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+                    carried = server.carry(&mut client) => {
                         if let Err(error) = carried {
                             debug!(error = %error, "a carried connection ended");
                         }
@@ -325,20 +383,21 @@ impl Engine {
         );
     }
 
-    /// Makes sure the clone's server runs, starting it when it is stopped; returns the port its
-    /// socket is named after. Concurrent wakes of one clone take turns, so its server starts
-    /// once.
-    pub(crate) async fn wake(&self, id: &str) -> Result<u16> {
-        let (port, started) = self.start_stopped(id).await?;
+    /// Makes sure the clone's server runs, starting it when it is stopped; returns the clone's
+    /// record as its server now runs (a woken server's private port in `server_port`: what an
+    /// admin session connects to). Concurrent wakes of one clone take turns, so its server
+    /// starts once.
+    pub(crate) async fn wake(&self, id: &str) -> Result<CloneRecord> {
+        let (_, started) = self.start_stopped(id).await?;
         if let Some(started) = started {
             self.record_started(id, started)?;
         }
-        Ok(port)
+        Ok(self.clone_view(id)?.record)
     }
 
-    /// Starts the clone's server when it is stopped. Returns the port its socket is named
-    /// after and, when this call started it, the start still to record (see [`Started`]).
-    async fn start_stopped(&self, id: &str) -> Result<(u16, Option<Started>)> {
+    /// Starts the clone's server when it is stopped. Returns where its connections are
+    /// carried and, when this call started it, the start still to record (see [`Started`]).
+    async fn start_stopped(&self, id: &str) -> Result<(CarryTarget, Option<Started>)> {
         let turn = self.inner.fronts.power(id).lock_owned().await;
         let record = self.clone_view(id)?.record;
         if record.state != CloneState::Ok {
@@ -353,22 +412,130 @@ impl Engine {
                 let started = Started { turn, at: Instant::now(), timings: None };
                 self.record_started(id, started)?;
             }
-            return Ok((record.socket_port(), None));
+            return Ok((self.carry_target(id)?, None));
         }
         let at = Instant::now();
-        let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
-        let server = Server::of_clone(&record);
-        // Behind the engine's listener when it holds the port; on the port itself otherwise
-        // (a clone whose port could not be held, started by hand).
-        let server = if self.inner.fronts.holds(id) { server.fronted() } else { server };
-        let instance = self.inner.servers.start(server, &pgdata).await?;
-        let timings = instance.start_timings();
-        self.inner.servers.insert(id, instance);
+        let started = self.start_server(&record).await;
+        let timings = match started {
+            Ok(timings) => timings,
+            Err(error) => {
+                self.note_failed_start(&record, &error);
+                return Err(error);
+            }
+        };
         // Active from now on, before it shows as running: an idle check must not find it
         // running with the activity of before its stop.
         self.inner.state.touch(id, Utc::now());
         failpoint::hit("wake.server_started");
-        Ok((record.socket_port(), Some(Started { turn, at, timings })))
+        Ok((self.carry_target(id)?, Some(Started { turn, at, timings })))
+    }
+
+    /// Starts a stopped clone's server: behind the engine's listener when it holds the port, on
+    /// a private port of the clone range (taken and recorded first, so that a crash leaves no
+    /// port unaccounted for; given back when the start fails); on the port itself otherwise (a
+    /// clone whose port could not be held, started by hand).
+    async fn start_server(&self, record: &CloneRecord) -> Result<Option<postgres::StartTimings>> {
+        let pgdata = self.inner.pool.pgdata_of(&storage::DatasetName::new(record.dataset.clone())?);
+        let fronted = self.inner.fronts.holds(&record.id);
+        let private;
+        let record = match record.server_port {
+            None if fronted => {
+                private = self.take_private_port(record).await?;
+                &private
+            }
+            _ => record,
+        };
+        let server = Server::of_clone(record);
+        let server = if fronted { server.fronted() } else { server };
+        match self.inner.servers.start(server, &pgdata).await {
+            Ok(instance) => {
+                let timings = instance.start_timings();
+                self.inner.servers.insert(&record.id, instance);
+                Ok(timings)
+            }
+            Err(error) => {
+                if fronted {
+                    self.give_back_private_port(&record.id);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes a private port for a fronted server and records it as the clone's
+    /// `server_port`. With none free, a ready warm clone gives its port up, as to a create;
+    /// with none either, the start fails saying why: never a server the engine reaches
+    /// without TLS.
+    async fn take_private_port(&self, record: &CloneRecord) -> Result<CloneRecord> {
+        let port = match self.inner.ports.reserve() {
+            Ok(reservation) => reservation.keep(),
+            Err(exhausted) => match self.inner.warm.take_any() {
+                // The port stays taken, now by the clone.
+                Some(warm) => {
+                    let port = warm.record.port;
+                    self.dispose_evicted(warm).await;
+                    port
+                }
+                None => {
+                    return Err(Error::NoCapacity(format!(
+                        "its server needs a private port, for TLS to pass through the engine: \
+                         {exhausted}"
+                    )));
+                }
+            },
+        };
+        let stored = self.transition(&record.id, &[CloneState::Ok], |stored| {
+            stored.server_port = Some(port);
+            Ok(())
+        });
+        if stored.is_err() {
+            self.release_server_port(Some(port));
+        }
+        stored
+    }
+
+    /// Gives back the private port of a fronted server whose start failed.
+    fn give_back_private_port(&self, id: &str) {
+        let mut freed = None;
+        let cleared = self.transition(id, &[CloneState::Ok], |stored| {
+            freed = stored.server_port.take();
+            Ok(())
+        });
+        match cleared {
+            Ok(_) => self.release_server_port(freed),
+            Err(error) => {
+                warn!(clone_id = %id, error = %error, "failed to give back a private port")
+            }
+        }
+    }
+
+    /// Shows why a stopped clone did not start in its status (a client that requires TLS
+    /// cannot be told: see [`Engine::spawn_carry`]).
+    fn note_failed_start(&self, record: &CloneRecord, error: &Error) {
+        if record.stopped_at.is_none() {
+            return;
+        }
+        let message = format!(
+            "Clone is stopped; its last start failed ({error}). A connection to its port tries \
+             again."
+        );
+        if record.state_message == message {
+            return;
+        }
+        let noted = self.transition(&record.id, &[CloneState::Ok], |stored| {
+            stored.state_message = message;
+            Ok(())
+        });
+        if let Err(error) = noted {
+            debug!(clone_id = %record.id, error = %error, "failed to note a failed start");
+        }
+    }
+
+    /// Where the connections to a running clone's port are carried.
+    fn carry_target(&self, id: &str) -> Result<CarryTarget> {
+        self.inner.servers.carry_target(id).ok_or_else(|| {
+            Error::Refused(format!("clone {id:?} has no running server to carry connections to"))
+        })
     }
 
     /// Records that the clone's server runs again, then ends the start's turn. A destroy or
@@ -425,6 +592,11 @@ impl Engine {
                     warn!(clone_id = %record.id, error = %error, "failed to stop a stopped clone's server");
                 }
             }
+            // A start interrupted between taking a private port and recording the start: the
+            // next start takes one again.
+            if record.server_port.is_some() {
+                self.give_back_private_port(&record.id);
+            }
             if let Err(error) = self.hold_port(record) {
                 let message = format!(
                     "Clone is stopped; its port could not be held ({error}), so a connection \
@@ -450,6 +622,9 @@ impl Engine {
         // The bind succeeds only when the server holds no TCP port of its own.
         if self.open_front(record).is_ok() {
             info!(clone_id = %record.id, port = record.port, "holding the port of a clone started behind the engine");
+            if matches!(self.inner.servers.carry_target(&record.id), Some(CarryTarget::Socket(_))) {
+                warn!(clone_id = %record.id, "the clone's server, started behind the engine by an earlier version, listens on its unix socket only: its connections have no TLS until it is stopped, reset or restarted");
+            }
         }
     }
 
@@ -497,5 +672,26 @@ mod tests {
             vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
         );
         assert!(front_addresses("").is_empty());
+    }
+
+    #[test]
+    fn the_carry_reaches_a_server_at_its_listen_address_from_this_host() {
+        let v4 = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        // A wildcard is reached at the loopback address of its family.
+        assert_eq!(carry_address("*"), v4("127.0.0.1"));
+        assert_eq!(carry_address("0.0.0.0"), v4("127.0.0.1"));
+        assert_eq!(carry_address("::"), v4("::1"));
+        assert_eq!(carry_address("localhost"), v4("127.0.0.1"));
+        // A specific address, loopback or the host's own, is reached at itself.
+        assert_eq!(carry_address("127.0.0.1"), v4("127.0.0.1"));
+        assert_eq!(carry_address(" 127.0.0.2 "), v4("127.0.0.2"));
+        assert_eq!(carry_address("::1"), v4("::1"));
+        assert_eq!(carry_address("10.1.2.3"), v4("10.1.2.3"));
+        assert_eq!(carry_address("2001:db8::7"), v4("2001:db8::7"));
+        // No TCP, or nothing the engine can connect to without resolving a name.
+        assert_eq!(carry_address(""), None);
+        assert_eq!(carry_address("db.example"), None);
+        // A fronted server's own address is one the carry reaches.
+        assert_eq!(carry_address(crate::servers::FRONTED_LISTEN_ADDRESS), v4("127.0.0.1"));
     }
 }

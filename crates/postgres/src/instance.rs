@@ -173,6 +173,16 @@ impl StopMode {
     }
 }
 
+/// The first entry of a `listen_addresses` setting, as the server writes it into
+/// `postmaster.pid`; `None` for an empty setting (no TCP).
+fn first_listen_address(listen_addresses: &str) -> Option<String> {
+    listen_addresses
+        .split(',')
+        .map(str::trim)
+        .find(|address| !address.is_empty())
+        .map(str::to_owned)
+}
+
 /// How a stop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -198,6 +208,8 @@ pub struct Instance {
     daemon: Option<Daemon>,
     admin: Option<Admin>,
     timings: Option<StartTimings>,
+    /// The first address the server listens on over TCP, as `listen_addresses` names it.
+    listen_address: Option<String>,
 }
 
 /// Where the time of a start went, each measured from the call to [`Instance::start`].
@@ -260,6 +272,7 @@ impl Instance {
             .new_session()
             .spawn_daemon(log)?;
         let spawned = started.elapsed();
+        let settings_listen_addresses = settings.listen_addresses.clone();
         let pid = daemon.pid();
         let pidfd = match open_pidfd(pid) {
             Ok(pidfd) => pidfd,
@@ -284,6 +297,7 @@ impl Instance {
             daemon: Some(daemon),
             admin: None,
             timings: None,
+            listen_address: first_listen_address(&settings_listen_addresses),
         };
         match instance.wait_ready(watch, started + instance.spec.start_timeout).await {
             Ok(()) => {}
@@ -364,6 +378,10 @@ impl Instance {
                 instance.spec.settings.socket_dir.display()
             )));
         }
+        // What it listens on is the running server's word, not the spec's: it may have been
+        // started with other settings (behind the engine's listener, say).
+        let mut instance = instance;
+        instance.listen_address = file.listen_address.filter(|address| !address.is_empty());
         info!(data_dir = %instance.spec.data_dir.display(), pid, "postgres adopted");
         Ok(instance)
     }
@@ -395,6 +413,7 @@ impl Instance {
             daemon: None,
             admin: None,
             timings: None,
+            listen_address: None,
         }
     }
 
@@ -424,6 +443,12 @@ impl Instance {
         let mut pids = vec![self.pid];
         pids.extend(children_of(self.pid));
         pids
+    }
+
+    /// The first address the server listens on over TCP, as its `listen_addresses` names it
+    /// (`*`, an IP address, a host name); `None` when it listens on its unix socket only.
+    pub fn listen_address(&self) -> Option<&str> {
+        self.listen_address.as_deref()
     }
 
     /// True when this instance was adopted rather than started by this process.

@@ -107,8 +107,8 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
     assert_cleaned_up(&dir);
 }
 
-/// `--wake` at a tiny size: every row with two samples, the stopped clones without a process,
-/// and the fleet's table.
+/// `--wake` at a tiny size: every row with two samples (the wakes with plain and with TLS
+/// logins among them), the stopped clones without a process, and the fleet's table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_wake_run_reports_every_row_and_cleans_up() {
     let dir = TestDir::new("scion-bench-it-");
@@ -121,6 +121,8 @@ async fn tiny_wake_run_reports_every_row_and_cleans_up() {
         "| **wake**",
         "| login → `SELECT 1` on the same clones running",
         "| login → `SELECT 1` on the same clones woken",
+        "| **wake over TLS**",
+        "| TLS login → `SELECT 1` on the same clones woken",
         "| reset: ",
         "| reset claiming a warm clone",
     ] {
@@ -143,7 +145,8 @@ async fn tiny_wake_run_reports_every_row_and_cleans_up() {
 
 /// Runs `scion-bench` with `args` on free ports in `dir`; its report, once it succeeded.
 pub(crate) async fn run_bench(dir: &TestDir, args: &[&str]) -> String {
-    let ports = free_port_range(16);
+    // The API's port, the clones' (a woken clone holds two) and the local one.
+    let ports = free_port_range(24);
     let server = server_bin().await;
     #[allow(
         clippy::disallowed_methods,

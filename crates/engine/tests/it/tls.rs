@@ -1,8 +1,10 @@
 //! TLS on clones with real servers and the real `psql`: a clone's certificate verifies with
 //! `sslmode=verify-full` against the engine's CA (and not for another host name), a user with
 //! a client certificate logs in with it and no password, a connection without TLS is refused
-//! when plain logins are off, a claimed warm clone does all this too, and a renewed
-//! certificate is served after a reload by the same server process.
+//! when plain logins are off, a claimed warm clone does all this too (claimed by a create, or
+//! by a reset, whose connections the engine carries), so does a clone woken from scale to
+//! zero, before and after an engine restart, and a renewed certificate is served after a
+//! reload by the same server process.
 
 use std::path::Path;
 use std::time::Duration;
@@ -198,4 +200,97 @@ async fn a_claimed_warm_clone_serves_its_certificate_and_takes_certificate_login
     );
     let user = psql_user(&conninfo(&claimed, "127.0.0.1", &options), None).await;
     assert_eq!(user.as_deref(), Ok("bob"));
+
+    // A reset claims the next warm clone: the engine holds the clone's port and carries its
+    // connections to the warm server's own, TLS and certificate login included.
+    crate::warm::wait_warm(&test, 1).await;
+    test.engine.reset_clone("claimed", engine::ResetTarget::Current).await.unwrap();
+    let reset = test.ready("claimed").await;
+    let server_port = reset.record.server_port.expect("the reset claimed a warm clone");
+    let user = psql_user(&conninfo(&reset, "127.0.0.1", &options), None).await;
+    assert_eq!(user.as_deref(), Ok("bob"));
+    // Through the carry, the client meets the warm server's own certificate.
+    assert_eq!(served_certificate(reset.record.port).await, served_certificate(server_port).await);
+}
+
+/// The certificate files of a woken clone's tests: the CA, and alice's client certificate.
+struct ClientFiles {
+    _dir: tempfile::TempDir,
+    /// `sslmode=verify-full` against the engine's CA.
+    verify: String,
+    /// The same with alice's client certificate.
+    with_cert: String,
+}
+
+impl ClientFiles {
+    fn new(issued: &engine::ClientCertificate) -> ClientFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = (
+            dir.path().join("root.crt"),
+            dir.path().join("alice.crt"),
+            dir.path().join("alice.key"),
+        );
+        write_private(&ca, &issued.ca);
+        write_private(&cert, &issued.certificate);
+        write_private(&key, &issued.key);
+        let verify = format!("sslmode=verify-full sslrootcert={}", ca.display());
+        let with_cert = format!("{verify} sslcert={} sslkey={}", cert.display(), key.display());
+        ClientFiles { _dir: dir, verify, with_cert }
+    }
+}
+
+/// A woken clone's connections pass through the engine byte for byte: `verify-full` checks
+/// the server's own certificate, a certificate login needs no password, a connection without
+/// TLS is still refused; and so after an engine restart, which adopts the server on its
+/// private port.
+#[tokio::test]
+async fn a_woken_clone_verifies_and_takes_certificate_logins_across_a_restart() {
+    let mut test = TestEngine::start(tls_config(6)).await;
+    let with_password = test.create("passwords").await;
+    let cert_request =
+        CloneRequest { username: "alice".to_owned(), client_certificate: true, ..request("certs") };
+    let (_, issued) = test.engine.create_clone_with_certificate(cert_request).await.unwrap();
+    let files = ClientFiles::new(&issued.expect("a client certificate was asked for"));
+    let with_cert = test.ready("certs").await;
+    for id in ["passwords", "certs"] {
+        let stopped = test.engine.stop_clone(id).await.unwrap();
+        assert!(stopped.record.stopped_at.is_some(), "{stopped:?}");
+    }
+
+    // The first connections wake them, over TLS.
+    let user = psql_user(&conninfo(&with_cert, "127.0.0.1", &files.with_cert), None).await;
+    assert_eq!(user.as_deref(), Ok("alice"), "a certificate login wakes its clone");
+    let verified = conninfo(&with_password, "127.0.0.1", &files.verify);
+    let user = psql_user(&verified, Some(PASSWORD)).await;
+    assert_eq!(user.as_deref(), Ok("tester"), "verify-full wakes its clone");
+    let woken = test.engine.clone_view("passwords").unwrap();
+    assert_eq!(woken.record.stopped_at, None);
+    let private = woken.record.server_port.expect("a woken server listens on a private port");
+    assert_ne!(private, woken.record.port);
+    // The server's own certificate, that of its private port, reaches the client.
+    assert_eq!(served_certificate(woken.record.port).await, served_certificate(private).await);
+    // Carried from the loopback address, a connection without TLS still finds no rule, and a
+    // certificate user's password still does not open the TLS path.
+    let plain = conninfo(&with_password, "127.0.0.1", "sslmode=disable");
+    let refused = psql_user(&plain, Some(PASSWORD)).await.expect_err("a plain login");
+    assert!(refused.contains("no encryption"), "{refused}");
+    let refused = psql_user(&conninfo(&with_cert, "127.0.0.1", &files.verify), Some(PASSWORD))
+        .await
+        .expect_err("a certificate user logged in without its certificate");
+    assert!(refused.contains("certificate"), "{refused}");
+    // The server holds its private port (on the loopback address: `FRONTED_LISTEN_ADDRESS`).
+    assert!(std::net::TcpListener::bind(("127.0.0.1", private)).is_err());
+
+    test.restart().await;
+    let adopted = test.engine.clone_view("passwords").unwrap();
+    assert_eq!(adopted.record.server_port, Some(private), "the private port is adopted");
+    let user = psql_user(&verified, Some(PASSWORD)).await;
+    assert_eq!(user.as_deref(), Ok("tester"), "verify-full after a restart");
+    let user = psql_user(&conninfo(&with_cert, "127.0.0.1", &files.with_cert), None).await;
+    assert_eq!(user.as_deref(), Ok("alice"), "a certificate login after a restart");
+
+    // Stopped again, the private port is let go; a destroy frees the clone's own.
+    let stopped = test.engine.stop_clone("passwords").await.unwrap();
+    assert_eq!(stopped.record.server_port, None);
+    std::net::TcpListener::bind(("127.0.0.1", private)).expect("the private port is released");
 }

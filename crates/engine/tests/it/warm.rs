@@ -299,11 +299,14 @@ async fn a_reset_claims_a_warm_clone_and_the_clone_keeps_its_identity() {
     assert_ne!(second, server_port);
     connect(&again, PASSWORD).await.expect("served after the second reset");
 
-    // Stopped and woken, its server runs on the clone's own port (behind the engine).
+    // Stopped, the warm server's port is let go; woken, its server runs behind the engine on
+    // a private port of the range again.
     let stopped = test.engine.stop_clone("keeper").await.unwrap();
     assert_eq!(stopped.record.server_port, None);
     connect(&stopped, PASSWORD).await.expect("woken");
-    assert_eq!(test.engine.clone_view("keeper").unwrap().record.server_port, None);
+    let private = test.engine.clone_view("keeper").unwrap().record.server_port;
+    let private = private.expect("a woken server listens on a private port");
+    assert_ne!(private, keeper.record.port);
 
     // Protection guards it; lifted, a destroy frees its port.
     assert!(test.engine.destroy_clone("keeper").await.is_err(), "a protected clone is destroyed");
@@ -312,4 +315,5 @@ async fn a_reset_claims_a_warm_clone_and_the_clone_keeps_its_identity() {
     test.engine.destroy_clone("keeper").await.unwrap();
     test.wait_gone("keeper").await;
     std::net::TcpListener::bind(("127.0.0.1", keeper.record.port)).expect("the port is released");
+    std::net::TcpListener::bind(("127.0.0.1", private)).expect("the private port is released");
 }

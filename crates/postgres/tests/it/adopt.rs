@@ -71,6 +71,14 @@ async fn adopt_checks_port_and_socket(major: PgMajor) {
     let error = Instance::adopt(&binaries(major), other_socket).await.unwrap_err();
     assert!(matches!(error, Error::AdoptMismatch { .. }), "{error:?}");
 
+    // What the server listens on is the running server's, whatever the adopting spec says.
+    assert_eq!(instance.listen_address(), Some(spec.settings.listen_addresses.as_str()));
+    let mut no_tcp = spec.clone();
+    no_tcp.settings.listen_addresses = String::new();
+    let adopted = Instance::adopt(&binaries(major), no_tcp).await.unwrap();
+    assert_eq!(adopted.listen_address(), Some(spec.settings.listen_addresses.as_str()));
+    drop(adopted);
+
     instance.stop(StopMode::Fast, STEP).await.unwrap();
 }
 per_major!(adopt_checks_port_and_socket);
