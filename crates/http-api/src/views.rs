@@ -128,6 +128,15 @@ pub(crate) fn branch_protection_view(view: &engine::BranchView) -> BranchProtect
 }
 
 pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
+    Clone {
+        snapshot: view.snapshot.as_deref().map(snapshot),
+        ..clone_without_snapshot(view, limits)
+    }
+}
+
+/// [`clone`] with `snapshot` left `None`: a list fills it in from each snapshot's JSON
+/// (`listing`).
+pub(crate) fn clone_without_snapshot(view: &CloneView, limits: ProtectionLimits) -> Clone {
     let record = &view.record;
     // Like DBLab, the connection details appear once the server exists.
     let connectable = record.state != CloneState::Creating;
@@ -148,7 +157,7 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
     let code = status_code(record.state);
     Clone {
         id: record.id.clone(),
-        snapshot: view.snapshot.as_ref().map(snapshot),
+        snapshot: None,
         branch: record.branch.clone(),
         revision: i64::from(record.revision),
         protected: record.protected,
@@ -206,6 +215,8 @@ pub(crate) fn engine_info(status: &EngineStatus, config_locked: bool) -> api_typ
     }
 }
 
+/// `/status` without its clones: `cloning.clones` is left empty (`numClones` counts them), for
+/// `listing::status_json` to write them in.
 pub(crate) fn instance(
     status: &EngineStatus,
     retrieval: &RetrievalView,
@@ -215,7 +226,6 @@ pub(crate) fn instance(
         status.protection_lease_duration_minutes,
         status.protection_max_duration_minutes,
     );
-    let clones: Vec<Clone> = status.clones.iter().map(|view| clone(view, limits)).collect();
     let health = InstanceHealth::of(status, retrieval);
     let instance_status = if health.is_ok() {
         Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
@@ -246,8 +256,8 @@ pub(crate) fn instance(
         pools: vec![pool],
         cloning: Cloning {
             expected_cloning_time: status.expected_cloning_time,
-            num_clones: clones.len() as i64,
-            clones,
+            num_clones: status.clones.len() as i64,
+            clones: Vec::new(),
             protection_limits: limits,
         },
         retrieving: retrieving(retrieval),

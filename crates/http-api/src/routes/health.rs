@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::ApiFailure;
 use crate::openapi::Unauthorized;
-use crate::{AppState, views};
+use crate::{AppState, listing, views};
 
 /// The content type of the OpenMetrics text prometheus-client writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -50,8 +50,12 @@ async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
         (status = 401, response = Unauthorized),
     )
 )]
-async fn status(State(state): State<AppState>) -> Json<api_types::Instance> {
-    Json(views::instance(&state.engine.status(), &state.engine.retrieval(), state.config_locked()))
+async fn status(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    let status = state.engine.status();
+    let instance = views::instance(&status, &state.engine.retrieval(), state.config_locked());
+    let body = listing::status_json(instance, &status.clones)
+        .map_err(|error| listing::serialization_failed(&error))?;
+    Ok(listing::json_response(body))
 }
 
 /// Prometheus metrics in the OpenMetrics text format: DBLab's `dblab_*` and Scion's `scion_*`;
