@@ -456,6 +456,15 @@ impl Engine {
                 }
             }
         }
+        // What destroyed clones' quotas left (btrfs qgroups); nothing when nothing was destroyed.
+        match self.inner.pool.storage().clear_stale_quotas().await {
+            Ok(0) => {}
+            Ok(cleared) => debug!(cleared, "cleared the quota groups of destroyed datasets"),
+            Err(error) => {
+                errors += 1;
+                debug!(error = %error, "failed to clear the quota groups of destroyed datasets");
+            }
+        }
         self.inner.metrics.record_collection(started.elapsed(), errors);
     }
 }
