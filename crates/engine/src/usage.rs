@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-/// A clone's written bytes are measured again after this many rounds (of
+/// A running clone's written bytes are measured again once every this many rounds (of
 /// [`crate::scheduler::COLLECT_INTERVAL`]) even when its server shows no writes.
 pub(crate) const REMEASURE_EVERY: u32 = 20;
 
@@ -49,8 +49,6 @@ struct SizeMark {
     dataset: String,
     /// Its server's write mark then; `None` when no server of it was held.
     mark: Option<WriteMark>,
-    /// Rounds since.
-    rounds: u32,
 }
 
 /// What the previous collection saw, to turn CPU time into a rate and to skip measuring clones
@@ -60,6 +58,9 @@ pub(crate) struct UsageTracker {
     previous: HashMap<String, (Instant, u64)>,
     pub(crate) latest: HashMap<String, CloneUsage>,
     sized: HashMap<String, SizeMark>,
+    /// Rounds of [`UsageTracker::due_for_size`] so far: a running clone's periodic measure
+    /// falls in the rounds of its own slot ([`slot`]).
+    round: u64,
     /// The pool's snapshot bytes, logical size and compression ratio, as the last collection
     /// read them; `None` until one did.
     pub(crate) pool: Option<storage::PoolUsage>,
@@ -106,14 +107,15 @@ impl UsageTracker {
     ) -> HashSet<String> {
         let listed: HashSet<&String> = clones.iter().map(|(id, _)| id).collect();
         self.sized.retain(|id, _| listed.contains(id));
+        self.round += 1;
         let mut due = HashSet::new();
         for (id, dataset) in clones {
             let current = samples.get(id).map(|sample| &sample.mark);
-            match self.sized.get_mut(id) {
-                Some(last) if !remeasure(last, dataset, current) => last.rounds += 1,
-                _ => {
-                    due.insert(id.clone());
-                }
+            let periodic = self.round % u64::from(REMEASURE_EVERY) == slot(id);
+            let unchanged =
+                self.sized.get(id).is_some_and(|last| !remeasure(last, dataset, current, periodic));
+            if !unchanged {
+                due.insert(id.clone());
             }
         }
         due
@@ -128,7 +130,7 @@ impl UsageTracker {
         samples: &HashMap<String, ServerSample>,
     ) {
         let mark = samples.get(id).map(|sample| sample.mark.clone());
-        self.sized.insert(id.to_owned(), SizeMark { dataset: dataset.to_owned(), mark, rounds: 0 });
+        self.sized.insert(id.to_owned(), SizeMark { dataset: dataset.to_owned(), mark });
     }
 
     /// Whether to read the pool's usage this round, with `snapshots` (their IDs) in the pool:
@@ -163,14 +165,22 @@ impl UsageTracker {
 
 /// Whether a clone measured as `last` must be measured again on `dataset` when its server now
 /// shows `current`: when it moved to another dataset, when its server wrote, started, stopped
-/// or changed processes, and, while a server runs, every [`REMEASURE_EVERY`] rounds. A clone
-/// without a server (stopped: 900 of 1,000 in a fleet mostly asleep) is not measured again
-/// while it has none, since nothing writes to its dataset then; the round its server stopped
-/// in measured what the stop wrote.
-fn remeasure(last: &SizeMark, dataset: &str, current: Option<&WriteMark>) -> bool {
-    last.dataset != dataset
-        || last.mark.as_ref() != current
-        || (current.is_some() && last.rounds + 1 >= REMEASURE_EVERY)
+/// or changed processes, and, while a server runs, in a `periodic` round (one of every
+/// [`REMEASURE_EVERY`]). A clone without a server (stopped: 900 of 1,000 in a fleet mostly
+/// asleep) is not measured again while it has none, since nothing writes to its dataset then;
+/// the round its server stopped in measured what the stop wrote.
+fn remeasure(last: &SizeMark, dataset: &str, current: Option<&WriteMark>, periodic: bool) -> bool {
+    last.dataset != dataset || last.mark.as_ref() != current || (current.is_some() && periodic)
+}
+
+/// The round (modulo [`REMEASURE_EVERY`]) in which clone `id` is measured periodically: spread
+/// by its ID, so that clones made together (a hundred started in a minute) are not all
+/// walked again in the same round, which took seconds.
+fn slot(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish() % u64::from(REMEASURE_EVERY)
 }
 
 /// Reads every clone server's processes (the postmaster and its children, found in one pass
@@ -312,6 +322,34 @@ mod tests {
     }
 
     #[test]
+    fn running_clones_made_together_are_not_measured_again_together() {
+        let mut tracker = UsageTracker::default();
+        let ids: Vec<String> = (0..100).map(|n| format!("fleet{n}")).collect();
+        let clones = datasets(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+        let running: Vec<(String, Vec<u32>, u64)> =
+            ids.iter().enumerate().map(|(n, id)| (id.clone(), vec![n as u32], 0)).collect();
+        let running: Vec<(&str, &[u32], u64)> =
+            running.iter().map(|(id, pids, written)| (id.as_str(), &pids[..], *written)).collect();
+        let running = samples(&running);
+        assert_eq!(tracker.due_for_size(&clones, &running).len(), 100, "all measured once");
+        for (id, dataset) in &clones {
+            tracker.sized(id, dataset, &running);
+        }
+        let mut times: HashMap<String, u32> = HashMap::new();
+        let mut most = 0;
+        for _ in 0..REMEASURE_EVERY {
+            let due = tracker.due_for_size(&clones, &running);
+            most = most.max(due.len());
+            for id in due {
+                *times.entry(id).or_default() += 1;
+            }
+        }
+        assert!(times.len() == 100 && times.values().all(|n| *n == 1), "{times:?}");
+        // 5 a round on average; all 100 at once is what the slots prevent.
+        assert!(most <= 20, "{most} of 100 idle clones measured in one round");
+    }
+
+    #[test]
     fn the_pool_is_read_again_when_its_snapshots_change_or_after_a_while() {
         let mut tracker = UsageTracker::default();
         let usage = storage::PoolUsage {
@@ -358,23 +396,15 @@ mod tests {
         assert_eq!(due, ["a", "b"]);
         tracker.sized("a", &clones[0].1, &second);
         tracker.sized("b", &clones[1].1, &second);
-        // Unchanged clones with a server are measured again after REMEASURE_EVERY rounds all
-        // the same; a stopped one, with no server to write to its dataset, is not. The round
-        // above was the first after c's measure.
-        let mut round = 1;
-        loop {
-            round += 1;
+        // Unchanged clones with a server are measured again once every REMEASURE_EVERY rounds
+        // all the same; a stopped one, with no server to write to its dataset, is not.
+        let mut measured = 0;
+        for round in 0..3 * REMEASURE_EVERY {
             let due = tracker.due_for_size(&clones, &second);
             assert!(!due.contains("stopped"), "a stopped clone measured again in round {round}");
-            if due.contains("c") {
-                break;
-            }
-            assert!(round < REMEASURE_EVERY, "c is never measured again");
+            measured += u32::from(due.contains("c"));
         }
-        assert_eq!(round, REMEASURE_EVERY);
-        for _ in 0..3 * REMEASURE_EVERY {
-            assert!(!tracker.due_for_size(&clones, &second).contains("stopped"));
-        }
+        assert_eq!(measured, 3, "c once every {REMEASURE_EVERY} rounds");
         // Its stop (no server any more) and its reset (another dataset) are measured.
         let stopped = samples(&[("a", &[1, 2], 20), ("b", &[3, 4, 7], 10)]);
         assert!(tracker.due_for_size(&clones, &stopped).contains("c"), "c stopped");
