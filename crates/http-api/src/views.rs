@@ -203,13 +203,16 @@ pub(crate) fn client_certificate(
 
 /// `config_locked`: whether `POST /admin/config` is refused (no file, or
 /// `[server] disable_config_modification`), which DBLab's UI reads to lock its configuration tab.
-pub(crate) fn engine_info(status: &EngineStatus, config_locked: bool) -> api_types::Engine {
+///
+/// From the engine's identity alone: `/healthz` builds no clone views (a thousand of them took
+/// milliseconds).
+pub(crate) fn engine_info(engine: &engine::Engine, config_locked: bool) -> api_types::Engine {
     api_types::Engine {
-        version: status.version.clone(),
+        version: engine.version().to_owned(),
         edition: "community".to_owned(),
         billing_active: None,
-        instance_id: status.instance_id.clone(),
-        started_at: Some(LocalTime::from(status.started_at)),
+        instance_id: engine.instance_id().to_owned(),
+        started_at: Some(LocalTime::from(engine.started_at())),
         telemetry: None,
         disable_config_modification: Some(config_locked),
     }
@@ -220,7 +223,7 @@ pub(crate) fn engine_info(status: &EngineStatus, config_locked: bool) -> api_typ
 pub(crate) fn instance(
     status: &EngineStatus,
     retrieval: &RetrievalView,
-    config_locked: bool,
+    engine: api_types::Engine,
 ) -> Instance {
     let limits = protection_limits(
         status.protection_lease_duration_minutes,
@@ -252,7 +255,7 @@ pub(crate) fn instance(
     };
     Instance {
         status: instance_status,
-        engine: engine_info(status, config_locked),
+        engine,
         pools: vec![pool],
         cloning: Cloning {
             expected_cloning_time: status.expected_cloning_time,

@@ -33,7 +33,7 @@ pub(super) fn status_routes() -> Router<AppState> {
     responses((status = 200, description = "The engine is up.", body = api_types::Engine))
 )]
 async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
-    Json(views::engine_info(&state.engine.status(), state.config_locked()))
+    Json(views::engine_info(&state.engine, state.config_locked()))
 }
 
 /// The instance's full status: pool, clones, retrieval, and Scion's reconciliation report.
@@ -52,7 +52,8 @@ async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
 )]
 async fn status(State(state): State<AppState>) -> Result<Response, ApiFailure> {
     let status = state.engine.status();
-    let instance = views::instance(&status, &state.engine.retrieval(), state.config_locked());
+    let engine = views::engine_info(&state.engine, state.config_locked());
+    let instance = views::instance(&status, &state.engine.retrieval(), engine);
     let body = listing::status_json(instance, &status.clones)
         .map_err(|error| listing::serialization_failed(&error))?;
     Ok(listing::json_response(body))
