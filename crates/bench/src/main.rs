@@ -115,13 +115,17 @@ struct Args {
     /// Measure scale to zero (issue #16) at the first of --sizes instead: the first connection
     /// to a stopped clone (login to `SELECT 1`) against a cold create and a warm claim, with
     /// `GET /status` while the clones are stopped. Of the other flags only --sizes, --clones,
-    /// --fleet, --api-requests, --major, --dir, --port-from, --server-bin and --out apply.
+    /// --fleet, --collection-rounds, --api-requests, --major, --dir, --port-from, --server-bin and --out apply.
     #[arg(long)]
     wake: bool,
     /// Wake: also make this many more clones on one host, stop all but a tenth of them, and
-    /// measure memory and disk per clone and `GET /status` then (0 skips).
+    /// measure memory and disk per clone, `GET /status`, `GET /clones` and the background
+    /// collection's rounds then (0 skips).
     #[arg(long, default_value_t = 0)]
     fleet: usize,
+    /// Wake with --fleet: background collection rounds to time (one every 15 s).
+    #[arg(long, default_value_t = 8)]
+    collection_rounds: usize,
     /// Runaway: seconds of pgbench per scenario.
     #[arg(long, default_value_t = 20)]
     runaway_seconds: u64,

@@ -112,12 +112,19 @@ impl Server {
 
     /// The value of an unlabelled metric of `/metrics`; 0 when it is not there.
     pub(crate) async fn metric(&self, name: &str) -> Result<f64> {
+        let [value] = self.metrics([name]).await?;
+        Ok(value)
+    }
+
+    /// The values of unlabelled metrics of one `/metrics` scrape; 0 for one not there.
+    pub(crate) async fn metrics<const N: usize>(&self, names: [&str; N]) -> Result<[f64; N]> {
         let url = format!("{}/metrics", self.url);
         let text = reqwest::Client::new().get(&url).send().await?.text().await?;
-        Ok(text
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0))
+        Ok(names.map(|name| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0.0)
+        }))
     }
 
     /// Waits until the warm pool holds `size` clones, as `/metrics` says.

@@ -64,6 +64,11 @@ struct Fleet {
     pool_bytes_per_clone: f64,
     engine_rss_kib: u64,
     status: Summary,
+    clones_list: Summary,
+    /// The engine's RSS after the `/status` and `/clones` requests, KiB.
+    engine_rss_after_kib: u64,
+    /// The background collection's rounds (`dblab_scrape_duration_seconds` of each), ms.
+    collection: Summary,
 }
 
 /// Runs the comparison at the first of `--sizes` with `--clones` timed clones per kind.
@@ -241,7 +246,12 @@ async fn fleet(ctx: &SizeCtx<'_>, server: &Server, pool: &Pool, clones: usize) -
         .map(|clone| clone.metadata.clone_diff_size as f64)
         .collect();
     let used_after = pool.used_bytes().await?;
+    let engine_rss_kib = stats::rss_kib(server.pid());
+    progress(&format!("wake: {} background collection rounds", ctx.args.collection_rounds));
+    let collection = collection_rounds(server, ctx.args.collection_rounds).await?;
+    progress(&format!("wake: GET /status and GET /clones, {} each", ctx.args.api_requests));
     let status = scion::api_latency(server, "/status", ctx.args.api_requests).await?;
+    let clones_list = scion::api_latency(server, "/clones", ctx.args.api_requests).await?;
     let fleet = Fleet {
         clones: made.len(),
         stopped: made.len().saturating_sub(running_wanted),
@@ -251,14 +261,40 @@ async fn fleet(ctx: &SizeCtx<'_>, server: &Server, pool: &Pool, clones: usize) -
         diff: Summary::of(&diff),
         pool_bytes_per_clone: used_after.saturating_sub(used_before) as f64
             / made.len().max(1) as f64,
-        engine_rss_kib: stats::rss_kib(server.pid()),
+        engine_rss_kib,
         status,
+        clones_list,
+        engine_rss_after_kib: stats::rss_kib(server.pid()),
+        collection: Summary::of(&collection),
     };
     progress("wake: destroying the fleet");
     for id in &made {
         scion::destroy(server, id).await?;
     }
     Ok(fleet)
+}
+
+/// The durations of the next `rounds` rounds of the engine's background collection, in ms, as
+/// `/metrics` shows each (`dblab_scrape_duration_seconds` once `dblab_scrape_success_timestamp`
+/// moves); the round under way when it starts is left out.
+async fn collection_rounds(server: &Server, rounds: usize) -> Result<Vec<f64>> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30 * (rounds as u64 + 1));
+    let mut last = server.metric("dblab_scrape_success_timestamp").await?;
+    let mut samples = Vec::with_capacity(rounds);
+    while samples.len() < rounds {
+        if Instant::now() > deadline {
+            bail!("only {} collection rounds in time:\n{}", samples.len(), server.log_tail());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let [at, seconds] = server
+            .metrics(["dblab_scrape_success_timestamp", "dblab_scrape_duration_seconds"])
+            .await?;
+        if at != last {
+            last = at;
+            samples.push(seconds * 1000.0);
+        }
+    }
+    Ok(samples)
 }
 
 async fn start_server(
@@ -383,18 +419,24 @@ fn render_fleet(fleet: &Fleet, out: &mut String) {
         d.p99 / 1048576.0,
         d.max / 1048576.0
     ));
-    let t = &fleet.status;
-    out.push_str(&format!(
-        "| `GET /status` ({} requests) | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
-        t.n, t.median, t.p95, t.p99, t.max
-    ));
+    for (label, t) in [
+        ("`GET /status`", &fleet.status),
+        ("`GET /clones`", &fleet.clones_list),
+        ("background collection round (`dblab_scrape_duration_seconds`)", &fleet.collection),
+    ] {
+        out.push_str(&format!(
+            "| {label} ({}) | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
+            t.n, t.median, t.p95, t.p99, t.max
+        ));
+    }
     out.push_str(&format!(
         "\nA stopped clone's memory is zero: {} data directories had a process in them, for \
          {running} running clones and the timed ones. The pool grew by {:.2} MiB per clone over \
-         the phase; the engine's RSS was {:.0} MiB.\n",
+         the phase; the engine's RSS was {:.0} MiB before the API requests and {:.0} MiB after.\n",
         fleet.busy_data_dirs,
         fleet.pool_bytes_per_clone / 1048576.0,
         fleet.engine_rss_kib as f64 / 1024.0,
+        fleet.engine_rss_after_kib as f64 / 1024.0,
     ));
 }
 

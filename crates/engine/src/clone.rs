@@ -7,6 +7,7 @@
 //! to the store before it shows in memory, so a crash never reports a state that was not saved.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_types::{CloneId, WebhookEvent};
@@ -95,19 +96,21 @@ impl Engine {
                 .or_default()
                 .push(entry.record.id.clone());
         }
-        let snapshots: HashMap<&str, crate::SnapshotView> = state
+        // Shared, not copied: a copy per clone was a million clone IDs at 1,000 clones.
+        let snapshots: HashMap<&str, Arc<crate::SnapshotView>> = state
             .snapshots
             .iter()
             .filter_map(|snapshot| {
                 let clones = by_snapshot.remove(snapshot.id.as_str())?;
-                Some((snapshot.id.as_str(), self.snapshot_view_with(&state, snapshot, clones)))
+                let view = self.snapshot_view_with(&state, snapshot, clones);
+                Some((snapshot.id.as_str(), Arc::new(view)))
             })
             .collect();
         let mut clones: Vec<CloneView> = state
             .clones
             .values()
             .map(|entry| {
-                let snapshot = snapshots.get(entry.record.snapshot_id.as_str()).cloned();
+                let snapshot = snapshots.get(entry.record.snapshot_id.as_str()).map(Arc::clone);
                 clone_view(entry, snapshot, &config, &self.inner.servers)
             })
             .collect();
@@ -136,7 +139,7 @@ impl Engine {
             .snapshots
             .iter()
             .find(|snapshot| snapshot.id == entry.record.snapshot_id)
-            .map(|snapshot| self.snapshot_view_in(state, snapshot));
+            .map(|snapshot| Arc::new(self.snapshot_view_in(state, snapshot)));
         clone_view(entry, snapshot, &self.config(), &self.inner.servers)
     }
 
@@ -556,7 +559,7 @@ impl Engine {
 /// A clone's view from its entry and its snapshot's view.
 fn clone_view(
     entry: &CloneEntry,
-    snapshot: Option<crate::SnapshotView>,
+    snapshot: Option<Arc<crate::SnapshotView>>,
     config: &crate::EngineConfig,
     servers: &crate::servers::Servers,
 ) -> CloneView {

@@ -226,8 +226,9 @@ pub struct EngineStatus {
 pub struct CloneView {
     /// The stored record.
     pub record: CloneRecord,
-    /// The snapshot it runs on, if it still exists.
-    pub snapshot: Option<SnapshotView>,
+    /// The snapshot it runs on, if it still exists; one view shared by the clones of a
+    /// snapshot in a list ([`Engine::clones`]), since it lists them all.
+    pub snapshot: Option<Arc<SnapshotView>>,
     /// The CPU and memory limits its server runs with (its own over the configuration's).
     pub limits: CloneLimits,
     /// What its server has used, as its control group counts (a limited clone only).

@@ -405,8 +405,9 @@ impl Engine {
     /// At 1,000 clones this must stay cheap: the servers' processes come from one pass over
     /// `/proc` on a blocking thread, and a clone's written bytes (a walk of its files) are
     /// measured again only when its server wrote since the last measure, or after
-    /// [`usage::REMEASURE_EVERY`] rounds (a session that wrote and ended between two rounds
-    /// leaves no counter behind). The `space_collector` loop runs it every
+    /// [`usage::REMEASURE_EVERY`] rounds while it runs (a session that wrote and ended between
+    /// two rounds leaves no counter behind); a stopped clone's, never until it runs again.
+    /// The `space_collector` loop runs it every
     /// 15 s; callers that need figures at once (tests, tools) may run a pass
     /// themselves.
     pub async fn collect_space(&self) {
@@ -426,17 +427,16 @@ impl Engine {
             .filter(|entry| entry.record.state == CloneState::Ok)
             .map(|entry| (entry.record.id.clone(), entry.record.dataset.clone()))
             .collect();
-        let ids: Vec<String> = clones.iter().map(|(id, _)| id.clone()).collect();
-        let due = crate::sync::lock(&self.inner.usage).due_for_size(&ids, &samples);
+        let due = crate::sync::lock(&self.inner.usage).due_for_size(&clones, &samples);
         for (id, dataset) in clones {
             if !due.contains(&id) {
                 continue;
             }
-            let Ok(name) = DatasetName::new(dataset) else { continue };
+            let Ok(name) = DatasetName::new(dataset.as_str()) else { continue };
             match self.inner.pool.storage().dataset_space(&name).await {
                 Ok(space) => {
                     self.inner.state.set_disk_usage(&id, space);
-                    crate::sync::lock(&self.inner.usage).sized(&id, &samples);
+                    crate::sync::lock(&self.inner.usage).sized(&id, &dataset, &samples);
                 }
                 Err(error) => {
                     errors += 1;
@@ -454,6 +454,15 @@ impl Engine {
                     errors += 1;
                     debug!(error = %error, "failed to read the pool's snapshot bytes");
                 }
+            }
+        }
+        // What destroyed clones' quotas left (btrfs qgroups); nothing when nothing was destroyed.
+        match self.inner.pool.storage().clear_stale_quotas().await {
+            Ok(0) => {}
+            Ok(cleared) => debug!(cleared, "cleared the quota groups of destroyed datasets"),
+            Err(error) => {
+                errors += 1;
+                debug!(error = %error, "failed to clear the quota groups of destroyed datasets");
             }
         }
         self.inner.metrics.record_collection(started.elapsed(), errors);

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-/// A clone's written bytes are measured again after this many rounds (of
+/// A running clone's written bytes are measured again once every this many rounds (of
 /// [`crate::scheduler::COLLECT_INTERVAL`]) even when its server shows no writes.
 pub(crate) const REMEASURE_EVERY: u32 = 20;
 
@@ -45,10 +45,10 @@ pub(crate) struct WriteMark {
 /// When a clone's written bytes were last measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SizeMark {
+    /// The dataset measured (a reset moves the clone to another).
+    dataset: String,
     /// Its server's write mark then; `None` when no server of it was held.
     mark: Option<WriteMark>,
-    /// Rounds since.
-    rounds: u32,
 }
 
 /// What the previous collection saw, to turn CPU time into a rate and to skip measuring clones
@@ -58,6 +58,9 @@ pub(crate) struct UsageTracker {
     previous: HashMap<String, (Instant, u64)>,
     pub(crate) latest: HashMap<String, CloneUsage>,
     sized: HashMap<String, SizeMark>,
+    /// Rounds of [`UsageTracker::due_for_size`] so far: a running clone's periodic measure
+    /// falls in the rounds of its own slot ([`slot`]).
+    round: u64,
     /// The pool's snapshot bytes, logical size and compression ratio, as the last collection
     /// read them; `None` until one did.
     pub(crate) pool: Option<storage::PoolUsage>,
@@ -94,32 +97,40 @@ impl UsageTracker {
         self.latest = latest;
     }
 
-    /// Which of `clones` to measure this round, given their servers' `samples`; the others
-    /// count one more round unmeasured, and clones not listed are forgotten.
+    /// Which of `clones` (ID and dataset) to measure this round, given their servers'
+    /// `samples`; the others count one more round unmeasured, and clones not listed are
+    /// forgotten.
     pub(crate) fn due_for_size(
         &mut self,
-        clones: &[String],
+        clones: &[(String, String)],
         samples: &HashMap<String, ServerSample>,
     ) -> HashSet<String> {
-        let listed: HashSet<&String> = clones.iter().collect();
+        let listed: HashSet<&String> = clones.iter().map(|(id, _)| id).collect();
         self.sized.retain(|id, _| listed.contains(id));
+        self.round += 1;
         let mut due = HashSet::new();
-        for id in clones {
+        for (id, dataset) in clones {
             let current = samples.get(id).map(|sample| &sample.mark);
-            match self.sized.get_mut(id) {
-                Some(last) if !remeasure(last, current) => last.rounds += 1,
-                _ => {
-                    due.insert(id.clone());
-                }
+            let periodic = self.round % u64::from(REMEASURE_EVERY) == slot(id);
+            let unchanged =
+                self.sized.get(id).is_some_and(|last| !remeasure(last, dataset, current, periodic));
+            if !unchanged {
+                due.insert(id.clone());
             }
         }
         due
     }
 
-    /// Notes that clone `id` was measured with its server's sample as in `samples`.
-    pub(crate) fn sized(&mut self, id: &str, samples: &HashMap<String, ServerSample>) {
+    /// Notes that clone `id` was measured on `dataset` with its server's sample as in
+    /// `samples`.
+    pub(crate) fn sized(
+        &mut self,
+        id: &str,
+        dataset: &str,
+        samples: &HashMap<String, ServerSample>,
+    ) {
         let mark = samples.get(id).map(|sample| sample.mark.clone());
-        self.sized.insert(id.to_owned(), SizeMark { mark, rounds: 0 });
+        self.sized.insert(id.to_owned(), SizeMark { dataset: dataset.to_owned(), mark });
     }
 
     /// Whether to read the pool's usage this round, with `snapshots` (their IDs) in the pool:
@@ -152,10 +163,24 @@ impl UsageTracker {
     }
 }
 
-/// Whether a clone measured as `last` must be measured again when its server now shows
-/// `current`.
-fn remeasure(last: &SizeMark, current: Option<&WriteMark>) -> bool {
-    last.mark.as_ref() != current || last.rounds + 1 >= REMEASURE_EVERY
+/// Whether a clone measured as `last` must be measured again on `dataset` when its server now
+/// shows `current`: when it moved to another dataset, when its server wrote, started, stopped
+/// or changed processes, and, while a server runs, in a `periodic` round (one of every
+/// [`REMEASURE_EVERY`]). A clone without a server (stopped: 900 of 1,000 in a fleet mostly
+/// asleep) is not measured again while it has none, since nothing writes to its dataset then;
+/// the round its server stopped in measured what the stop wrote.
+fn remeasure(last: &SizeMark, dataset: &str, current: Option<&WriteMark>, periodic: bool) -> bool {
+    last.dataset != dataset || last.mark.as_ref() != current || (current.is_some() && periodic)
+}
+
+/// The round (modulo [`REMEASURE_EVERY`]) in which clone `id` is measured periodically: spread
+/// by its ID, so that clones made together (a hundred started in a minute) are not all
+/// walked again in the same round, which took seconds.
+fn slot(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish() % u64::from(REMEASURE_EVERY)
 }
 
 /// Reads every clone server's processes (the postmaster and its children, found in one pass
@@ -297,6 +322,34 @@ mod tests {
     }
 
     #[test]
+    fn running_clones_made_together_are_not_measured_again_together() {
+        let mut tracker = UsageTracker::default();
+        let ids: Vec<String> = (0..100).map(|n| format!("fleet{n}")).collect();
+        let clones = datasets(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+        let running: Vec<(String, Vec<u32>, u64)> =
+            ids.iter().enumerate().map(|(n, id)| (id.clone(), vec![n as u32], 0)).collect();
+        let running: Vec<(&str, &[u32], u64)> =
+            running.iter().map(|(id, pids, written)| (id.as_str(), &pids[..], *written)).collect();
+        let running = samples(&running);
+        assert_eq!(tracker.due_for_size(&clones, &running).len(), 100, "all measured once");
+        for (id, dataset) in &clones {
+            tracker.sized(id, dataset, &running);
+        }
+        let mut times: HashMap<String, u32> = HashMap::new();
+        let mut most = 0;
+        for _ in 0..REMEASURE_EVERY {
+            let due = tracker.due_for_size(&clones, &running);
+            most = most.max(due.len());
+            for id in due {
+                *times.entry(id).or_default() += 1;
+            }
+        }
+        assert!(times.len() == 100 && times.values().all(|n| *n == 1), "{times:?}");
+        // 5 a round on average; all 100 at once is what the slots prevent.
+        assert!(most <= 20, "{most} of 100 idle clones measured in one round");
+    }
+
+    #[test]
     fn the_pool_is_read_again_when_its_snapshots_change_or_after_a_while() {
         let mut tracker = UsageTracker::default();
         let usage = storage::PoolUsage {
@@ -321,15 +374,19 @@ mod tests {
         assert_eq!(rounds, REMEASURE_EVERY);
     }
 
+    fn datasets(ids: &[&str]) -> Vec<(String, String)> {
+        ids.iter().map(|id| ((*id).to_owned(), format!("branch/main/{id}/r0"))).collect()
+    }
+
     #[test]
     fn only_clones_whose_servers_wrote_or_changed_processes_are_measured_again() {
         let mut tracker = UsageTracker::default();
-        let clones = ["a".to_owned(), "b".to_owned(), "c".to_owned(), "stopped".to_owned()];
+        let clones = datasets(&["a", "b", "c", "stopped"]);
         let first = samples(&[("a", &[1, 2], 10), ("b", &[3, 4], 10), ("c", &[5, 6], 10)]);
         let due = tracker.due_for_size(&clones, &first);
         assert_eq!(due.len(), 4, "everything is measured once");
-        for id in &clones {
-            tracker.sized(id, &first);
+        for (id, dataset) in &clones {
+            tracker.sized(id, dataset, &first);
         }
         // a wrote, b got a new session, c and the stopped clone did nothing.
         let second = samples(&[("a", &[1, 2], 20), ("b", &[3, 4, 7], 10), ("c", &[5, 6], 10)]);
@@ -337,21 +394,27 @@ mod tests {
         let mut due: Vec<&str> = due.iter().map(String::as_str).collect();
         due.sort_unstable();
         assert_eq!(due, ["a", "b"]);
-        tracker.sized("a", &second);
-        tracker.sized("b", &second);
-        // Unchanged clones are measured again after REMEASURE_EVERY rounds all the same.
-        // The round above was the first after c's measure.
-        let mut round = 1;
-        loop {
-            round += 1;
-            if tracker.due_for_size(&clones, &second).contains("c") {
-                break;
-            }
-            assert!(round < REMEASURE_EVERY, "c is never measured again");
+        tracker.sized("a", &clones[0].1, &second);
+        tracker.sized("b", &clones[1].1, &second);
+        // Unchanged clones with a server are measured again once every REMEASURE_EVERY rounds
+        // all the same; a stopped one, with no server to write to its dataset, is not.
+        let mut measured = 0;
+        for round in 0..3 * REMEASURE_EVERY {
+            let due = tracker.due_for_size(&clones, &second);
+            assert!(!due.contains("stopped"), "a stopped clone measured again in round {round}");
+            measured += u32::from(due.contains("c"));
         }
-        assert_eq!(round, REMEASURE_EVERY);
+        assert_eq!(measured, 3, "c once every {REMEASURE_EVERY} rounds");
+        // Its stop (no server any more) and its reset (another dataset) are measured.
+        let stopped = samples(&[("a", &[1, 2], 20), ("b", &[3, 4, 7], 10)]);
+        assert!(tracker.due_for_size(&clones, &stopped).contains("c"), "c stopped");
+        let reset = datasets(&["a", "b", "c", "stopped"])
+            .into_iter()
+            .map(|(id, dataset)| (id, dataset.replace("r0", "r1")))
+            .collect::<Vec<_>>();
+        assert_eq!(tracker.due_for_size(&reset, &second).len(), 4, "all moved to r1");
         // A destroyed clone is forgotten.
-        tracker.due_for_size(&["a".to_owned()], &second);
+        tracker.due_for_size(&clones[..1], &second);
         assert_eq!(tracker.sized.len(), 1);
     }
 }

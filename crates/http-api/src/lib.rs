@@ -11,6 +11,7 @@ mod auth;
 mod edge;
 mod error;
 mod extract;
+mod listing;
 mod openapi;
 mod routes;
 mod views;

@@ -128,6 +128,15 @@ pub(crate) fn branch_protection_view(view: &engine::BranchView) -> BranchProtect
 }
 
 pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
+    Clone {
+        snapshot: view.snapshot.as_deref().map(snapshot),
+        ..clone_without_snapshot(view, limits)
+    }
+}
+
+/// [`clone`] with `snapshot` left `None`: a list fills it in from each snapshot's JSON
+/// (`listing`).
+pub(crate) fn clone_without_snapshot(view: &CloneView, limits: ProtectionLimits) -> Clone {
     let record = &view.record;
     // Like DBLab, the connection details appear once the server exists.
     let connectable = record.state != CloneState::Creating;
@@ -148,7 +157,7 @@ pub(crate) fn clone(view: &CloneView, limits: ProtectionLimits) -> Clone {
     let code = status_code(record.state);
     Clone {
         id: record.id.clone(),
-        snapshot: view.snapshot.as_ref().map(snapshot),
+        snapshot: None,
         branch: record.branch.clone(),
         revision: i64::from(record.revision),
         protected: record.protected,
@@ -194,28 +203,32 @@ pub(crate) fn client_certificate(
 
 /// `config_locked`: whether `POST /admin/config` is refused (no file, or
 /// `[server] disable_config_modification`), which DBLab's UI reads to lock its configuration tab.
-pub(crate) fn engine_info(status: &EngineStatus, config_locked: bool) -> api_types::Engine {
+///
+/// From the engine's identity alone: `/healthz` builds no clone views (a thousand of them took
+/// milliseconds).
+pub(crate) fn engine_info(engine: &engine::Engine, config_locked: bool) -> api_types::Engine {
     api_types::Engine {
-        version: status.version.clone(),
+        version: engine.version().to_owned(),
         edition: "community".to_owned(),
         billing_active: None,
-        instance_id: status.instance_id.clone(),
-        started_at: Some(LocalTime::from(status.started_at)),
+        instance_id: engine.instance_id().to_owned(),
+        started_at: Some(LocalTime::from(engine.started_at())),
         telemetry: None,
         disable_config_modification: Some(config_locked),
     }
 }
 
+/// `/status` without its clones: `cloning.clones` is left empty (`numClones` counts them), for
+/// `listing::status_json` to write them in.
 pub(crate) fn instance(
     status: &EngineStatus,
     retrieval: &RetrievalView,
-    config_locked: bool,
+    engine: api_types::Engine,
 ) -> Instance {
     let limits = protection_limits(
         status.protection_lease_duration_minutes,
         status.protection_max_duration_minutes,
     );
-    let clones: Vec<Clone> = status.clones.iter().map(|view| clone(view, limits)).collect();
     let health = InstanceHealth::of(status, retrieval);
     let instance_status = if health.is_ok() {
         Status::new(StatusCode::Ok, Instance::READY_MESSAGE)
@@ -242,12 +255,12 @@ pub(crate) fn instance(
     };
     Instance {
         status: instance_status,
-        engine: engine_info(status, config_locked),
+        engine,
         pools: vec![pool],
         cloning: Cloning {
             expected_cloning_time: status.expected_cloning_time,
-            num_clones: clones.len() as i64,
-            clones,
+            num_clones: status.clones.len() as i64,
+            clones: Vec::new(),
             protection_limits: limits,
         },
         retrieving: retrieving(retrieval),

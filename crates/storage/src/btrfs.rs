@@ -17,10 +17,12 @@
 //! program: they are not on the clone path, and listing UUIDs by ioctl means walking the root
 //! tree with TREE_SEARCH, which the program already does well.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use exec::Cmd;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -63,6 +65,10 @@ pub struct Btrfs {
     /// The root's path relative to the filesystem's top level, with a trailing `/` (empty at
     /// the top level): `btrfs subvolume list` prints paths from the top level.
     top_prefix: String,
+    /// Whether qgroups of deleted subvolumes may be left: true at open (an earlier run may have
+    /// left some) and after every deletion, until [`ThinStorage::clear_stale_quotas`] finds
+    /// none left and no deleted subvolume still being cleaned.
+    stale_qgroups: Arc<AtomicBool>,
 }
 
 impl Btrfs {
@@ -87,7 +93,13 @@ impl Btrfs {
             "" => String::new(),
             path => format!("{path}/"),
         };
-        let pool = Btrfs { root, accounting, top_prefix, quota_on: Arc::default() };
+        let pool = Btrfs {
+            root,
+            accounting,
+            top_prefix,
+            quota_on: Arc::default(),
+            stale_qgroups: Arc::new(AtomicBool::new(true)),
+        };
         if accounting == SpaceAccounting::Qgroups {
             pool.ensure_quota().await?;
         }
@@ -171,7 +183,20 @@ impl Btrfs {
     async fn destroy(&self, object: Object, mode: DestroyMode) -> Result<()> {
         let plan = self.list().await?.plan_destroy(&object, mode)?;
         let pool = self.clone();
+        // Set before the deletion, so a clear that runs meanwhile cannot unset it after.
+        self.stale_qgroups.store(true, Ordering::SeqCst);
         self.unblocked(move || pool.delete(&plan)).await
+    }
+
+    /// Subvolume IDs from `btrfs subvolume list` (with `-d`: those deleted and not yet
+    /// cleaned) of the whole filesystem.
+    async fn subvolume_ids(&self, deleted: bool) -> Result<HashSet<u64>> {
+        let mut cmd = Cmd::new("btrfs").args(["subvolume", "list"]);
+        if deleted {
+            cmd = cmd.arg("-d");
+        }
+        let text = run_tool(cmd.arg(&self.root), &self.root.display()).await?.stdout_text();
+        Ok(text.lines().filter_map(parse_subvolume_id).collect())
     }
 
     /// Removes the directories under `.snapshots` that held only this snapshot.
@@ -326,6 +351,30 @@ fn parse_data_used(text: &str) -> Option<u64> {
     let line = text.lines().find(|line| line.starts_with("Data,"))?;
     line.split_once("used=")?.1.trim().parse().ok()
 }
+
+/// The ID of a `btrfs subvolume list` line (`ID 256 gen 8 top level 5 path a`).
+fn parse_subvolume_id(line: &str) -> Option<u64> {
+    line.strip_prefix("ID ")?.split_whitespace().next()?.parse().ok()
+}
+
+/// The IDs of the level-0 qgroups (`0/<id>`) in `btrfs qgroup show --raw`.
+fn level_zero_qgroups(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| line.split_whitespace().next()?.strip_prefix("0/")?.parse().ok())
+        .collect()
+}
+
+/// Of the level-0 `qgroups`, those of no subvolume: neither `live` nor `deleting` (deleted and
+/// still being dropped), nor the top level's.
+fn stale_qgroups(qgroups: Vec<u64>, live: &HashSet<u64>, deleting: &HashSet<u64>) -> Vec<u64> {
+    qgroups
+        .into_iter()
+        .filter(|id| *id != TOP_LEVEL_ID && !live.contains(id) && !deleting.contains(id))
+        .collect()
+}
+
+/// The subvolume ID of the filesystem's top level, whose qgroup `0/5` has no subvolume entry.
+const TOP_LEVEL_ID: u64 = 5;
 
 /// Reads `(referenced, exclusive)` of qgroup `0/<id>` from `btrfs qgroup show --raw`.
 fn parse_qgroup(text: &str, id: u64) -> Option<(u64, u64)> {
@@ -537,6 +586,59 @@ impl ThinStorage for Btrfs {
         run_tool(cmd, name).await?;
         Ok(())
     }
+
+    /// Destroys the level-0 qgroups whose subvolume is gone: with quota on, btrfs keeps the
+    /// qgroup `0/<id>` of a deleted subvolume (kernels before 6.10 always, later ones when
+    /// its numbers are off), and thousands of them slow every commit's accounting.
+    ///
+    /// Why here, once per round, and not at each destroy: a deleted subvolume is dropped by
+    /// the cleaner thread later, in the background, and that drop still accounts its extents
+    /// to its qgroup (and through it to the qgroups it shared them with). Destroying the qgroup
+    /// at destroy would race that drop (newer kernels refuse it while it holds bytes, older ones
+    /// let the drop's accounting go wrong), and waiting for the drop would hold the destroy for
+    /// as long as the cleaner takes. Nor is `btrfs qgroup clear-stale` the answer: older
+    /// btrfs-progs count a subvolume still being dropped as stale too. So this lists the live
+    /// subvolumes and then those deleted but not yet cleaned (in that order: one deleted in
+    /// between shows in the second list), and destroys only qgroups in neither; those of
+    /// subvolumes still being cleaned wait for a later round. Nothing runs when no subvolume
+    /// was deleted since the last clear that left none waiting, or when quota is off.
+    async fn clear_stale_quotas(&self) -> Result<usize> {
+        if !self.stale_qgroups.swap(false, Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let shown = Cmd::new("btrfs").args(["qgroup", "show", "--raw"]).arg(&self.root);
+        // Fails when quota is off: then there are no qgroups to clear.
+        let Ok(shown) = crate::run_raw(shown).await else { return Ok(0) };
+        let qgroups = level_zero_qgroups(&shown.stdout_text());
+        let live = self.subvolume_ids(false).await;
+        let deleting = self.subvolume_ids(true).await;
+        let (live, deleting) = match (live, deleting) {
+            (Ok(live), Ok(deleting)) => (live, deleting),
+            (Err(error), _) | (_, Err(error)) => {
+                self.stale_qgroups.store(true, Ordering::SeqCst);
+                return Err(error);
+            }
+        };
+        if qgroups.iter().any(|id| deleting.contains(id)) {
+            self.stale_qgroups.store(true, Ordering::SeqCst);
+        }
+        let mut cleared = 0;
+        for id in stale_qgroups(qgroups, &live, &deleting) {
+            let qgroup = format!("0/{id}");
+            let cmd = Cmd::new("btrfs").args(["qgroup", "destroy", &qgroup]).arg(&self.root);
+            match crate::run_raw(cmd).await {
+                Ok(_) => cleared += 1,
+                // A kernel that removes the qgroup itself once the drop ends did so between
+                // the listing and now.
+                Err(error) if error.stderr_tail().contains("No such file or directory") => {}
+                Err(error) => {
+                    self.stale_qgroups.store(true, Ordering::SeqCst);
+                    return Err(Error::from_command(error, &qgroup));
+                }
+            }
+        }
+        Ok(cleared)
+    }
 }
 
 #[cfg(test)]
@@ -591,6 +693,27 @@ mod tests {
                   Metadata, DUP: total=67108864, used=1261568\n";
         assert_eq!(parse_data_used(df), Some(42_315_776));
         assert_eq!(parse_data_used("garbage"), None);
+    }
+
+    #[test]
+    fn only_qgroups_of_no_subvolume_are_stale() {
+        let text = "Qgroupid    Referenced    Exclusive   Path \n\
+                    --------    ----------    ---------   ---- \n\
+                    0/5              16384        16384   <toplevel>\n\
+                    0/256         20987904        16384   a\n\
+                    0/262         20987904        16384   <stale>\n\
+                    0/263         52445184     31473664   <stale>\n\
+                    1/100                0            0   <0 member qgroups>\n";
+        let qgroups = level_zero_qgroups(text);
+        assert_eq!(qgroups, [5, 256, 262, 263]);
+        let live: HashSet<u64> =
+            "ID 256 gen 13 top level 5 path a\n".lines().filter_map(parse_subvolume_id).collect();
+        let deleting: HashSet<u64> = "ID 263 gen 27 top level 0 path DELETED\n"
+            .lines()
+            .filter_map(parse_subvolume_id)
+            .collect();
+        // 263 is still being dropped, 256 lives, 5 is the top level.
+        assert_eq!(stale_qgroups(qgroups, &live, &deleting), [262]);
     }
 
     #[test]

@@ -341,6 +341,13 @@ pub trait ThinStorage {
     /// for the filesystem first if it is off). A write past it fails with `EDQUOT` in that
     /// dataset only. [`Error::Unsupported`] where [`Capabilities::quotas`] is false.
     fn set_quota(&self, name: &DatasetName, bytes: u64) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes what quotas of destroyed datasets left behind, returning how many it removed:
+    /// btrfs's qgroups of deleted subvolumes once the cleaner has dropped them (see
+    /// [`Btrfs`]'s implementation); nothing elsewhere. For the background collection.
+    fn clear_stale_quotas(&self) -> impl Future<Output = Result<usize>> + Send {
+        std::future::ready(Ok(0))
+    }
 }
 
 /// One of the backends, chosen at run time; implements [`ThinStorage`] by dispatch.
@@ -442,6 +449,10 @@ impl ThinStorage for StorageBackend {
 
     async fn set_quota(&self, name: &DatasetName, bytes: u64) -> Result<()> {
         dispatch!(self, backend => backend.set_quota(name, bytes).await)
+    }
+
+    async fn clear_stale_quotas(&self) -> Result<usize> {
+        dispatch!(self, backend => backend.clear_stale_quotas().await)
     }
 }
 

@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 use crate::error::ApiFailure;
 use crate::extract::{Body, OptionalBody, Params};
 use crate::openapi::{InsufficientStorage, InternalError, Unauthorized, Unavailable};
-use crate::{AppState, views};
+use crate::{AppState, listing, views};
 
 /// The longest `wait` a request may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -97,13 +97,11 @@ pub(super) fn limits(state: &AppState) -> api_types::ProtectionLimits {
         (status = 401, response = Unauthorized),
     )
 )]
-async fn list(State(state): State<AppState>) -> Json<Vec<api_types::Clone>> {
-    let limits = limits(&state);
-    let mut clones: Vec<api_types::Clone> =
-        state.engine.clones().iter().map(|view| views::clone(view, limits)).collect();
-    // DBLab lists clones newest first.
-    clones.reverse();
-    Json(clones)
+async fn list(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    // DBLab lists clones newest first: `clones_json` reverses the engine's oldest first.
+    let body = listing::clones_json(&state.engine.clones(), limits(&state))
+        .map_err(|error| listing::serialization_failed(&error))?;
+    Ok(listing::json_response(body))
 }
 
 /// Get a clone.

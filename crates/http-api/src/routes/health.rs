@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error::ApiFailure;
 use crate::openapi::Unauthorized;
-use crate::{AppState, views};
+use crate::{AppState, listing, views};
 
 /// The content type of the OpenMetrics text prometheus-client writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -33,7 +33,7 @@ pub(super) fn status_routes() -> Router<AppState> {
     responses((status = 200, description = "The engine is up.", body = api_types::Engine))
 )]
 async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
-    Json(views::engine_info(&state.engine.status(), state.config_locked()))
+    Json(views::engine_info(&state.engine, state.config_locked()))
 }
 
 /// The instance's full status: pool, clones, retrieval, and Scion's reconciliation report.
@@ -50,8 +50,13 @@ async fn healthz(State(state): State<AppState>) -> Json<api_types::Engine> {
         (status = 401, response = Unauthorized),
     )
 )]
-async fn status(State(state): State<AppState>) -> Json<api_types::Instance> {
-    Json(views::instance(&state.engine.status(), &state.engine.retrieval(), state.config_locked()))
+async fn status(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    let status = state.engine.status();
+    let engine = views::engine_info(&state.engine, state.config_locked());
+    let instance = views::instance(&status, &state.engine.retrieval(), engine);
+    let body = listing::status_json(instance, &status.clones)
+        .map_err(|error| listing::serialization_failed(&error))?;
+    Ok(listing::json_response(body))
 }
 
 /// Prometheus metrics in the OpenMetrics text format: DBLab's `dblab_*` and Scion's `scion_*`;

@@ -130,3 +130,41 @@ async fn fifty_concurrent_creates_get_distinct_ports() {
     }
     assert_eq!(ports.len(), 50);
 }
+
+/// `/status` and `/clones` serialize each snapshot's view once and copy it into each of its
+/// clones (`http_api::listing`): the bytes on the wire must be those of the plain serialization
+/// of what they say, as DBLab's clients decode it.
+#[tokio::test]
+async fn status_and_clones_are_the_plain_serialization() {
+    let server = TestServer::start("").await;
+    let ids = ["one", "two", "three"];
+    for id in ids {
+        server.create_clone(id).await;
+    }
+    for path in ["/status", "/clones"] {
+        let response = server
+            .http
+            .get(format!("{}{path}", server.url))
+            .header("Verification-Token", crate::harness::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+        let body = response.bytes().await.unwrap();
+        let (plain, clones) = if path == "/status" {
+            let instance: api_types::Instance = serde_json::from_slice(&body).unwrap();
+            (serde_json::to_vec(&instance).unwrap(), instance.cloning.clones)
+        } else {
+            let clones: Vec<api_types::Clone> = serde_json::from_slice(&body).unwrap();
+            (serde_json::to_vec(&clones).unwrap(), clones)
+        };
+        assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&plain), "{path}");
+        assert_eq!(clones.len(), 3, "{path}");
+        for clone in &clones {
+            let mut listed = clone.snapshot.as_ref().expect("a snapshot").clones.clone();
+            listed.sort();
+            assert_eq!(listed, ["one", "three", "two"], "{path}: {}", clone.id);
+        }
+    }
+}
