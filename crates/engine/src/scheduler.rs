@@ -414,6 +414,9 @@ impl Engine {
         let started = Instant::now();
         let mut errors = 0;
         self.refresh_space().await;
+        // Each step's end is logged with the round (debug), so a slow round says which step
+        // it was: this one commits what the clones wrote (syncfs) before reading the space.
+        let space_ms = crate::provision::ms(started.elapsed());
         self.inner.servers.refresh_extensions();
         let postmasters = self.inner.servers.postmasters();
         let now = Instant::now();
@@ -428,6 +431,7 @@ impl Engine {
             .map(|entry| (entry.record.id.clone(), entry.record.dataset.clone()))
             .collect();
         let due = crate::sync::lock(&self.inner.usage).due_for_size(&clones, &samples);
+        let sampled_ms = crate::provision::ms(started.elapsed());
         for (id, dataset) in clones {
             if !due.contains(&id) {
                 continue;
@@ -445,9 +449,11 @@ impl Engine {
             }
         }
         crate::sync::lock(&self.inner.usage).record(&samples, now);
+        let sized_ms = crate::provision::ms(started.elapsed());
         let snapshots: Vec<String> =
             self.read_state().snapshots.iter().map(|snapshot| snapshot.id.clone()).collect();
-        if crate::sync::lock(&self.inner.usage).pool_due(&snapshots) {
+        let pool_due = crate::sync::lock(&self.inner.usage).pool_due(&snapshots);
+        if pool_due {
             match self.inner.pool.storage().pool_usage().await {
                 Ok(pool) => crate::sync::lock(&self.inner.usage).pool_measured(snapshots, pool),
                 Err(error) => {
@@ -465,6 +471,17 @@ impl Engine {
                 debug!(error = %error, "failed to clear the quota groups of destroyed datasets");
             }
         }
-        self.inner.metrics.record_collection(started.elapsed(), errors);
+        let elapsed = started.elapsed();
+        debug!(
+            space_ms,
+            sampled_ms,
+            sized_ms,
+            sized = due.len(),
+            pool_walked = pool_due,
+            elapsed_ms = crate::provision::ms(elapsed),
+            errors,
+            "collection round"
+        );
+        self.inner.metrics.record_collection(elapsed, errors);
     }
 }
