@@ -419,13 +419,17 @@ fn render_fleet(fleet: &Fleet, out: &mut String) {
         d.p99 / 1048576.0,
         d.max / 1048576.0
     ));
-    for (label, t) in [
-        ("`GET /status`", &fleet.status),
-        ("`GET /clones`", &fleet.clones_list),
-        ("background collection round (`dblab_scrape_duration_seconds`)", &fleet.collection),
+    for (label, t, unit) in [
+        ("`GET /status`", &fleet.status, "requests"),
+        ("`GET /clones`", &fleet.clones_list, "requests"),
+        (
+            "background collection round (`dblab_scrape_duration_seconds`)",
+            &fleet.collection,
+            "rounds",
+        ),
     ] {
         out.push_str(&format!(
-            "| {label} ({}) | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
+            "| {label} ({} {unit}) | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |\n",
             t.n, t.median, t.p95, t.p99, t.max
         ));
     }

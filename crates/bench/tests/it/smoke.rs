@@ -113,7 +113,8 @@ async fn tiny_run_reports_every_row_and_cleans_up() {
 async fn tiny_wake_run_reports_every_row_and_cleans_up() {
     let dir = TestDir::new("scion-bench-it-");
     let args = ["--wake", "--sizes", "10MB", "--clones", "2", "--fleet", "3", "--density", "0"];
-    let more = ["--bursts", "1", "--api-requests", "5", "--major", "18"];
+    let more =
+        ["--bursts", "1", "--api-requests", "5", "--collection-rounds", "1", "--major", "18"];
     let report = run_bench(&dir, &[&args[..], &more[..]].concat()).await;
     for prefix in [
         "| cold create",
@@ -138,8 +139,14 @@ async fn tiny_wake_run_reports_every_row_and_cleans_up() {
     assert!(report.contains("2 of them stopped, 1 running"), "{report}");
     let pss = row(&report, "| PSS of a running clone's processes");
     assert!(number(&pss[2], "MiB") > 0.0, "{pss:?}");
-    let status = row(&report, "| `GET /status` (5 requests)");
-    assert!(millis(&status[2]) > 0.0, "{status:?}");
+    for prefix in [
+        "| `GET /status` (5 requests)",
+        "| `GET /clones` (5 requests)",
+        "| background collection round (`dblab_scrape_duration_seconds`) (",
+    ] {
+        let found = row(&report, prefix);
+        assert!(millis(&found[2]) > 0.0, "{found:?}");
+    }
     assert_cleaned_up(&dir);
 }
 
