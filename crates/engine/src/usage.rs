@@ -98,8 +98,7 @@ impl UsageTracker {
     }
 
     /// Which of `clones` (ID and dataset) to measure this round, given their servers'
-    /// `samples`; the others count one more round unmeasured, and clones not listed are
-    /// forgotten.
+    /// `samples` (see [`remeasure`]); clones not listed are forgotten.
     pub(crate) fn due_for_size(
         &mut self,
         clones: &[(String, String)],

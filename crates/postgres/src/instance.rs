@@ -272,7 +272,7 @@ impl Instance {
             .new_session()
             .spawn_daemon(log)?;
         let spawned = started.elapsed();
-        let settings_listen_addresses = settings.listen_addresses.clone();
+        let listen_address = first_listen_address(&settings.listen_addresses);
         let pid = daemon.pid();
         let pidfd = match open_pidfd(pid) {
             Ok(pidfd) => pidfd,
@@ -297,7 +297,7 @@ impl Instance {
             daemon: Some(daemon),
             admin: None,
             timings: None,
-            listen_address: first_listen_address(&settings_listen_addresses),
+            listen_address,
         };
         match instance.wait_ready(watch, started + instance.spec.start_timeout).await {
             Ok(()) => {}
